@@ -15,13 +15,23 @@ let sink = 0;
 for (const size of SIZES) {
   for (const [name, fn] of Object.entries(SUM_VARIANTS)) {
     if (name === "naive" && size > 9000) continue;
-    Deno.bench({ group: `${size} B`, name, baseline: name === "bytesUnrolled", n: size > 9000 ? 2000 : undefined, fn() {
-      sink ^= fn(backing, OFF, size, 0);
-    } });
+    Deno.bench({
+      group: `${size} B`,
+      name,
+      baseline: name === "bytesUnrolled",
+      n: size > 9000 ? 2000 : undefined,
+      fn() {
+        sink ^= fn(backing, OFF, size, 0);
+      },
+    });
   }
-  Deno.bench({ group: `${size} B`, name: "chosen (checksum.ts)", fn() {
-    sink ^= checksumSum(backing, OFF, size, 0);
-  } });
+  Deno.bench({
+    group: `${size} B`,
+    name: "chosen (checksum.ts)",
+    fn() {
+      sink ^= checksumSum(backing, OFF, size, 0);
+    },
+  });
 }
 addEventListener("unload", () => {
   if (sink === -1) console.log(sink);

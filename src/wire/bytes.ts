@@ -80,7 +80,7 @@ export function ipv4ToString(a: number): string {
 }
 
 /** Parses a dotted-quad IPv4 address into a u32, or returns null when it is not one. */
-export function parseIpv4(text: string): number | null {
+export function parseIpv4Address(text: string): number | null {
   const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text.trim());
   if (!m) return null;
   let a = 0;

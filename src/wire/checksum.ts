@@ -29,7 +29,9 @@ export const WASM_THRESHOLD = 256;
  * @returns the folded 16-bit sum
  */
 export function checksumSum(buf: Uint8Array, off: number, len: number, initial = 0): number {
-  return len < WASM_THRESHOLD ? sumBytesUnrolled(buf, off, len, initial) : sumWasmSimd(buf, off, len, initial);
+  return len < WASM_THRESHOLD
+    ? sumBytesUnrolled(buf, off, len, initial)
+    : sumWasmSimd(buf, off, len, initial);
 }
 
 /**

@@ -122,7 +122,13 @@ export function checksumWasm(): ChecksumWasm {
   return wasm;
 }
 
-function wasmSum(fn: "sum_scalar" | "sum_simd", b: Uint8Array, off: number, len: number, initial: number): number {
+function wasmSum(
+  fn: "sum_scalar" | "sum_simd",
+  b: Uint8Array,
+  off: number,
+  len: number,
+  initial: number,
+): number {
   const m = checksumWasm();
   if (len > wasmBytes.byteLength) {
     m.memory.grow(Math.ceil((len - wasmBytes.byteLength) / 65536));
@@ -144,7 +150,10 @@ export function sumWasmSimd(b: Uint8Array, off: number, len: number, initial = 0
 }
 
 /** Every variant by name, for the property test and the benchmark. */
-export const SUM_VARIANTS: Record<string, (b: Uint8Array, off: number, len: number, initial?: number) => number> = {
+export const SUM_VARIANTS: Record<
+  string,
+  (b: Uint8Array, off: number, len: number, initial?: number) => number
+> = {
   naive: sumNaive,
   dataView16: sumDataView16,
   bytesUnrolled: sumBytesUnrolled,

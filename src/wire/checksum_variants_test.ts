@@ -1,18 +1,6 @@
 import assert from "node:assert/strict";
 import { SUM_VARIANTS, sumNaive } from "./checksum_variants.ts";
-
-/** xorshift32: reproducible random inputs; the seed is printed on failure. */
-export function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
-}
+import { rng } from "../../tests/_rng.ts";
 
 Deno.test("every checksum variant equals the naive reference on random lengths, offsets and alignments", () => {
   const seed = Date.now() >>> 0;
@@ -28,7 +16,11 @@ Deno.test("every checksum variant equals the naive reference on random lengths, 
     const initial = next() % 0x2_0000;
     const want = sumNaive(view, off, len, initial);
     for (const [name, fn] of Object.entries(SUM_VARIANTS)) {
-      assert.equal(fn(view, off, len, initial), want, `${name} len=${len} off=${off} base=${base} seed=${seed}`);
+      assert.equal(
+        fn(view, off, len, initial),
+        want,
+        `${name} len=${len} off=${off} base=${base} seed=${seed}`,
+      );
     }
   }
 });
@@ -37,6 +29,8 @@ Deno.test("every checksum variant handles all-0xff input without carry loss", ()
   for (const len of [1, 2, 3, 31, 32, 33, 1500, 65535, 65536]) {
     const b = new Uint8Array(len).fill(0xff);
     const want = sumNaive(b, 0, len);
-    for (const [name, fn] of Object.entries(SUM_VARIANTS)) assert.equal(fn(b, 0, len), want, `${name} len=${len}`);
+    for (const [name, fn] of Object.entries(SUM_VARIANTS)) {
+      assert.equal(fn(b, 0, len), want, `${name} len=${len}`);
+    }
   }
 });

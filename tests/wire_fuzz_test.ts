@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { readPcap } from "../src/relay/pcap.ts";
+import { dissect } from "./_dissect.ts";
+import { rng } from "./_rng.ts";
+import { parseDhcp } from "../src/wire/dhcp.ts";
+import { parseDns } from "../src/wire/dns.ts";
+import { parseTcp } from "../src/wire/tcp.ts";
+
+const frames = readPcap(await Deno.readFile(new URL("./fixtures/linux.pcap", import.meta.url))).packets.map((
+  p,
+) => p.data);
+
+Deno.test("fuzz: mutated and truncated fixture frames never make a parser throw", () => {
+  const seed = Date.now() >>> 0;
+  const next = rng(seed);
+  const deadline = performance.now() + 3000;
+  let runs = 0;
+  for (; runs < 200_000 && performance.now() < deadline; runs++) {
+    const src = frames[next() % frames.length];
+    const f = src.slice(0, 1 + (next() % (src.length + 8)));
+    const flips = next() % 8;
+    for (let k = 0; k < flips; k++) f[next() % f.length] = next() & 0xff;
+    try {
+      dissect(f);
+      // also drive the deep parsers directly at arbitrary offsets, where headers were not checked first
+      const off = next() % f.length;
+      parseDhcp(f, off, f.length);
+      parseDns(f, off, f.length);
+      parseTcp(f, off, f.length, next() & 0xffff);
+    } catch (e) {
+      assert.fail(`seed ${seed} run ${runs}: ${e}\nframe ${Array.from(f).join(",")}`);
+    }
+  }
+  assert.ok(runs > 1000);
+});
+
+Deno.test("fuzz: random bytes never make a parser throw", () => {
+  const seed = (Date.now() ^ 0x5a5a5a5a) >>> 0;
+  const next = rng(seed);
+  for (let runs = 0; runs < 50_000; runs++) {
+    const f = new Uint8Array(next() % 600);
+    for (let i = 0; i < f.length; i++) f[i] = next() & 0xff;
+    // bias towards IPv4 so deeper layers are reached
+    if (f.length > 14 && next() % 2) {
+      f[12] = 8;
+      f[13] = 0;
+      f[14] = 0x45;
+    }
+    try {
+      dissect(f);
+      parseDns(f, 0, f.length);
+      parseDhcp(f, 0, f.length);
+    } catch (e) {
+      assert.fail(`seed ${seed} run ${runs}: ${e}`);
+    }
+  }
+});

@@ -1,31 +1,236 @@
 /**
- * Command line: `slirp-relay serve [flags]`, `slirp-relay --version`, `slirp-relay --help`.
+ * Command line: flags → config → relay. Every flag has a config-file key of the same name
+ * (`--dns-upstream` ↔ `"dns-upstream"`); flags override the file.
+ *
  * @module
  */
+import { parseArgs } from "node:util";
 import { VERSION } from "./version.ts";
+import { defaultStackConfig, type HostForwardConfig, parseCidr, type StackConfig } from "./stack/config.ts";
+import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
+import { Relay } from "./relay/relay.ts";
+import { jsonLogger, type LogLevel } from "./relay/log.ts";
+import { parseListenUrl } from "./host/stream_listener.ts";
 
-const HELP = `slirp-relay ${VERSION} — a user-mode network stack for virtual machines
+const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
+
+export const HELP = `slirp-relay ${VERSION} — a user-mode network stack for virtual machines
+
+Guests (QEMU, a TAP bridge, passt-compatible clients) connect with raw Ethernet frames; slirp-relay
+answers ARP, DHCP and DNS as the gateway 10.0.2.2 and carries the guest's UDP, ICMP and TCP through
+ordinary host sockets. No root needed.
 
 Usage:
-  slirp-relay serve [flags]      start the relay
+  slirp-relay serve [flags]        start the relay (listens on ${DEFAULT_LISTEN} when no listener is given)
   slirp-relay --version | --help
+
+Serve flags (each also a key of the same name in --config FILE.json):
+  --config FILE.json               read settings from a JSON file; flags override it
+  --listen-qemu URL                stream listener, repeatable: tcp://HOST:PORT or unix:///PATH
+                                   (QEMU -netdev stream / -netdev socket, passt's protocol)
+  --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
+  --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26)
+  --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
+  --dns-record NAME=ADDR           answer NAME with ADDR locally, repeatable
+                                   (host.slirp.internal=<gateway> is always present)
+  --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
+                                   port forward, QEMU syntax, repeatable
+  --no-host-loopback               do not map the gateway address to the relay host's 127.0.0.1
+  --udp-idle SECONDS               UDP flow idle expiry (default 60)
+  --log-level debug|info|warn|error
+                                   JSON log lines on stderr (default info)
+
+Examples:
+  slirp-relay serve
+  slirp-relay serve --listen-qemu unix:///tmp/slirp.sock --dns-upstream 127.0.0.1:5353
 `;
 
-export function main(args: string[]): number {
-  if (args.includes("--version")) {
+/** The flags of `serve` as parsed (strings and lists), before they become a config. */
+interface ServeFlags {
+  "config"?: string;
+  "listen-qemu"?: string[];
+  "net"?: string;
+  "mtu"?: string | number;
+  "dns-upstream"?: string[];
+  "dns-record"?: string[];
+  "hostfwd"?: string[];
+  "no-host-loopback"?: boolean;
+  "udp-idle"?: string | number;
+  "log-level"?: string;
+}
+
+/** Parses QEMU's hostfwd syntax `tcp:[hostaddr]:hostport-[guestaddr]:guestport`. */
+export function parseHostForward(text: string): HostForwardConfig {
+  const m = /^(tcp|udp):([^:]*):(\d{1,5})-([^:]*):(\d{1,5})$/.exec(text.trim());
+  const bad = () =>
+    new Error(`Invalid --hostfwd "${text}": expected tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`);
+  if (!m) throw bad();
+  const hostPort = Number(m[3]), guestPort = Number(m[5]);
+  if (hostPort > 65535 || guestPort > 65535 || guestPort === 0) throw bad();
+  if (m[2] !== "" && parseIpv4Address(m[2]) === null) throw bad();
+  if (m[4] !== "" && parseIpv4Address(m[4]) === null) throw bad();
+  return {
+    protocol: m[1] as "tcp" | "udp",
+    hostAddress: m[2] === "" ? "127.0.0.1" : m[2],
+    hostPort,
+    guestAddress: m[4],
+    guestPort,
+  };
+}
+
+/** Turns flags (merged over a config file's keys) into relay settings; throws with a clear message. */
+export function buildServeConfig(
+  flags: ServeFlags,
+): { listen: string[]; stack: StackConfig; logLevel: LogLevel } {
+  const stack = defaultStackConfig();
+  if (flags.net !== undefined) {
+    const c = parseCidr(flags.net);
+    if (!c) throw new Error(`Invalid --net "${flags.net}": expected CIDR such as 10.0.2.0/24`);
+    // libslirp's layout inside any network: gateway .2, DNS .3, DHCP from .15
+    stack.net = `${ipv4ToString(c.network)}/${c.prefix}`;
+    stack.gateway = ipv4ToString(c.network + 2);
+    stack.dns = ipv4ToString(c.network + 3);
+    stack.dhcpStart = ipv4ToString(c.network + 15);
+    stack.dnsRecords = [{ name: "host.slirp.internal", address: stack.gateway }];
+  }
+  if (flags.mtu !== undefined) {
+    const mtu = Number(flags.mtu);
+    if (!Number.isInteger(mtu)) throw new Error(`Invalid --mtu "${flags.mtu}": not an integer`);
+    stack.mtu = mtu;
+  }
+  for (const u of flags["dns-upstream"] ?? []) stack.dnsUpstreams.push(u);
+  for (const r of flags["dns-record"] ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(r);
+    if (!m || parseIpv4Address(m[2]) === null) {
+      throw new Error(`Invalid --dns-record "${r}": expected NAME=IPV4`);
+    }
+    const name = m[1].toLowerCase().replace(/\.$/, "");
+    stack.dnsRecords = stack.dnsRecords.filter((x) => x.name !== name);
+    stack.dnsRecords.push({ name, address: m[2] });
+  }
+  for (const h of flags.hostfwd ?? []) stack.hostfwd.push(parseHostForward(h));
+  if (flags["no-host-loopback"]) stack.gatewayToLoopback = false;
+  if (flags["udp-idle"] !== undefined) {
+    const s = Number(flags["udp-idle"]);
+    if (!(s > 0)) {
+      throw new Error(`Invalid --udp-idle "${flags["udp-idle"]}": must be a positive number of seconds`);
+    }
+    stack.udpIdleSec = s;
+  }
+  const listen = flags["listen-qemu"] && flags["listen-qemu"].length > 0
+    ? flags["listen-qemu"]
+    : [DEFAULT_LISTEN];
+  for (const l of listen) parseListenUrl(l);
+  const logLevel = (flags["log-level"] ?? "info") as LogLevel;
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new Error(`Invalid --log-level "${logLevel}"`);
+  }
+  return { listen, stack, logLevel };
+}
+
+/** The QEMU command-line fragments that connect a guest to a stream listener. */
+export function qemuLines(url: string): string[] {
+  const a = parseListenUrl(url);
+  if (a.kind === "unix") {
+    return [
+      `-netdev stream,id=net0,server=off,addr.type=unix,addr.path=${a.path} -device virtio-net-pci,netdev=net0`,
+    ];
+  }
+  return [
+    `-netdev stream,id=net0,server=off,addr.type=inet,addr.host=${a.host},addr.port=${a.port} -device virtio-net-pci,netdev=net0`,
+    `-netdev socket,id=net0,connect=${a.host}:${a.port} -device virtio-net-pci,netdev=net0   (QEMU < 7.2)`,
+  ];
+}
+
+const SERVE_OPTIONS = {
+  "config": { type: "string" },
+  "listen-qemu": { type: "string", multiple: true },
+  "net": { type: "string" },
+  "mtu": { type: "string" },
+  "dns-upstream": { type: "string", multiple: true },
+  "dns-record": { type: "string", multiple: true },
+  "hostfwd": { type: "string", multiple: true },
+  "no-host-loopback": { type: "boolean" },
+  "udp-idle": { type: "string" },
+  "log-level": { type: "string" },
+} as const;
+
+function readConfigFile(path: string): ServeFlags {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new Error(`Cannot read --config ${path}: ${(e as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`Cannot parse --config ${path}: ${(e as Error).message}`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new Error(`Cannot use --config ${path}: expected a JSON object`);
+  }
+  for (const k of Object.keys(data)) {
+    if (!(k in SERVE_OPTIONS)) {
+      throw new Error(`Unknown key "${k}" in ${path}; keys are the serve flag names`);
+    }
+    const opt = SERVE_OPTIONS[k as keyof typeof SERVE_OPTIONS];
+    const v = (data as Record<string, unknown>)[k];
+    if ("multiple" in opt && !Array.isArray(v)) throw new Error(`Key "${k}" in ${path} must be a list`);
+  }
+  return data as ServeFlags;
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: SERVE_OPTIONS, strict: true, allowPositionals: false });
+  const fromFile = values.config ? readConfigFile(values.config) : {};
+  const merged: ServeFlags = { ...fromFile };
+  for (const [k, v] of Object.entries(values)) {
+    if (v !== undefined) (merged as Record<string, unknown>)[k] = v;
+  }
+  const cfg = buildServeConfig(merged);
+  const log = jsonLogger(cfg.logLevel);
+  const relay = new Relay({ listenQemu: cfg.listen, stack: cfg.stack, log });
+  const urls = relay.start();
+  const lines = [
+    `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})`,
+  ];
+  for (const u of urls) {
+    lines.push(`  listening on ${u}; connect QEMU with:`);
+    for (const q of qemuLines(u)) lines.push(`    qemu-system-x86_64 ... ${q}`);
+  }
+  console.log(lines.join("\n"));
+  log("info", "relay started", { listen: urls, dnsUpstreams: cfg.stack.dnsUpstreams });
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      log("info", "shutting down");
+      relay.stop();
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  return 0;
+}
+
+export async function main(args: string[]): Promise<number> {
+  if (args.includes("--version") || args[0] === "version") {
     console.log(VERSION);
     return 0;
   }
-  if (args.length === 0 || args.includes("--help") || args[0] === "help") {
+  if (args.length === 0 || args.includes("--help") || args.includes("-h") || args[0] === "help") {
     console.log(HELP);
     return 0;
   }
-  if (args[0] === "serve") {
-    console.log("slirp-relay serve: the packet engine is not built yet; nothing to serve. Exiting.");
-    return 0;
+  try {
+    if (args[0] === "serve") return await serve(args.slice(1));
+  } catch (e) {
+    console.error(`slirp-relay: ${(e as Error).message}`);
+    return 2;
   }
-  console.error(`Unknown command "${args[0]}". Run slirp-relay --help`);
+  console.error(`slirp-relay: unknown command "${args[0]}". Run slirp-relay --help`);
   return 2;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -58,7 +58,7 @@ export function macToString(mac: number): string {
 }
 
 /** Parses `aa:bb:cc:dd:ee:ff` (or `-` separated) into a 48-bit number, or returns null. */
-export function parseMac(text: string): number | null {
+export function parseMacAddress(text: string): number | null {
   const parts = text.split(/[:-]/);
   if (parts.length !== 6) return null;
   let mac = 0;

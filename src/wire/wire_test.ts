@@ -4,7 +4,7 @@ import {
   isWireError,
   macToString,
   parseIpv4Address as parseAddr,
-  parseMac,
+  parseMacAddress as parseMac,
   WireError,
 } from "./bytes.ts";
 import { emitEthernet, ETHERTYPE_IPV4, parseEthernet } from "./ethernet.ts";

@@ -1,0 +1,98 @@
+/**
+ * The host interface: everything the stack needs from the runtime's sockets, and nothing more.
+ * `src/stack/` reaches the outside world only through these types; `node_host.ts` implements them with
+ * `node:` modules (which both Deno and Bun provide).
+ *
+ * Addresses cross this boundary as dotted strings (what socket APIs take); the stack converts once per
+ * flow, not per packet.
+ *
+ * @module
+ */
+
+/** Receives datagrams for one UDP flow. */
+export interface UdpHandlers {
+  /** `data` is owned by the callee (it may keep it). */
+  onMessage(data: Uint8Array, address: string, port: number): void;
+  /** A send or socket error, e.g. "EHOSTUNREACH". The socket stays open unless closed by the owner. */
+  onError(code: string): void;
+}
+
+/** A host UDP socket. */
+export interface HostUdpSocket {
+  /** Sends a datagram; the bytes are copied before this returns, so the caller may reuse its buffer. */
+  sendTo(data: Uint8Array, address: string, port: number): void;
+  close(): void;
+}
+
+/** Receives an ICMP echo reply (or error) for an outstanding request. */
+export type IcmpEchoCallback = (reply: { type: number; code: number; data: Uint8Array } | null) => void;
+
+/** Unprivileged ICMP echo (Linux `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`), shared by all tenants. */
+export interface HostIcmpEcho {
+  /**
+   * Sends an echo request to `address` carrying `data`; `done` gets the reply's type, code and data,
+   * or null on timeout. Returns false when the request could not be sent.
+   */
+  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean;
+}
+
+/** Callbacks for one host TCP connection. */
+export interface TcpHandlers {
+  /** Connected (for connectTcp). */
+  onConnect(): void;
+  /** Bytes from the host peer; owned by the callee. */
+  onData(data: Uint8Array): void;
+  /** The peer sent FIN. */
+  onEnd(): void;
+  /** The socket failed ("ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", …) and is closed. */
+  onError(code: string): void;
+  /** The socket is fully closed. */
+  onClose(): void;
+  /** The write queue drained below its high-water mark. */
+  onDrain(): void;
+}
+
+/** A host TCP connection. */
+export interface HostTcpSocket {
+  /** Queues bytes (copied); returns false when the write queue is above its high-water mark. */
+  write(data: Uint8Array): boolean;
+  /** Bytes queued but not yet written to the kernel. */
+  readonly bufferedAmount: number;
+  /** Sends FIN after queued data. */
+  end(): void;
+  /** Closes at once; with `reset`, sends RST instead of FIN. */
+  destroy(reset?: boolean): void;
+  /** Stops/starts delivering onData (backpressure toward the host peer). */
+  pause(): void;
+  resume(): void;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+}
+
+/** A listening host socket (port forwards). */
+export interface HostListener {
+  readonly port: number;
+  close(): void;
+}
+
+/** The sockets of the runtime. */
+export interface HostNet {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** An unbound-then-ephemeral UDP socket. */
+  openUdp(handlers: UdpHandlers): HostUdpSocket;
+  /** Binds a UDP socket on `address:port` (port forwards). Throws when the port cannot be bound. */
+  bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }>;
+  /** Connects a TCP socket. */
+  connectTcp(address: string, port: number, handlers: TcpHandlers): HostTcpSocket;
+  /** Listens for TCP; each accepted socket gets handlers from `accept`. */
+  listenTcp(
+    address: string,
+    port: number,
+    accept: (socket: HostTcpSocket, bind: (h: TcpHandlers) => void) => void,
+  ): Promise<HostListener>;
+  /** ICMP echo, or null where the host forbids unprivileged ICMP sockets. */
+  icmpEcho(): HostIcmpEcho | null;
+  /** Nameservers from the host's resolver configuration ("ip:port"). */
+  systemResolvers(): string[];
+}

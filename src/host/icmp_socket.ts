@@ -1,0 +1,167 @@
+/**
+ * Unprivileged ICMP echo through Linux "ping sockets": `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`,
+ * reached with Deno FFI (libc). The kernel allows them to groups listed in
+ * /proc/sys/net/ipv4/ping_group_range; elsewhere `open()` returns null and the stack reports ICMP as
+ * unsupported.
+ *
+ * One socket serves every tenant. The kernel owns the echo identifier (it is the socket's "port"), so
+ * requests are told apart by a relay-wide sequence number we assign; the guest's own id and sequence are
+ * restored by the caller. Replies are read only while requests are outstanding: a poll() with a short
+ * timeout on an FFI worker thread, then non-blocking recvfrom() until the queue is empty — no thread or
+ * timer stays busy while nobody pings.
+ *
+ * @module
+ */
+import type { HostIcmpEcho, IcmpEchoCallback } from "./host.ts";
+import { parseIpv4Address } from "../wire/bytes.ts";
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const IPPROTO_ICMP = 1;
+const POLLIN = 1;
+const EAGAIN = 11;
+const MAX_REPLY = 65536;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
+  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
+  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  close: { parameters: ["i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+interface Outstanding {
+  address: number;
+  deadline: number;
+  done: IcmpEchoCallback;
+}
+
+export class IcmpSocket implements HostIcmpEcho {
+  #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  #fd: number;
+  #nextSeq = 1;
+  #pending = new Map<number, Outstanding>();
+  #polling = false;
+  #closed = false;
+  #rx = new Uint8Array(MAX_REPLY);
+  #from = new Uint8Array(16);
+  #fromLen = new Uint32Array(1);
+  #pollFd = new Uint8Array(8);
+
+  private constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, fd: number) {
+    this.#lib = lib;
+    this.#fd = fd;
+    const v = new DataView(this.#pollFd.buffer);
+    v.setInt32(0, fd, true);
+    v.setInt16(4, POLLIN, true);
+  }
+
+  /** Opens the ping socket, or returns null (with the reason) when FFI or the kernel refuses. */
+  static open(): { socket: IcmpSocket | null; reason: string } {
+    let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+    try {
+      lib = Deno.dlopen("libc.so.6", SYMBOLS);
+    } catch (e) {
+      return { socket: null, reason: `FFI unavailable: ${(e as Error).message}` };
+    }
+    const fd = lib.symbols.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+    if (fd < 0) {
+      const errno = IcmpSocket.#errno(lib);
+      lib.close();
+      return {
+        socket: null,
+        reason: `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) failed with errno ${errno}` +
+          " (see /proc/sys/net/ipv4/ping_group_range)",
+      };
+    }
+    return { socket: new IcmpSocket(lib, fd), reason: "" };
+  }
+
+  static #errno(lib: Deno.DynamicLibrary<typeof SYMBOLS>): number {
+    const p = lib.symbols.__errno_location();
+    return p ? new Deno.UnsafePointerView(p).getInt32() : -1;
+  }
+
+  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean {
+    if (this.#closed) return false;
+    const a = parseIpv4Address(address);
+    if (a === null) return false;
+    let seq = this.#nextSeq;
+    for (let i = 0; this.#pending.has(seq) && i < 0x10000; i++) seq = (seq + 1) & 0xffff;
+    if (this.#pending.has(seq)) return false;
+    this.#nextSeq = (seq + 1) & 0xffff;
+    const msg = new Uint8Array(8 + data.length);
+    msg[0] = 8; // echo request; the kernel fills in the id and the checksum
+    msg[6] = seq >>> 8;
+    msg[7] = seq & 0xff;
+    msg.set(data, 8);
+    const sa = new Uint8Array(16);
+    const v = new DataView(sa.buffer);
+    v.setUint16(0, AF_INET, true);
+    v.setUint32(4, a, false);
+    const n = this.#lib.symbols.sendto(this.#fd, msg, BigInt(msg.length), 0, sa, 16);
+    if (Number(n) < 0) return false;
+    this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
+    if (!this.#polling) this.#pollLoop();
+    return true;
+  }
+
+  async #pollLoop(): Promise<void> {
+    this.#polling = true;
+    try {
+      while (!this.#closed && this.#pending.size > 0) {
+        await this.#lib.symbols.poll(this.#pollFd, 1n, 100);
+        if (this.#closed) break;
+        this.#drain();
+        const now = performance.now();
+        for (const [seq, p] of this.#pending) {
+          if (p.deadline <= now) {
+            this.#pending.delete(seq);
+            p.done(null);
+          }
+        }
+      }
+    } finally {
+      this.#polling = false;
+    }
+  }
+
+  #drain(): void {
+    for (;;) {
+      this.#fromLen[0] = 16;
+      const n = Number(
+        this.#lib.symbols.recvfrom(
+          this.#fd,
+          this.#rx,
+          BigInt(MAX_REPLY),
+          0,
+          this.#from,
+          new Uint8Array(this.#fromLen.buffer),
+        ),
+      );
+      if (n < 0) {
+        if (IcmpSocket.#errno(this.#lib) !== EAGAIN) return;
+        return;
+      }
+      if (n < 8) continue;
+      const seq = (this.#rx[6] << 8) | this.#rx[7];
+      const p = this.#pending.get(seq);
+      const from = new DataView(this.#from.buffer).getUint32(4, false);
+      if (!p || p.address !== from) continue;
+      this.#pending.delete(seq);
+      p.done({ type: this.#rx[0], code: this.#rx[1], data: this.#rx.slice(8, n) });
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const p of this.#pending.values()) p.done(null);
+    this.#pending.clear();
+    this.#lib.symbols.close(this.#fd);
+    // the library stays loaded: a poll() may still be running on a worker thread
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * {@linkcode HostNet} on the `node:` socket modules, which Deno and Bun both provide.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import net from "node:net";
+import { readFileSync } from "node:fs";
+import type {
+  HostIcmpEcho,
+  HostListener,
+  HostNet,
+  HostTcpSocket,
+  HostUdpSocket,
+  TcpHandlers,
+  UdpHandlers,
+} from "./host.ts";
+
+/** Write queue bytes above which `write` returns false (backpressure toward the guest's TCP). */
+const TCP_HIGH_WATER = 256 * 1024;
+
+function errCode(e: unknown): string {
+  return (e as { code?: string })?.code ?? String((e as Error)?.message ?? e);
+}
+
+function udpSocket(handlers: UdpHandlers): dgram.Socket {
+  const s = dgram.createSocket({ type: "udp4" });
+  s.on("message", (msg, rinfo) => {
+    handlers.onMessage(new Uint8Array(msg.buffer, msg.byteOffset, msg.length), rinfo.address, rinfo.port);
+  });
+  s.on("error", (e) => handlers.onError(errCode(e)));
+  return s;
+}
+
+function wrapUdp(s: dgram.Socket, handlers: UdpHandlers): HostUdpSocket {
+  let closed = false;
+  return {
+    sendTo(data, address, port) {
+      if (closed) return;
+      // node:dgram on Deno reads the bytes after send() returns: hand it a copy
+      s.send(data.slice(), port, address, (err) => {
+        if (err) handlers.onError(errCode(err));
+      });
+    },
+    close() {
+      if (closed) return;
+      closed = true;
+      try {
+        s.close();
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+function wrapTcp(sock: net.Socket): HostTcpSocket {
+  return {
+    write(data) {
+      return sock.write(data.slice());
+    },
+    get bufferedAmount() {
+      return sock.writableLength;
+    },
+    end() {
+      sock.end();
+    },
+    destroy(reset = false) {
+      if (reset && typeof sock.resetAndDestroy === "function") sock.resetAndDestroy();
+      else sock.destroy();
+    },
+    pause() {
+      sock.pause();
+    },
+    resume() {
+      sock.resume();
+    },
+    get remoteAddress() {
+      return sock.remoteAddress ?? "";
+    },
+    get remotePort() {
+      return sock.remotePort ?? 0;
+    },
+  };
+}
+
+function bindTcp(sock: net.Socket, h: TcpHandlers): void {
+  sock.on("data", (d: Uint8Array) => h.onData(d));
+  sock.on("end", () => h.onEnd());
+  sock.on("error", (e) => h.onError(errCode(e)));
+  sock.on("close", () => h.onClose());
+  sock.on("drain", () => h.onDrain());
+}
+
+/** Reads IPv4 nameservers from a resolv.conf text. */
+export function parseResolvConf(text: string): string[] {
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const m = /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
+    if (m) out.push(`${m[1]}:53`);
+  }
+  return out;
+}
+
+export class NodeHost implements HostNet {
+  #icmp: HostIcmpEcho | null | undefined;
+  #icmpFactory: () => HostIcmpEcho | null;
+  #closers: (() => void)[] = [];
+
+  /** @param icmpFactory opens the ICMP echo service on first use (e.g. the FFI ping socket) */
+  constructor(icmpFactory: () => HostIcmpEcho | null = () => null) {
+    this.#icmpFactory = icmpFactory;
+  }
+
+  now(): number {
+    return performance.now();
+  }
+
+  openUdp(handlers: UdpHandlers): HostUdpSocket {
+    return wrapUdp(udpSocket(handlers), handlers);
+  }
+
+  bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }> {
+    const s = udpSocket(handlers);
+    return new Promise((resolve, reject) => {
+      s.once("error", reject);
+      s.bind(port, address, () => {
+        s.off("error", reject);
+        resolve(Object.assign(wrapUdp(s, handlers), { port: s.address().port }));
+      });
+    });
+  }
+
+  connectTcp(address: string, port: number, h: TcpHandlers): HostTcpSocket {
+    const sock = net.connect({ host: address, port, noDelay: true });
+    sock.once("connect", () => h.onConnect());
+    bindTcp(sock, h);
+    return wrapTcp(sock);
+  }
+
+  listenTcp(
+    address: string,
+    port: number,
+    accept: (socket: HostTcpSocket, bind: (h: TcpHandlers) => void) => void,
+  ): Promise<HostListener> {
+    const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+      sock.setNoDelay(true);
+      accept(wrapTcp(sock), (h) => bindTcp(sock, h));
+    });
+    return new Promise((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, address, () => {
+        server.off("error", reject);
+        const p = (server.address() as net.AddressInfo).port;
+        resolve({ port: p, close: () => server.close() });
+      });
+    });
+  }
+
+  icmpEcho(): HostIcmpEcho | null {
+    if (this.#icmp === undefined) this.#icmp = this.#icmpFactory();
+    return this.#icmp;
+  }
+
+  systemResolvers(): string[] {
+    try {
+      return parseResolvConf(readFileSync("/etc/resolv.conf", "utf8"));
+    } catch {
+      return [];
+    }
+  }
+
+  /** Registers cleanup run by {@linkcode close}. */
+  onClose(fn: () => void): void {
+    this.#closers.push(fn);
+  }
+
+  close(): void {
+    for (const fn of this.#closers.splice(0)) fn();
+  }
+}
+
+export { TCP_HIGH_WATER };

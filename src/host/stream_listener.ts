@@ -1,0 +1,74 @@
+/**
+ * Listening byte-stream sockets for the stream transport: `tcp://host:port` and `unix:///path`, on
+ * Deno's native listeners (read straight into our buffers, no intermediate copies).
+ *
+ * @module
+ */
+import type { ByteStream } from "../transport/stream.ts";
+
+export interface StreamListener {
+  /** The bound address as a URL, with the real port when 0 was asked for. */
+  readonly url: string;
+  accept(): AsyncIterable<ByteStream & { remote: string }>;
+  close(): void;
+}
+
+/** Parses a listen URL; throws a clear Error for anything else. */
+export function parseListenUrl(
+  url: string,
+): { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string } {
+  const tcp = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
+  if (tcp) {
+    const port = Number(tcp[2]);
+    if (port > 65535) throw new Error(`Invalid listen address "${url}": port above 65535`);
+    return { kind: "tcp", host: tcp[1].replace(/^\[|\]$/g, ""), port };
+  }
+  const unix = /^unix:\/\/(\/.+)$/.exec(url);
+  if (unix) return { kind: "unix", path: unix[1] };
+  throw new Error(`Invalid listen address "${url}": expected tcp://HOST:PORT or unix:///PATH`);
+}
+
+export function listenStream(url: string): StreamListener {
+  const a = parseListenUrl(url);
+  let listener: Deno.Listener;
+  let bound: string;
+  if (a.kind === "tcp") {
+    const l = Deno.listen({ transport: "tcp", hostname: a.host, port: a.port });
+    listener = l;
+    bound = `tcp://${a.host.includes(":") ? `[${a.host}]` : a.host}:${l.addr.port}`;
+  } else {
+    // a stale socket file from a previous run would make bind fail with EADDRINUSE
+    try {
+      if (Deno.lstatSync(a.path).isSocket) Deno.removeSync(a.path);
+    } catch { /* absent */ }
+    listener = Deno.listen({ transport: "unix", path: a.path });
+    bound = `unix://${a.path}`;
+  }
+  return {
+    url: bound,
+    async *accept() {
+      for (;;) {
+        let conn: Deno.Conn;
+        try {
+          conn = await listener.accept();
+        } catch {
+          return;
+        }
+        if (a.kind === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+        const r = conn.remoteAddr;
+        const remote = r.transport === "tcp" ? `${r.hostname}:${r.port}` : "unix";
+        yield Object.assign(conn, { remote });
+      }
+    },
+    close() {
+      try {
+        listener.close();
+      } catch { /* closed */ }
+      if (a.kind === "unix") {
+        try {
+          Deno.removeSync(a.path);
+        } catch { /* gone */ }
+      }
+    },
+  };
+}

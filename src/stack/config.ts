@@ -1,0 +1,196 @@
+/**
+ * One tenant's address plan and service settings, with libslirp-compatible defaults, and the validation
+ * that refuses a plan that cannot work.
+ *
+ * @module
+ */
+import { ipv4ToString, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
+import { type PolicyConfig } from "./policy.ts";
+
+/** A static DNS record answered by the stack itself. */
+export interface DnsRecordConfig {
+  /** Lower-case name without trailing dot, e.g. "host.slirp.internal". */
+  name: string;
+  /** IPv4 address as dotted quad. */
+  address: string;
+}
+
+/** A virtual → real address translation (gvisor-tap-vsock's NAT table). */
+export interface NatEntryConfig {
+  /** Address inside the virtual network, e.g. "10.0.2.2". */
+  virtual: string;
+  /** Address the relay dials instead, e.g. "127.0.0.1". */
+  real: string;
+}
+
+/** A DHCP reservation. */
+export interface StaticLeaseConfig {
+  mac: string;
+  address: string;
+  hostname?: string;
+}
+
+/** A port forward, QEMU hostfwd semantics: connections to host:hostPort reach guest:guestPort. */
+export interface HostForwardConfig {
+  protocol: "tcp" | "udp";
+  hostAddress: string;
+  hostPort: number;
+  /** Empty: the guest's DHCP address. */
+  guestAddress: string;
+  guestPort: number;
+}
+
+/** Everything a tenant's stack is configured by. All fields have defaults; see {@linkcode defaultStackConfig}. */
+export interface StackConfig {
+  /** Network in CIDR notation. */
+  net: string;
+  gateway: string;
+  dns: string;
+  dhcpStart: string;
+  /** Number of addresses in the DHCP pool, from dhcpStart. */
+  dhcpPoolSize: number;
+  /** DHCP lease time in seconds. */
+  leaseTimeSec: number;
+  gatewayMac: string;
+  mtu: number;
+  /** Upstream resolvers "ip:port" (port defaults to 53). Empty: the host's /etc/resolv.conf. */
+  dnsUpstreams: string[];
+  dnsRecords: DnsRecordConfig[];
+  /** DHCP option 15. */
+  domainName: string;
+  /** DHCP option 119. */
+  searchDomains: string[];
+  nat: NatEntryConfig[];
+  /** Map the gateway address to the relay host's loopback (single-user mode, as libslirp does). */
+  gatewayToLoopback: boolean;
+  staticLeases: StaticLeaseConfig[];
+  hostfwd: HostForwardConfig[];
+  policy: PolicyConfig;
+  /** UDP flow idle expiry. */
+  udpIdleSec: number;
+  /** Concurrent UDP flows per tenant. */
+  maxUdpFlows: number;
+  /** Concurrent TCP flows per tenant. */
+  maxTcpFlows: number;
+  /** DNS upstream timeout per attempt. */
+  dnsTimeoutMs: number;
+}
+
+/** libslirp's plan: 10.0.2.0/24, gateway .2, DNS .3, leases from .15, MTU 1500. */
+export function defaultStackConfig(): StackConfig {
+  return {
+    net: "10.0.2.0/24",
+    gateway: "10.0.2.2",
+    dns: "10.0.2.3",
+    dhcpStart: "10.0.2.15",
+    dhcpPoolSize: 16,
+    leaseTimeSec: 86400,
+    gatewayMac: "52:55:0a:00:02:02",
+    mtu: 1500,
+    dnsUpstreams: [],
+    dnsRecords: [{ name: "host.slirp.internal", address: "10.0.2.2" }],
+    domainName: "",
+    searchDomains: [],
+    nat: [],
+    gatewayToLoopback: true,
+    staticLeases: [],
+    hostfwd: [],
+    policy: { defaultAction: "allow", rules: [] },
+    udpIdleSec: 60,
+    maxUdpFlows: 1024,
+    maxTcpFlows: 4096,
+    dnsTimeoutMs: 2000,
+  };
+}
+
+/** A validated plan with addresses as numbers, what the stack runs on. */
+export interface AddressPlan {
+  network: number;
+  prefix: number;
+  netmask: number;
+  broadcast: number;
+  gateway: number;
+  dns: number;
+  dhcpStart: number;
+  dhcpEnd: number;
+  gatewayMac: number;
+  mtu: number;
+}
+
+/** Smallest MTU IPv4 allows (RFC 791: 68); largest: what QEMU's stream reader and a u16 length allow. */
+export const MIN_MTU = 576;
+export const MAX_MTU = 65520;
+
+/** Parses "a.b.c.d/n" into network and prefix, or returns null. */
+export function parseCidr(text: string): { network: number; prefix: number } | null {
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(text.trim());
+  if (!m) return null;
+  const a = parseIpv4Address(m[1]);
+  const prefix = Number(m[2]);
+  if (a === null || prefix > 32) return null;
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return { network: (a & mask) >>> 0, prefix };
+}
+
+/** Validates `c` and derives the numeric plan. Throws an Error whose message says what is wrong. */
+export function resolvePlan(c: StackConfig): AddressPlan {
+  const cidr = parseCidr(c.net);
+  if (!cidr) throw new Error(`Invalid network "${c.net}": expected CIDR such as 10.0.2.0/24`);
+  if (cidr.prefix < 8 || cidr.prefix > 29) {
+    throw new Error(`Invalid network "${c.net}": prefix must be between /8 and /29`);
+  }
+  const netmask = (0xffffffff << (32 - cidr.prefix)) >>> 0;
+  const broadcast = (cidr.network | ~netmask) >>> 0;
+  const inNet = (name: string, text: string): number => {
+    const a = parseIpv4Address(text);
+    if (a === null) throw new Error(`Invalid ${name} "${text}": not an IPv4 address`);
+    if (((a & netmask) >>> 0) !== cidr.network || a === cidr.network || a === broadcast) {
+      throw new Error(`Invalid ${name} ${text}: not a host address inside ${c.net}`);
+    }
+    return a;
+  };
+  const gateway = inNet("gateway", c.gateway);
+  const dns = inNet("DNS address", c.dns);
+  const dhcpStart = inNet("DHCP start", c.dhcpStart);
+  if (!Number.isInteger(c.dhcpPoolSize) || c.dhcpPoolSize < 1) {
+    throw new Error(`Invalid DHCP pool size ${c.dhcpPoolSize}: must be a positive integer`);
+  }
+  const dhcpEnd = dhcpStart + c.dhcpPoolSize - 1;
+  if (dhcpEnd >= broadcast) {
+    throw new Error(`DHCP pool ${c.dhcpStart} + ${c.dhcpPoolSize} runs past the end of ${c.net}`);
+  }
+  for (const [name, a] of [["gateway", gateway], ["DNS address", dns]] as const) {
+    if (a >= dhcpStart && a <= dhcpEnd) {
+      throw new Error(`The ${name} ${ipv4ToString(a)} lies inside the DHCP pool`);
+    }
+  }
+  const gatewayMac = parseMacAddress(c.gatewayMac);
+  if (gatewayMac === null) throw new Error(`Invalid gateway MAC "${c.gatewayMac}"`);
+  if (!Number.isInteger(c.mtu) || c.mtu < MIN_MTU || c.mtu > MAX_MTU) {
+    throw new Error(`Invalid MTU ${c.mtu}: must be between ${MIN_MTU} and ${MAX_MTU}`);
+  }
+  for (const r of c.dnsRecords) {
+    if (parseIpv4Address(r.address) === null) throw new Error(`Invalid DNS record ${r.name}=${r.address}`);
+  }
+  for (const e of c.nat) {
+    if (parseIpv4Address(e.virtual) === null || parseIpv4Address(e.real) === null) {
+      throw new Error(`Invalid NAT entry ${e.virtual}=${e.real}`);
+    }
+  }
+  for (const l of c.staticLeases) {
+    if (parseMacAddress(l.mac) === null) throw new Error(`Invalid static lease MAC "${l.mac}"`);
+    inNet("static lease address", l.address);
+  }
+  return {
+    network: cidr.network,
+    prefix: cidr.prefix,
+    netmask,
+    broadcast,
+    gateway,
+    dns,
+    dhcpStart,
+    dhcpEnd,
+    gatewayMac,
+    mtu: c.mtu,
+  };
+}

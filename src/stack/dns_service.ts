@@ -1,0 +1,235 @@
+/**
+ * DNS at the virtual DNS address (10.0.2.3 by default): static records answered locally, everything else
+ * forwarded over UDP to the configured upstream resolvers.
+ *
+ * Forwarding rewrites the query id to one unique within the tenant (guests on different ports may pick
+ * the same id), matches the reply by that id *and* by the upstream it was sent to, and restores the
+ * guest's id. A query that gets no answer in `dnsTimeoutMs` is retried on the next upstream; when every
+ * upstream has been tried, the guest gets SERVFAIL rather than silence.
+ *
+ * @module
+ */
+import { parseIpv4Address, WireError } from "../wire/bytes.ts";
+import {
+  DNS_HEADER_LEN,
+  DNS_RCODE_SERVFAIL,
+  DNS_TYPE_A,
+  type DnsAnswer,
+  emitDnsResponse,
+  parseDnsHeader,
+  readName,
+} from "../wire/dns.ts";
+import { emitUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
+import { IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
+import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import { u16 } from "../wire/bytes.ts";
+import type { HostUdpSocket } from "../host/host.ts";
+import { Timer } from "./timer_wheel.ts";
+import type { Stack } from "./stack.ts";
+import { L4_OFFSET } from "./frame.ts";
+
+/** Outstanding forwarded queries per tenant; beyond it new queries are dropped (the guest retries). */
+export const MAX_PENDING_DNS = 256;
+/** TTL of locally answered records. */
+const STATIC_TTL = 60;
+
+interface Upstream {
+  address: string;
+  port: number;
+}
+
+interface PendingQuery {
+  upstreamId: number;
+  guestId: number;
+  guestIp: number;
+  guestPort: number;
+  /** A copy of the query, for retries on the next upstream. */
+  query: Uint8Array;
+  upstream: number;
+  tries: number;
+  timer: Timer;
+}
+
+/** Parses "1.2.3.4" or "1.2.3.4:5353" into an upstream; throws on anything else. */
+export function parseUpstream(text: string): Upstream {
+  const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text.trim());
+  if (!m || parseIpv4Address(m[1]) === null || (m[2] !== undefined && Number(m[2]) > 65535)) {
+    throw new Error(`Invalid DNS upstream "${text}": expected IPv4[:port]`);
+  }
+  return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
+}
+
+export class DnsService {
+  #stack: Stack;
+  #records = new Map<string, Uint8Array>();
+  #upstreams: Upstream[];
+  #socket: HostUdpSocket | null = null;
+  #pending = new Map<number, PendingQuery>();
+  #nextId = Math.floor(Math.random() * 0x10000);
+
+  constructor(stack: Stack) {
+    this.#stack = stack;
+    for (const r of stack.config.dnsRecords) {
+      const a = parseIpv4Address(r.address)!;
+      this.#records.set(
+        r.name.toLowerCase().replace(/\.$/, ""),
+        Uint8Array.of(a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255),
+      );
+    }
+    const list = stack.config.dnsUpstreams.length > 0
+      ? stack.config.dnsUpstreams
+      : stack.host.systemResolvers();
+    this.#upstreams = list.map(parseUpstream);
+  }
+
+  /** Queries awaiting an upstream answer. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
+  input(buf: Uint8Array, ip: Ipv4Header, udp: UdpHeader): void {
+    const s = this.#stack;
+    const q = udp.payloadOffset;
+    const end = udp.payloadEnd;
+    const h = parseDnsHeader(buf, q, end);
+    if (h instanceof WireError) return s.drop("dns-malformed", h);
+    if (h.flags & 0x8000) return s.drop("dns-not-a-query");
+    s.counters.dnsQueries++;
+    if (h.qdcount === 1 && this.#records.size > 0) {
+      const n = readName(buf, q, q + DNS_HEADER_LEN, end);
+      if (n instanceof WireError) return s.drop("dns-malformed", n);
+      const addr = this.#records.get(n.name);
+      if (addr && n.next + 4 <= end) {
+        const type = u16(buf, n.next);
+        const answers: DnsAnswer[] = type === DNS_TYPE_A ? [{ type, ttl: STATIC_TTL, address: addr }] : [];
+        return this.#answerLocally(buf, q, end, answers, 0, ip.src, udp.srcPort);
+      }
+    }
+    if (this.#upstreams.length === 0) {
+      return this.#answerLocally(buf, q, end, [], DNS_RCODE_SERVFAIL, ip.src, udp.srcPort);
+    }
+    if (this.#pending.size >= MAX_PENDING_DNS) return s.drop("dns-too-many-pending");
+    let id = this.#nextId;
+    for (let i = 0; this.#pending.has(id) && i < 0x10000; i++) id = (id + 1) & 0xffff;
+    this.#nextId = (id + 1) & 0xffff;
+    const query = buf.slice(q, end);
+    query[0] = id >>> 8;
+    query[1] = id & 0xff;
+    const p: PendingQuery = {
+      upstreamId: id,
+      guestId: h.id,
+      guestIp: ip.src,
+      guestPort: udp.srcPort,
+      query,
+      upstream: 0,
+      tries: 0,
+      timer: new Timer(() => this.#timeout(p)),
+    };
+    this.#pending.set(id, p);
+    this.#send(p);
+  }
+
+  #send(p: PendingQuery): void {
+    const s = this.#stack;
+    const u = this.#upstreams[p.upstream];
+    p.tries++;
+    s.wheel.arm(p.timer, s.wheel.now + s.config.dnsTimeoutMs);
+    this.#open().sendTo(p.query, u.address, u.port);
+  }
+
+  #timeout(p: PendingQuery): void {
+    if (p.tries < this.#upstreams.length) {
+      p.upstream = (p.upstream + 1) % this.#upstreams.length;
+      this.#send(p);
+      return;
+    }
+    this.#pending.delete(p.upstreamId);
+    this.#stack.counters.drop("dns-upstream-timeout");
+    this.#stack.log("warn", "DNS query timed out on every upstream", { tenant: this.#stack.tenant });
+    const q = p.query;
+    q[0] = p.guestId >>> 8;
+    q[1] = p.guestId & 0xff;
+    this.#answerLocally(q, 0, q.length, [], DNS_RCODE_SERVFAIL, p.guestIp, p.guestPort);
+  }
+
+  #open(): HostUdpSocket {
+    if (this.#socket) return this.#socket;
+    this.#socket = this.#stack.host.openUdp({
+      onMessage: (data, address, port) => this.#reply(data, address, port),
+      onError: (code) =>
+        this.#stack.log("warn", "DNS upstream socket error", { tenant: this.#stack.tenant, code }),
+    });
+    return this.#socket;
+  }
+
+  #reply(data: Uint8Array, address: string, port: number): void {
+    const s = this.#stack;
+    if (s.closed) return;
+    if (data.length < DNS_HEADER_LEN) return s.drop("dns-upstream-malformed");
+    const id = u16(data, 0);
+    const p = this.#pending.get(id);
+    if (!p) return s.drop("dns-upstream-unmatched");
+    const u = this.#upstreams[p.upstream];
+    if (u.address !== address || u.port !== port) return s.drop("dns-upstream-wrong-source");
+    this.#pending.delete(id);
+    s.wheel.cancel(p.timer);
+    data[0] = p.guestId >>> 8;
+    data[1] = p.guestId & 0xff;
+    const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
+    let len = data.length;
+    if (len > room) {
+      // RFC 1035 §4.2.1: truncate and set TC so the guest retries over TCP
+      const r = emitDnsResponse(data, 0, data.length, [], data[3] & 0xf, data, 0);
+      len = r instanceof WireError ? DNS_HEADER_LEN : r;
+      data[2] |= 0x02;
+    }
+    this.#toGuest(data, len, p.guestIp, p.guestPort);
+  }
+
+  #answerLocally(
+    query: Uint8Array,
+    q: number,
+    end: number,
+    answers: DnsAnswer[],
+    rcode: number,
+    guestIp: number,
+    guestPort: number,
+  ): void {
+    const s = this.#stack;
+    const L7 = L4_OFFSET + UDP_HEADER_LEN;
+    const n = emitDnsResponse(query, q, end, answers, rcode, s.tx, L7);
+    if (n instanceof WireError) return s.drop("dns-malformed", n);
+    this.#emit(n, guestIp, guestPort);
+  }
+
+  #toGuest(data: Uint8Array, len: number, guestIp: number, guestPort: number): void {
+    this.#stack.tx.set(data.subarray(0, len), L4_OFFSET + UDP_HEADER_LEN);
+    this.#emit(len, guestIp, guestPort);
+  }
+
+  #emit(payloadLen: number, guestIp: number, guestPort: number): void {
+    const s = this.#stack;
+    const dns = s.plan.dns;
+    emitUdp(
+      s.tx,
+      L4_OFFSET,
+      53,
+      guestPort,
+      payloadLen,
+      pseudoHeaderSumV4(dns, guestIp, IPPROTO_UDP, 8 + payloadLen),
+    );
+    s.sendIpv4(dns, guestIp, IPPROTO_UDP, 8 + payloadLen);
+  }
+
+  /** The upstreams in use, as "ip:port". */
+  get upstreams(): string[] {
+    return this.#upstreams.map((u) => `${u.address}:${u.port}`);
+  }
+
+  close(): void {
+    for (const p of this.#pending.values()) this.#stack.wheel.cancel(p.timer);
+    this.#pending.clear();
+    this.#socket?.close();
+    this.#socket = null;
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * ICMPv4 for the guest (RFC 792, RFC 1122 §3.2.2): echo to the gateway's own addresses is answered here;
+ * echo to anything else goes out through the host's unprivileged ICMP socket, where the host allows it,
+ * and the reply is mapped back to the guest's id and sequence. Errors toward the guest (unreachable,
+ * administratively prohibited) quote the offending datagram as RFC 1812 §4.3.2.3 asks.
+ *
+ * @module
+ */
+import { ipv4ToString, WireError } from "../wire/bytes.ts";
+import {
+  emitIcmpV4,
+  ICMP_DEST_UNREACHABLE,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  ICMP_HEADER_LEN,
+  ICMP_UNREACH_ADMIN_PROHIBITED,
+  ICMP_UNREACH_HOST,
+  ICMP_UNREACH_PROTOCOL,
+  icmpQuoteLength,
+  parseIcmpV4,
+} from "../wire/icmpv4.ts";
+import { emitIpv4, IPPROTO_ICMP, IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
+import { put16 } from "../wire/bytes.ts";
+import { L4_OFFSET } from "./frame.ts";
+import type { Stack } from "./stack.ts";
+
+/** Echo requests in flight through the host per tenant. */
+export const MAX_PENDING_ECHO = 64;
+const ECHO_TIMEOUT_MS = 5000;
+
+export class IcmpService {
+  #stack: Stack;
+  #pending = 0;
+
+  constructor(stack: Stack) {
+    this.#stack = stack;
+  }
+
+  input(buf: Uint8Array, ip: Ipv4Header): void {
+    const s = this.#stack;
+    const m = parseIcmpV4(buf, ip.payloadOffset, ip.payloadEnd);
+    if (m instanceof WireError) return s.drop("icmp-malformed", m);
+    if (m.type !== ICMP_ECHO_REQUEST) return s.drop("icmp-type-ignored");
+    s.counters.icmpEchoes++;
+    const dataLen = m.dataEnd - m.dataOffset;
+    if (ip.dst === s.plan.gateway || ip.dst === s.plan.dns) {
+      // the gateway and DNS addresses answer themselves
+      s.tx.set(buf.subarray(m.dataOffset, m.dataEnd), L4_OFFSET + ICMP_HEADER_LEN);
+      emitIcmpV4(s.tx, L4_OFFSET, ICMP_ECHO_REPLY, 0, m.rest, dataLen);
+      s.sendIpv4(ip.dst, ip.src, IPPROTO_ICMP, ICMP_HEADER_LEN + dataLen);
+      return;
+    }
+    const real = s.translation.toReal(ip.dst);
+    if (real < 0) return this.unreachable(buf, ip, ICMP_UNREACH_HOST, "icmp-no-host");
+    if (!s.policy.check("icmp", real, 0)) {
+      return this.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-icmp");
+    }
+    const echo = s.host.icmpEcho();
+    if (!echo) return this.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "icmp-unsupported-by-host");
+    if (this.#pending >= MAX_PENDING_ECHO) return s.drop("icmp-too-many-pending");
+    const guest = ip.src, virtualDst = ip.dst, rest = m.rest;
+    this.#pending++;
+    const sent = echo.echo(
+      ipv4ToString(real),
+      buf.slice(m.dataOffset, m.dataEnd),
+      ECHO_TIMEOUT_MS,
+      (reply) => {
+        this.#pending--;
+        if (s.closed || !reply) return;
+        if (reply.type !== ICMP_ECHO_REPLY) return s.drop("icmp-host-error-reply");
+        s.tx.set(reply.data, L4_OFFSET + ICMP_HEADER_LEN);
+        emitIcmpV4(s.tx, L4_OFFSET, ICMP_ECHO_REPLY, 0, rest, reply.data.length);
+        s.sendIpv4(virtualDst, guest, IPPROTO_ICMP, ICMP_HEADER_LEN + reply.data.length);
+      },
+    );
+    if (!sent) {
+      this.#pending--;
+      this.unreachable(buf, ip, ICMP_UNREACH_HOST, "icmp-send-failed");
+    }
+  }
+
+  /** Destination unreachable with `code` about the datagram `ip` in `buf`, counted under `reason`. */
+  unreachable(buf: Uint8Array, ip: Ipv4Header, code: number, reason: string): void {
+    const s = this.#stack;
+    s.counters.drop(reason);
+    const start = ip.payloadOffset - ip.headerLength;
+    const quote = icmpQuoteLength(ip.headerLength, ip.totalLength);
+    const room = s.plan.mtu - 20 - ICMP_HEADER_LEN;
+    const n = Math.min(quote, room);
+    s.tx.set(buf.subarray(start, start + n), L4_OFFSET + ICMP_HEADER_LEN);
+    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, n);
+    // RFC 1122 §3.2.2: sent from the address the datagram was for
+    s.sendIpv4(ip.dst, ip.src, IPPROTO_ICMP, ICMP_HEADER_LEN + n);
+  }
+
+  /** Protocol unreachable (RFC 1122 §3.2.2.1) for an IP protocol we do not carry. */
+  protocolUnreachable(buf: Uint8Array, ip: Ipv4Header): void {
+    this.unreachable(buf, ip, ICMP_UNREACH_PROTOCOL, "ip-protocol-unreachable");
+  }
+
+  /**
+   * Unreachable about a UDP datagram that is no longer in hand (a host socket failed later): the quote is
+   * rebuilt from the flow's addresses and ports.
+   */
+  unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void {
+    const s = this.#stack;
+    const q = L4_OFFSET + ICMP_HEADER_LEN;
+    emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_UDP, src: guestIp, dst }, s.tx, q, 8);
+    put16(s.tx, q + 20, guestPort);
+    put16(s.tx, q + 22, dstPort);
+    put16(s.tx, q + 24, 8);
+    put16(s.tx, q + 26, 0);
+    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, 28);
+    s.sendIpv4(dst, guestIp, IPPROTO_ICMP, ICMP_HEADER_LEN + 28);
+  }
+
+  close(): void {}
+}

@@ -1,0 +1,283 @@
+/**
+ * One tenant's engine: takes Ethernet frames from the guest, answers as the virtual gateway, and
+ * turns guest flows into host sockets through the {@linkcode HostNet} interface.
+ *
+ * Theory of operation
+ * - `input()` parses a frame in place (no copy) and hands each layer to its service: ARP, DHCP, DNS,
+ *   ICMP, UDP NAT, TCP. Every refused frame increments a drop counter named by its reason.
+ * - Frames toward the guest are built in one scratch buffer (`tx`), headers written around the payload,
+ *   and passed to `output`, which must copy what it keeps before returning (the transport's coalescing
+ *   write buffer does). Nothing is allocated per forwarded packet on this path.
+ * - Time comes from the shared {@linkcode TimerWheel}; services embed their timers.
+ *
+ * @module
+ */
+import { isMulticastMac, MAC_BROADCAST } from "../wire/bytes.ts";
+import {
+  emitEthernet,
+  ETH_HEADER_LEN,
+  ETH_MIN_FRAME,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  ETHERTYPE_IPV6,
+  newEthernetHeader,
+  parseEthernet,
+} from "../wire/ethernet.ts";
+import {
+  emitIpv4,
+  IPPROTO_ICMP,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  isMulticastV4,
+  newIpv4Header,
+  parseIpv4,
+} from "../wire/ipv4.ts";
+import { newUdpHeader, parseUdp } from "../wire/udp.ts";
+import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import { WireError } from "../wire/bytes.ts";
+import type { HostNet } from "../host/host.ts";
+import { type AddressPlan, resolvePlan, type StackConfig } from "./config.ts";
+import { EgressPolicy } from "./policy.ts";
+import type { TimerWheel } from "./timer_wheel.ts";
+import { ArpService } from "./arp_service.ts";
+import { DhcpServer } from "./dhcp_server.ts";
+import { DnsService } from "./dns_service.ts";
+import { IcmpService } from "./icmp_service.ts";
+import { UdpNat } from "./udp_nat.ts";
+import { TranslationTable } from "./translation.ts";
+import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from "../wire/dhcp.ts";
+import { Counters } from "./counters.ts";
+import { TcpService } from "./tcp/tcp_service.ts";
+
+/** Receives a frame for the guest. The bytes are valid only during the call. */
+export type FrameSink = (frame: Uint8Array) => void;
+
+/** Structured log line sink. */
+export type Logger = (
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** What a stack is built from besides its config. */
+export interface StackDeps {
+  host: HostNet;
+  wheel: TimerWheel;
+  output: FrameSink;
+  log?: Logger;
+  /** Tenant name for logs. */
+  tenant?: string;
+}
+
+/** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
+const TX_SLACK = 128;
+/** Bound on the IP→MAC table: a guest LAN has few hosts. */
+const MAX_NEIGHBOURS = 64;
+
+export class Stack {
+  readonly config: StackConfig;
+  readonly plan: AddressPlan;
+  readonly host: HostNet;
+  readonly wheel: TimerWheel;
+  readonly policy: EgressPolicy;
+  readonly translation: TranslationTable;
+  readonly counters: Counters = new Counters();
+  readonly log: Logger;
+  readonly tenant: string;
+  /** Scratch buffer for frames toward the guest. */
+  readonly tx: Uint8Array;
+  output: FrameSink;
+  /** Guest IPv4 → MAC, learned from ARP, DHCP and IP source addresses. */
+  readonly neighbours: Map<number, number> = new Map();
+  /** The MAC of the guest seen last; the default destination before any IP is known. */
+  guestMac = -1;
+
+  readonly arp: ArpService;
+  readonly dhcp: DhcpServer;
+  readonly dns: DnsService;
+  readonly icmp: IcmpService;
+  readonly udp: UdpNat;
+  readonly tcp: TcpService;
+
+  #eth = newEthernetHeader();
+  #ip = newIpv4Header();
+  #udp = newUdpHeader();
+  #ipId = 1;
+  #closed = false;
+
+  /** @throws Error when the config's address plan or policy is invalid */
+  constructor(config: StackConfig, deps: StackDeps) {
+    this.config = config;
+    this.plan = resolvePlan(config);
+    this.policy = new EgressPolicy(config.policy);
+    this.translation = new TranslationTable(config, this.plan);
+    this.host = deps.host;
+    this.wheel = deps.wheel;
+    this.output = deps.output;
+    this.log = deps.log ?? (() => {});
+    this.tenant = deps.tenant ?? "default";
+    this.tx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    this.arp = new ArpService(this);
+    this.dhcp = new DhcpServer(this);
+    this.dns = new DnsService(this);
+    this.icmp = new IcmpService(this);
+    this.udp = new UdpNat(this);
+    this.tcp = new TcpService(this);
+  }
+
+  /**
+   * Processes one Ethernet frame from the guest, `buf[off, off+len)`. Never throws on bad input: a frame
+   * that cannot be understood is counted under `drops` with its reason.
+   */
+  input(buf: Uint8Array, off = 0, len = buf.length - off): void {
+    if (this.#closed) return;
+    const c = this.counters;
+    c.framesIn++;
+    c.bytesIn += len;
+    const end = off + len;
+    const eth = parseEthernet(buf, off, end, this.#eth);
+    if (eth instanceof WireError) return this.drop("ethernet-malformed", eth);
+    if (eth.vlanTags > 0) return this.drop("vlan-tagged");
+    // frames not for us or broadcast: a guest LAN has only the gateway on our side
+    if (eth.dst !== this.plan.gatewayMac && eth.dst !== MAC_BROADCAST && !isMulticastMac(eth.dst)) {
+      return this.drop("not-for-gateway-mac");
+    }
+    if (isMulticastMac(eth.src)) return this.drop("multicast-source-mac");
+    this.guestMac = eth.src;
+    switch (eth.etherType) {
+      case ETHERTYPE_ARP:
+        return this.arp.input(buf, eth.payloadOffset, end, eth.src);
+      case ETHERTYPE_IPV4:
+        return this.#ipv4Input(buf, eth.payloadOffset, end, eth.src, eth.dst);
+      case ETHERTYPE_IPV6:
+        return this.drop("ipv6-unsupported");
+      default:
+        return this.drop("unknown-ethertype");
+    }
+  }
+
+  #ipv4Input(buf: Uint8Array, off: number, end: number, srcMac: number, dstMac: number): void {
+    const ip = parseIpv4(buf, off, end, this.#ip);
+    if (ip instanceof WireError) return this.drop("ipv4-malformed", ip);
+    if (ip.moreFragments || ip.fragmentOffset !== 0) return this.drop("ipv4-fragment");
+    const p = this.plan;
+    // learn the guest's address from any unicast source inside the network
+    if (ip.src !== 0 && ((ip.src & p.netmask) >>> 0) === p.network) this.learn(ip.src, srcMac);
+    // DHCP arrives from 0.0.0.0 to broadcast: the one broadcast we serve
+    if (ip.protocol === IPPROTO_UDP) {
+      const udp = parseUdp(
+        buf,
+        ip.payloadOffset,
+        ip.payloadEnd,
+        this.#udpPseudo(ip.src, ip.dst, ip.payloadEnd - ip.payloadOffset),
+        this.#udp,
+      );
+      if (udp instanceof WireError) return this.drop("udp-malformed", udp);
+      if (udp.dstPort === DHCP_SERVER_PORT && udp.srcPort === DHCP_CLIENT_PORT) {
+        return this.dhcp.input(buf, udp.payloadOffset, udp.payloadEnd, srcMac, ip.src);
+      }
+      if (this.#isBroadcastOrMulticast(ip.dst) || dstMac === MAC_BROADCAST) {
+        return this.drop("broadcast-not-forwarded");
+      }
+      if (ip.dst === p.dns && udp.dstPort === 53) return this.dns.input(buf, ip, udp);
+      return this.udp.input(buf, ip, udp);
+    }
+    if (this.#isBroadcastOrMulticast(ip.dst) || dstMac === MAC_BROADCAST) {
+      return this.drop("broadcast-not-forwarded");
+    }
+    if (ip.protocol === IPPROTO_TCP) return this.tcp.input(buf, ip);
+    if (ip.protocol === IPPROTO_ICMP) return this.icmp.input(buf, ip);
+    this.icmp.protocolUnreachable(buf, ip);
+    return this.drop("ip-protocol-unsupported");
+  }
+
+  #udpPseudo(src: number, dst: number, len: number): number {
+    return pseudoHeaderSumV4(src, dst, IPPROTO_UDP, len);
+  }
+
+  #isBroadcastOrMulticast(a: number): boolean {
+    return a === 0xffffffff || a === this.plan.broadcast || isMulticastV4(a);
+  }
+
+  /** Records that `ip` is at `mac` (bounded; the oldest entry gives way). */
+  learn(ip: number, mac: number): void {
+    if (this.neighbours.get(ip) === mac) return;
+    if (!this.neighbours.has(ip) && this.neighbours.size >= MAX_NEIGHBOURS) {
+      this.neighbours.delete(this.neighbours.keys().next().value!);
+    }
+    this.neighbours.set(ip, mac);
+  }
+
+  /** The MAC to send to `ip`, or -1 after sending an ARP request for it (the caller drops its packet). */
+  macFor(ip: number): number {
+    const mac = this.neighbours.get(ip);
+    if (mac !== undefined) return mac;
+    this.arp.request(ip);
+    return -1;
+  }
+
+  /** Counts a dropped frame under `reason`; logs the parse error at debug level. */
+  drop(reason: string, err?: WireError): void {
+    this.counters.drop(reason);
+    if (err) this.log("debug", "dropped frame", { tenant: this.tenant, reason, error: err.toString() });
+  }
+
+  /** A fresh IPv4 identification value. */
+  nextIpId(): number {
+    this.#ipId = (this.#ipId + 1) & 0xffff;
+    return this.#ipId;
+  }
+
+  /**
+   * Wraps the `l4Length` bytes already at `tx[L4_OFFSET]` (see frame.ts) in IPv4 and Ethernet headers and outputs the
+   * frame. `dstMac` -1 resolves the MAC from the neighbour table (dropping if unknown).
+   * @returns false when the frame was not sent
+   */
+  sendIpv4(src: number, dst: number, protocol: number, l4Length: number, dstMac = -1, ttl = 64): boolean {
+    if (this.#closed) return false;
+    const mac = dstMac >= 0 ? dstMac : this.macFor(dst);
+    if (mac < 0) {
+      this.counters.drop("guest-mac-unknown");
+      return false;
+    }
+    const tx = this.tx;
+    emitEthernet(tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
+    emitIpv4(
+      { id: this.nextIpId(), ttl, protocol, src, dst, dontFragment: true },
+      tx,
+      ETH_HEADER_LEN,
+      l4Length,
+    );
+    this.sendFrame(ETH_HEADER_LEN + 20 + l4Length);
+    return true;
+  }
+
+  /** Outputs `tx[0, len)` to the guest. */
+  sendFrame(len: number): void {
+    if (this.#closed) return;
+    // IEEE 802.3 minimum frame: pad as a NIC would (libslirp does too; some guest drivers expect it)
+    if (len < ETH_MIN_FRAME) {
+      this.tx.fill(0, len, ETH_MIN_FRAME);
+      len = ETH_MIN_FRAME;
+    }
+    const c = this.counters;
+    c.framesOut++;
+    c.bytesOut += len;
+    this.output(this.tx.subarray(0, len));
+  }
+
+  /** Releases every host socket and timer of this tenant. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.tcp.close();
+    this.udp.close();
+    this.dns.close();
+    this.icmp.close();
+    this.dhcp.close();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+}

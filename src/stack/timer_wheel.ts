@@ -1,0 +1,106 @@
+/**
+ * A hashed timer wheel (Varghese & Lauck): one per relay process drives every expiry — DHCP leases, UDP
+ * flows, DNS queries, TCP retransmission — so no flow owns a runtime timer. Timers are intrusive: the
+ * owner embeds a {@linkcode Timer} and re-arms it, so arming allocates nothing.
+ *
+ * Time is passed in (`advance(now)`), which keeps the stack deterministic under test.
+ *
+ * @module
+ */
+
+/** A timer slot owned by a flow. `fire` runs when `advance` passes its deadline. */
+export class Timer {
+  deadline = 0;
+  /** Doubly linked list within a slot; null when not armed. */
+  prev: Timer | null = null;
+  next: Timer | null = null;
+  armed = false;
+  /** Slot index while armed. */
+  slot = -1;
+  constructor(public fire: (now: number) => void) {}
+}
+
+export class TimerWheel {
+  readonly tickMs: number;
+  #slots: (Timer | null)[];
+  #mask: number;
+  #current = 0;
+  #now: number;
+  #count = 0;
+  /** Called when the first timer is armed on an empty wheel, so a driver can start ticking. */
+  onWake: (() => void) | null = null;
+
+  /**
+   * @param now the current time in ms
+   * @param tickMs resolution; deadlines round up to the next tick
+   * @param slots a power of two; deadlines beyond slots*tick wait for extra rotations
+   */
+  constructor(now: number, tickMs = 5, slots = 1024) {
+    if ((slots & (slots - 1)) !== 0) {
+      throw new Error(`Timer wheel slots must be a power of two, got ${slots}`);
+    }
+    this.tickMs = tickMs;
+    this.#slots = new Array(slots).fill(null);
+    this.#mask = slots - 1;
+    this.#current = Math.floor(now / tickMs);
+    this.#now = now;
+  }
+
+  /** Number of armed timers. */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** The time of the last advance. */
+  get now(): number {
+    return this.#now;
+  }
+
+  /** Arms (or re-arms) `t` to fire at `deadline` ms. */
+  arm(t: Timer, deadline: number): void {
+    if (t.armed) this.cancel(t);
+    t.deadline = deadline;
+    // never into the slot being processed: at least one tick ahead
+    const tick = Math.max(Math.ceil(deadline / this.tickMs), this.#current + 1);
+    const slot = tick & this.#mask;
+    t.slot = slot;
+    t.prev = null;
+    t.next = this.#slots[slot];
+    if (t.next) t.next.prev = t;
+    this.#slots[slot] = t;
+    t.armed = true;
+    if (this.#count++ === 0 && this.onWake) this.onWake();
+  }
+
+  /** Disarms `t`; a no-op when it is not armed. */
+  cancel(t: Timer): void {
+    if (!t.armed) return;
+    if (t.prev) t.prev.next = t.next;
+    else this.#slots[t.slot] = t.next;
+    if (t.next) t.next.prev = t.prev;
+    t.prev = t.next = null;
+    t.armed = false;
+    this.#count--;
+  }
+
+  /** Fires every timer whose deadline is at or before `now`, in slot order. */
+  advance(now: number): void {
+    this.#now = now;
+    const target = Math.floor(now / this.tickMs);
+    // a long pause (suspend, debugger) need not walk more than one rotation
+    if (target - this.#current > this.#slots.length) this.#current = target - this.#slots.length;
+    while (this.#current < target) {
+      this.#current++;
+      const slot = this.#current & this.#mask;
+      let t = this.#slots[slot];
+      while (t) {
+        if (t.deadline <= now) {
+          this.cancel(t);
+          t.fire(now);
+          // fire() may have armed or cancelled other timers of this slot: rescan from its head
+          t = this.#slots[slot];
+        } else t = t.next;
+      }
+    }
+  }
+}

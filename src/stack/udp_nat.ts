@@ -1,0 +1,184 @@
+/**
+ * UDP NAT: one host UDP socket per guest source (address, port), as libslirp does, so that the guest
+ * sees endpoint-independent mapping (what STUN and games expect). Each datagram's destination is
+ * translated (10.0.2.2 → 127.0.0.1 and config entries) and checked against the egress policy before it
+ * leaves; replies from any source come back with that source as the sender, loopback sources shown as
+ * the translated address they were reached by.
+ *
+ * Flows expire after `udpIdleSec` without traffic either way, checked by one wheel timer per flow that
+ * re-arms lazily (no timer work per packet). The table is bounded by `maxUdpFlows`; a guest over it gets
+ * ICMP port unreachable for the new flow.
+ *
+ * @module
+ */
+import { ipv4ToString, parseIpv4Address } from "../wire/bytes.ts";
+import { emitUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
+import { IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
+import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import {
+  ICMP_UNREACH_ADMIN_PROHIBITED,
+  ICMP_UNREACH_HOST,
+  ICMP_UNREACH_NET,
+  ICMP_UNREACH_PORT,
+} from "../wire/icmpv4.ts";
+import type { HostUdpSocket } from "../host/host.ts";
+import { Timer } from "./timer_wheel.ts";
+import { L4_OFFSET } from "./frame.ts";
+import { LOOPBACK_V4 } from "./translation.ts";
+import type { Stack } from "./stack.ts";
+
+/** One guest source's mapping. */
+export interface UdpFlow {
+  guestIp: number;
+  guestPort: number;
+  socket: HostUdpSocket;
+  lastActive: number;
+  timer: Timer;
+  /** Last destination sent to, virtual and real, cached with its string form for the socket API. */
+  lastVirtual: number;
+  lastReal: number;
+  lastRealText: string;
+  lastPort: number;
+}
+
+export class UdpNat {
+  #stack: Stack;
+  /** guestPort → flows (usually one: one guest address per tenant). */
+  #flows = new Map<number, UdpFlow[]>();
+  #count = 0;
+
+  constructor(stack: Stack) {
+    this.#stack = stack;
+  }
+
+  /** Open flows. */
+  get size(): number {
+    return this.#count;
+  }
+
+  #find(guestIp: number, guestPort: number): UdpFlow | undefined {
+    const list = this.#flows.get(guestPort);
+    if (!list) return undefined;
+    for (const f of list) if (f.guestIp === guestIp) return f;
+    return undefined;
+  }
+
+  input(buf: Uint8Array, ip: Ipv4Header, udp: UdpHeader): void {
+    const s = this.#stack;
+    const real = s.translation.toReal(ip.dst);
+    if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "udp-no-host");
+    if (!s.policy.check("udp", real, udp.dstPort)) {
+      return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-udp");
+    }
+    if (udp.dstPort === 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-port-zero");
+    let f = this.#find(ip.src, udp.srcPort);
+    if (!f) {
+      if (this.#count >= s.config.maxUdpFlows) {
+        return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-flow-limit");
+      }
+      f = this.#open(ip.src, udp.srcPort);
+    }
+    f.lastActive = s.wheel.now;
+    if (f.lastVirtual !== ip.dst || f.lastReal !== real) {
+      f.lastVirtual = ip.dst;
+      f.lastReal = real;
+      f.lastRealText = ipv4ToString(real);
+    }
+    f.lastPort = udp.dstPort;
+    f.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), f.lastRealText, udp.dstPort);
+  }
+
+  #open(guestIp: number, guestPort: number): UdpFlow {
+    const s = this.#stack;
+    const flow: UdpFlow = {
+      guestIp,
+      guestPort,
+      socket: null as unknown as HostUdpSocket,
+      lastActive: s.wheel.now,
+      timer: new Timer((now) => this.#expire(flow, now)),
+      lastVirtual: -1,
+      lastReal: -1,
+      lastRealText: "",
+      lastPort: 0,
+    };
+    flow.socket = s.host.openUdp({
+      onMessage: (data, address, port) => this.#fromHost(flow, data, address, port),
+      onError: (code) => this.#hostError(flow, code),
+    });
+    const list = this.#flows.get(guestPort);
+    if (list) list.push(flow);
+    else this.#flows.set(guestPort, [flow]);
+    this.#count++;
+    s.counters.udpFlowsOpened++;
+    s.wheel.arm(flow.timer, flow.lastActive + s.config.udpIdleSec * 1000);
+    return flow;
+  }
+
+  #expire(f: UdpFlow, now: number): void {
+    const idleMs = this.#stack.config.udpIdleSec * 1000;
+    if (now - f.lastActive < idleMs) this.#stack.wheel.arm(f.timer, f.lastActive + idleMs);
+    else this.#remove(f);
+  }
+
+  #remove(f: UdpFlow): void {
+    this.#stack.wheel.cancel(f.timer);
+    f.socket.close();
+    const list = this.#flows.get(f.guestPort);
+    if (!list) return;
+    const i = list.indexOf(f);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.#flows.delete(f.guestPort);
+    this.#count--;
+  }
+
+  /** The virtual source a reply from `address` is shown with. */
+  #virtualSource(f: UdpFlow, real: number): number {
+    if (real === f.lastReal) return f.lastVirtual;
+    const s = this.#stack;
+    if ((real >>> 24) === 127) return s.config.gatewayToLoopback ? s.plan.gateway : -1;
+    if (real === LOOPBACK_V4) return -1;
+    return real;
+  }
+
+  #fromHost(f: UdpFlow, data: Uint8Array, address: string, port: number): void {
+    const s = this.#stack;
+    if (s.closed) return;
+    const real = parseIpv4Address(address);
+    if (real === null) return s.drop("udp-reply-not-ipv4");
+    const src = this.#virtualSource(f, real);
+    if (src < 0) return s.drop("udp-reply-unmappable-source");
+    const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
+    // Datagrams larger than the guest MTU would need IP fragmentation toward the guest
+    if (data.length > room) return s.drop("udp-reply-exceeds-mtu");
+    f.lastActive = s.wheel.now;
+    s.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
+    emitUdp(
+      s.tx,
+      L4_OFFSET,
+      port,
+      f.guestPort,
+      data.length,
+      pseudoHeaderSumV4(src, f.guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length),
+    );
+    s.sendIpv4(src, f.guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length);
+  }
+
+  #hostError(f: UdpFlow, code: string): void {
+    const s = this.#stack;
+    if (s.closed || f.lastVirtual < 0) return;
+    const icmpCode = code === "ECONNREFUSED"
+      ? ICMP_UNREACH_PORT
+      : code === "ENETUNREACH"
+      ? ICMP_UNREACH_NET
+      : code === "EHOSTUNREACH" || code === "EACCES" || code === "EPERM"
+      ? ICMP_UNREACH_HOST
+      : -1;
+    s.counters.drop(`udp-host-error-${code}`);
+    if (icmpCode >= 0) s.icmp.unreachableForUdp(f.guestIp, f.guestPort, f.lastVirtual, f.lastPort, icmpCode);
+  }
+
+  close(): void {
+    for (const list of [...this.#flows.values()]) for (const f of [...list]) this.#remove(f);
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * The stream transport: Ethernet frames each prefixed by their length as a 4-byte big-endian integer —
+ * QEMU's `-netdev stream` / `-netdev socket`, and passt's socket protocol.
+ *
+ * Reading parses frames in place in one receive buffer (no copy per frame) and hands each to the
+ * stack as a view. Writing coalesces: frames are appended, prefix and all, to a pending buffer that one
+ * socket write flushes; while a write is in flight the next batch accumulates in a second buffer. The
+ * pending buffer is bounded: a frame that does not fit is dropped and counted (TCP toward the guest
+ * recovers by retransmission; the stack paces itself against `writeBacklog`).
+ *
+ * @module
+ */
+
+/** The byte stream under a transport (Deno.Conn has this shape). */
+export interface ByteStream {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
+/** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
+export const QEMU_MAX_FRAME = 4096 + 65536;
+/** Minimum acceptable frame: an Ethernet header. */
+export const MIN_FRAME = 14;
+
+export interface StreamTransportOptions {
+  /** Largest frame accepted from the guest; larger (or zero) lengths close the connection. */
+  maxFrame: number;
+  /** Bytes of frames allowed to wait for the socket; beyond it frames are dropped. */
+  maxBacklog: number;
+}
+
+/** A protocol error: the connection is closed, nothing else is harmed. */
+export class FramingError extends Error {}
+
+/**
+ * Splits length-prefixed frames out of `buf[0, filled)`, calling `onFrame(buf, off, len)` for each whole
+ * frame; returns how many bytes were consumed. Throws {@linkcode FramingError} on a zero, short or
+ * oversize length.
+ */
+export function splitFrames(
+  buf: Uint8Array,
+  filled: number,
+  maxFrame: number,
+  onFrame: (buf: Uint8Array, off: number, len: number) => void,
+): number {
+  let pos = 0;
+  while (filled - pos >= 4) {
+    const len = ((buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]) >>> 0;
+    if (len === 0 || len > maxFrame) throw new FramingError(`Frame length ${len} is outside 1..${maxFrame}`);
+    if (len < MIN_FRAME) throw new FramingError(`Frame length ${len} is shorter than an Ethernet header`);
+    if (filled - pos - 4 < len) break;
+    onFrame(buf, pos + 4, len);
+    pos += 4 + len;
+  }
+  return pos;
+}
+
+/** Coalescing, bounded writer of length-prefixed frames. */
+export class FrameWriter {
+  #stream: ByteStream;
+  #pending: Uint8Array;
+  #spare: Uint8Array;
+  #fill = 0;
+  #writing = false;
+  #closed = false;
+  #onError: (e: unknown) => void;
+  /** Frames dropped because the backlog was full. */
+  dropped = 0;
+  framesWritten = 0;
+
+  constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
+    this.#stream = stream;
+    this.#pending = new Uint8Array(maxBacklog);
+    this.#spare = new Uint8Array(maxBacklog);
+    this.#onError = onError;
+  }
+
+  /** Bytes waiting to be written. */
+  get backlog(): number {
+    return this.#fill;
+  }
+
+  /** Queues a copy of `frame`; returns false (and counts a drop) when the backlog has no room. */
+  push(frame: Uint8Array): boolean {
+    if (this.#closed) return false;
+    const n = frame.length;
+    if (this.#fill + 4 + n > this.#pending.length) {
+      this.dropped++;
+      return false;
+    }
+    const b = this.#pending;
+    const p = this.#fill;
+    b[p] = n >>> 24;
+    b[p + 1] = n >>> 16;
+    b[p + 2] = n >>> 8;
+    b[p + 3] = n;
+    b.set(frame, p + 4);
+    this.#fill = p + 4 + n;
+    this.framesWritten++;
+    if (!this.#writing) {
+      this.#writing = true;
+      // flush after the current task: frames produced by one input batch leave in one write
+      queueMicrotask(() => this.#flush());
+    }
+    return true;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#fill > 0 && !this.#closed) {
+        const out = this.#pending;
+        const len = this.#fill;
+        this.#pending = this.#spare;
+        this.#spare = out;
+        this.#fill = 0;
+        let off = 0;
+        while (off < len) off += await this.#stream.write(out.subarray(off, len));
+      }
+    } catch (e) {
+      this.#closed = true;
+      this.#onError(e);
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+/**
+ * Reads frames from `stream` until it ends or breaks the protocol, calling `onFrame` with views into the
+ * receive buffer (valid only during the call). Resolves when the stream ends; rejects with
+ * {@linkcode FramingError} on a protocol error.
+ */
+export async function readFrames(
+  stream: ByteStream,
+  maxFrame: number,
+  onFrame: (buf: Uint8Array, off: number, len: number) => void,
+): Promise<void> {
+  // room for at least two maximal frames so a large read rarely splits one
+  const buf = new Uint8Array(Math.max(256 * 1024, 2 * (maxFrame + 4)));
+  let filled = 0;
+  for (;;) {
+    const n = await stream.read(buf.subarray(filled));
+    if (n === null) return;
+    filled += n;
+    const used = splitFrames(buf, filled, maxFrame, onFrame);
+    if (used > 0) {
+      buf.copyWithin(0, used, filled);
+      filled -= used;
+    }
+  }
+}

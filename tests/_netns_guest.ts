@@ -1,0 +1,240 @@
+/**
+ * Test harness: a real Linux network stack as the guest. Creates a network namespace with a TAP
+ * interface and bridges the TAP's frames to a relay stream listener (length-prefixed frames), exactly
+ * as a VM's NIC would. All traffic stays inside the namespace and the relay.
+ */
+import { TapDevice } from "../src/host/tap.ts";
+import { type ByteStream, FrameWriter, readFrames } from "../src/transport/stream.ts";
+
+/** Why end-to-end tests cannot run here, or null when they can. */
+export function e2eMissing(extraCommands: string[] = []): string | null {
+  if (Deno.build.os !== "linux") return "not Linux";
+  if (Deno.uid() !== 0) return "not root (network namespaces and TAP devices need CAP_NET_ADMIN)";
+  try {
+    Deno.statSync("/dev/net/tun");
+  } catch {
+    return "/dev/net/tun missing";
+  }
+  for (const c of ["ip", "busybox", ...extraCommands]) {
+    if (!which(c)) return `command "${c}" not installed (see .ci/run for the packages)`;
+  }
+  return null;
+}
+
+export function which(cmd: string): string | null {
+  for (
+    const dir of (Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin").split(":").concat([
+      "/usr/sbin",
+      "/sbin",
+    ])
+  ) {
+    try {
+      const p = `${dir}/${cmd}`;
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* next */ }
+  }
+  return null;
+}
+
+/**
+ * Options for a Deno.test that needs root and tools: skipped with a message where they are missing,
+ * except under SLIRP_E2E_REQUIRED=1 (CI), where the missing piece fails the test instead.
+ */
+export function e2eTest(
+  name: string,
+  extraCommands: string[],
+  fn: () => Promise<void>,
+  timeoutNote = "",
+): void {
+  const missing = e2eMissing(extraCommands);
+  const required = Deno.env.get("SLIRP_E2E_REQUIRED") === "1";
+  if (missing && !required) {
+    Deno.test({ name: `${name} (skipped: ${missing})`, ignore: true, fn() {} });
+    return;
+  }
+  Deno.test({
+    name: name + timeoutNote,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      if (missing) throw new Error(`End-to-end prerequisites missing under SLIRP_E2E_REQUIRED=1: ${missing}`);
+      await fn();
+    },
+  });
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function run(
+  cmd: string[],
+  opts: { timeoutMs?: number; stdin?: string } = {},
+): Promise<ExecResult> {
+  const c = new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "piped",
+    stdin: opts.stdin !== undefined ? "piped" : "null",
+  });
+  const child = c.spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, opts.timeoutMs ?? 30_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** Runs a command and throws with its output when it fails. */
+export async function must(
+  cmd: string[],
+  opts: { timeoutMs?: number; stdin?: string } = {},
+): Promise<string> {
+  const r = await run(cmd, opts);
+  if (r.code !== 0) throw new Error(`${cmd.join(" ")} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+let serial = 0;
+
+const UDHCPC_SCRIPT = `#!/bin/sh
+# udhcpc hook: configure the interface as a distribution's script would, and record what was offered.
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/\${mask:-24}" dev "$interface"
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+    env | grep -E '^(ip|mask|subnet|router|dns|mtu|lease|serverid|domain|search|broadcast)=' > "$LEASE_FILE"
+    ;;
+esac
+exit 0
+`;
+
+/** A network namespace whose TAP interface is wired to a relay stream listener. */
+export class NetnsGuest {
+  readonly ns: string;
+  readonly ifname: string;
+  readonly dir: string;
+  #tap: TapDevice;
+  #conn: ByteStream;
+  #writer: FrameWriter;
+  #done: Promise<void>[] = [];
+
+  private constructor(ns: string, ifname: string, dir: string, tap: TapDevice, conn: ByteStream) {
+    this.ns = ns;
+    this.ifname = ifname;
+    this.dir = dir;
+    this.#tap = tap;
+    this.#conn = conn;
+    this.#writer = new FrameWriter(conn, 4 * 1024 * 1024, () => {});
+  }
+
+  /**
+   * @param relay "unix:///path" or "tcp://127.0.0.1:port" of a relay stream listener
+   */
+  static async create(relay: string): Promise<NetnsGuest> {
+    const id = `${Deno.pid % 10000}x${serial++}`;
+    const ns = `srg${id}`;
+    const ifname = `srt${id}`;
+    const dir = await Deno.makeTempDir({ prefix: "slirp-guest-" });
+    await must(["ip", "netns", "add", ns]);
+    let tap: TapDevice | null = null;
+    try {
+      tap = new TapDevice(ifname);
+      await must(["ip", "link", "set", ifname, "netns", ns]);
+      await must(["ip", "-n", ns, "link", "set", "lo", "up"]);
+      await must(["ip", "-n", ns, "link", "set", ifname, "up"]);
+      const conn = relay.startsWith("unix://")
+        ? await Deno.connect({ transport: "unix", path: relay.slice("unix://".length) })
+        : await Deno.connect({ hostname: "127.0.0.1", port: Number(relay.split(":").pop()) });
+      const g = new NetnsGuest(ns, ifname, dir, tap, conn);
+      await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
+      g.#start();
+      return g;
+    } catch (e) {
+      tap?.close();
+      await run(["ip", "netns", "del", ns]);
+      throw e;
+    }
+  }
+
+  #start(): void {
+    this.#done.push(this.#tap.readLoop((frame) => void this.#writer.push(frame)));
+    this.#done.push(
+      readFrames(this.#conn, 65536 + 4096, (b, off, len) => {
+        this.#tap.write(b.subarray(off, off + len));
+      }).catch(() => {}),
+    );
+  }
+
+  /** Runs a command inside the namespace. */
+  exec(cmd: string[], opts: { timeoutMs?: number; stdin?: string } = {}): Promise<ExecResult> {
+    return run(["ip", "netns", "exec", this.ns, ...cmd], opts);
+  }
+
+  /** Runs busybox udhcpc and returns the variables the lease set (ip, router, dns, mtu, …). */
+  async dhcp(extraOptions: string[] = []): Promise<Record<string, string>> {
+    const leaseFile = `${this.dir}/lease.env`;
+    const r = await run([
+      "ip",
+      "netns",
+      "exec",
+      this.ns,
+      "env",
+      `LEASE_FILE=${leaseFile}`,
+      "busybox",
+      "udhcpc",
+      "-i",
+      this.ifname,
+      "-n",
+      "-q",
+      "-f",
+      "-t",
+      "5",
+      "-T",
+      "1",
+      "-s",
+      `${this.dir}/udhcpc.sh`,
+      "-O",
+      "mtu",
+      "-O",
+      "search",
+      "-O",
+      "broadcast",
+      ...extraOptions,
+    ], { timeoutMs: 20_000 });
+    if (r.code !== 0) throw new Error(`udhcpc failed (${r.code}): ${r.stderr}`);
+    const vars: Record<string, string> = {};
+    for (const line of (await Deno.readTextFile(leaseFile)).split("\n")) {
+      const i = line.indexOf("=");
+      if (i > 0) vars[line.slice(0, i)] = line.slice(i + 1);
+    }
+    return vars;
+  }
+
+  async close(): Promise<void> {
+    this.#tap.close();
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+    await Promise.allSettled(this.#done);
+    await run(["ip", "netns", "del", this.ns]);
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}

@@ -1,0 +1,90 @@
+/**
+ * A real Linux network stack (a network namespace behind a TAP device) as the guest: DHCP, ARP, ping,
+ * DNS and UDP through the relay, all on loopback and inside namespaces this test makes.
+ */
+import assert from "node:assert/strict";
+import { Relay } from "../src/relay/relay.ts";
+import { defaultStackConfig } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { startDnsResponder, startUdpEcho } from "./_services.ts";
+
+e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a host service", [
+  "dig",
+  "nc",
+  "ping",
+], async () => {
+  const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" });
+  const echo = await startUdpEcho();
+  const dir = await Deno.makeTempDir();
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
+  stack.mtu = 1400;
+  stack.domainName = "guest.test";
+  stack.searchDomains = ["guest.test", "example.test"];
+  const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
+  relay.start();
+  const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+  try {
+    const lease = await guest.dhcp();
+    assert.equal(lease.ip, "10.0.2.15");
+    assert.equal(lease.router, "10.0.2.2");
+    assert.equal(lease.dns, "10.0.2.3");
+    assert.equal(lease.mtu, "1400");
+    assert.equal(lease.subnet, "255.255.255.0");
+    assert.equal(lease.serverid, "10.0.2.2");
+    assert.equal(lease.domain, "guest.test");
+    assert.equal(lease.search, "guest.test example.test");
+    const link = await guest.exec(["ip", "link", "show", guest.ifname]);
+    assert.match(link.stdout, /mtu 1400/);
+
+    const ping = await guest.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.2"]);
+    assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+    assert.match(ping.stdout, /3 received/);
+    const pingDns = await guest.exec(["ping", "-c", "1", "-W", "2", "10.0.2.3"]);
+    assert.equal(pingDns.code, 0, pingDns.stdout);
+
+    const dig = await guest.exec([
+      "dig",
+      "+short",
+      "+tries=1",
+      "+time=3",
+      "@10.0.2.3",
+      "www.example.test",
+      "A",
+    ]);
+    assert.equal(dig.stdout.trim(), "192.0.2.10", dig.stdout + dig.stderr);
+    const nx = await guest.exec(["dig", "+tries=1", "+time=3", "@10.0.2.3", "missing.example.test", "A"]);
+    assert.match(nx.stdout, /status: NXDOMAIN/);
+    // a static record is answered by the relay itself
+    const local = await guest.exec([
+      "dig",
+      "+short",
+      "+tries=1",
+      "+time=3",
+      "@10.0.2.3",
+      "host.slirp.internal",
+    ]);
+    assert.equal(local.stdout.trim(), "10.0.2.2");
+
+    const udp = await guest.exec(["nc", "-u", "-w", "2", "10.0.2.2", String(echo.port)], {
+      stdin: "ping-over-udp\n",
+    });
+    assert.match(udp.stdout, /echo:ping-over-udp/, udp.stderr);
+
+    // no host sits at 10.0.2.77: the gateway must not answer ARP for it (RFC 5227: free means silent)
+    await guest.exec(["nc", "-u", "-w", "1", "10.0.2.77", "9"], { stdin: "x\n" });
+    const neigh = await guest.exec(["ip", "neigh", "show", "10.0.2.77"]);
+    assert.doesNotMatch(neigh.stdout, /lladdr/);
+    const gw = await guest.exec(["ip", "neigh", "show", "10.0.2.2"]);
+    assert.match(gw.stdout, /lladdr 52:55:0a:00:02:02/);
+    const s = relay.sessions.values().next().value!.stack;
+    assert.equal(s.counters.dhcpLeases, 1);
+  } finally {
+    await guest.close();
+    relay.stop();
+    dns.close();
+    echo.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

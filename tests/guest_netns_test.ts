@@ -88,3 +88,43 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** Sets a sysctl for the duration of `fn`, restoring the old value (the host forbids ping sockets by default). */
+async function withSysctl(path: string, value: string, fn: () => Promise<void>): Promise<void> {
+  const old = await Deno.readTextFile(path);
+  await Deno.writeTextFile(path, value);
+  try {
+    await fn();
+  } finally {
+    await Deno.writeTextFile(path, old);
+  }
+}
+
+e2eTest(
+  "netns Linux guest: ping a translated address through the host's unprivileged ICMP socket",
+  ["ping"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = ["127.0.0.1:9"];
+    // 10.0.2.100 is the host's loopback under another name: echo must take the ICMP socket path
+    stack.nat = [{ virtual: "10.0.2.100", real: "127.0.0.1" }];
+    const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
+    relay.start();
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      await guest.dhcp();
+      await withSysctl("/proc/sys/net/ipv4/ping_group_range", "0 0", async () => {
+        const ping = await guest.exec(["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.0.2.100"]);
+        assert.equal(ping.code, 0, ping.stdout + ping.stderr);
+        assert.match(ping.stdout, /3 received/);
+      });
+      const s = relay.sessions.values().next().value!.stack;
+      assert.equal(s.counters.drops.get("icmp-unsupported-by-host") ?? 0, 0);
+    } finally {
+      await guest.close();
+      relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -5,7 +5,7 @@
  * @module
  */
 import { ipv4ToString, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
-import { type PolicyConfig } from "./policy.ts";
+import type { PolicyConfig } from "./policy.ts";
 
 /** A static DNS record answered by the stack itself. */
 export interface DnsRecordConfig {

@@ -113,7 +113,7 @@ export class DhcpServer {
     return a;
   }
 
-  input(buf: Uint8Array, off: number, end: number, srcMac: number, srcIp: number): void {
+  input(buf: Uint8Array, off: number, end: number, _srcMac: number, srcIp: number): void {
     const s = this.#stack;
     const m = parseDhcp(buf, off, end);
     if (m instanceof WireError) return s.drop("dhcp-malformed", m);

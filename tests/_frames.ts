@@ -1,0 +1,159 @@
+/** Test helpers: build guest frames with the wire emitters, and drive a Stack with a real host. */
+import { emitEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "../src/wire/ethernet.ts";
+import { ARP_OP_REQUEST, emitArp } from "../src/wire/arp.ts";
+import { emitIpv4, IPPROTO_ICMP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
+import { emitUdp } from "../src/wire/udp.ts";
+import { emitIcmpV4, ICMP_ECHO_REQUEST } from "../src/wire/icmpv4.ts";
+import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
+import { BOOTREQUEST, type DhcpMessage, emitDhcp, optIpv4List, optU8 } from "../src/wire/dhcp.ts";
+import { MAC_BROADCAST, parseIpv4Address, putMac48 } from "../src/wire/bytes.ts";
+import { Stack } from "../src/stack/stack.ts";
+import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
+import { TimerWheel } from "../src/stack/timer_wheel.ts";
+import { NodeHost } from "../src/host/node_host.ts";
+import { dissect, type Dissection } from "./_dissect.ts";
+
+export const GW_MAC = 0x52550a000202;
+export const ip = (s: string): number => parseIpv4Address(s)!;
+
+export function arpFrame(
+  srcMac: number,
+  senderIp: number,
+  targetIp: number,
+  op = ARP_OP_REQUEST,
+): Uint8Array {
+  const b = new Uint8Array(60); // zero-padded to the Ethernet minimum, as guests send
+  emitEthernet(b, 0, MAC_BROADCAST, srcMac, ETHERTYPE_ARP);
+  emitArp({ op, senderMac: srcMac, senderIp, targetMac: 0, targetIp }, b, 14);
+  return b;
+}
+
+export function udpFrame(
+  srcMac: number,
+  src: number,
+  dst: number,
+  sport: number,
+  dport: number,
+  payload: Uint8Array,
+  dstMac = GW_MAC,
+): Uint8Array {
+  const b = new Uint8Array(Math.max(60, 42 + payload.length));
+  emitEthernet(b, 0, dstMac, srcMac, ETHERTYPE_IPV4);
+  b.set(payload, 42);
+  emitUdp(b, 34, sport, dport, payload.length, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, 8 + payload.length));
+  emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_UDP, src, dst }, b, 14, 8 + payload.length);
+  return b;
+}
+
+export function pingFrame(
+  srcMac: number,
+  src: number,
+  dst: number,
+  id: number,
+  seq: number,
+  data: Uint8Array,
+): Uint8Array {
+  const b = new Uint8Array(Math.max(60, 42 + data.length));
+  emitEthernet(b, 0, GW_MAC, srcMac, ETHERTYPE_IPV4);
+  b.set(data, 42);
+  emitIcmpV4(b, 34, ICMP_ECHO_REQUEST, 0, (id << 16) | seq, data.length);
+  emitIpv4({ id: 2, ttl: 64, protocol: IPPROTO_ICMP, src, dst }, b, 14, 8 + data.length);
+  return b;
+}
+
+export function dhcpFrame(
+  mac: number,
+  type: number,
+  opts: [number, Uint8Array][] = [],
+  ciaddr = 0,
+  xid = 0x1234,
+): Uint8Array {
+  const chaddr = new Uint8Array(16);
+  putMac48(chaddr, 0, mac);
+  const m: DhcpMessage = {
+    op: BOOTREQUEST,
+    htype: 1,
+    hlen: 6,
+    hops: 0,
+    xid,
+    secs: 0,
+    flags: 0,
+    ciaddr,
+    yiaddr: 0,
+    siaddr: 0,
+    giaddr: 0,
+    chaddr,
+    sname: new Uint8Array(64),
+    file: new Uint8Array(128),
+    options: [[53, optU8(type)], ...opts],
+  };
+  const payload = new Uint8Array(600);
+  const n = emitDhcp(m, payload, 0);
+  return udpFrame(
+    mac,
+    ciaddr,
+    ciaddr ? ip("10.0.2.2") : 0xffffffff,
+    68,
+    67,
+    payload.subarray(0, n),
+    MAC_BROADCAST,
+  );
+}
+
+export { optIpv4List };
+
+/** A Stack on a real host, with a manual clock and every output frame dissected. */
+export class StackHarness {
+  readonly out: Dissection[] = [];
+  readonly raw: Uint8Array[] = [];
+  readonly wheel: TimerWheel;
+  readonly host = new NodeHost();
+  readonly stack: Stack;
+  now = 1_000_000;
+
+  constructor(patch: (c: StackConfig) => void = () => {}) {
+    const c = defaultStackConfig();
+    c.dnsUpstreams = ["127.0.0.1:9"];
+    patch(c);
+    this.wheel = new TimerWheel(this.now);
+    this.stack = new Stack(c, {
+      host: this.host,
+      wheel: this.wheel,
+      output: (f) => {
+        const copy = f.slice();
+        this.raw.push(copy);
+        this.out.push(dissect(copy));
+      },
+    });
+  }
+
+  send(frame: Uint8Array): Dissection[] {
+    const before = this.out.length;
+    this.stack.input(frame);
+    return this.out.slice(before);
+  }
+
+  advance(ms: number): void {
+    this.now += ms;
+    this.wheel.advance(this.now);
+  }
+
+  /** Waits until `pred` holds for a new output frame (host replies arrive asynchronously). */
+  async waitFor(pred: (d: Dissection) => boolean, timeoutMs = 3000): Promise<Dissection> {
+    const start = Date.now();
+    let seen = 0;
+    for (;;) {
+      for (; seen < this.out.length; seen++) if (pred(this.out[seen])) return this.out[seen];
+      if (Date.now() - start > timeoutMs) throw new Error("Timed out waiting for a frame from the stack");
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  drops(reason: string): number {
+    return this.stack.counters.drops.get(reason) ?? 0;
+  }
+
+  close(): void {
+    this.stack.close();
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * A QEMU virtual machine (Debian kernel, busybox userland, TCG) connects with QEMU's own netdev
+ * backends — `-netdev stream` and the legacy `-netdev socket` — and gets online through the relay.
+ */
+import assert from "node:assert/strict";
+import { Relay } from "../src/relay/relay.ts";
+import { defaultStackConfig } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { e2eTest } from "./_netns_guest.ts";
+import { bootGuest, qemuMissing, results } from "./_qemu.ts";
+import { startDnsResponder } from "./_services.ts";
+
+const SCRIPT = `
+echo "RESULT t_before_dhcp $(cut -d' ' -f1 /proc/uptime)"
+udhcpc -i eth0 -n -q -f -t 10 -T 2 -s /udhcpc.sh -O mtu
+echo "RESULT dhcp_rc $?"
+echo "RESULT t_after_dhcp $(cut -d' ' -f1 /proc/uptime)"
+if ping -c 3 -W 3 10.0.2.2 > /tmp/ping; then echo "RESULT ping ok $(grep -o '[0-9]* packets received' /tmp/ping)"; else echo "RESULT ping fail"; fi
+echo "RESULT dns $(nslookup www.example.test 10.0.2.3 2>&1 | grep -A2 'Name:' | grep -o 'Address: [0-9.]*' | head -1)"
+`;
+
+for (const variant of ["stream", "socket"] as const) {
+  e2eTest(`QEMU guest over -netdev ${variant}: DHCP, ping, DNS`, ["qemu-system-x86_64", "cpio"], async () => {
+    const missing = qemuMissing();
+    if (missing) throw new Error(missing);
+    const dns = await startDnsResponder({ "www.example.test": "192.0.2.33" });
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
+    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
+    const [url] = relay.start();
+    const port = url.split(":").pop();
+    const netdev = variant === "stream"
+      ? `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${port}`
+      : `socket,id=n0,connect=127.0.0.1:${port}`;
+    try {
+      const { console: out, ms } = await bootGuest(netdev, SCRIPT);
+      const r = results(out);
+      assert.equal(r.get("done"), "", `guest did not finish:\n${out.slice(-3000)}`);
+      assert.equal(r.get("dhcp_rc"), "0", out.slice(-3000));
+      assert.equal(r.get("lease"), "ip=10.0.2.15 router=10.0.2.2 dns=10.0.2.3 mtu=1500");
+      assert.equal(r.get("ping"), "ok 3 packets received");
+      assert.equal(r.get("dns"), "Address: 192.0.2.33");
+      const dhcpMs = (Number(r.get("t_after_dhcp")) - Number(r.get("t_before_dhcp"))) * 1000;
+      console.log(
+        `QEMU ${variant}: boot to poweroff ${Math.round(ms)} ms; DHCP exchange ${
+          Math.round(dhcpMs)
+        } ms of guest uptime`,
+      );
+    } finally {
+      relay.stop();
+      dns.close();
+    }
+  });
+}

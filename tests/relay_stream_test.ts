@@ -1,0 +1,74 @@
+/** The stream transport over real sockets: framing, coalescing, and protocol errors confined to one guest. */
+import assert from "node:assert/strict";
+import { Relay } from "../src/relay/relay.ts";
+import { defaultStackConfig } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { arpFrame, ip } from "./_frames.ts";
+import { FramingError, readFrames, splitFrames } from "../src/transport/stream.ts";
+import { parseArp } from "../src/wire/arp.ts";
+import { isWireError } from "../src/wire/bytes.ts";
+
+function prefixed(...frames: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(frames.reduce((s, f) => s + 4 + f.length, 0));
+  let p = 0;
+  for (const f of frames) {
+    new DataView(out.buffer).setUint32(p, f.length);
+    out.set(f, p + 4);
+    p += 4 + f.length;
+  }
+  return out;
+}
+
+Deno.test("splitFrames: whole frames out, partial frame kept, bad lengths refused", () => {
+  const f = arpFrame(2, 1, 2);
+  const buf = prefixed(f, f);
+  const got: number[] = [];
+  assert.equal(splitFrames(buf, buf.length - 3, 70000, (_b, off, len) => got.push(off, len)), 64);
+  assert.deepEqual(got, [4, 60]);
+  for (const len of [0, 13, 70001]) {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setUint32(0, len);
+    assert.throws(() => splitFrames(b, 8, 70000, () => {}), FramingError, `length ${len}`);
+  }
+});
+
+Deno.test("relay: frames in both directions over TCP; a broken guest is closed without touching another", async () => {
+  const relay = new Relay({
+    listenQemu: ["tcp://127.0.0.1:0"],
+    stack: defaultStackConfig(),
+    log: jsonLogger("error"),
+  });
+  const [url] = relay.start();
+  const port = Number(url.split(":").pop());
+  const good = await Deno.connect({ hostname: "127.0.0.1", port });
+  const bad = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    // two ARP requests in one write (coalesced input), two replies back
+    await good.write(
+      prefixed(
+        arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2")),
+        arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.3")),
+      ),
+    );
+    const replies: number[] = [];
+    const reading = readFrames(good, 70000, (b, off, len) => {
+      const a = parseArp(b, off + 14, off + len);
+      if (!isWireError(a)) replies.push(a.senderIp);
+    });
+    // the bad guest announces a zero-length frame: protocol error
+    await bad.write(Uint8Array.of(0, 0, 0, 0));
+    const n = await bad.read(new Uint8Array(16));
+    assert.equal(n, null, "the relay closed the bad connection");
+    await good.write(prefixed(arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2"))));
+    for (let i = 0; i < 200 && replies.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(replies, [ip("10.0.2.2"), ip("10.0.2.3"), ip("10.0.2.2")]);
+    assert.equal(relay.sessions.size, 1);
+    good.close();
+    await reading.catch(() => {});
+  } finally {
+    relay.stop();
+    try {
+      bad.close();
+    } catch { /* closed */ }
+  }
+});

@@ -192,7 +192,7 @@ async function serve(args: string[]): Promise<number> {
   const cfg = buildServeConfig(merged);
   const log = jsonLogger(cfg.logLevel);
   const relay = new Relay({ listenQemu: cfg.listen, stack: cfg.stack, log });
-  const urls = relay.start();
+  const urls = await relay.start();
   const lines = [
     `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})`,
   ];

@@ -126,6 +126,44 @@ esac
 exit 0
 `;
 
+/**
+ * Impairment of the guest's outgoing frames applied in the bridge — netem's loss, reorder and
+ * duplicate, for kernels built without sch_netem.
+ */
+export interface Impairment {
+  loss: number;
+  reorder: number;
+  duplicate: number;
+  seed?: number;
+}
+
+/** Whether this kernel has tc netem (CONFIG_NET_SCH_NETEM). */
+export async function netemAvailable(): Promise<boolean> {
+  const ns = `srnetem${Deno.pid % 10000}`;
+  await run(["ip", "netns", "add", ns]);
+  try {
+    await run(["ip", "-n", ns, "link", "add", "nv0", "type", "veth", "peer", "name", "nv1"]);
+    const r = await run([
+      "ip",
+      "netns",
+      "exec",
+      ns,
+      "tc",
+      "qdisc",
+      "add",
+      "dev",
+      "nv0",
+      "root",
+      "netem",
+      "loss",
+      "1%",
+    ]);
+    return r.code === 0;
+  } finally {
+    await run(["ip", "netns", "del", ns]);
+  }
+}
+
 /** A network namespace whose TAP interface is wired to a relay stream listener. */
 export class NetnsGuest {
   readonly ns: string;
@@ -135,6 +173,9 @@ export class NetnsGuest {
   #conn: ByteStream;
   #writer: FrameWriter;
   #done: Promise<void>[] = [];
+  #impair: Impairment | null = null;
+  /** Frames the impairment dropped, duplicated and reordered. */
+  readonly impaired = { dropped: 0, duplicated: 0, reordered: 0 };
 
   private constructor(ns: string, ifname: string, dir: string, tap: TapDevice, conn: ByteStream) {
     this.ns = ns;
@@ -148,7 +189,7 @@ export class NetnsGuest {
   /**
    * @param relay "unix:///path" or "tcp://127.0.0.1:port" of a relay stream listener
    */
-  static async create(relay: string): Promise<NetnsGuest> {
+  static async create(relay: string, opts: { impair?: Impairment } = {}): Promise<NetnsGuest> {
     const id = `${Deno.pid % 10000}x${serial++}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
@@ -164,6 +205,7 @@ export class NetnsGuest {
         ? await Deno.connect({ transport: "unix", path: relay.slice("unix://".length) })
         : await Deno.connect({ hostname: "127.0.0.1", port: Number(relay.split(":").pop()) });
       const g = new NetnsGuest(ns, ifname, dir, tap, conn);
+      g.#impair = opts.impair ?? null;
       await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
       g.#start();
       return g;
@@ -175,7 +217,42 @@ export class NetnsGuest {
   }
 
   #start(): void {
-    this.#done.push(this.#tap.readLoop((frame) => void this.#writer.push(frame)));
+    const imp = this.#impair;
+    if (!imp) {
+      this.#done.push(this.#tap.readLoop((frame) => void this.#writer.push(frame)));
+    } else {
+      let x = (imp.seed ?? 7) >>> 0 || 1;
+      const rand = () => {
+        x ^= x << 13;
+        x >>>= 0;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        x >>>= 0;
+        return x / 0x1_0000_0000;
+      };
+      let held: Uint8Array | null = null;
+      this.#done.push(this.#tap.readLoop((frame) => {
+        if (rand() < imp.loss) {
+          this.impaired.dropped++;
+          return;
+        }
+        if (held === null && rand() < imp.reorder) {
+          // hold this frame back until the next one has gone (swap order)
+          held = frame.slice();
+          this.impaired.reordered++;
+          return;
+        }
+        this.#writer.push(frame);
+        if (rand() < imp.duplicate) {
+          this.#writer.push(frame);
+          this.impaired.duplicated++;
+        }
+        if (held) {
+          this.#writer.push(held);
+          held = null;
+        }
+      }));
+    }
     this.#done.push(
       readFrames(this.#conn, 65536 + 4096, (b, off, len) => {
         this.#tap.write(b.subarray(off, off + len));

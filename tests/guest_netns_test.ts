@@ -23,7 +23,7 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
   stack.domainName = "guest.test";
   stack.searchDomains = ["guest.test", "example.test"];
   const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
-  relay.start();
+  await relay.start();
   const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
   try {
     const lease = await guest.dhcp();
@@ -110,7 +110,7 @@ e2eTest(
     // 10.0.2.100 is the host's loopback under another name: echo must take the ICMP socket path
     stack.nat = [{ virtual: "10.0.2.100", real: "127.0.0.1" }];
     const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
-    relay.start();
+    await relay.start();
     const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
     try {
       await guest.dhcp();

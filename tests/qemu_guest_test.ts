@@ -27,7 +27,7 @@ for (const variant of ["stream", "socket"] as const) {
     const stack = defaultStackConfig();
     stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
     const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
-    const [url] = relay.start();
+    const [url] = await relay.start();
     const port = url.split(":").pop();
     const netdev = variant === "stream"
       ? `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${port}`

@@ -38,7 +38,7 @@ Deno.test("relay: frames in both directions over TCP; a broken guest is closed w
     stack: defaultStackConfig(),
     log: jsonLogger("error"),
   });
-  const [url] = relay.start();
+  const [url] = await relay.start();
   const port = Number(url.split(":").pop());
   const good = await Deno.connect({ hostname: "127.0.0.1", port });
   const bad = await Deno.connect({ hostname: "127.0.0.1", port });

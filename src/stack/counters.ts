@@ -14,6 +14,11 @@ export class Counters {
   dnsQueries = 0;
   dhcpLeases = 0;
   icmpEchoes = 0;
+  tcpRetransmits = 0;
+  tcpTimeouts = 0;
+  tcpTailProbes = 0;
+  tcpBytesToGuest = 0;
+  tcpBytesFromGuest = 0;
   /** Drops keyed by reason, e.g. "ipv4-malformed". */
   readonly drops: Map<string, number> = new Map();
 
@@ -33,6 +38,11 @@ export class Counters {
       dnsQueries: this.dnsQueries,
       dhcpLeases: this.dhcpLeases,
       icmpEchoes: this.icmpEchoes,
+      tcpRetransmits: this.tcpRetransmits,
+      tcpTimeouts: this.tcpTimeouts,
+      tcpTailProbes: this.tcpTailProbes,
+      tcpBytesToGuest: this.tcpBytesToGuest,
+      tcpBytesFromGuest: this.tcpBytesFromGuest,
       drops: Object.fromEntries(this.drops),
     };
   }

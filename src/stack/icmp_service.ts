@@ -19,8 +19,8 @@ import {
   icmpQuoteLength,
   parseIcmpV4,
 } from "../wire/icmpv4.ts";
-import { emitIpv4, IPPROTO_ICMP, IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
-import { put16 } from "../wire/bytes.ts";
+import { emitIpv4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
+import { put16, put32 } from "../wire/bytes.ts";
 import { L4_OFFSET } from "./frame.ts";
 import type { Stack } from "./stack.ts";
 
@@ -110,6 +110,25 @@ export class IcmpService {
     put16(s.tx, q + 22, dstPort);
     put16(s.tx, q + 24, 8);
     put16(s.tx, q + 26, 0);
+    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, 28);
+    s.sendIpv4(dst, guestIp, IPPROTO_ICMP, ICMP_HEADER_LEN + 28);
+  }
+
+  /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
+  unreachableForTcp(
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+    seq: number,
+    code: number,
+  ): void {
+    const s = this.#stack;
+    const q = L4_OFFSET + ICMP_HEADER_LEN;
+    emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_TCP, src: guestIp, dst }, s.tx, q, 20);
+    put16(s.tx, q + 20, guestPort);
+    put16(s.tx, q + 22, dstPort);
+    put32(s.tx, q + 24, seq);
     emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, 28);
     s.sendIpv4(dst, guestIp, IPPROTO_ICMP, ICMP_HEADER_LEN + 28);
   }

@@ -41,8 +41,25 @@ export interface UdpFlow {
   lastPort: number;
 }
 
+/** A host client of a `udp:` port forward, seen by the guest as gateway:clientPort. */
+interface ForwardPeer {
+  socket: HostUdpSocket;
+  address: string;
+  port: number;
+  guestIp: number;
+  guestPort: number;
+  localPort: number;
+  lastActive: number;
+  timer: Timer;
+}
+
+/** Forward peers per tenant. */
+const MAX_FORWARD_PEERS = 256;
+
 export class UdpNat {
   #stack: Stack;
+  /** (guestPort << 16 | localPort) → forward peer. */
+  #peers = new Map<number, ForwardPeer>();
   /** guestPort → flows (usually one: one guest address per tenant). */
   #flows = new Map<number, UdpFlow[]>();
   #count = 0;
@@ -65,6 +82,15 @@ export class UdpNat {
 
   input(buf: Uint8Array, ip: Ipv4Header, udp: UdpHeader): void {
     const s = this.#stack;
+    if (ip.dst === s.plan.gateway && this.#peers.size > 0) {
+      // a reply to a port-forward client leaves through the forward's own socket
+      const peer = this.#peers.get(((udp.srcPort << 16) | udp.dstPort) >>> 0);
+      if (peer && peer.guestIp === ip.src) {
+        peer.lastActive = s.wheel.now;
+        peer.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), peer.address, peer.port);
+        return;
+      }
+    }
     const real = s.translation.toReal(ip.dst);
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "udp-no-host");
     if (!s.policy.check("udp", real, udp.dstPort)) {
@@ -178,7 +204,66 @@ export class UdpNat {
     if (icmpCode >= 0) s.icmp.unreachableForUdp(f.guestIp, f.guestPort, f.lastVirtual, f.lastPort, icmpCode);
   }
 
+  /**
+   * A datagram from a host client of a `udp:` forward bound on `socket`: deliver it to the guest as
+   * coming from gateway:clientPort, and remember the client for the guest's replies.
+   */
+  forwardInput(
+    socket: HostUdpSocket,
+    guestIp: number,
+    guestPort: number,
+    data: Uint8Array,
+    address: string,
+    port: number,
+  ): void {
+    const s = this.#stack;
+    if (s.closed) return;
+    const key = ((guestPort << 16) | port) >>> 0;
+    let peer = this.#peers.get(key);
+    if (!peer || peer.address !== address) {
+      if (peer) this.#removePeer(peer);
+      if (this.#peers.size >= MAX_FORWARD_PEERS) return s.drop("udp-forward-peer-limit");
+      const p: ForwardPeer = {
+        socket,
+        address,
+        port,
+        guestIp,
+        guestPort,
+        localPort: port,
+        lastActive: s.wheel.now,
+        timer: new Timer((now) => {
+          const idle = s.config.udpIdleSec * 1000;
+          if (now - p.lastActive < idle) s.wheel.arm(p.timer, p.lastActive + idle);
+          else this.#removePeer(p);
+        }),
+      };
+      this.#peers.set(key, p);
+      s.wheel.arm(p.timer, p.lastActive + s.config.udpIdleSec * 1000);
+      peer = p;
+    }
+    peer.lastActive = s.wheel.now;
+    if (data.length > s.plan.mtu - 28) return s.drop("udp-forward-exceeds-mtu");
+    const src = s.plan.gateway;
+    s.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
+    emitUdp(
+      s.tx,
+      L4_OFFSET,
+      port,
+      guestPort,
+      data.length,
+      pseudoHeaderSumV4(src, guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length),
+    );
+    s.sendIpv4(src, guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length);
+  }
+
+  #removePeer(p: ForwardPeer): void {
+    this.#stack.wheel.cancel(p.timer);
+    const key = ((p.guestPort << 16) | p.localPort) >>> 0;
+    if (this.#peers.get(key) === p) this.#peers.delete(key);
+  }
+
   close(): void {
+    for (const p of [...this.#peers.values()]) this.#removePeer(p);
     for (const list of [...this.#flows.values()]) for (const f of [...list]) this.#remove(f);
   }
 }

@@ -68,6 +68,8 @@ export class FrameWriter {
   /** Frames dropped because the backlog was full. */
   dropped = 0;
   framesWritten = 0;
+  /** Called after a flush empties the backlog (senders paced on it may continue). */
+  onDrain: (() => void) | null = null;
 
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
@@ -123,6 +125,7 @@ export class FrameWriter {
     } finally {
       this.#writing = false;
     }
+    if (!this.#closed && this.onDrain) this.onDrain();
   }
 
   close(): void {

@@ -1,10 +1,11 @@
 /**
- * Guest-facing TCP. Until the connection engine lands, every segment is answered with the reset RFC 9293
- * §3.10.7.1 prescribes for a CLOSED port, so a guest's connect fails fast with ECONNREFUSED.
+ * Guest-facing TCP for one tenant: the connection table, new connections from the guest (policy first,
+ * then the host dial), TCP port forwards toward the guest, and the resets RFC 9293 prescribes for
+ * segments that belong to no connection.
  *
  * @module
  */
-import { WireError } from "../../wire/bytes.ts";
+import { ipv4ToString, parseIpv4Address, WireError } from "../../wire/bytes.ts";
 import {
   emitTcp,
   newTcpHeader,
@@ -13,20 +14,97 @@ import {
   TCP_FIN,
   TCP_RST,
   TCP_SYN,
+  type TcpHeader,
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
 import { IPPROTO_TCP, type Ipv4Header } from "../../wire/ipv4.ts";
 import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
+import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
+import type { HostTcpSocket } from "../../host/host.ts";
+import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { Stack } from "../stack.ts";
+import { TcpConn, TcpState } from "./tcp_conn.ts";
+
+/** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
+export const OUTPUT_PACING_BYTES = 512 * 1024;
 
 export class TcpService {
   #stack: Stack;
   #seg = newTcpHeader();
-  #out = newTcpHeader();
+  #rst = newTcpHeader();
+  /** Reused header for every segment we emit. */
+  readonly outHeader: TcpHeader = newTcpHeader();
+  /** (guestPort << 16 | localPort) → connections (disambiguated by addresses). */
+  #table = new Map<number, TcpConn[]>();
+  #count = 0;
+  /** Connections waiting for the transport backlog to drain. */
+  readonly blocked: Set<TcpConn> = new Set();
+  /** Bytes waiting in the transport toward the guest; set by the relay. */
+  outputBacklog: () => number = () => 0;
 
   constructor(stack: Stack) {
     this.#stack = stack;
+  }
+
+  /** Open connections. */
+  get size(): number {
+    return this.#count;
+  }
+
+  /** Every open connection (for stats and tests). */
+  connections(): TcpConn[] {
+    return [...this.#table.values()].flat();
+  }
+
+  #key(guestPort: number, localPort: number): number {
+    return ((guestPort << 16) | localPort) >>> 0;
+  }
+
+  #find(guestIp: number, guestPort: number, localIp: number, localPort: number): TcpConn | undefined {
+    const list = this.#table.get(this.#key(guestPort, localPort));
+    if (!list) return undefined;
+    for (const c of list) if (c.guestIp === guestIp && c.localIp === localIp) return c;
+    return undefined;
+  }
+
+  #add(c: TcpConn): void {
+    const k = this.#key(c.guestPort, c.localPort);
+    const list = this.#table.get(k);
+    if (list) list.push(c);
+    else this.#table.set(k, [c]);
+    this.#count++;
+    this.#stack.counters.tcpFlowsOpened++;
+    c.onFree = (x) => this.#remove(x);
+  }
+
+  #remove(c: TcpConn): void {
+    const k = this.#key(c.guestPort, c.localPort);
+    const list = this.#table.get(k);
+    this.blocked.delete(c);
+    if (!list) return;
+    const i = list.indexOf(c);
+    if (i < 0) return;
+    list.splice(i, 1);
+    if (list.length === 0) this.#table.delete(k);
+    this.#count--;
+  }
+
+  /** True when the transport toward the guest holds enough: senders wait for {@linkcode kick}. */
+  outputCongested(): boolean {
+    return this.outputBacklog() > OUTPUT_PACING_BYTES;
+  }
+
+  /** The transport drained: let blocked connections send again. */
+  kick(): void {
+    if (this.blocked.size === 0) return;
+    // round robin: whoever is still blocked when the transport fills again waits for the next drain
+    for (const c of [...this.blocked]) {
+      if (this.outputCongested()) break;
+      this.blocked.delete(c);
+      c.blockedOnOutput = false;
+      c.trySend();
+    }
   }
 
   input(buf: Uint8Array, ip: Ipv4Header): void {
@@ -40,6 +118,54 @@ export class TcpService {
       this.#seg,
     );
     if (seg instanceof WireError) return s.drop("tcp-malformed", seg);
+    const c = this.#find(ip.src, seg.srcPort, ip.dst, seg.dstPort);
+    if (c) {
+      // a new SYN for a connection in TIME-WAIT starts a new incarnation (RFC 9293 §3.10.7.4 note)
+      if (c.state === TcpState.TIME_WAIT && (seg.flags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN) c.abort();
+      else return c.input(seg, buf);
+    }
+    const f = seg.flags;
+    if ((f & (TCP_SYN | TCP_ACK_FLAG | TCP_RST)) !== TCP_SYN) {
+      // RFC 9293 §3.10.7.1: anything but a fresh SYN to a closed port draws a reset
+      this.reset(
+        ip.src,
+        ip.dst,
+        seg.srcPort,
+        seg.dstPort,
+        seg.seq,
+        seg.ack,
+        f,
+        seg.payloadEnd - seg.payloadOffset,
+      );
+      return s.drop(f & TCP_RST ? "tcp-rst-no-connection" : "tcp-no-connection");
+    }
+    this.#open(buf, ip, seg);
+  }
+
+  /** A guest SYN: policy, limits, then dial the host before answering. */
+  #open(buf: Uint8Array, ip: Ipv4Header, seg: TcpHeader): void {
+    const s = this.#stack;
+    if (seg.dstPort === 0) return this.#refuse(ip, seg, "tcp-port-zero");
+    if (this.#count >= s.config.maxTcpFlows) return this.#refuse(ip, seg, "tcp-flow-limit");
+    const real = s.translation.toReal(ip.dst);
+    if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
+    if (!s.policy.check("tcp", real, seg.dstPort)) {
+      return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
+    }
+    const c = new TcpConn(s, {
+      guestIp: ip.src,
+      guestPort: seg.srcPort,
+      localIp: ip.dst,
+      localPort: seg.dstPort,
+    }, TcpState.CONNECTING);
+    c.acceptSynOptions(seg);
+    this.#add(c);
+    c.host = s.host.connectTcp(ipv4ToString(real), seg.dstPort, c);
+    c.startConnectTimer();
+  }
+
+  #refuse(ip: Ipv4Header, seg: TcpHeader, reason: string): void {
+    this.#stack.counters.drop(reason);
     this.reset(
       ip.src,
       ip.dst,
@@ -50,7 +176,26 @@ export class TcpService {
       seg.flags,
       seg.payloadEnd - seg.payloadOffset,
     );
-    s.drop("tcp-refused");
+  }
+
+  /** The host refused or could not be reached while the guest waits in SYN. */
+  connectFailed(c: TcpConn, code: string): void {
+    const s = this.#stack;
+    s.log("debug", "host connect failed", {
+      tenant: s.tenant,
+      code,
+      to: `${ipv4ToString(c.localIp)}:${c.localPort}`,
+    });
+    if (code === "ECONNREFUSED") {
+      // the guest sees ECONNREFUSED at once
+      s.counters.drop("tcp-host-refused");
+      c.abort();
+      return;
+    }
+    const icmpCode = code === "ENETUNREACH" ? ICMP_UNREACH_NET : ICMP_UNREACH_HOST;
+    s.counters.drop(`tcp-host-${code}`);
+    s.icmp.unreachableForTcp(c.guestIp, c.guestPort, c.localIp, c.localPort, c.irs, icmpCode);
+    c.abort();
   }
 
   /**
@@ -59,9 +204,9 @@ export class TcpService {
    */
   reset(
     guestIp: number,
-    dst: number,
+    localIp: number,
     guestPort: number,
-    dstPort: number,
+    localPort: number,
     seq: number,
     ack: number,
     flags: number,
@@ -69,8 +214,8 @@ export class TcpService {
   ): void {
     if (flags & TCP_RST) return;
     const s = this.#stack;
-    const o = this.#out;
-    o.srcPort = dstPort;
+    const o = this.#rst;
+    o.srcPort = localPort;
     o.dstPort = guestPort;
     o.window = 0;
     if (flags & TCP_ACK_FLAG) {
@@ -83,9 +228,41 @@ export class TcpService {
       o.flags = TCP_RST | TCP_ACK_FLAG;
     }
     const hl = tcpHeaderLength(o);
-    emitTcp(o, s.tx, L4_OFFSET, 0, pseudoHeaderSumV4(dst, guestIp, IPPROTO_TCP, hl));
-    s.sendIpv4(dst, guestIp, IPPROTO_TCP, hl);
+    emitTcp(o, s.tx, L4_OFFSET, 0, pseudoHeaderSumV4(localIp, guestIp, IPPROTO_TCP, hl));
+    s.sendIpv4(localIp, guestIp, IPPROTO_TCP, hl);
   }
 
-  close(): void {}
+  // ───────────────────────── port forwards ─────────────────────────
+
+  /**
+   * A host client connected to a `tcp:` forward: originate a connection to the guest (our SYN). The
+   * guest sees it coming from the gateway ("the host"), from the client's port unless another
+   * connection to the same guest port uses it.
+   */
+  acceptForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpConn) => void): void {
+    const s = this.#stack;
+    const guestIp = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : s.dhcp.lastBoundAddress;
+    if (guestIp < 0 || s.closed || this.#count >= s.config.maxTcpFlows) {
+      s.counters.drop(guestIp < 0 ? "tcp-forward-no-guest" : "tcp-forward-refused");
+      sock.destroy();
+      return;
+    }
+    let localPort = sock.remotePort || 1024;
+    for (let i = 0; this.#find(guestIp, fwd.guestPort, s.plan.gateway, localPort) && i < 64512; i++) {
+      localPort = localPort >= 65535 ? 1024 : localPort + 1;
+    }
+    const c = new TcpConn(
+      s,
+      { guestIp, guestPort: fwd.guestPort, localIp: s.plan.gateway, localPort },
+      TcpState.SYN_SENT,
+    );
+    c.host = sock;
+    this.#add(c);
+    bind(c);
+    c.startActiveOpen();
+  }
+
+  close(): void {
+    for (const c of this.connections()) c.abort();
+  }
 }

@@ -1,0 +1,78 @@
+/**
+ * Congestion control toward the guest: NewReno (RFC 5681 slow start and congestion avoidance, fast
+ * retransmit/recovery; RFC 6582 partial acknowledgments). Guests such as v86 have receive rings of a
+ * handful of frames: bursting a whole advertised window loses most of it, so the window we may have in
+ * flight is min(cwnd, the guest's window).
+ *
+ * @module
+ */
+
+/** RFC 5681 §3.1: IW = min(4*SMSS, max(2*SMSS, 4380 bytes)); RFC 6928 allows 10 segments, as Linux. */
+export const INITIAL_WINDOW_SEGMENTS = 10;
+
+export class NewReno {
+  cwnd: number;
+  ssthresh = Number.MAX_SAFE_INTEGER;
+  /** In fast recovery until SND.UNA passes `recover` (RFC 6582 §3.2). */
+  inRecovery = false;
+  recover = 0;
+  #mss: number;
+  /** Bytes acknowledged toward the next congestion-avoidance increment. */
+  #acked = 0;
+
+  constructor(mss: number) {
+    this.#mss = mss;
+    this.cwnd = INITIAL_WINDOW_SEGMENTS * mss;
+  }
+
+  set mss(v: number) {
+    this.#mss = v;
+  }
+
+  /** New data acknowledged outside recovery (RFC 5681 §3.1). */
+  onAck(acked: number): void {
+    if (this.cwnd < this.ssthresh) {
+      // slow start: grow by at most SMSS per ACK (RFC 5681 (2)); RFC 3465 ABC with L = 2*SMSS
+      this.cwnd += Math.min(acked, 2 * this.#mss);
+    } else {
+      // congestion avoidance: one SMSS per cwnd of data acknowledged (RFC 5681 (3))
+      this.#acked += acked;
+      if (this.#acked >= this.cwnd) {
+        this.#acked -= this.cwnd;
+        this.cwnd += this.#mss;
+      }
+    }
+  }
+
+  /** Third duplicate ACK (RFC 5681 §3.2 steps 2–3; RFC 6582 §3.2 step 2). */
+  enterRecovery(flight: number, sndNxt: number): void {
+    this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.#mss);
+    this.cwnd = this.ssthresh + 3 * this.#mss;
+    this.inRecovery = true;
+    this.recover = sndNxt;
+  }
+
+  /** Further duplicate ACK in recovery: inflate (RFC 5681 §3.2 step 4). */
+  onDupAckInRecovery(): void {
+    this.cwnd += this.#mss;
+  }
+
+  /** Partial ACK in recovery (RFC 6582 §3.2 step 5): deflate by the amount acked, add back one SMSS. */
+  onPartialAck(acked: number): void {
+    this.cwnd = Math.max(this.cwnd - acked + this.#mss, this.#mss);
+  }
+
+  /** Full ACK ends recovery (RFC 6582 §3.2 step 3, option 1). */
+  exitRecovery(flight: number): void {
+    this.cwnd = Math.min(this.ssthresh, Math.max(flight, this.#mss) + this.#mss);
+    this.inRecovery = false;
+  }
+
+  /** Retransmission timeout (RFC 5681 §3.1 (4), loss window of one segment). */
+  onTimeout(flight: number): void {
+    this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.#mss);
+    this.cwnd = this.#mss;
+    this.inRecovery = false;
+    this.#acked = 0;
+  }
+}

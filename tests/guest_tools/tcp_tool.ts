@@ -1,0 +1,131 @@
+/**
+ * Runs inside a guest network namespace (`ip netns exec NS deno run -A tcp_tool.ts MODE …`) and prints
+ * one JSON line with what it observed. Modes:
+ *   send HOST PORT FILE        send FILE, half-close, print the peer's reply (a hash)
+ *   listen PORT                accept one connection, read to EOF, print sha256 and byte count
+ *   many HOST PORT N SIZE      N concurrent connections each send SIZE random bytes and verify the echo
+ *   refused HOST PORT          connect to a closed port, print the error and the milliseconds it took
+ *   halfclose HOST PORT        send a request, half-close, print the reply that arrives after EOF
+ *   reset HOST PORT            read until the connection fails, print the error and bytes read
+ */
+import { createHash } from "node:crypto";
+
+const [mode, ...args] = Deno.args;
+
+async function readAll(conn: Deno.Conn, onChunk: (b: Uint8Array) => void): Promise<number> {
+  const buf = new Uint8Array(256 * 1024);
+  let total = 0;
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) return total;
+    total += n;
+    onChunk(buf.subarray(0, n));
+  }
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+function out(x: unknown): void {
+  console.log(JSON.stringify(x));
+}
+
+switch (mode) {
+  case "send": {
+    const [host, port, file] = args;
+    const conn = await Deno.connect({ hostname: host, port: Number(port) });
+    const f = await Deno.open(file);
+    const t0 = performance.now();
+    const buf = new Uint8Array(1024 * 1024);
+    let sent = 0;
+    for (;;) {
+      const n = await f.read(buf);
+      if (n === null) break;
+      await writeAll(conn, buf.subarray(0, n));
+      sent += n;
+    }
+    f.close();
+    await conn.closeWrite();
+    let reply = "";
+    await readAll(conn, (b) => (reply += new TextDecoder().decode(b)));
+    out({ sent, reply: reply.trim(), ms: performance.now() - t0 });
+    break;
+  }
+  case "listen": {
+    const l = Deno.listen({ port: Number(args[0]) });
+    out({ listening: Number(args[0]) });
+    const conn = await l.accept();
+    const h = createHash("sha256");
+    const t0 = performance.now();
+    const bytes = await readAll(conn, (b) => h.update(b));
+    out({ bytes, sha256: h.digest("hex"), ms: performance.now() - t0 });
+    conn.close();
+    l.close();
+    break;
+  }
+  case "many": {
+    const [host, port, n, size] = args;
+    let ok = 0;
+    const errors: string[] = [];
+    await Promise.all(Array.from({ length: Number(n) }, async (_, i) => {
+      try {
+        const data = new Uint8Array(Number(size));
+        for (let k = 0; k < data.length; k += 65536) crypto.getRandomValues(data.subarray(k, k + 65536));
+        const conn = await Deno.connect({ hostname: host, port: Number(port) });
+        const got = new Uint8Array(data.length);
+        let filled = 0;
+        const reading = readAll(conn, (b) => {
+          got.set(b.subarray(0, Math.min(b.length, got.length - filled)), filled);
+          filled += b.length;
+        });
+        await writeAll(conn, data);
+        await conn.closeWrite();
+        await reading;
+        conn.close();
+        if (filled === data.length && got.every((v, j) => v === data[j])) ok++;
+        else errors.push(`conn ${i}: ${filled} bytes back`);
+      } catch (e) {
+        errors.push(`conn ${i}: ${e}`);
+      }
+    }));
+    out({ ok, errors: errors.slice(0, 5) });
+    break;
+  }
+  case "refused": {
+    const t0 = performance.now();
+    try {
+      const c = await Deno.connect({ hostname: args[0], port: Number(args[1]) });
+      c.close();
+      out({ error: null, ms: performance.now() - t0 });
+    } catch (e) {
+      out({ error: (e as Error).name, ms: performance.now() - t0 });
+    }
+    break;
+  }
+  case "halfclose": {
+    const conn = await Deno.connect({ hostname: args[0], port: Number(args[1]) });
+    await writeAll(conn, new TextEncoder().encode("request-before-eof"));
+    await conn.closeWrite();
+    let reply = "";
+    await readAll(conn, (b) => (reply += new TextDecoder().decode(b)));
+    out({ reply });
+    conn.close();
+    break;
+  }
+  case "reset": {
+    const conn = await Deno.connect({ hostname: args[0], port: Number(args[1]) });
+    let bytes = 0;
+    try {
+      await readAll(conn, (b) => (bytes += b.length));
+      out({ error: null, bytes });
+    } catch (e) {
+      out({ error: (e as Error).name, bytes });
+    }
+    break;
+  }
+  default:
+    console.error(`unknown mode ${mode}`);
+    Deno.exit(2);
+}

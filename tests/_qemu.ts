@@ -48,52 +48,93 @@ EOF
 chmod +x /udhcpc.sh
 `;
 
+/** A running QEMU guest whose console is read as it prints. */
+export interface RunningGuest {
+  /** Resolves with the first console line matching `re` (rejects after `timeoutMs`). */
+  waitFor(re: RegExp, timeoutMs?: number): Promise<string>;
+  /** Everything printed so far. */
+  output(): string;
+  kill(): Promise<void>;
+}
+
+/** Builds the initramfs for `script` into `dir`; returns the kernel image path. */
+async function buildInitrd(dir: string, script: string): Promise<string> {
+  const k = kernel();
+  if (!k) throw new Error("No kernel");
+  const root = `${dir}/root`;
+  for (const d of ["bin", "proc", "sys", "dev", "lib", "tmp", "www"]) await Deno.mkdir(`${root}/${d}`, { recursive: true });
+  await Deno.copyFile(which("busybox")!, `${root}/bin/busybox`);
+  await Deno.copyFile(`/lib/modules/${k.release}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`, `${root}/lib/e1000.ko`);
+  await Deno.writeTextFile(`${root}/init`, INIT_PRELUDE + script + "\necho RESULT done\npoweroff -f\n", { mode: 0o755 });
+  await must(["sh", "-c", `cd ${root} && find . | cpio -o -H newc --quiet | gzip -1 > ${dir}/initrd.gz`]);
+  return k.image;
+}
+
+function qemuArgs(image: string, dir: string, netdev: string): string[] {
+  return [
+    "-machine", "q35,accel=tcg", "-m", "256", "-nographic", "-no-reboot",
+    "-kernel", image, "-initrd", `${dir}/initrd.gz`, "-append", "console=ttyS0 quiet panic=-1",
+    "-netdev", netdev, "-device", "e1000,netdev=n0",
+  ];
+}
+
+/** Lines that have their newline already (a line still being printed is not matched yet). */
+function completeLines(text: string): string[] {
+  return text.slice(0, text.lastIndexOf("\n") + 1).split(/\r?\n/);
+}
+
+/** Boots a guest and returns at once; its console is watched line by line. */
+export async function startGuest(netdev: string, script: string): Promise<RunningGuest> {
+  const dir = await Deno.makeTempDir({ prefix: "slirp-qemu-" });
+  const image = await buildInitrd(dir, script);
+  const child = new Deno.Command("qemu-system-x86_64", { args: qemuArgs(image, dir, netdev), stdout: "piped", stderr: "piped", stdin: "null" }).spawn();
+  let text = "";
+  const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
+  const pump = (async () => {
+    const dec = new TextDecoder();
+    for await (const chunk of child.stdout) {
+      text += dec.decode(chunk, { stream: true });
+      for (const w of [...waiters]) {
+        const line = completeLines(text).find((l) => w.re.test(l));
+        if (line !== undefined) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  })();
+  child.stderr.cancel();
+  return {
+    waitFor(re, timeoutMs = 240_000) {
+      const line = completeLines(text).find((l) => re.test(l));
+      if (line !== undefined) return Promise.resolve(line);
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`Guest never printed ${re}:\n${text.slice(-2000)}`)), timeoutMs);
+        waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) });
+      });
+    },
+    output: () => text,
+    async kill() {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+      await pump.catch(() => {});
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
 /**
  * Boots a guest whose NIC is `netdev` (a QEMU -netdev spec with id=n0) and runs `script` after the
  * prelude (interface up, /udhcpc.sh written). Resolves with the console output once the guest powers off.
  */
-export async function bootGuest(
-  netdev: string,
-  script: string,
-  timeoutMs = 240_000,
-): Promise<{ console: string; ms: number }> {
-  const k = kernel();
-  if (!k) throw new Error("No kernel");
+export async function bootGuest(netdev: string, script: string, timeoutMs = 240_000): Promise<{ console: string; ms: number }> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-qemu-" });
   try {
-    const root = `${dir}/root`;
-    for (const d of ["bin", "proc", "sys", "dev", "lib", "tmp", "www"]) {
-      await Deno.mkdir(`${root}/${d}`, { recursive: true });
-    }
-    await Deno.copyFile(which("busybox")!, `${root}/bin/busybox`);
-    await Deno.copyFile(
-      `/lib/modules/${k.release}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`,
-      `${root}/lib/e1000.ko`,
-    );
-    await Deno.writeTextFile(`${root}/init`, INIT_PRELUDE + script + "\necho RESULT done\npoweroff -f\n", {
-      mode: 0o755,
-    });
-    await must(["sh", "-c", `cd ${root} && find . | cpio -o -H newc --quiet | gzip -1 > ${dir}/initrd.gz`]);
+    const image = await buildInitrd(dir, script);
     const start = performance.now();
-    const r = await run([
-      "qemu-system-x86_64",
-      "-machine",
-      "q35,accel=tcg",
-      "-m",
-      "256",
-      "-nographic",
-      "-no-reboot",
-      "-kernel",
-      k.image,
-      "-initrd",
-      `${dir}/initrd.gz`,
-      "-append",
-      "console=ttyS0 quiet panic=-1",
-      "-netdev",
-      netdev,
-      "-device",
-      "e1000,netdev=n0",
-    ], { timeoutMs });
+    const r = await run(["qemu-system-x86_64", ...qemuArgs(image, dir, netdev)], { timeoutMs });
     return { console: r.stdout + r.stderr, ms: performance.now() - start };
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -169,27 +169,41 @@ export class NetnsGuest {
   readonly ns: string;
   readonly ifname: string;
   readonly dir: string;
-  #tap: TapDevice;
-  #conn: ByteStream;
-  #writer: FrameWriter;
+  #tap: TapDevice | null;
+  #conn: ByteStream | null;
+  #writer: FrameWriter | null;
   #done: Promise<void>[] = [];
   #impair: Impairment | null = null;
   /** Frames the impairment dropped, duplicated and reordered. */
   readonly impaired = { dropped: 0, duplicated: 0, reordered: 0 };
 
-  private constructor(ns: string, ifname: string, dir: string, tap: TapDevice, conn: ByteStream) {
+  private constructor(
+    ns: string,
+    ifname: string,
+    dir: string,
+    tap: TapDevice | null,
+    conn: ByteStream | null,
+  ) {
     this.ns = ns;
     this.ifname = ifname;
     this.dir = dir;
     this.#tap = tap;
     this.#conn = conn;
-    this.#writer = new FrameWriter(conn, 4 * 1024 * 1024, () => {});
+    this.#writer = conn ? new FrameWriter(conn, 4 * 1024 * 1024, () => {}) : null;
   }
 
   /**
    * @param relay "unix:///path" or "tcp://127.0.0.1:port" of a relay stream listener
    */
-  static async create(relay: string, opts: { impair?: Impairment } = {}): Promise<NetnsGuest> {
+  /**
+   * @param opts.separateProcess run the TAP bridge as its own process (benchmarks: keeps the relay's
+   *   thread to itself)
+   */
+  static async create(
+    relay: string,
+    opts: { impair?: Impairment; separateProcess?: boolean } = {},
+  ): Promise<NetnsGuest> {
+    if (opts.separateProcess) return await NetnsGuest.#createExternal(relay);
     const id = `${Deno.pid % 10000}x${serial++}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
@@ -216,10 +230,42 @@ export class NetnsGuest {
     }
   }
 
+  static async #createExternal(relay: string): Promise<NetnsGuest> {
+    const id = `${Deno.pid % 10000}x${serial++}`;
+    const ns = `srg${id}`;
+    const ifname = `srt${id}`;
+    const dir = await Deno.makeTempDir({ prefix: "slirp-guest-" });
+    await must(["ip", "netns", "add", ns]);
+    const tool = new URL("./guest_tools/tap_bridge.ts", import.meta.url).pathname;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", tool, ifname, ns, relay],
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const reader = child.stdout.getReader();
+    const first = await reader.read();
+    if (!first.value || !new TextDecoder().decode(first.value).includes("ready")) {
+      child.kill();
+      await run(["ip", "netns", "del", ns]);
+      throw new Error("TAP bridge process did not start");
+    }
+    reader.releaseLock();
+    child.stdout.cancel();
+    await must(["ip", "-n", ns, "link", "set", "lo", "up"]);
+    await must(["ip", "-n", ns, "link", "set", ifname, "up"]);
+    const g = new NetnsGuest(ns, ifname, dir, null, null);
+    g.#child = child;
+    await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
+    return g;
+  }
+
+  #child: Deno.ChildProcess | null = null;
+
   #start(): void {
+    const tap = this.#tap!, writer = this.#writer!, conn = this.#conn!;
     const imp = this.#impair;
     if (!imp) {
-      this.#done.push(this.#tap.readLoop((frame) => void this.#writer.push(frame)));
+      this.#done.push(tap.readLoop((frame) => void writer.push(frame)));
     } else {
       let x = (imp.seed ?? 7) >>> 0 || 1;
       const rand = () => {
@@ -231,7 +277,7 @@ export class NetnsGuest {
         return x / 0x1_0000_0000;
       };
       let held: Uint8Array | null = null;
-      this.#done.push(this.#tap.readLoop((frame) => {
+      this.#done.push(tap.readLoop((frame) => {
         if (rand() < imp.loss) {
           this.impaired.dropped++;
           return;
@@ -242,20 +288,20 @@ export class NetnsGuest {
           this.impaired.reordered++;
           return;
         }
-        this.#writer.push(frame);
+        writer.push(frame);
         if (rand() < imp.duplicate) {
-          this.#writer.push(frame);
+          writer.push(frame);
           this.impaired.duplicated++;
         }
         if (held) {
-          this.#writer.push(held);
+          writer.push(held);
           held = null;
         }
       }));
     }
     this.#done.push(
-      readFrames(this.#conn, 65536 + 4096, (b, off, len) => {
-        this.#tap.write(b.subarray(off, off + len));
+      readFrames(conn, 65536 + 4096, (b, off, len) => {
+        tap.write(b.subarray(off, off + len));
       }).catch(() => {}),
     );
   }
@@ -306,9 +352,18 @@ export class NetnsGuest {
   }
 
   async close(): Promise<void> {
-    this.#tap.close();
+    if (this.#child) {
+      try {
+        this.#child.kill("SIGTERM");
+      } catch { /* exited */ }
+      await this.#child.status;
+      await run(["ip", "netns", "del", this.ns]);
+      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+      return;
+    }
+    this.#tap?.close();
     try {
-      this.#conn.close();
+      this.#conn?.close();
     } catch { /* closed */ }
     await Promise.allSettled(this.#done);
     await run(["ip", "netns", "del", this.ns]);

@@ -62,19 +62,39 @@ async function buildInitrd(dir: string, script: string): Promise<string> {
   const k = kernel();
   if (!k) throw new Error("No kernel");
   const root = `${dir}/root`;
-  for (const d of ["bin", "proc", "sys", "dev", "lib", "tmp", "www"]) await Deno.mkdir(`${root}/${d}`, { recursive: true });
+  for (const d of ["bin", "proc", "sys", "dev", "lib", "tmp", "www"]) {
+    await Deno.mkdir(`${root}/${d}`, { recursive: true });
+  }
   await Deno.copyFile(which("busybox")!, `${root}/bin/busybox`);
-  await Deno.copyFile(`/lib/modules/${k.release}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`, `${root}/lib/e1000.ko`);
-  await Deno.writeTextFile(`${root}/init`, INIT_PRELUDE + script + "\necho RESULT done\npoweroff -f\n", { mode: 0o755 });
+  await Deno.copyFile(
+    `/lib/modules/${k.release}/kernel/drivers/net/ethernet/intel/e1000/e1000.ko`,
+    `${root}/lib/e1000.ko`,
+  );
+  await Deno.writeTextFile(`${root}/init`, INIT_PRELUDE + script + "\necho RESULT done\npoweroff -f\n", {
+    mode: 0o755,
+  });
   await must(["sh", "-c", `cd ${root} && find . | cpio -o -H newc --quiet | gzip -1 > ${dir}/initrd.gz`]);
   return k.image;
 }
 
 function qemuArgs(image: string, dir: string, netdev: string): string[] {
   return [
-    "-machine", "q35,accel=tcg", "-m", "256", "-nographic", "-no-reboot",
-    "-kernel", image, "-initrd", `${dir}/initrd.gz`, "-append", "console=ttyS0 quiet panic=-1",
-    "-netdev", netdev, "-device", "e1000,netdev=n0",
+    "-machine",
+    "q35,accel=tcg",
+    "-m",
+    "256",
+    "-nographic",
+    "-no-reboot",
+    "-kernel",
+    image,
+    "-initrd",
+    `${dir}/initrd.gz`,
+    "-append",
+    "console=ttyS0 quiet panic=-1",
+    "-netdev",
+    netdev,
+    "-device",
+    "e1000,netdev=n0",
   ];
 }
 
@@ -87,7 +107,12 @@ function completeLines(text: string): string[] {
 export async function startGuest(netdev: string, script: string): Promise<RunningGuest> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-qemu-" });
   const image = await buildInitrd(dir, script);
-  const child = new Deno.Command("qemu-system-x86_64", { args: qemuArgs(image, dir, netdev), stdout: "piped", stderr: "piped", stdin: "null" }).spawn();
+  const child = new Deno.Command("qemu-system-x86_64", {
+    args: qemuArgs(image, dir, netdev),
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
   let text = "";
   const waiters: { re: RegExp; resolve: (l: string) => void }[] = [];
   const pump = (async () => {
@@ -109,7 +134,10 @@ export async function startGuest(netdev: string, script: string): Promise<Runnin
       const line = completeLines(text).find((l) => re.test(l));
       if (line !== undefined) return Promise.resolve(line);
       return new Promise((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`Guest never printed ${re}:\n${text.slice(-2000)}`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`Guest never printed ${re}:\n${text.slice(-2000)}`)),
+          timeoutMs,
+        );
         waiters.push({ re, resolve: (l) => (clearTimeout(t), resolve(l)) });
       });
     },
@@ -129,7 +157,11 @@ export async function startGuest(netdev: string, script: string): Promise<Runnin
  * Boots a guest whose NIC is `netdev` (a QEMU -netdev spec with id=n0) and runs `script` after the
  * prelude (interface up, /udhcpc.sh written). Resolves with the console output once the guest powers off.
  */
-export async function bootGuest(netdev: string, script: string, timeoutMs = 240_000): Promise<{ console: string; ms: number }> {
+export async function bootGuest(
+  netdev: string,
+  script: string,
+  timeoutMs = 240_000,
+): Promise<{ console: string; ms: number }> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-qemu-" });
   try {
     const image = await buildInitrd(dir, script);

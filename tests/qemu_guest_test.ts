@@ -54,19 +54,30 @@ for (const variant of ["stream", "socket"] as const) {
   });
 }
 
-e2eTest("QEMU guest: wget from a host HTTP server, and a host client reaches the guest's httpd via --hostfwd", ["qemu-system-x86_64", "cpio"], async () => {
-  const missing = qemuMissing();
-  if (missing) throw new Error(missing);
-  const payload = new Uint8Array(1024 * 1024);
-  for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
-  const md5 = createHash("md5").update(payload).digest("hex");
-  const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  stack.hostfwd = [{ protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "", guestPort: 80 }];
-  const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
-  const [url] = await relay.start();
-  const guest = await startGuest(`stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${url.split(":").pop()}`, `
+e2eTest(
+  "QEMU guest: wget from a host HTTP server, and a host client reaches the guest's httpd via --hostfwd",
+  ["qemu-system-x86_64", "cpio"],
+  async () => {
+    const missing = qemuMissing();
+    if (missing) throw new Error(missing);
+    const payload = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
+    const md5 = createHash("md5").update(payload).digest("hex");
+    const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = ["127.0.0.1:9"];
+    stack.hostfwd = [{
+      protocol: "tcp",
+      hostAddress: "127.0.0.1",
+      hostPort: 0,
+      guestAddress: "",
+      guestPort: 80,
+    }];
+    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
+    const [url] = await relay.start();
+    const guest = await startGuest(
+      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${url.split(":").pop()}`,
+      `
 udhcpc -i eth0 -n -q -f -t 10 -T 2 -s /udhcpc.sh
 wget -q -O /tmp/payload http://10.0.2.2:${http.addr.port}/payload
 echo "RESULT wget $? $(md5sum /tmp/payload | cut -d' ' -f1)"
@@ -74,16 +85,18 @@ echo hello-from-the-guest > /www/index.html
 httpd -p 80 -h /www
 echo "RESULT httpd_ready"
 sleep 300
-`);
-  try {
-    const wget = await guest.waitFor(/RESULT wget/);
-    assert.match(wget, new RegExp(`RESULT wget 0 ${md5}`));
-    await guest.waitFor(/RESULT httpd_ready/);
-    const res = await fetch(`http://127.0.0.1:${relay.forwards[0].hostPort}/index.html`);
-    assert.equal(await res.text(), "hello-from-the-guest\n");
-  } finally {
-    await guest.kill();
-    relay.stop();
-    await http.shutdown();
-  }
-});
+`,
+    );
+    try {
+      const wget = await guest.waitFor(/RESULT wget/);
+      assert.match(wget, new RegExp(`RESULT wget 0 ${md5}`));
+      await guest.waitFor(/RESULT httpd_ready/);
+      const res = await fetch(`http://127.0.0.1:${relay.forwards[0].hostPort}/index.html`);
+      assert.equal(await res.text(), "hello-from-the-guest\n");
+    } finally {
+      await guest.kill();
+      relay.stop();
+      await http.shutdown();
+    }
+  },
+);

@@ -7,6 +7,8 @@
  *   refused HOST PORT          connect to a closed port, print the error and the milliseconds it took
  *   halfclose HOST PORT        send a request, half-close, print the reply that arrives after EOF
  *   reset HOST PORT            read until the connection fails, print the error and bytes read
+ *   cps HOST PORT SECONDS C    C workers connect and close in a loop for SECONDS; print connections/s
+ *   rr HOST PORT N             N one-byte request/response round trips on one connection; print µs p50/p99
  */
 import { createHash } from "node:crypto";
 
@@ -123,6 +125,47 @@ switch (mode) {
     } catch (e) {
       out({ error: (e as Error).name, bytes });
     }
+    break;
+  }
+  case "cps": {
+    const [host, port, seconds, workers] = args;
+    const until = performance.now() + Number(seconds) * 1000;
+    let done = 0, failed = 0;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: Number(workers) }, async () => {
+      const one = new Uint8Array(1);
+      while (performance.now() < until) {
+        try {
+          const c = await Deno.connect({ hostname: host, port: Number(port) });
+          await c.closeWrite();
+          await c.read(one); // the server closes after our FIN: a full open/close cycle
+          c.close();
+          done++;
+        } catch {
+          failed++;
+        }
+      }
+    }));
+    out({ connections: done, failed, perSecond: done / ((performance.now() - t0) / 1000) });
+    break;
+  }
+  case "rr": {
+    const [host, port, n] = args;
+    const c = await Deno.connect({ hostname: host, port: Number(port) });
+    c.setNoDelay(true);
+    const b = new Uint8Array(1);
+    const samples: number[] = [];
+    for (let i = 0; i < Number(n); i++) {
+      const t = performance.now();
+      await c.write(b);
+      let got = 0;
+      while (got < 1) got += (await c.read(b)) ?? 1;
+      samples.push((performance.now() - t) * 1000);
+    }
+    c.close();
+    samples.sort((a, b) => a - b);
+    const q = (p: number) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))];
+    out({ n: samples.length, p50us: q(0.5), p99us: q(0.99) });
     break;
   }
   default:

@@ -11,6 +11,8 @@ import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { parseListenUrl } from "./host/stream_listener.ts";
+import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
+import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
 
 const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
 
@@ -22,12 +24,25 @@ ordinary host sockets. No root needed.
 
 Usage:
   slirp-relay serve [flags]        start the relay (listens on ${DEFAULT_LISTEN} when no listener is given)
+  slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE [--policy JSON] [--quotas JSON]
+                                   print a signed token that admits tenant ID (multi-tenant mode)
   slirp-relay --version | --help
 
 Serve flags (each also a key of the same name in --config FILE.json):
   --config FILE.json               read settings from a JSON file; flags override it
   --listen-qemu URL                stream listener, repeatable: tcp://HOST:PORT or unix:///PATH
                                    (QEMU -netdev stream / -netdev socket, passt's protocol)
+  --listen-ws URL                  WebSocket listener, repeatable: http://HOST:PORT (v86 network_relay_url:
+                                   one Ethernet frame per binary message; ws://HOST:PORT/ in single-user mode,
+                                   ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode)
+  --admin URL                      admin API, /metrics, /healthz: http://HOST:PORT
+  --admin-token-file FILE          bearer token the admin API requires
+  --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
+  --token-secret-file FILE         HMAC secret for tenant tokens (see "token create")
+  --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock (default /tmp/slirp-relay)
+  --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
+  --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
+  --capture-dir DIR                where admin-started pcap captures go (default /tmp)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
   --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
@@ -57,6 +72,17 @@ interface ServeFlags {
   "no-host-loopback"?: boolean;
   "udp-idle"?: string | number;
   "log-level"?: string;
+  "listen-ws"?: string[];
+  "admin"?: string;
+  "admin-token-file"?: string;
+  "multi-tenant"?: boolean;
+  "token-secret-file"?: string;
+  "tenant-socket-dir"?: string;
+  "tenant-grace"?: string | number;
+  "duplicate-guest"?: string;
+  "capture-dir"?: string;
+  /** Config file only: tenants created at start. */
+  "tenants"?: unknown[];
 }
 
 /** Parses QEMU's hostfwd syntax `tcp:[hostaddr]:hostport-[guestaddr]:guestport`. */
@@ -153,6 +179,15 @@ const SERVE_OPTIONS = {
   "no-host-loopback": { type: "boolean" },
   "udp-idle": { type: "string" },
   "log-level": { type: "string" },
+  "listen-ws": { type: "string", multiple: true },
+  "admin": { type: "string" },
+  "admin-token-file": { type: "string" },
+  "multi-tenant": { type: "boolean" },
+  "token-secret-file": { type: "string" },
+  "tenant-socket-dir": { type: "string" },
+  "tenant-grace": { type: "string" },
+  "duplicate-guest": { type: "string" },
+  "capture-dir": { type: "string" },
 } as const;
 
 function readConfigFile(path: string): ServeFlags {
@@ -180,6 +215,40 @@ function readConfigFile(path: string): ServeFlags {
     if ("multiple" in opt && !Array.isArray(v)) throw new Error(`Key "${k}" in ${path} must be a list`);
   }
   return data as ServeFlags;
+}
+
+async function tokenCommand(args: string[]): Promise<number> {
+  if (args[0] !== "create") {
+    throw new Error("Usage: slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE");
+  }
+  const { values } = parseArgs({
+    args: args.slice(1),
+    options: {
+      tenant: { type: "string" },
+      ttl: { type: "string", default: "1h" },
+      "token-secret-file": { type: "string" },
+      policy: { type: "string" },
+      quotas: { type: "string" },
+    },
+    strict: true,
+  });
+  if (!values.tenant) throw new Error("token create needs --tenant ID");
+  if (!values["token-secret-file"]) throw new Error("token create needs --token-secret-file FILE");
+  const secret = readSecretFile(values["token-secret-file"]);
+  const parseJson = (flag: string, text?: string) => {
+    if (text === undefined) return undefined;
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new Error(`${flag} must be JSON, e.g. --policy '{"allow":["127.0.0.1/32:8080"]}'`);
+    }
+  };
+  const policy = parseJson("--policy", values.policy);
+  const quotas = parseJson("--quotas", values.quotas);
+  validateSpec({ id: values.tenant, policy, quotas });
+  const exp = Math.floor(Date.now() / 1000) + parseDuration(values.ttl!);
+  console.log(await createToken(secret, { tenant: values.tenant, exp, policy, quotas }));
+  return 0;
 }
 
 async function serve(args: string[]): Promise<number> {
@@ -225,6 +294,7 @@ export async function main(args: string[]): Promise<number> {
   }
   try {
     if (args[0] === "serve") return await serve(args.slice(1));
+    if (args[0] === "token") return await tokenCommand(args.slice(1));
   } catch (e) {
     console.error(`slirp-relay: ${(e as Error).message}`);
     return 2;

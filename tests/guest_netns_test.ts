@@ -82,7 +82,7 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
     assert.equal(s.counters.dhcpLeases, 1);
   } finally {
     await guest.close();
-    relay.stop();
+    await relay.stop();
     dns.close();
     echo.close();
     await Deno.remove(dir, { recursive: true });
@@ -123,7 +123,7 @@ e2eTest(
       assert.equal(s.counters.drops.get("icmp-unsupported-by-host") ?? 0, 0);
     } finally {
       await guest.close();
-      relay.stop();
+      await relay.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },

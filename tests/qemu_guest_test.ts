@@ -48,7 +48,7 @@ for (const variant of ["stream", "socket"] as const) {
         } ms of guest uptime`,
       );
     } finally {
-      relay.stop();
+      await relay.stop();
       dns.close();
     }
   });
@@ -95,7 +95,7 @@ sleep 300
       assert.equal(await res.text(), "hello-from-the-guest\n");
     } finally {
       await guest.kill();
-      relay.stop();
+      await relay.stop();
       await http.shutdown();
     }
   },

@@ -66,7 +66,7 @@ Deno.test("relay: frames in both directions over TCP; a broken guest is closed w
     good.close();
     await reading.catch(() => {});
   } finally {
-    relay.stop();
+    await relay.stop();
     try {
       bad.close();
     } catch { /* closed */ }

@@ -121,7 +121,7 @@ async function setup(opts: Partial<RelayOptions> = {}, mtu = 1500, impair?: Impa
     forwardPort: relay.forwards[0].hostPort,
     async close() {
       await guest.close();
-      relay.stop();
+      await relay.stop();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };

@@ -1,65 +1,118 @@
 /**
- * The relay service: listeners, one {@linkcode Stack} per guest connection, and the timer driver.
+ * The relay service: listeners (stream over TCP/UNIX, WebSocket), the tenant registry and its admission
+ * (tokens), the frame scheduler, the timer driver, port forwards, and shutdown.
+ *
+ * Single-user mode (default): every guest connection is a fresh anonymous tenant with the base config
+ * (10.0.2.2 reaches the host's loopback, as libslirp). Multi-tenant mode: tenants are named, created by
+ * the admin API, the config file, or a valid token; each has its own stream socket
+ * `<tenantSocketDir>/<id>.sock` and WebSocket path `/v1/tenants/<id>/ws`; the default egress policy
+ * denies loopback, private, link-local and reserved ranges.
  *
  * @module
  */
-import { type Logger, Stack } from "../stack/stack.ts";
-import { defaultStackConfig, resolvePlan, type StackConfig } from "../stack/config.ts";
+import type { Logger } from "../stack/stack.ts";
+import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
+import type { TokenBucket } from "../stack/token_bucket.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
-import { listenStream, type StreamListener } from "../host/stream_listener.ts";
+import { listenStream, parseListenUrl, type StreamListener } from "../host/stream_listener.ts";
 import {
   type ByteStream,
   FrameWriter,
   FramingError,
   QEMU_MAX_FRAME,
-  readFrames,
+  readFrameBatches,
 } from "../transport/stream.ts";
-import type { HostIcmpEcho, HostUdpSocket } from "../host/host.ts";
+import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
-import { parseIpv4Address } from "../wire/bytes.ts";
+import { FrameScheduler } from "./scheduler.ts";
+import { type GuestLink, Tenant } from "./tenant.ts";
+import { compilePolicy, type TenantSpec, tenantStackConfig, validateSpec } from "./tenant_config.ts";
+import { verifyToken } from "./tokens.ts";
+import { AdminApi } from "./admin.ts";
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
   listenQemu: string[];
+  /** WebSocket listeners: http://HOST:PORT. */
+  listenWs?: string[];
+  /** Admin API listener http://HOST:PORT, with its bearer token. */
+  admin?: string;
+  adminToken?: string;
+  /** Base stack config every tenant starts from. */
   stack: StackConfig;
   log: Logger;
-  /** Largest frame accepted from a stream guest. */
+  multiTenant?: boolean;
+  /** HMAC secret for tenant tokens (multi-tenant mode). */
+  tokenSecret?: Uint8Array;
+  /** Directory for per-tenant stream sockets (multi-tenant mode). */
+  tenantSocketDir?: string;
+  /** Tenants created at start. */
+  tenants?: TenantSpec[];
+  /** A second guest for a connected tenant: "replace" the first (default) or "refuse" it. */
+  duplicateGuest?: "replace" | "refuse";
+  /** How long a named tenant keeps its flows after its guest left. */
+  graceMs?: number;
+  /** Where pcap captures are written. */
+  captureDir?: string;
+  /** Largest frame accepted from a guest. */
   maxFrame?: number;
-  /** Bytes of frames queued per guest connection before frames are dropped. */
-  maxBacklog?: number;
   /** Test-only fault injection: drop this fraction (0..1) of guest-bound frames, pseudo-randomly. */
   faults?: { guestBoundLoss?: number; seed?: number };
+  /** Parses QEMU hostfwd strings (the CLI's parser). */
+  parseForward?: (s: string) => HostForwardConfig;
 }
 
-/** A connected guest. */
+/** Connected guests (for tests and stats): one per tenant with a link. */
 export interface GuestSession {
-  id: number;
-  remote: string;
-  listener: string;
-  stack: Stack;
-  /** Closes the guest's connection. */
-  close(): void;
+  tenant: Tenant;
+  stack: NonNullable<Tenant["stack"]>;
 }
 
 export class Relay {
   readonly wheel: TimerWheel;
   readonly host: NodeHost;
-  readonly sessions: Set<GuestSession> = new Set();
+  readonly scheduler = new FrameScheduler();
+  readonly tenants: Map<string, Tenant> = new Map();
+  readonly startedAt = Date.now();
   #opts: RelayOptions;
   #listeners: StreamListener[] = [];
+  #servers: Deno.HttpServer[] = [];
+  #wsUrls: string[] = [];
+  #adminUrl: string | null = null;
   #tick: ReturnType<typeof setInterval> | undefined;
-  #nextId = 1;
+  #nextSession = 1;
   #icmp: IcmpSocket | null = null;
   #forwards: { config: HostForwardConfig; close(): void }[] = [];
+  #stopping = false;
+  /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
+  transportErrors = 0;
 
   constructor(opts: RelayOptions) {
     resolvePlan(opts.stack); // refuse a bad plan before binding anything
+    if (opts.multiTenant && !opts.tokenSecret && !opts.admin) {
+      throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
+    }
     this.#opts = opts;
     this.wheel = new TimerWheel(performance.now());
     this.wheel.onWake = () => this.#startTicking();
     this.host = new NodeHost(() => this.#openIcmp());
+  }
+
+  get multiTenant(): boolean {
+    return this.#opts.multiTenant === true;
+  }
+
+  get log(): Logger {
+    return this.#opts.log;
+  }
+
+  /** Connected guests. */
+  get sessions(): Set<GuestSession> {
+    const out = new Set<GuestSession>();
+    for (const t of this.tenants.values()) if (t.link && t.stack) out.add({ tenant: t, stack: t.stack });
+    return out;
   }
 
   #openIcmp(): HostIcmpEcho | null {
@@ -80,39 +133,427 @@ export class Relay {
     }, this.wheel.tickMs);
   }
 
-  /** Binds every listener and port forward; resolves with the listeners' URLs (real ports when 0 was asked). */
+  /** Binds every listener and forward, creates configured tenants; resolves with the stream listeners' URLs. */
   async start(): Promise<string[]> {
     try {
       for (const url of this.#opts.listenQemu) {
         const l = listenStream(url);
         this.#listeners.push(l);
-        this.#acceptLoop(l);
+        this.#acceptLoop(l, null);
       }
-      for (const f of this.#opts.stack.hostfwd) await this.#bindForward(f);
+      for (const url of this.#opts.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
+      if (this.#opts.admin) {
+        const api = new AdminApi(this, this.#opts.adminToken ?? "");
+        const { server, url } = api.listen(this.#opts.admin);
+        this.#servers.push(server);
+        this.#adminUrl = url;
+      }
+      if (!this.multiTenant) {
+        for (const f of this.#opts.stack.hostfwd) await this.#bindSingleUserForward(f);
+      }
+      for (const spec of this.#opts.tenants ?? []) await this.createTenant(spec);
     } catch (e) {
-      this.stop();
+      await this.stop();
       throw e;
     }
     return this.#listeners.map((l) => l.url);
   }
 
-  /** Port forwards with their bound host ports. */
+  get urls(): string[] {
+    return this.#listeners.map((l) => l.url);
+  }
+
+  get wsUrls(): string[] {
+    return this.#wsUrls;
+  }
+
+  get adminUrl(): string | null {
+    return this.#adminUrl;
+  }
+
+  /** Single-user port forwards with their bound host ports. */
   get forwards(): HostForwardConfig[] {
     return this.#forwards.map((f) => f.config);
   }
 
-  /** The guest a single-user port forward reaches: the most recently connected one. */
-  #currentStack(): Stack | null {
-    let last: GuestSession | null = null;
-    for (const s of this.sessions) last = s;
-    return last?.stack ?? null;
+  // ───────────────────────── tenants ─────────────────────────
+
+  /** Creates a named tenant (admin API, config file, or token admission). Throws on a bad spec or a duplicate. */
+  async createTenant(raw: unknown): Promise<Tenant> {
+    const spec = validateSpec(raw);
+    if (this.tenants.has(spec.id)) throw new Error(`Tenant "${spec.id}" already exists`);
+    const parse = this.#opts.parseForward ?? (() => {
+      throw new Error("hostfwd strings need a parser");
+    });
+    const config = tenantStackConfig(spec, this.#opts.stack, this.multiTenant, parse);
+    resolvePlan(config);
+    compilePolicy(spec.policy, this.multiTenant);
+    const t = new Tenant(spec, config, false, { host: this.host, wheel: this.wheel, log: this.#opts.log });
+    this.tenants.set(t.id, t);
+    try {
+      for (const f of config.hostfwd) await t.addForward(f);
+      if (this.#opts.tenantSocketDir) {
+        const path = `${this.#opts.tenantSocketDir}/${t.id}.sock`;
+        const l = listenStream(`unix://${path}`);
+        t.socketPath = path;
+        t.closeSocket = () => l.close();
+        this.#acceptLoop(l, t);
+      }
+    } catch (e) {
+      this.deleteTenant(t.id);
+      throw e;
+    }
+    this.#opts.log("info", "tenant created", { tenant: t.id, socket: t.socketPath });
+    return t;
   }
 
-  async #bindForward(f: HostForwardConfig): Promise<void> {
+  deleteTenant(id: string): boolean {
+    const t = this.tenants.get(id);
+    if (!t) return false;
+    this.tenants.delete(id);
+    if (t.lane) this.scheduler.close(t.lane);
+    t.delete();
+    this.#opts.log("info", "tenant deleted", { tenant: id });
+    return true;
+  }
+
+  /** Where a tenant is reached, for the admin API's replies. */
+  tenantEndpoints(t: Tenant): Record<string, unknown> {
+    return {
+      id: t.id,
+      socket: t.socketPath,
+      websocketPath: `/v1/tenants/${t.id}/ws`,
+      forwards: t.forwards.map((f) => f.config),
+    };
+  }
+
+  #ephemeralTenant(): Tenant {
+    const id = `session-${this.#nextSession++}`;
+    const spec: TenantSpec = { id };
+    const config = structuredClone(this.#opts.stack);
+    const t = new Tenant(spec, config, true, { host: this.host, wheel: this.wheel, log: this.#opts.log });
+    this.tenants.set(id, t);
+    return t;
+  }
+
+  /**
+   * Attaches `link` to `t`, wiring its frames through the scheduler. Returns the function that feeds a
+   * batch of frames, or null when refused (duplicate guest with "refuse").
+   */
+  #attach(
+    t: Tenant,
+    link: GuestLink,
+  ): ((buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>) | null {
+    if (t.link && this.#opts.duplicateGuest === "refuse") {
+      this.#opts.log("warn", "second guest for a connected tenant refused", {
+        tenant: t.id,
+        remote: link.remote,
+      });
+      return null;
+    }
+    if (t.lane) this.scheduler.close(t.lane);
+    t.attach(link);
+    const lane = this.scheduler.open(t.id, (b, off, len) => t.input(b, off, len), t.ingress);
+    t.lane = lane;
+    this.#opts.log("info", "guest connected", { tenant: t.id, transport: link.kind, remote: link.remote });
+    return (buf, offs, lens, n) => this.scheduler.submit(lane, buf, offs, lens, n);
+  }
+
+  #detach(t: Tenant, link: GuestLink): void {
+    if (t.link !== link) return;
+    if (t.lane) this.scheduler.close(t.lane);
+    t.lane = null;
+    this.#opts.log("info", "guest disconnected", { tenant: t.id });
+    t.detach(link, this.#opts.graceMs ?? 30_000, () => {
+      if (t.ephemeral) {
+        this.tenants.delete(t.id);
+        t.delete();
+      }
+    });
+  }
+
+  // ───────────────────────── stream transport ─────────────────────────
+
+  async #acceptLoop(l: StreamListener, tenant: Tenant | null): Promise<void> {
+    for await (const conn of l.accept()) this.#serveStream(conn, conn.remote, tenant);
+  }
+
+  #faultyOutput(t: Tenant, link: GuestLink): GuestLink {
+    const loss = this.#opts.faults?.guestBoundLoss ?? 0;
+    if (loss <= 0) return link;
+    let x = (this.#opts.faults?.seed ?? 0x9e3779b9) >>> 0 || 1;
+    const send = link.send.bind(link);
+    link.send = (f) => {
+      // xorshift32: reproducible drops
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      if (x / 0x1_0000_0000 < loss) {
+        t.counters.drop("fault-injected");
+        return true;
+      }
+      return send(f);
+    };
+    return link;
+  }
+
+  async #serveStream(conn: ByteStream, remote: string, tenant: Tenant | null): Promise<void> {
+    const log = this.#opts.log;
+    if (this.#stopping) return conn.close();
+    if (!tenant && this.multiTenant) {
+      log("warn", "stream guest refused: in multi-tenant mode guests connect to their tenant's own socket", {
+        remote,
+      });
+      this.transportErrors++;
+      return conn.close();
+    }
+    const t = tenant ?? this.#ephemeralTenant();
+    const writer = new FrameWriter(conn, t.quotas.bufferedBytes, () => {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    });
+    const link: GuestLink = this.#faultyOutput(t, {
+      kind: "stream",
+      remote,
+      send: (f) => writer.push(f),
+      get backlog() {
+        return writer.backlog;
+      },
+      set onDrain(fn: (() => void) | null) {
+        writer.onDrain = fn;
+      },
+      get onDrain() {
+        return writer.onDrain;
+      },
+      setRate: (r: TokenBucket | null) => (writer.rate = r),
+      close: () => {
+        writer.close();
+        try {
+          conn.close();
+        } catch { /* closed */ }
+      },
+    });
+    const feed = this.#attach(t, link);
+    if (!feed) {
+      link.close();
+      if (t.ephemeral) this.tenants.delete(t.id);
+      return;
+    }
+    try {
+      await readFrameBatches(conn, this.#opts.maxFrame ?? QEMU_MAX_FRAME, feed);
+    } catch (e) {
+      if (e instanceof FramingError) {
+        this.transportErrors++;
+        log("warn", "guest connection closed: protocol error", { tenant: t.id, reason: e.message });
+      } else if (!this.#stopping) log("info", "guest connection closed", { tenant: t.id, reason: String(e) });
+    } finally {
+      this.#detach(t, link);
+      link.close();
+    }
+  }
+
+  // ───────────────────────── WebSocket transport ─────────────────────────
+
+  #serveWs(url: string): string {
+    const m = /^(?:http|ws):\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
+    if (!m) throw new Error(`Invalid --listen-ws "${url}": expected http://HOST:PORT`);
+    let bound = "";
+    const server = Deno.serve({
+      hostname: m[1].replace(/^\[|\]$/g, ""),
+      port: Number(m[2]),
+      onListen: (a) => (bound = `ws://${a.hostname}:${a.port}`),
+    }, (req) => this.#wsRequest(req));
+    this.#servers.push(server);
+    const addr = server.addr as Deno.NetAddr;
+    return bound || `ws://${addr.hostname}:${addr.port}`;
+  }
+
+  async #wsRequest(req: Request): Promise<Response> {
+    const log = this.#opts.log;
+    const url = new URL(req.url);
+    if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
+        status: 426,
+      });
+    }
+    if (this.#stopping) return new Response("shutting down\n", { status: 503 });
+    let tenant: Tenant;
+    let protocol: string | undefined;
+    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
+    if (url.pathname === "/" && !this.multiTenant) {
+      tenant = this.#ephemeralTenant();
+    } else if (named) {
+      const id = decodeURIComponent(named[1]);
+      if (!this.multiTenant) {
+        const t = this.tenants.get(id);
+        if (!t) return json(404, { error: `No tenant "${id}"` });
+        tenant = t;
+      } else {
+        const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
+          .filter(Boolean);
+        const fromProto = offered.find((p) => p.includes("."));
+        const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+        const token = url.searchParams.get("token") ?? bearer ?? fromProto;
+        if (!token) {
+          log("warn", "WebSocket refused: no token", { tenant: id });
+          return json(401, {
+            error: "A token is required (?token=, Authorization: Bearer, or Sec-WebSocket-Protocol)",
+          });
+        }
+        if (!this.#opts.tokenSecret) {
+          return json(403, { error: "This relay admits no tokens (no --token-secret-file)" });
+        }
+        const check = await verifyToken(this.#opts.tokenSecret, token);
+        if (!check.ok) {
+          log("warn", "WebSocket refused: bad token", { tenant: id, reason: check.reason });
+          return json(check.reason === "Token has expired" ? 401 : 403, { error: check.reason });
+        }
+        if (check.claims.tenant !== id) {
+          log("warn", "WebSocket refused: token for another tenant", {
+            tenant: id,
+            tokenTenant: check.claims.tenant,
+          });
+          return json(403, { error: "Token is for another tenant" });
+        }
+        if (fromProto === token) protocol = token;
+        let t = this.tenants.get(id);
+        if (!t) {
+          try {
+            t = await this.createTenant({ id, policy: check.claims.policy, quotas: check.claims.quotas });
+          } catch (e) {
+            return json(400, { error: (e as Error).message });
+          }
+        }
+        tenant = t;
+      }
+    } else {
+      return json(404, {
+        error: this.multiTenant ? "Use /v1/tenants/<id>/ws with a token" : "Use / or /v1/tenants/<id>/ws",
+      });
+    }
+    const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+    socket.binaryType = "arraybuffer";
+    this.#serveWsSocket(socket, tenant, req.headers.get("x-forwarded-for") ?? "websocket");
+    return response;
+  }
+
+  #serveWsSocket(ws: WebSocket, t: Tenant, remote: string): void {
+    const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
+    let backlogBytes = 0;
+    let onDrain: (() => void) | null = null;
+    let drainTimer: ReturnType<typeof setTimeout> | undefined;
+    let rate: TokenBucket | null = null;
+    const limit = t.quotas.bufferedBytes;
+    const watchDrain = () => {
+      if (drainTimer !== undefined) return;
+      drainTimer = setTimeout(() => {
+        drainTimer = undefined;
+        backlogBytes = ws.bufferedAmount;
+        if (backlogBytes > 0) watchDrain();
+        onDrain?.();
+      }, 2);
+    };
+    const link: GuestLink = this.#faultyOutput(t, {
+      kind: "websocket",
+      remote,
+      send: (f) => {
+        if (ws.readyState !== WebSocket.OPEN) return false;
+        if (ws.bufferedAmount + f.length > limit) return false;
+        if (rate) rate.spend(f.length, performance.now());
+        ws.send(f.slice());
+        backlogBytes = ws.bufferedAmount;
+        if (backlogBytes > 0) watchDrain();
+        return true;
+      },
+      get backlog() {
+        // egress quota in debt looks like a full backlog: TCP toward the guest waits
+        if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
+        return ws.bufferedAmount;
+      },
+      get onDrain() {
+        return onDrain;
+      },
+      set onDrain(fn) {
+        onDrain = fn;
+      },
+      setRate: (r) => {
+        rate = r;
+        if (r) {
+          // keep kicking senders while the bucket refills
+          const iv = setInterval(() => {
+            if (ws.readyState > WebSocket.OPEN) return clearInterval(iv);
+            if (r.available(performance.now()) >= 0) onDrain?.();
+          }, 10);
+        }
+      },
+      close: () => {
+        try {
+          ws.close(1000);
+        } catch { /* closed */ }
+      },
+    });
+    let feed: ((buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>) | null = null;
+    // frames waiting for the scheduler: bounded; a guest that outruns it loses frames (counted)
+    const queue: Uint8Array[] = [];
+    let queuedBytes = 0;
+    let pumping = false;
+    const offs = [0], lens = [0];
+    const pump = async () => {
+      pumping = true;
+      while (queue.length > 0 && feed) {
+        const f = queue.shift()!;
+        queuedBytes -= f.length;
+        lens[0] = f.length;
+        await feed(f, offs, lens, 1);
+      }
+      pumping = false;
+    };
+    ws.onopen = () => {
+      feed = this.#attach(t, link);
+      if (!feed) ws.close(4409, "tenant already has a guest");
+    };
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string") return; // text messages are ignored
+      const frame = new Uint8Array(e.data as ArrayBuffer);
+      if (frame.length > maxFrame || frame.length < 14) {
+        this.transportErrors++;
+        this.#opts.log("warn", "WebSocket guest closed: frame size out of range", {
+          tenant: t.id,
+          length: frame.length,
+        });
+        ws.close(1009, "frame size out of range");
+        return;
+      }
+      if (queuedBytes + frame.length > limit) return t.counters.drop("ws-ingress-overflow");
+      queue.push(frame);
+      queuedBytes += frame.length;
+      if (!pumping) pump();
+    };
+    ws.onclose = () => {
+      feed = null;
+      if (drainTimer !== undefined) clearTimeout(drainTimer);
+      this.#detach(t, link);
+    };
+    ws.onerror = () => {};
+  }
+
+  // ───────────────────────── single-user forwards ─────────────────────────
+
+  /** The guest a single-user port forward reaches: the most recently connected one. */
+  #currentSingleUser(): Tenant | null {
+    let last: Tenant | null = null;
+    for (const t of this.tenants.values()) if (t.link && t.ephemeral) last = t;
+    return last;
+  }
+
+  async #bindSingleUserForward(f: HostForwardConfig): Promise<void> {
     const log = this.#opts.log;
     if (f.protocol === "tcp") {
       const listener = await this.host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
-        const stack = this.#currentStack();
+        const stack = this.#currentSingleUser()?.forwardTarget();
         if (!stack) {
           log("info", "port forward connection refused: no guest connected", { port: f.hostPort });
           sock.destroy();
@@ -123,9 +564,10 @@ export class Relay {
       this.#forwards.push({ config: { ...f, hostPort: listener.port }, close: () => listener.close() });
       log("info", "TCP port forward", { host: `${f.hostAddress}:${listener.port}`, guestPort: f.guestPort });
     } else {
-      const sock: HostUdpSocket & { port: number } = await this.host.bindUdp(f.hostAddress, f.hostPort, {
+      const { parseIpv4Address } = await import("../wire/bytes.ts");
+      const sock = await this.host.bindUdp(f.hostAddress, f.hostPort, {
         onMessage: (data, address, port) => {
-          const stack = this.#currentStack();
+          const stack = this.#currentSingleUser()?.forwardTarget();
           if (!stack) return;
           const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
           if (guest < 0) return stack.drop("udp-forward-no-guest");
@@ -138,90 +580,47 @@ export class Relay {
     }
   }
 
-  get urls(): string[] {
-    return this.#listeners.map((l) => l.url);
+  /** Where pcap captures go. */
+  get captureDir(): string {
+    return this.#opts.captureDir ?? Deno.env.get("TMPDIR") ?? "/tmp";
   }
 
-  async #acceptLoop(l: StreamListener): Promise<void> {
-    for await (const conn of l.accept()) this.#serve(conn, conn.remote, l.url);
+  /** Parses a QEMU hostfwd string with the configured parser. */
+  parseForward(s: string): HostForwardConfig {
+    if (!this.#opts.parseForward) throw new Error("No hostfwd parser configured");
+    return this.#opts.parseForward(s);
   }
 
-  async #serve(conn: ByteStream, remote: string, listener: string): Promise<void> {
-    const log = this.#opts.log;
-    const id = this.#nextId++;
-    const writer = new FrameWriter(conn, this.#opts.maxBacklog ?? 1024 * 1024, (e) => {
-      log("info", "guest write failed", { session: id, error: String(e) });
-      try {
-        conn.close();
-      } catch { /* closed */ }
-    });
-    const loss = this.#opts.faults?.guestBoundLoss ?? 0;
-    let x = (this.#opts.faults?.seed ?? 0x9e3779b9) >>> 0 || 1;
-    const lossy = (f: Uint8Array) => {
-      // xorshift32: reproducible drops
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      if (x / 0x1_0000_0000 < loss) stack.counters.drop("fault-injected");
-      else writer.push(f);
-    };
-    const stack: Stack = new Stack(this.#opts.stack, {
-      host: this.host,
-      wheel: this.wheel,
-      output: loss > 0 ? lossy : (f) => writer.push(f),
-      log,
-      tenant: `session-${id}`,
-    });
-    stack.tcp.outputBacklog = () => writer.backlog;
-    writer.onDrain = () => stack.tcp.kick();
-    const session: GuestSession = {
-      id,
-      remote,
-      listener,
-      stack,
-      close: () => {
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      },
-    };
-    this.sessions.add(session);
-    log("info", "guest connected", { session: id, remote, listener });
-    try {
-      await readFrames(
-        conn,
-        this.#opts.maxFrame ?? QEMU_MAX_FRAME,
-        (b, off, len) => stack.input(b, off, len),
-      );
-      log("info", "guest disconnected", { session: id });
-    } catch (e) {
-      const reason = e instanceof FramingError ? e.message : String(e);
-      log(e instanceof FramingError ? "warn" : "info", "guest connection closed", { session: id, reason });
-    } finally {
-      this.sessions.delete(session);
-      stack.close();
-      writer.close();
-      try {
-        conn.close();
-      } catch { /* closed */ }
-    }
-  }
-
-  stop(): void {
+  /**
+   * Graceful shutdown: stop accepting, reset every guest TCP connection (RST rather than a hang), close
+   * transports and listeners. Bounded: returns within about a second.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
     for (const f of this.#forwards) f.close();
     this.#forwards = [];
     for (const l of this.#listeners) l.close();
     this.#listeners = [];
-    for (const s of this.sessions) {
-      s.stack.close();
-      s.close();
+    for (const t of [...this.tenants.values()]) {
+      t.stack?.tcp.close(); // RSTs go out through the still-open link
     }
+    // let the resets reach the guests' sockets
+    await new Promise((r) => setTimeout(r, 50));
+    for (const id of [...this.tenants.keys()]) this.deleteTenant(id);
+    await Promise.race([
+      Promise.allSettled(this.#servers.map((s) => s.shutdown())),
+      new Promise((r) => setTimeout(r, 1000)),
+    ]);
+    this.#servers = [];
     if (this.#tick !== undefined) clearInterval(this.#tick);
     this.#tick = undefined;
     this.#icmp?.close();
   }
 }
 
-export { defaultStackConfig };
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
+}
+
+export { json, parseListenUrl };

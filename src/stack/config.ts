@@ -74,6 +74,8 @@ export interface StackConfig {
   maxTcpFlows: number;
   /** DNS upstream timeout per attempt. */
   dnsTimeoutMs: number;
+  /** New TCP connections plus new UDP flows per second; 0 = unlimited. */
+  newFlowsPerSecond: number;
 }
 
 /** libslirp's plan: 10.0.2.0/24, gateway .2, DNS .3, leases from .15, MTU 1500. */
@@ -100,6 +102,7 @@ export function defaultStackConfig(): StackConfig {
     maxUdpFlows: 1024,
     maxTcpFlows: 4096,
     dnsTimeoutMs: 2000,
+    newFlowsPerSecond: 0,
   };
 }
 

@@ -48,6 +48,7 @@ import { TranslationTable } from "./translation.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from "../wire/dhcp.ts";
 import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
+import { TokenBucket } from "./token_bucket.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
@@ -67,6 +68,8 @@ export interface StackDeps {
   log?: Logger;
   /** Tenant name for logs. */
   tenant?: string;
+  /** Counters to use (a tenant keeps one set across guest reconnects). */
+  counters?: Counters;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -81,7 +84,7 @@ export class Stack {
   readonly wheel: TimerWheel;
   readonly policy: EgressPolicy;
   readonly translation: TranslationTable;
-  readonly counters: Counters = new Counters();
+  readonly counters: Counters;
   readonly log: Logger;
   readonly tenant: string;
   /** Scratch buffer for frames toward the guest. */
@@ -89,6 +92,8 @@ export class Stack {
   output: FrameSink;
   /** Guest IPv4 → MAC, learned from ARP, DHCP and IP source addresses. */
   readonly neighbours: Map<number, number> = new Map();
+  /** New-flow admission (quota newFlowsPerSecond). */
+  readonly flowRate: TokenBucket;
   /** The MAC of the guest seen last; the default destination before any IP is known. */
   guestMac = -1;
 
@@ -116,7 +121,9 @@ export class Stack {
     this.output = deps.output;
     this.log = deps.log ?? (() => {});
     this.tenant = deps.tenant ?? "default";
+    this.counters = deps.counters ?? new Counters();
     this.tx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsService(this);
@@ -214,6 +221,11 @@ export class Stack {
     if (mac !== undefined) return mac;
     this.arp.request(ip);
     return -1;
+  }
+
+  /** Admits one new flow under the tenant's rate quota. */
+  admitFlow(): boolean {
+    return this.flowRate.take(1, this.host.now());
   }
 
   /** Counts a dropped frame under `reason`; logs the parse error at debug level. */

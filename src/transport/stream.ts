@@ -11,6 +11,8 @@
  * @module
  */
 
+import type { TokenBucket } from "../stack/token_bucket.ts";
+
 /** The byte stream under a transport (Deno.Conn has this shape). */
 export interface ByteStream {
   read(p: Uint8Array): Promise<number | null>;
@@ -70,6 +72,8 @@ export class FrameWriter {
   framesWritten = 0;
   /** Called after a flush empties the backlog (senders paced on it may continue). */
   onDrain: (() => void) | null = null;
+  /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
+  rate: TokenBucket | null = null;
 
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
@@ -116,6 +120,11 @@ export class FrameWriter {
         this.#pending = this.#spare;
         this.#spare = out;
         this.#fill = 0;
+        if (this.rate && !this.rate.unlimited) {
+          const wait = this.rate.waitMs(1, performance.now());
+          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+          this.rate.spend(len, performance.now());
+        }
         let off = 0;
         while (off < len) off += await this.#stream.write(out.subarray(off, len));
       }
@@ -130,6 +139,41 @@ export class FrameWriter {
 
   close(): void {
     this.#closed = true;
+  }
+}
+
+/**
+ * Reads frames from `stream` in batches: every whole frame of one read is handed over at once as
+ * (offset, length) pairs into the receive buffer, and the next read waits until `onBatch`'s promise
+ * settles — the buffer is reused only after the scheduler consumed the frames (zero-copy backpressure).
+ */
+export async function readFrameBatches(
+  stream: ByteStream,
+  maxFrame: number,
+  onBatch: (buf: Uint8Array, offs: number[], lens: number[], n: number) => void | Promise<void>,
+): Promise<void> {
+  const buf = new Uint8Array(Math.max(256 * 1024, 2 * (maxFrame + 4)));
+  const offs: number[] = [];
+  const lens: number[] = [];
+  let filled = 0;
+  for (;;) {
+    const n = await stream.read(buf.subarray(filled));
+    if (n === null) return;
+    filled += n;
+    let count = 0;
+    const used = splitFrames(buf, filled, maxFrame, (_b, off, len) => {
+      offs[count] = off;
+      lens[count] = len;
+      count++;
+    });
+    if (count > 0) {
+      const r = onBatch(buf, offs, lens, count);
+      if (r) await r;
+    }
+    if (used > 0) {
+      buf.copyWithin(0, used, filled);
+      filled -= used;
+    }
   }
 }
 

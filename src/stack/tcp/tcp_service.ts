@@ -147,6 +147,7 @@ export class TcpService {
     const s = this.#stack;
     if (seg.dstPort === 0) return this.#refuse(ip, seg, "tcp-port-zero");
     if (this.#count >= s.config.maxTcpFlows) return this.#refuse(ip, seg, "tcp-flow-limit");
+    if (!s.admitFlow()) return this.#refuse(ip, seg, "tcp-flow-rate-limit");
     const real = s.translation.toReal(ip.dst);
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
     if (!s.policy.check("tcp", real, seg.dstPort)) {

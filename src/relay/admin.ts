@@ -1,0 +1,136 @@
+/**
+ * The admin API, on its own listener, behind a bearer token:
+ *   GET    /healthz                              liveness (no token needed)
+ *   GET    /metrics                              Prometheus text format
+ *   GET    /v1/tenants                           list
+ *   POST   /v1/tenants                           create: {"id", "policy", "quotas", "hostfwd", "net", "mtu"}
+ *   GET    /v1/tenants/<id>                      details and stats
+ *   DELETE /v1/tenants/<id>                      delete (closes its guest, flows, forwards, socket)
+ *   POST   /v1/tenants/<id>/hostfwd              add a forward: {"rule": "tcp::2222-:22"}
+ *   DELETE /v1/tenants/<id>/hostfwd/<proto>/<hostPort>
+ *   POST   /v1/tenants/<id>/capture              start a pcap capture: {"path"?} → {"path"}
+ *   DELETE /v1/tenants/<id>/capture              stop it → {"path", "frames"}
+ * Errors are JSON: {"error": "…"}.
+ *
+ * @module
+ */
+import type { Relay } from "./relay.ts";
+import { renderMetrics } from "./metrics.ts";
+
+function json(status: number, body: unknown): Response {
+  return new Response(JSON.stringify(body, null, 2), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/** Constant-time comparison of two strings (bearer tokens). */
+function sameSecret(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a), y = new TextEncoder().encode(b);
+  let d = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) d |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return d === 0;
+}
+
+export class AdminApi {
+  #relay: Relay;
+  #token: string;
+
+  constructor(relay: Relay, token: string) {
+    this.#relay = relay;
+    this.#token = token;
+  }
+
+  listen(url: string): { server: Deno.HttpServer; url: string } {
+    const m = /^http:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
+    if (!m) throw new Error(`Invalid --admin "${url}": expected http://HOST:PORT`);
+    let bound = "";
+    const server = Deno.serve({
+      hostname: m[1].replace(/^\[|\]$/g, ""),
+      port: Number(m[2]),
+      onListen: (a) => (bound = `http://${a.hostname}:${a.port}`),
+    }, (req) => this.handle(req));
+    const a = server.addr as Deno.NetAddr;
+    return { server, url: bound || `http://${a.hostname}:${a.port}` };
+  }
+
+  async handle(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    const path = url.pathname.replace(/\/+$/, "") || "/";
+    if (path === "/healthz" && req.method === "GET") return new Response("ok\n");
+    const auth = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+    if (!this.#token || !auth || !sameSecret(auth, this.#token)) {
+      this.#relay.log("warn", "admin request refused: missing or wrong bearer token", { path });
+      return json(401, { error: "Missing or wrong bearer token" });
+    }
+    try {
+      return await this.#route(req, path);
+    } catch (e) {
+      return json(400, { error: (e as Error).message });
+    }
+  }
+
+  async #route(req: Request, path: string): Promise<Response> {
+    const r = this.#relay;
+    if (path === "/metrics" && req.method === "GET") {
+      return new Response(renderMetrics(r), { headers: { "content-type": "text/plain; version=0.0.4" } });
+    }
+    if (path === "/v1/tenants") {
+      if (req.method === "GET") {
+        return json(
+          200,
+          [...r.tenants.values()].map((t) => ({ ...r.tenantEndpoints(t), connected: t.link !== null })),
+        );
+      }
+      if (req.method === "POST") {
+        const body = await req.json().catch(() => {
+          throw new Error("Body is not JSON");
+        });
+        if (r.tenants.has(body?.id)) return json(409, { error: `Tenant "${body.id}" already exists` });
+        const t = await r.createTenant(body);
+        return json(201, r.tenantEndpoints(t));
+      }
+      return json(405, { error: `${req.method} not allowed here` });
+    }
+    const m = /^\/v1\/tenants\/([^/]+)(\/.*)?$/.exec(path);
+    if (!m) return json(404, { error: `No route ${path}` });
+    const t = r.tenants.get(decodeURIComponent(m[1]));
+    if (!t) return json(404, { error: `No tenant "${decodeURIComponent(m[1])}"` });
+    const sub = m[2] ?? "";
+    if (sub === "" && req.method === "GET") return json(200, { ...r.tenantEndpoints(t), ...t.stats() });
+    if (sub === "" && req.method === "DELETE") {
+      r.deleteTenant(t.id);
+      return new Response(null, { status: 204 });
+    }
+    if (sub === "/stats" && req.method === "GET") return json(200, t.stats());
+    if (sub === "/hostfwd" && req.method === "POST") {
+      const body = await req.json().catch(() => ({}));
+      if (typeof body?.rule !== "string") {
+        throw new Error('Body must be {"rule": "tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT"}');
+      }
+      const f = await t.addForward(r.parseForward(body.rule));
+      return json(201, f.config);
+    }
+    const fm = /^\/hostfwd\/(tcp|udp)\/(\d+)$/.exec(sub);
+    if (fm && req.method === "DELETE") {
+      const f = t.forwards.find((x) => x.config.protocol === fm[1] && x.config.hostPort === Number(fm[2]));
+      if (!f) return json(404, { error: `No ${fm[1]} forward on host port ${fm[2]}` });
+      t.removeForward(f);
+      return new Response(null, { status: 204 });
+    }
+    if (sub === "/capture" && req.method === "POST") {
+      const body = await req.json().catch(() => ({}));
+      const path = typeof body?.path === "string"
+        ? body.path
+        : `${r.captureDir}/slirp-${t.id}-${Date.now()}.pcap`;
+      const c = t.startCapture(path);
+      return json(201, { path: c.path });
+    }
+    if (sub === "/capture" && req.method === "DELETE") {
+      const c = t.stopCapture();
+      if (!c) return json(404, { error: "No capture running" });
+      return json(200, { path: c.path, frames: c.frames });
+    }
+    return json(404, { error: `No route ${req.method} ${path}` });
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Prometheus text exposition (format 0.0.4) of the relay and every tenant.
+ * @module
+ */
+import type { Relay } from "./relay.ts";
+
+function esc(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+export function renderMetrics(r: Relay): string {
+  const out: string[] = [];
+  const family = (
+    name: string,
+    type: "counter" | "gauge",
+    help: string,
+    samples: [Record<string, string>, number][],
+  ) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of samples) {
+      const l = Object.entries(labels).map(([k, x]) => `${k}="${esc(x)}"`).join(",");
+      out.push(`${name}${l ? `{${l}}` : ""} ${Number.isFinite(v) ? v : 0}`);
+    }
+  };
+  const tenants = [...r.tenants.values()];
+  family("slirp_tenants", "gauge", "Tenants that exist.", [[{}, tenants.length]]);
+  family("slirp_guests_connected", "gauge", "Tenants with a connected guest.", [[
+    {},
+    tenants.filter((t) => t.link).length,
+  ]]);
+  family("slirp_transport_errors_total", "counter", "Guest connections closed for protocol errors.", [[
+    {},
+    r.transportErrors,
+  ]]);
+  const per = (f: (t: (typeof tenants)[number]) => number) =>
+    tenants.map((t) => [{ tenant: t.id }, f(t)] as [Record<string, string>, number]);
+  const dir = (fin: (t: (typeof tenants)[number]) => number, fout: (t: (typeof tenants)[number]) => number) =>
+    tenants.flatMap((t) =>
+      [[{ tenant: t.id, direction: "from_guest" }, fin(t)], [
+        { tenant: t.id, direction: "to_guest" },
+        fout(t),
+      ]] as [Record<string, string>, number][]
+    );
+  family(
+    "slirp_tenant_frames_total",
+    "counter",
+    "Ethernet frames per tenant and direction.",
+    dir((t) => t.counters.framesIn, (t) => t.counters.framesOut),
+  );
+  family(
+    "slirp_tenant_bytes_total",
+    "counter",
+    "Frame bytes per tenant and direction.",
+    dir((t) => t.counters.bytesIn, (t) => t.counters.bytesOut),
+  );
+  family(
+    "slirp_tenant_tcp_flows",
+    "gauge",
+    "Open TCP connections per tenant.",
+    per((t) => t.stack?.tcp.size ?? 0),
+  );
+  family("slirp_tenant_udp_flows", "gauge", "Open UDP flows per tenant.", per((t) => t.stack?.udp.size ?? 0));
+  family(
+    "slirp_tenant_tcp_flows_opened_total",
+    "counter",
+    "TCP connections opened per tenant.",
+    per((t) => t.counters.tcpFlowsOpened),
+  );
+  family(
+    "slirp_tenant_udp_flows_opened_total",
+    "counter",
+    "UDP flows opened per tenant.",
+    per((t) => t.counters.udpFlowsOpened),
+  );
+  family(
+    "slirp_tenant_tcp_retransmits_total",
+    "counter",
+    "TCP segments retransmitted toward the guest.",
+    per((t) => t.counters.tcpRetransmits),
+  );
+  family(
+    "slirp_tenant_drops_total",
+    "counter",
+    "Frames or flows dropped or refused, by reason.",
+    tenants.flatMap((t) =>
+      [...t.counters.drops].map(([reason, n]) =>
+        [{ tenant: t.id, reason }, n] as [Record<string, string>, number]
+      )
+    ),
+  );
+  family(
+    "slirp_scheduler_lane_frames",
+    "gauge",
+    "Guest frames waiting in the scheduler per tenant (ring occupancy).",
+    per((t) => t.lane?.pending ?? 0),
+  );
+  family(
+    "slirp_tenant_guest_backlog_bytes",
+    "gauge",
+    "Bytes queued toward the guest per tenant.",
+    per((t) => t.link?.backlog ?? 0),
+  );
+  const mem = Deno.memoryUsage();
+  family("process_resident_memory_bytes", "gauge", "Resident set size.", [[{}, mem.rss]]);
+  family("slirp_heap_used_bytes", "gauge", "V8 heap in use.", [[{}, mem.heapUsed]]);
+  family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.", [[
+    {},
+    Math.floor(r.startedAt / 1000),
+  ]]);
+  return out.join("\n") + "\n";
+}

@@ -1,0 +1,45 @@
+/**
+ * A running pcap capture of one tenant's frames (both directions), written to a classic pcap file that
+ * tshark and Wireshark open. Bounded: stops by itself at `maxBytes`.
+ *
+ * @module
+ */
+import { pcapFileHeader, pcapRecordHeader } from "./pcap.ts";
+
+export class PcapCapture {
+  readonly path: string;
+  #file: Deno.FsFile;
+  #bytes = 0;
+  #maxBytes: number;
+  #hdr = new Uint8Array(16);
+  frames = 0;
+  stopped = false;
+
+  constructor(path: string, maxBytes = 256 * 1024 * 1024) {
+    this.path = path;
+    this.#maxBytes = maxBytes;
+    this.#file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    this.#writeAll(pcapFileHeader());
+  }
+
+  #writeAll(b: Uint8Array): void {
+    let off = 0;
+    while (off < b.length) off += this.#file.writeSync(b.subarray(off));
+    this.#bytes += b.length;
+  }
+
+  /** Records one frame (synchronous write: captures are for debugging, not the fast path). */
+  record(frame: Uint8Array): void {
+    if (this.stopped) return;
+    if (this.#bytes + 16 + frame.length > this.#maxBytes) return this.stop();
+    this.#writeAll(pcapRecordHeader(Date.now(), frame.length, this.#hdr));
+    this.#writeAll(frame);
+    this.frames++;
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.#file.close();
+  }
+}

@@ -1,0 +1,242 @@
+/**
+ * A tenant: one isolated virtual network with its own {@linkcode Stack}, policy, quotas, port forwards,
+ * counters and (in multi-tenant mode) its own stream socket. At most one guest link is attached at a
+ * time. When the guest goes away the stack lives on for a grace period (a v86 guest reconnects every
+ * few seconds), then every flow and host socket of the tenant is released.
+ *
+ * @module
+ */
+import { type Logger, Stack } from "../stack/stack.ts";
+import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
+import { Counters } from "../stack/counters.ts";
+import type { TimerWheel } from "../stack/timer_wheel.ts";
+import { TokenBucket } from "../stack/token_bucket.ts";
+import type { HostNet, HostUdpSocket } from "../host/host.ts";
+import { parseIpv4Address } from "../wire/bytes.ts";
+import type { Lane } from "./scheduler.ts";
+import { PcapCapture } from "./pcap_capture.ts";
+import { DEFAULT_QUOTAS, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
+
+/** A connected guest, whatever carries its frames. */
+export interface GuestLink {
+  readonly kind: "stream" | "websocket";
+  readonly remote: string;
+  /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
+  send(frame: Uint8Array): boolean;
+  /** Bytes queued toward the guest. */
+  readonly backlog: number;
+  /** Called when the backlog drained. */
+  onDrain: (() => void) | null;
+  /** Egress shaping, applied by the link's writer. */
+  setRate(rate: TokenBucket | null): void;
+  close(): void;
+}
+
+/** A bound port forward of a tenant. */
+export interface BoundForward {
+  config: HostForwardConfig;
+  close(): void;
+}
+
+export class Tenant {
+  readonly id: string;
+  spec: TenantSpec;
+  readonly config: StackConfig;
+  /** Anonymous single-user session: removed as soon as its guest leaves. */
+  readonly ephemeral: boolean;
+  readonly counters: Counters = new Counters();
+  readonly quotas: Required<TenantQuotas>;
+  readonly ingress: TokenBucket | null;
+  readonly egress: TokenBucket | null;
+  readonly createdAt = Date.now();
+  stack: Stack | null = null;
+  link: GuestLink | null = null;
+  lane: Lane | null = null;
+  forwards: BoundForward[] = [];
+  capture: PcapCapture | null = null;
+  /** The tenant's own stream socket (multi-tenant mode). */
+  socketPath: string | null = null;
+  closeSocket: (() => void) | null = null;
+  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #deps: { host: HostNet; wheel: TimerWheel; log: Logger };
+  #deleted = false;
+
+  constructor(
+    spec: TenantSpec,
+    config: StackConfig,
+    ephemeral: boolean,
+    deps: { host: HostNet; wheel: TimerWheel; log: Logger },
+  ) {
+    this.id = spec.id;
+    this.spec = spec;
+    this.config = config;
+    this.ephemeral = ephemeral;
+    this.#deps = deps;
+    this.quotas = { ...DEFAULT_QUOTAS, ...spec.quotas };
+    const now = performance.now();
+    this.ingress = this.quotas.ingressBytesPerSecond > 0
+      ? new TokenBucket(this.quotas.ingressBytesPerSecond, this.quotas.ingressBytesPerSecond, now)
+      : null;
+    this.egress = this.quotas.egressBytesPerSecond > 0
+      ? new TokenBucket(this.quotas.egressBytesPerSecond, this.quotas.egressBytesPerSecond, now)
+      : null;
+  }
+
+  get deleted(): boolean {
+    return this.#deleted;
+  }
+
+  /** The tenant's stack, created on first use. */
+  ensureStack(): Stack {
+    if (this.stack && !this.stack.closed) return this.stack;
+    const { host, wheel, log } = this.#deps;
+    const stack: Stack = new Stack(this.config, {
+      host,
+      wheel,
+      log,
+      tenant: this.id,
+      counters: this.counters,
+      output: (f) => {
+        this.capture?.record(f);
+        if (!this.link) return this.counters.drop("no-guest-link");
+        if (!this.link.send(f)) this.counters.drop("guest-backlog-full");
+      },
+    });
+    stack.tcp.outputBacklog = () => this.link?.backlog ?? 0;
+    this.stack = stack;
+    return stack;
+  }
+
+  /** Frames from the guest enter here (through the scheduler). */
+  input(buf: Uint8Array, off: number, len: number): void {
+    const stack = this.stack;
+    if (!stack) return;
+    if (this.capture) this.capture.record(buf.subarray(off, off + len));
+    stack.input(buf, off, len);
+  }
+
+  /** Attaches a guest link; the previous one, if any, is closed (the caller decides replace vs refuse). */
+  attach(link: GuestLink): void {
+    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+    this.#graceTimer = undefined;
+    const old = this.link;
+    this.link = link;
+    if (old && old !== link) old.close();
+    link.setRate(this.egress);
+    const stack = this.ensureStack();
+    link.onDrain = () => stack.tcp.kick();
+  }
+
+  /** The guest link went away: keep state for `graceMs`, then release every flow. */
+  detach(link: GuestLink, graceMs: number, onExpire: () => void): void {
+    if (this.link !== link) return;
+    this.link = null;
+    if (this.ephemeral || graceMs <= 0) return onExpire();
+    this.#graceTimer = setTimeout(() => {
+      this.#graceTimer = undefined;
+      if (!this.link) {
+        this.#deps.log("info", "tenant idle past its grace period; flows released", { tenant: this.id });
+        this.stack?.close();
+        this.stack = null;
+        onExpire();
+      }
+    }, graceMs);
+  }
+
+  /** The stack a port-forward connection should reach, or null. */
+  forwardTarget(): Stack | null {
+    return this.stack && !this.stack.closed && this.link ? this.stack : null;
+  }
+
+  /** Binds a port forward for this tenant. */
+  async addForward(f: HostForwardConfig): Promise<BoundForward> {
+    const { host, log } = this.#deps;
+    let bound: BoundForward;
+    if (f.protocol === "tcp") {
+      const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
+        const stack = this.forwardTarget();
+        if (!stack) {
+          this.counters.drop("forward-no-guest");
+          sock.destroy();
+          return;
+        }
+        stack.tcp.acceptForward(f, sock, bind);
+      });
+      bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
+    } else {
+      const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
+        onMessage: (data, address, port) => {
+          const stack = this.forwardTarget();
+          if (!stack) return this.counters.drop("forward-no-guest");
+          const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
+          if (guest < 0) return stack.drop("udp-forward-no-guest");
+          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
+        },
+        onError: (code) => log("warn", "UDP port forward socket error", { tenant: this.id, code }),
+      });
+      bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
+    }
+    this.forwards.push(bound);
+    log("info", "port forward", {
+      tenant: this.id,
+      protocol: f.protocol,
+      host: `${f.hostAddress}:${bound.config.hostPort}`,
+      guestPort: f.guestPort,
+    });
+    return bound;
+  }
+
+  removeForward(b: BoundForward): void {
+    b.close();
+    this.forwards = this.forwards.filter((x) => x !== b);
+  }
+
+  startCapture(path: string): PcapCapture {
+    this.capture?.stop();
+    this.capture = new PcapCapture(path);
+    return this.capture;
+  }
+
+  stopCapture(): PcapCapture | null {
+    const c = this.capture;
+    c?.stop();
+    this.capture = null;
+    return c;
+  }
+
+  /** Everything an operator wants to see. */
+  stats(): Record<string, unknown> {
+    const s = this.stack;
+    return {
+      id: this.id,
+      connected: this.link !== null,
+      transport: this.link?.kind ?? null,
+      remote: this.link?.remote ?? null,
+      socket: this.socketPath,
+      forwards: this.forwards.map((f) => f.config),
+      quotas: this.quotas,
+      tcpFlows: s?.tcp.size ?? 0,
+      udpFlows: s?.udp.size ?? 0,
+      dhcpLeases: s?.dhcp.size ?? 0,
+      laneQueuedFrames: this.lane?.pending ?? 0,
+      guestBacklogBytes: this.link?.backlog ?? 0,
+      capture: this.capture ? { path: this.capture.path, frames: this.capture.frames } : null,
+      counters: this.counters.snapshot(),
+    };
+  }
+
+  /** Releases everything: link, stack, forwards, socket, capture. */
+  delete(): void {
+    if (this.#deleted) return;
+    this.#deleted = true;
+    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
+    this.link?.close();
+    this.link = null;
+    this.stack?.close();
+    this.stack = null;
+    for (const f of this.forwards) f.close();
+    this.forwards = [];
+    this.closeSocket?.();
+    this.capture?.stop();
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Tenant settings as operators write them (admin API JSON, config file, token claims): egress policy,
+ * quotas, port forwards; and how they become a {@linkcode StackConfig}.
+ *
+ * In multi-tenant mode a guest reaches neither the relay host's loopback nor private, shared, link-local
+ * (cloud metadata), multicast or reserved ranges unless its policy allows them: the tenant's own allow and
+ * deny rules come first, these defaults after.
+ *
+ * @module
+ */
+import { defaultStackConfig, type HostForwardConfig, parseCidr, type StackConfig } from "../stack/config.ts";
+import type { PolicyConfig, PolicyRuleConfig } from "../stack/policy.ts";
+import { TENANT_ID_PATTERN } from "./tokens.ts";
+
+/** Egress rules: "CIDR", "CIDR:PORT[-PORT]", optionally "/tcp" or "/udp" or "/icmp" at the end. */
+export interface TenantPolicy {
+  allow?: string[];
+  deny?: string[];
+  /** What is not matched by any rule or default range (default "allow": the public internet). */
+  defaultAction?: "allow" | "deny";
+}
+
+/** Per-tenant limits. Omitted fields take {@linkcode DEFAULT_QUOTAS}. */
+export interface TenantQuotas {
+  maxTcpFlows?: number;
+  maxUdpFlows?: number;
+  /** New TCP connections plus new UDP flows per second (token bucket, burst = one second's worth). */
+  newFlowsPerSecond?: number;
+  /** Bytes per second from the guest (0 = unlimited). */
+  ingressBytesPerSecond?: number;
+  /** Bytes per second toward the guest (0 = unlimited). */
+  egressBytesPerSecond?: number;
+  /** Bytes of frames queued toward the guest before frames are dropped. */
+  bufferedBytes?: number;
+}
+
+export const DEFAULT_QUOTAS: Required<TenantQuotas> = {
+  maxTcpFlows: 1024,
+  maxUdpFlows: 256,
+  newFlowsPerSecond: 200,
+  ingressBytesPerSecond: 0,
+  egressBytesPerSecond: 0,
+  bufferedBytes: 1024 * 1024,
+};
+
+/** A tenant as created through the admin API or the config file. */
+export interface TenantSpec {
+  id: string;
+  policy?: TenantPolicy;
+  quotas?: TenantQuotas;
+  /** QEMU hostfwd strings or parsed forwards. */
+  hostfwd?: (string | HostForwardConfig)[];
+  /** Guest network (default 10.0.2.0/24). */
+  net?: string;
+  mtu?: number;
+}
+
+/**
+ * Ranges a multi-tenant guest may not reach by default (RFC 6890 special-purpose registry): this host,
+ * loopback, private, shared address space, link-local (169.254.169.254 is the cloud metadata service),
+ * documentation and benchmarking nets, multicast and reserved.
+ */
+export const MULTI_TENANT_DENIED: string[] = [
+  "0.0.0.0/8",
+  "10.0.0.0/8",
+  "100.64.0.0/10",
+  "127.0.0.0/8",
+  "169.254.0.0/16",
+  "172.16.0.0/12",
+  "192.0.0.0/24",
+  "192.0.2.0/24",
+  "192.88.99.0/24",
+  "192.168.0.0/16",
+  "198.18.0.0/15",
+  "198.51.100.0/24",
+  "203.0.113.0/24",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+];
+
+/** Parses one rule string into a policy rule; throws with the rule in the message. */
+export function parseRule(text: string, action: "allow" | "deny"): PolicyRuleConfig {
+  const m = /^([0-9.]+(?:\/\d{1,2})?)(?::(\d{1,5}(?:-\d{1,5})?))?(?:\/(tcp|udp|icmp))?$/.exec(text.trim());
+  if (!m) throw new Error(`Invalid policy rule "${text}": expected CIDR[:PORT[-PORT]][/tcp|udp|icmp]`);
+  const cidr = m[1].includes("/") ? m[1] : `${m[1]}/32`;
+  if (!parseCidr(cidr)) throw new Error(`Invalid policy rule "${text}": bad CIDR`);
+  return { action, cidr, ports: m[2], protocol: m[3] as PolicyRuleConfig["protocol"] };
+}
+
+/** The compiled policy: the tenant's allow, then deny rules, then (multi-tenant) the default denials. */
+export function compilePolicy(p: TenantPolicy | undefined, multiTenant: boolean): PolicyConfig {
+  const rules: PolicyRuleConfig[] = [];
+  for (const r of p?.allow ?? []) rules.push(parseRule(r, "allow"));
+  for (const r of p?.deny ?? []) rules.push(parseRule(r, "deny"));
+  if (multiTenant) { for (const cidr of MULTI_TENANT_DENIED) rules.push({ action: "deny", cidr }); }
+  return { defaultAction: p?.defaultAction ?? "allow", rules };
+}
+
+function checkQuota(q: TenantQuotas, k: keyof TenantQuotas): void {
+  const v = q[k];
+  if (v !== undefined && (!Number.isFinite(v) || v < 0)) throw new Error(`Invalid quota ${k}: ${v}`);
+}
+
+/** Validates a spec from untrusted JSON; throws an Error whose message says what is wrong. */
+export function validateSpec(x: unknown): TenantSpec {
+  if (typeof x !== "object" || x === null || Array.isArray(x)) {
+    throw new Error("Tenant must be a JSON object");
+  }
+  const s = x as TenantSpec;
+  if (typeof s.id !== "string" || !TENANT_ID_PATTERN.test(s.id)) {
+    throw new Error(`Invalid tenant id ${JSON.stringify(s.id)}: letters, digits, "_", "-", "." (up to 63)`);
+  }
+  if (s.policy !== undefined) {
+    if (typeof s.policy !== "object" || s.policy === null) throw new Error("policy must be an object");
+    compilePolicy(s.policy, true);
+    if (s.policy.defaultAction !== undefined && !["allow", "deny"].includes(s.policy.defaultAction)) {
+      throw new Error(`Invalid policy defaultAction "${s.policy.defaultAction}"`);
+    }
+  }
+  if (s.quotas !== undefined) {
+    if (typeof s.quotas !== "object" || s.quotas === null) throw new Error("quotas must be an object");
+    for (const k of Object.keys(s.quotas)) {
+      if (!(k in DEFAULT_QUOTAS)) throw new Error(`Unknown quota "${k}"`);
+      checkQuota(s.quotas, k as keyof TenantQuotas);
+    }
+  }
+  if (s.hostfwd !== undefined && !Array.isArray(s.hostfwd)) throw new Error("hostfwd must be a list");
+  return s;
+}
+
+/** The stack configuration of a tenant. */
+export function tenantStackConfig(
+  spec: TenantSpec,
+  base: StackConfig,
+  multiTenant: boolean,
+  parseForward: (s: string) => HostForwardConfig,
+): StackConfig {
+  const c: StackConfig = { ...defaultStackConfig(), ...structuredClone(base) };
+  if (spec.net) {
+    const cidr = parseCidr(spec.net);
+    if (!cidr) throw new Error(`Invalid net "${spec.net}"`);
+    const ip = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+    c.net = `${ip(cidr.network)}/${cidr.prefix}`;
+    c.gateway = ip(cidr.network + 2);
+    c.dns = ip(cidr.network + 3);
+    c.dhcpStart = ip(cidr.network + 15);
+    c.dnsRecords = [{ name: "host.slirp.internal", address: c.gateway }];
+  }
+  if (spec.mtu !== undefined) c.mtu = spec.mtu;
+  c.policy = compilePolicy(spec.policy, multiTenant);
+  const q = { ...DEFAULT_QUOTAS, ...spec.quotas };
+  c.maxTcpFlows = q.maxTcpFlows;
+  c.maxUdpFlows = q.maxUdpFlows;
+  c.hostfwd = (spec.hostfwd ?? []).map((f) => (typeof f === "string" ? parseForward(f) : f));
+  return c;
+}

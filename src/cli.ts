@@ -260,21 +260,81 @@ async function serve(args: string[]): Promise<number> {
   }
   const cfg = buildServeConfig(merged);
   const log = jsonLogger(cfg.logLevel);
-  const relay = new Relay({ listenQemu: cfg.listen, stack: cfg.stack, log });
+  const multi = merged["multi-tenant"] === true;
+  const readText = (flag: string, p: string) => {
+    try {
+      return Deno.readTextFileSync(p).trim();
+    } catch (e) {
+      throw new Error(`Cannot read ${flag} ${p}: ${(e as Error).message}`);
+    }
+  };
+  const adminToken = merged["admin-token-file"]
+    ? readText("--admin-token-file", merged["admin-token-file"])
+    : undefined;
+  if (merged.admin && !adminToken) {
+    throw new Error("--admin needs --admin-token-file (the API refuses requests without the token)");
+  }
+  const tokenSecret = merged["token-secret-file"] ? readSecretFile(merged["token-secret-file"]) : undefined;
+  const socketDir = merged["tenant-socket-dir"] ?? (multi ? "/tmp/slirp-relay" : undefined);
+  if (socketDir) Deno.mkdirSync(socketDir, { recursive: true });
+  const dup = merged["duplicate-guest"] ?? "replace";
+  if (dup !== "replace" && dup !== "refuse") {
+    throw new Error(`Invalid --duplicate-guest "${dup}": replace or refuse`);
+  }
+  const grace = merged["tenant-grace"] !== undefined ? Number(merged["tenant-grace"]) : 30;
+  if (!(grace >= 0)) throw new Error(`Invalid --tenant-grace "${merged["tenant-grace"]}"`);
+  const relay = new Relay({
+    listenQemu: merged["listen-qemu"] || !multi ? cfg.listen : [],
+    listenWs: merged["listen-ws"] ?? [],
+    admin: merged.admin,
+    adminToken,
+    stack: cfg.stack,
+    log,
+    multiTenant: multi,
+    tokenSecret,
+    tenantSocketDir: socketDir,
+    tenants: (merged.tenants ?? []) as TenantSpec[],
+    duplicateGuest: dup,
+    graceMs: grace * 1000,
+    captureDir: merged["capture-dir"],
+    parseForward: parseHostForward,
+  });
   const urls = await relay.start();
   const lines = [
-    `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})`,
+    `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})` +
+    (multi ? " — multi-tenant mode" : ""),
   ];
   for (const u of urls) {
     lines.push(`  listening on ${u}; connect QEMU with:`);
     for (const q of qemuLines(u)) lines.push(`    qemu-system-x86_64 ... ${q}`);
   }
+  for (const u of relay.wsUrls) {
+    lines.push(
+      multi
+        ? `  WebSocket on ${u}/v1/tenants/<id>/ws?token=<token>`
+        : `  WebSocket on ${u}/ — v86: network_relay_url: "${u}/"`,
+    );
+  }
+  if (relay.adminUrl) {
+    lines.push(
+      `  admin API on ${relay.adminUrl} (Authorization: Bearer <token from ${merged["admin-token-file"]}>)`,
+    );
+  }
+  if (multi) lines.push(`  tenant stream sockets in ${socketDir}/<id>.sock`);
   console.log(lines.join("\n"));
-  log("info", "relay started", { listen: urls, dnsUpstreams: cfg.stack.dnsUpstreams });
+  log("info", "relay started", {
+    listen: urls,
+    websocket: relay.wsUrls,
+    admin: relay.adminUrl,
+    multiTenant: multi,
+  });
   await new Promise<void>((resolve) => {
-    const stop = () => {
+    let stopping = false;
+    const stop = async () => {
+      if (stopping) return;
+      stopping = true;
       log("info", "shutting down");
-      relay.stop();
+      await relay.stop();
       resolve();
     };
     Deno.addSignalListener("SIGINT", stop);

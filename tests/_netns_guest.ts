@@ -139,7 +139,7 @@ export interface Impairment {
 
 /** Whether this kernel has tc netem (CONFIG_NET_SCH_NETEM). */
 export async function netemAvailable(): Promise<boolean> {
-  const ns = `srnetem${Deno.pid % 10000}`;
+  const ns = `srnetem${crypto.randomUUID().slice(0, 8)}`;
   await run(["ip", "netns", "add", ns]);
   try {
     await run(["ip", "-n", ns, "link", "add", "nv0", "type", "veth", "peer", "name", "nv1"]);
@@ -204,7 +204,7 @@ export class NetnsGuest {
     opts: { impair?: Impairment; separateProcess?: boolean } = {},
   ): Promise<NetnsGuest> {
     if (opts.separateProcess) return await NetnsGuest.#createExternal(relay);
-    const id = `${Deno.pid % 10000}x${serial++}`;
+    const id = `${(serial++).toString(36)}${crypto.randomUUID().slice(0, 7)}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
     const dir = await Deno.makeTempDir({ prefix: "slirp-guest-" });
@@ -215,6 +215,25 @@ export class NetnsGuest {
       await must(["ip", "link", "set", ifname, "netns", ns]);
       await must(["ip", "-n", ns, "link", "set", "lo", "up"]);
       await must(["ip", "-n", ns, "link", "set", ifname, "up"]);
+      if (relay.startsWith("ws://")) {
+        const ws = new WebSocket(relay);
+        ws.binaryType = "arraybuffer";
+        await new Promise<void>((resolve, reject) => {
+          ws.onopen = () => resolve();
+          ws.onerror = () => reject(new Error(`WebSocket to ${relay} failed`));
+        });
+        const g = new NetnsGuest(ns, ifname, dir, tap, null);
+        g.#ws = ws;
+        await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
+        const t = tap;
+        ws.onmessage = (e) => {
+          if (typeof e.data !== "string") t.write(new Uint8Array(e.data as ArrayBuffer));
+        };
+        g.#done.push(t.readLoop((frame) => {
+          if (ws.readyState === WebSocket.OPEN) ws.send(frame.slice());
+        }));
+        return g;
+      }
       const conn = relay.startsWith("unix://")
         ? await Deno.connect({ transport: "unix", path: relay.slice("unix://".length) })
         : await Deno.connect({ hostname: "127.0.0.1", port: Number(relay.split(":").pop()) });
@@ -231,7 +250,7 @@ export class NetnsGuest {
   }
 
   static async #createExternal(relay: string): Promise<NetnsGuest> {
-    const id = `${Deno.pid % 10000}x${serial++}`;
+    const id = `${(serial++).toString(36)}${crypto.randomUUID().slice(0, 7)}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
     const dir = await Deno.makeTempDir({ prefix: "slirp-guest-" });
@@ -260,6 +279,7 @@ export class NetnsGuest {
   }
 
   #child: Deno.ChildProcess | null = null;
+  #ws: WebSocket | null = null;
 
   #start(): void {
     const tap = this.#tap!, writer = this.#writer!, conn = this.#conn!;
@@ -363,6 +383,7 @@ export class NetnsGuest {
     }
     this.#tap?.close();
     try {
+      this.#ws?.close();
       this.#conn?.close();
     } catch { /* closed */ }
     await Promise.allSettled(this.#done);

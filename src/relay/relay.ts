@@ -188,7 +188,12 @@ export class Relay {
     const config = tenantStackConfig(spec, this.#opts.stack, this.multiTenant, parse);
     resolvePlan(config);
     compilePolicy(spec.policy, this.multiTenant);
-    const t = new Tenant(spec, config, false, { host: this.host, wheel: this.wheel, log: this.#opts.log });
+    const t = new Tenant(spec, config, false, {
+      host: this.host,
+      wheel: this.wheel,
+      log: this.#opts.log,
+      egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
+    });
     this.tenants.set(t.id, t);
     try {
       for (const f of config.hostfwd) await t.addForward(f);
@@ -205,6 +210,17 @@ export class Relay {
     }
     this.#opts.log("info", "tenant created", { tenant: t.id, socket: t.socketPath });
     return t;
+  }
+
+  /** Whether `real:port` is a port forward of some tenant on this host (any local address). */
+  #isForwardPort(protocol: "tcp" | "udp", real: number, port: number): boolean {
+    if (real >>> 24 !== 127 && real !== 0) return false;
+    for (const t of this.tenants.values()) {
+      for (const f of t.forwards) {
+        if (f.config.protocol === protocol && f.config.hostPort === port) return true;
+      }
+    }
+    return false;
   }
 
   deleteTenant(id: string): boolean {
@@ -374,22 +390,26 @@ export class Relay {
   async #wsRequest(req: Request): Promise<Response> {
     const log = this.#opts.log;
     const url = new URL(req.url);
-    if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-      return new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
-        status: 426,
-      });
-    }
+    // read every header before the first await: the request may not be readable afterwards
+    const remote = req.headers.get("x-forwarded-for") ?? "websocket";
+    const isUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
     let tenant: Tenant;
     let protocol: string | undefined;
     const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
+    const notUpgrade = () =>
+      new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
+        status: 426,
+      });
     if (url.pathname === "/" && !this.multiTenant) {
+      if (!isUpgrade) return notUpgrade();
       tenant = this.#ephemeralTenant();
     } else if (named) {
       const id = decodeURIComponent(named[1]);
       if (!this.multiTenant) {
         const t = this.tenants.get(id);
         if (!t) return json(404, { error: `No tenant "${id}"` });
+        if (!isUpgrade) return notUpgrade();
         tenant = t;
       } else {
         const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
@@ -419,6 +439,8 @@ export class Relay {
           return json(403, { error: "Token is for another tenant" });
         }
         if (fromProto === token) protocol = token;
+        // the token is good: only now does a non-WebSocket request learn it must upgrade
+        if (!isUpgrade) return notUpgrade();
         let t = this.tenants.get(id);
         if (!t) {
           try {
@@ -436,7 +458,7 @@ export class Relay {
     }
     const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
     socket.binaryType = "arraybuffer";
-    this.#serveWsSocket(socket, tenant, req.headers.get("x-forwarded-for") ?? "websocket");
+    this.#serveWsSocket(socket, tenant, remote);
     return response;
   }
 

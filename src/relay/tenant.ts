@@ -32,6 +32,14 @@ export interface GuestLink {
   close(): void;
 }
 
+/** What a tenant needs from the relay. */
+export interface TenantDeps {
+  host: HostNet;
+  wheel: TimerWheel;
+  log: Logger;
+  egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
+}
+
 /** A bound port forward of a tenant. */
 export interface BoundForward {
   config: HostForwardConfig;
@@ -58,14 +66,14 @@ export class Tenant {
   socketPath: string | null = null;
   closeSocket: (() => void) | null = null;
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
-  #deps: { host: HostNet; wheel: TimerWheel; log: Logger };
+  #deps: TenantDeps;
   #deleted = false;
 
   constructor(
     spec: TenantSpec,
     config: StackConfig,
     ephemeral: boolean,
-    deps: { host: HostNet; wheel: TimerWheel; log: Logger },
+    deps: TenantDeps,
   ) {
     this.id = spec.id;
     this.spec = spec;
@@ -89,11 +97,12 @@ export class Tenant {
   /** The tenant's stack, created on first use. */
   ensureStack(): Stack {
     if (this.stack && !this.stack.closed) return this.stack;
-    const { host, wheel, log } = this.#deps;
+    const { host, wheel, log, egressGuard } = this.#deps;
     const stack: Stack = new Stack(this.config, {
       host,
       wheel,
       log,
+      egressGuard,
       tenant: this.id,
       counters: this.counters,
       output: (f) => {
@@ -131,16 +140,18 @@ export class Tenant {
   detach(link: GuestLink, graceMs: number, onExpire: () => void): void {
     if (this.link !== link) return;
     this.link = null;
-    if (this.ephemeral || graceMs <= 0) return onExpire();
-    this.#graceTimer = setTimeout(() => {
+    const release = () => {
       this.#graceTimer = undefined;
-      if (!this.link) {
+      if (this.link) return;
+      if (!this.ephemeral) {
         this.#deps.log("info", "tenant idle past its grace period; flows released", { tenant: this.id });
-        this.stack?.close();
-        this.stack = null;
-        onExpire();
       }
-    }, graceMs);
+      this.stack?.close();
+      this.stack = null;
+      onExpire();
+    };
+    if (this.ephemeral || graceMs <= 0) return release();
+    this.#graceTimer = setTimeout(release, graceMs);
   }
 
   /** The stack a port-forward connection should reach, or null. */

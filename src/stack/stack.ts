@@ -70,6 +70,11 @@ export interface StackDeps {
   tenant?: string;
   /** Counters to use (a tenant keeps one set across guest reconnects). */
   counters?: Counters;
+  /**
+   * A relay-wide egress check run besides the tenant's policy (multi-tenant mode: no tenant may dial
+   * another tenant's port forwards on the relay host). Returns false to deny.
+   */
+  egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -109,6 +114,7 @@ export class Stack {
   #udp = newUdpHeader();
   #ipId = 1;
   #closed = false;
+  #guard: StackDeps["egressGuard"];
 
   /** @throws Error when the config's address plan or policy is invalid */
   constructor(config: StackConfig, deps: StackDeps) {
@@ -122,6 +128,7 @@ export class Stack {
     this.log = deps.log ?? (() => {});
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
+    this.#guard = deps.egressGuard;
     this.tx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
     this.arp = new ArpService(this);
@@ -221,6 +228,12 @@ export class Stack {
     if (mac !== undefined) return mac;
     this.arp.request(ip);
     return -1;
+  }
+
+  /** Policy and relay guard together: may the guest reach `real:port`? */
+  allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean {
+    return this.policy.check(protocol, real, port) &&
+      (this.#guard === undefined || this.#guard(protocol, real, port));
   }
 
   /** Admits one new flow under the tenant's rate quota. */

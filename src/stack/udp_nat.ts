@@ -93,7 +93,7 @@ export class UdpNat {
     }
     const real = s.translation.toReal(ip.dst);
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "udp-no-host");
-    if (!s.policy.check("udp", real, udp.dstPort)) {
+    if (!s.allowEgress("udp", real, udp.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-udp");
     }
     if (udp.dstPort === 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-port-zero");

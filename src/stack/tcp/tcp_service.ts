@@ -150,7 +150,7 @@ export class TcpService {
     if (!s.admitFlow()) return this.#refuse(ip, seg, "tcp-flow-rate-limit");
     const real = s.translation.toReal(ip.dst);
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
-    if (!s.policy.check("tcp", real, seg.dstPort)) {
+    if (!s.allowEgress("tcp", real, seg.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
     const c = new TcpConn(s, {

@@ -75,10 +75,14 @@ export class FrameWriter {
   /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
   rate: TokenBucket | null = null;
 
+  #max: number;
+
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
-    this.#pending = new Uint8Array(maxBacklog);
-    this.#spare = new Uint8Array(maxBacklog);
+    this.#max = maxBacklog;
+    // buffers start small and grow to the bound on demand: an idle guest costs a few KiB, not 2 × bound
+    this.#pending = new Uint8Array(Math.min(maxBacklog, 16 * 1024));
+    this.#spare = new Uint8Array(0);
     this.#onError = onError;
   }
 
@@ -91,9 +95,15 @@ export class FrameWriter {
   push(frame: Uint8Array): boolean {
     if (this.#closed) return false;
     const n = frame.length;
-    if (this.#fill + 4 + n > this.#pending.length) {
-      this.dropped++;
-      return false;
+    const need = this.#fill + 4 + n;
+    if (need > this.#pending.length) {
+      if (need > this.#max) {
+        this.dropped++;
+        return false;
+      }
+      const grown = new Uint8Array(Math.min(this.#max, Math.max(need, this.#pending.length * 2)));
+      grown.set(this.#pending.subarray(0, this.#fill));
+      this.#pending = grown;
     }
     const b = this.#pending;
     const p = this.#fill;
@@ -117,7 +127,10 @@ export class FrameWriter {
       while (this.#fill > 0 && !this.#closed) {
         const out = this.#pending;
         const len = this.#fill;
-        this.#pending = this.#spare;
+        // the spare grows to match: the next batch rarely needs to grow again
+        this.#pending = this.#spare.length >= Math.min(out.length, this.#max)
+          ? this.#spare
+          : new Uint8Array(out.length);
         this.#spare = out;
         this.#fill = 0;
         if (this.rate && !this.rate.unlimited) {
@@ -142,6 +155,12 @@ export class FrameWriter {
   }
 }
 
+/** Bytes the buffer must hold for the frame that starts at 0 to be complete. */
+function needs(buf: Uint8Array, filled: number): number {
+  if (filled < 4) return 4;
+  return 4 + (((buf[0] << 24) | (buf[1] << 16) | (buf[2] << 8) | buf[3]) >>> 0);
+}
+
 /**
  * Reads frames from `stream` in batches: every whole frame of one read is handed over at once as
  * (offset, length) pairs into the receive buffer, and the next read waits until `onBatch`'s promise
@@ -152,11 +171,18 @@ export async function readFrameBatches(
   maxFrame: number,
   onBatch: (buf: Uint8Array, offs: number[], lens: number[], n: number) => void | Promise<void>,
 ): Promise<void> {
-  const buf = new Uint8Array(Math.max(256 * 1024, 2 * (maxFrame + 4)));
+  // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
+  const cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
+  let buf = new Uint8Array(16 * 1024);
   const offs: number[] = [];
   const lens: number[] = [];
   let filled = 0;
   for (;;) {
+    if (filled === buf.length || (filled >= 4 && needs(buf, filled) > buf.length)) {
+      const bigger = new Uint8Array(Math.min(cap, Math.max(buf.length * 2, needs(buf, filled))));
+      bigger.set(buf.subarray(0, filled));
+      buf = bigger;
+    }
     const n = await stream.read(buf.subarray(filled));
     if (n === null) return;
     filled += n;

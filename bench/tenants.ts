@@ -1,0 +1,414 @@
+/**
+ * Many-tenant benchmark (not a test). Starts the relay in multi-tenant mode as its own process, creates
+ * N tenants through the admin API, and drives one simulated guest per tenant over the tenant's stream
+ * socket: DHCP, then one TCP connection to a host server through 10.0.2.2. The simulated guest is a
+ * minimal TCP receiver built from the project's wire codecs (in-order, cumulative ACK per segment,
+ * 64 KiB window). Measures:
+ *   - resident memory per idle tenant (relay RSS after N tenants connected and leased, minus before)
+ *   - small request/response latency p50/p99 across tenants
+ *   - aggregate host→guest throughput with every tenant downloading, and Jain's fairness index
+ *   - a quiet tenant's p99 latency with and without one tenant flooding
+ *
+ *   deno run -A bench/tenants.ts [--tenants 1000] [--seconds 5]
+ */
+import net from "node:net";
+import { parseArgs } from "node:util";
+import {
+  emitEthernet,
+  ETHERTYPE_ARP,
+  ETHERTYPE_IPV4,
+  newEthernetHeader,
+  parseEthernet,
+} from "../src/wire/ethernet.ts";
+import { ARP_OP_REPLY, ARP_OP_REQUEST, emitArp, parseArp } from "../src/wire/arp.ts";
+import { emitIpv4, IPPROTO_TCP, IPPROTO_UDP, newIpv4Header, parseIpv4 } from "../src/wire/ipv4.ts";
+import { emitUdp, newUdpHeader, parseUdp } from "../src/wire/udp.ts";
+import {
+  emitTcp,
+  newTcpHeader,
+  parseTcp,
+  TCP_ACK_FLAG,
+  TCP_PSH,
+  TCP_RST,
+  TCP_SYN,
+  tcpHeaderLength,
+} from "../src/wire/tcp.ts";
+import { BOOTREQUEST, dhcpMessageType, emitDhcp, optIpv4List, optU8, parseDhcp } from "../src/wire/dhcp.ts";
+import { isWireError, MAC_BROADCAST, putMac48 } from "../src/wire/bytes.ts";
+import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
+import { FrameWriter, readFrames } from "../src/transport/stream.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: { tenants: { type: "string", default: "1000" }, seconds: { type: "string", default: "5" } },
+});
+const N = Number(flags.tenants);
+const SECONDS = Number(flags.seconds);
+const GW = 0x0a000202;
+const GW_MAC = 0x52550a000202;
+const ADMIN_TOKEN = "bench-admin-token";
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** One simulated guest: DHCP client and a single TCP connection, over a stream socket. */
+class SimGuest {
+  mac: number;
+  ip = 0;
+  writer!: FrameWriter;
+  conn!: Deno.UnixConn;
+  #tx = new Uint8Array(2048);
+  #eth = newEthernetHeader();
+  #ip = newIpv4Header();
+  #udp = newUdpHeader();
+  #tcp = newTcpHeader();
+  #out = newTcpHeader();
+  leased!: Promise<void>;
+  #onLease!: () => void;
+  // TCP
+  sport = 0;
+  dport = 0;
+  sndNxt = 1000;
+  rcvNxt = 0;
+  #onEstablished: () => void = () => {};
+  received = 0;
+  #onData: ((n: number) => void) | null = null;
+
+  constructor(readonly index: number) {
+    this.mac = 0x020000000000 + index + 1;
+    this.leased = new Promise((r) => (this.#onLease = r));
+  }
+
+  async connect(path: string): Promise<void> {
+    this.conn = await Deno.connect({ transport: "unix", path });
+    this.writer = new FrameWriter(this.conn, 1 << 20, () => {});
+    readFrames(this.conn, 70000, (b, off, len) => this.#input(b.subarray(off, off + len))).catch(() => {});
+  }
+
+  #send(len: number): void {
+    this.writer.push(this.#tx.subarray(0, Math.max(len, 60)));
+  }
+
+  dhcp(type: number, requested = 0): void {
+    const chaddr = new Uint8Array(16);
+    putMac48(chaddr, 0, this.mac);
+    const opts: [number, Uint8Array][] = [[53, optU8(type)]];
+    if (requested) opts.push([50, optIpv4List([requested])], [54, optIpv4List([GW])]);
+    const n = emitDhcp(
+      {
+        op: BOOTREQUEST,
+        htype: 1,
+        hlen: 6,
+        hops: 0,
+        xid: this.index,
+        secs: 0,
+        flags: 0,
+        ciaddr: 0,
+        yiaddr: 0,
+        siaddr: 0,
+        giaddr: 0,
+        chaddr,
+        sname: new Uint8Array(64),
+        file: new Uint8Array(128),
+        options: opts,
+      },
+      this.#tx,
+      42,
+    );
+    emitUdp(this.#tx, 34, 68, 67, n, pseudoHeaderSumV4(0, 0xffffffff, IPPROTO_UDP, 8 + n));
+    emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_UDP, src: 0, dst: 0xffffffff }, this.#tx, 14, 8 + n);
+    emitEthernet(this.#tx, 0, MAC_BROADCAST, this.mac, ETHERTYPE_IPV4);
+    this.#send(42 + n);
+  }
+
+  #sendTcp(flags: number, payload: Uint8Array | null): void {
+    const o = this.#out;
+    Object.assign(o, {
+      srcPort: this.sport,
+      dstPort: this.dport,
+      seq: this.sndNxt,
+      ack: this.rcvNxt,
+      flags,
+      window: 65535,
+    });
+    o.mss = flags & TCP_SYN ? 1460 : -1;
+    const hl = tcpHeaderLength(o);
+    const plen = payload?.length ?? 0;
+    if (payload) this.#tx.set(payload, 34 + hl);
+    emitTcp(o, this.#tx, 34, plen, pseudoHeaderSumV4(this.ip, GW, IPPROTO_TCP, hl + plen));
+    emitIpv4({ id: 2, ttl: 64, protocol: IPPROTO_TCP, src: this.ip, dst: GW }, this.#tx, 14, hl + plen);
+    emitEthernet(this.#tx, 0, GW_MAC, this.mac, ETHERTYPE_IPV4);
+    this.#send(34 + hl + plen);
+  }
+
+  /** Opens a new TCP connection (the previous one is left idle); resolves when established. */
+  open(port: number, sport: number): Promise<void> {
+    this.sport = sport;
+    this.dport = port;
+    this.sndNxt = 1000;
+    this.rcvNxt = 0;
+    const p = new Promise<void>((r) => (this.#onEstablished = r));
+    this.#sendTcp(TCP_SYN, null);
+    this.sndNxt++;
+    return p;
+  }
+
+  /** Sends `data` and resolves when `expect` bytes have come back. */
+  request(data: Uint8Array, expect: number): Promise<void> {
+    return new Promise((resolve) => {
+      let got = 0;
+      this.#onData = (n) => {
+        got += n;
+        if (got >= expect) {
+          this.#onData = null;
+          resolve();
+        }
+      };
+      this.#sendTcp(TCP_ACK_FLAG | TCP_PSH, data);
+      this.sndNxt = (this.sndNxt + data.length) >>> 0;
+    });
+  }
+
+  #input(f: Uint8Array): void {
+    const e = parseEthernet(f, 0, f.length, this.#eth);
+    if (isWireError(e)) return;
+    if (e.etherType === ETHERTYPE_ARP) {
+      const a = parseArp(f, 14, f.length);
+      if (isWireError(a) || a.op !== ARP_OP_REQUEST || a.targetIp !== this.ip) return;
+      emitEthernet(this.#tx, 0, a.senderMac, this.mac, ETHERTYPE_ARP);
+      emitArp(
+        {
+          op: ARP_OP_REPLY,
+          senderMac: this.mac,
+          senderIp: this.ip,
+          targetMac: a.senderMac,
+          targetIp: a.senderIp,
+        },
+        this.#tx,
+        14,
+      );
+      return this.#send(42);
+    }
+    const ip = parseIpv4(f, 14, f.length, this.#ip, false);
+    if (isWireError(ip)) return;
+    if (ip.protocol === IPPROTO_UDP) {
+      const u = parseUdp(f, ip.payloadOffset, ip.payloadEnd, -1, this.#udp);
+      if (isWireError(u) || u.srcPort !== 67) return;
+      const m = parseDhcp(f, u.payloadOffset, u.payloadEnd);
+      if (isWireError(m)) return;
+      if (dhcpMessageType(m) === 2) this.dhcp(3, m.yiaddr);
+      else if (dhcpMessageType(m) === 5) {
+        this.ip = m.yiaddr;
+        this.#onLease();
+      }
+      return;
+    }
+    if (ip.protocol !== IPPROTO_TCP) return;
+    const t = parseTcp(f, ip.payloadOffset, ip.payloadEnd, -1, this.#tcp);
+    if (isWireError(t) || t.dstPort !== this.sport) return;
+    if (t.flags & TCP_RST) return;
+    if (t.flags & TCP_SYN) {
+      this.rcvNxt = (t.seq + 1) >>> 0;
+      this.#sendTcp(TCP_ACK_FLAG, null);
+      this.#onEstablished();
+      return;
+    }
+    const len = t.payloadEnd - t.payloadOffset;
+    if (len === 0) return;
+    if (t.seq === this.rcvNxt) {
+      this.rcvNxt = (this.rcvNxt + len) >>> 0;
+      this.received += len;
+      this.#onData?.(len);
+    }
+    // cumulative ACK for every segment (a duplicate ACK for an out-of-order one)
+    this.#sendTcp(TCP_ACK_FLAG, null);
+  }
+
+  close(): void {
+    try {
+      this.conn.close();
+    } catch { /* closed */ }
+  }
+}
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+// ── host servers: echo (requests) and an endless source (downloads) ──
+const echo = net.createServer((s) => {
+  s.on("error", () => {});
+  s.pipe(s);
+});
+await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
+const echoPort = (echo.address() as net.AddressInfo).port;
+const chunk = new Uint8Array(64 * 1024);
+const source = net.createServer((s) => {
+  s.on("error", () => {});
+  const pump = () => {
+    while (!s.destroyed && s.write(chunk));
+  };
+  s.on("drain", pump);
+  s.once("data", pump);
+});
+await new Promise<void>((r) => source.listen(0, "127.0.0.1", () => r()));
+const sourcePort = (source.address() as net.AddressInfo).port;
+
+// ── the relay, as its own process ──
+const dir = await Deno.makeTempDir({ prefix: "slirp-tenants-" });
+await Deno.writeTextFile(`${dir}/admin`, ADMIN_TOKEN);
+await Deno.writeTextFile(`${dir}/secret`, "bench-secret-0123456789abcdef");
+const relay = new Deno.Command(Deno.execPath(), {
+  args: [
+    "run",
+    "-A",
+    new URL("../src/cli.ts", import.meta.url).pathname,
+    "serve",
+    "--multi-tenant",
+    "--admin",
+    "http://127.0.0.1:18081",
+    "--admin-token-file",
+    `${dir}/admin`,
+    "--token-secret-file",
+    `${dir}/secret`,
+    "--tenant-socket-dir",
+    `${dir}/sockets`,
+    "--dns-upstream",
+    "127.0.0.1:9",
+    "--log-level",
+    "warn",
+  ],
+  stdout: "null",
+  stderr: "inherit",
+}).spawn();
+const admin = "http://127.0.0.1:18081";
+for (let i = 0; i < 100; i++) {
+  try {
+    if ((await fetch(`${admin}/healthz`)).ok) break;
+  } catch { /* starting */ }
+  await new Promise((r) => setTimeout(r, 100));
+}
+await new Promise((r) => setTimeout(r, 500));
+const rssBase = rssOf(relay.pid);
+
+const guests: SimGuest[] = [];
+try {
+  const t0 = performance.now();
+  for (let i = 0; i < N; i++) {
+    const r = await fetch(`${admin}/v1/tenants`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ id: `t${i}`, policy: { allow: ["127.0.0.1/32"] } }),
+    });
+    if (r.status !== 201) throw new Error(`create t${i}: ${r.status} ${await r.text()}`);
+    await r.body?.cancel();
+  }
+  for (let i = 0; i < N; i++) {
+    const g = new SimGuest(i);
+    await g.connect(`${dir}/sockets/t${i}.sock`);
+    guests.push(g);
+  }
+  for (const g of guests) g.dhcp(1);
+  await Promise.all(guests.map((g) => g.leased));
+  const setupMs = performance.now() - t0;
+  await new Promise((r) => setTimeout(r, 1000));
+  const rssIdle = rssOf(relay.pid);
+  const perTenant = (rssIdle - rssBase) / N;
+
+  // small request/response on one connection per tenant
+  await Promise.all(guests.map((g) => g.open(echoPort, 40000)));
+  const req = new Uint8Array(64);
+  const lat: number[] = [];
+  const until = performance.now() + SECONDS * 1000;
+  await Promise.all(guests.map(async (g) => {
+    while (performance.now() < until) {
+      const t = performance.now();
+      await g.request(req, 64);
+      lat.push((performance.now() - t) * 1000);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }));
+  const p50 = quantile(lat, 0.5), p99 = quantile(lat, 0.99);
+
+  // the quiet tenant keeps its echo connection; its p99 alone, with one flooder, with everyone downloading
+  const quiet = guests[0];
+  const measureQuiet = async (ms: number) => {
+    const xs: number[] = [];
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      const t = performance.now();
+      await quiet.request(req, 64);
+      xs.push((performance.now() - t) * 1000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return quantile(xs, 0.99);
+  };
+  // a second guest object on tenant 1's socket would be a second guest; instead tenant 1 itself opens
+  // a download connection (its echo connection stays idle)
+  const quietBase = await measureQuiet(2000);
+  const flooder = guests[1];
+  await flooder.open(sourcePort, 41000);
+  void flooder.request(Uint8Array.of(1), Number.MAX_SAFE_INTEGER);
+  const f0 = flooder.received;
+  const tf = performance.now();
+  const quietOneFlood = await measureQuiet(SECONDS * 1000);
+  const floodGbps = ((flooder.received - f0) * 8) / ((performance.now() - tf) / 1000) / 1e9;
+
+  // everyone else downloads too: aggregate throughput and fairness
+  const downloaders = guests.slice(2);
+  await Promise.all(downloaders.map((g) => g.open(sourcePort, 41000)));
+  for (const g of downloaders) void g.request(Uint8Array.of(1), Number.MAX_SAFE_INTEGER);
+  await new Promise((r) => setTimeout(r, 1000));
+  const startBytes = downloaders.map((g) => g.received);
+  const floodStart = performance.now();
+  const quietAll = await measureQuiet(SECONDS * 1000);
+  const floodSecs = (performance.now() - floodStart) / 1000;
+  const got = downloaders.map((g, i) => g.received - startBytes[i]);
+  const sum = got.reduce((a, b) => a + b, 0);
+  const jain = sum === 0 ? 0 : (sum * sum) / (got.length * got.reduce((a, b) => a + b * b, 0));
+  const gbps = (sum * 8) / floodSecs / 1e9;
+  const rssLoaded = rssOf(relay.pid);
+
+  console.log(
+    `tenants benchmark, ${
+      new Date().toISOString()
+    }, ${navigator.hardwareConcurrency} cores, ${N} tenants, ${SECONDS}s phases`,
+  );
+  console.log(`| metric | value |`);
+  console.log(`| --- | --- |`);
+  console.log(`| setup: create ${N} tenants + connect + DHCP | ${(setupMs / 1000).toFixed(1)} s |`);
+  console.log(`| relay RSS before tenants | ${(rssBase / 2 ** 20).toFixed(1)} MiB |`);
+  console.log(`| relay RSS with ${N} idle leased tenants | ${(rssIdle / 2 ** 20).toFixed(1)} MiB |`);
+  console.log(`| memory per idle tenant | ${(perTenant / 1024).toFixed(1)} KiB |`);
+  console.log(
+    `| request/response 64 B, all tenants: p50 / p99 | ${(p50 / 1000).toFixed(2)} ms / ${
+      (p99 / 1000).toFixed(2)
+    } ms (${lat.length} requests) |`,
+  );
+  console.log(`| one flooding tenant's download | ${floodGbps.toFixed(2)} Gbit/s |`);
+  console.log(
+    `| quiet tenant p99: alone / with one tenant flooding | ${(quietBase / 1000).toFixed(2)} ms / ${
+      (quietOneFlood / 1000).toFixed(2)
+    } ms (×${(quietOneFlood / quietBase).toFixed(2)}) |`,
+  );
+  console.log(
+    `| aggregate host→guest, ${downloaders.length} tenants downloading | ${gbps.toFixed(2)} Gbit/s |`,
+  );
+  console.log(`| Jain fairness index across downloading tenants | ${jain.toFixed(3)} |`);
+  console.log(
+    `| quiet tenant p99 while ${downloaders.length} tenants download | ${(quietAll / 1000).toFixed(2)} ms (×${
+      (quietAll / quietBase).toFixed(2)
+    }) |`,
+  );
+  console.log(`| relay RSS under load | ${(rssLoaded / 2 ** 20).toFixed(1)} MiB |`);
+} finally {
+  for (const g of guests) g.close();
+  relay.kill("SIGTERM");
+  await relay.status;
+  echo.close();
+  source.close();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}

@@ -1,0 +1,43 @@
+/**
+ * Profiles the relay under one iperf3 run (not a test): the relay runs as its own process with
+ * `--cpu-prof`, a netns guest behind the TAP bridge runs iperf3 against `iperf3 -s` on 127.0.0.1.
+ *
+ *   deno run -A bench/profile_tcp.ts up|down [MTU]     → profile in /tmp/slirp-prof/*.cpuprofile
+ *
+ * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
+ */
+import { NetnsGuest } from "../tests/_netns_guest.ts";
+
+const direction = Deno.args[0] === "down" ? "down" : "up";
+const mtu = Deno.args[1] ?? "1500";
+const dir = await Deno.makeTempDir();
+await Deno.chmod(dir, 0o777);
+const profDir = "/tmp/slirp-prof";
+await Deno.mkdir(profDir, { recursive: true });
+const cli = new URL("../src/cli.ts", import.meta.url).pathname;
+const relay = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", "--cpu-prof", `--cpu-prof-dir=${profDir}`, cli, "serve", "--listen-qemu", `unix://${dir}/r.sock`, "--dns-upstream", "127.0.0.1:9", "--log-level", "warn", "--mtu", mtu],
+  stdout: "null",
+}).spawn();
+for (let i = 0; i < 100; i++) {
+  try {
+    if (Deno.statSync(`${dir}/r.sock`).isSocket) break;
+  } catch { /* not yet */ }
+  await new Promise((r) => setTimeout(r, 50));
+}
+const port = String(5300 + Math.floor(Math.random() * 500));
+const iperfd = new Deno.Command("iperf3", { args: ["-s", "-B", "127.0.0.1", "-p", port], stdout: "null", stderr: "null" }).spawn();
+const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { separateProcess: true });
+try {
+  await g.dhcp();
+  await new Promise((r) => setTimeout(r, 300));
+  const r = await g.exec(["iperf3", "-c", "10.0.2.2", "-p", port, "-t", "5", ...(direction === "down" ? ["-R"] : [])]);
+  console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
+} finally {
+  await g.close();
+  iperfd.kill();
+  relay.kill("SIGINT");
+  await relay.status;
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+console.log(`profile written to ${profDir}`);

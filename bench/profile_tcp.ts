@@ -16,7 +16,22 @@ const profDir = "/tmp/slirp-prof";
 await Deno.mkdir(profDir, { recursive: true });
 const cli = new URL("../src/cli.ts", import.meta.url).pathname;
 const relay = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", "--cpu-prof", `--cpu-prof-dir=${profDir}`, cli, "serve", "--listen-qemu", `unix://${dir}/r.sock`, "--dns-upstream", "127.0.0.1:9", "--log-level", "warn", "--mtu", mtu],
+  args: [
+    "run",
+    "-A",
+    "--cpu-prof",
+    `--cpu-prof-dir=${profDir}`,
+    cli,
+    "serve",
+    "--listen-qemu",
+    `unix://${dir}/r.sock`,
+    "--dns-upstream",
+    "127.0.0.1:9",
+    "--log-level",
+    "warn",
+    "--mtu",
+    mtu,
+  ],
   stdout: "null",
 }).spawn();
 for (let i = 0; i < 100; i++) {
@@ -26,12 +41,25 @@ for (let i = 0; i < 100; i++) {
   await new Promise((r) => setTimeout(r, 50));
 }
 const port = String(5300 + Math.floor(Math.random() * 500));
-const iperfd = new Deno.Command("iperf3", { args: ["-s", "-B", "127.0.0.1", "-p", port], stdout: "null", stderr: "null" }).spawn();
+const iperfd = new Deno.Command("iperf3", {
+  args: ["-s", "-B", "127.0.0.1", "-p", port],
+  stdout: "null",
+  stderr: "null",
+}).spawn();
 const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { separateProcess: true });
 try {
   await g.dhcp();
   await new Promise((r) => setTimeout(r, 300));
-  const r = await g.exec(["iperf3", "-c", "10.0.2.2", "-p", port, "-t", "5", ...(direction === "down" ? ["-R"] : [])]);
+  const r = await g.exec([
+    "iperf3",
+    "-c",
+    "10.0.2.2",
+    "-p",
+    port,
+    "-t",
+    "5",
+    ...(direction === "down" ? ["-R"] : []),
+  ]);
   console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
 } finally {
   await g.close();

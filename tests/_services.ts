@@ -1,5 +1,7 @@
-/** Host-side test services on 127.0.0.1: a DNS responder and a UDP echo server. */
+/** Host-side test services on 127.0.0.1 (DNS responder, UDP echo, TCP servers) and test data helpers. */
 import dgram from "node:dgram";
+import net from "node:net";
+import { createHash } from "node:crypto";
 import { DNS_RCODE_NXDOMAIN, DNS_TYPE_A, emitDnsResponse, parseDns } from "../src/wire/dns.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 
@@ -53,4 +55,47 @@ export function startUdpEcho(): Promise<UdpService> {
     reply.set(msg, 5);
     s.send(reply, port, address);
   });
+}
+
+/** A TCP server on 127.0.0.1 with `handler` per connection. */
+export function listenTcp(handler: (s: net.Socket) => void): Promise<{ port: number; close(): void }> {
+  const srv = net.createServer(handler);
+  return new Promise((resolve) => {
+    srv.listen(
+      0,
+      "127.0.0.1",
+      () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }),
+    );
+  });
+}
+
+/** Reads to EOF, replies with the SHA-256 hex of what it read. */
+export function startHashServer(): Promise<{ port: number; close(): void }> {
+  return listenTcp((s) => {
+    const h = createHash("sha256");
+    s.on("data", (d) => h.update(d));
+    s.on("end", () => s.end(h.digest("hex")));
+    s.on("error", () => {});
+  });
+}
+
+/** Writes a file of `size` random bytes into `dir`; returns its path and SHA-256. */
+export async function randomFile(
+  dir: string,
+  size: number,
+  name = "random.bin",
+): Promise<{ path: string; sha256: string }> {
+  const path = `${dir}/${name}`;
+  const f = await Deno.open(path, { write: true, create: true, truncate: true });
+  const h = createHash("sha256");
+  const chunk = new Uint8Array(1024 * 1024);
+  for (let done = 0; done < size; done += chunk.length) {
+    for (let k = 0; k < chunk.length; k += 65536) crypto.getRandomValues(chunk.subarray(k, k + 65536));
+    const part = chunk.subarray(0, Math.min(chunk.length, size - done));
+    h.update(part);
+    let off = 0;
+    while (off < part.length) off += await f.write(part.subarray(off));
+  }
+  f.close();
+  return { path, sha256: h.digest("hex") };
 }

@@ -4,14 +4,13 @@
  * guest is needed.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
-import { createHash } from "node:crypto";
 import { Relay } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { parseHostForward } from "../src/cli.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
+import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 
 const SECRET = new TextEncoder().encode("test-secret-of-at-least-16-bytes");
 const ADMIN = "admin-test-token";
@@ -179,24 +178,8 @@ Deno.test("tokens: signed claims verify; expired, forged and malformed tokens ar
   }
 });
 
-function listen(handler: (s: net.Socket) => void): Promise<{ port: number; close(): void }> {
-  const srv = net.createServer(handler);
-  return new Promise((resolve) =>
-    srv.listen(
-      0,
-      "127.0.0.1",
-      () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }),
-    )
-  );
-}
-
-const hashServer = () =>
-  listen((s) => {
-    const h = createHash("sha256");
-    s.on("data", (d) => h.update(d));
-    s.on("end", () => s.end(h.digest("hex")));
-    s.on("error", () => {});
-  });
+const listen = listenTcp;
+const hashServer = startHashServer;
 
 async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, unknown>> {
   const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], {
@@ -207,17 +190,6 @@ async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, u
   } catch {
     throw new Error(`tool ${args[0]} failed: ${r.stdout} ${r.stderr}`);
   }
-}
-
-async function randomFile(
-  dir: string,
-  name: string,
-  size: number,
-): Promise<{ path: string; sha256: string }> {
-  const data = new Uint8Array(size);
-  for (let i = 0; i < size; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-  await Deno.writeFile(`${dir}/${name}`, data);
-  return { path: `${dir}/${name}`, sha256: createHash("sha256").update(data).digest("hex") };
 }
 
 e2eTest(
@@ -243,8 +215,8 @@ e2eTest(
         const [la, lb] = await Promise.all([a.dhcp(), b.dhcp()]);
         assert.equal(la.ip, "10.0.2.15");
         assert.equal(lb.ip, "10.0.2.15");
-        const fa = await randomFile(dir, "a.bin", 32 * MiB);
-        const fb = await randomFile(dir, "b.bin", 32 * MiB);
+        const fa = await randomFile(dir, 32 * MiB, "a.bin");
+        const fb = await randomFile(dir, 32 * MiB, "b.bin");
         const [ra, rb] = await Promise.all([
           tool(a, ["send", "10.0.2.2", String(hs.port), fa.path]),
           tool(b, ["send", "10.0.2.2", String(hs.port), fb.path]),

@@ -4,53 +4,18 @@
  * half-close, refusal and reset. All host servers listen on 127.0.0.1; the guest reaches them as 10.0.2.2.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
-import { createHash } from "node:crypto";
 import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
+import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 import { e2eTest, type Impairment, must, netemAvailable, NetnsGuest } from "./_netns_guest.ts";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
 
-/** A file of `size` random bytes and its SHA-256. */
-async function randomFile(dir: string, size: number): Promise<{ path: string; sha256: string }> {
-  const path = `${dir}/random.bin`;
-  const f = await Deno.open(path, { write: true, create: true, truncate: true });
-  const h = createHash("sha256");
-  const chunk = new Uint8Array(MiB);
-  for (let done = 0; done < size; done += chunk.length) {
-    for (let k = 0; k < chunk.length; k += 65536) crypto.getRandomValues(chunk.subarray(k, k + 65536));
-    const part = chunk.subarray(0, Math.min(chunk.length, size - done));
-    h.update(part);
-    let off = 0;
-    while (off < part.length) off += await f.write(part.subarray(off));
-  }
-  f.close();
-  return { path, sha256: h.digest("hex") };
-}
-
-function listen(handler: (s: net.Socket) => void): Promise<{ port: number; close(): void }> {
-  const srv = net.createServer(handler);
-  return new Promise((resolve) => {
-    srv.listen(
-      0,
-      "127.0.0.1",
-      () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }),
-    );
-  });
-}
-
-/** Reads to EOF, replies with the SHA-256 hex of what it read. */
-const hashServer = () =>
-  listen((s) => {
-    const h = createHash("sha256");
-    s.on("data", (d) => h.update(d));
-    s.on("end", () => s.end(h.digest("hex")));
-    s.on("error", () => {});
-  });
+const listen = listenTcp;
+const hashServer = startHashServer;
 
 const echoServer = () =>
   listen((s) => {

@@ -340,16 +340,7 @@ export class TcpConn implements TcpHandlers {
         this.#rtoDone();
         this.#retries = 0;
       } else {
-        this.stack.tcp.reset(
-          this.guestIp,
-          this.localIp,
-          this.guestPort,
-          this.localPort,
-          seg.seq,
-          seg.ack,
-          f,
-          payloadLen,
-        );
+        this.#resetFor(seg);
         return;
       }
     }
@@ -375,22 +366,27 @@ export class TcpConn implements TcpHandlers {
     this.trySend();
   }
 
+  /** The reset RFC 9293 §3.10.7 prescribes in answer to an unacceptable segment. */
+  #resetFor(seg: TcpHeader): void {
+    this.stack.tcp.reset(
+      this.guestIp,
+      this.localIp,
+      this.guestPort,
+      this.localPort,
+      seg.seq,
+      seg.ack,
+      seg.flags,
+      seg.payloadEnd - seg.payloadOffset,
+    );
+  }
+
   #inputSynSent(seg: TcpHeader): void {
     const f = seg.flags;
     // RFC 9293 §3.10.7.3
     if (f & TCP_ACK_FLAG) {
       if (seqLe(seg.ack, this.iss) || seqGt(seg.ack, this.sndNxt)) {
         if (!(f & TCP_RST)) {
-          this.stack.tcp.reset(
-            this.guestIp,
-            this.localIp,
-            this.guestPort,
-            this.localPort,
-            seg.seq,
-            seg.ack,
-            f,
-            0,
-          );
+          this.#resetFor(seg);
         }
         return;
       }

@@ -127,16 +127,7 @@ export class TcpService {
     const f = seg.flags;
     if ((f & (TCP_SYN | TCP_ACK_FLAG | TCP_RST)) !== TCP_SYN) {
       // RFC 9293 §3.10.7.1: anything but a fresh SYN to a closed port draws a reset
-      this.reset(
-        ip.src,
-        ip.dst,
-        seg.srcPort,
-        seg.dstPort,
-        seg.seq,
-        seg.ack,
-        f,
-        seg.payloadEnd - seg.payloadOffset,
-      );
+      this.#resetSegment(ip, seg);
       return s.drop(f & TCP_RST ? "tcp-rst-no-connection" : "tcp-no-connection");
     }
     this.#open(buf, ip, seg);
@@ -165,8 +156,7 @@ export class TcpService {
     c.startConnectTimer();
   }
 
-  #refuse(ip: Ipv4Header, seg: TcpHeader, reason: string): void {
-    this.#stack.counters.drop(reason);
+  #resetSegment(ip: Ipv4Header, seg: TcpHeader): void {
     this.reset(
       ip.src,
       ip.dst,
@@ -177,6 +167,11 @@ export class TcpService {
       seg.flags,
       seg.payloadEnd - seg.payloadOffset,
     );
+  }
+
+  #refuse(ip: Ipv4Header, seg: TcpHeader, reason: string): void {
+    this.#stack.counters.drop(reason);
+    this.#resetSegment(ip, seg);
   }
 
   /** The host refused or could not be reached while the guest waits in SYN. */

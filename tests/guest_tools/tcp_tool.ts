@@ -9,7 +9,9 @@
  *   reset HOST PORT            read until the connection fails, print the error and bytes read
  *   cps HOST PORT SECONDS C    C workers connect and close in a loop for SECONDS; print connections/s
  *   rr HOST PORT N             N one-byte request/response round trips on one connection; print µs p50/p99
+ *   dnsqps SERVER NAME SECONDS C   C sockets each keep one A query for NAME in flight; print answers/s
  */
+import dgram from "node:dgram";
 import { createHash } from "node:crypto";
 
 const [mode, ...args] = Deno.args;
@@ -166,6 +168,46 @@ switch (mode) {
     samples.sort((a, b) => a - b);
     const q = (p: number) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))];
     out({ n: samples.length, p50us: q(0.5), p99us: q(0.99) });
+    break;
+  }
+  case "dnsqps": {
+    const [server, name, seconds, conc] = args;
+    const labels = name.split(".");
+    const q = new Uint8Array(12 + labels.reduce((n, l) => n + l.length + 1, 0) + 1 + 4);
+    q.set([0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    let p = 12;
+    for (const l of labels) {
+      q[p++] = l.length;
+      for (const ch of l) q[p++] = ch.charCodeAt(0);
+    }
+    q.set([0, 0, 1, 0, 1], p);
+    let answers = 0;
+    const until = performance.now() + Number(seconds) * 1000;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: Number(conc) }, (_, i) =>
+      new Promise<void>((resolve) => {
+        const s = dgram.createSocket("udp4");
+        let id = i * 1000;
+        const send = () => {
+          if (performance.now() >= until) {
+            s.close();
+            return resolve();
+          }
+          id = (id + 1) & 0xffff;
+          q[0] = id >> 8;
+          q[1] = id & 0xff;
+          s.send(q, 53, server);
+        };
+        s.on("message", () => {
+          answers++;
+          send();
+        });
+        // a lost query is re-sent after a short wait rather than stalling the loop
+        const iv = setInterval(send, 200);
+        s.on("close", () => clearInterval(iv));
+        send();
+      })));
+    out({ answers, perSecond: answers / ((performance.now() - t0) / 1000) });
     break;
   }
   default:

@@ -40,7 +40,15 @@ import { FrameWriter, readFrames } from "../src/transport/stream.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
-  options: { tenants: { type: "string", default: "1000" }, seconds: { type: "string", default: "5" } },
+  options: {
+    tenants: { type: "string", default: "1000" },
+    seconds: { type: "string", default: "5" },
+    // internal: run only the quiet tenant's client (its own process, so the load generator's busy event
+    // loop does not add to the latency it measures)
+    "quiet-client": { type: "string" },
+    port: { type: "string" },
+    phases: { type: "string" },
+  },
 });
 const N = Number(flags.tenants);
 const SECONDS = Number(flags.seconds);
@@ -238,6 +246,33 @@ function quantile(xs: number[], q: number): number {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
+if (flags["quiet-client"]) {
+  // prints one JSON line per phase length given in --phases (ms, comma-separated) as each phase ends,
+  // after reading a line on stdin that says "go"
+  const g = new SimGuest(0);
+  await g.connect(flags["quiet-client"]);
+  g.dhcp(1);
+  await g.leased;
+  await g.open(Number(flags.port), 40000);
+  const req = new Uint8Array(64);
+  console.log(JSON.stringify({ ready: true }));
+  const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
+  for (const ms of flags.phases!.split(",").map(Number)) {
+    await lines.read();
+    const xs: number[] = [];
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      const t = performance.now();
+      await g.request(req, 64);
+      xs.push((performance.now() - t) * 1000);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    console.log(JSON.stringify({ p99: quantile(xs, 0.99), n: xs.length }));
+  }
+  g.close();
+  Deno.exit(0);
+}
+
 // ── host servers: echo (requests) and an endless source (downloads) ──
 const echo = net.createServer((s) => {
   s.on("error", () => {});
@@ -306,13 +341,51 @@ try {
     if (r.status !== 201) throw new Error(`create t${i}: ${r.status} ${await r.text()}`);
     await r.body?.cancel();
   }
-  for (let i = 0; i < N; i++) {
+  for (let i = 1; i < N; i++) {
     const g = new SimGuest(i);
     await g.connect(`${dir}/sockets/t${i}.sock`);
     guests.push(g);
   }
+  const quietProc = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL(import.meta.url).pathname,
+      "--quiet-client",
+      `${dir}/sockets/t0.sock`,
+      "--port",
+      String(echoPort),
+      "--phases",
+      `2000,${SECONDS * 1000},${SECONDS * 1000}`,
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const quietOut = quietProc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const quietIn = quietProc.stdin.getWriter();
+  let quietBuf = "";
+  const quietLine = async (): Promise<Record<string, number>> => {
+    for (;;) {
+      const nl = quietBuf.indexOf("\n");
+      if (nl >= 0) {
+        const line = quietBuf.slice(0, nl);
+        quietBuf = quietBuf.slice(nl + 1);
+        return JSON.parse(line);
+      }
+      const { value, done } = await quietOut.read();
+      if (done) throw new Error("quiet client ended");
+      quietBuf += value;
+    }
+  };
+  await quietLine(); // ready
+  const measureQuiet = async () => {
+    await quietIn.write(new TextEncoder().encode("go\n"));
+    return (await quietLine()).p99;
+  };
   for (const g of guests) g.dhcp(1);
   await Promise.all(guests.map((g) => g.leased));
+  // (the quiet client's own DHCP happens when it starts, below)
   const setupMs = performance.now() - t0;
   await new Promise((r) => setTimeout(r, 1000));
   const rssIdle = rssOf(relay.pid);
@@ -333,38 +406,26 @@ try {
   }));
   const p50 = quantile(lat, 0.5), p99 = quantile(lat, 0.99);
 
-  // the quiet tenant keeps its echo connection; its p99 alone, with one flooder, with everyone downloading
-  const quiet = guests[0];
-  const measureQuiet = async (ms: number) => {
-    const xs: number[] = [];
-    const end = performance.now() + ms;
-    while (performance.now() < end) {
-      const t = performance.now();
-      await quiet.request(req, 64);
-      xs.push((performance.now() - t) * 1000);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    return quantile(xs, 0.99);
-  };
-  // a second guest object on tenant 1's socket would be a second guest; instead tenant 1 itself opens
-  // a download connection (its echo connection stays idle)
-  const quietBase = await measureQuiet(2000);
-  const flooder = guests[1];
+  // the quiet tenant (t0, its own process) keeps its echo connection: p99 alone, with one flooder, with
+  // everyone downloading. The flooder opens a download connection (its echo connection stays idle).
+  const quietBase = await measureQuiet();
+  const flooder = guests[0];
   await flooder.open(sourcePort, 41000);
   void flooder.request(Uint8Array.of(1), Number.MAX_SAFE_INTEGER);
   const f0 = flooder.received;
   const tf = performance.now();
-  const quietOneFlood = await measureQuiet(SECONDS * 1000);
+  const quietOneFlood = await measureQuiet();
   const floodGbps = ((flooder.received - f0) * 8) / ((performance.now() - tf) / 1000) / 1e9;
 
   // everyone else downloads too: aggregate throughput and fairness
-  const downloaders = guests.slice(2);
+  const downloaders = guests.slice(1);
   await Promise.all(downloaders.map((g) => g.open(sourcePort, 41000)));
   for (const g of downloaders) void g.request(Uint8Array.of(1), Number.MAX_SAFE_INTEGER);
   await new Promise((r) => setTimeout(r, 1000));
   const startBytes = downloaders.map((g) => g.received);
   const floodStart = performance.now();
-  const quietAll = await measureQuiet(SECONDS * 1000);
+  const quietAll = await measureQuiet();
+  await quietProc.status;
   const floodSecs = (performance.now() - floodStart) / 1000;
   const got = downloaders.map((g, i) => g.received - startBytes[i]);
   const sum = got.reduce((a, b) => a + b, 0);

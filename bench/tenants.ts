@@ -300,6 +300,9 @@ const relay = new Deno.Command(Deno.execPath(), {
   args: [
     "run",
     "-A",
+    ...(Deno.env.get("SLIRP_CPU_PROF_DIR")
+      ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("SLIRP_CPU_PROF_DIR")}`]
+      : []),
     new URL("../src/cli.ts", import.meta.url).pathname,
     "serve",
     "--multi-tenant",

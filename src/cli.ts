@@ -15,6 +15,8 @@ import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
 
 const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
+/** With no listener flag at all, browsers (v86) get a WebSocket listener too. */
+const DEFAULT_LISTEN_WS = "http://127.0.0.1:8080";
 
 export const HELP = `slirp-relay ${VERSION} — a user-mode network stack for virtual machines
 
@@ -23,7 +25,10 @@ answers ARP, DHCP and DNS as the gateway 10.0.2.2 and carries the guest's UDP, I
 ordinary host sockets. No root needed.
 
 Usage:
-  slirp-relay serve [flags]        start the relay (listens on ${DEFAULT_LISTEN} when no listener is given)
+  slirp-relay serve [flags]        start the relay (with no listener flag: ${DEFAULT_LISTEN} for QEMU and
+                                   ${
+  DEFAULT_LISTEN_WS.replace("http", "ws")
+}/ for v86, both on 127.0.0.1 only)
   slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE [--policy JSON] [--quotas JSON]
                                    print a signed token that admits tenant ID (multi-tenant mode)
   slirp-relay --version | --help
@@ -285,7 +290,7 @@ async function serve(args: string[]): Promise<number> {
   if (!(grace >= 0)) throw new Error(`Invalid --tenant-grace "${merged["tenant-grace"]}"`);
   const relay = new Relay({
     listenQemu: merged["listen-qemu"] || !multi ? cfg.listen : [],
-    listenWs: merged["listen-ws"] ?? [],
+    listenWs: merged["listen-ws"] ?? (!merged["listen-qemu"] && !multi ? [DEFAULT_LISTEN_WS] : []),
     admin: merged.admin,
     adminToken,
     stack: cfg.stack,

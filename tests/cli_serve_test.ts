@@ -1,0 +1,108 @@
+/** The CLI as a user runs it: `serve` in its own process, a guest frame through it, SIGTERM shutdown. */
+import assert from "node:assert/strict";
+import { arpFrame, ip } from "./_frames.ts";
+import { readFrames } from "../src/transport/stream.ts";
+import { parseArp } from "../src/wire/arp.ts";
+import { isWireError } from "../src/wire/bytes.ts";
+
+const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
+
+Deno.test("cli serve: --config file and flags, answers a guest over the stream protocol, exits cleanly on SIGTERM", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/relay.json`,
+    JSON.stringify({ "net": "10.9.0.0/24", "dns-upstream": ["127.0.0.1:9"], "log-level": "warn" }),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", CLI, "serve", "--config", `${dir}/relay.json`, "--listen-qemu", "tcp://127.0.0.1:0"],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let port = 0;
+  while (!port) {
+    const { value, done } = await out.read();
+    if (done) break;
+    text += value;
+    const m = /listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text);
+    if (m) port = Number(m[1]);
+  }
+  assert.ok(port > 0, text);
+  assert.match(text, /gateway 10\.9\.0\.2, DNS 10\.9\.0\.3/, "the config file's network is used");
+  assert.match(text, /-netdev stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1/);
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const f = arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2"));
+  const msg = new Uint8Array(4 + f.length);
+  new DataView(msg.buffer).setUint32(0, f.length);
+  msg.set(f, 4);
+  await conn.write(msg);
+  const reply = await new Promise<number>((resolve) => {
+    readFrames(conn, 70000, (b, off, len) => {
+      const a = parseArp(b, off + 14, off + len);
+      if (!isWireError(a)) resolve(a.senderIp);
+    }).catch(() => {});
+  });
+  assert.equal(reply, ip("10.9.0.2"));
+  const t0 = performance.now();
+  child.kill("SIGTERM");
+  const status = await child.status;
+  assert.equal(status.code, 0);
+  assert.ok(performance.now() - t0 < 5000, "shutdown is bounded");
+  conn.close();
+  await out.cancel();
+  await child.stderr.cancel();
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --help lists the contract", async () => {
+  const run = async (args: string[]) => {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    return { code: r.code, out: new TextDecoder().decode(r.stdout), err: new TextDecoder().decode(r.stderr) };
+  };
+  const bad = await run(["serve", "--mtu", "99999"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /Invalid MTU 99999/);
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0);
+  for (
+    const flag of [
+      "--listen-qemu",
+      "--listen-ws",
+      "--admin",
+      "--net",
+      "--mtu",
+      "--dns-upstream",
+      "--dns-record",
+      "--hostfwd",
+      "--multi-tenant",
+      "--token-secret-file",
+    ]
+  ) {
+    assert.ok(help.out.includes(flag), `--help lacks ${flag}`);
+  }
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/secret`, "a-secret-that-is-long-enough");
+  const tok = await run([
+    "token",
+    "create",
+    "--tenant",
+    "ci-42",
+    "--ttl",
+    "1h",
+    "--token-secret-file",
+    `${dir}/secret`,
+  ]);
+  assert.equal(tok.code, 0, tok.err);
+  assert.match(tok.out.trim(), /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+  assert.equal(
+    (await run(["token", "create", "--tenant", "../x", "--token-secret-file", `${dir}/secret`])).code,
+    2,
+  );
+  assert.match((await run(["--version"])).out, /^\d+\.\d+\.\d+/);
+  await Deno.remove(dir, { recursive: true });
+});

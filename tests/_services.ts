@@ -29,22 +29,58 @@ function listen(
   });
 }
 
+function dnsAnswer(zone: Record<string, string>, msg: Uint8Array): Uint8Array | null {
+  const q = parseDns(msg, 0, msg.length);
+  if (isWireError(q) || q.questions.length !== 1) return null;
+  const addr = zone[q.questions[0].name];
+  const out = new Uint8Array(512);
+  const answers = addr && q.questions[0].type === DNS_TYPE_A
+    ? [{ type: DNS_TYPE_A, ttl: 30, address: Uint8Array.from(addr.split(".").map(Number)) }]
+    : [];
+  const n = emitDnsResponse(msg, 0, msg.length, answers, addr ? 0 : DNS_RCODE_NXDOMAIN, out, 0);
+  return typeof n === "number" ? out.subarray(0, n) : null;
+}
+
 /**
- * A DNS responder: answers A queries for names in `zone` (name → dotted address), NXDOMAIN otherwise.
+ * A DNS responder on 127.0.0.1, over UDP and TCP (RFC 7766 framing) on the same port: answers A queries
+ * for names in `zone` (name → dotted address), NXDOMAIN otherwise.
  */
-export function startDnsResponder(zone: Record<string, string>): Promise<UdpService> {
-  return listen((s, msg, port, address) => {
-    const q = parseDns(msg, 0, msg.length);
-    if (isWireError(q) || q.questions.length !== 1) return;
-    const name = q.questions[0].name;
-    const addr = zone[name];
-    const out = new Uint8Array(512);
-    const answers = addr && q.questions[0].type === DNS_TYPE_A
-      ? [{ type: DNS_TYPE_A, ttl: 30, address: Uint8Array.from(addr.split(".").map(Number)) }]
-      : [];
-    const n = emitDnsResponse(msg, 0, msg.length, answers, addr ? 0 : DNS_RCODE_NXDOMAIN, out, 0);
-    if (typeof n === "number") s.send(out.subarray(0, n), port, address);
-  });
+export async function startDnsResponder(zone: Record<string, string>): Promise<UdpService> {
+  for (;;) {
+    const udp = await listen((s, msg, port, address) => {
+      const a = dnsAnswer(zone, msg);
+      if (a) s.send(a, port, address);
+    });
+    const tcp = net.createServer((c) => {
+      let buf = new Uint8Array(0);
+      c.on("error", () => {});
+      c.on("data", (d: Uint8Array) => {
+        const b = new Uint8Array(buf.length + d.length);
+        b.set(buf);
+        b.set(d, buf.length);
+        buf = b;
+        while (buf.length >= 2 && buf.length >= 2 + ((buf[0] << 8) | buf[1])) {
+          const n = (buf[0] << 8) | buf[1];
+          const a = dnsAnswer(zone, buf.subarray(2, 2 + n));
+          buf = buf.slice(2 + n);
+          if (a) c.write(Uint8Array.of(a.length >> 8, a.length & 0xff, ...a));
+        }
+      });
+    });
+    const ok = await new Promise<boolean>((resolve) => {
+      tcp.once("error", () => resolve(false));
+      tcp.listen(udp.port, "127.0.0.1", () => resolve(true));
+    });
+    if (ok) {
+      const closeUdp = udp.close;
+      udp.close = () => {
+        closeUdp();
+        tcp.close();
+      };
+      return udp;
+    }
+    udp.close();
+  }
 }
 
 /** Echoes each datagram back, prefixed with "echo:". */

@@ -54,6 +54,18 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
       "A",
     ]);
     assert.equal(dig.stdout.trim(), "192.0.2.10", dig.stdout + dig.stderr);
+    // DNS over TCP to 10.0.2.3 reaches the same upstream (what a guest does after a truncated answer)
+    const digTcp = await guest.exec([
+      "dig",
+      "+tcp",
+      "+short",
+      "+tries=1",
+      "+time=3",
+      "@10.0.2.3",
+      "www.example.test",
+      "A",
+    ]);
+    assert.equal(digTcp.stdout.trim(), "192.0.2.10", digTcp.stdout + digTcp.stderr);
     const nx = await guest.exec(["dig", "+tries=1", "+time=3", "@10.0.2.3", "missing.example.test", "A"]);
     assert.match(nx.stdout, /status: NXDOMAIN/);
     // a static record is answered by the relay itself

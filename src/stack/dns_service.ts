@@ -221,6 +221,12 @@ export class DnsService {
     s.sendIpv4(dns, guestIp, IPPROTO_UDP, 8 + payloadLen);
   }
 
+  /** Where DNS over TCP to the virtual DNS address goes: the first upstream, or null without one. */
+  tcpUpstream(): { address: number; port: number } | null {
+    const u = this.#upstreams[0];
+    return u ? { address: parseIpv4Address(u.address)!, port: u.port } : null;
+  }
+
   /** The upstreams in use, as "ip:port". */
   get upstreams(): string[] {
     return this.#upstreams.map((u) => `${u.address}:${u.port}`);

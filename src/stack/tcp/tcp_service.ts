@@ -139,9 +139,14 @@ export class TcpService {
     if (seg.dstPort === 0) return this.#refuse(ip, seg, "tcp-port-zero");
     if (this.#count >= s.config.maxTcpFlows) return this.#refuse(ip, seg, "tcp-flow-limit");
     if (!s.admitFlow()) return this.#refuse(ip, seg, "tcp-flow-rate-limit");
-    const real = s.translation.toReal(ip.dst);
+    // DNS over TCP to the virtual DNS address goes to the first upstream resolver (RFC 7766: clients
+    // retry over TCP when a UDP answer was truncated)
+    const dnsUpstream = ip.dst === s.plan.dns && seg.dstPort === 53 ? s.dns.tcpUpstream() : null;
+    if (ip.dst === s.plan.dns && !dnsUpstream) return this.#refuse(ip, seg, "tcp-dns-no-upstream");
+    const real = dnsUpstream ? dnsUpstream.address : s.translation.toReal(ip.dst);
+    const realPort = dnsUpstream ? dnsUpstream.port : seg.dstPort;
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
-    if (!s.allowEgress("tcp", real, seg.dstPort)) {
+    if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
     const c = new TcpConn(s, {
@@ -152,7 +157,7 @@ export class TcpService {
     }, TcpState.CONNECTING);
     c.acceptSynOptions(seg);
     this.#add(c);
-    c.host = s.host.connectTcp(ipv4ToString(real), seg.dstPort, c);
+    c.host = s.host.connectTcp(ipv4ToString(real), realPort, c);
     c.startConnectTimer();
   }
 

@@ -81,7 +81,7 @@ export class FrameWriter {
     this.#stream = stream;
     this.#max = maxBacklog;
     // buffers start small and grow to the bound on demand: an idle guest costs a few KiB, not 2 × bound
-    this.#pending = new Uint8Array(Math.min(maxBacklog, 4 * 1024));
+    this.#pending = new Uint8Array(Math.min(maxBacklog, 2 * 1024));
     this.#spare = new Uint8Array(0);
     this.#onError = onError;
   }
@@ -173,7 +173,7 @@ export async function readFrameBatches(
 ): Promise<void> {
   // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
   const cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
-  let buf = new Uint8Array(4 * 1024);
+  let buf = new Uint8Array(2 * 1024);
   const offs: number[] = [];
   const lens: number[] = [];
   let filled = 0;

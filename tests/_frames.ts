@@ -1,7 +1,8 @@
 /** Test helpers: build guest frames with the wire emitters, and drive a Stack with a real host. */
 import { emitEthernet, ETHERTYPE_ARP, ETHERTYPE_IPV4 } from "../src/wire/ethernet.ts";
 import { ARP_OP_REQUEST, emitArp } from "../src/wire/arp.ts";
-import { emitIpv4, IPPROTO_ICMP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
+import { emitIpv4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
+import { emitTcp, newTcpHeader, type TcpHeader, tcpHeaderLength } from "../src/wire/tcp.ts";
 import { emitUdp } from "../src/wire/udp.ts";
 import { emitIcmpV4, ICMP_ECHO_REQUEST } from "../src/wire/icmpv4.ts";
 import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
@@ -101,6 +102,40 @@ export function dhcpFrame(
 }
 
 export { optIpv4List };
+
+/** A guest TCP segment to `dst:dport` from GUEST (10.0.2.15 by default), with `mutate` to set options. */
+export function tcpFrame(
+  o: {
+    srcMac: number;
+    src: number;
+    dst: number;
+    sport: number;
+    dport: number;
+    seq: number;
+    ack: number;
+    flags: number;
+  },
+  payload: Uint8Array = new Uint8Array(0),
+  mutate?: (t: TcpHeader) => void,
+): Uint8Array {
+  const t = newTcpHeader();
+  Object.assign(t, {
+    srcPort: o.sport,
+    dstPort: o.dport,
+    seq: o.seq,
+    ack: o.ack,
+    flags: o.flags,
+    window: 65535,
+  });
+  mutate?.(t);
+  const hl = tcpHeaderLength(t);
+  const f = new Uint8Array(Math.max(60, 34 + hl + payload.length));
+  emitEthernet(f, 0, GW_MAC, o.srcMac, ETHERTYPE_IPV4);
+  f.set(payload, 34 + hl);
+  emitTcp(t, f, 34, payload.length, pseudoHeaderSumV4(o.src, o.dst, IPPROTO_TCP, hl + payload.length));
+  emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_TCP, src: o.src, dst: o.dst }, f, 14, hl + payload.length);
+  return f.subarray(0, Math.max(60, 34 + hl + payload.length));
+}
 
 /** A Stack on a real host, with a manual clock and every output frame dissected. */
 export class StackHarness {

@@ -1,6 +1,9 @@
 /** The CLI as a user runs it: `serve` in its own process, a guest frame through it, SIGTERM shutdown. */
 import assert from "node:assert/strict";
-import { arpFrame, ip } from "./_frames.ts";
+import { arpFrame, ip, tcpFrame } from "./_frames.ts";
+import { dissect } from "./_dissect.ts";
+import { listenTcp } from "./_services.ts";
+import { TCP_ACK_FLAG, TCP_PSH, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
 import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
@@ -105,4 +108,75 @@ Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --
   );
   assert.match((await run(["--version"])).out, /^\d+\.\d+\.\d+/);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("cli serve: SIGTERM resets the guest's open TCP connections instead of leaving them hanging", async () => {
+  const echo = await listenTcp((s) => {
+    s.on("error", () => {});
+    s.pipe(s);
+  });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CLI,
+      "serve",
+      "--listen-qemu",
+      "tcp://127.0.0.1:0",
+      "--dns-upstream",
+      "127.0.0.1:9",
+      "--log-level",
+      "error",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "", port = 0;
+  while (!port) {
+    const { value, done } = await out.read();
+    if (done) break;
+    text += value;
+    port = Number(/listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1] ?? 0);
+  }
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const send = (f: Uint8Array) => {
+    const m = new Uint8Array(4 + f.length);
+    new DataView(m.buffer).setUint32(0, f.length);
+    m.set(f, 4);
+    return conn.write(m);
+  };
+  const seen: ReturnType<typeof dissect>[] = [];
+  const reading = readFrames(conn, 70000, (b, off, len) => void seen.push(dissect(b.slice(off, off + len))))
+    .catch(() => {});
+  const waitFor = async (pred: (d: ReturnType<typeof dissect>) => boolean) => {
+    for (let i = 0; i < 300; i++) {
+      const d = seen.find(pred);
+      if (d) return d;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    throw new Error("frame never came");
+  };
+  const mac = 0x020000000001, me = ip("10.0.2.15"), gw = ip("10.0.2.2");
+  const o = { srcMac: mac, src: me, dst: gw, sport: 41000, dport: echo.port };
+  await send(arpFrame(mac, me, gw));
+  await send(tcpFrame({ ...o, seq: 100, ack: 0, flags: TCP_SYN }));
+  const synAck = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_SYN) !== 0);
+  const theirs = (synAck.tcp!.seq + 1) >>> 0;
+  await send(tcpFrame({ ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG }));
+  await send(
+    tcpFrame(
+      { ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG | TCP_PSH },
+      new TextEncoder().encode("ping"),
+    ),
+  );
+  await waitFor((d) => d.tcp !== undefined && d.tcp.payloadEnd - d.tcp.payloadOffset === 4);
+  child.kill("SIGTERM");
+  const rst = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_RST) !== 0);
+  assert.equal(rst.tcp!.srcPort, echo.port);
+  assert.equal((await child.status).code, 0);
+  await reading;
+  conn.close();
+  echo.close();
+  await out.cancel();
 });

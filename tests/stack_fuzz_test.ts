@@ -6,15 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { readPcap } from "../src/relay/pcap.ts";
-import { arpFrame, dhcpFrame, GW_MAC, ip, pingFrame, StackHarness, udpFrame } from "./_frames.ts";
+import { arpFrame, dhcpFrame, GW_MAC, ip, pingFrame, StackHarness, tcpFrame, udpFrame } from "./_frames.ts";
 import { rng } from "./_rng.ts";
 import { listenTcp } from "./_services.ts";
 import { putMac48, u16 } from "../src/wire/bytes.ts";
 import { internetChecksum, pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 import { ARP_OP_REPLY } from "../src/wire/arp.ts";
-import { emitTcp, newTcpHeader, TCP_ACK_FLAG, TCP_SYN, tcpHeaderLength } from "../src/wire/tcp.ts";
-import { emitIpv4 } from "../src/wire/ipv4.ts";
-import { emitEthernet, ETHERTYPE_IPV4 } from "../src/wire/ethernet.ts";
+import { TCP_ACK_FLAG, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 
 const GUEST_MAC = 0x020000000001;
 const GUEST = ip("10.0.2.15");
@@ -41,26 +39,21 @@ function fixChecksums(f: Uint8Array): void {
 }
 
 function tcpSyn(dport: number): Uint8Array {
-  const h = newTcpHeader();
-  Object.assign(h, {
-    srcPort: 40000,
-    dstPort: dport,
-    seq: 1,
-    ack: 0,
-    flags: TCP_SYN,
-    window: 65535,
-    mss: 1460,
-    windowScale: 7,
-    sackPermitted: true,
-    hasTimestamps: true,
-    tsVal: 1,
-  });
-  const hl = tcpHeaderLength(h);
-  const f = new Uint8Array(34 + hl);
-  emitEthernet(f, 0, GW_MAC, GUEST_MAC, ETHERTYPE_IPV4);
-  emitTcp(h, f, 34, 0, pseudoHeaderSumV4(GUEST, ip("10.0.2.2"), 6, hl));
-  emitIpv4({ id: 1, ttl: 64, protocol: 6, src: GUEST, dst: ip("10.0.2.2") }, f, 14, hl);
-  return f;
+  return tcpFrame(
+    {
+      srcMac: GUEST_MAC,
+      src: GUEST,
+      dst: ip("10.0.2.2"),
+      sport: 40000,
+      dport,
+      seq: 1,
+      ack: 0,
+      flags: TCP_SYN,
+    },
+    undefined,
+    (t) =>
+      Object.assign(t, { mss: 1460, windowScale: 7, sackPermitted: true, hasTimestamps: true, tsVal: 1 }),
+  );
 }
 
 Deno.test("hostile guest: mutated frames with valid checksums never make the stack throw, and it keeps serving", () => {
@@ -156,19 +149,22 @@ Deno.test("hostile guest: random segments on an established TCP connection never
       seq: number,
       ack: number,
       payload = new Uint8Array(0),
-      mutate?: (th: ReturnType<typeof newTcpHeader>) => void,
-    ) => {
-      const t = newTcpHeader();
-      Object.assign(t, { srcPort: 40001, dstPort: echo.port, seq, ack, flags, window: 65535 });
-      mutate?.(t);
-      const hl = tcpHeaderLength(t);
-      const f = new Uint8Array(34 + hl + payload.length);
-      emitEthernet(f, 0, GW_MAC, GUEST_MAC, ETHERTYPE_IPV4);
-      f.set(payload, 34 + hl);
-      emitTcp(t, f, 34, payload.length, pseudoHeaderSumV4(GUEST, ip("10.0.2.2"), 6, hl + payload.length));
-      emitIpv4({ id: 1, ttl: 64, protocol: 6, src: GUEST, dst: ip("10.0.2.2") }, f, 14, hl + payload.length);
-      return f;
-    };
+      mutate?: (t: TcpHeader) => void,
+    ) =>
+      tcpFrame(
+        {
+          srcMac: GUEST_MAC,
+          src: GUEST,
+          dst: ip("10.0.2.2"),
+          sport: 40001,
+          dport: echo.port,
+          seq,
+          ack,
+          flags,
+        },
+        payload,
+        mutate,
+      );
     h.send(
       seg(
         TCP_SYN,

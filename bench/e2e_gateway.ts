@@ -8,33 +8,19 @@
 import { parseArgs } from "node:util";
 import { NetnsGuest } from "../tests/_netns_guest.ts";
 import { startDnsResponder } from "../tests/_services.ts";
+import { spawnRelay, waitForSocket } from "./_harness.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { seconds: { type: "string", default: "3" } } });
 const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" });
 const dir = await Deno.makeTempDir();
-const cli = new URL("../src/cli.ts", import.meta.url).pathname;
 const tool = new URL("../tests/guest_tools/tcp_tool.ts", import.meta.url).pathname;
-const relay = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "-A",
-    cli,
-    "serve",
-    "--listen-qemu",
-    `unix://${dir}/r.sock`,
-    "--dns-upstream",
-    `127.0.0.1:${dns.port}`,
-    "--log-level",
-    "warn",
-  ],
-  stdout: "null",
-}).spawn();
-for (let i = 0; i < 100; i++) {
-  try {
-    if (Deno.statSync(`${dir}/r.sock`).isSocket) break;
-  } catch { /* not yet */ }
-  await new Promise((r) => setTimeout(r, 50));
-}
+const relay = spawnRelay([
+  "--listen-qemu",
+  `unix://${dir}/r.sock`,
+  "--dns-upstream",
+  `127.0.0.1:${dns.port}`,
+]);
+await waitForSocket(`${dir}/r.sock`);
 const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { separateProcess: true });
 try {
   await g.dhcp();

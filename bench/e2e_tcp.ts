@@ -13,6 +13,7 @@
 import net from "node:net";
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
+import { spawnRelay, waitForSocket } from "./_harness.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -25,7 +26,6 @@ const { values: flags } = parseArgs({
 });
 const SECONDS = Number(flags.seconds);
 const TOOL = new URL("../tests/guest_tools/tcp_tool.ts", import.meta.url).pathname;
-const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
 
 interface Row {
   target: string;
@@ -37,16 +37,6 @@ interface Row {
   rrP99?: number;
 }
 
-async function waitForSocket(path: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      if (Deno.statSync(path).isSocket) return;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`${path} never appeared`);
-}
-
 async function startTarget(
   target: string,
   mtu: number,
@@ -56,26 +46,16 @@ async function startTarget(
   await Deno.remove(sock).catch(() => {});
   let child: Deno.ChildProcess;
   if (target === "slirp-relay") {
-    const prof = flags["cpu-prof"] ? [`--cpu-prof`, `--cpu-prof-dir=${profDir}`] : [];
-    child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        ...prof,
-        CLI,
-        "serve",
-        "--listen-qemu",
-        `unix://${sock}`,
-        "--mtu",
-        String(mtu),
-        "--dns-upstream",
-        "127.0.0.1:9",
-        "--log-level",
-        "warn",
-      ],
-      stdout: "null",
-      stderr: "inherit",
-    }).spawn();
+    child = spawnRelay([
+      "--listen-qemu",
+      `unix://${sock}`,
+      "--mtu",
+      String(mtu),
+      "--dns-upstream",
+      "127.0.0.1:9",
+    ], {
+      cpuProfDir: flags["cpu-prof"] ? profDir : undefined,
+    });
   } else {
     child = new Deno.Command("passt", {
       args: ["-f", "-s", sock, "-m", String(mtu), "--no-dhcp-dns", "--no-dhcp-search", "-4"],

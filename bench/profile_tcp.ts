@@ -7,6 +7,7 @@
  * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
  */
 import { NetnsGuest } from "../tests/_netns_guest.ts";
+import { spawnRelay, waitForSocket } from "./_harness.ts";
 
 const direction = Deno.args[0] === "down" ? "down" : "up";
 const mtu = Deno.args[1] ?? "1500";
@@ -14,32 +15,15 @@ const dir = await Deno.makeTempDir();
 await Deno.chmod(dir, 0o777);
 const profDir = "/tmp/slirp-prof";
 await Deno.mkdir(profDir, { recursive: true });
-const cli = new URL("../src/cli.ts", import.meta.url).pathname;
-const relay = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "-A",
-    "--cpu-prof",
-    `--cpu-prof-dir=${profDir}`,
-    cli,
-    "serve",
-    "--listen-qemu",
-    `unix://${dir}/r.sock`,
-    "--dns-upstream",
-    "127.0.0.1:9",
-    "--log-level",
-    "warn",
-    "--mtu",
-    mtu,
-  ],
-  stdout: "null",
-}).spawn();
-for (let i = 0; i < 100; i++) {
-  try {
-    if (Deno.statSync(`${dir}/r.sock`).isSocket) break;
-  } catch { /* not yet */ }
-  await new Promise((r) => setTimeout(r, 50));
-}
+const relay = spawnRelay([
+  "--listen-qemu",
+  `unix://${dir}/r.sock`,
+  "--dns-upstream",
+  "127.0.0.1:9",
+  "--mtu",
+  mtu,
+], { cpuProfDir: profDir });
+await waitForSocket(`${dir}/r.sock`);
 const port = String(5300 + Math.floor(Math.random() * 500));
 const iperfd = new Deno.Command("iperf3", {
   args: ["-s", "-B", "127.0.0.1", "-p", port],

@@ -37,6 +37,7 @@ import { BOOTREQUEST, dhcpMessageType, emitDhcp, optIpv4List, optU8, parseDhcp }
 import { isWireError, MAC_BROADCAST, putMac48 } from "../src/wire/bytes.ts";
 import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 import { FrameWriter, readFrames } from "../src/transport/stream.ts";
+import { spawnRelay } from "./_harness.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -305,32 +306,19 @@ const sourcePort = (source.address() as net.AddressInfo).port;
 const dir = await Deno.makeTempDir({ prefix: "slirp-tenants-" });
 await Deno.writeTextFile(`${dir}/admin`, ADMIN_TOKEN);
 await Deno.writeTextFile(`${dir}/secret`, "bench-secret-0123456789abcdef");
-const relay = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "-A",
-    ...(Deno.env.get("SLIRP_CPU_PROF_DIR")
-      ? ["--cpu-prof", `--cpu-prof-dir=${Deno.env.get("SLIRP_CPU_PROF_DIR")}`]
-      : []),
-    new URL("../src/cli.ts", import.meta.url).pathname,
-    "serve",
-    "--multi-tenant",
-    "--admin",
-    "http://127.0.0.1:18081",
-    "--admin-token-file",
-    `${dir}/admin`,
-    "--token-secret-file",
-    `${dir}/secret`,
-    "--tenant-socket-dir",
-    `${dir}/sockets`,
-    "--dns-upstream",
-    "127.0.0.1:9",
-    "--log-level",
-    "warn",
-  ],
-  stdout: "null",
-  stderr: "inherit",
-}).spawn();
+const relay = spawnRelay([
+  "--multi-tenant",
+  "--admin",
+  "http://127.0.0.1:18081",
+  "--admin-token-file",
+  `${dir}/admin`,
+  "--token-secret-file",
+  `${dir}/secret`,
+  "--tenant-socket-dir",
+  `${dir}/sockets`,
+  "--dns-upstream",
+  "127.0.0.1:9",
+], { cpuProfDir: Deno.env.get("SLIRP_CPU_PROF_DIR") });
 const admin = "http://127.0.0.1:18081";
 for (let i = 0; i < 100; i++) {
   try {

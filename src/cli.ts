@@ -41,7 +41,7 @@ Serve flags (each also a key of the same name in --config FILE.json):
                                    one Ethernet frame per binary message; ws://HOST:PORT/ in single-user mode,
                                    ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode)
   --admin URL                      admin API, /metrics, /healthz: http://HOST:PORT
-  --admin-token-file FILE          bearer token the admin API requires
+  --admin-token-file FILE          bearer token the admin API requires (default: a random one, printed)
   --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
   --token-secret-file FILE         HMAC secret for tenant tokens (see "token create")
   --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock (default /tmp/slirp-relay)
@@ -273,11 +273,19 @@ async function serve(args: string[]): Promise<number> {
       throw new Error(`Cannot read ${flag} ${p}: ${(e as Error).message}`);
     }
   };
-  const adminToken = merged["admin-token-file"]
+  let adminToken = merged["admin-token-file"]
     ? readText("--admin-token-file", merged["admin-token-file"])
     : undefined;
-  if (merged.admin && !adminToken) {
-    throw new Error("--admin needs --admin-token-file (the API refuses requests without the token)");
+  if (merged["admin-token-file"] && !adminToken) {
+    throw new Error(`--admin-token-file ${merged["admin-token-file"]} is empty`);
+  }
+  // no token file: generate one for this run and print it, so the API is never open
+  const generatedAdminToken = Boolean(merged.admin && !adminToken);
+  if (generatedAdminToken) {
+    adminToken = Array.from(
+      crypto.getRandomValues(new Uint8Array(24)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
   }
   const tokenSecret = merged["token-secret-file"] ? readSecretFile(merged["token-secret-file"]) : undefined;
   const socketDir = merged["tenant-socket-dir"] ?? (multi ? "/tmp/slirp-relay" : undefined);
@@ -322,7 +330,11 @@ async function serve(args: string[]): Promise<number> {
   }
   if (relay.adminUrl) {
     lines.push(
-      `  admin API on ${relay.adminUrl} (Authorization: Bearer <token from ${merged["admin-token-file"]}>)`,
+      generatedAdminToken
+        ? `  admin API on ${relay.adminUrl} (Authorization: Bearer ${adminToken} — generated for this run; --admin-token-file sets one)`
+        : `  admin API on ${relay.adminUrl} (Authorization: Bearer <token from ${
+          merged["admin-token-file"]
+        }>)`,
     );
   }
   if (multi) lines.push(`  tenant stream sockets in ${socketDir}/<id>.sock`);

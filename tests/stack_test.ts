@@ -26,6 +26,8 @@ import {
 import { parseDns } from "../src/wire/dns.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 import { startUdpEcho } from "./_services.ts";
+import { parseUdp } from "../src/wire/udp.ts";
+import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 
 const MAC_A = 0x020000000001;
 const MAC_B = 0x020000000002;
@@ -264,4 +266,39 @@ Deno.test("DHCP server id option from another server makes us forget the offer",
   );
   assert.equal(h.stack.dhcp.size, 0);
   h.close();
+});
+
+Deno.test("UDP NAT: a reply larger than the guest MTU arrives as RFC 791 fragments that reassemble exactly", async () => {
+  const echo = await startUdpEcho();
+  const h = new StackHarness();
+  try {
+    h.send(arpFrame(MAC_A, GUEST, ip("10.0.2.2")));
+    const payload = new Uint8Array(3000);
+    for (let i = 0; i < payload.length; i++) payload[i] = i * 7;
+    h.send(udpFrame(MAC_A, GUEST, ip("10.0.2.2"), 40100, echo.port, payload));
+    await h.waitFor((d) => d.ip !== undefined && d.ip.moreFragments === false && d.ip.fragmentOffset > 0);
+    const frags = h.out.map((d, i) => ({ d, raw: h.raw[i] })).filter(({ d }) =>
+      d.ip && (d.ip.moreFragments || d.ip.fragmentOffset > 0)
+    );
+    assert.equal(frags.length, 3, "3013 bytes of UDP at MTU 1500: 1480 + 1480 + 53");
+    assert.equal(new Set(frags.map(({ d }) => d.ip!.id)).size, 1, "one IP id");
+    const datagram = new Uint8Array(8 + 5 + payload.length);
+    for (const { d, raw } of frags) {
+      assert.equal(d.ip!.fragmentOffset % 8, 0);
+      datagram.set(raw.subarray(d.ip!.payloadOffset, d.ip!.payloadEnd), d.ip!.fragmentOffset);
+    }
+    const udp = parseUdp(
+      datagram,
+      0,
+      datagram.length,
+      pseudoHeaderSumV4(ip("10.0.2.2"), GUEST, 17, datagram.length),
+    );
+    assert.ok(!isWireError(udp), "UDP checksum over the reassembled datagram");
+    assert.equal(new TextDecoder().decode(datagram.subarray(8, 13)), "echo:");
+    assert.deepEqual(datagram.subarray(13), payload);
+    assert.equal(h.stack.counters.udpFragmentedDatagrams, 1);
+  } finally {
+    h.close();
+    echo.close();
+  }
 });

@@ -15,6 +15,7 @@ export class Counters {
   dhcpLeases = 0;
   icmpEchoes = 0;
   tcpRetransmits = 0;
+  udpFragmentedDatagrams = 0;
   tcpTimeouts = 0;
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;

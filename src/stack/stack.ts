@@ -32,8 +32,10 @@ import {
   newIpv4Header,
   parseIpv4,
 } from "../wire/ipv4.ts";
-import { newUdpHeader, parseUdp } from "../wire/udp.ts";
-import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import { emitUdp, newUdpHeader, parseUdp, UDP_HEADER_LEN } from "../wire/udp.ts";
+import { put16 } from "../wire/bytes.ts";
+import { L4_OFFSET } from "./frame.ts";
+import { checksumSum, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
 import type { HostNet } from "../host/host.ts";
 import { type AddressPlan, resolvePlan, type StackConfig } from "./config.ts";
@@ -276,6 +278,74 @@ export class Stack {
     this.sendFrame(ETH_HEADER_LEN + 20 + l4Length);
     return true;
   }
+
+  /**
+   * Sends a UDP datagram carrying `data` to the guest, fragmenting it at the guest's MTU when it does not
+   * fit one frame (RFC 791 §3.2: fragment payloads are multiples of 8 bytes, MF on all but the last).
+   * @returns false when it was not sent
+   */
+  sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean {
+    const total = UDP_HEADER_LEN + data.length;
+    if (total + 20 > 65535) {
+      this.counters.drop("udp-datagram-too-large");
+      return false;
+    }
+    if (total + 20 <= this.plan.mtu) {
+      this.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
+      emitUdp(
+        this.tx,
+        L4_OFFSET,
+        srcPort,
+        dstPort,
+        data.length,
+        pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total),
+      );
+      return this.sendIpv4(src, dst, IPPROTO_UDP, total);
+    }
+    const mac = this.macFor(dst);
+    if (mac < 0) {
+      this.counters.drop("guest-mac-unknown");
+      return false;
+    }
+    // the UDP checksum covers the whole datagram: header sum chained into the data sum
+    const h = this.#udpHeader;
+    put16(h, 0, srcPort);
+    put16(h, 2, dstPort);
+    put16(h, 4, total);
+    put16(h, 6, 0);
+    const ck = ~checksumSum(
+      data,
+      0,
+      data.length,
+      checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total)),
+    ) & 0xffff;
+    put16(h, 6, ck === 0 ? 0xffff : ck);
+    const per = ((this.plan.mtu - 20) >> 3) << 3;
+    const id = this.nextIpId();
+    this.counters.udpFragmentedDatagrams++;
+    for (let off = 0; off < total; off += per) {
+      const n = Math.min(per, total - off);
+      let w = L4_OFFSET;
+      if (off === 0) {
+        this.tx.set(h, w);
+        this.tx.set(data.subarray(0, n - UDP_HEADER_LEN), w + UDP_HEADER_LEN);
+      } else {
+        this.tx.set(data.subarray(off - UDP_HEADER_LEN, off - UDP_HEADER_LEN + n), w);
+      }
+      w += n;
+      emitEthernet(this.tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
+      emitIpv4(
+        { id, ttl: 64, protocol: IPPROTO_UDP, src, dst, moreFragments: off + n < total, fragmentOffset: off },
+        this.tx,
+        ETH_HEADER_LEN,
+        n,
+      );
+      this.sendFrame(w);
+    }
+    return true;
+  }
+
+  #udpHeader = new Uint8Array(UDP_HEADER_LEN);
 
   /** Outputs `tx[0, len)` to the guest. */
   sendFrame(len: number): void {

@@ -12,9 +12,8 @@
  * @module
  */
 import { ipv4ToString, parseIpv4Address } from "../wire/bytes.ts";
-import { emitUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
-import { IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
-import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import type { UdpHeader } from "../wire/udp.ts";
+import type { Ipv4Header } from "../wire/ipv4.ts";
 import {
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
@@ -23,7 +22,6 @@ import {
 } from "../wire/icmpv4.ts";
 import type { HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
-import { L4_OFFSET } from "./frame.ts";
 import { LOOPBACK_V4 } from "./translation.ts";
 import type { Stack } from "./stack.ts";
 
@@ -174,20 +172,8 @@ export class UdpNat {
     if (real === null) return s.drop("udp-reply-not-ipv4");
     const src = this.#virtualSource(f, real);
     if (src < 0) return s.drop("udp-reply-unmappable-source");
-    const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
-    // Datagrams larger than the guest MTU would need IP fragmentation toward the guest
-    if (data.length > room) return s.drop("udp-reply-exceeds-mtu");
     f.lastActive = s.wheel.now;
-    s.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
-    emitUdp(
-      s.tx,
-      L4_OFFSET,
-      port,
-      f.guestPort,
-      data.length,
-      pseudoHeaderSumV4(src, f.guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length),
-    );
-    s.sendIpv4(src, f.guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length);
+    s.sendUdp(src, f.guestIp, port, f.guestPort, data);
   }
 
   #hostError(f: UdpFlow, code: string): void {
@@ -242,18 +228,7 @@ export class UdpNat {
       peer = p;
     }
     peer.lastActive = s.wheel.now;
-    if (data.length > s.plan.mtu - 28) return s.drop("udp-forward-exceeds-mtu");
-    const src = s.plan.gateway;
-    s.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
-    emitUdp(
-      s.tx,
-      L4_OFFSET,
-      port,
-      guestPort,
-      data.length,
-      pseudoHeaderSumV4(src, guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length),
-    );
-    s.sendIpv4(src, guestIp, IPPROTO_UDP, UDP_HEADER_LEN + data.length);
+    s.sendUdp(s.plan.gateway, guestIp, port, guestPort, data);
   }
 
   #removePeer(p: ForwardPeer): void {

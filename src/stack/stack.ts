@@ -51,6 +51,7 @@ import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from "../wire/dhcp.ts";
 import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
 import { TokenBucket } from "./token_bucket.ts";
+import { Ipv4Reassembly } from "./ip_reassembly.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
@@ -132,6 +133,7 @@ export class Stack {
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
     this.tx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason));
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
@@ -175,7 +177,11 @@ export class Stack {
   #ipv4Input(buf: Uint8Array, off: number, end: number, srcMac: number, dstMac: number): void {
     const ip = parseIpv4(buf, off, end, this.#ip);
     if (ip instanceof WireError) return this.drop("ipv4-malformed", ip);
-    if (ip.moreFragments || ip.fragmentOffset !== 0) return this.drop("ipv4-fragment");
+    if (ip.moreFragments || ip.fragmentOffset !== 0) {
+      const whole = this.#reassembly.input(buf, ip);
+      if (whole) this.#ipv4Input(whole, 0, whole.length, srcMac, dstMac);
+      return;
+    }
     const p = this.plan;
     // learn the guest's address from any unicast source inside the network
     if (ip.src !== 0 && ((ip.src & p.netmask) >>> 0) === p.network) this.learn(ip.src, srcMac);
@@ -346,6 +352,7 @@ export class Stack {
   }
 
   #udpHeader = new Uint8Array(UDP_HEADER_LEN);
+  readonly #reassembly: Ipv4Reassembly;
 
   /** Outputs `tx[0, len)` to the guest. */
   sendFrame(len: number): void {
@@ -370,6 +377,7 @@ export class Stack {
     this.dns.close();
     this.icmp.close();
     this.dhcp.close();
+    this.#reassembly.close();
   }
 
   get closed(): boolean {

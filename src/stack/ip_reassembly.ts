@@ -1,0 +1,135 @@
+/**
+ * IPv4 reassembly of fragmented datagrams from the guest (RFC 791 §3.2; RFC 815 hole tracking).
+ *
+ * Bounded for a hostile guest: at most {@linkcode MAX_DATAGRAMS} datagrams in progress per tenant, each
+ * buffer grown only as far as its fragments reach (≤ 65535 bytes), discarded {@linkcode REASSEMBLY_TIMEOUT_MS}
+ * after its first fragment. Overlapping fragments discard the whole datagram, as the overlap attacks
+ * (teardrop and kin) leave no honest reading of the bytes.
+ *
+ * @module
+ */
+import { put16, u16 } from "../wire/bytes.ts";
+import { internetChecksum } from "../wire/checksum.ts";
+import { IPV4_CHECKSUM, IPV4_FLAGS_FRAG, IPV4_TOTAL_LEN, type Ipv4Header } from "../wire/ipv4.ts";
+import { Timer, type TimerWheel } from "./timer_wheel.ts";
+
+export const MAX_DATAGRAMS = 8;
+export const REASSEMBLY_TIMEOUT_MS = 5000;
+const MAX_DATAGRAM = 65535;
+
+interface Partial {
+  key: string;
+  header: Uint8Array;
+  data: Uint8Array;
+  /** Received [start, end) ranges of the payload, sorted, non-overlapping. */
+  ranges: number[];
+  /** Payload length, known once the last fragment (MF = 0) arrived; -1 before. */
+  total: number;
+  timer: Timer;
+}
+
+export class Ipv4Reassembly {
+  #partials = new Map<string, Partial>();
+  #wheel: TimerWheel;
+  #drop: (reason: string) => void;
+
+  constructor(wheel: TimerWheel, drop: (reason: string) => void) {
+    this.#wheel = wheel;
+    this.#drop = drop;
+  }
+
+  get pending(): number {
+    return this.#partials.size;
+  }
+
+  /**
+   * Adds the fragment `ip` (in `buf`). Returns the whole datagram (header and payload, fragment fields
+   * cleared, checksum fixed) when this fragment completes one, else null.
+   */
+  input(buf: Uint8Array, ip: Ipv4Header): Uint8Array | null {
+    const key = `${ip.src}:${ip.dst}:${ip.protocol}:${ip.id}`;
+    const start = ip.fragmentOffset;
+    const len = ip.payloadEnd - ip.payloadOffset;
+    const end = start + len;
+    if (end + ip.headerLength > MAX_DATAGRAM || (ip.moreFragments && len % 8 !== 0)) {
+      this.#drop("ipv4-fragment-invalid");
+      return null;
+    }
+    let p = this.#partials.get(key);
+    if (!p) {
+      if (this.#partials.size >= MAX_DATAGRAMS) {
+        this.#drop("ipv4-reassembly-full");
+        return null;
+      }
+      const entry: Partial = {
+        key,
+        header: new Uint8Array(0),
+        data: new Uint8Array(Math.max(end, 1500)),
+        ranges: [],
+        total: -1,
+        timer: new Timer(() => {
+          this.#partials.delete(key);
+          this.#drop("ipv4-reassembly-timeout");
+        }),
+      };
+      p = entry;
+      this.#partials.set(key, p);
+      this.#wheel.arm(p.timer, this.#wheel.now + REASSEMBLY_TIMEOUT_MS);
+    }
+    for (let i = 0; i < p.ranges.length; i += 2) {
+      if (start < p.ranges[i + 1] && end > p.ranges[i]) return this.#discard(p, "ipv4-fragment-overlap");
+    }
+    if (!ip.moreFragments) {
+      if (p.total >= 0 && p.total !== end) return this.#discard(p, "ipv4-fragment-inconsistent");
+      p.total = end;
+    }
+    if (p.total >= 0 && end > p.total) return this.#discard(p, "ipv4-fragment-inconsistent");
+    if (end > p.data.length) {
+      const grown = new Uint8Array(Math.min(MAX_DATAGRAM, Math.max(end, p.data.length * 2)));
+      grown.set(p.data);
+      p.data = grown;
+    }
+    p.data.set(buf.subarray(ip.payloadOffset, ip.payloadEnd), start);
+    if (start === 0) p.header = buf.slice(ip.payloadOffset - ip.headerLength, ip.payloadOffset);
+    // insert the range, merging neighbours
+    let i = 0;
+    while (i < p.ranges.length && p.ranges[i] < start) i += 2;
+    p.ranges.splice(i, 0, start, end);
+    const merged: number[] = [];
+    for (let k = 0; k < p.ranges.length; k += 2) {
+      const n = merged.length;
+      if (n > 0 && merged[n - 1] === p.ranges[k]) merged[n - 1] = p.ranges[k + 1];
+      else merged.push(p.ranges[k], p.ranges[k + 1]);
+    }
+    p.ranges = merged;
+    if (
+      p.total < 0 || p.header.length === 0 || p.ranges.length !== 2 || p.ranges[0] !== 0 ||
+      p.ranges[1] !== p.total
+    ) {
+      return null;
+    }
+    this.#wheel.cancel(p.timer);
+    this.#partials.delete(key);
+    const hl = p.header.length;
+    const out = new Uint8Array(hl + p.total);
+    out.set(p.header);
+    out.set(p.data.subarray(0, p.total), hl);
+    put16(out, IPV4_TOTAL_LEN, hl + p.total);
+    put16(out, IPV4_FLAGS_FRAG, u16(out, IPV4_FLAGS_FRAG) & 0x4000); // keep DF, clear MF and offset
+    put16(out, IPV4_CHECKSUM, 0);
+    put16(out, IPV4_CHECKSUM, internetChecksum(out, 0, hl));
+    return out;
+  }
+
+  #discard(p: Partial, reason: string): null {
+    this.#wheel.cancel(p.timer);
+    this.#partials.delete(p.key);
+    this.#drop(reason);
+    return null;
+  }
+
+  close(): void {
+    for (const p of this.#partials.values()) this.#wheel.cancel(p.timer);
+    this.#partials.clear();
+  }
+}

@@ -479,11 +479,19 @@ export class TcpConn implements TcpHandlers {
       // RFC 6582 §3.2 step 1: no new recovery for losses of the previous window
       if (seqLt(this.sndUna, this.cc.recover)) return false;
     }
-    if (this.#dupAcks >= 3) return true;
+    // RFC 5827 early retransmit: with fewer than four segments outstanding and nothing new to send,
+    // three duplicate ACKs can never come, so the threshold drops to (outstanding segments − 1)
+    const outstanding = Math.ceil(seqDiff(this.sndNxt, this.sndUna) / this.mss);
+    const sentData = seqDiff(this.sndNxt, this.sndUna) -
+      (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
+    const canSendNew = this.queue.length > sentData &&
+      Math.min(this.sndWnd, this.cc.cwnd) > seqDiff(this.sndNxt, this.sndUna);
+    const threshold = outstanding < 4 && !canSendNew ? Math.max(1, outstanding - 1) : 3;
+    if (this.#dupAcks >= threshold) return true;
     if (!this.sackOk || this.#sacked.length === 0) return false;
     let sacked = 0;
     for (let i = 0; i < this.#sacked.length; i += 2) sacked += seqDiff(this.#sacked[i + 1], this.#sacked[i]);
-    return sacked >= 3 * this.mss;
+    return Math.ceil(sacked / this.mss) >= threshold;
   }
 
   #finOnlyInFlight(): boolean {
@@ -806,7 +814,7 @@ export class TcpConn implements TcpHandlers {
    * full RTO — else the RTO.
    */
   #armRetransmitTimer(): void {
-    if (!this.cc.inRecovery && this.rtt.hasSample && this.#retries === 0) {
+    if (this.rtt.hasSample && this.#retries === 0) {
       this.#probeArmed = true;
       this.#armRto(Math.min(Math.max(2 * this.rtt.srtt, 10), this.rtt.current()));
     } else {
@@ -870,7 +878,12 @@ export class TcpConn implements TcpHandlers {
     }
     if (this.#probeArmed) {
       this.#probeArmed = false;
-      this.#sendProbe();
+      // in recovery the probe re-sends the hole at SND.UNA: its retransmission was probably lost and no
+      // further ACK will say so (RFC 8985 §7: a probe instead of an RTO's cwnd collapse)
+      if (this.cc.inRecovery) {
+        this.stack.counters.tcpTailProbes++;
+        this.#retransmit(this.sndUna);
+      } else this.#sendProbe();
       this.#armRto(this.rtt.current());
       return;
     }

@@ -15,23 +15,14 @@
 import type { HostIcmpEcho, IcmpEchoCallback } from "./host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 
+import { EAGAIN, errno, type Libc, libc, pollFdFor } from "./libc.ts";
+
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_ICMP = 1;
-const POLLIN = 1;
-const EAGAIN = 11;
 const MAX_REPLY = 65536;
-
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
-  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
 
 interface Outstanding {
   address: number;
@@ -40,7 +31,7 @@ interface Outstanding {
 }
 
 export class IcmpSocket implements HostIcmpEcho {
-  #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  #lib: Libc;
   #fd: number;
   #nextSeq = 1;
   #pending = new Map<number, Outstanding>();
@@ -49,40 +40,31 @@ export class IcmpSocket implements HostIcmpEcho {
   #rx = new Uint8Array(MAX_REPLY);
   #from = new Uint8Array(16);
   #fromLen = new Uint32Array(1);
-  #pollFd = new Uint8Array(8);
+  #pollFd: Uint8Array;
 
-  private constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, fd: number) {
+  private constructor(lib: Libc, fd: number) {
     this.#lib = lib;
     this.#fd = fd;
-    const v = new DataView(this.#pollFd.buffer);
-    v.setInt32(0, fd, true);
-    v.setInt16(4, POLLIN, true);
+    this.#pollFd = pollFdFor(fd);
   }
 
   /** Opens the ping socket, or returns null (with the reason) when FFI or the kernel refuses. */
   static open(): { socket: IcmpSocket | null; reason: string } {
-    let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+    let lib: Libc;
     try {
-      lib = Deno.dlopen("libc.so.6", SYMBOLS);
+      lib = libc();
     } catch (e) {
       return { socket: null, reason: `FFI unavailable: ${(e as Error).message}` };
     }
-    const fd = lib.symbols.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+    const fd = lib.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
     if (fd < 0) {
-      const errno = IcmpSocket.#errno(lib);
-      lib.close();
       return {
         socket: null,
-        reason: `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) failed with errno ${errno}` +
+        reason: `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) failed with errno ${errno()}` +
           " (see /proc/sys/net/ipv4/ping_group_range)",
       };
     }
     return { socket: new IcmpSocket(lib, fd), reason: "" };
-  }
-
-  static #errno(lib: Deno.DynamicLibrary<typeof SYMBOLS>): number {
-    const p = lib.symbols.__errno_location();
-    return p ? new Deno.UnsafePointerView(p).getInt32() : -1;
   }
 
   echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean {
@@ -102,7 +84,7 @@ export class IcmpSocket implements HostIcmpEcho {
     const v = new DataView(sa.buffer);
     v.setUint16(0, AF_INET, true);
     v.setUint32(4, a, false);
-    const n = this.#lib.symbols.sendto(this.#fd, msg, BigInt(msg.length), 0, sa, 16);
+    const n = this.#lib.sendto(this.#fd, msg, BigInt(msg.length), 0, sa, 16);
     if (Number(n) < 0) return false;
     this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
     if (!this.#polling) this.#pollLoop();
@@ -113,7 +95,7 @@ export class IcmpSocket implements HostIcmpEcho {
     this.#polling = true;
     try {
       while (!this.#closed && this.#pending.size > 0) {
-        await this.#lib.symbols.poll(this.#pollFd, 1n, 100);
+        await this.#lib.poll(this.#pollFd, 1n, 100);
         if (this.#closed) break;
         this.#drain();
         const now = performance.now();
@@ -133,7 +115,7 @@ export class IcmpSocket implements HostIcmpEcho {
     for (;;) {
       this.#fromLen[0] = 16;
       const n = Number(
-        this.#lib.symbols.recvfrom(
+        this.#lib.recvfrom(
           this.#fd,
           this.#rx,
           BigInt(MAX_REPLY),
@@ -143,7 +125,7 @@ export class IcmpSocket implements HostIcmpEcho {
         ),
       );
       if (n < 0) {
-        if (IcmpSocket.#errno(this.#lib) !== EAGAIN) return;
+        if (errno() !== EAGAIN) return;
         return;
       }
       if (n < 8) continue;
@@ -161,7 +143,6 @@ export class IcmpSocket implements HostIcmpEcho {
     this.#closed = true;
     for (const p of this.#pending.values()) p.done(null);
     this.#pending.clear();
-    this.#lib.symbols.close(this.#fd);
-    // the library stays loaded: a poll() may still be running on a worker thread
+    this.#lib.close(this.#fd);
   }
 }

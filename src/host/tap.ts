@@ -9,42 +9,20 @@
  * @module
  */
 
+import { EAGAIN, errno, libc, pollFdFor } from "./libc.ts";
+
 const O_RDWR = 2;
 const O_NONBLOCK = 0o4000;
 const O_CLOEXEC = 0o2000000;
 const TUNSETIFF = 0x400454ca;
 const IFF_TAP = 0x0002;
 const IFF_NO_PI = 0x1000;
-const POLLIN = 1;
-const EAGAIN = 11;
-
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
-
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS> {
-  if (!lib) lib = Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib;
-}
-
-function errno(): number {
-  const p = libc().symbols.__errno_location();
-  return p ? new Deno.UnsafePointerView(p).getInt32() : -1;
-}
 
 export class TapDevice {
   readonly name: string;
   #fd: number;
   #closed = false;
-  #pollFd = new Uint8Array(8);
+  #pollFd: Uint8Array;
   #buf: Uint8Array;
 
   /**
@@ -53,7 +31,7 @@ export class TapDevice {
    * @throws Error with errno when the kernel refuses
    */
   constructor(name: string, maxFrame = 65536 + 14) {
-    const L = libc().symbols;
+    const L = libc();
     const fd = L.open(new TextEncoder().encode("/dev/net/tun\0"), O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) throw new Error(`Cannot open /dev/net/tun: errno ${errno()}`);
     const ifr = new Uint8Array(40);
@@ -68,16 +46,14 @@ export class TapDevice {
     }
     this.name = name;
     this.#fd = fd;
-    const v = new DataView(this.#pollFd.buffer);
-    v.setInt32(0, fd, true);
-    v.setInt16(4, POLLIN, true);
+    this.#pollFd = pollFdFor(fd);
     this.#buf = new Uint8Array(maxFrame);
   }
 
   /** Writes one frame to the device (the kernel receives it as if from the wire). */
   write(frame: Uint8Array): boolean {
     if (this.#closed) return false;
-    return Number(libc().symbols.write(this.#fd, frame, BigInt(frame.length))) === frame.length;
+    return Number(libc().write(this.#fd, frame, BigInt(frame.length))) === frame.length;
   }
 
   /**
@@ -85,7 +61,7 @@ export class TapDevice {
    * The view is valid only during the call.
    */
   async readLoop(onFrame: (frame: Uint8Array) => void | Promise<void>): Promise<void> {
-    const L = libc().symbols;
+    const L = libc();
     while (!this.#closed) {
       await L.poll(this.#pollFd, 1n, 200);
       while (!this.#closed) {
@@ -103,6 +79,6 @@ export class TapDevice {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    libc().symbols.close(this.#fd);
+    libc().close(this.#fd);
   }
 }

@@ -287,6 +287,11 @@ async function serve(args: string[]): Promise<number> {
       (b) => b.toString(16).padStart(2, "0"),
     ).join("");
   }
+  if (multi && cfg.stack.hostfwd.length > 0) {
+    throw new Error(
+      '--hostfwd is for single-user mode; in multi-tenant mode give each tenant its own "hostfwd"',
+    );
+  }
   const tokenSecret = merged["token-secret-file"] ? readSecretFile(merged["token-secret-file"]) : undefined;
   const socketDir = merged["tenant-socket-dir"] ?? (multi ? "/tmp/slirp-relay" : undefined);
   if (socketDir) Deno.mkdirSync(socketDir, { recursive: true });

@@ -29,6 +29,18 @@ export function parseListenUrl(
 }
 
 export function listenStream(url: string): StreamListener {
+  try {
+    return bind(url);
+  } catch (e) {
+    const err = e as Error;
+    const why = err.name === "AddrInUse"
+      ? "the address is already in use (another relay running?)"
+      : err.message;
+    throw new Error(`Cannot listen on ${url}: ${why}`);
+  }
+}
+
+function bind(url: string): StreamListener {
   const a = parseListenUrl(url);
   let listener: Deno.Listener;
   let bound: string;

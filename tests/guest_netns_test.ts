@@ -3,6 +3,7 @@
  * DNS and UDP through the relay, all on loopback and inside namespaces this test makes.
  */
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import { Relay } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
@@ -134,6 +135,54 @@ e2eTest(
       const s = relay.sessions.values().next().value!.stack;
       assert.equal(s.counters.drops.get("icmp-unsupported-by-host") ?? 0, 0);
     } finally {
+      await guest.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+e2eTest(
+  "netns Linux guest: a UDP port forward carries a host client's datagrams to the guest and the replies back",
+  [],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = ["127.0.0.1:9"];
+    stack.hostfwd = [{
+      protocol: "udp",
+      hostAddress: "127.0.0.1",
+      hostPort: 0,
+      guestAddress: "",
+      guestPort: 7777,
+    }];
+    const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
+    await relay.start();
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    const client = dgram.createSocket("udp4");
+    try {
+      await guest.dhcp();
+      // a UDP echo server inside the guest, answering "guest:" + what it got once, then exiting
+      const server = guest.exec([
+        "python3",
+        "-c",
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 7777))\nprint('ready', flush=True)\n" +
+        "d, a = s.recvfrom(65535)\ns.sendto(b'guest:' + d, a)\n",
+      ], { timeoutMs: 20_000 });
+      await new Promise<void>((r) => client.bind(0, "127.0.0.1", () => r()));
+      const port = relay.forwards[0].hostPort;
+      const replies: { text: string; from: number }[] = [];
+      client.on("message", (m, r) => replies.push({ text: new TextDecoder().decode(m), from: r.port }));
+      for (let i = 0; i < 50 && replies.length === 0; i++) {
+        client.send(new TextEncoder().encode("hello"), port, "127.0.0.1");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      assert.ok(replies.length >= 1, "no reply through the UDP forward");
+      assert.equal(replies[0].text, "guest:hello");
+      assert.equal(replies[0].from, port, "the reply comes from the forward's own port");
+      await server;
+    } finally {
+      client.close();
       await guest.close();
       await relay.stop();
       await Deno.remove(dir, { recursive: true });

@@ -22,7 +22,7 @@ import {
 } from "../src/wire/ethernet.ts";
 import { ARP_OP_REPLY, ARP_OP_REQUEST, emitArp, parseArp } from "../src/wire/arp.ts";
 import { emitIpv4, IPPROTO_TCP, IPPROTO_UDP, newIpv4Header, parseIpv4 } from "../src/wire/ipv4.ts";
-import { emitUdp, newUdpHeader, parseUdp } from "../src/wire/udp.ts";
+import { newUdpHeader, parseUdp } from "../src/wire/udp.ts";
 import {
   emitTcp,
   newTcpHeader,
@@ -33,10 +33,11 @@ import {
   TCP_SYN,
   tcpHeaderLength,
 } from "../src/wire/tcp.ts";
-import { BOOTREQUEST, dhcpMessageType, emitDhcp, optIpv4List, optU8, parseDhcp } from "../src/wire/dhcp.ts";
-import { isWireError, MAC_BROADCAST, putMac48 } from "../src/wire/bytes.ts";
+import { dhcpMessageType, optIpv4List, parseDhcp } from "../src/wire/dhcp.ts";
+import { isWireError } from "../src/wire/bytes.ts";
 import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 import { FrameWriter, readFrames } from "../src/transport/stream.ts";
+import { dhcpFrame } from "../tests/_frames.ts";
 import { spawnRelay } from "./_harness.ts";
 
 const { values: flags } = parseArgs({
@@ -101,35 +102,10 @@ class SimGuest {
   }
 
   dhcp(type: number, requested = 0): void {
-    const chaddr = new Uint8Array(16);
-    putMac48(chaddr, 0, this.mac);
-    const opts: [number, Uint8Array][] = [[53, optU8(type)]];
-    if (requested) opts.push([50, optIpv4List([requested])], [54, optIpv4List([GW])]);
-    const n = emitDhcp(
-      {
-        op: BOOTREQUEST,
-        htype: 1,
-        hlen: 6,
-        hops: 0,
-        xid: this.index,
-        secs: 0,
-        flags: 0,
-        ciaddr: 0,
-        yiaddr: 0,
-        siaddr: 0,
-        giaddr: 0,
-        chaddr,
-        sname: new Uint8Array(64),
-        file: new Uint8Array(128),
-        options: opts,
-      },
-      this.#tx,
-      42,
-    );
-    emitUdp(this.#tx, 34, 68, 67, n, pseudoHeaderSumV4(0, 0xffffffff, IPPROTO_UDP, 8 + n));
-    emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_UDP, src: 0, dst: 0xffffffff }, this.#tx, 14, 8 + n);
-    emitEthernet(this.#tx, 0, MAC_BROADCAST, this.mac, ETHERTYPE_IPV4);
-    this.#send(42 + n);
+    const opts: [number, Uint8Array][] = requested
+      ? [[50, optIpv4List([requested])], [54, optIpv4List([GW])]]
+      : [];
+    this.writer.push(dhcpFrame(this.mac, type, opts, 0, this.index));
   }
 
   #sendTcp(flags: number, payload: Uint8Array | null): void {

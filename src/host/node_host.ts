@@ -16,9 +16,6 @@ import type {
   UdpHandlers,
 } from "./host.ts";
 
-/** Write queue bytes above which `write` returns false (backpressure toward the guest's TCP). */
-const TCP_HIGH_WATER = 256 * 1024;
-
 function errCode(e: unknown): string {
   return (e as { code?: string })?.code ?? String((e as Error)?.message ?? e);
 }
@@ -103,7 +100,6 @@ export function parseResolvConf(text: string): string[] {
 export class NodeHost implements HostNet {
   #icmp: HostIcmpEcho | null | undefined;
   #icmpFactory: () => HostIcmpEcho | null;
-  #closers: (() => void)[] = [];
 
   /** @param icmpFactory opens the ICMP echo service on first use (e.g. the FFI ping socket) */
   constructor(icmpFactory: () => HostIcmpEcho | null = () => null) {
@@ -167,15 +163,4 @@ export class NodeHost implements HostNet {
       return [];
     }
   }
-
-  /** Registers cleanup run by {@linkcode close}. */
-  onClose(fn: () => void): void {
-    this.#closers.push(fn);
-  }
-
-  close(): void {
-    for (const fn of this.#closers.splice(0)) fn();
-  }
 }
-
-export { TCP_HIGH_WATER };

@@ -17,7 +17,8 @@
 import type { Relay } from "./relay.ts";
 import { renderMetrics } from "./metrics.ts";
 
-function json(status: number, body: unknown): Response {
+/** A JSON response (errors are `{"error": "…"}`). */
+export function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body, null, 2), {
     status,
     headers: { "content-type": "application/json" },

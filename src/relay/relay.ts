@@ -16,7 +16,7 @@ import { TimerWheel } from "../stack/timer_wheel.ts";
 import type { TokenBucket } from "../stack/token_bucket.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
-import { listenStream, parseListenUrl, type StreamListener } from "../host/stream_listener.ts";
+import { listenStream, type StreamListener } from "../host/stream_listener.ts";
 import {
   type ByteStream,
   FrameWriter,
@@ -27,10 +27,10 @@ import {
 import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
-import { type GuestLink, Tenant } from "./tenant.ts";
+import { bindForward, type BoundForward, type GuestLink, Tenant } from "./tenant.ts";
 import { compilePolicy, type TenantSpec, tenantStackConfig, validateSpec } from "./tenant_config.ts";
 import { verifyToken } from "./tokens.ts";
-import { AdminApi } from "./admin.ts";
+import { AdminApi, json } from "./admin.ts";
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
@@ -84,7 +84,7 @@ export class Relay {
   #tick: ReturnType<typeof setInterval> | undefined;
   #nextSession = 1;
   #icmp: IcmpSocket | null = null;
-  #forwards: { config: HostForwardConfig; close(): void }[] = [];
+  #forwards: BoundForward[] = [];
   #stopping = false;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
   transportErrors = 0;
@@ -572,34 +572,10 @@ export class Relay {
   }
 
   async #bindSingleUserForward(f: HostForwardConfig): Promise<void> {
-    const log = this.#opts.log;
-    if (f.protocol === "tcp") {
-      const listener = await this.host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
-        const stack = this.#currentSingleUser()?.forwardTarget();
-        if (!stack) {
-          log("info", "port forward connection refused: no guest connected", { port: f.hostPort });
-          sock.destroy();
-          return;
-        }
-        stack.tcp.acceptForward(f, sock, bind);
-      });
-      this.#forwards.push({ config: { ...f, hostPort: listener.port }, close: () => listener.close() });
-      log("info", "TCP port forward", { host: `${f.hostAddress}:${listener.port}`, guestPort: f.guestPort });
-    } else {
-      const { parseIpv4Address } = await import("../wire/bytes.ts");
-      const sock = await this.host.bindUdp(f.hostAddress, f.hostPort, {
-        onMessage: (data, address, port) => {
-          const stack = this.#currentSingleUser()?.forwardTarget();
-          if (!stack) return;
-          const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
-          if (guest < 0) return stack.drop("udp-forward-no-guest");
-          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
-        },
-        onError: (code) => log("warn", "UDP port forward socket error", { code }),
-      });
-      this.#forwards.push({ config: { ...f, hostPort: sock.port }, close: () => sock.close() });
-      log("info", "UDP port forward", { host: `${f.hostAddress}:${sock.port}`, guestPort: f.guestPort });
-    }
+    const target = () => this.#currentSingleUser()?.forwardTarget() ?? null;
+    const refused = () =>
+      this.#opts.log("info", "port forward client refused: no guest connected", { port: f.hostPort });
+    this.#forwards.push(await bindForward(this.host, f, target, this.#opts.log, "single-user", refused));
   }
 
   /** Where pcap captures go. */
@@ -640,9 +616,3 @@ export class Relay {
     this.#icmp?.close();
   }
 }
-
-function json(status: number, body: unknown): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json" } });
-}
-
-export { json, parseListenUrl };

@@ -40,6 +40,53 @@ export interface TenantDeps {
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
 }
 
+/**
+ * Binds a QEMU-style port forward on the host: TCP connections become our SYN toward the guest, UDP
+ * datagrams reach the guest from gateway:clientPort. `target` names the stack at the moment a client
+ * arrives (a tenant's own, or the latest single-user guest); with none, the client is refused.
+ */
+export async function bindForward(
+  host: HostNet,
+  f: HostForwardConfig,
+  target: () => Stack | null,
+  log: Logger,
+  tenant: string,
+  onNoGuest: () => void,
+): Promise<BoundForward> {
+  let bound: BoundForward;
+  if (f.protocol === "tcp") {
+    const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
+      const stack = target();
+      if (!stack) {
+        onNoGuest();
+        sock.destroy();
+        return;
+      }
+      stack.tcp.acceptForward(f, sock, bind);
+    });
+    bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
+  } else {
+    const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
+      onMessage: (data, address, port) => {
+        const stack = target();
+        if (!stack) return onNoGuest();
+        const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
+        if (guest < 0) return stack.drop("udp-forward-no-guest");
+        stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
+      },
+      onError: (code) => log("warn", "UDP port forward socket error", { tenant, code }),
+    });
+    bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
+  }
+  log("info", "port forward", {
+    tenant,
+    protocol: f.protocol,
+    host: `${f.hostAddress}:${bound.config.hostPort}`,
+    guestPort: f.guestPort,
+  });
+  return bound;
+}
+
 /** A bound port forward of a tenant. */
 export interface BoundForward {
   config: HostForwardConfig;
@@ -161,39 +208,15 @@ export class Tenant {
 
   /** Binds a port forward for this tenant. */
   async addForward(f: HostForwardConfig): Promise<BoundForward> {
-    const { host, log } = this.#deps;
-    let bound: BoundForward;
-    if (f.protocol === "tcp") {
-      const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
-        const stack = this.forwardTarget();
-        if (!stack) {
-          this.counters.drop("forward-no-guest");
-          sock.destroy();
-          return;
-        }
-        stack.tcp.acceptForward(f, sock, bind);
-      });
-      bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
-    } else {
-      const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
-        onMessage: (data, address, port) => {
-          const stack = this.forwardTarget();
-          if (!stack) return this.counters.drop("forward-no-guest");
-          const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
-          if (guest < 0) return stack.drop("udp-forward-no-guest");
-          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
-        },
-        onError: (code) => log("warn", "UDP port forward socket error", { tenant: this.id, code }),
-      });
-      bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
-    }
+    const bound = await bindForward(
+      this.#deps.host,
+      f,
+      () => this.forwardTarget(),
+      this.#deps.log,
+      this.id,
+      () => this.counters.drop("forward-no-guest"),
+    );
     this.forwards.push(bound);
-    log("info", "port forward", {
-      tenant: this.id,
-      protocol: f.protocol,
-      host: `${f.hostAddress}:${bound.config.hostPort}`,
-      guestPort: f.guestPort,
-    });
     return bound;
   }
 

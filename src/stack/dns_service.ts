@@ -227,11 +227,6 @@ export class DnsService {
     return u ? { address: parseIpv4Address(u.address)!, port: u.port } : null;
   }
 
-  /** The upstreams in use, as "ip:port". */
-  get upstreams(): string[] {
-    return this.#upstreams.map((u) => `${u.address}:${u.port}`);
-  }
-
   close(): void {
     for (const p of this.#pending.values()) this.#stack.wheel.cancel(p.timer);
     this.#pending.clear();

@@ -102,8 +102,6 @@ export class Stack {
   readonly neighbours: Map<number, number> = new Map();
   /** New-flow admission (quota newFlowsPerSecond). */
   readonly flowRate: TokenBucket;
-  /** The MAC of the guest seen last; the default destination before any IP is known. */
-  guestMac = -1;
 
   readonly arp: ArpService;
   readonly dhcp: DhcpServer;
@@ -161,7 +159,6 @@ export class Stack {
       return this.drop("not-for-gateway-mac");
     }
     if (isMulticastMac(eth.src)) return this.drop("multicast-source-mac");
-    this.guestMac = eth.src;
     switch (eth.etherType) {
       case ETHERTYPE_ARP:
         return this.arp.input(buf, eth.payloadOffset, end, eth.src);

@@ -34,9 +34,4 @@ export class TranslationTable {
   has(virtual: number): boolean {
     return this.#map.has(virtual);
   }
-
-  /** All virtual addresses with an entry. */
-  virtualAddresses(): number[] {
-    return [...this.#map.keys()];
-  }
 }

@@ -67,9 +67,6 @@ export class FrameWriter {
   #writing = false;
   #closed = false;
   #onError: (e: unknown) => void;
-  /** Frames dropped because the backlog was full. */
-  dropped = 0;
-  framesWritten = 0;
   /** Called after a flush empties the backlog (senders paced on it may continue). */
   onDrain: (() => void) | null = null;
   /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
@@ -91,14 +88,13 @@ export class FrameWriter {
     return this.#fill;
   }
 
-  /** Queues a copy of `frame`; returns false (and counts a drop) when the backlog has no room. */
+  /** Queues a copy of `frame`; returns false when the backlog has no room (the caller counts the drop). */
   push(frame: Uint8Array): boolean {
     if (this.#closed) return false;
     const n = frame.length;
     const need = this.#fill + 4 + n;
     if (need > this.#pending.length) {
       if (need > this.#max) {
-        this.dropped++;
         return false;
       }
       const grown = new Uint8Array(Math.min(this.#max, Math.max(need, this.#pending.length * 2)));
@@ -113,7 +109,6 @@ export class FrameWriter {
     b[p + 3] = n;
     b.set(frame, p + 4);
     this.#fill = p + 4 + n;
-    this.framesWritten++;
     if (!this.#writing) {
       this.#writing = true;
       // flush after the current task: frames produced by one input batch leave in one write

@@ -92,9 +92,6 @@ export function parseIpv4Address(text: string): number | null {
   return a >>> 0;
 }
 
-/** Reads an IPv4 address as u32 (alias of {@linkcode u32}, named for readability at call sites). */
-export const ipv4At: (b: Uint8Array, o: number) => number = u32;
-
 /** A parse failure: which protocol refused the bytes and why. Never thrown across the module boundary. */
 export class WireError {
   /**

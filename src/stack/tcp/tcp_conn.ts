@@ -161,8 +161,6 @@ export class TcpConn implements TcpHandlers {
   readonly #receiveBuffer: number;
   readonly #rtoTimer: Timer;
   readonly #ackTimer: Timer;
-  /** Set when output stopped because the transport backlog was full. */
-  blockedOnOutput = false;
 
   constructor(
     stack: Stack,
@@ -595,7 +593,6 @@ export class TcpConn implements TcpHandlers {
       const unsent = this.queue.length - sentData;
       if (unsent <= 0) break;
       if (tcp.outputCongested()) {
-        this.blockedOnOutput = true;
         tcp.blocked.add(this);
         return;
       }

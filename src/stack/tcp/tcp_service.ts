@@ -102,7 +102,6 @@ export class TcpService {
     for (const c of [...this.blocked]) {
       if (this.outputCongested()) break;
       this.blocked.delete(c);
-      c.blockedOnOutput = false;
       c.trySend();
     }
   }

@@ -48,8 +48,9 @@ const { values: flags } = parseArgs({
     // internal: run only the quiet tenant's client (its own process, so the load generator's busy event
     // loop does not add to the latency it measures)
     "quiet-client": { type: "string" },
-    port: { type: "string" },
     phases: { type: "string" },
+    // internal: run only the host-side servers (echo and an endless source) in a process of their own
+    servers: { type: "boolean", default: false },
   },
 });
 const N = Number(flags.tenants);
@@ -94,17 +95,24 @@ class SimGuest {
   async connect(path: string): Promise<void> {
     this.conn = await Deno.connect({ transport: "unix", path });
     this.writer = new FrameWriter(this.conn, 1 << 20, () => {});
-    readFrames(this.conn, 70000, (b, off, len) => this.#input(b.subarray(off, off + len))).catch(() => {});
+    readFrames(this.conn, 70000, (b, off, len) => this.#input(b.subarray(off, off + len))).catch((e) => {
+      if (!this.#closing) console.error(`simulated guest ${this.index}: read loop failed: ${e?.stack ?? e}`);
+    });
   }
 
+  framesSent = 0;
   #send(len: number): void {
-    this.writer.push(this.#tx.subarray(0, Math.max(len, 60)));
+    this.framesSent++;
+    if (!this.writer.push(this.#tx.subarray(0, Math.max(len, 60)))) {
+      console.error(`guest ${this.index}: writer full`);
+    }
   }
 
   dhcp(type: number, requested = 0): void {
     const opts: [number, Uint8Array][] = requested
       ? [[50, optIpv4List([requested])], [54, optIpv4List([GW])]]
       : [];
+    this.framesSent++;
     this.writer.push(dhcpFrame(this.mac, type, opts, 0, this.index));
   }
 
@@ -220,11 +228,21 @@ class SimGuest {
 
   #ackQueued = false;
 
+  #closing = false;
+
   close(): void {
+    this.#closing = true;
     try {
       this.conn.close();
     } catch { /* closed */ }
   }
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+function cpuOf(pid: number | "self"): number {
+  const f = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
 function quantile(xs: number[], q: number): number {
@@ -232,14 +250,51 @@ function quantile(xs: number[], q: number): number {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
+/**
+ * Host-side servers: an echo server (requests) and an endless source (downloads), on Deno's own sockets
+ * (node:net on Deno serves a thousand busy sockets unevenly; it would skew the fairness measured here).
+ */
+function startServers(): { echoPort: number; sourcePort: number } {
+  const serve = (handle: (c: Deno.TcpConn) => Promise<void>) => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    (async () => {
+      for await (const c of l) {
+        c.setNoDelay(true);
+        handle(c).catch(() => {}).finally(() => {
+          try {
+            c.close();
+          } catch { /* closed */ }
+        });
+      }
+    })();
+    return l.addr.port;
+  };
+  const echoPort = serve(async (c) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await c.read(buf);
+      if (n === null) return;
+      for (let off = 0; off < n;) off += await c.write(buf.subarray(off, n));
+    }
+  });
+  const chunk = new Uint8Array(64 * 1024);
+  const sourcePort = serve(async (c) => {
+    if (await c.read(new Uint8Array(1)) === null) return; // the request starts the stream
+    for (;;) await c.write(chunk);
+  });
+  return { echoPort, sourcePort };
+}
+
 if (flags["quiet-client"]) {
   // prints one JSON line per phase length given in --phases (ms, comma-separated) as each phase ends,
   // after reading a line on stdin that says "go"
+  // its own echo server: a reply never waits behind the servers that feed the flooding tenants
+  const own = startServers();
   const g = new SimGuest(0);
   await g.connect(flags["quiet-client"]);
   g.dhcp(1);
   await g.leased;
-  await g.open(Number(flags.port), 40000);
+  await g.open(own.echoPort, 40000);
   const req = new Uint8Array(64);
   console.log(JSON.stringify({ ready: true }));
   const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream()).getReader();
@@ -259,24 +314,25 @@ if (flags["quiet-client"]) {
   Deno.exit(0);
 }
 
-// ── host servers: echo (requests) and an endless source (downloads) ──
-const echo = net.createServer((s) => {
-  s.on("error", () => {});
-  s.pipe(s);
-});
-await new Promise<void>((r) => echo.listen(0, "127.0.0.1", () => r()));
-const echoPort = (echo.address() as net.AddressInfo).port;
-const chunk = new Uint8Array(64 * 1024);
-const source = net.createServer((s) => {
-  s.on("error", () => {});
-  const pump = () => {
-    while (!s.destroyed && s.write(chunk));
-  };
-  s.on("drain", pump);
-  s.once("data", pump);
-});
-await new Promise<void>((r) => source.listen(0, "127.0.0.1", () => r()));
-const sourcePort = (source.address() as net.AddressInfo).port;
+if (flags.servers) {
+  console.log(JSON.stringify(startServers()));
+  await new Promise(() => {}); // until killed
+}
+
+// ── host servers, as their own process: the load generator's busy event loop must not delay them ──
+const serversProc = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", new URL(import.meta.url).pathname, "--servers"],
+  stdout: "piped",
+  stderr: "inherit",
+}).spawn();
+const serversOut = serversProc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+let serversLine = "";
+while (!serversLine.includes("\n")) {
+  const { value, done } = await serversOut.read();
+  if (done) throw new Error("host servers did not start");
+  serversLine += value;
+}
+const { echoPort, sourcePort } = JSON.parse(serversLine);
 
 // ── the relay, as its own process ──
 const dir = await Deno.makeTempDir({ prefix: "slirp-tenants-" });
@@ -329,8 +385,6 @@ try {
       new URL(import.meta.url).pathname,
       "--quiet-client",
       `${dir}/sockets/t0.sock`,
-      "--port",
-      String(echoPort),
       "--phases",
       `2000,${SECONDS * 1000},${SECONDS * 1000}`,
     ],
@@ -396,13 +450,22 @@ try {
   // everyone else downloads too: aggregate throughput and fairness
   const downloaders = guests.slice(1);
   await Promise.all(downloaders.map((g) => g.open(sourcePort, 41000)));
+  const base = downloaders.map((g) => g.received);
+  const rampStart = performance.now();
   for (const g of downloaders) void g.request(Uint8Array.of(1), Number.MAX_SAFE_INTEGER);
-  await new Promise((r) => setTimeout(r, 1000));
+  // fairness is about sharing once every flow runs: the window opens when each has 64 KiB (or after 20 s)
+  while (performance.now() - rampStart < 20_000 && downloaders.some((g, i) => g.received - base[i] < 65536)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const rampSecs = (performance.now() - rampStart) / 1000;
+  const rampAll = downloaders.every((g, i) => g.received - base[i] >= 65536);
   const startBytes = downloaders.map((g) => g.received);
   const floodStart = performance.now();
+  const cpuRelay0 = cpuOf(relay.pid), cpuGen0 = cpuOf("self");
   const quietAll = await measureQuiet();
   await quietProc.status;
   const floodSecs = (performance.now() - floodStart) / 1000;
+  const cpuRelay = (cpuOf(relay.pid) - cpuRelay0) / floodSecs, cpuGen = (cpuOf("self") - cpuGen0) / floodSecs;
   const got = downloaders.map((g, i) => g.received - startBytes[i]);
   const sum = got.reduce((a, b) => a + b, 0);
   const jain = sum === 0 ? 0 : (sum * sum) / (got.length * got.reduce((a, b) => a + b * b, 0));
@@ -412,14 +475,45 @@ try {
   const metrics =
     await (await fetch(`${admin}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
   const byReason = new Map<string, number>();
-  let retransmits = 0;
+  let retransmits = 0, timeouts = 0;
   for (const line of metrics.split("\n")) {
     const d = /^slirp_tenant_drops_total\{tenant="[^"]*",reason="([^"]*)"\} (\d+)/.exec(line);
     if (d) byReason.set(d[1], (byReason.get(d[1]) ?? 0) + Number(d[2]));
     const r = /^slirp_tenant_tcp_retransmits_total\{[^}]*\} (\d+)/.exec(line);
     if (r) retransmits += Number(r[1]);
+    const to = /^slirp_tenant_tcp_timeouts_total\{[^}]*\} (\d+)/.exec(line);
+    if (to) timeouts += Number(to[1]);
   }
 
+  // the TCP state of the slowest downloaders, to see why they are slow
+  const slowest = got.map((b, i) => [b, i]).sort((a, b) => a[0] - b[0]).slice(0, 2);
+  for (let round = 0; round < 2; round++) {
+    for (const [b, i] of slowest) {
+      const g = downloaders[i];
+      const id = `t${g.index}`;
+      const get = async (sub: string) =>
+        await (await fetch(`${admin}/v1/tenants/${id}${sub}`, {
+          headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+        })).json();
+      const flows = (await get("/flows")).tcp.filter((f: { remote: string }) =>
+        f.remote.endsWith(`:${sourcePort}`)
+      );
+      const st = await get("/stats");
+      console.error(
+        `slow tenant ${id} (${b} B): guest framesSent ${g.framesSent} rcvNxt ${g.rcvNxt} received ${g.received} writerBacklog ${g.writer.backlog}; relay lane ${st.laneQueuedFrames} ${st.laneHoldsBatch} backlog ${st.guestBacklogBytes} framesIn ${st.counters.framesIn} framesOut ${st.counters.framesOut}; ${
+          JSON.stringify(flows)
+        }`,
+      );
+    }
+    const ss = new TextDecoder().decode((await new Deno.Command("ss", { args: ["-xpn"] }).output()).stdout);
+    const stuck = (pid: number) =>
+      ss.split("\n").filter((l) => l.includes(`pid=${pid},`) && Number(l.split(/\s+/)[2]) > 0);
+    const r = stuck(relay.pid), gen = stuck(Deno.pid);
+    console.error(`unix sockets with unread bytes: relay ${r.length}, generator ${gen.length}`);
+    for (const l of r.slice(0, 3)) console.error(`  relay: ${l}`);
+    for (const l of gen.slice(0, 3)) console.error(`  generator: ${l}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
   console.log(
     `tenants benchmark, ${
       new Date().toISOString()
@@ -445,15 +539,33 @@ try {
   console.log(
     `| aggregate host→guest, ${downloaders.length} tenants downloading | ${gbps.toFixed(2)} Gbit/s |`,
   );
+  console.log(
+    `| time until every downloader had 64 KiB | ${rampSecs.toFixed(2)} s${
+      rampAll ? "" : " (some never did)"
+    } |`,
+  );
   console.log(`| Jain fairness index across downloading tenants | ${jain.toFixed(3)} |`);
+  const mb = (x: number) => (x / 2 ** 20).toFixed(2);
+  console.log(
+    `| per-tenant MiB in the window: min / p10 / p50 / p90 / max; tenants at 0 | ${mb(quantile(got, 0))} / ${
+      mb(quantile(got, 0.1))
+    } / ${mb(quantile(got, 0.5))} / ${mb(quantile(got, 0.9))} / ${mb(quantile(got, 1))}; ${
+      got.filter((x) => x === 0).length
+    } |`,
+  );
   console.log(
     `| quiet tenant p99 while ${downloaders.length} tenants download | ${(quietAll / 1000).toFixed(2)} ms (×${
       (quietAll / quietBase).toFixed(2)
     }) |`,
   );
+  console.log(
+    `| CPU while all download: relay / load generator | ${(cpuRelay * 100).toFixed(0)} % / ${
+      (cpuGen * 100).toFixed(0)
+    } % of a core |`,
+  );
   console.log(`| relay RSS under load | ${(rssLoaded / 2 ** 20).toFixed(1)} MiB |`);
   console.log(
-    `| relay TCP retransmissions; drops by reason | ${retransmits}; ${
+    `| relay TCP retransmissions; timeouts; drops by reason | ${retransmits}; ${timeouts}; ${
       JSON.stringify(Object.fromEntries(byReason))
     } |`,
   );
@@ -461,7 +573,7 @@ try {
   for (const g of guests) g.close();
   relay.kill("SIGTERM");
   await relay.status;
-  echo.close();
-  source.close();
+  serversProc.kill("SIGTERM");
+  await serversProc.status;
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }

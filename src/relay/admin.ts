@@ -5,6 +5,7 @@
  *   GET    /v1/tenants                           list
  *   POST   /v1/tenants                           create: {"id", "policy", "quotas", "hostfwd", "net", "mtu"}
  *   GET    /v1/tenants/<id>                      details and stats
+ *   GET    /v1/tenants/<id>/flows                its TCP connections (state, window, cwnd, RTT, queues)
  *   DELETE /v1/tenants/<id>                      delete (closes its guest, flows, forwards, socket)
  *   POST   /v1/tenants/<id>/hostfwd              add a forward: {"rule": "tcp::2222-:22"}
  *   DELETE /v1/tenants/<id>/hostfwd/<proto>/<hostPort>
@@ -104,6 +105,9 @@ export class AdminApi {
       return new Response(null, { status: 204 });
     }
     if (sub === "/stats" && req.method === "GET") return json(200, t.stats());
+    if (sub === "/flows" && req.method === "GET") {
+      return json(200, { tcp: t.stack?.tcp.connections().map((c) => c.inspect()) ?? [] });
+    }
     if (sub === "/hostfwd" && req.method === "POST") {
       const body = await req.json().catch(() => ({}));
       if (typeof body?.rule !== "string") {

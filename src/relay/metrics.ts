@@ -79,6 +79,12 @@ export function renderMetrics(r: Relay): string {
     per((t) => t.counters.tcpRetransmits),
   );
   family(
+    "slirp_tenant_tcp_timeouts_total",
+    "counter",
+    "TCP retransmission timeouts toward the guest (each one collapses that flow's congestion window).",
+    per((t) => t.counters.tcpTimeouts),
+  );
+  family(
     "slirp_tenant_drops_total",
     "counter",
     "Frames or flows dropped or refused, by reason.",

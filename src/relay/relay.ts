@@ -14,6 +14,8 @@ import type { Logger } from "../stack/stack.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import type { TokenBucket } from "../stack/token_bucket.ts";
+import { EpollHost } from "../host/epoll_host.ts";
+import { epollAvailable } from "../host/epoll.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
 import { listenStream, type StreamListener } from "../host/stream_listener.ts";
@@ -97,7 +99,9 @@ export class Relay {
     this.#opts = opts;
     this.wheel = new TimerWheel(performance.now());
     this.wheel.onWake = () => this.#startTicking();
-    this.host = new NodeHost(() => this.#openIcmp());
+    this.host = epollAvailable()
+      ? new EpollHost(() => this.#openIcmp())
+      : new NodeHost(() => this.#openIcmp());
   }
 
   get multiTenant(): boolean {

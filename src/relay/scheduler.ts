@@ -36,6 +36,11 @@ export class Lane {
     readonly ingress: TokenBucket | null = null,
   ) {}
 
+  /** Whether a transport batch is held (the transport waits for it to be consumed). */
+  get holding(): boolean {
+    return this.#buf !== null;
+  }
+
   /** Frames waiting in this lane (ring occupancy). */
   get pending(): number {
     return this.#n - this.#i;

@@ -253,6 +253,7 @@ export class Tenant {
       udpFlows: s?.udp.size ?? 0,
       dhcpLeases: s?.dhcp.size ?? 0,
       laneQueuedFrames: this.lane?.pending ?? 0,
+      laneHoldsBatch: this.lane?.holding ?? false,
       guestBacklogBytes: this.link?.backlog ?? 0,
       capture: this.capture ? { path: this.capture.path, frames: this.capture.frames } : null,
       counters: this.counters.snapshot(),

@@ -32,6 +32,7 @@ import {
   type TcpHeader,
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
+import { ipv4ToString } from "../../wire/bytes.ts";
 import { IPPROTO_TCP } from "../../wire/ipv4.ts";
 import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
 import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
@@ -81,8 +82,10 @@ const FIN_WAIT_2_TIMEOUT_MS = 60_000;
 export const OUR_WSCALE = 7;
 /** RFC 9293 §3.7.1: default send MSS when the peer sends none. */
 const DEFAULT_MSS = 536;
-/** Bytes of guest-bound data held per connection before host reads pause. */
+/** Most guest-bound data held per connection before host reads pause. */
 export const DEFAULT_SEND_BUFFER = 1024 * 1024;
+/** Least of it: what a small-window guest needs queued behind its window. */
+const MIN_SEND_BUFFER = 64 * 1024;
 /** Bytes toward the host the guest may have outstanding (our receive window). */
 export const DEFAULT_RECEIVE_BUFFER = 1024 * 1024;
 
@@ -190,7 +193,7 @@ export class TcpConn implements TcpHandlers {
     return this.#freed;
   }
 
-  /** Whether the guest may still send us data (its side is open). */
+  /** The RFC 9293 state's name. */
   get stateName(): string {
     return STATE_NAMES[this.state];
   }
@@ -262,6 +265,17 @@ export class TcpConn implements TcpHandlers {
     }
     this.#emit(TCP_SYN | (withAck ? TCP_ACK_FLAG : 0), this.iss, 0, 0, true);
     this.sndNxt = seqAdd(this.iss, 1);
+    // the handshake is the first RTT sample, as in Linux: without it a busy relay's first flight runs
+    // on the 1 s initial RTO; Karn's rule excludes a retransmitted SYN
+    this.#timing = this.#retries === 0;
+    this.#timedSeq = this.iss;
+    this.#timedAt = this.stack.wheel.now;
+  }
+
+  /** RTT sample from the handshake, if its SYN was not retransmitted (RFC 6298 §3, Karn). */
+  #sampleHandshake(): void {
+    if (this.#timing) this.rtt.sample(this.stack.wheel.now - this.#timedAt);
+    this.#timing = false;
   }
 
   // ───────────────────────── segment arrival ─────────────────────────
@@ -336,6 +350,7 @@ export class TcpConn implements TcpHandlers {
         this.sndWl1 = seg.seq;
         this.sndWl2 = seg.ack;
         this.#rtoDone();
+        this.#sampleHandshake();
         this.#retries = 0;
       } else {
         this.#resetFor(seg);
@@ -399,6 +414,7 @@ export class TcpConn implements TcpHandlers {
     this.sndWnd = seg.window << this.sndWscale;
     this.state = TcpState.ESTABLISHED;
     this.#rtoDone();
+    this.#sampleHandshake();
     this.#retries = 0;
     this.#sendAck();
     this.#resumeHost();
@@ -439,7 +455,7 @@ export class TcpConn implements TcpHandlers {
       else this.#armRetransmitTimer();
       this.#ackedFin();
       if (this.#freed) return;
-      if (this.#hostPaused && this.queue.length < this.#sendBuffer / 2) this.#resumeHost();
+      if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2) this.#resumeHost();
     } else if (ack === this.sndUna && segLen === 0 && flight > 0 && !this.#finOnlyInFlight()) {
       // RFC 5681 §2 duplicate ACK; with SACK, a window change does not disqualify it (the SACK
       // blocks prove new data arrived)
@@ -923,11 +939,20 @@ export class TcpConn implements TcpHandlers {
     if (this.#freed) return;
     this.queue.push(data);
     this.stack.counters.tcpBytesToGuest += data.length;
-    if (this.queue.length >= this.#sendBuffer && !this.#hostPaused) {
+    if (this.queue.length >= this.#sendLimit() && !this.#hostPaused) {
       this.#hostPaused = true;
       this.host?.pause();
     }
     this.trySend();
+  }
+
+  /**
+   * Host data held before reads pause: two of the guest's windows (one in flight, one ready to go), as
+   * Linux sizes its send buffer from the window; a fixed 1 MiB per flow would hold a gigabyte for a
+   * thousand guests with 64 KiB windows, and the GC pauses of such a heap stall every tenant.
+   */
+  #sendLimit(): number {
+    return Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
   }
 
   onEnd(): void {
@@ -1005,24 +1030,30 @@ export class TcpConn implements TcpHandlers {
     this.onFree(this);
   }
 
-  /** A snapshot for stats endpoints and debugging. */
+  /** What `ss -ti` would show of this connection (admin API's flows, debugging). */
   inspect(): Record<string, unknown> {
     return {
       state: this.stateName,
-      guestPort: this.guestPort,
-      localPort: this.localPort,
-      inFlight: seqDiff(this.sndNxt, this.sndUna),
+      guest: `${ipv4ToString(this.guestIp)}:${this.guestPort}`,
+      remote: `${ipv4ToString(this.localIp)}:${this.localPort}`,
+      bytesFromGuest: this.rcvNxt === 0 ? 0 : seqDiff(this.rcvNxt, this.irs) - 1,
+      hostBacklog: this.host?.bufferedAmount ?? 0,
+      bytesInFlight: seqDiff(this.sndNxt, this.sndUna),
       sndMaxAhead: seqDiff(this.sndMax, this.sndUna),
-      queued: this.queue.length,
-      sndWnd: this.sndWnd,
+      bytesQueued: this.queue.length,
+      guestWindow: this.sndWnd,
       cwnd: this.cc.cwnd,
-      rto: this.rtt.current(),
+      ssthresh: this.cc.ssthresh === Number.MAX_SAFE_INTEGER ? null : this.cc.ssthresh,
+      inRecovery: this.cc.inRecovery,
+      srttMs: Math.round(this.rtt.srtt * 10) / 10,
+      rtoMs: Math.round(this.rtt.current()),
+      retries: this.#retries,
+      timerArmed: this.#rtoTimer.armed,
+      reassemblyBytes: this.#ooo?.bytes ?? 0,
+      hostPaused: this.#hostPaused,
       hostEof: this.#hostEof,
       finSent: this.#finSent,
-      hostPaused: this.#hostPaused,
       hostClosed: this.#hostClosed,
-      timerArmed: this.#rtoTimer.armed,
-      ooo: this.#ooo?.bytes ?? 0,
     };
   }
 

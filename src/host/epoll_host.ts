@@ -1,0 +1,290 @@
+/**
+ * {@linkcode HostNet} whose TCP sockets run on our epoll loop ({@link ./epoll.ts}); UDP, ICMP and the
+ * resolver configuration come from {@linkcode NodeHost}. See epoll.ts for why the runtime's own sockets
+ * are not used for the relay's busiest traffic.
+ *
+ * Reads go straight into a buffer of ours: a read that fills most of it hands the buffer to the stack and
+ * the next read gets a fresh one; a small read is copied out, so an idle flow does not pin 64 KiB.
+ *
+ * @module
+ */
+import type { HostListener, HostTcpSocket, TcpHandlers } from "./host.ts";
+import { NodeHost } from "./node_host.ts";
+import { connectTcp, EpollListener, type EpollSocket } from "./epoll.ts";
+
+/** First read buffer of a connection; doubles while reads fill it. */
+const READ_BUFFER_MIN = 4 * 1024;
+/** Largest read buffer (one read's worth of host data). */
+const READ_BUFFER_MAX = 64 * 1024;
+/** Bytes queued toward the host above which write() says "slow down" (as node:net's highWaterMark). */
+const WRITE_HIGH_WATER = 64 * 1024;
+/** Largest single write: queued chunks are coalesced up to this. */
+const WRITE_COALESCE_MAX = 256 * 1024;
+
+function errorCode(e: unknown): string {
+  const err = e as { code?: string; name?: string; message?: string };
+  if (err?.code) return err.code;
+  switch (err?.name) {
+    case "ConnectionRefused":
+      return "ECONNREFUSED";
+    case "ConnectionReset":
+      return "ECONNRESET";
+    case "TimedOut":
+      return "ETIMEDOUT";
+    case "BrokenPipe":
+      return "EPIPE";
+    default:
+      return err?.message ?? String(e);
+  }
+}
+
+/** What a host TCP socket needs of a connected stream (EpollSocket; Deno.TcpConn has the same shape). */
+interface Conn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+  reset?(): void;
+}
+
+/** {@linkcode HostTcpSocket} over a {@linkcode Conn}: read loop with pause/resume, write queue, half-close. */
+class StreamTcpSocket implements HostTcpSocket {
+  #conn: Conn | null = null;
+  #h: TcpHandlers | null = null;
+  #paused: boolean;
+  #reading = false;
+  #readBuf: Uint8Array | null = null;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #writing = false;
+  #aboveHighWater = false;
+  #ending = false;
+  #writeClosed = false;
+  #eof = false;
+  #closed = false;
+  remoteAddress = "";
+  remotePort = 0;
+
+  constructor(paused: boolean) {
+    this.#paused = paused;
+  }
+
+  /** Attaches the connection once connected or accepted. */
+  attach(conn: Conn, remoteAddress: string, remotePort: number): void {
+    this.#conn = conn;
+    this.remoteAddress = remoteAddress;
+    this.remotePort = remotePort;
+    if (this.#closed) return this.#release();
+    if (this.#queued > 0) this.#flush();
+    if (this.#ending) this.#maybeCloseWrite();
+    this.#startReading();
+  }
+
+  bind(h: TcpHandlers): void {
+    this.#h = h;
+    this.#startReading();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get bufferedAmount(): number {
+    return this.#queued;
+  }
+
+  write(data: Uint8Array): boolean {
+    if (this.#closed || this.#ending || data.length === 0) return !this.#aboveHighWater;
+    this.#queue.push(data.slice()); // the caller reuses its buffer (a view into a guest frame)
+    this.#queued += data.length;
+    if (this.#queued > WRITE_HIGH_WATER) this.#aboveHighWater = true;
+    if (this.#conn && !this.#writing) this.#flush();
+    return !this.#aboveHighWater;
+  }
+
+  end(): void {
+    if (this.#closed || this.#ending) return;
+    this.#ending = true;
+    if (this.#conn) this.#maybeCloseWrite();
+  }
+
+  destroy(reset = false): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (reset && this.#conn?.reset) {
+      this.#conn.reset();
+      this.#conn = null;
+    }
+    this.#release();
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    this.#startReading();
+  }
+
+  /** Called when destroyed before a connection was attached. */
+  onDestroy: (() => void) | null = null;
+
+  #release(): void {
+    if (!this.#conn) this.onDestroy?.();
+    this.#queue = [];
+    this.#queued = 0;
+    try {
+      this.#conn?.close();
+    } catch { /* closed */ }
+  }
+
+  #fail(e: unknown): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#release();
+    this.#h?.onError(errorCode(e));
+    this.#h?.onClose();
+  }
+
+  async #startReading(): Promise<void> {
+    if (this.#reading || this.#paused || this.#eof || this.#closed || !this.#conn || !this.#h) return;
+    this.#reading = true;
+    const conn = this.#conn;
+    try {
+      while (!this.#paused && !this.#closed) {
+        const buf = this.#readBuf ??= new Uint8Array(READ_BUFFER_MIN);
+        const n = await conn.read(buf);
+        if (this.#closed) return;
+        if (n === null) {
+          this.#eof = true;
+          this.#h!.onEnd();
+          this.#maybeFinish();
+          return;
+        }
+        let data: Uint8Array;
+        if (n >= buf.length >> 1) {
+          // a big read: hand the buffer over, the next read gets a fresh one (bigger if this one filled)
+          data = buf.subarray(0, n);
+          this.#readBuf = new Uint8Array(
+            n === buf.length ? Math.min(buf.length * 2, READ_BUFFER_MAX) : buf.length,
+          );
+        } else data = buf.slice(0, n);
+        this.#h!.onData(data);
+      }
+    } catch (e) {
+      this.#fail(e);
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  async #flush(): Promise<void> {
+    if (this.#writing || !this.#conn) return;
+    this.#writing = true;
+    const conn = this.#conn;
+    try {
+      while (this.#queue.length > 0 && !this.#closed) {
+        let chunk: Uint8Array;
+        if (this.#queue.length === 1 || this.#queue[0].length >= WRITE_COALESCE_MAX) {
+          chunk = this.#queue.shift()!;
+        } else {
+          // coalesce small chunks into one write (one op, one syscall)
+          let len = 0, k = 0;
+          while (k < this.#queue.length && len + this.#queue[k].length <= WRITE_COALESCE_MAX) {
+            len += this.#queue[k++].length;
+          }
+          if (k <= 1) chunk = this.#queue.shift()!;
+          else {
+            chunk = new Uint8Array(len);
+            let off = 0;
+            for (const c of this.#queue.splice(0, k)) {
+              chunk.set(c, off);
+              off += c.length;
+            }
+          }
+        }
+        let off = 0;
+        while (off < chunk.length) {
+          off += await conn.write(chunk.subarray(off));
+          if (this.#closed) return;
+        }
+        this.#queued -= chunk.length;
+        if (this.#aboveHighWater && this.#queued <= WRITE_HIGH_WATER / 2) {
+          this.#aboveHighWater = false;
+          this.#h?.onDrain();
+        }
+      }
+    } catch (e) {
+      this.#fail(e);
+      return;
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#ending) this.#maybeCloseWrite();
+  }
+
+  /** FIN toward the peer once everything queued is written. */
+  #maybeCloseWrite(): void {
+    if (this.#writeClosed || this.#closed || this.#writing || this.#queued > 0 || !this.#conn) return;
+    this.#writeClosed = true;
+    this.#conn.closeWrite().then(() => this.#maybeFinish(), (e) => this.#fail(e));
+  }
+
+  /** Both directions done: the socket is closed. */
+  #maybeFinish(): void {
+    if (!this.#eof || !this.#writeClosed || this.#closed) return;
+    this.#closed = true;
+    this.#release();
+    this.#h?.onClose();
+  }
+}
+
+export class EpollHost extends NodeHost {
+  override connectTcp(address: string, port: number, h: TcpHandlers): HostTcpSocket {
+    const s = new StreamTcpSocket(false);
+    s.bind(h);
+    let es: EpollSocket;
+    try {
+      es = connectTcp(address, port);
+    } catch (e) {
+      queueMicrotask(() => {
+        h.onError(errorCode(e));
+        h.onClose();
+      });
+      return s;
+    }
+    es.waitConnected().then(() => {
+      s.attach(es, address, port);
+      if (!s.closed) h.onConnect();
+    }, (e) => {
+      es.close();
+      if (s.closed) return;
+      s.destroy();
+      h.onError(errorCode(e));
+      h.onClose();
+    });
+    // destroyed before connecting: the socket goes with it
+    s.onDestroy = () => es.close();
+    return s;
+  }
+
+  override listenTcp(
+    address: string,
+    port: number,
+    accept: (socket: HostTcpSocket, bind: (h: TcpHandlers) => void) => void,
+  ): Promise<HostListener> {
+    let listener: EpollListener;
+    try {
+      listener = EpollListener.tcp(address, port, (es) => {
+        // accepted sockets start paused, as node's pauseOnConnect: the guest's handshake comes first
+        const s = new StreamTcpSocket(true);
+        s.attach(es, es.remoteAddress, es.remotePort);
+        accept(s, (h) => s.bind(h));
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return Promise.resolve({ port: listener.port, close: () => listener.close() });
+  }
+}

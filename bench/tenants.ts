@@ -11,7 +11,6 @@
  *
  *   deno run -A bench/tenants.ts [--tenants 1000] [--seconds 5]
  */
-import net from "node:net";
 import { parseArgs } from "node:util";
 import {
   emitEthernet,

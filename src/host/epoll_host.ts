@@ -10,7 +10,7 @@
  */
 import type { HostListener, HostTcpSocket, TcpHandlers } from "./host.ts";
 import { NodeHost } from "./node_host.ts";
-import { connectTcp, EpollListener, type EpollSocket } from "./epoll.ts";
+import { connectTcp, deferUntilIdle, EpollListener, type EpollSocket } from "./epoll.ts";
 
 /** First read buffer of a connection; doubles while reads fill it. */
 const READ_BUFFER_MIN = 4 * 1024;
@@ -18,8 +18,10 @@ const READ_BUFFER_MIN = 4 * 1024;
 const READ_BUFFER_MAX = 64 * 1024;
 /** Bytes queued toward the host above which write() says "slow down" (as node:net's highWaterMark). */
 const WRITE_HIGH_WATER = 64 * 1024;
-/** Largest single write: queued chunks are coalesced up to this. */
-const WRITE_COALESCE_MAX = 256 * 1024;
+/** Pending bytes that are sent without waiting for the loop to go idle. */
+const FLUSH_NOW_BYTES = 32 * 1024;
+/** Write buffers above this are let go once empty (an idle flow keeps only a small one). */
+const WRITE_BUFFER_KEEP = 64 * 1024;
 
 function errorCode(e: unknown): string {
   const err = e as { code?: string; name?: string; message?: string };
@@ -54,9 +56,14 @@ class StreamTcpSocket implements HostTcpSocket {
   #paused: boolean;
   #reading = false;
   #readBuf: Uint8Array | null = null;
-  #queue: Uint8Array[] = [];
+  // bytes toward the peer: appended to #pend, which one send flushes; while a send waits for room the
+  // next bytes gather in the other buffer (#spare)
+  #pend = new Uint8Array(0);
+  #spare = new Uint8Array(0);
+  #fill = 0;
   #queued = 0;
   #writing = false;
+  #flushQueued = false;
   #aboveHighWater = false;
   #ending = false;
   #writeClosed = false;
@@ -75,7 +82,7 @@ class StreamTcpSocket implements HostTcpSocket {
     this.remoteAddress = remoteAddress;
     this.remotePort = remotePort;
     if (this.#closed) return this.#release();
-    if (this.#queued > 0) this.#flush();
+    if (this.#queued > 0) this.#scheduleFlush();
     if (this.#ending) this.#maybeCloseWrite();
     this.#startReading();
   }
@@ -95,11 +102,37 @@ class StreamTcpSocket implements HostTcpSocket {
 
   write(data: Uint8Array): boolean {
     if (this.#closed || this.#ending || data.length === 0) return !this.#aboveHighWater;
-    this.#queue.push(data.slice()); // the caller reuses its buffer (a view into a guest frame)
+    // a copy: the caller's bytes are a view into a guest frame
+    const need = this.#fill + data.length;
+    if (need > this.#pend.length) {
+      const grown = new Uint8Array(Math.max(need, 2 * this.#pend.length, 4096));
+      grown.set(this.#pend.subarray(0, this.#fill));
+      this.#pend = grown;
+    }
+    this.#pend.set(data, this.#fill);
+    this.#fill = need;
     this.#queued += data.length;
     if (this.#queued > WRITE_HIGH_WATER) this.#aboveHighWater = true;
-    if (this.#conn && !this.#writing) this.#flush();
+    this.#scheduleFlush();
     return !this.#aboveHighWater;
+  }
+
+  /**
+   * Sends at once when a write's worth is waiting, else when the socket loop is next idle (or a few
+   * turns on): segments that arrive one per frame leave in one send.
+   */
+  #scheduleFlush(): void {
+    if (this.#writing || !this.#conn) return;
+    if (this.#fill >= FLUSH_NOW_BYTES) {
+      this.#flush();
+      return;
+    }
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    deferUntilIdle(() => {
+      this.#flushQueued = false;
+      this.#flush();
+    });
   }
 
   end(): void {
@@ -132,8 +165,8 @@ class StreamTcpSocket implements HostTcpSocket {
 
   #release(): void {
     if (!this.#conn) this.onDestroy?.();
-    this.#queue = [];
-    this.#queued = 0;
+    this.#pend = this.#spare = new Uint8Array(0);
+    this.#fill = this.#queued = 0;
     try {
       this.#conn?.close();
     } catch { /* closed */ }
@@ -184,37 +217,24 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#writing = true;
     const conn = this.#conn;
     try {
-      while (this.#queue.length > 0 && !this.#closed) {
-        let chunk: Uint8Array;
-        if (this.#queue.length === 1 || this.#queue[0].length >= WRITE_COALESCE_MAX) {
-          chunk = this.#queue.shift()!;
-        } else {
-          // coalesce small chunks into one write (one op, one syscall)
-          let len = 0, k = 0;
-          while (k < this.#queue.length && len + this.#queue[k].length <= WRITE_COALESCE_MAX) {
-            len += this.#queue[k++].length;
-          }
-          if (k <= 1) chunk = this.#queue.shift()!;
-          else {
-            chunk = new Uint8Array(len);
-            let off = 0;
-            for (const c of this.#queue.splice(0, k)) {
-              chunk.set(c, off);
-              off += c.length;
-            }
-          }
-        }
+      while (this.#fill > 0 && !this.#closed) {
+        const out = this.#pend, len = this.#fill;
+        this.#pend = this.#spare;
+        this.#spare = out;
+        this.#fill = 0;
         let off = 0;
-        while (off < chunk.length) {
-          off += await conn.write(chunk.subarray(off));
+        while (off < len) {
+          off += await conn.write(out.subarray(off, len));
           if (this.#closed) return;
         }
-        this.#queued -= chunk.length;
+        this.#queued -= len;
         if (this.#aboveHighWater && this.#queued <= WRITE_HIGH_WATER / 2) {
           this.#aboveHighWater = false;
           this.#h?.onDrain();
         }
       }
+      if (this.#spare.length > WRITE_BUFFER_KEEP) this.#spare = new Uint8Array(0);
+      if (this.#pend.length > WRITE_BUFFER_KEEP && this.#fill === 0) this.#pend = new Uint8Array(0);
     } catch (e) {
       this.#fail(e);
       return;

@@ -15,7 +15,7 @@ import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import type { TokenBucket } from "../stack/token_bucket.ts";
 import { EpollHost } from "../host/epoll_host.ts";
-import { epollAvailable } from "../host/epoll.ts";
+import { deferUntilIdle, epollAvailable, EpollSocket } from "../host/epoll.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
 import { listenStream, type StreamListener } from "../host/stream_listener.ts";
@@ -335,6 +335,7 @@ export class Relay {
         conn.close();
       } catch { /* closed */ }
     });
+    if (conn instanceof EpollSocket) writer.schedule = deferUntilIdle;
     const link: GuestLink = this.#faultyOutput(t, {
       kind: "stream",
       remote,

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { setImmediate } from "node:timers";
 import type { TokenBucket } from "../stack/token_bucket.ts";
 
 /** Bytes a lane may deliver per round (DRR quantum). */
@@ -92,7 +93,8 @@ export class Lane {
 export class FrameScheduler {
   #active: Lane[] = [];
   #running = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** A pending come-back (a timeout id, or 0 for an immediate). */
+  #timer: ReturnType<typeof setTimeout> | 0 | undefined;
   readonly lanes: Set<Lane> = new Set();
 
   /** A lane for a guest connection. */
@@ -162,11 +164,16 @@ export class FrameScheduler {
     }
     this.#running = false;
     if (this.#active.length === 0) return;
-    // more work: yield to I/O first; if every lane is rate-limited, come back when one has tokens
-    const wait = spent === 0 && minWait !== Infinity ? Math.max(1, Math.ceil(minWait)) : 0;
-    this.#timer = setTimeout(() => {
+    // more work: yield to I/O first (setImmediate: a chained setTimeout(0) is clamped to milliseconds);
+    // if every lane is rate-limited, come back when one has tokens
+    const again = () => {
       this.#timer = undefined;
       this.#kick();
-    }, wait);
+    };
+    if (spent === 0 && minWait !== Infinity) this.#timer = setTimeout(again, Math.max(1, Math.ceil(minWait)));
+    else {
+      this.#timer = 0;
+      setImmediate(again);
+    }
   }
 }

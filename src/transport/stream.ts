@@ -74,6 +74,9 @@ export class FrameWriter {
 
   #max: number;
 
+  /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
+  schedule: (flush: () => void) => void = queueMicrotask;
+
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
     this.#max = maxBacklog;
@@ -111,8 +114,8 @@ export class FrameWriter {
     this.#fill = p + 4 + n;
     if (!this.#writing) {
       this.#writing = true;
-      // flush after the current task: frames produced by one input batch leave in one write
-      queueMicrotask(() => this.#flush());
+      // flush later: frames produced by one input batch (or several) leave in one write
+      this.schedule(() => this.#flush());
     }
     return true;
   }

@@ -7,8 +7,19 @@ export const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
 export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): Deno.ChildProcess {
   const prof = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", ...prof, CLI, "serve", "--log-level", "warn", ...args],
-    stdout: "null",
+    args: [
+      "run",
+      "-A",
+      ...prof,
+      ...(Deno.env.get("SLIRP_RELAY_V8_FLAGS") ? [`--v8-flags=${Deno.env.get("SLIRP_RELAY_V8_FLAGS")}`] : []),
+      CLI,
+      "serve",
+      "--log-level",
+      "warn",
+      ...args,
+    ],
+    // --v8-flags such as --trace-gc print on stdout
+    stdout: Deno.env.get("SLIRP_RELAY_V8_FLAGS") ? "inherit" : "null",
     stderr: "inherit",
   }).spawn();
 }

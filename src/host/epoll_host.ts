@@ -3,8 +3,8 @@
  * resolver configuration come from {@linkcode NodeHost}. See epoll.ts for why the runtime's own sockets
  * are not used for the relay's busiest traffic.
  *
- * Reads go straight into a buffer of ours: a read that fills most of it hands the buffer to the stack and
- * the next read gets a fresh one; a small read is copied out, so an idle flow does not pin 64 KiB.
+ * Reads go straight into the TCP connection's send queue (no buffer allocated per read); writes gather in
+ * one buffer per socket, sent when the socket loop idles.
  *
  * @module
  */
@@ -12,10 +12,8 @@ import type { HostListener, HostTcpSocket, TcpHandlers } from "./host.ts";
 import { NodeHost } from "./node_host.ts";
 import { connectTcp, deferUntilIdle, EpollListener, type EpollSocket } from "./epoll.ts";
 
-/** First read buffer of a connection; doubles while reads fill it. */
-const READ_BUFFER_MIN = 4 * 1024;
-/** Largest read buffer (one read's worth of host data). */
-const READ_BUFFER_MAX = 64 * 1024;
+/** Read buffer for handlers without a buffer of their own. */
+const READ_BUFFER_BYTES = 16 * 1024;
 /** Bytes queued toward the host above which write() says "slow down" (as node:net's highWaterMark). */
 const WRITE_HIGH_WATER = 64 * 1024;
 /** Pending bytes that are sent without waiting for the loop to go idle. */
@@ -184,26 +182,22 @@ class StreamTcpSocket implements HostTcpSocket {
     if (this.#reading || this.#paused || this.#eof || this.#closed || !this.#conn || !this.#h) return;
     this.#reading = true;
     const conn = this.#conn;
+    const h = this.#h;
     try {
       while (!this.#paused && !this.#closed) {
-        const buf = this.#readBuf ??= new Uint8Array(READ_BUFFER_MIN);
+        // into the handler's own buffer when it offers one (the TCP send queue), else into ours
+        const direct = h.readBuffer !== undefined && h.onRead !== undefined;
+        const buf = direct ? h.readBuffer!() : (this.#readBuf ??= new Uint8Array(READ_BUFFER_BYTES));
         const n = await conn.read(buf);
         if (this.#closed) return;
         if (n === null) {
           this.#eof = true;
-          this.#h!.onEnd();
+          h.onEnd();
           this.#maybeFinish();
           return;
         }
-        let data: Uint8Array;
-        if (n >= buf.length >> 1) {
-          // a big read: hand the buffer over, the next read gets a fresh one (bigger if this one filled)
-          data = buf.subarray(0, n);
-          this.#readBuf = new Uint8Array(
-            n === buf.length ? Math.min(buf.length * 2, READ_BUFFER_MAX) : buf.length,
-          );
-        } else data = buf.slice(0, n);
-        this.#h!.onData(data);
+        if (direct) h.onRead!(n);
+        else h.onData(buf.subarray(0, n));
       }
     } catch (e) {
       this.#fail(e);

@@ -40,8 +40,14 @@ export interface HostIcmpEcho {
 export interface TcpHandlers {
   /** Connected (for connectTcp). */
   onConnect(): void;
-  /** Bytes from the host peer; owned by the callee. */
+  /** Bytes from the host peer; valid only during the call (the callee copies what it keeps). */
   onData(data: Uint8Array): void;
+  /**
+   * Optional zero-copy receive: where the next read should land (the callee's own buffer), and how many
+   * bytes it got. A host that supports it calls these instead of onData.
+   */
+  readBuffer?(): Uint8Array;
+  onRead?(n: number): void;
   /** The peer sent FIN. */
   onEnd(): void;
   /** The socket failed ("ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", …) and is closed. */

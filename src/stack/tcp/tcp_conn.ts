@@ -84,6 +84,8 @@ export const OUR_WSCALE = 7;
 const DEFAULT_MSS = 536;
 /** Most guest-bound data held per connection before host reads pause. */
 export const DEFAULT_SEND_BUFFER = 1024 * 1024;
+/** Room offered to each host read. */
+const HOST_READ_BYTES = 64 * 1024;
 /** Least of it: what a small-window guest needs queued behind its window. */
 const MIN_SEND_BUFFER = 64 * 1024;
 /** Bytes toward the host the guest may have outstanding (our receive window). */
@@ -938,7 +940,22 @@ export class TcpConn implements TcpHandlers {
   onData(data: Uint8Array): void {
     if (this.#freed) return;
     this.queue.push(data);
-    this.stack.counters.tcpBytesToGuest += data.length;
+    this.#received(data.length);
+  }
+
+  /** The send queue's free space: the host socket reads straight into it. */
+  readBuffer(): Uint8Array {
+    return this.queue.writable(HOST_READ_BYTES);
+  }
+
+  onRead(n: number): void {
+    if (this.#freed) return;
+    this.queue.commit(n);
+    this.#received(n);
+  }
+
+  #received(n: number): void {
+    this.stack.counters.tcpBytesToGuest += n;
     if (this.queue.length >= this.#sendLimit() && !this.#hostPaused) {
       this.#hostPaused = true;
       this.host?.pause();

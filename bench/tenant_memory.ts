@@ -67,6 +67,9 @@ await new Promise((r) => setTimeout(r, 1200));
 m = stage("connected (link, lane, stack)", m);
 await new Promise((r) => setTimeout(r, 1500));
 stage("after one DHCP discover/offer", m);
+// SLIRP_HEAP_SNAPSHOT=path: what the idle tenants' heap is made of (open in Chrome DevTools)
+const snapshot = Deno.env.get("SLIRP_HEAP_SNAPSHOT");
+if (snapshot) (await import("node:v8")).writeHeapSnapshot(snapshot);
 await client.status;
 await relay.stop();
 await Deno.remove(dir, { recursive: true });

@@ -358,7 +358,19 @@ for (let i = 0; i < 100; i++) {
   await new Promise((r) => setTimeout(r, 100));
 }
 await new Promise((r) => setTimeout(r, 500));
+/** The relay's own view of its memory (from /metrics). */
+async function relayMemory(): Promise<{ heapUsed: number; heapTotal: number; external: number }> {
+  const text =
+    await (await fetch(`${admin}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+  const get = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+  return {
+    heapUsed: get("slirp_heap_used_bytes"),
+    heapTotal: get("slirp_heap_total_bytes"),
+    external: get("slirp_external_memory_bytes"),
+  };
+}
 const rssBase = rssOf(relay.pid);
+const memBase = await relayMemory();
 
 const guests: SimGuest[] = [];
 try {
@@ -419,6 +431,7 @@ try {
   await new Promise((r) => setTimeout(r, 1000));
   const rssIdle = rssOf(relay.pid);
   const perTenant = (rssIdle - rssBase) / N;
+  const memIdle = await relayMemory();
 
   // small request/response on one connection per tenant
   await Promise.all(guests.map((g) => g.open(echoPort, 40000)));
@@ -523,6 +536,14 @@ try {
   console.log(`| setup: create ${N} tenants + connect + DHCP | ${(setupMs / 1000).toFixed(1)} s |`);
   console.log(`| relay RSS before tenants | ${(rssBase / 2 ** 20).toFixed(1)} MiB |`);
   console.log(`| relay RSS with ${N} idle leased tenants | ${(rssIdle / 2 ** 20).toFixed(1)} MiB |`);
+  const kibPer = (a: number, b: number) => ((a - b) / N / 1024).toFixed(1);
+  console.log(
+    `| of which V8 heap used / heap reserved / buffers, per tenant | ${
+      kibPer(memIdle.heapUsed, memBase.heapUsed)
+    } / ${kibPer(memIdle.heapTotal, memBase.heapTotal)} / ${
+      kibPer(memIdle.external, memBase.external)
+    } KiB |`,
+  );
   console.log(`| memory per idle tenant | ${(perTenant / 1024).toFixed(1)} KiB |`);
   console.log(
     `| request/response 64 B, all tenants: p50 / p99 | ${(p50 / 1000).toFixed(2)} ms / ${

@@ -8,10 +8,12 @@
 import type { ByteStream } from "../transport/stream.ts";
 import { epollAvailable, EpollListener, type EpollSocket } from "./epoll.ts";
 
+/** A guest connection as accepted: a byte stream and a printable remote address. */
+export type AcceptedStream = ByteStream & { remote: string };
+
 export interface StreamListener {
   /** The bound address as a URL, with the real port when 0 was asked for. */
   readonly url: string;
-  accept(): AsyncIterable<ByteStream & { remote: string }>;
   close(): void;
 }
 
@@ -30,9 +32,10 @@ export function parseListenUrl(
   throw new Error(`Invalid listen address "${url}": expected tcp://HOST:PORT or unix:///PATH`);
 }
 
-export function listenStream(url: string): StreamListener {
+/** Listens on `url`; each guest connection goes to `onAccept`. */
+export function listenStream(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
   try {
-    return bind(url);
+    return bind(url, onAccept);
   } catch (e) {
     const err = e as Error;
     const why = err.name === "AddrInUse" || (err as { code?: string }).code === "EADDRINUSE"
@@ -42,56 +45,24 @@ export function listenStream(url: string): StreamListener {
   }
 }
 
-/** Connections accepted by a callback, handed out by an async iterator. */
-function acceptQueue(): {
-  push: (c: ByteStream & { remote: string }) => void;
-  end: () => void;
-  iterate: () => AsyncIterable<ByteStream & { remote: string }>;
-} {
-  const ready: (ByteStream & { remote: string })[] = [];
-  let wake: (() => void) | null = null;
-  let ended = false;
-  return {
-    push(c) {
-      ready.push(c);
-      wake?.();
-    },
-    end() {
-      ended = true;
-      wake?.();
-    },
-    async *iterate() {
-      for (;;) {
-        while (ready.length > 0) yield ready.shift()!;
-        if (ended) return;
-        await new Promise<void>((r) => (wake = r));
-        wake = null;
-      }
-    },
-  };
-}
-
-function bindEpoll(url: string): StreamListener {
+function bindEpoll(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
   const a = parseListenUrl(url);
-  const q = acceptQueue();
   let listener: EpollListener;
   let bound: string;
   if (a.kind === "tcp") {
     listener = EpollListener.tcp(a.host, a.port, (s: EpollSocket) => {
-      q.push(Object.assign(s, { remote: `${s.remoteAddress}:${s.remotePort}` }));
+      onAccept(Object.assign(s, { remote: `${s.remoteAddress}:${s.remotePort}` }));
     });
     bound = `tcp://${a.host.includes(":") ? `[${a.host}]` : a.host}:${listener.port}`;
   } else {
     removeStaleSocket(a.path);
-    listener = EpollListener.unix(a.path, (s: EpollSocket) => q.push(Object.assign(s, { remote: "unix" })));
+    listener = EpollListener.unix(a.path, (s: EpollSocket) => onAccept(Object.assign(s, { remote: "unix" })));
     bound = `unix://${a.path}`;
   }
   return {
     url: bound,
-    accept: () => q.iterate(),
     close() {
       listener.close();
-      q.end();
       if (a.kind === "unix") {
         try {
           Deno.removeSync(a.path);
@@ -108,8 +79,8 @@ function removeStaleSocket(path: string): void {
   } catch { /* absent */ }
 }
 
-function bind(url: string): StreamListener {
-  if (epollAvailable()) return bindEpoll(url);
+function bind(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
+  if (epollAvailable()) return bindEpoll(url, onAccept);
   const a = parseListenUrl(url);
   let listener: Deno.Listener;
   let bound: string;
@@ -122,22 +93,21 @@ function bind(url: string): StreamListener {
     listener = Deno.listen({ transport: "unix", path: a.path });
     bound = `unix://${a.path}`;
   }
+  (async () => {
+    for (;;) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        return; // closed
+      }
+      if (a.kind === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+      const r = conn.remoteAddr;
+      onAccept(Object.assign(conn, { remote: r.transport === "tcp" ? `${r.hostname}:${r.port}` : "unix" }));
+    }
+  })();
   return {
     url: bound,
-    async *accept() {
-      for (;;) {
-        let conn: Deno.Conn;
-        try {
-          conn = await listener.accept();
-        } catch {
-          return;
-        }
-        if (a.kind === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-        const r = conn.remoteAddr;
-        const remote = r.transport === "tcp" ? `${r.hostname}:${r.port}` : "unix";
-        yield Object.assign(conn, { remote });
-      }
-    },
     close() {
       try {
         listener.close();

@@ -109,6 +109,13 @@ export function renderMetrics(r: Relay): string {
   const mem = Deno.memoryUsage();
   family("process_resident_memory_bytes", "gauge", "Resident set size.", [[{}, mem.rss]]);
   family("slirp_heap_used_bytes", "gauge", "V8 heap in use.", [[{}, mem.heapUsed]]);
+  family("slirp_heap_total_bytes", "gauge", "V8 heap reserved.", [[{}, mem.heapTotal]]);
+  family("slirp_external_memory_bytes", "gauge", "Memory outside the V8 heap held by JS objects (buffers).", [
+    [
+      {},
+      mem.external,
+    ],
+  ]);
   family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.", [[
     {},
     Math.floor(r.startedAt / 1000),

@@ -141,9 +141,8 @@ export class Relay {
   async start(): Promise<string[]> {
     try {
       for (const url of this.#opts.listenQemu) {
-        const l = listenStream(url);
+        const l = listenStream(url, (conn) => this.#serveStream(conn, conn.remote, null));
         this.#listeners.push(l);
-        this.#acceptLoop(l, null);
       }
       for (const url of this.#opts.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
       if (this.#opts.admin) {
@@ -203,10 +202,9 @@ export class Relay {
       for (const f of config.hostfwd) await t.addForward(f);
       if (this.#opts.tenantSocketDir) {
         const path = `${this.#opts.tenantSocketDir}/${t.id}.sock`;
-        const l = listenStream(`unix://${path}`);
+        const l = listenStream(`unix://${path}`, (conn) => this.#serveStream(conn, conn.remote, t));
         t.socketPath = path;
         t.closeSocket = () => l.close();
-        this.#acceptLoop(l, t);
       }
     } catch (e) {
       this.deleteTenant(t.id);
@@ -293,10 +291,6 @@ export class Relay {
   }
 
   // ───────────────────────── stream transport ─────────────────────────
-
-  async #acceptLoop(l: StreamListener, tenant: Tenant | null): Promise<void> {
-    for await (const conn of l.accept()) this.#serveStream(conn, conn.remote, tenant);
-  }
 
   #faultyOutput(t: Tenant, link: GuestLink): GuestLink {
     const loss = this.#opts.faults?.guestBoundLoss ?? 0;

@@ -61,19 +61,26 @@ export class DhcpServer {
   #byKey = new Map<string, Lease>();
   #byAddress = new Map<number, Lease>();
   #staticByMac = new Map<number, { address: number; hostname?: string }>();
-  #fixedOptions: [number, Uint8Array][];
 
   constructor(stack: Stack) {
     this.#stack = stack;
     const c = stack.config;
-    const p = stack.plan;
     for (const l of c.staticLeases) {
       this.#staticByMac.set(parseMacAddress(l.mac)!, {
         address: parseIpv4Address(l.address)!,
         hostname: l.hostname,
       });
     }
-    // Options sent in every OFFER/ACK, in RFC 2132 order
+    this.#fixedOptions(); // a bad search domain fails here, at configuration time
+  }
+
+  /**
+   * Options sent in every OFFER/ACK, in RFC 2132 order. Built per reply (DHCP is rare) rather than
+   * held: eight small buffers per tenant add up over a thousand idle tenants.
+   */
+  #fixedOptions(): [number, Uint8Array][] {
+    const c = this.#stack.config;
+    const p = this.#stack.plan;
     const lease = c.leaseTimeSec;
     const opts: [number, Uint8Array][] = [
       [DhcpOption.SUBNET_MASK, optU32(p.netmask)],
@@ -92,7 +99,7 @@ export class DhcpServer {
       if (names instanceof WireError) throw new Error(`Invalid search domain list: ${names.reason}`);
       opts.push([DhcpOption.DOMAIN_SEARCH, names]);
     }
-    this.#fixedOptions = opts;
+    return opts;
   }
 
   /** Number of leases and offers held. */
@@ -284,7 +291,7 @@ export class DhcpServer {
     if (type === DhcpMessageType.NAK) {
       if (message) options.push([DhcpOption.MESSAGE, optString(message)]);
     } else {
-      for (const o of this.#fixedOptions) {
+      for (const o of this.#fixedOptions()) {
         const isLeaseOpt = o[0] === DhcpOption.LEASE_TIME || o[0] === DhcpOption.RENEWAL_TIME ||
           o[0] === DhcpOption.REBINDING_TIME;
         if (isLeaseOpt && !withLease) continue;

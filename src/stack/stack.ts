@@ -82,6 +82,10 @@ export interface StackDeps {
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
 const TX_SLACK = 128;
+let sharedTx = new Uint8Array(0);
+const SHARED_ETH = newEthernetHeader();
+const SHARED_IP = newIpv4Header();
+const SHARED_UDP = newUdpHeader();
 /** Bound on the IP→MAC table: a guest LAN has few hosts. */
 const MAX_NEIGHBOURS = 64;
 
@@ -95,8 +99,14 @@ export class Stack {
   readonly counters: Counters;
   readonly log: Logger;
   readonly tenant: string;
-  /** Scratch buffer for frames toward the guest. */
-  readonly tx: Uint8Array;
+  /**
+   * Scratch buffer for frames toward the guest, one for every stack in the process: a frame is built
+   * and handed to `output` (which copies it) before any other stack runs, and a thousand idle tenants
+   * need not hold a thousand of them.
+   */
+  get tx(): Uint8Array {
+    return sharedTx;
+  }
   output: FrameSink;
   /** Guest IPv4 → MAC, learned from ARP, DHCP and IP source addresses. */
   readonly neighbours: Map<number, number> = new Map();
@@ -110,9 +120,11 @@ export class Stack {
   readonly udp: UdpNat;
   readonly tcp: TcpService;
 
-  #eth = newEthernetHeader();
-  #ip = newIpv4Header();
-  #udp = newUdpHeader();
+  // parse scratch, shared by every stack in the process (input is processed synchronously, one frame at
+  // a time)
+  #eth = SHARED_ETH;
+  #ip = SHARED_IP;
+  #udp = SHARED_UDP;
   #ipId = 1;
   #closed = false;
   #guard: StackDeps["egressGuard"];
@@ -130,7 +142,9 @@ export class Stack {
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
-    this.tx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    if (sharedTx.length < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
+      sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    }
     this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason));
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
     this.arp = new ArpService(this);

@@ -4,7 +4,7 @@
  *
  * Reading parses frames in place in one receive buffer (no copy per frame) and hands each to the
  * stack as a view. Writing coalesces: frames are appended, prefix and all, to a pending buffer that one
- * socket write flushes; while a write is in flight the next batch accumulates in a second buffer. The
+ * socket write flushes; frames pushed while a write is in flight are appended behind it. The
  * pending buffer is bounded: a frame that does not fit is dropped and counted (TCP toward the guest
  * recovers by retransmission; the stack paces itself against `writeBacklog`).
  *
@@ -62,7 +62,6 @@ export function splitFrames(
 export class FrameWriter {
   #stream: ByteStream;
   #pending: Uint8Array;
-  #spare: Uint8Array;
   #fill = 0;
   #writing = false;
   #closed = false;
@@ -71,18 +70,16 @@ export class FrameWriter {
   onDrain: (() => void) | null = null;
   /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
   rate: TokenBucket | null = null;
-
-  #max: number;
-
   /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
   schedule: (flush: () => void) => void = queueMicrotask;
+
+  #max: number;
 
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
     this.#max = maxBacklog;
-    // buffers start small and grow to the bound on demand: an idle guest costs a few KiB, not 2 × bound
+    // starts small and grows to the bound on demand: an idle guest costs a few KiB, not the bound
     this.#pending = new Uint8Array(Math.min(maxBacklog, 2 * 1024));
-    this.#spare = new Uint8Array(0);
     this.#onError = onError;
   }
 
@@ -100,6 +97,7 @@ export class FrameWriter {
       if (need > this.#max) {
         return false;
       }
+      // a write in flight keeps reading the old buffer, which stays unchanged
       const grown = new Uint8Array(Math.min(this.#max, Math.max(need, this.#pending.length * 2)));
       grown.set(this.#pending.subarray(0, this.#fill));
       this.#pending = grown;
@@ -120,24 +118,24 @@ export class FrameWriter {
     return true;
   }
 
+  /**
+   * Writes the backlog from its one buffer. Frames pushed meanwhile are appended behind the bytes being
+   * written (never over them), and the written prefix is dropped afterwards: one buffer per guest, not two.
+   */
   async #flush(): Promise<void> {
     try {
       while (this.#fill > 0 && !this.#closed) {
-        const out = this.#pending;
         const len = this.#fill;
-        // the spare grows to match: the next batch rarely needs to grow again
-        this.#pending = this.#spare.length >= Math.min(out.length, this.#max)
-          ? this.#spare
-          : new Uint8Array(out.length);
-        this.#spare = out;
-        this.#fill = 0;
         if (this.rate && !this.rate.unlimited) {
           const wait = this.rate.waitMs(1, performance.now());
           if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           this.rate.spend(len, performance.now());
         }
         let off = 0;
-        while (off < len) off += await this.#stream.write(out.subarray(off, len));
+        while (off < len) off += await this.#stream.write(this.#pending.subarray(off, len));
+        const b = this.#pending;
+        b.copyWithin(0, len, this.#fill);
+        this.#fill -= len;
       }
     } catch (e) {
       this.#closed = true;

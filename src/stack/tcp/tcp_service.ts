@@ -29,12 +29,17 @@ import { TcpConn, TcpState } from "./tcp_conn.ts";
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
 export const OUTPUT_PACING_BYTES = 512 * 1024;
 
+const SHARED_SEG = newTcpHeader();
+const SHARED_RST = newTcpHeader();
+const SHARED_OUT = newTcpHeader();
+
 export class TcpService {
   #stack: Stack;
-  #seg = newTcpHeader();
-  #rst = newTcpHeader();
+  // parse and emit scratch, shared by every tenant's stack (used synchronously, never across stacks)
+  #seg = SHARED_SEG;
+  #rst = SHARED_RST;
   /** Reused header for every segment we emit. */
-  readonly outHeader: TcpHeader = newTcpHeader();
+  readonly outHeader: TcpHeader = SHARED_OUT;
   /** (guestPort << 16 | localPort) → connections (disambiguated by addresses). */
   #table = new Map<number, TcpConn[]>();
   #count = 0;

@@ -79,7 +79,7 @@ export class FrameWriter {
     this.#stream = stream;
     this.#max = maxBacklog;
     // starts small and grows to the bound on demand: an idle guest costs a few KiB, not the bound
-    this.#pending = new Uint8Array(Math.min(maxBacklog, 2 * 1024));
+    this.#pending = new Uint8Array(Math.min(maxBacklog, 1024));
     this.#onError = onError;
   }
 
@@ -169,7 +169,7 @@ export async function readFrameBatches(
 ): Promise<void> {
   // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
   const cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
-  let buf = new Uint8Array(2 * 1024);
+  let buf = new Uint8Array(1024);
   const offs: number[] = [];
   const lens: number[] = [];
   let filled = 0;

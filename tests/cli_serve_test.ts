@@ -180,3 +180,64 @@ Deno.test("cli serve: SIGTERM resets the guest's open TCP connections instead of
   echo.close();
   await out.cancel();
 });
+
+Deno.test("cli serve: out of file descriptors, the relay refuses for a moment and then serves again", async () => {
+  // the relay under a 64-descriptor limit (prlimit, util-linux): guests past it cannot be accepted
+  const child = new Deno.Command("prlimit", {
+    args: [
+      "--nofile=64",
+      Deno.execPath(),
+      "run",
+      "-A",
+      CLI,
+      "serve",
+      "--listen-qemu",
+      "tcp://127.0.0.1:0",
+      "--dns-upstream",
+      "127.0.0.1:9",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  let port = 0;
+  while (!port) {
+    const { value, done } = await out.read();
+    if (done) break;
+    text += value;
+    const m = /listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text);
+    if (m) port = Number(m[1]);
+  }
+  assert.ok(port > 0, text);
+  const arp = (c: Deno.Conn) => {
+    const f = arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2"));
+    const msg = new Uint8Array(4 + f.length);
+    new DataView(msg.buffer).setUint32(0, f.length);
+    msg.set(f, 4);
+    return c.write(msg);
+  };
+  const answered = (c: Deno.Conn, ms: number) =>
+    new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), ms);
+      readFrames(c, 70000, () => {
+        clearTimeout(t);
+        resolve(true);
+      }).catch(() => resolve(false));
+    });
+  // more guests than descriptors: the kernel completes the handshakes, the relay cannot accept them all
+  const flood: Deno.Conn[] = [];
+  for (let i = 0; i < 100; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+  await new Promise((r) => setTimeout(r, 500));
+  for (const c of flood) c.close();
+  // once they are gone, a new guest is served
+  const late = await Deno.connect({ hostname: "127.0.0.1", port });
+  await arp(late);
+  assert.ok(await answered(late, 5000), "a guest arriving after the flood is answered");
+  late.close();
+  child.kill("SIGTERM");
+  assert.equal((await child.status).code, 0);
+  const err = await new Response(child.stderr).text();
+  assert.match(err, /accept failed \(EMFILE\); retrying in 100 ms/);
+  await out.cancel();
+});

@@ -59,6 +59,8 @@ const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11, EINTR = 4, EINPROGRESS = 115;
 /** Busy turns a deferred write may wait (each turn is a few µs to tens of µs). */
 const DEFER_TURNS = 4;
+/** Pause after an accept failure such as EMFILE. */
+const ACCEPT_RETRY_MS = 100;
 /** Events taken per epoll_wait. */
 const MAX_EVENTS = 512;
 /** sizeof(struct epoll_event) on x86-64 and aarch64 is 12 (packed) on x86-64, 16 on aarch64. */
@@ -552,6 +554,7 @@ export class EpollListener implements Watcher {
   #fd: number;
   #token: number;
   #closed = false;
+  #resting = false;
   readonly address: string;
   readonly port: number;
   readonly #tcp: boolean;
@@ -600,8 +603,17 @@ export class EpollListener implements Watcher {
       if (fd < 0) {
         const e = errno();
         if (e === EAGAIN || e === EINTR || e === 103 /* ECONNABORTED */) return;
-        // EMFILE and the like: say so, and let the next turn try again
-        console.error(`slirp-relay: accept failed: ${ERRNO_CODES[e] ?? e}`);
+        // EMFILE and the like: the socket stays readable (level-triggered), so stop watching it for a
+        // moment instead of failing on every turn
+        if (!this.#resting) {
+          console.error(`slirp-relay: accept failed (${ERRNO_CODES[e] ?? e}); retrying in 100 ms`);
+        }
+        this.#resting = true;
+        epollLoop().modify(this.#fd, this.#token, 0);
+        setTimeout(() => {
+          this.#resting = false;
+          if (!this.#closed) epollLoop().modify(this.#fd, this.#token, EPOLLIN);
+        }, ACCEPT_RETRY_MS);
         return;
       }
       if (this.#tcp) setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);

@@ -37,18 +37,19 @@ if (flags.role === "source") {
 } else if (flags.role) {
   const port = Number(flags.port);
   const got = new Array<number>(N).fill(0);
+  /** Reads `c` to its end, counting bytes for connection `i`. */
+  const drain = (c: { read(p: Uint8Array): Promise<number | null> }, i: number) => {
+    const buf = new Uint8Array(64 * 1024);
+    (async () => {
+      for (;;) {
+        const n = await c.read(buf);
+        if (n === null) return;
+        got[i] += n;
+      }
+    })().catch(() => {});
+  };
   if (flags.role === "deno") {
-    for (let i = 0; i < N; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      const buf = new Uint8Array(64 * 1024);
-      (async () => {
-        for (;;) {
-          const n = await c.read(buf);
-          if (n === null) return;
-          got[i] += n;
-        }
-      })().catch(() => {});
-    }
+    for (let i = 0; i < N; i++) drain(await Deno.connect({ hostname: "127.0.0.1", port }), i);
   } else if (flags.role === "node") {
     for (let i = 0; i < N; i++) {
       const c = net.connect(port, "127.0.0.1");
@@ -59,14 +60,7 @@ if (flags.role === "source") {
     for (let i = 0; i < N; i++) {
       const c = connectTcp("127.0.0.1", port);
       await c.waitConnected();
-      const buf = new Uint8Array(64 * 1024);
-      (async () => {
-        for (;;) {
-          const n = await c.read(buf);
-          if (n === null) return;
-          got[i] += n;
-        }
-      })().catch(() => {});
+      drain(c, i);
     }
   }
   await new Promise((r) => setTimeout(r, 1000));

@@ -10,17 +10,15 @@ import { isWireError } from "../src/wire/bytes.ts";
 
 const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
 
-Deno.test("cli serve: --config file and flags, answers a guest over the stream protocol, exits cleanly on SIGTERM", async () => {
-  const dir = await Deno.makeTempDir();
-  await Deno.writeTextFile(
-    `${dir}/relay.json`,
-    JSON.stringify({ "net": "10.9.0.0/24", "dns-upstream": ["127.0.0.1:9"], "log-level": "warn" }),
-  );
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CLI, "serve", "--config", `${dir}/relay.json`, "--listen-qemu", "tcp://127.0.0.1:0"],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+/**
+ * Starts `slirp-relay serve` with `args` (under `wrapper`, e.g. prlimit, when given) and waits for its
+ * stream listener's line; returns the child, the port, what it printed so far and its stdout reader.
+ */
+async function startServe(args: string[], opts: { wrapper?: string[]; stderr?: "piped" | "null" } = {}) {
+  const argv = [Deno.execPath(), "run", "-A", CLI, "serve", "--listen-qemu", "tcp://127.0.0.1:0", ...args];
+  const [cmd, ...rest] = [...(opts.wrapper ?? []), ...argv];
+  const child = new Deno.Command(cmd, { args: rest, stdout: "piped", stderr: opts.stderr ?? "piped" })
+    .spawn();
   const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
   let port = 0;
@@ -28,18 +26,31 @@ Deno.test("cli serve: --config file and flags, answers a guest over the stream p
     const { value, done } = await out.read();
     if (done) break;
     text += value;
-    const m = /listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text);
-    if (m) port = Number(m[1]);
+    port = Number(/listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1] ?? 0);
   }
   assert.ok(port > 0, text);
+  return { child, port, text, out };
+}
+
+/** Writes one frame with its 4-byte length prefix (QEMU's stream protocol). */
+function sendFrame(conn: Deno.Conn, f: Uint8Array): Promise<number> {
+  const m = new Uint8Array(4 + f.length);
+  new DataView(m.buffer).setUint32(0, f.length);
+  m.set(f, 4);
+  return conn.write(m);
+}
+
+Deno.test("cli serve: --config file and flags, answers a guest over the stream protocol, exits cleanly on SIGTERM", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/relay.json`,
+    JSON.stringify({ "net": "10.9.0.0/24", "dns-upstream": ["127.0.0.1:9"], "log-level": "warn" }),
+  );
+  const { child, port, text, out } = await startServe(["--config", `${dir}/relay.json`]);
   assert.match(text, /gateway 10\.9\.0\.2, DNS 10\.9\.0\.3/, "the config file's network is used");
   assert.match(text, /-netdev stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1/);
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const f = arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2"));
-  const msg = new Uint8Array(4 + f.length);
-  new DataView(msg.buffer).setUint32(0, f.length);
-  msg.set(f, 4);
-  await conn.write(msg);
+  await sendFrame(conn, arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2")));
   const reply = await new Promise<number>((resolve) => {
     readFrames(conn, 70000, (b, off, len) => {
       const a = parseArp(b, off + 14, off + len);
@@ -115,37 +126,11 @@ Deno.test("cli serve: SIGTERM resets the guest's open TCP connections instead of
     s.on("error", () => {});
     s.pipe(s);
   });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      CLI,
-      "serve",
-      "--listen-qemu",
-      "tcp://127.0.0.1:0",
-      "--dns-upstream",
-      "127.0.0.1:9",
-      "--log-level",
-      "error",
-    ],
-    stdout: "piped",
+  const { child, port, out } = await startServe(["--dns-upstream", "127.0.0.1:9", "--log-level", "error"], {
     stderr: "null",
-  }).spawn();
-  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "", port = 0;
-  while (!port) {
-    const { value, done } = await out.read();
-    if (done) break;
-    text += value;
-    port = Number(/listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1] ?? 0);
-  }
+  });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const send = (f: Uint8Array) => {
-    const m = new Uint8Array(4 + f.length);
-    new DataView(m.buffer).setUint32(0, f.length);
-    m.set(f, 4);
-    return conn.write(m);
-  };
+  const send = (f: Uint8Array) => sendFrame(conn, f);
   const seen: ReturnType<typeof dissect>[] = [];
   const reading = readFrames(conn, 70000, (b, off, len) => void seen.push(dissect(b.slice(off, off + len))))
     .catch(() => {});
@@ -183,40 +168,10 @@ Deno.test("cli serve: SIGTERM resets the guest's open TCP connections instead of
 
 Deno.test("cli serve: out of file descriptors, the relay refuses for a moment and then serves again", async () => {
   // the relay under a 64-descriptor limit (prlimit, util-linux): guests past it cannot be accepted
-  const child = new Deno.Command("prlimit", {
-    args: [
-      "--nofile=64",
-      Deno.execPath(),
-      "run",
-      "-A",
-      CLI,
-      "serve",
-      "--listen-qemu",
-      "tcp://127.0.0.1:0",
-      "--dns-upstream",
-      "127.0.0.1:9",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  let port = 0;
-  while (!port) {
-    const { value, done } = await out.read();
-    if (done) break;
-    text += value;
-    const m = /listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text);
-    if (m) port = Number(m[1]);
-  }
-  assert.ok(port > 0, text);
-  const arp = (c: Deno.Conn) => {
-    const f = arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2"));
-    const msg = new Uint8Array(4 + f.length);
-    new DataView(msg.buffer).setUint32(0, f.length);
-    msg.set(f, 4);
-    return c.write(msg);
-  };
+  const { child, port, out } = await startServe(["--dns-upstream", "127.0.0.1:9"], {
+    wrapper: ["prlimit", "--nofile=64"],
+  });
+  const arp = (c: Deno.Conn) => sendFrame(c, arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2")));
   const answered = (c: Deno.Conn, ms: number) =>
     new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), ms);

@@ -67,8 +67,8 @@ export class SendQueue {
   }
 
   #grow(need: number): void {
-    let cap = Math.max(MIN_CAPACITY, this.#buf.length);
-    while (cap < need) cap *= 2;
+    // 1.5x (amortized), rounded to 4 KiB; no power of two: the ring stays near the connection's limit
+    const cap = Math.ceil(Math.max(MIN_CAPACITY, need, this.#buf.length * 1.5) / 4096) * 4096;
     const next = new Uint8Array(cap);
     this.#copy(0, this.#length, next, 0);
     this.#buf = next;

@@ -945,7 +945,10 @@ export class TcpConn implements TcpHandlers {
 
   /** The send queue's free space: the host socket reads straight into it. */
   readBuffer(): Uint8Array {
-    return this.queue.writable(HOST_READ_BYTES);
+    // no more than the room left under the limit: the ring then never grows far past it
+    return this.queue.writable(
+      Math.max(4096, Math.min(HOST_READ_BYTES, this.#sendLimit() - this.queue.length)),
+    );
   }
 
   onRead(n: number): void {

@@ -27,7 +27,7 @@ import type { Stack } from "../stack.ts";
 import { TcpConn, TcpState } from "./tcp_conn.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
-export const OUTPUT_PACING_BYTES = 512 * 1024;
+export const OUTPUT_PACING_BYTES = 128 * 1024;
 
 const SHARED_SEG = newTcpHeader();
 const SHARED_RST = newTcpHeader();

@@ -98,3 +98,65 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+Deno.test({
+  name:
+    "epoll sockets: 300 connections with random writes, half-closes, resets and closes; no hang, loop ends",
+  ignore: skip,
+  async fn() {
+    const { rng } = await import("./_rng.ts");
+    const r = rng(0x5eed);
+    // the far side: a Deno server that echoes until EOF, then closes
+    const server = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const serving = (async () => {
+      const echoes: Promise<void>[] = [];
+      for (let i = 0; i < 300; i++) {
+        let c: Deno.Conn;
+        try {
+          c = await server.accept();
+        } catch {
+          continue; // reset before Deno could accept it (ENOTCONN from accept)
+        }
+        echoes.push((async () => {
+          const buf = new Uint8Array(4096);
+          try {
+            for (;;) {
+              const n = await c.read(buf);
+              if (n === null) break;
+              for (let off = 0; off < n;) off += await c.write(buf.subarray(off, n));
+            }
+          } catch { /* reset by the client */ }
+          try {
+            c.close();
+          } catch { /* closed */ }
+        })());
+      }
+      await Promise.all(echoes);
+    })();
+    const outcomes = await Promise.all(Array.from({ length: 300 }, async () => {
+      const c = connectTcp("127.0.0.1", (server.addr as Deno.NetAddr).port);
+      await c.waitConnected();
+      const sent = Uint8Array.from({ length: r() % 20000 }, () => r() & 0xff);
+      const back: number[] = [];
+      const reading = readAll(c, back).catch(() => "reset");
+      const how = r() % 3;
+      await writeAll(c, sent);
+      if (how === 0) {
+        // orderly: half-close, all bytes come back, then EOF
+        await c.closeWrite();
+        await reading;
+        c.close();
+        assert.deepEqual(back, [...sent]);
+        return "echoed";
+      }
+      if (how === 1) c.reset();
+      else c.close();
+      await reading;
+      return how === 1 ? "reset" : "closed";
+    }));
+    await serving;
+    server.close();
+    assert.equal(outcomes.length, 300);
+    assert.ok(outcomes.includes("echoed") && outcomes.includes("reset") && outcomes.includes("closed"));
+  },
+});

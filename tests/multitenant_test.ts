@@ -11,6 +11,8 @@ import { parseHostForward } from "../src/cli.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
+import { dhcpFrame } from "./_frames.ts";
+import { readFrames } from "../src/transport/stream.ts";
 
 const SECRET = new TextEncoder().encode("test-secret-of-at-least-16-bytes");
 const ADMIN = "admin-test-token";
@@ -78,10 +80,37 @@ Deno.test("admin API: bearer token required; tenants created, listed, inspected,
       id: "ci-42",
       quotas: { maxTcpFlows: 10 },
       hostfwd: ["tcp:127.0.0.1:0-:22"],
+      streamTcp: "127.0.0.1:0",
     });
     assert.equal(created.status, 201);
     const body = await created.json();
     assert.equal(body.socket, `${dir}/ci-42.sock`);
+    // its own TCP stream port: a guest there is the tenant's guest (DHCP answered in its network)
+    const streamPort = Number(/^tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(body.streamTcp)?.[1]);
+    assert.ok(streamPort > 0, body.streamTcp);
+    const qemu = await Deno.connect({ hostname: "127.0.0.1", port: streamPort });
+    const discover = dhcpFrame(0x020000000042, 1);
+    const framed = new Uint8Array(4 + discover.length);
+    new DataView(framed.buffer).setUint32(0, discover.length);
+    framed.set(discover, 4);
+    await qemu.write(framed);
+    const offered = await new Promise<boolean>((resolve) => {
+      readFrames(qemu, 70000, (b, off, len) => resolve(len > 300 && b[off + 12] === 0x08)).catch(() =>
+        resolve(false)
+      );
+    });
+    assert.ok(offered, "a DHCP offer came back over the tenant's TCP port");
+    assert.equal((await api(relay, "GET", "/v1/tenants/ci-42")).status, 200);
+    assert.equal((await (await api(relay, "GET", "/v1/tenants/ci-42")).json()).transport, "stream");
+    qemu.close();
+    // the relay notices the guest leaving
+    for (let i = 0; i < 100 && (await (await api(relay, "GET", "/v1/tenants/ci-42")).json()).connected; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(
+      (await api(relay, "POST", "/v1/tenants", { id: "bad-port", streamTcp: "nope:1" })).status,
+      400,
+    );
     assert.equal(body.websocketPath, "/v1/tenants/ci-42/ws");
     assert.equal(body.forwards[0].guestPort, 22);
     assert.ok(Deno.statSync(`${dir}/ci-42.sock`).isSocket);
@@ -118,11 +147,15 @@ Deno.test("admin API: bearer token required; tenants created, listed, inspected,
     ) {
       assert.ok(names.has(n) || metrics.includes(`# TYPE ${n} `), `metrics lack ${n}`);
     }
-    assert.match(metrics, /slirp_tenant_frames_total\{tenant="ci-42",direction="from_guest"\} 0/);
+    assert.match(metrics, /slirp_tenant_frames_total\{tenant="ci-42",direction="from_guest"\} 1\n/);
 
     assert.equal((await api(relay, "DELETE", "/v1/tenants/ci-42")).status, 204);
     assert.equal((await api(relay, "GET", "/v1/tenants/ci-42")).status, 404);
     assert.throws(() => Deno.statSync(`${dir}/ci-42.sock`), "the tenant's socket is removed with it");
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port: streamPort }),
+      "and its TCP port closed",
+    );
   } finally {
     await relay.stop();
     await Deno.remove(dir, { recursive: true });
@@ -208,6 +241,7 @@ e2eTest(
         id: "tenant-b",
         policy: { allow: [`127.0.0.1/32:${hs.port}`] },
         hostfwd: ["tcp:127.0.0.1:0-:5001"],
+        streamTcp: "127.0.0.1:0",
       });
       const a = await NetnsGuest.create(`unix://${dir}/tenant-a.sock`);
       const b = await NetnsGuest.create(`unix://${dir}/tenant-b.sock`);
@@ -228,6 +262,13 @@ e2eTest(
         const bForward = relay.tenants.get("tenant-b")!.forwards[0].config.hostPort;
         const toB = await tool(a, ["refused", "10.0.2.2", String(bForward)]);
         assert.notEqual(toB.error, null, "A reached B's forward");
+        // ...nor its stream port (A's guest would become B's guest)
+        const toBStream = await tool(a, [
+          "refused",
+          "10.0.2.2",
+          String(relay.tenants.get("tenant-b")!.streamTcpPort),
+        ]);
+        assert.notEqual(toBStream.error, null, "A reached B's stream port");
         assert.ok((relay.tenants.get("tenant-a")!.counters.drops.get("policy-denied-tcp") ?? 0) >= 1);
         // ...while A does reach an ordinary loopback server (allow-listed)
         const allowed = await tool(a, ["halfclose", "10.0.2.2", String(other.port)]);

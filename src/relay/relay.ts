@@ -30,7 +30,13 @@ import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { bindForward, type BoundForward, type GuestLink, Tenant } from "./tenant.ts";
-import { compilePolicy, type TenantSpec, tenantStackConfig, validateSpec } from "./tenant_config.ts";
+import {
+  compilePolicy,
+  parseStreamTcp,
+  type TenantSpec,
+  tenantStackConfig,
+  validateSpec,
+} from "./tenant_config.ts";
 import { verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
 
@@ -204,20 +210,34 @@ export class Relay {
         const path = `${this.#opts.tenantSocketDir}/${t.id}.sock`;
         const l = listenStream(`unix://${path}`, (conn) => this.#serveStream(conn, conn.remote, t));
         t.socketPath = path;
-        t.closeSocket = () => l.close();
+        t.closers.push(() => l.close());
+      }
+      if (spec.streamTcp !== undefined) {
+        const { host, port } = parseStreamTcp(spec.streamTcp);
+        const url = `tcp://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+        const l = listenStream(url, (conn) => this.#serveStream(conn, conn.remote, t));
+        t.streamTcpUrl = l.url;
+        t.streamTcpPort = Number(/:(\d+)$/.exec(l.url)?.[1] ?? 0);
+        t.closers.push(() => l.close());
       }
     } catch (e) {
       this.deleteTenant(t.id);
       throw e;
     }
-    this.#opts.log("info", "tenant created", { tenant: t.id, socket: t.socketPath });
+    this.#opts.log("info", "tenant created", {
+      tenant: t.id,
+      socket: t.socketPath,
+      streamTcp: t.streamTcpUrl,
+    });
     return t;
   }
 
-  /** Whether `real:port` is a port forward of some tenant on this host (any local address). */
+  /** Whether `real:port` is a port forward or stream port of some tenant on this host (any local address). */
   #isForwardPort(protocol: "tcp" | "udp", real: number, port: number): boolean {
     if (real >>> 24 !== 127 && real !== 0) return false;
     for (const t of this.tenants.values()) {
+      // a tenant's own stream port would make the guest another tenant's guest
+      if (protocol === "tcp" && t.streamTcpPort === port) return true;
       for (const f of t.forwards) {
         if (f.config.protocol === protocol && f.config.hostPort === port) return true;
       }
@@ -240,6 +260,7 @@ export class Relay {
     return {
       id: t.id,
       socket: t.socketPath,
+      streamTcp: t.streamTcpUrl,
       websocketPath: `/v1/tenants/${t.id}/ws`,
       forwards: t.forwards.map((f) => f.config),
     };

@@ -111,7 +111,11 @@ export class Tenant {
   capture: PcapCapture | null = null;
   /** The tenant's own stream socket (multi-tenant mode). */
   socketPath: string | null = null;
-  closeSocket: (() => void) | null = null;
+  /** Its own TCP stream port (spec.streamTcp), as a URL, and the port. */
+  streamTcpUrl: string | null = null;
+  streamTcpPort = 0;
+  /** Closes the tenant's own listeners (UNIX socket, TCP port). */
+  readonly closers: (() => void)[] = [];
   #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #deps: TenantDeps;
   #deleted = false;
@@ -247,6 +251,7 @@ export class Tenant {
       transport: this.link?.kind ?? null,
       remote: this.link?.remote ?? null,
       socket: this.socketPath,
+      streamTcp: this.streamTcpUrl,
       forwards: this.forwards.map((f) => f.config),
       quotas: this.quotas,
       tcpFlows: s?.tcp.size ?? 0,
@@ -271,7 +276,7 @@ export class Tenant {
     this.stack = null;
     for (const f of this.forwards) f.close();
     this.forwards = [];
-    this.closeSocket?.();
+    for (const close of this.closers) close();
     this.capture?.stop();
   }
 }

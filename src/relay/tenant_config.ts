@@ -53,6 +53,20 @@ export interface TenantSpec {
   /** Guest network (default 10.0.2.0/24). */
   net?: string;
   mtu?: number;
+  /**
+   * A TCP port of its own for the stream protocol, "HOST:PORT" or "PORT" (host 127.0.0.1; port 0 = any
+   * free one): for QEMU guests that cannot reach the tenant's UNIX socket. Whoever reaches it becomes the
+   * tenant's guest, so bind it where only they can.
+   */
+  streamTcp?: string;
+}
+
+/** Parses a tenant's `streamTcp`: "HOST:PORT", "[V6]:PORT" or "PORT". */
+export function parseStreamTcp(v: string): { host: string; port: number } {
+  const m = /^(?:(\[[0-9a-fA-F:]+\]|[0-9.]+|localhost):)?(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : -1;
+  if (!m || port > 65535) throw new Error(`Invalid streamTcp "${v}": expected HOST:PORT or PORT`);
+  return { host: m[1] ?? "127.0.0.1", port };
 }
 
 /**
@@ -125,6 +139,10 @@ export function validateSpec(x: unknown): TenantSpec {
     }
   }
   if (s.hostfwd !== undefined && !Array.isArray(s.hostfwd)) throw new Error("hostfwd must be a list");
+  if (s.streamTcp !== undefined) {
+    if (typeof s.streamTcp !== "string") throw new Error('streamTcp must be a string such as "127.0.0.1:0"');
+    parseStreamTcp(s.streamTcp);
+  }
   return s;
 }
 

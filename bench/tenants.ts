@@ -307,7 +307,7 @@ if (flags["quiet-client"]) {
       xs.push((performance.now() - t) * 1000);
       await new Promise((r) => setTimeout(r, 10));
     }
-    console.log(JSON.stringify({ p99: quantile(xs, 0.99), n: xs.length }));
+    console.log(JSON.stringify({ p50: quantile(xs, 0.5), p99: quantile(xs, 0.99), n: xs.length }));
   }
   g.close();
   Deno.exit(0);
@@ -419,7 +419,7 @@ try {
       "--quiet-client",
       `${dir}/sockets/t0.sock`,
       "--phases",
-      `2000,${SECONDS * 1000},${SECONDS * 1000}`,
+      `${SECONDS * 1000},${SECONDS * 1000},${SECONDS * 1000}`,
     ],
     stdin: "piped",
     stdout: "piped",
@@ -444,7 +444,10 @@ try {
   await quietLine(); // ready
   const measureQuiet = async () => {
     await quietIn.write(new TextEncoder().encode("go\n"));
-    return (await quietLine()).p99;
+    const r = await quietLine();
+    quietP50s.push(r.p50);
+    quietCounts.push(r.n);
+    return r.p99;
   };
   // (the quiet client's own DHCP happens when it starts, above)
 
@@ -465,6 +468,7 @@ try {
 
   // the quiet tenant (t0, its own process) keeps its echo connection: p99 alone, with one flooder, with
   // everyone downloading. The flooder opens a download connection (its echo connection stays idle).
+  const quietP50s: number[] = [], quietCounts: number[] = [];
   const quietBase = await measureQuiet();
   const flooder = guests[0];
   await flooder.open(sourcePort, 41000);
@@ -577,7 +581,9 @@ try {
   console.log(
     `| quiet tenant p99: alone / with one tenant flooding | ${(quietBase / 1000).toFixed(2)} ms / ${
       (quietOneFlood / 1000).toFixed(2)
-    } ms (×${(quietOneFlood / quietBase).toFixed(2)}) |`,
+    } ms (×${(quietOneFlood / quietBase).toFixed(2)}); p50 ${(quietP50s[0] / 1000).toFixed(2)} / ${
+      (quietP50s[1] / 1000).toFixed(2)
+    } ms; ${quietCounts[0]} / ${quietCounts[1]} requests |`,
   );
   console.log(
     `| aggregate host→guest, ${downloaders.length} tenants downloading | ${gbps.toFixed(2)} Gbit/s |`,

@@ -59,6 +59,8 @@ const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
 const EAGAIN = 11, EINTR = 4, EINPROGRESS = 115;
 /** Busy turns a deferred write may wait (each turn is a few µs to tens of µs). */
 const DEFER_TURNS = 4;
+/** A deferred function that ran within this many turns is hot (a stream of writes worth gathering). */
+const HOT_TURNS = 2;
 /** Pause after an accept failure such as EMFILE. */
 const ACCEPT_RETRY_MS = 100;
 /** Events taken per epoll_wait. */
@@ -143,6 +145,9 @@ class EpollLoop {
   /** Work put off until the loop is idle or a few turns have passed (coalesced host writes). */
   #deferred: (() => void)[] = [];
   #turnsSinceDeferred = 0;
+  /** Loop turns, and the turn each deferred function last ran in (hot or cold). */
+  #turn = 0;
+  #lastRun = new WeakMap<() => void, number>();
   /** Waiting on the worker thread: work deferred now (from a timer or a UDP reply) must not wait for it. */
   #blocked = false;
   #deferredSoon = false;
@@ -211,6 +216,7 @@ class EpollLoop {
           continue;
         }
         failures = 0;
+        this.#turn++;
         if (k > 0) {
           idleTurns = 0;
           this.#dispatch(k);
@@ -227,8 +233,18 @@ class EpollLoop {
     }
   }
 
-  /** Runs `fn` once the loop finds nothing to do, or after a few busy turns, whichever is first. */
+  /**
+   * Runs `fn` once the loop finds nothing to do, or after a few busy turns, whichever is first — when `fn`
+   * is hot (it ran within the last two turns: a stream of writes). A cold `fn` (a lone request's write)
+   * runs right after the current task: waiting turns would only add latency, with nothing to gather.
+   */
   defer(fn: () => void): void {
+    const last = this.#lastRun.get(fn);
+    if (last === undefined || this.#turn - last > HOT_TURNS) {
+      this.#lastRun.set(fn, this.#turn);
+      queueMicrotask(fn);
+      return;
+    }
     if (this.#deferred.length === 0) this.#turnsSinceDeferred = 0;
     this.#deferred.push(fn);
     if ((this.#running && !this.#blocked) || this.#deferredSoon) return;
@@ -244,6 +260,7 @@ class EpollLoop {
     const list = this.#deferred;
     this.#deferred = [];
     for (const fn of list) {
+      this.#lastRun.set(fn, this.#turn);
       try {
         fn();
       } catch (e) {

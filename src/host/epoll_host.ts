@@ -62,6 +62,11 @@ class StreamTcpSocket implements HostTcpSocket {
   #queued = 0;
   #writing = false;
   #flushQueued = false;
+  /** One function per socket, so the loop can tell a stream of writes from a lone one. */
+  readonly #deferredFlush = () => {
+    this.#flushQueued = false;
+    this.#flush();
+  };
   #aboveHighWater = false;
   #ending = false;
   #writeClosed = false;
@@ -127,10 +132,7 @@ class StreamTcpSocket implements HostTcpSocket {
     }
     if (this.#flushQueued) return;
     this.#flushQueued = true;
-    deferUntilIdle(() => {
-      this.#flushQueued = false;
-      this.#flush();
-    });
+    deferUntilIdle(this.#deferredFlush);
   }
 
   end(): void {

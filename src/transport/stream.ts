@@ -74,6 +74,8 @@ export class FrameWriter {
   schedule: (flush: () => void) => void = queueMicrotask;
 
   #max: number;
+  /** The same function every time (a scheduler may tell a stream of flushes from a lone one). */
+  readonly #flushLater = () => void this.#flush();
 
   constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
     this.#stream = stream;
@@ -113,7 +115,7 @@ export class FrameWriter {
     if (!this.#writing) {
       this.#writing = true;
       // flush later: frames produced by one input batch (or several) leave in one write
-      this.schedule(() => this.#flush());
+      this.schedule(this.#flushLater);
     }
     return true;
   }

@@ -946,9 +946,7 @@ export class TcpConn implements TcpHandlers {
   /** The send queue's free space: the host socket reads straight into it. */
   readBuffer(): Uint8Array {
     // no more than the room left under the limit: the ring then never grows far past it
-    return this.queue.writable(
-      Math.max(4096, Math.min(HOST_READ_BYTES, this.#sendLimit() - this.queue.length)),
-    );
+    return this.queue.writable(HOST_READ_BYTES);
   }
 
   onRead(n: number): void {

@@ -945,7 +945,6 @@ export class TcpConn implements TcpHandlers {
 
   /** The send queue's free space: the host socket reads straight into it. */
   readBuffer(): Uint8Array {
-    // no more than the room left under the limit: the ring then never grows far past it
     return this.queue.writable(HOST_READ_BYTES);
   }
 

@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { isMulticastMac, MAC_BROADCAST } from "../wire/bytes.ts";
+import { isMulticastMac, MAC_BROADCAST, ViewCache } from "../wire/bytes.ts";
 import {
   emitEthernet,
   ETH_HEADER_LEN,
@@ -83,6 +83,8 @@ export interface StackDeps {
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
 const TX_SLACK = 128;
 let sharedTx = new Uint8Array(0);
+/** The frame handed to `output`: one view for a run of equal-size frames (output copies it). */
+const outputView = new ViewCache();
 const SHARED_ETH = newEthernetHeader();
 const SHARED_IP = newIpv4Header();
 const SHARED_UDP = newUdpHeader();
@@ -376,7 +378,7 @@ export class Stack {
     const c = this.counters;
     c.framesOut++;
     c.bytesOut += len;
-    this.output(this.tx.subarray(0, len));
+    this.output(outputView.view(this.tx, 0, len));
   }
 
   /** Releases every host socket and timer of this tenant. Idempotent. */

@@ -110,3 +110,25 @@ export class WireError {
 export function isWireError(x: unknown): x is WireError {
   return x instanceof WireError;
 }
+
+/**
+ * `buf.subarray(off, end)`, reused while the same range of the same buffer is asked for again. On a
+ * per-segment path a run of full-size segments then allocates one view, not one each: every view is young
+ * garbage, and the scavenges they cause were the tail of a quiet tenant's latency under a flood.
+ */
+export class ViewCache {
+  #buf: Uint8Array | null = null;
+  #off = 0;
+  #end = 0;
+  #view: Uint8Array = new Uint8Array(0);
+
+  view(buf: Uint8Array, off: number, end: number): Uint8Array {
+    if (buf !== this.#buf || off !== this.#off || end !== this.#end) {
+      this.#buf = buf;
+      this.#off = off;
+      this.#end = end;
+      this.#view = buf.subarray(off, end);
+    }
+    return this.#view;
+  }
+}

@@ -1,6 +1,6 @@
 /**
  * Competing implementations of the RFC 1071 one's-complement sum, kept side by side so that
- * `bench/checksum_bench.ts` can measure them and `checksum_test.ts` can hold each one to the naive
+ * `bench/checksum_bench.ts` can measure them and `checksum_variants_test.ts` can hold each one to the naive
  * reference. `checksum.ts` picks the winner per size class.
  *
  * Every variant has the same contract: `sum(buf, off, len, initial)` returns the 16-bit folded
@@ -12,6 +12,7 @@
  */
 
 import { CHECKSUM_WASM_BASE64 } from "./wasm/checksum_wasm.ts";
+import { ViewCache } from "./bytes.ts";
 
 /** Folds a non-negative integer (< 2^53) to 16 bits with end-around carry. */
 export function fold(s: number): number {
@@ -110,6 +111,7 @@ interface ChecksumWasm {
 
 let wasm: ChecksumWasm | null = null;
 let wasmBytes: Uint8Array = new Uint8Array(0);
+const inputView = new ViewCache();
 
 /** Instantiates the WebAssembly module once (synchronously: it is 525 bytes). */
 export function checksumWasm(): ChecksumWasm {
@@ -135,7 +137,7 @@ function wasmSum(
     wasmBytes = new Uint8Array(m.memory.buffer);
   }
   // The copy is the honest cost of WebAssembly here: frames live in JS memory.
-  wasmBytes.set(b.subarray(off, off + len), 0);
+  wasmBytes.set(inputView.view(b, off, off + len), 0);
   return fold(m[fn](0, len) + initial);
 }
 

@@ -2,12 +2,12 @@
  * Sockets on our own epoll loop, through FFI to libc (Linux): the relay's guest streams and host TCP
  * connections, read straight into our buffers.
  *
- * Why not the runtime's sockets: with a thousand sockets that all have data, Deno 2.9 serves only 128
- * of them and leaves the rest unread indefinitely (measured: 1000 downloading connections, 872 got no
- * byte in 5 s; with node:net in Deno, 767). That is tokio's per-tick cooperative budget of 128 I/O
- * polls meeting the runtime's op scheduling; no setting changes it. A level-triggered epoll set reports
- * every ready socket, and the kernel rotates its ready list, so each gets its turn (same test: Jain
- * index 0.97, no socket left out). This is how passt and libslirp's hosts do it too.
+ * Why not the runtime's sockets: with a thousand sockets that all have data, Deno 2.9 serves them very
+ * unevenly — reading 1000 connections fed by a node.js source, only 128 ever got data (872 got no byte
+ * in 5 s; node:net in Deno: 767), tokio's per-poll cooperative budget of 128 I/O polls meeting the
+ * runtime's op scheduling, with no setting to change it. `bench/socket_fairness.ts` (Deno source) gives
+ * Jain 0.365 for Deno's sockets, 0.534 for node:net, 0.991 for this loop. A level-triggered epoll set
+ * reports every ready socket and the kernel rotates its ready list, so each gets its turn — as passt does.
  *
  * One loop per process. While busy it polls `epoll_wait` with a zero timeout on the main thread and
  * yields one event-loop turn between polls (timers and the runtime's own I/O run); when idle it waits
@@ -65,7 +65,7 @@ const HOT_TURNS = 2;
 const ACCEPT_RETRY_MS = 100;
 /** Events taken per epoll_wait. */
 const MAX_EVENTS = 512;
-/** sizeof(struct epoll_event) on x86-64 and aarch64 is 12 (packed) on x86-64, 16 on aarch64. */
+/** sizeof(struct epoll_event): 12 on x86-64 (packed), 16 elsewhere (aarch64); the data field follows. */
 const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
 const EVENT_DATA = Deno.build.arch === "x86_64" ? 4 : 8;
 

@@ -28,6 +28,7 @@ import {
   IPPROTO_ICMP,
   IPPROTO_TCP,
   IPPROTO_UDP,
+  type Ipv4Emit,
   isMulticastV4,
   newIpv4Header,
   parseIpv4,
@@ -85,6 +86,8 @@ const TX_SLACK = 128;
 let sharedTx = new Uint8Array(0);
 /** The frame handed to `output`: one view for a run of equal-size frames (output copies it). */
 const outputView = new ViewCache();
+/** The IPv4 header of every frame sendIpv4 builds (no object per frame). */
+const SHARED_IP_OUT: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0, dontFragment: true };
 const SHARED_ETH = newEthernetHeader();
 const SHARED_IP = newIpv4Header();
 const SHARED_UDP = newUdpHeader();
@@ -288,12 +291,13 @@ export class Stack {
     }
     const tx = this.tx;
     emitEthernet(tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
-    emitIpv4(
-      { id: this.nextIpId(), ttl, protocol, src, dst, dontFragment: true },
-      tx,
-      ETH_HEADER_LEN,
-      l4Length,
-    );
+    const h = SHARED_IP_OUT;
+    h.id = this.nextIpId();
+    h.ttl = ttl;
+    h.protocol = protocol;
+    h.src = src;
+    h.dst = dst;
+    emitIpv4(h, tx, ETH_HEADER_LEN, l4Length);
     this.sendFrame(ETH_HEADER_LEN + 20 + l4Length);
     return true;
   }

@@ -1,7 +1,7 @@
 /** Shared pieces of the end-to-end benchmarks. */
 
-/** The relay's CLI entry point. */
-export const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
+/** The relay's CLI entry point (SLIRP_RELAY_ENTRY substitutes a wrapper such as bench/_relay_alloc.ts). */
+export const CLI = Deno.env.get("SLIRP_RELAY_ENTRY") ?? new URL("../src/cli.ts", import.meta.url).pathname;
 
 /** Starts `slirp-relay serve` with `args` as its own process (optionally under --cpu-prof). */
 export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): Deno.ChildProcess {

@@ -6,6 +6,7 @@ Deno.test("send queue ring: reads into free space, pushes, acks and segment copi
   for (let seed = 1; seed <= 20; seed++) {
     const r = rng(seed);
     const q = new SendQueue();
+    q.frameRoomWanted = 4000;
     let model: number[] = [];
     let next = 0;
     for (let step = 0; step < 200; step++) {
@@ -28,11 +29,22 @@ Deno.test("send queue ring: reads into free space, pushes, acks and segment copi
       } else {
         const off = model.length === 0 ? 0 : r() % model.length;
         const len = r() % 3000;
+        const want = model.slice(off, off + len);
         const dst = new Uint8Array(len + 7);
         const copied = q.copyOut(off, len, dst, 7);
-        const want = model.slice(off, off + len);
         assert.equal(copied, want.length, `seed ${seed} step ${step}`);
         assert.deepEqual([...dst.subarray(7, 7 + copied)], want, `seed ${seed} step ${step}`);
+        // the same bytes into the frame area next to the ring, when it has room
+        const area = q.frameArea(len + 7);
+        if (area) {
+          const n = q.copyToFrame(off, len, area.off + 7);
+          assert.equal(n, want.length, `seed ${seed} step ${step}`);
+          assert.deepEqual(
+            [...area.buf.subarray(area.off + 7, area.off + 7 + n)],
+            want,
+            `frame area, seed ${seed}`,
+          );
+        }
       }
       assert.equal(q.length, model.length, `seed ${seed} step ${step}`);
     }

@@ -283,22 +283,38 @@ export class Stack {
    * @returns false when the frame was not sent
    */
   sendIpv4(src: number, dst: number, protocol: number, l4Length: number, dstMac = -1, ttl = 64): boolean {
+    return this.sendIpv4In(this.tx, 0, src, dst, protocol, l4Length, dstMac, ttl);
+  }
+
+  /**
+   * {@linkcode sendIpv4} for a frame built at `buf[base]` instead of `tx[0]` (the L4 bytes already at
+   * `buf[base + L4_OFFSET]`): TCP builds data segments next to its send ring.
+   */
+  sendIpv4In(
+    buf: Uint8Array,
+    base: number,
+    src: number,
+    dst: number,
+    protocol: number,
+    l4Length: number,
+    dstMac = -1,
+    ttl = 64,
+  ): boolean {
     if (this.#closed) return false;
     const mac = dstMac >= 0 ? dstMac : this.macFor(dst);
     if (mac < 0) {
       this.counters.drop("guest-mac-unknown");
       return false;
     }
-    const tx = this.tx;
-    emitEthernet(tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
+    emitEthernet(buf, base, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
     const h = SHARED_IP_OUT;
     h.id = this.nextIpId();
     h.ttl = ttl;
     h.protocol = protocol;
     h.src = src;
     h.dst = dst;
-    emitIpv4(h, tx, ETH_HEADER_LEN, l4Length);
-    this.sendFrame(ETH_HEADER_LEN + 20 + l4Length);
+    emitIpv4(h, buf, base + ETH_HEADER_LEN, l4Length);
+    this.sendFrameIn(buf, base, ETH_HEADER_LEN + 20 + l4Length);
     return true;
   }
 
@@ -373,16 +389,21 @@ export class Stack {
 
   /** Outputs `tx[0, len)` to the guest. */
   sendFrame(len: number): void {
+    this.sendFrameIn(this.tx, 0, len);
+  }
+
+  /** {@linkcode sendFrame} for a frame at `buf[base, base + len)` (room for padding to 60 bytes after it). */
+  sendFrameIn(buf: Uint8Array, base: number, len: number): void {
     if (this.#closed) return;
     // IEEE 802.3 minimum frame: pad as a NIC would (libslirp does too; some guest drivers expect it)
     if (len < ETH_MIN_FRAME) {
-      this.tx.fill(0, len, ETH_MIN_FRAME);
+      buf.fill(0, base + len, base + ETH_MIN_FRAME);
       len = ETH_MIN_FRAME;
     }
     const c = this.counters;
     c.framesOut++;
     c.bytesOut += len;
-    this.output(outputView.view(this.tx, 0, len));
+    this.output(outputView.view(buf, base, base + len));
   }
 
   /** Releases every host socket and timer of this tenant. Idempotent. */

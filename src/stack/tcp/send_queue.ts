@@ -17,7 +17,12 @@ const EMPTY = new Uint8Array(0);
 const MIN_CAPACITY = 4096;
 
 export class SendQueue {
+  /** The ring's bytes followed by its frame area (one buffer: copies between them need no view). */
+  #all: Uint8Array = EMPTY;
+  /** The ring: `#all[0, capacity)`. */
   #buf: Uint8Array = EMPTY;
+  /** Bytes of frame area after the ring. */
+  #frameRoom = 0;
   /** Index of the byte at SND.UNA. */
   #head = 0;
   #length = 0;
@@ -66,13 +71,50 @@ export class SendQueue {
     }
   }
 
+  /**
+   * Frame area wanted after the ring (the connection's largest frame); it is allocated with the ring, up to
+   * the ring's own size, so a small ring does not carry a 64 KiB area for a 65520-byte MTU.
+   */
+  frameRoomWanted = 0;
+
   #grow(need: number): void {
     // 1.5x (amortized), rounded to 4 KiB; no power of two: the ring stays near the connection's limit
     const cap = Math.ceil(Math.max(MIN_CAPACITY, need, this.#buf.length * 1.5) / 4096) * 4096;
-    const next = new Uint8Array(cap);
+    const room = Math.min(this.frameRoomWanted, cap);
+    const all = new Uint8Array(cap + room);
+    const next = all.subarray(0, cap);
     this.#copy(0, this.#length, next, 0);
+    this.#all = all;
     this.#buf = next;
+    this.#frameRoom = room;
     this.#head = 0;
+  }
+
+  /**
+   * Where to build a frame of `bytes` next to the ring ({@linkcode copyToFrame} fills its payload), or
+   * null when the area is smaller. Never reallocates: a host read may be landing in the ring's free space.
+   */
+  frameArea(bytes: number): { buf: Uint8Array; off: number } | null {
+    if (this.#frameRoom < bytes) return null;
+    this.#area.buf = this.#all;
+    this.#area.off = this.#buf.length;
+    return this.#area;
+  }
+  #area: { buf: Uint8Array; off: number } = { buf: EMPTY, off: 0 };
+
+  /**
+   * Copies `len` bytes starting `offset` after SND.UNA to `at` in the frame area's buffer (as returned by
+   * {@linkcode frameArea}): within one buffer, so no view is made.
+   */
+  copyToFrame(offset: number, len: number, at: number): number {
+    len = Math.max(0, Math.min(len, this.#length - offset));
+    if (len === 0) return 0;
+    const cap = this.#buf.length;
+    const start = (this.#head + offset) % cap;
+    const first = Math.min(len, cap - start);
+    this.#all.copyWithin(at, start, start + first);
+    if (first < len) this.#all.copyWithin(at + first, 0, len - first);
+    return len;
   }
 
   /** Drops `n` acknowledged bytes from the front. */
@@ -100,7 +142,8 @@ export class SendQueue {
 
   /** Frees the ring. */
   clear(): void {
-    this.#buf = EMPTY;
+    this.#buf = this.#all = EMPTY;
+    this.#frameRoom = 0;
     this.#head = 0;
     this.#length = 0;
   }

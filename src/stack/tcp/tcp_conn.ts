@@ -84,6 +84,8 @@ export const OUR_WSCALE = 7;
 const DEFAULT_MSS = 536;
 /** Most guest-bound data held per connection before host reads pause. */
 export const DEFAULT_SEND_BUFFER = 1024 * 1024;
+/** Payload room that keeps a short frame's padding to 60 bytes inside the frame area. */
+const ETH_PAD_ROOM = 8;
 /** Room offered to each host read. */
 const HOST_READ_BYTES = 64 * 1024;
 /** Least of it: what a small-window guest needs queued behind its window. */
@@ -187,6 +189,8 @@ export class TcpConn implements TcpHandlers {
     this.#receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
     this.mss = stack.plan.mtu - 40;
     this.cc = new NewReno(this.mss);
+    // the largest frame: headers with options, and a full segment
+    this.queue.frameRoomWanted = L4_OFFSET + 60 + this.mss;
     this.#rtoTimer = new Timer((now) => this.#onTimer(now));
     this.#ackTimer = new Timer(() => this.#sendAck());
   }
@@ -807,9 +811,20 @@ export class TcpConn implements TcpHandlers {
     const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * 2 ** this.rcvWscale);
     if (seqGt(right, this.#rcvAdvertisedEnd) || this.#rcvAdvertisedEnd === 0) this.#rcvAdvertisedEnd = right;
     const hl = tcpHeaderLength(h);
-    if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, L4_OFFSET + hl);
-    emitTcp(h, s.tx, L4_OFFSET, len, pseudoHeaderSumV4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len));
-    s.sendIpv4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    const pseudo = pseudoHeaderSumV4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    // a data segment is built next to the send ring and its payload copied within that one buffer: the copy
+    // into the shared tx buffer needs a view per segment, which was half of what the relay allocated
+    const area = len > 0 ? this.queue.frameArea(L4_OFFSET + hl + Math.max(len, ETH_PAD_ROOM)) : null;
+    if (area) {
+      const { buf, off } = area;
+      this.queue.copyToFrame(queueOffset, len, off + L4_OFFSET + hl);
+      emitTcp(h, buf, off + L4_OFFSET, len, pseudo);
+      s.sendIpv4In(buf, off, this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    } else {
+      if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, L4_OFFSET + hl);
+      emitTcp(h, s.tx, L4_OFFSET, len, pseudo);
+      s.sendIpv4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    }
     if (flags & TCP_ACK_FLAG) {
       this.#lastAckSent = this.rcvNxt;
       this.#pendingAcks = 0;

@@ -116,9 +116,15 @@ function fail(what: string, e = errno()): SocketError {
   return new SocketError(ERRNO_CODES[e] ?? `errno ${e}`, what);
 }
 
-/** Whether this process can use the epoll sockets (Linux, FFI allowed, glibc). */
+/**
+ * Whether this process can use the epoll sockets (Linux, FFI allowed, glibc). SLIRP_SOCKETS=runtime
+ * forces the runtime's own sockets (an escape hatch, and a way to compare).
+ */
 export function epollAvailable(): boolean {
   if (Deno.build.os !== "linux") return false;
+  try {
+    if (Deno.env.get("SLIRP_SOCKETS") === "runtime") return false;
+  } catch { /* no env permission: the default */ }
   try {
     L();
     return true;
@@ -204,11 +210,14 @@ class EpollLoop {
         // busy: poll on this thread (a syscall, ~1 µs); idle: block on a worker thread (~45 µs per
         // round trip, so only when a couple of polls in a row found nothing)
         let k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, 0);
-        if (k === 0 && ++idleTurns > 2) {
+        // never block with deferred writes waiting: they would wait for the next socket event
+        if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
           this.#blocked = true;
           k = await l.epoll_wait(this.#ep, this.#events, MAX_EVENTS, -1);
           this.#blocked = false;
           idleTurns = 0;
+          // after an idle wait nothing is a stream of writes any more (turns did not advance meanwhile)
+          this.#turn += HOT_TURNS + 1;
         }
         if (k < 0) {
           // EINTR; a lasting failure would spin, so give up then

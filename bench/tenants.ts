@@ -9,7 +9,7 @@
  *   - aggregate host→guest throughput with every tenant downloading, and Jain's fairness index
  *   - a quiet tenant's p99 latency with and without one tenant flooding
  *
- *   deno run -A bench/tenants.ts [--tenants 1000] [--seconds 5]
+ *   deno run -A bench/tenants.ts [--tenants 1000] [--seconds 5] [--diagnose]
  */
 import { parseArgs } from "node:util";
 import {
@@ -46,6 +46,8 @@ const { values: flags } = parseArgs({
     seconds: { type: "string", default: "5" },
     // internal: run only the quiet tenant's client (its own process, so the load generator's busy event
     // loop does not add to the latency it measures)
+    // print the slowest downloaders' TCP state and unread socket queues (ss -x), twice, a second apart
+    diagnose: { type: "boolean", default: false },
     "quiet-client": { type: "string" },
     phases: { type: "string" },
     // internal: run only the host-side servers (echo and an endless source) in a process of their own
@@ -516,9 +518,9 @@ try {
     if (to) timeouts += Number(to[1]);
   }
 
-  // the TCP state of the slowest downloaders, to see why they are slow
+  // with --diagnose: the TCP state of the slowest downloaders, to see why they are slow
   const slowest = got.map((b, i) => [b, i]).sort((a, b) => a[0] - b[0]).slice(0, 2);
-  for (let round = 0; round < 2; round++) {
+  for (let round = 0; flags.diagnose && round < 2; round++) {
     for (const [b, i] of slowest) {
       const g = downloaders[i];
       const id = `t${g.index}`;

@@ -1,6 +1,6 @@
 /** The WebSocket transport at frame level with a real WebSocket client (no root needed). */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
+import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { createToken } from "../src/relay/tokens.ts";
@@ -27,11 +27,8 @@ function nextFrame(ws: WebSocket): Promise<Uint8Array> {
   });
 }
 
-function closed(ws: WebSocket): Promise<number> {
-  return new Promise((resolve) => (ws.onclose = (e) => resolve(e.code)));
-}
-
-Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is ignored; oversize closes only that socket", async () => {
+/** A started relay with a WebSocket listener on a free port (and whatever else `extra` sets). */
+async function wsRelay(extra: Partial<RelayOptions> = {}): Promise<Relay> {
   const stack = defaultStackConfig();
   stack.dnsUpstreams = ["127.0.0.1:9"];
   const relay = new Relay({
@@ -39,8 +36,18 @@ Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is 
     listenWs: ["http://127.0.0.1:0"],
     stack,
     log: jsonLogger("error"),
+    ...extra,
   });
   await relay.start();
+  return relay;
+}
+
+function closed(ws: WebSocket): Promise<number> {
+  return new Promise((resolve) => (ws.onclose = (e) => resolve(e.code)));
+}
+
+Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is ignored; oversize closes only that socket", async () => {
+  const relay = await wsRelay();
   try {
     const a = await open(`${relay.wsUrls[0]}/`);
     const b = await open(`${relay.wsUrls[0]}/`);
@@ -67,19 +74,12 @@ Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is 
 
 Deno.test("WebSocket: multi-tenant guest admitted by a token in Sec-WebSocket-Protocol; a duplicate guest is refused when configured", async () => {
   const dir = await Deno.makeTempDir();
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
+  const relay = await wsRelay({
     multiTenant: true,
     tokenSecret: SECRET,
     tenantSocketDir: dir,
     duplicateGuest: "refuse",
   });
-  await relay.start();
   try {
     const token = await createToken(SECRET, { tenant: "v86-1", exp: Math.floor(Date.now() / 1000) + 60 });
     const ws = await open(`${relay.wsUrls[0]}/v1/tenants/v86-1/ws`, [token]);

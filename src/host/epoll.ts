@@ -18,34 +18,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  listen: { parameters: ["i32", "i32"], result: "i32" },
-  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  epoll_create1: { parameters: ["i32"], result: "i32" },
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  /** Runs on a worker thread: the only call that blocks. */
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
-  /** The same with a zero timeout, on the calling thread. */
-  epoll_wait_now: { name: "epoll_wait", parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+import { EAGAIN, errno, libc, size } from "./libc.ts";
 
 const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
 const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
@@ -56,7 +29,7 @@ const MSG_NOSIGNAL = 0x4000;
 const EPOLLIN = 0x1, EPOLLOUT = 0x4, EPOLLERR = 0x8, EPOLLHUP = 0x10, EPOLLRDHUP = 0x2000;
 const EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2, EPOLL_CTL_MOD = 3;
 const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
-const EAGAIN = 11, EINTR = 4, EINPROGRESS = 115;
+const EINTR = 4, EINPROGRESS = 115;
 /** Busy turns a deferred write may wait (each turn is a few µs to tens of µs). */
 const DEFER_TURNS = 4;
 /** A deferred function that ran within this many turns is hot (a stream of writes worth gathering). */
@@ -93,24 +66,7 @@ export class SocketError extends Error {
   }
 }
 
-let lib: Libc | null = null;
-let errnoView: Deno.UnsafePointerView | null = null;
-
-function L(): Libc {
-  if (!lib) {
-    lib = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-    errnoView = new Deno.UnsafePointerView(lib.__errno_location()!);
-  }
-  return lib;
-}
-
-/** errno of the main thread (every call but epoll_wait runs there). */
-function errno(): number {
-  return errnoView!.getInt32();
-}
-
-/** A size_t argument: the FFI takes a plain number too (typed bigint; BigInt() would allocate per call). */
-const size = (n: number) => n as unknown as bigint;
+const L = libc;
 
 function fail(what: string, e = errno()): SocketError {
   return new SocketError(ERRNO_CODES[e] ?? `errno ${e}`, what);

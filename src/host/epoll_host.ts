@@ -9,7 +9,7 @@
  * @module
  */
 import type { HostListener, HostTcpSocket, TcpHandlers } from "./host.ts";
-import { NodeHost } from "./node_host.ts";
+import { errCode, NodeHost } from "./node_host.ts";
 import { connectTcp, deferUntilIdle, EpollListener, type EpollSocket } from "./epoll.ts";
 
 /** Read buffer for handlers without a buffer of their own. */
@@ -21,24 +21,7 @@ const FLUSH_NOW_BYTES = 32 * 1024;
 /** Write buffers above this are let go once empty (an idle flow keeps only a small one). */
 const WRITE_BUFFER_KEEP = 64 * 1024;
 
-function errorCode(e: unknown): string {
-  const err = e as { code?: string; name?: string; message?: string };
-  if (err?.code) return err.code;
-  switch (err?.name) {
-    case "ConnectionRefused":
-      return "ECONNREFUSED";
-    case "ConnectionReset":
-      return "ECONNRESET";
-    case "TimedOut":
-      return "ETIMEDOUT";
-    case "BrokenPipe":
-      return "EPIPE";
-    default:
-      return err?.message ?? String(e);
-  }
-}
-
-/** What a host TCP socket needs of a connected stream (EpollSocket; Deno.TcpConn has the same shape). */
+/** What a host TCP socket needs of a connected stream (an EpollSocket). */
 interface Conn {
   read(p: Uint8Array): Promise<number | null>;
   write(p: Uint8Array): Promise<number>;
@@ -176,7 +159,7 @@ class StreamTcpSocket implements HostTcpSocket {
     if (this.#closed) return;
     this.#closed = true;
     this.#release();
-    this.#h?.onError(errorCode(e));
+    this.#h?.onError(errCode(e));
     this.#h?.onClose();
   }
 
@@ -265,7 +248,7 @@ export class EpollHost extends NodeHost {
       es = connectTcp(address, port);
     } catch (e) {
       queueMicrotask(() => {
-        h.onError(errorCode(e));
+        h.onError(errCode(e));
         h.onClose();
       });
       return s;
@@ -277,7 +260,7 @@ export class EpollHost extends NodeHost {
       es.close();
       if (s.closed) return;
       s.destroy();
-      h.onError(errorCode(e));
+      h.onError(errCode(e));
       h.onClose();
     });
     // destroyed before connecting: the socket goes with it

@@ -15,7 +15,7 @@
 import type { HostIcmpEcho, IcmpEchoCallback } from "./host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 
-import { EAGAIN, errno, type Libc, libc, pollFdFor } from "./libc.ts";
+import { EAGAIN, errno, type Libc, libc, pollFdFor, size } from "./libc.ts";
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -84,7 +84,7 @@ export class IcmpSocket implements HostIcmpEcho {
     const v = new DataView(sa.buffer);
     v.setUint16(0, AF_INET, true);
     v.setUint32(4, a, false);
-    const n = this.#lib.sendto(this.#fd, msg, BigInt(msg.length), 0, sa, 16);
+    const n = this.#lib.sendto(this.#fd, msg, size(msg.length), 0, sa, 16);
     if (Number(n) < 0) return false;
     this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
     if (!this.#polling) this.#pollLoop();
@@ -118,7 +118,7 @@ export class IcmpSocket implements HostIcmpEcho {
         this.#lib.recvfrom(
           this.#fd,
           this.#rx,
-          BigInt(MAX_REPLY),
+          size(MAX_REPLY),
           0,
           this.#from,
           new Uint8Array(this.#fromLen.buffer),

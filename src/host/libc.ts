@@ -1,5 +1,5 @@
 /**
- * The libc calls the relay makes through Deno FFI (`--allow-ffi`): ping sockets and TAP devices.
+ * The libc calls the relay makes through Deno FFI (`--allow-ffi`): its socket loop, ping sockets, TAP devices.
  * Opened once, on first use; Linux with glibc only.
  *
  * @module
@@ -7,14 +7,32 @@
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
   recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   open: { parameters: ["buffer", "i32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  /** Runs on a worker thread: the only call that may block. */
+  /** Runs on a worker thread (may block). */
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  /** Runs on a worker thread (may block). */
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
+  /** The same with a zero timeout, on the calling thread. */
+  epoll_wait_now: { name: "epoll_wait", parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
@@ -29,11 +47,16 @@ export function libc(): Libc {
   return lib.symbols;
 }
 
-/** errno of the calling thread after a failed call. */
+let errnoView: Deno.UnsafePointerView | null = null;
+
+/** errno of the main thread after a failed call (every call but the nonblocking ones runs there). */
 export function errno(): number {
-  const p = libc().__errno_location();
-  return p ? new Deno.UnsafePointerView(p).getInt32() : -1;
+  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
+  return errnoView.getInt32();
 }
+
+/** A size_t argument: the FFI takes a plain number too (typed bigint; BigInt() would allocate per call). */
+export const size = (n: number) => n as unknown as bigint;
 
 export const EAGAIN = 11;
 export const POLLIN = 1;

@@ -16,7 +16,8 @@ import type {
   UdpHandlers,
 } from "./host.ts";
 
-function errCode(e: unknown): string {
+/** The errno name of a socket error ("ECONNREFUSED" …), as node's errors and ours carry it in `code`. */
+export function errCode(e: unknown): string {
   return (e as { code?: string })?.code ?? String((e as Error)?.message ?? e);
 }
 

@@ -1,6 +1,12 @@
 /** The relay's own socket loop (src/host/epoll.ts) against the kernel's TCP and UNIX sockets. */
 import assert from "node:assert/strict";
-import { connectTcp, epollAvailable, EpollListener, type EpollSocket, SocketError } from "../src/host/epoll.ts";
+import {
+  connectTcp,
+  epollAvailable,
+  EpollListener,
+  type EpollSocket,
+  SocketError,
+} from "../src/host/epoll.ts";
 
 const skip = !epollAvailable();
 

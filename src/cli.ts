@@ -10,6 +10,7 @@ import { defaultStackConfig, type HostForwardConfig, parseCidr, type StackConfig
 import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
+import { installLastResortGuards } from "./relay/last_resort.ts";
 import { parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
@@ -265,6 +266,7 @@ async function serve(args: string[]): Promise<number> {
   }
   const cfg = buildServeConfig(merged);
   const log = jsonLogger(cfg.logLevel);
+  installLastResortGuards(log);
   const multi = merged["multi-tenant"] === true;
   const readText = (flag: string, p: string) => {
     try {

@@ -192,3 +192,69 @@ export class StackHarness {
     this.stack.close();
   }
 }
+
+/** An ICMP echo request message (header and data), the L4 bytes of a ping. */
+export function icmpEchoMessage(id: number, seq: number, data: Uint8Array): Uint8Array {
+  const m = new Uint8Array(8 + data.length);
+  m.set(data, 8);
+  emitIcmpV4(m, 0, ICMP_ECHO_REQUEST, 0, (id << 16) | seq, data.length);
+  return m;
+}
+
+/** `l4` as IPv4 fragments from the guest, each fitting `mtu` (RFC 791 §3.2), in Ethernet frames. */
+export function fragmentFrames(
+  srcMac: number,
+  src: number,
+  dst: number,
+  protocol: number,
+  l4: Uint8Array,
+  mtu = 1500,
+  id = 0x4242,
+): Uint8Array[] {
+  const per = ((mtu - 20) >> 3) << 3;
+  const frames: Uint8Array[] = [];
+  for (let off = 0; off < l4.length; off += per) {
+    const n = Math.min(per, l4.length - off);
+    const f = new Uint8Array(Math.max(60, 34 + n));
+    emitEthernet(f, 0, GW_MAC, srcMac, ETHERTYPE_IPV4);
+    f.set(l4.subarray(off, off + n), 34);
+    emitIpv4(
+      { id, ttl: 64, protocol, src, dst, moreFragments: off + n < l4.length, fragmentOffset: off },
+      f,
+      14,
+      n,
+    );
+    frames.push(f);
+  }
+  return frames;
+}
+
+/**
+ * The L4 bytes of the datagram `id` put together from fragments among `frames` (raw Ethernet frames), or
+ * null while some are missing. Checks that no fragment exceeds `mtu`.
+ */
+export function reassembleFrom(frames: Uint8Array[], id: number, mtu = 1500): Uint8Array | null {
+  const parts: { off: number; data: Uint8Array; more: boolean }[] = [];
+  for (const f of frames) {
+    const d = dissect(f);
+    if (!d.ip || d.ip.id !== id) continue;
+    if (d.ip.totalLength > mtu) {
+      throw new Error(`Fragment of ${d.ip.totalLength} bytes exceeds the MTU ${mtu}`);
+    }
+    parts.push({
+      off: d.ip.fragmentOffset,
+      data: f.slice(d.ip.payloadOffset, d.ip.payloadEnd),
+      more: d.ip.moreFragments,
+    });
+  }
+  parts.sort((a, b) => a.off - b.off);
+  let at = 0;
+  for (const p of parts) {
+    if (p.off !== at) return null;
+    at += p.data.length;
+  }
+  if (parts.length === 0 || parts[parts.length - 1].more) return null;
+  const out = new Uint8Array(at);
+  for (const p of parts) out.set(p.data, p.off);
+  return out;
+}

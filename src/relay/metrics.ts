@@ -3,6 +3,7 @@
  * @module
  */
 import type { Relay } from "./relay.ts";
+import { uncaught } from "./last_resort.ts";
 
 function esc(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -41,6 +42,18 @@ export function renderMetrics(r: Relay): string {
         fout(t),
       ]] as [Record<string, string>, number][]
     );
+  family(
+    "slirp_uncaught_errors_total",
+    "counter",
+    "Throws and rejections that escaped every tenant's boundary and were contained at the top.",
+    [[{ kind: "exception" }, uncaught.errors], [{ kind: "rejection" }, uncaught.rejections]],
+  );
+  family(
+    "slirp_tenant_faults_total",
+    "counter",
+    "Internal errors contained inside a tenant (each reset one flow or the tenant's stack).",
+    per((t) => t.counters.faults),
+  );
   family(
     "slirp_tenant_frames_total",
     "counter",

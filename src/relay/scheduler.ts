@@ -23,6 +23,8 @@ export class Lane {
   frames = 0;
   bytes = 0;
   deficit = 0;
+  /** Throws that escaped the frame handler. */
+  failures = 0;
   #buf: Uint8Array | null = null;
   #offs: number[] = [];
   #lens: number[] = [];
@@ -73,8 +75,13 @@ export class Lane {
       try {
         this.deliver(this.#buf!, off, len);
       } catch (e) {
-        // a stack bug must not take the relay down with it: the frame is lost, the lane goes on
-        console.error(`slirp-relay: frame handler failed on lane ${this.name}: ${(e as Error)?.stack ?? e}`);
+        // the stack contains its own throws; this is the last line: the frame is lost, the lane goes on,
+        // and only the first failure of a lane is printed
+        if (this.failures++ === 0) {
+          console.error(
+            `slirp-relay: frame handler failed on lane ${this.name}: ${(e as Error)?.stack ?? e}`,
+          );
+        }
       }
     }
     return len;

@@ -9,6 +9,7 @@
 import { type Logger, Stack } from "../stack/stack.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
+import { contained } from "../stack/containment.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../stack/token_bucket.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
@@ -62,7 +63,12 @@ export async function bindForward(
         sock.destroy();
         return;
       }
-      stack.tcp.acceptForward(f, sock, bind);
+      try {
+        stack.tcp.acceptForward(f, sock, bind);
+      } catch (e) {
+        sock.destroy(true);
+        stack.onFault(e, "tcp.forward");
+      }
     });
     bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
   } else {
@@ -72,7 +78,11 @@ export async function bindForward(
         if (!stack) return onNoGuest();
         const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
         if (guest < 0) return stack.drop("udp-forward-no-guest");
-        stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
+        try {
+          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
+        } catch (e) {
+          stack.onFault(e, "udp.forward");
+        }
       },
       onError: (code) => log("warn", "UDP port forward socket error", { tenant, code }),
     });
@@ -161,6 +171,12 @@ export class Tenant {
         if (!this.link) return this.counters.drop("no-guest-link");
         if (!this.link.send(f)) this.counters.drop("guest-backlog-full");
       },
+      // the stack closed itself after a throw: drop the guest link too, so the guest (QEMU with
+      // reconnect, v86) comes back to a fresh stack; every other tenant goes on untouched
+      onFault: () => {
+        if (this.stack === stack) this.stack = null;
+        this.link?.close();
+      },
     });
     stack.tcp.outputBacklog = () => this.link?.backlog ?? 0;
     this.stack = stack;
@@ -184,7 +200,13 @@ export class Tenant {
     if (old && old !== link) old.close();
     link.setRate(this.egress);
     const stack = this.ensureStack();
-    link.onDrain = () => stack.tcp.kick();
+    link.onDrain = () => {
+      try {
+        stack.tcp.kick();
+      } catch (e) {
+        stack.onFault(e, "link.onDrain");
+      }
+    };
   }
 
   /** The guest link went away: keep state for `graceMs`, then release every flow. */
@@ -197,8 +219,9 @@ export class Tenant {
       if (!this.ephemeral) {
         this.#deps.log("info", "tenant idle past its grace period; flows released", { tenant: this.id });
       }
-      this.stack?.close();
+      const stack = this.stack;
       this.stack = null;
+      if (stack) contained(stack, "tenant.release", () => stack.close());
       onExpire();
     };
     if (this.ephemeral || graceMs <= 0) return release();

@@ -20,6 +20,8 @@ export class Counters {
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;
   tcpBytesFromGuest = 0;
+  /** Throws contained at the tenant's boundary (each reset a flow or the tenant's stack). */
+  faults = 0;
   /** Drops keyed by reason, e.g. "ipv4-malformed". */
   readonly drops: Map<string, number> = new Map();
 
@@ -44,6 +46,7 @@ export class Counters {
       tcpTailProbes: this.tcpTailProbes,
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,
+      faults: this.faults,
       drops: Object.fromEntries(this.drops),
     };
   }

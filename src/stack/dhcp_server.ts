@@ -257,7 +257,13 @@ export class DhcpServer {
   }
 
   #hold(key: string, address: number, mac: number, forMs: number): Lease {
-    const l: Lease = { key, address, mac, bound: false, timer: new Timer(() => this.#remove(l)) };
+    const l: Lease = {
+      key,
+      address,
+      mac,
+      bound: false,
+      timer: new Timer(() => this.#remove(l), this.#stack),
+    };
     this.#byKey.set(key, l);
     this.#byAddress.set(address, l);
     if (forMs > 0) this.#stack.wheel.arm(l.timer, this.#stack.wheel.now + forMs);

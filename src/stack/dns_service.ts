@@ -123,7 +123,7 @@ export class DnsService {
       query,
       upstream: 0,
       tries: 0,
-      timer: new Timer(() => this.#timeout(p)),
+      timer: new Timer(() => this.#timeout(p), s),
     };
     this.#pending.set(id, p);
     this.#send(p);

@@ -42,12 +42,9 @@ export class IcmpService {
     if (m instanceof WireError) return s.drop("icmp-malformed", m);
     if (m.type !== ICMP_ECHO_REQUEST) return s.drop("icmp-type-ignored");
     s.counters.icmpEchoes++;
-    const dataLen = m.dataEnd - m.dataOffset;
     if (ip.dst === s.plan.gateway || ip.dst === s.plan.dns) {
-      // the gateway and DNS addresses answer themselves
-      s.tx.set(buf.subarray(m.dataOffset, m.dataEnd), L4_OFFSET + ICMP_HEADER_LEN);
-      emitIcmpV4(s.tx, L4_OFFSET, ICMP_ECHO_REPLY, 0, m.rest, dataLen);
-      s.sendIpv4(ip.dst, ip.src, IPPROTO_ICMP, ICMP_HEADER_LEN + dataLen);
+      // the gateway and DNS addresses answer themselves, as large as asked (fragmented past the MTU)
+      s.sendIcmp(ip.dst, ip.src, ICMP_ECHO_REPLY, 0, m.rest, buf.subarray(m.dataOffset, m.dataEnd));
       return;
     }
     const real = s.translation.toReal(ip.dst);
@@ -68,9 +65,7 @@ export class IcmpService {
         this.#pending--;
         if (s.closed || !reply) return;
         if (reply.type !== ICMP_ECHO_REPLY) return s.drop("icmp-host-error-reply");
-        s.tx.set(reply.data, L4_OFFSET + ICMP_HEADER_LEN);
-        emitIcmpV4(s.tx, L4_OFFSET, ICMP_ECHO_REPLY, 0, rest, reply.data.length);
-        s.sendIpv4(virtualDst, guest, IPPROTO_ICMP, ICMP_HEADER_LEN + reply.data.length);
+        s.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
       },
     );
     if (!sent) {

@@ -12,6 +12,7 @@ import { put16, u16 } from "../wire/bytes.ts";
 import { internetChecksum } from "../wire/checksum.ts";
 import { IPV4_CHECKSUM, IPV4_FLAGS_FRAG, IPV4_TOTAL_LEN, type Ipv4Header } from "../wire/ipv4.ts";
 import { Timer, type TimerWheel } from "./timer_wheel.ts";
+import type { FaultOwner } from "./containment.ts";
 
 export const MAX_DATAGRAMS = 8;
 export const REASSEMBLY_TIMEOUT_MS = 5000;
@@ -33,9 +34,12 @@ export class Ipv4Reassembly {
   #wheel: TimerWheel;
   #drop: (reason: string) => void;
 
-  constructor(wheel: TimerWheel, drop: (reason: string) => void) {
+  #owner: FaultOwner;
+
+  constructor(wheel: TimerWheel, drop: (reason: string) => void, owner: FaultOwner) {
     this.#wheel = wheel;
     this.#drop = drop;
+    this.#owner = owner;
   }
 
   get pending(): number {
@@ -70,7 +74,7 @@ export class Ipv4Reassembly {
         timer: new Timer(() => {
           this.#partials.delete(key);
           this.#drop("ipv4-reassembly-timeout");
-        }),
+        }, this.#owner),
       };
       p = entry;
       this.#partials.set(key, p);

@@ -34,7 +34,8 @@ import {
   parseIpv4,
 } from "../wire/ipv4.ts";
 import { emitUdp, newUdpHeader, parseUdp, UDP_HEADER_LEN } from "../wire/udp.ts";
-import { put16 } from "../wire/bytes.ts";
+import { put16, put32 } from "../wire/bytes.ts";
+import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
 import { L4_OFFSET } from "./frame.ts";
 import { checksumSum, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
@@ -53,6 +54,7 @@ import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
 import { TokenBucket } from "./token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
+import { ContainedHost, type FaultOwner } from "./containment.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
@@ -79,6 +81,11 @@ export interface StackDeps {
    * another tenant's port forwards on the relay host). Returns false to deny.
    */
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
+  /**
+   * Called after a throw that no flow could absorb faulted this stack (it has already closed itself): the
+   * tenant closes its guest link, and its next guest gets a fresh stack.
+   */
+  onFault?: (err: unknown, where: string) => void;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -94,10 +101,11 @@ const SHARED_UDP = newUdpHeader();
 /** Bound on the IP→MAC table: a guest LAN has few hosts. */
 const MAX_NEIGHBOURS = 64;
 
-export class Stack {
+export class Stack implements FaultOwner {
   readonly config: StackConfig;
   readonly plan: AddressPlan;
-  readonly host: HostNet;
+  /** The host's sockets, with every callback inside this stack's fault boundary. */
+  readonly host: ContainedHost;
   readonly wheel: TimerWheel;
   readonly policy: EgressPolicy;
   readonly translation: TranslationTable;
@@ -133,6 +141,7 @@ export class Stack {
   #ipId = 1;
   #closed = false;
   #guard: StackDeps["egressGuard"];
+  #onFault: StackDeps["onFault"];
 
   /** @throws Error when the config's address plan or policy is invalid */
   constructor(config: StackConfig, deps: StackDeps) {
@@ -140,17 +149,18 @@ export class Stack {
     this.plan = resolvePlan(config);
     this.policy = new EgressPolicy(config.policy);
     this.translation = new TranslationTable(config, this.plan);
-    this.host = deps.host;
+    this.host = new ContainedHost(deps.host, this);
     this.wheel = deps.wheel;
     this.output = deps.output;
     this.log = deps.log ?? (() => {});
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
+    this.#onFault = deps.onFault;
     if (sharedTx.length < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
       sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
     }
-    this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason));
+    this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason), this);
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
@@ -161,11 +171,67 @@ export class Stack {
   }
 
   /**
-   * Processes one Ethernet frame from the guest, `buf[off, off+len)`. Never throws on bad input: a frame
-   * that cannot be understood is counted under `drops` with its reason.
+   * Processes one Ethernet frame from the guest, `buf[off, off+len)`. Never throws: a frame that cannot be
+   * understood is counted under `drops` with its reason, and a throw from the code it reaches faults this
+   * stack (see {@linkcode onFault}) instead of leaving the tenant.
    */
   input(buf: Uint8Array, off = 0, len = buf.length - off): void {
     if (this.#closed) return;
+    try {
+      this.#input(buf, off, len);
+    } catch (e) {
+      this.onFault(e, "frame");
+    }
+  }
+
+  /**
+   * A throw that reached the stack's boundary (a frame, a host callback, a timer) and that no flow
+   * absorbed: the stack's state can no longer be trusted, so it closes (every flow reset, every host
+   * socket released) and the tenant is told. Logged at the first fault and at every power of ten after.
+   */
+  onFault(err: unknown, where: string): void {
+    this.#countFault(err, where, "tenant");
+    if (this.#closed) return;
+    try {
+      this.close();
+    } catch (e) {
+      this.#countFault(e, `${where}/close`, "tenant");
+    }
+    try {
+      this.#onFault?.(err, where);
+    } catch (e) {
+      this.#countFault(e, `${where}/tenant`, "tenant");
+    }
+  }
+
+  /**
+   * A throw inside one flow's code: that flow alone is reset; if resetting it throws too, the stack faults.
+   */
+  flowFault(flow: { abort(): void }, err: unknown, where: string): void {
+    this.#countFault(err, where, "flow");
+    try {
+      flow.abort();
+    } catch (e) {
+      this.onFault(e, `${where}/reset`);
+    }
+  }
+
+  #countFault(err: unknown, where: string, scope: "flow" | "tenant"): void {
+    const n = ++this.counters.faults;
+    this.counters.drop(scope === "flow" ? "fault-flow-reset" : "fault-tenant-reset");
+    // once, then at every power of ten: a guest that can trigger a bug must not flood the log
+    if (n === 1 || Number.isInteger(Math.log10(n))) {
+      this.log("error", "internal error contained", {
+        tenant: this.tenant,
+        where,
+        scope,
+        faults: n,
+        error: n === 1 ? ((err as Error)?.stack ?? String(err)) : String(err),
+      });
+    }
+  }
+
+  #input(buf: Uint8Array, off: number, len: number): void {
     const c = this.counters;
     c.framesIn++;
     c.bytesIn += len;
@@ -301,6 +367,11 @@ export class Stack {
     ttl = 64,
   ): boolean {
     if (this.#closed) return false;
+    if (l4Length + 20 > this.plan.mtu) {
+      // a caller's bug, not the guest's: never hand the guest a frame its NIC would drop
+      this.counters.drop("frame-over-mtu");
+      return false;
+    }
     const mac = dstMac >= 0 ? dstMac : this.macFor(dst);
     if (mac < 0) {
       this.counters.drop("guest-mac-unknown");
@@ -319,16 +390,12 @@ export class Stack {
   }
 
   /**
-   * Sends a UDP datagram carrying `data` to the guest, fragmenting it at the guest's MTU when it does not
-   * fit one frame (RFC 791 §3.2: fragment payloads are multiples of 8 bytes, MF on all but the last).
+   * Sends a UDP datagram carrying `data` to the guest, fragmented at the guest's MTU when it does not fit
+   * one frame.
    * @returns false when it was not sent
    */
   sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean {
     const total = UDP_HEADER_LEN + data.length;
-    if (total + 20 > 65535) {
-      this.counters.drop("udp-datagram-too-large");
-      return false;
-    }
     if (total + 20 <= this.plan.mtu) {
       this.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
       emitUdp(
@@ -341,16 +408,11 @@ export class Stack {
       );
       return this.sendIpv4(src, dst, IPPROTO_UDP, total);
     }
-    const mac = this.macFor(dst);
-    if (mac < 0) {
-      this.counters.drop("guest-mac-unknown");
-      return false;
-    }
     // the UDP checksum covers the whole datagram: header sum chained into the data sum
-    const h = this.#udpHeader;
+    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
     put16(h, 0, srcPort);
     put16(h, 2, dstPort);
-    put16(h, 4, total);
+    put16(h, 4, total & 0xffff);
     put16(h, 6, 0);
     const ck = ~checksumSum(
       data,
@@ -359,32 +421,83 @@ export class Stack {
       checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total)),
     ) & 0xffff;
     put16(h, 6, ck === 0 ? 0xffff : ck);
+    if (!this.sendIpv4Datagram(src, dst, IPPROTO_UDP, h, data)) return false;
+    this.counters.udpFragmentedDatagrams++;
+    return true;
+  }
+
+  /**
+   * Sends an ICMP message (`type`, `code`, `rest`) carrying `data` to the guest, fragmented when it does
+   * not fit the MTU: an echo reply is as large as the request, which the guest may have fragmented.
+   */
+  sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean {
+    const h = this.#l4Header.subarray(0, ICMP_HEADER_LEN);
+    h[0] = type;
+    h[1] = code;
+    put16(h, 2, 0);
+    put32(h, 4, rest);
+    put16(h, 2, ~checksumSum(data, 0, data.length, checksumSum(h, 0, ICMP_HEADER_LEN)) & 0xffff);
+    return this.sendIpv4Datagram(src, dst, IPPROTO_ICMP, h, data);
+  }
+
+  /**
+   * Sends one IPv4 datagram whose payload is `head` (the L4 header, checksum already set) followed by
+   * `data`, as one frame when it fits the guest's MTU, else as fragments the way a Linux router forwards
+   * a datagram without DF (RFC 791 §3.2: fragment payloads are multiples of 8 bytes, MF on all but the
+   * last). Never writes past the transmit buffer.
+   * @returns false when it was not sent (larger than an IPv4 datagram can be, or no MAC for `dst`)
+   */
+  sendIpv4Datagram(src: number, dst: number, protocol: number, head: Uint8Array, data: Uint8Array): boolean {
+    const total = head.length + data.length;
+    if (total + 20 > 65535) {
+      this.counters.drop("ipv4-datagram-too-large");
+      return false;
+    }
+    const tx = this.tx;
+    if (total + 20 <= this.plan.mtu) {
+      tx.set(head, L4_OFFSET);
+      tx.set(data, L4_OFFSET + head.length);
+      return this.sendIpv4(src, dst, protocol, total);
+    }
+    const mac = this.macFor(dst);
+    if (mac < 0) {
+      this.counters.drop("guest-mac-unknown");
+      return false;
+    }
     const per = ((this.plan.mtu - 20) >> 3) << 3;
     const id = this.nextIpId();
-    this.counters.udpFragmentedDatagrams++;
+    const ip = this.#fragmentHeader;
+    ip.id = id;
+    ip.protocol = protocol;
+    ip.src = src;
+    ip.dst = dst;
     for (let off = 0; off < total; off += per) {
       const n = Math.min(per, total - off);
+      // bytes [off, off + n) of head ++ data
       let w = L4_OFFSET;
-      if (off === 0) {
-        this.tx.set(h, w);
-        this.tx.set(data.subarray(0, n - UDP_HEADER_LEN), w + UDP_HEADER_LEN);
-      } else {
-        this.tx.set(data.subarray(off - UDP_HEADER_LEN, off - UDP_HEADER_LEN + n), w);
+      if (off < head.length) {
+        const k = Math.min(head.length - off, n);
+        tx.set(head.subarray(off, off + k), w);
+        w += k;
       }
-      w += n;
-      emitEthernet(this.tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
-      emitIpv4(
-        { id, ttl: 64, protocol: IPPROTO_UDP, src, dst, moreFragments: off + n < total, fragmentOffset: off },
-        this.tx,
-        ETH_HEADER_LEN,
-        n,
-      );
+      const from = Math.max(0, off - head.length);
+      const to = off + n - head.length;
+      if (to > from) {
+        tx.set(data.subarray(from, to), w);
+        w += to - from;
+      }
+      emitEthernet(tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
+      ip.moreFragments = off + n < total;
+      ip.fragmentOffset = off;
+      emitIpv4(ip, tx, ETH_HEADER_LEN, n);
       this.sendFrame(w);
     }
     return true;
   }
 
-  #udpHeader = new Uint8Array(UDP_HEADER_LEN);
+  /** L4 header scratch for datagrams sent in fragments. */
+  #l4Header = new Uint8Array(UDP_HEADER_LEN + ICMP_HEADER_LEN);
+  #fragmentHeader: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0 };
   readonly #reassembly: Ipv4Reassembly;
 
   /** Outputs `tx[0, len)` to the guest. */

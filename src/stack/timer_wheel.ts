@@ -5,10 +5,24 @@
  *
  * Time is passed in (`advance(now)`), which keeps the stack deterministic under test.
  *
+ * A timer that throws does not stop the wheel: its owner absorbs the throw (a flow resets itself, a stack
+ * faults its tenant), and the other timers of the turn still fire.
+ *
  * @module
  */
+import type { FaultOwner } from "./containment.ts";
 
-/** A timer slot owned by a flow. `fire` runs when `advance` passes its deadline. */
+/** Absorbs throws from timers that have no owner of their own. */
+const UNOWNED: FaultOwner = {
+  onFault(err: unknown): void {
+    console.error(`slirp-relay: a timer without an owner failed: ${(err as Error)?.stack ?? err}`);
+  },
+};
+
+/**
+ * A timer slot owned by a flow. `fire` runs when `advance` passes its deadline; a throw from it goes to
+ * `owner`.
+ */
 export class Timer {
   deadline = 0;
   /** Doubly linked list within a slot; null when not armed. */
@@ -17,7 +31,7 @@ export class Timer {
   armed = false;
   /** Slot index while armed. */
   slot = -1;
-  constructor(public fire: (now: number) => void) {}
+  constructor(public fire: (now: number) => void, public owner: FaultOwner = UNOWNED) {}
 }
 
 export class TimerWheel {
@@ -96,7 +110,11 @@ export class TimerWheel {
       while (t) {
         if (t.deadline <= now) {
           this.cancel(t);
-          t.fire(now);
+          try {
+            t.fire(now);
+          } catch (e) {
+            t.owner.onFault(e, "timer");
+          }
           // fire() may have armed or cancelled other timers of this slot: rescan from its head
           t = this.#slots[slot];
         } else t = t.next;

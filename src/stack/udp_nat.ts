@@ -119,7 +119,7 @@ export class UdpNat {
       guestPort,
       socket: null as unknown as HostUdpSocket,
       lastActive: s.wheel.now,
-      timer: new Timer((now) => this.#expire(flow, now)),
+      timer: new Timer((now) => this.#expire(flow, now), s),
       lastVirtual: -1,
       lastReal: -1,
       lastRealText: "",
@@ -221,7 +221,7 @@ export class UdpNat {
           const idle = s.config.udpIdleSec * 1000;
           if (now - p.lastActive < idle) s.wheel.arm(p.timer, p.lastActive + idle);
           else this.#removePeer(p);
-        }),
+        }, s),
       };
       this.#peers.set(key, p);
       s.wheel.arm(p.timer, p.lastActive + s.config.udpIdleSec * 1000);

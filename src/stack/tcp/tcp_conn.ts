@@ -37,6 +37,7 @@ import { IPPROTO_TCP } from "../../wire/ipv4.ts";
 import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
 import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import { Timer } from "../timer_wheel.ts";
+import type { FaultOwner } from "../containment.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { Stack } from "../stack.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
@@ -101,7 +102,7 @@ export interface TcpEndpoints {
   localPort: number;
 }
 
-export class TcpConn implements TcpHandlers {
+export class TcpConn implements TcpHandlers, FaultOwner {
   readonly stack: Stack;
   readonly guestIp: number;
   readonly guestPort: number;
@@ -191,8 +192,8 @@ export class TcpConn implements TcpHandlers {
     this.cc = new NewReno(this.mss);
     // the largest frame: headers with options, and a full segment
     this.queue.frameRoomWanted = L4_OFFSET + 60 + this.mss;
-    this.#rtoTimer = new Timer((now) => this.#onTimer(now));
-    this.#ackTimer = new Timer(() => this.#sendAck());
+    this.#rtoTimer = new Timer((now) => this.#onTimer(now), this);
+    this.#ackTimer = new Timer(() => this.#sendAck(), this);
   }
 
   get freed(): boolean {
@@ -1087,6 +1088,11 @@ export class TcpConn implements TcpHandlers {
       finSent: this.#finSent,
       hostClosed: this.#hostClosed,
     };
+  }
+
+  /** A throw in this connection's code (a host callback, a timer): this connection alone is reset. */
+  onFault(err: unknown, where: string): void {
+    this.stack.flowFault(this, err, where);
   }
 
   /** Aborts from outside (tenant closing, shutdown): RST to the guest, host socket destroyed. */

@@ -20,7 +20,7 @@ import {
 import { IPPROTO_TCP, type Ipv4Header } from "../../wire/ipv4.ts";
 import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
 import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
-import type { HostTcpSocket } from "../../host/host.ts";
+import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { Stack } from "../stack.ts";
@@ -244,7 +244,7 @@ export class TcpService {
    * guest sees it coming from the gateway ("the host"), from the client's port unless another
    * connection to the same guest port uses it.
    */
-  acceptForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpConn) => void): void {
+  acceptForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpHandlers) => void): void {
     const s = this.#stack;
     const guestIp = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : s.dhcp.lastBoundAddress;
     if (guestIp < 0 || s.closed || this.#count >= s.config.maxTcpFlows) {
@@ -263,7 +263,8 @@ export class TcpService {
     );
     c.host = sock;
     this.#add(c);
-    bind(c);
+    // the listener belongs to the tenant, not this stack: its callbacks enter the boundary here
+    bind(s.host.containTcp(c));
     c.startActiveOpen();
   }
 

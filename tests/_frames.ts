@@ -155,6 +155,8 @@ export class StackHarness {
       host: this.host,
       wheel: this.wheel,
       output: (f) => {
+        // a runaway send loop must fail the test, not hang it: the throw ends the loop at the stack's boundary
+        if (this.raw.length >= 200_000) throw new Error("The stack sent 200,000 frames: a runaway loop");
         const copy = f.slice();
         this.raw.push(copy);
         this.out.push(dissect(copy));

@@ -83,6 +83,12 @@ const FIN_WAIT_2_TIMEOUT_MS = 60_000;
 export const OUR_WSCALE = 7;
 /** RFC 9293 §3.7.1: default send MSS when the peer sends none. */
 const DEFAULT_MSS = 536;
+/**
+ * Least payload per segment toward the guest, whatever MSS it announced: Linux's tcp_min_snd_mss (48,
+ * after options). A guest announcing MSS 12 with timestamps would otherwise leave 0 bytes per segment —
+ * one host byte became millions of empty segments — and below 12 the sequence space is corrupted.
+ */
+export const MIN_SND_MSS = 48;
 /** Most guest-bound data held per connection before host reads pause. */
 export const DEFAULT_SEND_BUFFER = 1024 * 1024;
 /** Payload room that keeps a short frame's padding to 60 bytes inside the frame area. */
@@ -232,7 +238,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   #updateMss(): void {
     const ours = this.stack.plan.mtu - 40;
-    this.mss = Math.min(this.#guestMss, ours) - (this.tsOk ? 12 : 0);
+    this.mss = Math.max(MIN_SND_MSS, Math.min(this.#guestMss, ours) - (this.tsOk ? 12 : 0));
     this.cc.mss = this.mss;
     if (this.cc.cwnd < this.mss) this.cc.cwnd = this.mss;
   }
@@ -628,6 +634,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       if (len < this.mss && len < unsent && inFlight > 0) break;
       if (this.#skipSacked(this.sndNxt)) continue;
       len = this.#untilSacked(this.sndNxt, len);
+      if (len <= 0) break; // never a data segment without data
       this.#sendData(this.sndNxt, len, len === unsent);
       if (!this.#timing && !this.tsOk) {
         this.#timing = true;

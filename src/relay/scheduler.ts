@@ -17,6 +17,12 @@ import type { TokenBucket } from "../stack/token_bucket.ts";
 export const QUANTUM_BYTES = 64 * 1024;
 /** Bytes processed before yielding to the event loop (lets I/O and timers run). */
 const PASS_BUDGET_BYTES = 1024 * 1024;
+/**
+ * Time one lane may take per round: bytes are a fair measure only when every byte costs the same, and a
+ * guest can send frames that cost far more than their size. Checked every {@linkcode TIME_CHECK_FRAMES}.
+ */
+export const LANE_TURN_MS = 2;
+const TIME_CHECK_FRAMES = 8;
 
 export class Lane {
   /** Frames delivered and bytes, for metrics. */
@@ -25,6 +31,8 @@ export class Lane {
   deficit = 0;
   /** Throws that escaped the frame handler. */
   failures = 0;
+  /** Rounds this lane ended early for taking more than {@linkcode LANE_TURN_MS}. */
+  timeLimited = 0;
   #buf: Uint8Array | null = null;
   #offs: number[] = [];
   #lens: number[] = [];
@@ -154,12 +162,19 @@ export class FrameScheduler {
         }
         lane.deficit += QUANTUM_BYTES;
         let len: number;
+        let delivered = 0;
         while ((len = lane.peekLength()) > 0 && len <= lane.deficit) {
           lane.deficit -= lane.deliverNext();
           lane.ingress?.spend(len, now);
           spent += len;
           progressed = true;
           if (lane.ingress && lane.ingress.available(now) <= 0) break;
+          if (++delivered % TIME_CHECK_FRAMES === 0 && performance.now() - now > LANE_TURN_MS) {
+            // over its time: the rest of its quantum waits for the next round, behind the other lanes
+            lane.timeLimited++;
+            lane.deficit = 0;
+            break;
+          }
         }
         if (lane.peekLength() === 0) {
           lane.deficit = 0;

@@ -14,6 +14,7 @@ import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../stack/token_bucket.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
+import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { DEFAULT_QUOTAS, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
@@ -187,6 +188,9 @@ export class Tenant {
   input(buf: Uint8Array, off: number, len: number): void {
     const stack = this.stack;
     if (!stack) return;
+    // larger than the tenant's MTU allows (an 802.1Q tag included): no honest NIC sends it, and its cost
+    // should not depend on how large a hostile guest makes it
+    if (len > ETH_HEADER_LEN + 4 + this.config.mtu) return this.counters.drop("frame-over-mtu");
     if (this.capture) this.capture.record(buf.subarray(off, off + len));
     stack.input(buf, off, len);
   }

@@ -15,6 +15,11 @@ import { Timer, type TimerWheel } from "./timer_wheel.ts";
 import type { FaultOwner } from "./containment.ts";
 
 export const MAX_DATAGRAMS = 8;
+/**
+ * Fragments per datagram: a 65535-byte datagram at the smallest MTU we allow (576) takes 119; more can
+ * only be a storm of tiny fragments meant to make each insertion cost more.
+ */
+export const MAX_FRAGMENTS = 128;
 export const REASSEMBLY_TIMEOUT_MS = 5000;
 const MAX_DATAGRAM = 65535;
 
@@ -26,6 +31,8 @@ interface Partial {
   ranges: number[];
   /** Payload length, known once the last fragment (MF = 0) arrived; -1 before. */
   total: number;
+  /** Fragments taken so far. */
+  fragments: number;
   timer: Timer;
 }
 
@@ -71,6 +78,7 @@ export class Ipv4Reassembly {
         data: new Uint8Array(Math.max(end, 1500)),
         ranges: [],
         total: -1,
+        fragments: 0,
         timer: new Timer(() => {
           this.#partials.delete(key);
           this.#drop("ipv4-reassembly-timeout");
@@ -80,6 +88,7 @@ export class Ipv4Reassembly {
       this.#partials.set(key, p);
       this.#wheel.arm(p.timer, this.#wheel.now + REASSEMBLY_TIMEOUT_MS);
     }
+    if (++p.fragments > MAX_FRAGMENTS) return this.#discard(p, "ipv4-too-many-fragments");
     for (let i = 0; i < p.ranges.length; i += 2) {
       if (start < p.ranges[i + 1] && end > p.ranges[i]) return this.#discard(p, "ipv4-fragment-overlap");
     }

@@ -19,6 +19,13 @@ export const BOOTP_FIXED_LEN = 236;
 export const DHCP_MAGIC = 0x63825363;
 /** BOOTP's minimum message (RFC 1542 §3.3); many clients drop shorter replies. */
 export const BOOTP_MIN_LEN = 300;
+/**
+ * Largest message parsed. RFC 2131 §2 lets a client announce up to 65535 (option 57), but requests are a
+ * few hundred bytes; a bound keeps a hostile guest's 65 KB request from costing more than an honest one.
+ */
+export const DHCP_MAX_PARSE_LEN = 4096;
+/** Option instances read per message (PAD excluded): real clients send a few dozen. */
+export const DHCP_MAX_OPTIONS = 256;
 export const DHCP_SERVER_PORT = 67;
 export const DHCP_CLIENT_PORT = 68;
 
@@ -104,6 +111,9 @@ export function parseDhcp(buf: Uint8Array, off: number, end: number): DhcpMessag
   if (end - off < BOOTP_FIXED_LEN + 4) {
     return new WireError("dhcp", `Message of ${end - off} bytes is shorter than 240`);
   }
+  if (end - off > DHCP_MAX_PARSE_LEN) {
+    return new WireError("dhcp", `Message of ${end - off} bytes is longer than ${DHCP_MAX_PARSE_LEN}`);
+  }
   if (u32(buf, off + 236) !== DHCP_MAGIC) return new WireError("dhcp", "Magic cookie missing (plain BOOTP)");
   const hlen = buf[off + 2];
   if (hlen > 16) return new WireError("dhcp", `Hardware address length ${hlen} exceeds 16`);
@@ -142,30 +152,43 @@ export function parseDhcp(buf: Uint8Array, off: number, end: number): DhcpMessag
 }
 
 function readOptions(buf: Uint8Array, p: number, end: number, m: DhcpMessage): WireError | null {
+  // RFC 3396 §7: instances of a split option are concatenated in order. Pieces are gathered first and
+  // joined once, so a message of many instances costs linear time, not a copy per instance.
+  let split: Map<number, Uint8Array[]> | null = null;
+  let count = m.options.length;
   while (p < end) {
     const code = buf[p];
     if (code === DhcpOption.PAD) {
       p++;
       continue;
     }
-    if (code === DhcpOption.END) return null;
+    if (code === DhcpOption.END) break;
     if (p + 1 >= end) return new WireError("dhcp", `Option ${code} has no length byte`);
     const len = buf[p + 1];
     if (p + 2 + len > end) {
       return new WireError("dhcp", `Option ${code} of length ${len} overruns the message`);
     }
+    if (++count > DHCP_MAX_OPTIONS) return new WireError("dhcp", `More than ${DHCP_MAX_OPTIONS} options`);
     const value = buf.subarray(p + 2, p + 2 + len);
-    const at = m.options.findIndex(([c]) => c === code);
-    if (at < 0) m.options.push([code, value]);
+    const pieces = split?.get(code);
+    if (pieces) pieces.push(value);
     else {
-      // RFC 3396 §7: instances of a split option are concatenated in order
-      const prev = m.options[at][1];
-      const joined = new Uint8Array(prev.length + len);
-      joined.set(prev);
-      joined.set(value, prev.length);
-      m.options[at][1] = joined;
+      const at = m.options.findIndex(([c]) => c === code);
+      if (at < 0) m.options.push([code, value]);
+      else (split ??= new Map()).set(code, [m.options[at][1], value]);
     }
     p += 2 + len;
+  }
+  if (split) {
+    for (const [code, pieces] of split) {
+      const joined = new Uint8Array(pieces.reduce((n, v) => n + v.length, 0));
+      let w = 0;
+      for (const v of pieces) {
+        joined.set(v, w);
+        w += v.length;
+      }
+      m.options[m.options.findIndex(([c]) => c === code)][1] = joined;
+    }
   }
   // A missing END is tolerated: the payload end bounds the options
   return null;

@@ -137,12 +137,24 @@ export function tcpFrame(
   return f.subarray(0, Math.max(60, 34 + hl + payload.length));
 }
 
+/** NodeHost whose clock is the test's. */
+class ManualClockHost extends NodeHost {
+  constructor(readonly clock: () => number) {
+    super();
+  }
+
+  override now(): number {
+    return this.clock();
+  }
+}
+
 /** A Stack on a real host, with a manual clock and every output frame dissected. */
 export class StackHarness {
   readonly out: Dissection[] = [];
   readonly raw: Uint8Array[] = [];
   readonly wheel: TimerWheel;
-  readonly host = new NodeHost();
+  /** Real sockets on the harness's manual clock (token buckets, RACK timing). */
+  readonly host: NodeHost = new ManualClockHost(() => this.now);
   readonly stack: Stack;
   now = 1_000_000;
 

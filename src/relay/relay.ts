@@ -345,7 +345,7 @@ export class Relay {
       return conn.close();
     }
     const t = tenant ?? this.#ephemeralTenant();
-    const writer = new FrameWriter(conn, t.quotas.bufferedBytes, () => {
+    const writer = new FrameWriter(conn, t.linkBacklogLimit, () => {
       try {
         conn.close();
       } catch { /* closed */ }
@@ -488,7 +488,7 @@ export class Relay {
     let onDrain: (() => void) | null = null;
     let drainTimer: ReturnType<typeof setTimeout> | undefined;
     let rate: TokenBucket | null = null;
-    const limit = t.quotas.bufferedBytes;
+    const limit = t.linkBacklogLimit;
     const watchDrain = () => {
       if (drainTimer !== undefined) return;
       drainTimer = setTimeout(() => {

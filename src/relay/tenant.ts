@@ -17,7 +17,7 @@ import { parseIpv4Address } from "../wire/bytes.ts";
 import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
-import { DEFAULT_QUOTAS, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
+import { DEFAULT_QUOTAS, LINK_BACKLOG_MAX, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
 
 /** A connected guest, whatever carries its frames. */
 export interface GuestLink {
@@ -150,6 +150,12 @@ export class Tenant {
     this.egress = this.quotas.egressBytesPerSecond > 0
       ? new TokenBucket(this.quotas.egressBytesPerSecond, this.quotas.egressBytesPerSecond, now)
       : null;
+  }
+
+  /** Bytes of frames that may wait toward the guest. */
+  get linkBacklogLimit(): number {
+    const b = this.quotas.bufferedBytes;
+    return b > 0 ? Math.min(b, LINK_BACKLOG_MAX) : LINK_BACKLOG_MAX;
   }
 
   get deleted(): boolean {

@@ -30,7 +30,11 @@ export interface TenantQuotas {
   ingressBytesPerSecond?: number;
   /** Bytes per second toward the guest (0 = unlimited). */
   egressBytesPerSecond?: number;
-  /** Bytes of frames queued toward the guest before frames are dropped. */
+  /**
+   * Bytes the tenant may hold in all its buffers: TCP data waiting for the guest's ACK or for the host
+   * socket, out-of-order segments; frames waiting toward the guest are bounded by the smaller of this and
+   * 1 MiB. Flows slow down (windows close, host reads pause) when it is spent.
+   */
   bufferedBytes?: number;
 }
 
@@ -40,8 +44,11 @@ export const DEFAULT_QUOTAS: Required<TenantQuotas> = {
   newFlowsPerSecond: 200,
   ingressBytesPerSecond: 0,
   egressBytesPerSecond: 0,
-  bufferedBytes: 1024 * 1024,
+  bufferedBytes: 8 * 1024 * 1024,
 };
+
+/** Most bytes of frames waiting toward one guest, whatever its `bufferedBytes`. */
+export const LINK_BACKLOG_MAX = 1024 * 1024;
 
 /** A tenant as created through the admin API or the config file. */
 export interface TenantSpec {
@@ -169,6 +176,8 @@ export function tenantStackConfig(
   const q = { ...DEFAULT_QUOTAS, ...spec.quotas };
   c.maxTcpFlows = q.maxTcpFlows;
   c.maxUdpFlows = q.maxUdpFlows;
+  c.newFlowsPerSecond = q.newFlowsPerSecond;
+  c.bufferedBytes = q.bufferedBytes;
   c.hostfwd = (spec.hostfwd ?? []).map((f) => (typeof f === "string" ? parseForward(f) : f));
   return c;
 }

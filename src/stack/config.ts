@@ -76,6 +76,10 @@ export interface StackConfig {
   dnsTimeoutMs: number;
   /** New TCP connections plus new UDP flows per second; 0 = unlimited. */
   newFlowsPerSecond: number;
+  /**
+   * Bytes the tenant's flows may hold in all (TCP send, receive and out-of-order buffers); 0 = no limit.
+   */
+  bufferedBytes: number;
 }
 
 /** libslirp's plan: 10.0.2.0/24, gateway .2, DNS .3, leases from .15, MTU 1500. */
@@ -103,6 +107,7 @@ export function defaultStackConfig(): StackConfig {
     maxTcpFlows: 4096,
     dnsTimeoutMs: 2000,
     newFlowsPerSecond: 0,
+    bufferedBytes: 8 * 1024 * 1024,
   };
 }
 

@@ -55,6 +55,7 @@ import { TcpService } from "./tcp/tcp_service.ts";
 import { TokenBucket } from "./token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
 import { ContainedHost, type FaultOwner } from "./containment.ts";
+import { MemoryBudget } from "./memory_budget.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
@@ -125,6 +126,8 @@ export class Stack implements FaultOwner {
   readonly neighbours: Map<number, number> = new Map();
   /** New-flow admission (quota newFlowsPerSecond). */
   readonly flowRate: TokenBucket;
+  /** Bytes the tenant's flows hold (quota bufferedBytes). */
+  readonly memory: MemoryBudget;
 
   readonly arp: ArpService;
   readonly dhcp: DhcpServer;
@@ -161,7 +164,8 @@ export class Stack implements FaultOwner {
       sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
     }
     this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason), this);
-    this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.wheel.now);
+    this.memory = new MemoryBudget(config.bufferedBytes, () => this.tcp.budgetFreed());
+    this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.host.now());
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsService(this);

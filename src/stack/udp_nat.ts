@@ -100,6 +100,8 @@ export class UdpNat {
       if (this.#count >= s.config.maxUdpFlows) {
         return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-flow-limit");
       }
+      // a new flow is a new host socket: it counts against the tenant's new-flow rate, as TCP does
+      if (!s.admitFlow()) return s.drop("udp-flow-rate-limit");
       f = this.#open(ip.src, udp.srcPort);
     }
     f.lastActive = s.wheel.now;

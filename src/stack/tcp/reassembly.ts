@@ -2,37 +2,46 @@
  * Out-of-order data from the guest, held until the hole before it fills (RFC 9293 §3.10.7.4: segments
  * beyond RCV.NXT are kept "for later processing").
  *
- * As smoltcp does, out-of-order bytes are written straight into a ring indexed by sequence number, and a
- * small sorted list of received intervals (the "assembler") tracks what is there — no per-segment
- * copies or objects. The ring is allocated when the first hole appears and released when the last one
- * fills, so a connection without loss holds no reassembly memory. The intervals are also the SACK
- * blocks we report (RFC 2018 §4: the block holding the latest arrival first).
+ * Held as a short sorted list of blocks, each the bytes of one received interval in a buffer of its own
+ * that grows by doubling as segments extend it: memory follows the data actually held, not the window it
+ * may lie in (a 1-byte segment at the far edge of a 1 MiB window costs a few bytes, not a 1 MiB ring), and
+ * every byte is charged to the tenant's {@linkcode MemoryBudget}. Intervals that touch merge, so the list
+ * stays within `maxIntervals`. The intervals are also the SACK blocks we report (RFC 2018 §4: the block
+ * holding the latest arrival first).
  *
  * @module
  */
-import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt, seqMax } from "./seq.ts";
+import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
+import type { MemoryBudget } from "../memory_budget.ts";
+
+interface Block {
+  start: number;
+  end: number;
+  /** The interval's bytes at [0, end - start); room to grow after them. */
+  data: Uint8Array;
+}
+
+/** Smallest buffer of a block: most holes are filled by one or two segments. */
+const MIN_BLOCK = 2048;
 
 export class Reassembly {
-  #capacity: number;
-  #mask: number;
-  #ring: Uint8Array | null = null;
-  /** Merged received intervals as [start, end) pairs, sorted by sequence. */
-  #iv: number[] = [];
+  #window: number;
+  #blocks: Block[] = [];
   #maxIntervals: number;
   #bytes = 0;
+  #budget: MemoryBudget | null;
   /** Start of the interval that grew last, for SACK ordering. */
   #lastSeq = 0;
 
   /**
    * @param windowBytes the largest receive window advertised: data never lies further than this beyond
-   *   RCV.NXT (rounded up to a power of two for the ring)
+   *   RCV.NXT
+   * @param budget the tenant's memory budget, charged for every byte held
    */
-  constructor(windowBytes: number, maxIntervals = 64) {
-    let cap = 1;
-    while (cap < windowBytes) cap *= 2;
-    this.#capacity = cap;
-    this.#mask = cap - 1;
+  constructor(windowBytes: number, maxIntervals = 64, budget: MemoryBudget | null = null) {
+    this.#window = windowBytes;
     this.#maxIntervals = maxIntervals;
+    this.#budget = budget;
   }
 
   /** Bytes held. */
@@ -41,96 +50,97 @@ export class Reassembly {
   }
 
   get empty(): boolean {
-    return this.#iv.length === 0;
+    return this.#blocks.length === 0;
   }
 
   /**
    * Stores `data` at `seq`, which lies after `rcvNxt` and within the window.
-   * @returns false when it would need more intervals than allowed (the guest will retransmit it)
+   * @returns false when it would need more intervals than allowed or more memory than the tenant's budget
+   *   has (the guest will retransmit it)
    */
   insert(rcvNxt: number, seq: number, data: Uint8Array): boolean {
     const end = seqAdd(seq, data.length);
-    if (seqGt(end, seqAdd(rcvNxt, this.#capacity))) return false;
-    // find where [seq, end) goes and which intervals it touches
-    const iv = this.#iv;
+    if (seqGt(end, seqAdd(rcvNxt, this.#window))) return false;
+    const bl = this.#blocks;
+    // blocks i..j-1 overlap or touch [seq, end)
     let i = 0;
-    while (i < iv.length && seqLt(iv[i + 1], seq)) i += 2;
+    while (i < bl.length && seqLt(bl[i].end, seq)) i++;
     let j = i;
-    while (j < iv.length && seqLe(iv[j], end)) j += 2;
-    // intervals i..j-2 overlap or touch the new data: merge them
-    const touching = (j - i) / 2;
-    if (touching === 0 && iv.length >= 2 * this.#maxIntervals) return false;
-    this.#ring ??= new Uint8Array(this.#capacity);
-    this.#write(seq, data);
-    let start = seq, stop = end;
-    let removed = 0;
-    if (touching > 0) {
-      if (seqLt(iv[i], start)) start = iv[i];
-      stop = seqMax(stop, iv[j - 1]);
-      for (let k = i; k < j; k += 2) removed += seqDiff(iv[k + 1], iv[k]);
+    while (j < bl.length && seqLe(bl[j].start, end)) j++;
+    const touching = j - i;
+    if (touching === 0 && bl.length >= this.#maxIntervals) return false;
+    const start = touching > 0 && seqLt(bl[i].start, seq) ? bl[i].start : seq;
+    const stop = touching > 0 && seqGt(bl[j - 1].end, end) ? bl[j - 1].end : end;
+    const len = seqDiff(stop, start);
+    let had = 0;
+    for (let k = i; k < j; k++) had += seqDiff(bl[k].end, bl[k].start);
+    const added = len - had;
+    if (this.#budget && !this.#budget.tryCharge(added)) return false;
+    // reuse the first block's buffer when it starts the merged interval and has room; else grow by doubling
+    let target: Uint8Array;
+    if (touching > 0 && bl[i].start === start && bl[i].data.length >= len) target = bl[i].data;
+    else {
+      const old = touching > 0 ? bl[i].data.length : 0;
+      target = new Uint8Array(Math.max(len, MIN_BLOCK, Math.min(2 * old, this.#window)));
+      if (touching > 0) {
+        const b = bl[i];
+        target.set(b.data.subarray(0, seqDiff(b.end, b.start)), seqDiff(b.start, start));
+      }
     }
-    iv.splice(i, j - i, start, stop);
-    this.#bytes += seqDiff(stop, start) - removed;
+    for (let k = i + 1; k < j; k++) {
+      const b = bl[k];
+      target.set(b.data.subarray(0, seqDiff(b.end, b.start)), seqDiff(b.start, start));
+    }
+    target.set(data, seqDiff(seq, start));
+    bl.splice(i, touching, { start, end: stop, data: target });
+    this.#bytes += added;
     this.#lastSeq = start;
     return true;
   }
 
-  #write(seq: number, data: Uint8Array): void {
-    const ring = this.#ring!;
-    const pos = seq & this.#mask;
-    const first = Math.min(data.length, this.#capacity - pos);
-    ring.set(data.subarray(0, first), pos);
-    if (first < data.length) ring.set(data.subarray(first), 0);
-  }
-
   /**
-   * Hands contiguous data from `rcvNxt` on to `deliver` (views into the ring, valid during the call);
-   * returns the new RCV.NXT.
+   * Hands contiguous data from `rcvNxt` on to `deliver` (views valid during the call); returns the new
+   * RCV.NXT.
    */
   drain(rcvNxt: number, deliver: (data: Uint8Array) => void): number {
-    const iv = this.#iv;
-    while (iv.length > 0 && seqLe(iv[0], rcvNxt)) {
-      const end = iv[1];
-      this.#bytes -= seqDiff(end, iv[0]);
-      iv.splice(0, 2);
-      if (seqLe(end, rcvNxt)) continue;
-      const ring = this.#ring!;
-      const pos = rcvNxt & this.#mask;
-      const len = seqDiff(end, rcvNxt);
-      const first = Math.min(len, this.#capacity - pos);
-      deliver(ring.subarray(pos, pos + first));
-      if (first < len) deliver(ring.subarray(0, len - first));
-      rcvNxt = end;
+    const bl = this.#blocks;
+    while (bl.length > 0 && seqLe(bl[0].start, rcvNxt)) {
+      const b = bl.shift()!;
+      const len = seqDiff(b.end, b.start);
+      this.#bytes -= len;
+      this.#budget?.credit(len);
+      if (seqLe(b.end, rcvNxt)) continue;
+      deliver(b.data.subarray(seqDiff(rcvNxt, b.start), len));
+      rcvNxt = b.end;
     }
-    if (iv.length === 0) this.#ring = null; // no hole left: give the memory back
     return rcvNxt;
   }
 
   /** Writes up to `max` SACK blocks as [left, right] pairs into `out`; returns how many. */
   sackBlocks(out: number[], max: number): number {
-    const iv = this.#iv;
+    const bl = this.#blocks;
     let n = 0;
     let latest = -1;
-    for (let k = 0; k < iv.length; k += 2) {
-      if (seqGe(this.#lastSeq, iv[k]) && seqLt(this.#lastSeq, iv[k + 1])) latest = k;
+    for (let k = 0; k < bl.length; k++) {
+      if (seqGe(this.#lastSeq, bl[k].start) && seqLt(this.#lastSeq, bl[k].end)) latest = k;
     }
     if (latest >= 0) {
-      out[0] = iv[latest];
-      out[1] = iv[latest + 1];
+      out[0] = bl[latest].start;
+      out[1] = bl[latest].end;
       n = 1;
     }
-    for (let k = 0; k < iv.length && n < max; k += 2) {
+    for (let k = 0; k < bl.length && n < max; k++) {
       if (k === latest) continue;
-      out[2 * n] = iv[k];
-      out[2 * n + 1] = iv[k + 1];
+      out[2 * n] = bl[k].start;
+      out[2 * n + 1] = bl[k].end;
       n++;
     }
     return n;
   }
 
   clear(): void {
-    this.#iv = [];
+    this.#budget?.credit(this.#bytes);
+    this.#blocks = [];
     this.#bytes = 0;
-    this.#ring = null;
   }
 }

@@ -95,6 +95,8 @@ export const DEFAULT_SEND_BUFFER = 1024 * 1024;
 const ETH_PAD_ROOM = 8;
 /** Room offered to each host read. */
 const HOST_READ_BYTES = 64 * 1024;
+/** Least room offered to a host read near the end of the tenant's budget. */
+const MIN_HOST_READ = 2048;
 /** Least of it: what a small-window guest needs queued behind its window. */
 const MIN_SEND_BUFFER = 64 * 1024;
 /** Bytes toward the host the guest may have outstanding (our receive window). */
@@ -171,6 +173,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   #hostClosed = false;
   #pendingAcks = 0;
   #freed = false;
+  /** Bytes of the host socket's write queue charged to the tenant's budget. */
+  #hostCharged = 0;
   readonly #sendBuffer: number;
   readonly #receiveBuffer: number;
   readonly #rtoTimer: Timer;
@@ -444,6 +448,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       let dataAcked = acked;
       if (this.#finSent && seqGt(ack, this.#finSeq)) dataAcked--; // the FIN's sequence number
       this.queue.consume(dataAcked);
+      this.stack.memory.credit(dataAcked);
       this.sndUna = ack;
       if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
       // RTT: timestamps when both sides use them (RFC 7323 §4.1), else one timed segment (Karn)
@@ -568,7 +573,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       return;
     }
     // out of order: hold it and send a duplicate ACK with SACK at once
-    this.#ooo ??= new Reassembly(this.#receiveBuffer);
+    this.#ooo ??= new Reassembly(this.#receiveBuffer, 64, this.stack.memory);
     if (!this.#ooo.insert(this.rcvNxt, seq, data)) this.stack.counters.drop("tcp-reassembly-full");
     this.#sendAck();
   }
@@ -577,6 +582,16 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     if (!this.host || this.#hostClosed) return;
     this.stack.counters.tcpBytesFromGuest += data.length;
     this.host.write(data);
+    this.#chargeHostBacklog();
+  }
+
+  /** Keeps the tenant's budget charged for the guest's bytes still waiting in the host socket's queue. */
+  #chargeHostBacklog(): void {
+    const now = this.host && !this.#hostClosed ? this.host.bufferedAmount : 0;
+    const d = now - this.#hostCharged;
+    if (d > 0) this.stack.memory.charge(d);
+    else if (d < 0) this.stack.memory.credit(-d);
+    this.#hostCharged = now;
   }
 
   #receiveFin(): void {
@@ -772,8 +787,11 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** The window to advertise now, in bytes (before scaling). */
   #receiveWindow(): number {
-    const buffered = (this.host?.bufferedAmount ?? 0) + (this.#ooo?.bytes ?? 0);
+    this.#chargeHostBacklog();
+    const buffered = this.#hostCharged + (this.#ooo?.bytes ?? 0);
     let wnd = Math.max(0, this.#receiveBuffer - buffered);
+    // the tenant's budget bounds what all its flows may be sent at once
+    wnd = Math.min(wnd, Math.max(0, this.stack.memory.available));
     wnd = Math.min(wnd, 65535 * 2 ** this.rcvWscale);
     // never shrink the window already offered (RFC 9293 §3.8.6.2.2)
     const offered = seqDiff(this.#rcvAdvertisedEnd, this.rcvNxt);
@@ -966,9 +984,14 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.#received(data.length);
   }
 
-  /** The send queue's free space: the host socket reads straight into it. */
+  /**
+   * The send queue's free space: the host socket reads straight into it. Near the end of the tenant's
+   * budget a read asks for only what is left (a little more at least, so a read is worth its call).
+   */
   readBuffer(): Uint8Array {
-    return this.queue.writable(HOST_READ_BYTES);
+    const room = this.stack.memory.available;
+    const v = this.queue.writable(room >= HOST_READ_BYTES ? HOST_READ_BYTES : MIN_HOST_READ);
+    return room < v.length ? v.subarray(0, Math.max(MIN_HOST_READ, room)) : v;
   }
 
   onRead(n: number): void {
@@ -979,11 +1002,26 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   #received(n: number): void {
     this.stack.counters.tcpBytesToGuest += n;
+    this.stack.memory.charge(n);
     if (this.queue.length >= this.#sendLimit() && !this.#hostPaused) {
       this.#hostPaused = true;
       this.host?.pause();
+      if (this.stack.memory.available <= 0) this.#waitForBudget();
     }
     this.trySend();
+  }
+
+  /** Paused by the tenant's budget rather than this flow's own limit: ask to be told when room comes back. */
+  #waitForBudget(): void {
+    this.stack.memory.waiting = true;
+    this.stack.tcp.budgetBlocked.add(this);
+  }
+
+  /** The tenant's budget has room again (see {@linkcode TcpService.budgetFreed}). */
+  budgetRoom(): void {
+    if (this.#freed || !this.#hostPaused) return;
+    if (this.queue.length < this.#sendLimit()) this.#resumeHost();
+    else this.#waitForBudget();
   }
 
   /**
@@ -992,7 +1030,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    * thousand guests with 64 KiB windows, and the GC pauses of such a heap stall every tenant.
    */
   #sendLimit(): number {
-    return Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
+    const own = Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
+    return Math.min(own, this.queue.length + Math.max(0, this.stack.memory.available));
   }
 
   onEnd(): void {
@@ -1027,6 +1066,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   onDrain(): void {
     if (this.#freed) return;
     // the host took our backlog: tell the guest its window reopened
+    this.#chargeHostBacklog();
     this.#sendAck();
   }
 
@@ -1065,6 +1105,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.stack.wheel.cancel(this.#ackTimer);
     if (this.host && !this.#hostClosed) this.host.destroy(reset);
     this.#hostClosed = true;
+    this.stack.memory.credit(this.queue.length + this.#hostCharged);
+    this.#hostCharged = 0;
     this.queue.clear();
     this.#ooo?.clear();
     this.onFree(this);

@@ -87,12 +87,24 @@ export class TcpService {
     const k = this.#key(c.guestPort, c.localPort);
     const list = this.#table.get(k);
     this.blocked.delete(c);
+    this.budgetBlocked.delete(c);
     if (!list) return;
     const i = list.indexOf(c);
     if (i < 0) return;
     list.splice(i, 1);
     if (list.length === 0) this.#table.delete(k);
     this.#count--;
+  }
+
+  /** Connections whose host reads paused for lack of tenant memory budget. */
+  readonly budgetBlocked: Set<TcpConn> = new Set();
+
+  /** The tenant's memory budget has room again: let connections paused on it read from the host. */
+  budgetFreed(): void {
+    if (this.budgetBlocked.size === 0) return;
+    const waiting = [...this.budgetBlocked];
+    this.budgetBlocked.clear();
+    for (const c of waiting) c.budgetRoom();
   }
 
   /** True when the transport toward the guest holds enough: senders wait for {@linkcode kick}. */

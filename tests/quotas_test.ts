@@ -1,0 +1,169 @@
+/**
+ * Tenant quotas on the stack's manual clock: new flows per second, TCP/UDP flow limits and the memory
+ * budget (bufferedBytes) — each at, below and above its limit, checked by counters and real host sockets.
+ */
+import assert from "node:assert/strict";
+import net from "node:net";
+import { ip, StackHarness, tcpFrame, udpFrame } from "./_frames.ts";
+import { TCP_ACK_FLAG, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
+import { tenantStackConfig } from "../src/relay/tenant_config.ts";
+import { defaultStackConfig } from "../src/stack/config.ts";
+import { parseHostForward } from "../src/cli.ts";
+import { startUdpEcho } from "./_services.ts";
+
+const MAC = 0x02000000000d;
+const GUEST = ip("10.0.2.15");
+const GW = ip("10.0.2.2");
+
+/** A loopback listener that counts the connections it accepted. */
+async function countingListener(): Promise<{ port: number; accepted: () => number; close(): void }> {
+  let n = 0;
+  const socks: net.Socket[] = [];
+  const srv = net.createServer((s) => {
+    n++;
+    socks.push(s);
+    s.on("error", () => {});
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  return {
+    port: (srv.address() as net.AddressInfo).port,
+    accepted: () => n,
+    close: () => {
+      for (const s of socks) s.destroy();
+      srv.close();
+    },
+  };
+}
+
+const syn = (sport: number, dport: number) =>
+  tcpFrame({ srcMac: MAC, src: GUEST, dst: GW, sport, dport, seq: 1000, ack: 0, flags: TCP_SYN });
+
+const settle = () => new Promise((r) => setTimeout(r, 200));
+
+Deno.test("quota newFlowsPerSecond: a burst of 100 SYNs dials the host 5 times; refused SYNs get RST; a second later 5 more", async () => {
+  const srv = await countingListener();
+  const h = new StackHarness((c) => (c.newFlowsPerSecond = 5));
+  try {
+    for (let i = 0; i < 100; i++) h.send(syn(20000 + i, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 5, "host connections after the burst");
+    assert.equal(h.drops("tcp-flow-rate-limit"), 95);
+    const rsts = h.out.filter((d) => d.tcp && (d.tcp.flags & TCP_RST) !== 0);
+    assert.equal(rsts.length, 95, "each refused SYN was answered with a reset");
+    h.now += 1000; // the manual clock: one second's worth of tokens
+    for (let i = 0; i < 100; i++) h.send(syn(30000 + i, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 10);
+    // UDP flows take from the same bucket
+    const echo = await startUdpEcho();
+    try {
+      h.send(udpFrame(MAC, GUEST, GW, 5000, echo.port, new Uint8Array([1])));
+      assert.equal(h.drops("udp-flow-rate-limit"), 1);
+      h.now += 1000;
+      h.send(udpFrame(MAC, GUEST, GW, 5001, echo.port, new Uint8Array([1])));
+      assert.equal(h.stack.udp.size, 1);
+    } finally {
+      echo.close();
+    }
+  } finally {
+    h.close();
+    srv.close();
+  }
+});
+
+Deno.test("quota maxTcpFlows / maxUdpFlows: at the limit new flows are refused, below it they open", async () => {
+  const srv = await countingListener();
+  const echo = await startUdpEcho();
+  const h = new StackHarness((c) => {
+    c.maxTcpFlows = 3;
+    c.maxUdpFlows = 2;
+  });
+  try {
+    for (let i = 0; i < 5; i++) h.send(syn(21000 + i, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 3);
+    assert.equal(h.stack.tcp.size, 3);
+    assert.equal(h.drops("tcp-flow-limit"), 2);
+    for (let i = 0; i < 4; i++) h.send(udpFrame(MAC, GUEST, GW, 6000 + i, echo.port, new Uint8Array([1])));
+    assert.equal(h.stack.udp.size, 2);
+    assert.equal(h.drops("udp-flow-limit"), 2);
+    // one TCP flow goes away (the guest resets it): a new one fits again
+    const c = h.stack.tcp.connections()[0];
+    await h.waitFor((d) =>
+      d.tcp !== undefined && (d.tcp.flags & TCP_SYN) !== 0 && d.tcp.dstPort === c.guestPort
+    );
+    const synAck = h.out.find((d) => d.tcp && (d.tcp.flags & TCP_SYN) && d.tcp.dstPort === c.guestPort)!.tcp!;
+    h.send(tcpFrame({
+      srcMac: MAC,
+      src: GUEST,
+      dst: GW,
+      sport: c.guestPort,
+      dport: srv.port,
+      seq: 1001,
+      ack: (synAck.seq + 1) >>> 0,
+      flags: TCP_RST | TCP_ACK_FLAG,
+    }));
+    assert.equal(h.stack.tcp.size, 2, "the guest's RST freed its flow");
+    h.send(syn(22000, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 4);
+  } finally {
+    h.close();
+    srv.close();
+    echo.close();
+  }
+});
+
+Deno.test("memory budget: 1-byte out-of-order segments on 128 connections hold bytes, not megabytes; the budget refuses the rest", async () => {
+  const srv = await countingListener();
+  const h = new StackHarness((c) => (c.bufferedBytes = 64 * 1024));
+  try {
+    const conns = 128;
+    for (let i = 0; i < conns; i++) h.send(syn(23000 + i, srv.port));
+    await settle();
+    const synAcks = new Map<number, number>();
+    for (const d of h.out) {
+      if (d.tcp && (d.tcp.flags & TCP_SYN)) synAcks.set(d.tcp.dstPort, d.tcp.seq);
+    }
+    assert.equal(synAcks.size, conns);
+    const before = Deno.memoryUsage().rss;
+    for (const [port, iss] of synAcks) {
+      const base = { srcMac: MAC, src: GUEST, dst: GW, sport: port, dport: srv.port, ack: (iss + 1) >>> 0 };
+      h.send(tcpFrame({ ...base, seq: 1001, flags: TCP_ACK_FLAG }));
+      // one byte near the edge of the 64 KiB window: a hole in front of it
+      h.send(tcpFrame({ ...base, seq: 1001 + 60_000, flags: TCP_ACK_FLAG }, new Uint8Array([7])));
+    }
+    assert.equal(h.stack.memory.used, conns, "one byte held per connection");
+    assert.ok(Deno.memoryUsage().rss - before < 32 * 1024 * 1024, "no megabytes per connection");
+    // 1000 more bytes out of order on one connection fit; 70 KB more do not
+    const [port, iss] = [...synAcks][0];
+    const base = { srcMac: MAC, src: GUEST, dst: GW, sport: port, dport: srv.port, ack: (iss + 1) >>> 0 };
+    h.send(tcpFrame({ ...base, seq: 1001 + 1000, flags: TCP_ACK_FLAG }, new Uint8Array(1000)));
+    assert.equal(h.stack.memory.used, conns + 1000);
+    for (let k = 0; k < 70; k++) {
+      h.send(tcpFrame({ ...base, seq: 1001 + 3000 + k * 1000, flags: TCP_ACK_FLAG }, new Uint8Array(1000)));
+    }
+    assert.ok(h.stack.memory.used <= 64 * 1024, `budget used ${h.stack.memory.used}`);
+    // what did not fit was refused: by a window that closes as the budget fills, or at reassembly
+    assert.ok(h.stack.memory.used < conns + 1000 + 70 * 1000);
+    // resetting every connection gives every byte back
+    h.stack.tcp.close();
+    assert.equal(h.stack.memory.used, 0);
+  } finally {
+    h.close();
+    srv.close();
+  }
+});
+
+Deno.test("tenant quotas reach the stack: newFlowsPerSecond, bufferedBytes, flow limits", () => {
+  const c = tenantStackConfig(
+    { id: "q", quotas: { newFlowsPerSecond: 5, bufferedBytes: 12345, maxTcpFlows: 7, maxUdpFlows: 3 } },
+    defaultStackConfig(),
+    true,
+    parseHostForward,
+  );
+  assert.equal(c.newFlowsPerSecond, 5);
+  assert.equal(c.bufferedBytes, 12345);
+  assert.equal(c.maxTcpFlows, 7);
+  assert.equal(c.maxUdpFlows, 3);
+});

@@ -11,6 +11,7 @@ import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
+import { checkAllowedOrigin } from "./relay/web_origin.ts";
 import { parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
@@ -41,6 +42,10 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --listen-ws URL                  WebSocket listener, repeatable: http://HOST:PORT (v86 network_relay_url:
                                    one Ethernet frame per binary message; ws://HOST:PORT/ in single-user mode,
                                    ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode)
+  --ws-allow-origin ORIGIN         a web origin besides loopback pages whose pages may open a WebSocket,
+                                   repeatable: https://vm.example, https://vm.example:*, or * for any
+                                   (single-user mode checks Origin and Host always; multi-tenant mode,
+                                   where tokens admit guests, checks Origin only when this is given)
   --admin URL                      admin API, /metrics, /healthz: http://HOST:PORT
   --admin-token-file FILE          bearer token the admin API requires (default: a random one, printed)
   --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
@@ -87,6 +92,7 @@ interface ServeFlags {
   "tenant-grace"?: string | number;
   "duplicate-guest"?: string;
   "capture-dir"?: string;
+  "ws-allow-origin"?: string[];
   /** Config file only: tenants created at start. */
   "tenants"?: unknown[];
 }
@@ -194,6 +200,7 @@ const SERVE_OPTIONS = {
   "tenant-grace": { type: "string" },
   "duplicate-guest": { type: "string" },
   "capture-dir": { type: "string" },
+  "ws-allow-origin": { type: "string", multiple: true },
 } as const;
 
 function readConfigFile(path: string): ServeFlags {
@@ -318,6 +325,7 @@ async function serve(args: string[]): Promise<number> {
     graceMs: grace * 1000,
     captureDir: merged["capture-dir"],
     parseForward: parseHostForward,
+    wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
   });
   const urls = await relay.start();
   const lines = [

@@ -39,6 +39,7 @@ import {
 } from "./tenant_config.ts";
 import { verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
+import { hostAllowed, originAllowed } from "./web_origin.ts";
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
@@ -70,6 +71,12 @@ export interface RelayOptions {
   faults?: { guestBoundLoss?: number; seed?: number };
   /** Parses QEMU hostfwd strings (the CLI's parser). */
   parseForward?: (s: string) => HostForwardConfig;
+  /**
+   * Browser origins besides loopback pages that may open a WebSocket (`*` for all). Single-user mode
+   * checks `Origin` and `Host` always; multi-tenant mode (token-authenticated) checks `Origin` only when
+   * this is given.
+   */
+  wsAllowOrigin?: string[];
 }
 
 /** Connected guests (for tests and stats): one per tenant with a link. */
@@ -401,19 +408,28 @@ export class Relay {
       hostname: m[1].replace(/^\[|\]$/g, ""),
       port: Number(m[2]),
       onListen: (a) => (bound = `ws://${a.hostname}:${a.port}`),
-    }, (req) => this.#wsRequest(req));
+    }, (req) => this.#wsRequest(req, m[1]));
     this.#servers.push(server);
     const addr = server.addr as Deno.NetAddr;
     return bound || `ws://${addr.hostname}:${addr.port}`;
   }
 
-  async #wsRequest(req: Request): Promise<Response> {
+  async #wsRequest(req: Request, listenHost: string): Promise<Response> {
     const log = this.#opts.log;
     const url = new URL(req.url);
     // read every header before the first await: the request may not be readable afterwards
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
     const isUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
+    const refusal = this.#refuseBrowser(req, listenHost);
+    if (refusal) {
+      log("warn", "WebSocket refused: " + refusal, {
+        origin: req.headers.get("origin"),
+        host: req.headers.get("host"),
+        path: url.pathname,
+      });
+      return json(403, { error: `Refused: ${refusal}` });
+    }
     let tenant: Tenant;
     let protocol: string | undefined;
     const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
@@ -425,7 +441,12 @@ export class Relay {
       if (!isUpgrade) return notUpgrade();
       tenant = this.#ephemeralTenant();
     } else if (named) {
-      const id = decodeURIComponent(named[1]);
+      let id: string;
+      try {
+        id = decodeURIComponent(named[1]);
+      } catch {
+        return json(400, { error: "Bad %-encoding in the tenant id" });
+      }
       if (!this.multiTenant) {
         const t = this.tenants.get(id);
         if (!t) return json(404, { error: `No tenant "${id}"` });
@@ -480,6 +501,21 @@ export class Relay {
     socket.binaryType = "arraybuffer";
     this.#serveWsSocket(socket, tenant, remote);
     return response;
+  }
+
+  /**
+   * Why a browser's request may not open a guest link, or null when it may: a page from another site
+   * (`Origin`), or a name that only resolves here (`Host`, DNS rebinding). See web_origin.ts.
+   */
+  #refuseBrowser(req: Request, listenHost: string): string | null {
+    const allowed = this.#opts.wsAllowOrigin;
+    if (this.multiTenant && allowed === undefined) return null; // tokens decide
+    const origin = req.headers.get("origin");
+    if (!originAllowed(origin, allowed ?? [])) return `origin ${origin} is not allowed (--ws-allow-origin)`;
+    if (!this.multiTenant && !hostAllowed(req.headers.get("host"), listenHost)) {
+      return `Host ${req.headers.get("host")} does not name this relay`;
+    }
+    return null;
   }
 
   #serveWsSocket(ws: WebSocket, t: Tenant, remote: string): void {

@@ -220,6 +220,19 @@ function readConfigFile(path: string): ServeFlags {
     throw new Error(`Cannot use --config ${path}: expected a JSON object`);
   }
   for (const k of Object.keys(data)) {
+    if (k === "tenants") {
+      // config file only: tenants created at start, each as the admin API takes it
+      const v = (data as Record<string, unknown>)[k];
+      if (!Array.isArray(v)) throw new Error(`Key "tenants" in ${path} must be a list of tenant objects`);
+      v.forEach((spec, i) => {
+        try {
+          validateSpec(spec);
+        } catch (e) {
+          throw new Error(`Tenant ${i + 1} in ${path}: ${(e as Error).message}`);
+        }
+      });
+      continue;
+    }
     if (!(k in SERVE_OPTIONS)) {
       throw new Error(`Unknown key "${k}" in ${path}; keys are the serve flag names`);
     }

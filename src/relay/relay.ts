@@ -40,6 +40,7 @@ import {
 import { verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
+import { HostAddresses } from "./host_addresses.ts";
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
@@ -101,6 +102,7 @@ export class Relay {
   #icmp: IcmpSocket | null = null;
   #forwards: BoundForward[] = [];
   #stopping = false;
+  #hostAddresses = new HostAddresses();
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
   transportErrors = 0;
 
@@ -175,6 +177,16 @@ export class Relay {
     return this.#listeners.map((l) => l.url);
   }
 
+  /** TCP ports the relay itself listens on (stream, WebSocket, admin). */
+  #ownPorts(): Set<number> {
+    const ports = new Set<number>();
+    for (const u of [...this.urls, ...this.#wsUrls, this.#adminUrl ?? ""]) {
+      const m = /^(?:tcp|ws|http):\/\/.*:(\d+)$/.exec(u);
+      if (m) ports.add(Number(m[1]));
+    }
+    return ports;
+  }
+
   get urls(): string[] {
     return this.#listeners.map((l) => l.url);
   }
@@ -231,6 +243,23 @@ export class Relay {
       this.deleteTenant(t.id);
       throw e;
     }
+    const wildcard = (h: string) => h === "0.0.0.0" || h === "::" || h === "[::]";
+    const open = [
+      ...(spec.streamTcp !== undefined && wildcard(parseStreamTcp(spec.streamTcp).host) ? ["streamTcp"] : []),
+      ...t.forwards.filter((f) => wildcard(f.config.hostAddress)).map((f) =>
+        `hostfwd ${f.config.protocol}:${f.config.hostPort}`
+      ),
+    ];
+    if (open.length > 0) {
+      this.#opts.log(
+        "warn",
+        "tenant ports bound on every address: anyone who reaches this host reaches them",
+        {
+          tenant: t.id,
+          ports: open,
+        },
+      );
+    }
     this.#opts.log("info", "tenant created", {
       tenant: t.id,
       socket: t.socketPath,
@@ -239,9 +268,14 @@ export class Relay {
     return t;
   }
 
-  /** Whether `real:port` is a port forward or stream port of some tenant on this host (any local address). */
+  /**
+   * Whether `real:port` is, on this host (any of its addresses), a port of the relay itself or of some
+   * tenant: a port forward or a tenant's stream port would make the guest another tenant's client or
+   * guest, and the relay's own listeners are not for guests.
+   */
   #isForwardPort(protocol: "tcp" | "udp", real: number, port: number): boolean {
-    if (real >>> 24 !== 127 && real !== 0) return false;
+    if (!this.#hostAddresses.has(real)) return false;
+    if (protocol === "tcp" && this.#ownPorts().has(port)) return true;
     for (const t of this.tenants.values()) {
       // a tenant's own stream port would make the guest another tenant's guest
       if (protocol === "tcp" && t.streamTcpPort === port) return true;

@@ -1,0 +1,49 @@
+/**
+ * The relay host's own IPv4 addresses: loopback, 0.0.0.0, and every interface's address. A tenant that may
+ * reach some public address must still not reach another tenant's ports through the host's own address
+ * (a port bound on 0.0.0.0 answers on all of them), so the cross-tenant guard asks here.
+ *
+ * Interfaces come and go (DHCP renewals, VPNs): the set is read again when older than a few seconds, at
+ * the next question — no timer runs for it.
+ *
+ * @module
+ */
+import { parseIpv4Address } from "../wire/bytes.ts";
+
+/** How long a read of the interface list is trusted. */
+const REFRESH_MS = 5000;
+
+export class HostAddresses {
+  #set = new Set<number>();
+  #readAt = -Infinity;
+  #read: () => { family: string; address: string }[];
+  /** Why the interface list could not be read (then only loopback and 0.0.0.0 count as the host's). */
+  error: string | null = null;
+
+  constructor(read: () => { family: string; address: string }[] = () => Deno.networkInterfaces()) {
+    this.#read = read;
+  }
+
+  /** Whether `a` reaches this host: 0.0.0.0/8, 127.0.0.0/8 or an interface's address. */
+  has(a: number, now = performance.now()): boolean {
+    if (a >>> 24 === 127 || a >>> 24 === 0) return true;
+    if (now - this.#readAt > REFRESH_MS) this.#refresh(now);
+    return this.#set.has(a);
+  }
+
+  #refresh(now: number): void {
+    this.#readAt = now;
+    try {
+      const next = new Set<number>();
+      for (const i of this.#read()) {
+        if (i.family !== "IPv4") continue;
+        const a = parseIpv4Address(i.address);
+        if (a !== null) next.add(a);
+      }
+      this.#set = next;
+      this.error = null;
+    } catch (e) {
+      this.error = (e as Error).message;
+    }
+  }
+}

@@ -6,7 +6,13 @@
  */
 import { parseArgs } from "node:util";
 import { VERSION } from "./version.ts";
-import { defaultStackConfig, type HostForwardConfig, parseCidr, type StackConfig } from "./stack/config.ts";
+import {
+  defaultStackConfig,
+  type HostForwardConfig,
+  parseCidr,
+  parseUpstream,
+  type StackConfig,
+} from "./stack/config.ts";
 import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
@@ -136,7 +142,10 @@ export function buildServeConfig(
     if (!Number.isInteger(mtu)) throw new Error(`Invalid --mtu "${flags.mtu}": not an integer`);
     stack.mtu = mtu;
   }
-  for (const u of flags["dns-upstream"] ?? []) stack.dnsUpstreams.push(u);
+  for (const u of flags["dns-upstream"] ?? []) {
+    parseUpstream(u); // refused here, at start, not at the first guest's query
+    stack.dnsUpstreams.push(u);
+  }
   for (const r of flags["dns-record"] ?? []) {
     const m = /^([^=]+)=(.+)$/.exec(r);
     if (!m || parseIpv4Address(m[2]) === null) {

@@ -111,6 +111,24 @@ export function defaultStackConfig(): StackConfig {
   };
 }
 
+/** A DNS upstream resolver. */
+export interface Upstream {
+  address: string;
+  port: number;
+}
+
+/** Parses "1.2.3.4" or "1.2.3.4:5353" into an upstream; throws on anything else. */
+export function parseUpstream(text: string): Upstream {
+  const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text.trim());
+  if (
+    !m || parseIpv4Address(m[1]) === null ||
+    (m[2] !== undefined && (Number(m[2]) > 65535 || Number(m[2]) === 0))
+  ) {
+    throw new Error(`Invalid DNS upstream "${text}": expected IPv4[:PORT]`);
+  }
+  return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
+}
+
 /** A validated plan with addresses as numbers, what the stack runs on. */
 export interface AddressPlan {
   network: number;
@@ -177,6 +195,7 @@ export function resolvePlan(c: StackConfig): AddressPlan {
   if (!Number.isInteger(c.mtu) || c.mtu < MIN_MTU || c.mtu > MAX_MTU) {
     throw new Error(`Invalid MTU ${c.mtu}: must be between ${MIN_MTU} and ${MAX_MTU}`);
   }
+  for (const u of c.dnsUpstreams) parseUpstream(u);
   for (const r of c.dnsRecords) {
     if (parseIpv4Address(r.address) === null) throw new Error(`Invalid DNS record ${r.name}=${r.address}`);
   }

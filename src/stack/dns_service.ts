@@ -2,8 +2,9 @@
  * DNS at the virtual DNS address (10.0.2.3 by default): static records answered locally, everything else
  * forwarded over UDP to the configured upstream resolvers.
  *
- * Forwarding rewrites the query id to one unique within the tenant (guests on different ports may pick
- * the same id), matches the reply by that id *and* by the upstream it was sent to, and restores the
+ * Forwarding sends each query from a socket of its own (a fresh random source port, chosen by the
+ * kernel) with a random query id, so an off-path attacker must guess both to forge an answer (RFC 5452
+ * §4), matches the reply by that socket, that id *and* the upstream it was sent to, and restores the
  * guest's id. A query that gets no answer in `dnsTimeoutMs` is retried on the next upstream; when every
  * upstream has been tried, the guest gets SERVFAIL rather than silence.
  *
@@ -27,16 +28,15 @@ import type { HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
 import type { Stack } from "./stack.ts";
 import { L4_OFFSET } from "./frame.ts";
+import { parseUpstream, type Upstream } from "./config.ts";
 
-/** Outstanding forwarded queries per tenant; beyond it new queries are dropped (the guest retries). */
-export const MAX_PENDING_DNS = 256;
+/**
+ * Outstanding forwarded queries per tenant (each holds a socket); beyond it new queries are dropped (the
+ * guest retries).
+ */
+export const MAX_PENDING_DNS = 128;
 /** TTL of locally answered records. */
 const STATIC_TTL = 60;
-
-interface Upstream {
-  address: string;
-  port: number;
-}
 
 interface PendingQuery {
   upstreamId: number;
@@ -48,24 +48,18 @@ interface PendingQuery {
   upstream: number;
   tries: number;
   timer: Timer;
-}
-
-/** Parses "1.2.3.4" or "1.2.3.4:5353" into an upstream; throws on anything else. */
-export function parseUpstream(text: string): Upstream {
-  const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text.trim());
-  if (!m || parseIpv4Address(m[1]) === null || (m[2] !== undefined && Number(m[2]) > 65535)) {
-    throw new Error(`Invalid DNS upstream "${text}": expected IPv4[:port]`);
-  }
-  return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
+  /** This query's own socket: its random source port is half of what a forger must guess. */
+  socket: HostUdpSocket | null;
 }
 
 export class DnsService {
   #stack: Stack;
   #records = new Map<string, Uint8Array>();
   #upstreams: Upstream[];
-  #socket: HostUdpSocket | null = null;
   #pending = new Map<number, PendingQuery>();
-  #nextId = Math.floor(Math.random() * 0x10000);
+  /** Random query ids, drawn in batches from the CSPRNG. */
+  #ids = new Uint16Array(64);
+  #idsLeft = 0;
 
   constructor(stack: Stack) {
     this.#stack = stack;
@@ -109,9 +103,8 @@ export class DnsService {
       return this.#answerLocally(buf, q, end, [], DNS_RCODE_SERVFAIL, ip.src, udp.srcPort);
     }
     if (this.#pending.size >= MAX_PENDING_DNS) return s.drop("dns-too-many-pending");
-    let id = this.#nextId;
-    for (let i = 0; this.#pending.has(id) && i < 0x10000; i++) id = (id + 1) & 0xffff;
-    this.#nextId = (id + 1) & 0xffff;
+    let id = this.#randomId();
+    while (this.#pending.has(id)) id = this.#randomId();
     const query = buf.slice(q, end);
     query[0] = id >>> 8;
     query[1] = id & 0xff;
@@ -124,6 +117,7 @@ export class DnsService {
       upstream: 0,
       tries: 0,
       timer: new Timer(() => this.#timeout(p), s),
+      socket: null,
     };
     this.#pending.set(id, p);
     this.#send(p);
@@ -134,7 +128,27 @@ export class DnsService {
     const u = this.#upstreams[p.upstream];
     p.tries++;
     s.wheel.arm(p.timer, s.wheel.now + s.config.dnsTimeoutMs);
-    this.#open().sendTo(p.query, u.address, u.port);
+    p.socket ??= s.host.openUdp({
+      onMessage: (data, address, port) => this.#reply(p, data, address, port),
+      onError: (code) => s.log("debug", "DNS upstream socket error", { tenant: s.tenant, code }),
+    });
+    p.socket.sendTo(p.query, u.address, u.port);
+  }
+
+  #randomId(): number {
+    if (this.#idsLeft === 0) {
+      crypto.getRandomValues(this.#ids);
+      this.#idsLeft = this.#ids.length;
+    }
+    return this.#ids[--this.#idsLeft];
+  }
+
+  /** The query is answered or given up: its socket goes. */
+  #finish(p: PendingQuery): void {
+    this.#pending.delete(p.upstreamId);
+    this.#stack.wheel.cancel(p.timer);
+    p.socket?.close();
+    p.socket = null;
   }
 
   #timeout(p: PendingQuery): void {
@@ -143,7 +157,7 @@ export class DnsService {
       this.#send(p);
       return;
     }
-    this.#pending.delete(p.upstreamId);
+    this.#finish(p);
     this.#stack.counters.drop("dns-upstream-timeout");
     this.#stack.log("warn", "DNS query timed out on every upstream", { tenant: this.#stack.tenant });
     const q = p.query;
@@ -152,27 +166,14 @@ export class DnsService {
     this.#answerLocally(q, 0, q.length, [], DNS_RCODE_SERVFAIL, p.guestIp, p.guestPort);
   }
 
-  #open(): HostUdpSocket {
-    if (this.#socket) return this.#socket;
-    this.#socket = this.#stack.host.openUdp({
-      onMessage: (data, address, port) => this.#reply(data, address, port),
-      onError: (code) =>
-        this.#stack.log("warn", "DNS upstream socket error", { tenant: this.#stack.tenant, code }),
-    });
-    return this.#socket;
-  }
-
-  #reply(data: Uint8Array, address: string, port: number): void {
+  #reply(p: PendingQuery, data: Uint8Array, address: string, port: number): void {
     const s = this.#stack;
-    if (s.closed) return;
+    if (s.closed || this.#pending.get(p.upstreamId) !== p) return;
     if (data.length < DNS_HEADER_LEN) return s.drop("dns-upstream-malformed");
-    const id = u16(data, 0);
-    const p = this.#pending.get(id);
-    if (!p) return s.drop("dns-upstream-unmatched");
+    if (u16(data, 0) !== p.upstreamId) return s.drop("dns-upstream-unmatched");
     const u = this.#upstreams[p.upstream];
     if (u.address !== address || u.port !== port) return s.drop("dns-upstream-wrong-source");
-    this.#pending.delete(id);
-    s.wheel.cancel(p.timer);
+    this.#finish(p);
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
     const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
@@ -228,9 +229,6 @@ export class DnsService {
   }
 
   close(): void {
-    for (const p of this.#pending.values()) this.#stack.wheel.cancel(p.timer);
-    this.#pending.clear();
-    this.#socket?.close();
-    this.#socket = null;
+    for (const p of [...this.#pending.values()]) this.#finish(p);
   }
 }

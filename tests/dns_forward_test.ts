@@ -1,0 +1,101 @@
+/**
+ * The DNS forwarder against an off-path forger: each forwarded query leaves from its own random source
+ * port with a random id, and only the answer from the upstream it was sent to, on that socket, with that
+ * id, reaches the guest.
+ */
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { GW_MAC, ip, StackHarness, udpFrame } from "./_frames.ts";
+import { DNS_TYPE_A, emitDnsResponse } from "../src/wire/dns.ts";
+
+const MAC = 0x02000000000e;
+const GUEST = ip("10.0.2.15");
+
+/** A DNS query for `name` (type A) with id `id`. */
+function query(id: number, name: string): Uint8Array {
+  const labels = name.split(".").flatMap((l) => [l.length, ...new TextEncoder().encode(l)]);
+  return new Uint8Array([
+    id >> 8,
+    id & 0xff,
+    1,
+    0,
+    0,
+    1,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    ...labels,
+    0,
+    0,
+    DNS_TYPE_A,
+    0,
+    1,
+  ]);
+}
+
+Deno.test("DNS forwarding: a fresh source port and a random id per query; a forged or misdirected answer never reaches the guest", async () => {
+  const seen: { port: number; id: number; msg: Uint8Array }[] = [];
+  const upstream = dgram.createSocket("udp4");
+  upstream.on(
+    "message",
+    (m, r) => seen.push({ port: r.port, id: (m[0] << 8) | m[1], msg: new Uint8Array(m) }),
+  );
+  await new Promise<void>((r) => upstream.bind(0, "127.0.0.1", () => r()));
+  const upPort = upstream.address().port;
+  const h = new StackHarness((c) => (c.dnsUpstreams = [`127.0.0.1:${upPort}`]));
+  try {
+    for (let i = 0; i < 20; i++) {
+      h.send(udpFrame(MAC, GUEST, ip("10.0.2.3"), 30000 + i, 53, query(7, `q${i}.example.test`), GW_MAC));
+    }
+    for (let t = 0; t < 200 && seen.length < 20; t++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(seen.length, 20);
+    assert.equal(new Set(seen.map((s) => s.port)).size, 20, "20 queries, 20 source ports");
+    assert.equal(
+      new Set(seen.map((s) => s.id)).size,
+      20,
+      "20 distinct ids although the guest used 7 each time",
+    );
+    const ids = seen.map((s) => s.id);
+    const sequential = ids.every((id, i) => i === 0 || id === ((ids[i - 1] + 1) & 0xffff));
+    assert.ok(!sequential, "ids are not a counter");
+    // a forger answers the first query from another socket (wrong source port) and with a wrong id
+    const first = seen[0];
+    const forged = new Uint8Array(512);
+    const n = emitDnsResponse(
+      first.msg,
+      0,
+      first.msg.length,
+      [{
+        type: DNS_TYPE_A,
+        ttl: 30,
+        address: new Uint8Array([6, 6, 6, 6]),
+      }],
+      0,
+      forged,
+      0,
+    ) as number;
+    const forger = dgram.createSocket("udp4");
+    await new Promise<void>((r) => forger.bind(0, "127.0.0.1", () => r()));
+    forger.send(forged.subarray(0, n), first.port, "127.0.0.1"); // right id, wrong source
+    const wrongId = forged.slice(0, n);
+    wrongId[0] ^= 0xff;
+    upstream.send(wrongId, first.port, "127.0.0.1"); // right source, wrong id
+    await new Promise((r) => setTimeout(r, 100));
+    forger.close();
+    assert.equal(h.out.filter((d) => d.dns).length, 0, "nothing forged reached the guest");
+    assert.equal(h.drops("dns-upstream-wrong-source"), 1);
+    assert.equal(h.drops("dns-upstream-unmatched"), 1);
+    // the real answer still does, with the guest's own id
+    upstream.send(forged.subarray(0, n), first.port, "127.0.0.1");
+    const answer = await h.waitFor((d) => d.dns !== undefined);
+    assert.equal(answer.dns!.header.id, 7);
+    assert.equal(answer.dns!.answers[0].value, "6.6.6.6");
+    assert.equal(answer.udp!.dstPort, 30000);
+  } finally {
+    h.close();
+    upstream.close();
+  }
+});

@@ -10,14 +10,18 @@ import {
   defaultStackConfig,
   type HostForwardConfig,
   parseCidr,
+  parseHostForward,
   parseUpstream,
   type StackConfig,
 } from "./stack/config.ts";
+
+export { parseHostForward };
 import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { checkAllowedOrigin } from "./relay/web_origin.ts";
+import { defaultSocketDir, prepareSocketDir } from "./relay/socket_dir.ts";
 import { parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
@@ -56,10 +60,12 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --admin-token-file FILE          bearer token the admin API requires (default: a random one, printed)
   --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
   --token-secret-file FILE         HMAC secret for tenant tokens (see "token create")
-  --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock (default /tmp/slirp-relay)
+  --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock (default
+                                   $XDG_RUNTIME_DIR/slirp-relay, else /tmp/slirp-relay-UID; created 0700;
+                                   refused when another user owns it or others may write to it)
   --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
-  --capture-dir DIR                where admin-started pcap captures go (default /tmp)
+  --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
   --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
@@ -101,25 +107,6 @@ interface ServeFlags {
   "ws-allow-origin"?: string[];
   /** Config file only: tenants created at start. */
   "tenants"?: unknown[];
-}
-
-/** Parses QEMU's hostfwd syntax `tcp:[hostaddr]:hostport-[guestaddr]:guestport`. */
-export function parseHostForward(text: string): HostForwardConfig {
-  const m = /^(tcp|udp):([^:]*):(\d{1,5})-([^:]*):(\d{1,5})$/.exec(text.trim());
-  const bad = () =>
-    new Error(`Invalid --hostfwd "${text}": expected tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`);
-  if (!m) throw bad();
-  const hostPort = Number(m[3]), guestPort = Number(m[5]);
-  if (hostPort > 65535 || guestPort > 65535 || guestPort === 0) throw bad();
-  if (m[2] !== "" && parseIpv4Address(m[2]) === null) throw bad();
-  if (m[4] !== "" && parseIpv4Address(m[4]) === null) throw bad();
-  return {
-    protocol: m[1] as "tcp" | "udp",
-    hostAddress: m[2] === "" ? "127.0.0.1" : m[2],
-    hostPort,
-    guestAddress: m[4],
-    guestPort,
-  };
 }
 
 /** Turns flags (merged over a config file's keys) into relay settings; throws with a clear message. */
@@ -324,8 +311,8 @@ async function serve(args: string[]): Promise<number> {
     );
   }
   const tokenSecret = merged["token-secret-file"] ? readSecretFile(merged["token-secret-file"]) : undefined;
-  const socketDir = merged["tenant-socket-dir"] ?? (multi ? "/tmp/slirp-relay" : undefined);
-  if (socketDir) Deno.mkdirSync(socketDir, { recursive: true });
+  const socketDir = merged["tenant-socket-dir"] ?? (multi ? defaultSocketDir() : undefined);
+  if (socketDir) prepareSocketDir(socketDir);
   const dup = merged["duplicate-guest"] ?? "replace";
   if (dup !== "replace" && dup !== "refuse") {
     throw new Error(`Invalid --duplicate-guest "${dup}": replace or refuse`);

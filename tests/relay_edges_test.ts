@@ -8,7 +8,8 @@ import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { arpFrame, ip } from "./_frames.ts";
 import { StreamGuest } from "./_relay_process.ts";
-import { parseHostForward } from "../src/cli.ts";
+import { buildServeConfig, parseHostForward } from "../src/cli.ts";
+import { prepareSocketDir } from "../src/relay/socket_dir.ts";
 
 const MAC = 0x02000000000c;
 
@@ -145,5 +146,129 @@ Deno.test("WebSocket: --ws-allow-origin admits a named origin (exact or any port
   } finally {
     await r.stop();
     await all.stop();
+  }
+});
+
+const ADMIN = "edges-admin-token";
+const SECRET = new TextEncoder().encode("edges-secret-of-at-least-16-bytes");
+
+function api(url: string, method: string, path: string, body?: unknown, token: string | null = ADMIN) {
+  return fetch(`${url}${path}`, {
+    method,
+    headers: token ? { authorization: `Bearer ${token}`, "content-type": "application/json" } : {},
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+Deno.test("admin API: forwards as objects are validated like strings; captures stay inside --capture-dir; bad %-encoding is a 400", async () => {
+  const captures = await Deno.makeTempDir();
+  const elsewhere = await Deno.makeTempDir();
+  const r = await startRelay((o) => {
+    o.listenQemu = [];
+    o.admin = "http://127.0.0.1:0";
+    o.adminToken = ADMIN;
+    o.multiTenant = true;
+    o.tokenSecret = SECRET;
+    o.captureDir = captures;
+  });
+  const url = r.relay.adminUrl!;
+  try {
+    const bad: [unknown, RegExp][] = [
+      [
+        { protocol: "sctp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "", guestPort: 22 },
+        /protocol/,
+      ],
+      [
+        { protocol: "tcp", hostAddress: "evil;rm", hostPort: 0, guestAddress: "", guestPort: 22 },
+        /hostAddress/,
+      ],
+      [
+        { protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 70000, guestAddress: "", guestPort: 22 },
+        /hostPort/,
+      ],
+      [
+        { protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "", guestPort: 0 },
+        /guestPort/,
+      ],
+      [
+        { protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "x", guestPort: 22 },
+        /guestAddress/,
+      ],
+      ["tcp::0-:0", /guestPort/],
+      [42, /object or a string/],
+    ];
+    for (const [f, why] of bad) {
+      const res = await api(url, "POST", "/v1/tenants", { id: "fwd", hostfwd: [f] });
+      assert.equal(res.status, 400, JSON.stringify(f));
+      assert.match((await res.json()).error, why);
+    }
+    const ok = await api(url, "POST", "/v1/tenants", {
+      id: "fwd",
+      hostfwd: [{ protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "", guestPort: 22 }],
+    });
+    assert.equal(ok.status, 201, await ok.clone().text());
+    assert.equal((await ok.json()).forwards.length, 1);
+
+    // captures: a name lands in the capture dir; a path elsewhere, or through "..", is refused
+    const named = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
+    assert.equal(named.status, 201);
+    assert.equal((await named.json()).path, `${Deno.realPathSync(captures)}/boot.pcap`);
+    await api(url, "DELETE", "/v1/tenants/fwd/capture");
+    for (const p of [`${elsewhere}/x.pcap`, `${captures}/../x.pcap`, "/etc/passwd", "../x.pcap", ".hidden"]) {
+      const res = await api(url, "POST", "/v1/tenants/fwd/capture", { path: p });
+      assert.equal(res.status, 400, p);
+      await res.body?.cancel();
+    }
+    // an existing file or a planted symlink is never opened (exclusive create)
+    await Deno.symlink("/etc/passwd", `${captures}/planted.pcap`);
+    const planted = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "planted.pcap" });
+    assert.equal(planted.status, 409);
+    await planted.body?.cancel();
+    const again = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
+    assert.equal(again.status, 409, "an existing capture is not overwritten");
+    await again.body?.cancel();
+    assert.deepEqual([...Deno.readDirSync(elsewhere)], []);
+
+    // bad %-encoding: 400 with the token, 401 without; never a 500
+    const enc = await api(url, "GET", "/v1/tenants/%E0%A4%A");
+    assert.equal(enc.status, 400);
+    await enc.body?.cancel();
+    const anon = await api(url, "GET", "/v1/tenants/%E0%A4%A", undefined, null);
+    assert.equal(anon.status, 401);
+    await anon.body?.cancel();
+  } finally {
+    await r.stop();
+    await Deno.remove(captures, { recursive: true });
+    await Deno.remove(elsewhere, { recursive: true });
+  }
+});
+
+Deno.test("config: a --dns-upstream that is not IPv4[:PORT] is refused at start", () => {
+  for (const u of ["not-an-ip", "1.2.3.4:99999", "1.2.3.4:0", "::1"]) {
+    assert.throws(() => buildServeConfig({ "dns-upstream": [u] }), /Invalid DNS upstream/, u);
+  }
+  assert.deepEqual(buildServeConfig({ "dns-upstream": ["127.0.0.1:5353"] }).stack.dnsUpstreams, [
+    "127.0.0.1:5353",
+  ]);
+});
+
+Deno.test("tenant socket dir: created 0700; refused when writable by others or owned by another user", async () => {
+  const base = await Deno.makeTempDir();
+  try {
+    const fresh = prepareSocketDir(`${base}/fresh`);
+    assert.equal(Deno.statSync(fresh).mode! & 0o777, 0o700);
+    Deno.mkdirSync(`${base}/open`);
+    Deno.chmodSync(`${base}/open`, 0o777);
+    assert.throws(() => prepareSocketDir(`${base}/open`), /writable by others/);
+    Deno.mkdirSync(`${base}/group`);
+    Deno.chmodSync(`${base}/group`, 0o770);
+    assert.throws(() => prepareSocketDir(`${base}/group`), /writable by its group/);
+    if (Deno.uid() === 0) {
+      Deno.mkdirSync(`${base}/theirs`, { mode: 0o700 });
+      Deno.chownSync(`${base}/theirs`, 65534, 65534);
+      assert.throws(() => prepareSocketDir(`${base}/theirs`), /belongs to uid 65534/);
+    }
+  } finally {
+    await Deno.remove(base, { recursive: true });
   }
 });

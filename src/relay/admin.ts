@@ -34,6 +34,31 @@ function sameSecret(a: string, b: string): boolean {
   return d === 0;
 }
 
+/**
+ * Where a capture named `requested` goes: a file name inside `dir`, or an absolute path whose directory is
+ * `dir` itself — never elsewhere (the admin API must not become a way to write files anywhere).
+ */
+export function capturePath(dir: string, requested: string): string {
+  const base = Deno.realPathSync(dir);
+  let name = requested;
+  if (requested.includes("/")) {
+    const i = requested.lastIndexOf("/");
+    const parent = requested.slice(0, i) || "/";
+    let real: string;
+    try {
+      real = Deno.realPathSync(parent);
+    } catch {
+      throw new Error(`Capture path ${requested} is outside --capture-dir ${dir}`);
+    }
+    if (real !== base) throw new Error(`Capture path ${requested} is outside --capture-dir ${dir}`);
+    name = requested.slice(i + 1);
+  }
+  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}$/.test(name)) {
+    throw new Error(`Invalid capture file name "${name}": letters, digits, "_", "-", "."`);
+  }
+  return `${base}/${name}`;
+}
+
 export class AdminApi {
   #relay: Relay;
   #token: string;
@@ -96,8 +121,14 @@ export class AdminApi {
     }
     const m = /^\/v1\/tenants\/([^/]+)(\/.*)?$/.exec(path);
     if (!m) return json(404, { error: `No route ${path}` });
-    const t = r.tenants.get(decodeURIComponent(m[1]));
-    if (!t) return json(404, { error: `No tenant "${decodeURIComponent(m[1])}"` });
+    let id: string;
+    try {
+      id = decodeURIComponent(m[1]);
+    } catch {
+      return json(400, { error: "Bad %-encoding in the tenant id" });
+    }
+    const t = r.tenants.get(id);
+    if (!t) return json(404, { error: `No tenant "${id}"` });
     const sub = m[2] ?? "";
     if (sub === "" && req.method === "GET") return json(200, { ...r.tenantEndpoints(t), ...t.stats() });
     if (sub === "" && req.method === "DELETE") {
@@ -125,10 +156,17 @@ export class AdminApi {
     }
     if (sub === "/capture" && req.method === "POST") {
       const body = await req.json().catch(() => ({}));
-      const path = typeof body?.path === "string"
-        ? body.path
-        : `${r.captureDir}/slirp-${t.id}-${Date.now()}.pcap`;
-      const c = t.startCapture(path);
+      if (body?.path !== undefined && typeof body.path !== "string") {
+        throw new Error('"path" must be a string');
+      }
+      const path = capturePath(r.captureDir, body?.path ?? `slirp-${t.id}-${Date.now()}.pcap`);
+      let c;
+      try {
+        c = t.startCapture(path);
+      } catch (e) {
+        if (e instanceof Deno.errors.AlreadyExists) return json(409, { error: `${path} already exists` });
+        throw new Error(`Cannot create ${path}: ${(e as Error).message}`);
+      }
       return json(201, { path: c.path });
     }
     if (sub === "/capture" && req.method === "DELETE") {

@@ -18,7 +18,8 @@ export class PcapCapture {
   constructor(path: string, maxBytes = 256 * 1024 * 1024) {
     this.path = path;
     this.#maxBytes = maxBytes;
-    this.#file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    // a new file only: never truncate what exists, never follow a symlink planted at the name (O_EXCL)
+    this.#file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
     this.#writeAll(pcapFileHeader());
   }
 

@@ -8,7 +8,14 @@
  *
  * @module
  */
-import { defaultStackConfig, type HostForwardConfig, parseCidr, type StackConfig } from "../stack/config.ts";
+import {
+  checkHostForward,
+  defaultStackConfig,
+  type HostForwardConfig,
+  parseCidr,
+  parseHostForward,
+  type StackConfig,
+} from "../stack/config.ts";
 import type { PolicyConfig, PolicyRuleConfig } from "../stack/policy.ts";
 import { TENANT_ID_PATTERN } from "./tokens.ts";
 
@@ -145,7 +152,10 @@ export function validateSpec(x: unknown): TenantSpec {
       checkQuota(s.quotas, k as keyof TenantQuotas);
     }
   }
-  if (s.hostfwd !== undefined && !Array.isArray(s.hostfwd)) throw new Error("hostfwd must be a list");
+  if (s.hostfwd !== undefined) {
+    if (!Array.isArray(s.hostfwd)) throw new Error("hostfwd must be a list");
+    s.hostfwd = s.hostfwd.map((f) => (typeof f === "string" ? parseHostForward(f) : checkHostForward(f)));
+  }
   if (s.streamTcp !== undefined) {
     if (typeof s.streamTcp !== "string") throw new Error('streamTcp must be a string such as "127.0.0.1:0"');
     parseStreamTcp(s.streamTcp);

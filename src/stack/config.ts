@@ -129,6 +129,54 @@ export function parseUpstream(text: string): Upstream {
   return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
 }
 
+/** Parses QEMU's hostfwd syntax `tcp:[hostaddr]:hostport-[guestaddr]:guestport`. */
+export function parseHostForward(text: string): HostForwardConfig {
+  const m = /^(tcp|udp):([^:]*):(\d{1,5})-([^:]*):(\d{1,5})$/.exec(text.trim());
+  if (!m) {
+    throw new Error(
+      `Invalid --hostfwd "${text}": expected tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`,
+    );
+  }
+  return checkHostForward({
+    protocol: m[1] as "tcp" | "udp",
+    hostAddress: m[2] === "" ? "127.0.0.1" : m[2],
+    hostPort: Number(m[3]),
+    guestAddress: m[4],
+    guestPort: Number(m[5]),
+  }, `--hostfwd "${text}"`);
+}
+
+/**
+ * Checks a port forward given as an object (admin API, config file) as strictly as the string form:
+ * protocol, IPv4 addresses, ports in range; throws naming `what`.
+ */
+export function checkHostForward(f: unknown, what = "hostfwd"): HostForwardConfig {
+  const o = f as Partial<HostForwardConfig> | null;
+  const bad = (why: string) => new Error(`Invalid ${what}: ${why}`);
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("expected an object or a string");
+  if (o.protocol !== "tcp" && o.protocol !== "udp") throw bad('protocol must be "tcp" or "udp"');
+  if (typeof o.hostAddress !== "string" || parseIpv4Address(o.hostAddress) === null) {
+    throw bad("hostAddress must be an IPv4 address");
+  }
+  if (!Number.isInteger(o.hostPort) || o.hostPort! < 0 || o.hostPort! > 65535) {
+    throw bad("hostPort must be 0..65535");
+  }
+  const guest = o.guestAddress ?? "";
+  if (typeof guest !== "string" || (guest !== "" && parseIpv4Address(guest) === null)) {
+    throw bad('guestAddress must be an IPv4 address or ""');
+  }
+  if (!Number.isInteger(o.guestPort) || o.guestPort! < 1 || o.guestPort! > 65535) {
+    throw bad("guestPort must be 1..65535");
+  }
+  return {
+    protocol: o.protocol,
+    hostAddress: o.hostAddress,
+    hostPort: o.hostPort!,
+    guestAddress: guest,
+    guestPort: o.guestPort!,
+  };
+}
+
 /** A validated plan with addresses as numbers, what the stack runs on. */
 export interface AddressPlan {
   network: number;

@@ -37,7 +37,7 @@ import {
   tenantStackConfig,
   validateSpec,
 } from "./tenant_config.ts";
-import { verifyToken } from "./tokens.ts";
+import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
@@ -85,6 +85,9 @@ export interface GuestSession {
   tenant: Tenant;
   stack: NonNullable<Tenant["stack"]>;
 }
+
+/** How long an admitted WebSocket has to complete its upgrade and attach. */
+const UPGRADE_WAIT_MS = 10_000;
 
 export class Relay {
   readonly wheel: TimerWheel;
@@ -207,7 +210,7 @@ export class Relay {
   // ───────────────────────── tenants ─────────────────────────
 
   /** Creates a named tenant (admin API, config file, or token admission). Throws on a bad spec or a duplicate. */
-  async createTenant(raw: unknown): Promise<Tenant> {
+  async createTenant(raw: unknown, admittedBy: "admin" | "token" = "admin"): Promise<Tenant> {
     const spec = validateSpec(raw);
     if (this.tenants.has(spec.id)) throw new Error(`Tenant "${spec.id}" already exists`);
     const parse = this.#opts.parseForward ?? (() => {
@@ -221,7 +224,7 @@ export class Relay {
       wheel: this.wheel,
       log: this.#opts.log,
       egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
-    });
+    }, admittedBy);
     this.tenants.set(t.id, t);
     try {
       for (const f of config.hostfwd) await t.addForward(f);
@@ -348,6 +351,9 @@ export class Relay {
       if (t.ephemeral) {
         this.tenants.delete(t.id);
         t.delete();
+      } else if (t.admittedBy === "token" && this.tenants.get(t.id) === t) {
+        // a token made it; nothing is kept once its guest is gone past the grace period
+        this.deleteTenant(t.id);
       }
     });
   }
@@ -466,6 +472,8 @@ export class Relay {
     }
     let tenant: Tenant;
     let protocol: string | undefined;
+    /** When the admitting token expires (ms since the epoch): the session ends then. */
+    let expiresAt = Infinity;
     const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
     const notUpgrade = () =>
       new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
@@ -516,25 +524,69 @@ export class Relay {
         if (fromProto === token) protocol = token;
         // the token is good: only now does a non-WebSocket request learn it must upgrade
         if (!isUpgrade) return notUpgrade();
-        let t = this.tenants.get(id);
-        if (!t) {
-          try {
-            t = await this.createTenant({ id, policy: check.claims.policy, quotas: check.claims.quotas });
-          } catch (e) {
-            return json(400, { error: (e as Error).message });
-          }
-        }
-        tenant = t;
+        const admitted = await this.#admitByToken(id, check.claims);
+        if (admitted instanceof Response) return admitted;
+        tenant = admitted;
+        expiresAt = check.claims.exp * 1000;
       }
     } else {
       return json(404, {
         error: this.multiTenant ? "Use /v1/tenants/<id>/ws with a token" : "Use / or /v1/tenants/<id>/ws",
       });
     }
-    const { socket, response } = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+    let upgrade: Deno.WebSocketUpgrade;
+    try {
+      upgrade = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+    } catch (e) {
+      // e.g. "Upgrade: websocket" without "Connection: Upgrade" or a key: the client's mistake, not ours
+      if (tenant.ephemeral && !tenant.link) this.tenants.delete(tenant.id);
+      return json(400, { error: `Bad WebSocket upgrade: ${(e as Error).message}` });
+    }
+    const { socket, response } = upgrade;
     socket.binaryType = "arraybuffer";
-    this.#serveWsSocket(socket, tenant, remote);
+    this.#serveWsSocket(socket, tenant, remote, expiresAt);
     return response;
+  }
+
+  /**
+   * The tenant a valid token admits, with the token's claims applied: created if absent; if it exists, its
+   * policy and quotas must be the ones the token carries. A token-created tenant with no guest is
+   * re-created under the new claims; a live one, or one an operator created, refuses a token that
+   * claims something else (409) rather than run a guest under rules its token did not grant.
+   */
+  async #admitByToken(id: string, claims: TokenClaims): Promise<Tenant | Response> {
+    let t = this.tenants.get(id);
+    if (t && !claimsMatch(t.spec, claims, t.admittedBy === "token")) {
+      if (t.admittedBy === "token" && !t.link) {
+        this.deleteTenant(id);
+        t = undefined;
+      } else {
+        this.#opts.log("warn", "WebSocket refused: token claims differ from the live tenant's", {
+          tenant: id,
+        });
+        return json(409, { error: `Token claims (policy, quotas) differ from tenant "${id}"'s` });
+      }
+    }
+    if (t) return t;
+    try {
+      t = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");
+    } catch (e) {
+      return json(400, { error: (e as Error).message });
+    }
+    // admitted but no guest ever attached (the upgrade failed, the client went away): it goes after the grace
+    this.#removeIfUnused(t);
+    return t;
+  }
+
+  /**
+   * Removes token-created tenant `t` unless a guest attached within the grace period (at least
+   * {@linkcode UPGRADE_WAIT_MS}: the upgrade itself must have time to finish).
+   */
+  #removeIfUnused(t: Tenant): void {
+    const timer = setTimeout(() => {
+      if (!t.deleted && !t.link && this.tenants.get(t.id) === t) this.deleteTenant(t.id);
+    }, Math.max(this.#opts.graceMs ?? 30_000, UPGRADE_WAIT_MS));
+    t.closers.push(() => clearTimeout(timer));
   }
 
   /**
@@ -552,7 +604,7 @@ export class Relay {
     return null;
   }
 
-  #serveWsSocket(ws: WebSocket, t: Tenant, remote: string): void {
+  #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, expiresAt = Infinity): void {
     const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
     let backlogBytes = 0;
     let onDrain: (() => void) | null = null;
@@ -623,9 +675,21 @@ export class Relay {
       }
       pumping = false;
     };
+    let expiry: ReturnType<typeof setTimeout> | undefined;
+    const expireAt = () => {
+      // setTimeout holds at most ~24.8 days: longer tokens are checked again then
+      const left = expiresAt - Date.now();
+      if (left <= 0) {
+        this.#opts.log("info", "guest session ended: its token expired", { tenant: t.id });
+        ws.close(4401, "token expired");
+        return;
+      }
+      expiry = setTimeout(expireAt, Math.min(left, 0x7fffffff));
+    };
     ws.onopen = () => {
       feed = this.#attach(t, link);
       if (!feed) ws.close(4409, "tenant already has a guest");
+      else if (expiresAt !== Infinity) expireAt();
     };
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return; // text messages are ignored
@@ -646,6 +710,7 @@ export class Relay {
     };
     ws.onclose = () => {
       feed = null;
+      if (expiry !== undefined) clearTimeout(expiry);
       if (drainTimer !== undefined) clearTimeout(drainTimer);
       this.#detach(t, link);
     };

@@ -131,12 +131,17 @@ export class Tenant {
   #deps: TenantDeps;
   #deleted = false;
 
+  /** Who created it: an operator (admin API, config file) or a guest's token (removed when unused). */
+  readonly admittedBy: "admin" | "token";
+
   constructor(
     spec: TenantSpec,
     config: StackConfig,
     ephemeral: boolean,
     deps: TenantDeps,
+    admittedBy: "admin" | "token" = "admin",
   ) {
+    this.admittedBy = admittedBy;
     this.id = spec.id;
     this.spec = spec;
     this.config = config;

@@ -110,6 +110,34 @@ export async function verifyToken(
   return { ok: true, claims };
 }
 
+/** The same JSON value, whatever the order of object keys. */
+function sameJson(a: unknown, b: unknown): boolean {
+  const norm = (v: unknown): unknown =>
+    Array.isArray(v)
+      ? v.map(norm)
+      : v && typeof v === "object"
+      ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, norm((v as Record<string, unknown>)[k])]))
+      : v;
+  return JSON.stringify(norm(a)) === JSON.stringify(norm(b));
+}
+
+/**
+ * Whether a token's claims agree with a live tenant's spec. A token-created tenant must have exactly the
+ * claims (absent = absent); a tenant an operator created accepts a token that claims nothing, or the
+ * same policy and quotas it has.
+ */
+export function claimsMatch(
+  spec: { policy?: TenantPolicy; quotas?: TenantQuotas },
+  claims: Pick<TokenClaims, "policy" | "quotas">,
+  exact: boolean,
+): boolean {
+  for (const k of ["policy", "quotas"] as const) {
+    if (!exact && claims[k] === undefined) continue;
+    if (!sameJson(spec[k] ?? null, claims[k] ?? null)) return false;
+  }
+  return true;
+}
+
 /** Parses "90s", "15m", "1h", "7d" into seconds. */
 export function parseDuration(text: string): number {
   const m = /^(\d+)\s*([smhd])$/.exec(text.trim());

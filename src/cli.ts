@@ -75,6 +75,9 @@ Serve flags (each also a key of the same name in --config FILE.json):
                                    port forward, QEMU syntax, repeatable
   --no-host-loopback               do not map the gateway address to the relay host's 127.0.0.1
   --udp-idle SECONDS               UDP flow idle expiry (default 60)
+  --max-tenants N                  tenants (and single-user guests) at once; more are refused (default 4096)
+  --max-flows N                    TCP and UDP flows at once across all tenants (default: the descriptor
+                                   limit less 512)
   --log-level debug|info|warn|error
                                    JSON log lines on stderr (default info)
 
@@ -105,6 +108,8 @@ interface ServeFlags {
   "duplicate-guest"?: string;
   "capture-dir"?: string;
   "ws-allow-origin"?: string[];
+  "max-tenants"?: string | number;
+  "max-flows"?: string | number;
   /** Config file only: tenants created at start. */
   "tenants"?: unknown[];
 }
@@ -197,6 +202,8 @@ const SERVE_OPTIONS = {
   "duplicate-guest": { type: "string" },
   "capture-dir": { type: "string" },
   "ws-allow-origin": { type: "string", multiple: true },
+  "max-tenants": { type: "string" },
+  "max-flows": { type: "string" },
 } as const;
 
 function readConfigFile(path: string): ServeFlags {
@@ -237,6 +244,14 @@ function readConfigFile(path: string): ServeFlags {
     if ("multiple" in opt && !Array.isArray(v)) throw new Error(`Key "${k}" in ${path} must be a list`);
   }
   return data as ServeFlags;
+}
+
+/** A flag that must be a positive integer when given. */
+function positiveInt(flag: string, v: string | number | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`Invalid ${flag} "${v}": must be a positive integer`);
+  return n;
 }
 
 async function tokenCommand(args: string[]): Promise<number> {
@@ -335,6 +350,8 @@ async function serve(args: string[]): Promise<number> {
     captureDir: merged["capture-dir"],
     parseForward: parseHostForward,
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
+    maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),
+    maxFlows: positiveInt("--max-flows", merged["max-flows"]),
   });
   const urls = await relay.start();
   const lines = [
@@ -368,6 +385,8 @@ async function serve(args: string[]): Promise<number> {
     websocket: relay.wsUrls,
     admin: relay.adminUrl,
     multiTenant: multi,
+    maxTenants: relay.maxTenants,
+    maxFlows: relay.flowLimit.max || "unlimited",
   });
   await new Promise<void>((resolve) => {
     let stopping = false;

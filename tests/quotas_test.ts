@@ -10,6 +10,10 @@ import { tenantStackConfig } from "../src/relay/tenant_config.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { parseHostForward } from "../src/cli.ts";
 import { startUdpEcho } from "./_services.ts";
+import { descriptorLimit, FlowLimit } from "../src/stack/flow_limit.ts";
+import { TimerWheel } from "../src/stack/timer_wheel.ts";
+import { NodeHost } from "../src/host/node_host.ts";
+import { Stack } from "../src/stack/stack.ts";
 
 const MAC = 0x02000000000d;
 const GUEST = ip("10.0.2.15");
@@ -166,4 +170,51 @@ Deno.test("tenant quotas reach the stack: newFlowsPerSecond, bufferedBytes, flow
   assert.equal(c.bufferedBytes, 12345);
   assert.equal(c.maxTcpFlows, 7);
   assert.equal(c.maxUdpFlows, 3);
+});
+
+Deno.test("relay-wide flow limit: tenants under their own quotas together cannot pass it; a freed slot is reused", async () => {
+  const srv = await countingListener();
+  const shared = new FlowLimit(3);
+  const wheel = new TimerWheel(performance.now());
+  const host = new NodeHost();
+  const make = () => {
+    const c = defaultStackConfig();
+    c.dnsUpstreams = ["127.0.0.1:9"];
+    return new Stack(c, { host, wheel, output: () => {}, flowLimit: shared });
+  };
+  const a = make(), b = make();
+  try {
+    a.input(syn(24000, srv.port));
+    a.input(syn(24001, srv.port));
+    b.input(syn(24002, srv.port));
+    b.input(syn(24003, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 3);
+    assert.equal(shared.open, 3);
+    assert.equal(b.counters.drops.get("relay-flow-limit"), 1);
+    a.tcp.close(); // a's flows end: their slots come back
+    assert.equal(shared.open, 1);
+    b.input(syn(24004, srv.port));
+    await settle();
+    assert.equal(srv.accepted(), 4);
+    assert.equal(shared.open, 2);
+  } finally {
+    a.close();
+    b.close();
+    srv.close();
+  }
+  assert.equal(shared.open, 0, "every slot released");
+});
+
+Deno.test("relay-wide flow limit: the descriptor limit is read from /proc/self/limits", () => {
+  const limits = "Limit                     Soft Limit           Hard Limit           Units     \n" +
+    "Max open files            4096                 524288               files     \n";
+  assert.equal(descriptorLimit(() => limits), 4096);
+  assert.equal(descriptorLimit(() => "nothing"), null);
+  assert.equal(
+    descriptorLimit(() => {
+      throw new Error("ENOENT");
+    }),
+    null,
+  );
 });

@@ -272,3 +272,32 @@ Deno.test("tenant socket dir: created 0700; refused when writable by others or o
     await Deno.remove(base, { recursive: true });
   }
 });
+
+Deno.test("relay: at --max-tenants a new single-user guest is refused (stream closed, WebSocket 503); a freed place is reused", async () => {
+  const r = await startRelay((o) => {
+    o.maxTenants = 2;
+    o.listenWs = ["http://127.0.0.1:0"];
+  });
+  try {
+    const a = await StreamGuest.connect({ path: r.sock });
+    const b = await StreamGuest.connect({ path: r.sock });
+    for (const g of [a, b]) {
+      await g.send(arpFrame(MAC, ip("10.0.2.15"), ip("10.0.2.2")));
+      await g.waitFor((d) => d.arp !== undefined);
+    }
+    const c = await StreamGuest.connect({ path: r.sock });
+    await c.waitClosed();
+    const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
+    assert.equal(await upgradeStatus(port, "/", { Host: `127.0.0.1:${port}` }), 503);
+    assert.ok(r.logs.some((l) => /at its tenant limit/.test(l)));
+    a.close();
+    for (let i = 0; i < 100 && r.relay.tenants.size > 1; i++) await new Promise((res) => setTimeout(res, 10));
+    const d = await StreamGuest.connect({ path: r.sock });
+    await d.send(arpFrame(MAC, ip("10.0.2.15"), ip("10.0.2.2")));
+    await d.waitFor((x) => x.arp !== undefined);
+    b.close();
+    d.close();
+  } finally {
+    await r.stop();
+  }
+});

@@ -114,6 +114,9 @@ export class AdminApi {
           throw new Error("Body is not JSON");
         });
         if (r.tenants.has(body?.id)) return json(409, { error: `Tenant "${body.id}" already exists` });
+        if (r.atTenantLimit) {
+          return json(503, { error: `The relay is at its limit of ${r.maxTenants} tenants` });
+        }
         const t = await r.createTenant(body);
         return json(201, r.tenantEndpoints(t));
       }

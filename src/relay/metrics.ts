@@ -29,6 +29,18 @@ export function renderMetrics(r: Relay): string {
     {},
     tenants.filter((t) => t.link).length,
   ]]);
+  family("slirp_relay_flows", "gauge", "TCP and UDP flows open across every tenant.", [[
+    {},
+    r.flowLimit.open,
+  ]]);
+  family("slirp_relay_flows_limit", "gauge", "The relay-wide flow limit (--max-flows; 0 = none).", [[
+    {},
+    r.flowLimit.max,
+  ]]);
+  family("slirp_relay_tenants_limit", "gauge", "The relay-wide tenant limit (--max-tenants).", [[
+    {},
+    r.maxTenants,
+  ]]);
   family("slirp_transport_errors_total", "counter", "Guest connections closed for protocol errors.", [[
     {},
     r.transportErrors,

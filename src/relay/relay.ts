@@ -41,6 +41,10 @@ import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
+import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
+
+/** The relay is at one of its relay-wide limits: the request may succeed later (HTTP 503). */
+export class RelayFullError extends Error {}
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
@@ -78,7 +82,18 @@ export interface RelayOptions {
    * this is given.
    */
   wsAllowOrigin?: string[];
+  /** Tenants at once (named and single-user sessions); beyond it new ones are refused. Default 4096. */
+  maxTenants?: number;
+  /**
+   * TCP and UDP flows at once across every tenant (each holds a descriptor). Default: the descriptor limit
+   * less {@linkcode DESCRIPTOR_RESERVE} for guest connections, listeners and DNS.
+   */
+  maxFlows?: number;
 }
+
+/** Descriptors kept back from flows for guest connections, listeners and DNS queries. */
+export const DESCRIPTOR_RESERVE = 512;
+export const DEFAULT_MAX_TENANTS = 4096;
 
 /** Connected guests (for tests and stats): one per tenant with a link. */
 export interface GuestSession {
@@ -106,6 +121,8 @@ export class Relay {
   #forwards: BoundForward[] = [];
   #stopping = false;
   #hostAddresses = new HostAddresses();
+  /** Open flows across every tenant. */
+  readonly flowLimit: FlowLimit;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
   transportErrors = 0;
 
@@ -115,6 +132,10 @@ export class Relay {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
     this.#opts = opts;
+    const fds = descriptorLimit();
+    this.flowLimit = new FlowLimit(
+      opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
+    );
     this.wheel = new TimerWheel(performance.now());
     this.wheel.onWake = () => this.#startTicking();
     this.host = epollAvailable()
@@ -213,6 +234,9 @@ export class Relay {
   async createTenant(raw: unknown, admittedBy: "admin" | "token" = "admin"): Promise<Tenant> {
     const spec = validateSpec(raw);
     if (this.tenants.has(spec.id)) throw new Error(`Tenant "${spec.id}" already exists`);
+    if (this.atTenantLimit) {
+      throw new RelayFullError(`The relay is at its limit of ${this.maxTenants} tenants`);
+    }
     const parse = this.#opts.parseForward ?? (() => {
       throw new Error("hostfwd strings need a parser");
     });
@@ -224,6 +248,7 @@ export class Relay {
       wheel: this.wheel,
       log: this.#opts.log,
       egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
+      flowLimit: this.flowLimit,
     }, admittedBy);
     this.tenants.set(t.id, t);
     try {
@@ -271,6 +296,15 @@ export class Relay {
     return t;
   }
 
+  get maxTenants(): number {
+    return this.#opts.maxTenants ?? DEFAULT_MAX_TENANTS;
+  }
+
+  /** Whether a new tenant (or single-user session) would exceed --max-tenants. */
+  get atTenantLimit(): boolean {
+    return this.tenants.size >= this.maxTenants;
+  }
+
   /**
    * Whether `real:port` is, on this host (any of its addresses), a port of the relay itself or of some
    * tenant: a port forward or a tenant's stream port would make the guest another tenant's client or
@@ -314,7 +348,12 @@ export class Relay {
     const id = `session-${this.#nextSession++}`;
     const spec: TenantSpec = { id };
     const config = structuredClone(this.#opts.stack);
-    const t = new Tenant(spec, config, true, { host: this.host, wheel: this.wheel, log: this.#opts.log });
+    const t = new Tenant(spec, config, true, {
+      host: this.host,
+      wheel: this.wheel,
+      log: this.#opts.log,
+      flowLimit: this.flowLimit,
+    });
     this.tenants.set(id, t);
     return t;
   }
@@ -387,6 +426,14 @@ export class Relay {
     if (!tenant && this.multiTenant) {
       log("warn", "stream guest refused: in multi-tenant mode guests connect to their tenant's own socket", {
         remote,
+      });
+      this.transportErrors++;
+      return conn.close();
+    }
+    if (!tenant && this.atTenantLimit) {
+      log("warn", "stream guest refused: the relay is at its tenant limit", {
+        remote,
+        limit: this.maxTenants,
       });
       this.transportErrors++;
       return conn.close();
@@ -481,6 +528,10 @@ export class Relay {
       });
     if (url.pathname === "/" && !this.multiTenant) {
       if (!isUpgrade) return notUpgrade();
+      if (this.atTenantLimit) {
+        log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: this.maxTenants });
+        return json(503, { error: `The relay is at its limit of ${this.maxTenants} guests` });
+      }
       tenant = this.#ephemeralTenant();
     } else if (named) {
       let id: string;
@@ -571,7 +622,7 @@ export class Relay {
     try {
       t = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");
     } catch (e) {
-      return json(400, { error: (e as Error).message });
+      return json(e instanceof RelayFullError ? 503 : 400, { error: (e as Error).message });
     }
     // admitted but no guest ever attached (the upgrade failed, the client went away): it goes after the grace
     this.#removeIfUnused(t);

@@ -10,6 +10,7 @@ import { type Logger, Stack } from "../stack/stack.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
 import { contained } from "../stack/containment.ts";
+import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../stack/token_bucket.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
@@ -40,6 +41,8 @@ export interface TenantDeps {
   wheel: TimerWheel;
   log: Logger;
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
+  /** The relay-wide bound on open flows. */
+  flowLimit?: FlowLimit;
 }
 
 /**
@@ -170,12 +173,13 @@ export class Tenant {
   /** The tenant's stack, created on first use. */
   ensureStack(): Stack {
     if (this.stack && !this.stack.closed) return this.stack;
-    const { host, wheel, log, egressGuard } = this.#deps;
+    const { host, wheel, log, egressGuard, flowLimit } = this.#deps;
     const stack: Stack = new Stack(this.config, {
       host,
       wheel,
       log,
       egressGuard,
+      flowLimit,
       tenant: this.id,
       counters: this.counters,
       output: (f) => {

@@ -56,6 +56,7 @@ import { TokenBucket } from "./token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
 import { ContainedHost, type FaultOwner } from "./containment.ts";
 import { MemoryBudget } from "./memory_budget.ts";
+import { type FlowLimit, UNLIMITED_FLOWS } from "./flow_limit.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
@@ -87,6 +88,8 @@ export interface StackDeps {
    * tenant closes its guest link, and its next guest gets a fresh stack.
    */
   onFault?: (err: unknown, where: string) => void;
+  /** The relay-wide bound on open flows, shared by every tenant (default: none). */
+  flowLimit?: FlowLimit;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -128,6 +131,8 @@ export class Stack implements FaultOwner {
   readonly flowRate: TokenBucket;
   /** Bytes the tenant's flows hold (quota bufferedBytes). */
   readonly memory: MemoryBudget;
+  /** Open flows across the relay (each a host socket). */
+  readonly flowLimit: FlowLimit;
 
   readonly arp: ArpService;
   readonly dhcp: DhcpServer;
@@ -164,6 +169,7 @@ export class Stack implements FaultOwner {
       sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
     }
     this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason), this);
+    this.flowLimit = deps.flowLimit ?? UNLIMITED_FLOWS;
     this.memory = new MemoryBudget(config.bufferedBytes, () => this.tcp.budgetFreed());
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.host.now());
     this.arp = new ArpService(this);

@@ -102,6 +102,7 @@ export class UdpNat {
       }
       // a new flow is a new host socket: it counts against the tenant's new-flow rate, as TCP does
       if (!s.admitFlow()) return s.drop("udp-flow-rate-limit");
+      if (!s.flowLimit.tryOpen()) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "relay-flow-limit");
       f = this.#open(ip.src, udp.srcPort);
     }
     f.lastActive = s.wheel.now;
@@ -156,6 +157,7 @@ export class UdpNat {
     list.splice(i, 1);
     if (list.length === 0) this.#flows.delete(f.guestPort);
     this.#count--;
+    this.#stack.flowLimit.release();
   }
 
   /** The virtual source a reply from `address` is shown with. */

@@ -118,6 +118,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   readonly localPort: number;
   state: TcpStateValue;
   host: HostTcpSocket | null = null;
+  /** Whether this connection holds a slot of the relay-wide flow limit (the service releases it). */
+  holdsRelaySlot = false;
   /** Called once when the connection is freed (the service removes it from its table). */
   onFree: (c: TcpConn) => void = () => {};
 

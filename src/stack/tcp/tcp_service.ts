@@ -80,6 +80,7 @@ export class TcpService {
     else this.#table.set(k, [c]);
     this.#count++;
     this.#stack.counters.tcpFlowsOpened++;
+    c.holdsRelaySlot = true;
     c.onFree = (x) => this.#remove(x);
   }
 
@@ -94,6 +95,8 @@ export class TcpService {
     list.splice(i, 1);
     if (list.length === 0) this.#table.delete(k);
     this.#count--;
+    if (c.holdsRelaySlot) this.#stack.flowLimit.release();
+    c.holdsRelaySlot = false;
   }
 
   /** Connections whose host reads paused for lack of tenant memory budget. */
@@ -165,6 +168,7 @@ export class TcpService {
     if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
+    if (!s.flowLimit.tryOpen()) return this.#refuse(ip, seg, "relay-flow-limit");
     const c = new TcpConn(s, {
       guestIp: ip.src,
       guestPort: seg.srcPort,
@@ -259,7 +263,7 @@ export class TcpService {
   acceptForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpHandlers) => void): void {
     const s = this.#stack;
     const guestIp = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : s.dhcp.lastBoundAddress;
-    if (guestIp < 0 || s.closed || this.#count >= s.config.maxTcpFlows) {
+    if (guestIp < 0 || s.closed || this.#count >= s.config.maxTcpFlows || !s.flowLimit.tryOpen()) {
       s.counters.drop(guestIp < 0 ? "tcp-forward-no-guest" : "tcp-forward-refused");
       sock.destroy();
       return;

@@ -8,7 +8,6 @@ import { parseArgs } from "node:util";
 import { VERSION } from "./version.ts";
 import {
   defaultStackConfig,
-  type HostForwardConfig,
   parseCidr,
   parseHostForward,
   parseUpstream,

@@ -34,3 +34,56 @@ export async function waitForSocket(path: string): Promise<void> {
   }
   throw new Error(`${path} never appeared`);
 }
+
+/** Resident memory of process `pid`, bytes. */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** CPU seconds (user + system) a process has used so far. */
+export function cpuOf(pid: number | "self"): number {
+  const f = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+}
+
+export function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
+}
+
+/**
+ * Host-side servers: an echo server (requests) and an endless source (downloads), on Deno's own sockets
+ * (node:net on Deno serves a thousand busy sockets unevenly; it would skew the fairness measured here).
+ */
+export function startServers(): { echoPort: number; sourcePort: number } {
+  const serve = (handle: (c: Deno.TcpConn) => Promise<void>) => {
+    const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    (async () => {
+      for await (const c of l) {
+        c.setNoDelay(true);
+        handle(c).catch(() => {}).finally(() => {
+          try {
+            c.close();
+          } catch { /* closed */ }
+        });
+      }
+    })();
+    return l.addr.port;
+  };
+  const echoPort = serve(async (c) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await c.read(buf);
+      if (n === null) return;
+      for (let off = 0; off < n;) off += await c.write(buf.subarray(off, n));
+    }
+  });
+  const chunk = new Uint8Array(64 * 1024);
+  const sourcePort = serve(async (c) => {
+    if (await c.read(new Uint8Array(1)) === null) return; // the request starts the stream
+    for (;;) await c.write(chunk);
+  });
+  return { echoPort, sourcePort };
+}

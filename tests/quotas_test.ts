@@ -14,6 +14,7 @@ import { descriptorLimit, FlowLimit } from "../src/stack/flow_limit.ts";
 import { TimerWheel } from "../src/stack/timer_wheel.ts";
 import { NodeHost } from "../src/host/node_host.ts";
 import { Stack } from "../src/stack/stack.ts";
+import { MIN_BLOCK as REASSEMBLY_MIN_BLOCK } from "../src/stack/tcp/reassembly.ts";
 
 const MAC = 0x02000000000d;
 const GUEST = ip("10.0.2.15");
@@ -118,9 +119,10 @@ Deno.test("quota maxTcpFlows / maxUdpFlows: at the limit new flows are refused, 
   }
 });
 
-Deno.test("memory budget: 1-byte out-of-order segments on 128 connections hold bytes, not megabytes; the budget refuses the rest", async () => {
+Deno.test("memory budget: 1-byte out-of-order segments on 128 connections hold a small block each, not a window; the budget bounds the rest", async () => {
   const srv = await countingListener();
-  const h = new StackHarness((c) => (c.bufferedBytes = 64 * 1024));
+  const limit = 1024 * 1024;
+  const h = new StackHarness((c) => (c.bufferedBytes = limit));
   try {
     const conns = 128;
     for (let i = 0; i < conns; i++) h.send(syn(23000 + i, srv.port));
@@ -130,26 +132,32 @@ Deno.test("memory budget: 1-byte out-of-order segments on 128 connections hold b
       if (d.tcp && (d.tcp.flags & TCP_SYN)) synAcks.set(d.tcp.dstPort, d.tcp.seq);
     }
     assert.equal(synAcks.size, conns);
+    const base = (port: number, iss: number) => ({
+      srcMac: MAC,
+      src: GUEST,
+      dst: GW,
+      sport: port,
+      dport: srv.port,
+      ack: (iss + 1) >>> 0,
+    });
     const before = Deno.memoryUsage().rss;
     for (const [port, iss] of synAcks) {
-      const base = { srcMac: MAC, src: GUEST, dst: GW, sport: port, dport: srv.port, ack: (iss + 1) >>> 0 };
-      h.send(tcpFrame({ ...base, seq: 1001, flags: TCP_ACK_FLAG }));
-      // one byte near the edge of the 64 KiB window: a hole in front of it
-      h.send(tcpFrame({ ...base, seq: 1001 + 60_000, flags: TCP_ACK_FLAG }, new Uint8Array([7])));
+      h.send(tcpFrame({ ...base(port, iss), seq: 1001, flags: TCP_ACK_FLAG }));
+      // one byte well inside the window, a hole in front of it
+      h.send(tcpFrame({ ...base(port, iss), seq: 1001 + 60_000, flags: TCP_ACK_FLAG }, new Uint8Array([7])));
     }
-    assert.equal(h.stack.memory.used, conns, "one byte held per connection");
-    assert.ok(Deno.memoryUsage().rss - before < 32 * 1024 * 1024, "no megabytes per connection");
-    // 1000 more bytes out of order on one connection fit; 70 KB more do not
-    const [port, iss] = [...synAcks][0];
-    const base = { srcMac: MAC, src: GUEST, dst: GW, sport: port, dport: srv.port, ack: (iss + 1) >>> 0 };
-    h.send(tcpFrame({ ...base, seq: 1001 + 1000, flags: TCP_ACK_FLAG }, new Uint8Array(1000)));
-    assert.equal(h.stack.memory.used, conns + 1000);
-    for (let k = 0; k < 70; k++) {
-      h.send(tcpFrame({ ...base, seq: 1001 + 3000 + k * 1000, flags: TCP_ACK_FLAG }, new Uint8Array(1000)));
+    assert.equal(h.stack.memory.used, conns * REASSEMBLY_MIN_BLOCK, "one small block per connection");
+    assert.ok(Deno.memoryUsage().rss - before < 32 * 1024 * 1024, "no window-sized buffer per connection");
+    // five more separate holes per connection would take 1.25 MiB of blocks: the budget stops at 1 MiB
+    for (const [port, iss] of synAcks) {
+      for (let k = 1; k <= 5; k++) {
+        h.send(
+          tcpFrame({ ...base(port, iss), seq: 1001 + k * 5000, flags: TCP_ACK_FLAG }, new Uint8Array(1000)),
+        );
+      }
     }
-    assert.ok(h.stack.memory.used <= 64 * 1024, `budget used ${h.stack.memory.used}`);
-    // what did not fit was refused: by a window that closes as the budget fills, or at reassembly
-    assert.ok(h.stack.memory.used < conns + 1000 + 70 * 1000);
+    assert.ok(h.stack.memory.used <= limit, `budget used ${h.stack.memory.used} of ${limit}`);
+    assert.ok(h.drops("tcp-reassembly-full") > 0, "segments past the budget were refused");
     // resetting every connection gives every byte back
     h.stack.tcp.close();
     assert.equal(h.stack.memory.used, 0);

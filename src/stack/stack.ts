@@ -102,6 +102,9 @@ const SHARED_IP_OUT: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0, d
 const SHARED_ETH = newEthernetHeader();
 const SHARED_IP = newIpv4Header();
 const SHARED_UDP = newUdpHeader();
+/** Lines of one log message a stack writes per window (see Stack.#logLimited). */
+const LOG_BURST = 5;
+const LOG_WINDOW_MS = 10_000;
 /** Bound on the IP→MAC table: a guest LAN has few hosts. */
 const MAX_NEIGHBOURS = 64;
 
@@ -149,6 +152,9 @@ export class Stack implements FaultOwner {
   #ipId = 1;
   #closed = false;
   #guard: StackDeps["egressGuard"];
+  #rawLog: Logger;
+  /** Per message: when its window began, lines logged in it, lines held back. */
+  #logWindows = new Map<string, { start: number; n: number; suppressed: number }>();
   #onFault: StackDeps["onFault"];
 
   /** @throws Error when the config's address plan or policy is invalid */
@@ -160,7 +166,8 @@ export class Stack implements FaultOwner {
     this.host = new ContainedHost(deps.host, this);
     this.wheel = deps.wheel;
     this.output = deps.output;
-    this.log = deps.log ?? (() => {});
+    this.#rawLog = deps.log ?? (() => {});
+    this.log = (level, msg, fields) => this.#logLimited(level, msg, fields);
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
@@ -226,12 +233,37 @@ export class Stack implements FaultOwner {
     }
   }
 
+  /**
+   * Logs at most {@linkcode LOG_BURST} lines of one message per {@linkcode LOG_WINDOW_MS}; the next line
+   * after a quiet spell says how many were held back. Much of what a stack logs a guest can trigger (a
+   * DHCP DISCOVER per frame exhausts the pool), and a log line costs far more than the frame.
+   */
+  #logLimited(level: Parameters<Logger>[0], msg: string, fields?: Record<string, unknown>): void {
+    const now = performance.now();
+    let w = this.#logWindows.get(msg);
+    if (!w) this.#logWindows.set(msg, w = { start: now, n: 0, suppressed: 0 });
+    if (now - w.start >= LOG_WINDOW_MS) {
+      w.start = now;
+      w.n = 0;
+    }
+    if (w.n >= LOG_BURST) {
+      w.suppressed++;
+      return;
+    }
+    w.n++;
+    if (w.suppressed > 0) {
+      fields = { ...fields, suppressed: w.suppressed };
+      w.suppressed = 0;
+    }
+    this.#rawLog(level, msg, fields);
+  }
+
   #countFault(err: unknown, where: string, scope: "flow" | "tenant"): void {
     const n = ++this.counters.faults;
     this.counters.drop(scope === "flow" ? "fault-flow-reset" : "fault-tenant-reset");
     // once, then at every power of ten: a guest that can trigger a bug must not flood the log
     if (n === 1 || Number.isInteger(Math.log10(n))) {
-      this.log("error", "internal error contained", {
+      this.#rawLog("error", "internal error contained", {
         tenant: this.tenant,
         where,
         scope,

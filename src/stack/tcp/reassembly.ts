@@ -4,8 +4,8 @@
  *
  * Held as a short sorted list of blocks, each the bytes of one received interval in a buffer of its own
  * that grows by doubling as segments extend it: memory follows the data actually held, not the window it
- * may lie in (a 1-byte segment at the far edge of a 1 MiB window costs a few bytes, not a 1 MiB ring), and
- * every byte is charged to the tenant's {@linkcode MemoryBudget}. Intervals that touch merge, so the list
+ * may lie in (a 1-byte segment at the far edge of a 1 MiB window costs a small block, not a 1 MiB ring),
+ * and every buffer is charged to the tenant's {@linkcode MemoryBudget} for as long as it is held. Intervals that touch merge, so the list
  * stays within `maxIntervals`. The intervals are also the SACK blocks we report (RFC 2018 §4: the block
  * holding the latest arrival first).
  *
@@ -22,7 +22,7 @@ interface Block {
 }
 
 /** Smallest buffer of a block: most holes are filled by one or two segments. */
-const MIN_BLOCK = 2048;
+export const MIN_BLOCK = 2048;
 
 export class Reassembly {
   #window: number;
@@ -75,13 +75,14 @@ export class Reassembly {
     let had = 0;
     for (let k = i; k < j; k++) had += seqDiff(bl[k].end, bl[k].start);
     const added = len - had;
-    if (this.#budget && !this.#budget.tryCharge(added)) return false;
     // reuse the first block's buffer when it starts the merged interval and has room; else grow by doubling
     let target: Uint8Array;
     if (touching > 0 && bl[i].start === start && bl[i].data.length >= len) target = bl[i].data;
     else {
       const old = touching > 0 ? bl[i].data.length : 0;
-      target = new Uint8Array(Math.max(len, MIN_BLOCK, Math.min(2 * old, this.#window)));
+      const size = Math.max(len, MIN_BLOCK, Math.min(2 * old, this.#window));
+      if (this.#budget && !this.#budget.tryCharge(size)) return false;
+      target = new Uint8Array(size);
       if (touching > 0) {
         const b = bl[i];
         target.set(b.data.subarray(0, seqDiff(b.end, b.start)), seqDiff(b.start, start));
@@ -92,6 +93,8 @@ export class Reassembly {
       target.set(b.data.subarray(0, seqDiff(b.end, b.start)), seqDiff(b.start, start));
     }
     target.set(data, seqDiff(seq, start));
+    // the merged blocks' own buffers are let go
+    for (let k = i; k < j; k++) if (bl[k].data !== target) this.#budget?.credit(bl[k].data.length);
     bl.splice(i, touching, { start, end: stop, data: target });
     this.#bytes += added;
     this.#lastSeq = start;
@@ -108,7 +111,7 @@ export class Reassembly {
       const b = bl.shift()!;
       const len = seqDiff(b.end, b.start);
       this.#bytes -= len;
-      this.#budget?.credit(len);
+      this.#budget?.credit(b.data.length);
       if (seqLe(b.end, rcvNxt)) continue;
       deliver(b.data.subarray(seqDiff(rcvNxt, b.start), len));
       rcvNxt = b.end;
@@ -139,7 +142,7 @@ export class Reassembly {
   }
 
   clear(): void {
-    this.#budget?.credit(this.#bytes);
+    for (const b of this.#blocks) this.#budget?.credit(b.data.length);
     this.#blocks = [];
     this.#bytes = 0;
   }

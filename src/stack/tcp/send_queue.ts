@@ -17,6 +17,13 @@ const EMPTY = new Uint8Array(0);
 const MIN_CAPACITY = 4096;
 
 export class SendQueue {
+  /** Told how many bytes of buffer were allocated (positive) or let go (negative): the tenant's budget. */
+  readonly #onResize: (delta: number) => void;
+
+  constructor(onResize: (delta: number) => void = () => {}) {
+    this.#onResize = onResize;
+  }
+
   /** The ring's bytes followed by its frame area (one buffer: copies between them need no view). */
   #all: Uint8Array = EMPTY;
   /** The ring: `#all[0, capacity)`. */
@@ -84,6 +91,7 @@ export class SendQueue {
     const all = new Uint8Array(cap + room);
     const next = all.subarray(0, cap);
     this.#copy(0, this.#length, next, 0);
+    this.#onResize(all.length - this.#all.length);
     this.#all = all;
     this.#buf = next;
     this.#frameRoom = room;
@@ -140,8 +148,14 @@ export class SendQueue {
     if (first < len) dst.set(b.subarray(0, len - first), dstOff + first);
   }
 
+  /** Bytes of buffer allocated (ring and frame area). */
+  get allocated(): number {
+    return this.#all.length;
+  }
+
   /** Frees the ring. */
   clear(): void {
+    this.#onResize(-this.#all.length);
     this.#buf = this.#all = EMPTY;
     this.#frameRoom = 0;
     this.#head = 0;

@@ -157,7 +157,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   /** The armed timer is a tail loss probe, not the RTO. */
   #probeArmed = false;
 
-  readonly queue = new SendQueue();
+  /** Host data until the guest acknowledges it; its buffer is charged to the tenant's memory budget. */
+  readonly queue: SendQueue;
   #ooo: Reassembly | null = null;
   readonly rtt = new RttEstimator();
   readonly cc: NewReno;
@@ -194,6 +195,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.localIp = ep.localIp;
     this.localPort = ep.localPort;
     this.state = state;
+    const memory = stack.memory;
+    this.queue = new SendQueue((d) => (d > 0 ? memory.charge(d) : memory.credit(-d)));
     this.iss = (Math.random() * 0x1_0000_0000) >>> 0;
     this.sndUna = this.iss;
     this.sndNxt = this.iss;
@@ -450,7 +453,6 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       let dataAcked = acked;
       if (this.#finSent && seqGt(ack, this.#finSeq)) dataAcked--; // the FIN's sequence number
       this.queue.consume(dataAcked);
-      this.stack.memory.credit(dataAcked);
       this.sndUna = ack;
       if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
       // RTT: timestamps when both sides use them (RFC 7323 §4.1), else one timed segment (Karn)
@@ -475,7 +477,9 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       else this.#armRetransmitTimer();
       this.#ackedFin();
       if (this.#freed) return;
-      if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2) this.#resumeHost();
+      if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {
+        this.#resumeHost();
+      }
     } else if (ack === this.sndUna && segLen === 0 && flight > 0 && !this.#finOnlyInFlight()) {
       // RFC 5681 §2 duplicate ACK; with SACK, a window change does not disqualify it (the SACK
       // blocks prove new data arrived)
@@ -991,9 +995,10 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    * budget a read asks for only what is left (a little more at least, so a read is worth its call).
    */
   readBuffer(): Uint8Array {
-    const room = this.stack.memory.available;
-    const v = this.queue.writable(room >= HOST_READ_BYTES ? HOST_READ_BYTES : MIN_HOST_READ);
-    return room < v.length ? v.subarray(0, Math.max(MIN_HOST_READ, room)) : v;
+    // the ring grows only while the tenant's budget has room for it
+    return this.queue.writable(
+      this.stack.memory.available >= HOST_READ_BYTES ? HOST_READ_BYTES : MIN_HOST_READ,
+    );
   }
 
   onRead(n: number): void {
@@ -1004,13 +1009,17 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   #received(n: number): void {
     this.stack.counters.tcpBytesToGuest += n;
-    this.stack.memory.charge(n);
-    if (this.queue.length >= this.#sendLimit() && !this.#hostPaused) {
+    if (!this.#hostPaused && (this.queue.length >= this.#sendLimit() || this.#outOfBudget())) {
       this.#hostPaused = true;
       this.host?.pause();
-      if (this.stack.memory.available <= 0) this.#waitForBudget();
+      if (this.#outOfBudget()) this.#waitForBudget();
     }
     this.trySend();
+  }
+
+  /** The ring is (nearly) full and the tenant's budget cannot pay for it to grow. */
+  #outOfBudget(): boolean {
+    return this.stack.memory.available <= 0 && this.queue.allocated - this.queue.length < MIN_HOST_READ;
   }
 
   /** Paused by the tenant's budget rather than this flow's own limit: ask to be told when room comes back. */
@@ -1022,8 +1031,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   /** The tenant's budget has room again (see {@linkcode TcpService.budgetFreed}). */
   budgetRoom(): void {
     if (this.#freed || !this.#hostPaused) return;
-    if (this.queue.length < this.#sendLimit()) this.#resumeHost();
-    else this.#waitForBudget();
+    if (this.#outOfBudget()) this.#waitForBudget();
+    else if (this.queue.length < this.#sendLimit()) this.#resumeHost();
   }
 
   /**
@@ -1032,8 +1041,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    * thousand guests with 64 KiB windows, and the GC pauses of such a heap stall every tenant.
    */
   #sendLimit(): number {
-    const own = Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
-    return Math.min(own, this.queue.length + Math.max(0, this.stack.memory.available));
+    return Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
   }
 
   onEnd(): void {
@@ -1107,7 +1115,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.stack.wheel.cancel(this.#ackTimer);
     if (this.host && !this.#hostClosed) this.host.destroy(reset);
     this.#hostClosed = true;
-    this.stack.memory.credit(this.queue.length + this.#hostCharged);
+    this.stack.memory.credit(this.#hostCharged);
     this.#hostCharged = 0;
     this.queue.clear();
     this.#ooo?.clear();

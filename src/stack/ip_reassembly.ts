@@ -24,7 +24,11 @@ export const REASSEMBLY_TIMEOUT_MS = 5000;
 const MAX_DATAGRAM = 65535;
 
 interface Partial {
-  key: string;
+  /** RFC 791 §3.2: a datagram is identified by source, destination, protocol and identification. */
+  src: number;
+  dst: number;
+  protocol: number;
+  id: number;
   header: Uint8Array;
   data: Uint8Array;
   /** Received [start, end) ranges of the payload, sorted, non-overlapping. */
@@ -37,7 +41,8 @@ interface Partial {
 }
 
 export class Ipv4Reassembly {
-  #partials = new Map<string, Partial>();
+  /** At most MAX_DATAGRAMS: a scan is cheaper than a key string per fragment. */
+  #partials: Partial[] = [];
   #wheel: TimerWheel;
   #drop: (reason: string) => void;
 
@@ -50,7 +55,19 @@ export class Ipv4Reassembly {
   }
 
   get pending(): number {
-    return this.#partials.size;
+    return this.#partials.length;
+  }
+
+  #find(ip: Ipv4Header): Partial | undefined {
+    for (const p of this.#partials) {
+      if (p.id === ip.id && p.src === ip.src && p.dst === ip.dst && p.protocol === ip.protocol) return p;
+    }
+    return undefined;
+  }
+
+  #delete(p: Partial): void {
+    const i = this.#partials.indexOf(p);
+    if (i >= 0) this.#partials.splice(i, 1);
   }
 
   /**
@@ -58,7 +75,6 @@ export class Ipv4Reassembly {
    * cleared, checksum fixed) when this fragment completes one, else null.
    */
   input(buf: Uint8Array, ip: Ipv4Header): Uint8Array | null {
-    const key = `${ip.src}:${ip.dst}:${ip.protocol}:${ip.id}`;
     const start = ip.fragmentOffset;
     const len = ip.payloadEnd - ip.payloadOffset;
     const end = start + len;
@@ -66,26 +82,29 @@ export class Ipv4Reassembly {
       this.#drop("ipv4-fragment-invalid");
       return null;
     }
-    let p = this.#partials.get(key);
+    let p = this.#find(ip);
     if (!p) {
-      if (this.#partials.size >= MAX_DATAGRAMS) {
+      if (this.#partials.length >= MAX_DATAGRAMS) {
         this.#drop("ipv4-reassembly-full");
         return null;
       }
       const entry: Partial = {
-        key,
+        src: ip.src,
+        dst: ip.dst,
+        protocol: ip.protocol,
+        id: ip.id,
         header: new Uint8Array(0),
         data: new Uint8Array(Math.max(end, 1500)),
         ranges: [],
         total: -1,
         fragments: 0,
         timer: new Timer(() => {
-          this.#partials.delete(key);
+          this.#delete(entry);
           this.#drop("ipv4-reassembly-timeout");
         }, this.#owner),
       };
       p = entry;
-      this.#partials.set(key, p);
+      this.#partials.push(p);
       this.#wheel.arm(p.timer, this.#wheel.now + REASSEMBLY_TIMEOUT_MS);
     }
     if (++p.fragments > MAX_FRAGMENTS) return this.#discard(p, "ipv4-too-many-fragments");
@@ -122,7 +141,7 @@ export class Ipv4Reassembly {
       return null;
     }
     this.#wheel.cancel(p.timer);
-    this.#partials.delete(key);
+    this.#delete(p);
     const hl = p.header.length;
     const out = new Uint8Array(hl + p.total);
     out.set(p.header);
@@ -136,13 +155,13 @@ export class Ipv4Reassembly {
 
   #discard(p: Partial, reason: string): null {
     this.#wheel.cancel(p.timer);
-    this.#partials.delete(p.key);
+    this.#delete(p);
     this.#drop(reason);
     return null;
   }
 
   close(): void {
-    for (const p of this.#partials.values()) this.#wheel.cancel(p.timer);
-    this.#partials.clear();
+    for (const p of this.#partials) this.#wheel.cancel(p.timer);
+    this.#partials = [];
   }
 }

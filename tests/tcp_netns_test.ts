@@ -48,11 +48,17 @@ interface Env {
   close(): Promise<void>;
 }
 
-async function setup(opts: Partial<RelayOptions> = {}, mtu = 1500, impair?: Impairment): Promise<Env> {
+async function setup(
+  opts: Partial<RelayOptions> = {},
+  mtu = 1500,
+  impair?: Impairment,
+  bufferedBytes?: number,
+): Promise<Env> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-tcp-" });
   const stack = defaultStackConfig();
   stack.dnsUpstreams = ["127.0.0.1:9"];
   stack.mtu = mtu;
+  if (bufferedBytes !== undefined) stack.bufferedBytes = bufferedBytes;
   stack.hostfwd = [{
     protocol: "tcp",
     hostAddress: "127.0.0.1",
@@ -244,3 +250,19 @@ e2eTest("TCP: 500 concurrent connections each echo 64 KiB; half-close; refusal; 
     await env.close();
   }
 });
+
+e2eTest(
+  "TCP: 500 concurrent echoes under a 1 MiB memory budget all finish (every flow keeps a small ring and window)",
+  [],
+  async () => {
+    const env = await setup({}, 1500, undefined, 1024 * 1024);
+    const echo = await echoServer();
+    try {
+      const many = await env.tool(["many", "10.0.2.2", String(echo.port), "500", String(64 * 1024)]);
+      assert.deepEqual(many, { ok: 500, errors: [] });
+    } finally {
+      echo.close();
+      await env.close();
+    }
+  },
+);

@@ -107,7 +107,8 @@ export function defaultStackConfig(): StackConfig {
     maxTcpFlows: 4096,
     dnsTimeoutMs: 2000,
     newFlowsPerSecond: 0,
-    bufferedBytes: 8 * 1024 * 1024,
+    // single-user mode: the guest is the user's own; multi-tenant quotas default to 8 MiB per tenant
+    bufferedBytes: 64 * 1024 * 1024,
   };
 }
 

@@ -97,6 +97,8 @@ const ETH_PAD_ROOM = 8;
 const HOST_READ_BYTES = 64 * 1024;
 /** Least room offered to a host read near the end of the tenant's budget. */
 const MIN_HOST_READ = 2048;
+/** Ring (and frame area) every connection may have whatever the budget says. */
+const GUARANTEED_RING = 8192;
 /** Least of it: what a small-window guest needs queued behind its window. */
 const MIN_SEND_BUFFER = 64 * 1024;
 /** Bytes toward the host the guest may have outstanding (our receive window). */
@@ -796,8 +798,9 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.#chargeHostBacklog();
     const buffered = this.#hostCharged + (this.#ooo?.bytes ?? 0);
     let wnd = Math.max(0, this.#receiveBuffer - buffered);
-    // the tenant's budget bounds what all its flows may be sent at once
-    wnd = Math.min(wnd, Math.max(0, this.stack.memory.available));
+    // the tenant's budget bounds what all its flows may be sent at once; a spent budget still leaves each
+    // flow a small window, so that no flow waits forever for others that wait for it
+    wnd = Math.min(wnd, Math.max(GUARANTEED_RING, this.stack.memory.available));
     wnd = Math.min(wnd, 65535 * 2 ** this.rcvWscale);
     // never shrink the window already offered (RFC 9293 §3.8.6.2.2)
     const offered = seqDiff(this.#rcvAdvertisedEnd, this.rcvNxt);
@@ -1017,9 +1020,14 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.trySend();
   }
 
-  /** The ring is (nearly) full and the tenant's budget cannot pay for it to grow. */
+  /**
+   * The ring is (nearly) full and the tenant's budget cannot pay for it to grow. A ring below
+   * {@linkcode GUARANTEED_RING} may always grow to it: every flow keeps moving (slowly) however many
+   * others hold the budget, so the overshoot is bounded by the tenant's flow limit.
+   */
   #outOfBudget(): boolean {
-    return this.stack.memory.available <= 0 && this.queue.allocated - this.queue.length < MIN_HOST_READ;
+    return this.stack.memory.available <= 0 && this.queue.allocated >= GUARANTEED_RING &&
+      this.queue.allocated - this.queue.length < MIN_HOST_READ;
   }
 
   /** Paused by the tenant's budget rather than this flow's own limit: ask to be told when room comes back. */

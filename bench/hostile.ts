@@ -15,7 +15,7 @@
 import { parseArgs } from "node:util";
 import { FrameWriter } from "../src/transport/stream.ts";
 import { IPPROTO_ICMP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
-import { TCP_SYN } from "../src/wire/tcp.ts";
+import { TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 import { DhcpMessageType, optU8 } from "../src/wire/dhcp.ts";
 import { SimGuest } from "../tests/_sim_guest.ts";
 import { dhcpFrame, fragmentFrames, icmpEchoMessage, ip, tcpFrame, udpFrame } from "../tests/_frames.ts";
@@ -37,6 +37,20 @@ const { values: flags } = parseArgs({
 
 const GUEST = ip("10.0.2.15");
 const GW = ip("10.0.2.2");
+
+/** Eight SYNs from random ports to `port`, each shaped by `mutate`. */
+function synsToSource(w: FrameWriter, mac: number, port: number, mutate?: (t: TcpHeader) => void): void {
+  for (let i = 0; i < 8; i++) {
+    const sport = 1024 + Math.floor(Math.random() * 60000);
+    w.push(
+      tcpFrame(
+        { srcMac: mac, src: GUEST, dst: GW, sport, dport: port, seq: 1, ack: 0, flags: TCP_SYN },
+        undefined,
+        mutate,
+      ),
+    );
+  }
+}
 
 /** The attacks, each run for a slice of the hostile phase, in turn, again and again. */
 const ATTACKS: Record<
@@ -74,48 +88,16 @@ const ATTACKS: Record<
   "oversized-frames": (w) => {
     for (let i = 0; i < 8; i++) w.push(new Uint8Array(9000 + i));
   },
-  "tiny-mss": (w, mac, p) => {
-    for (let i = 0; i < 8; i++) {
-      const sport = 1024 + Math.floor(Math.random() * 60000);
-      w.push(tcpFrame(
-        { srcMac: mac, src: GUEST, dst: GW, sport, dport: p.source, seq: 1, ack: 0, flags: TCP_SYN },
-        undefined,
-        (t) => {
-          t.mss = 12;
-          t.hasTimestamps = true;
-          t.tsVal = 1;
-        },
-      ));
-    }
-  },
-  "zero-window": (w, mac, p) => {
-    for (let i = 0; i < 8; i++) {
-      const sport = 1024 + Math.floor(Math.random() * 60000);
-      w.push(tcpFrame(
-        { srcMac: mac, src: GUEST, dst: GW, sport, dport: p.source, seq: 1, ack: 0, flags: TCP_SYN },
-        undefined,
-        (t) => (t.window = 0),
-      ));
-    }
-  },
-  "never-ack": (w, mac, p) => {
-    // SYNs to the endless source whose SYN-ACK (and every byte after it) is never acknowledged
-    for (let i = 0; i < 8; i++) {
-      const sport = 1024 + Math.floor(Math.random() * 60000);
-      w.push(
-        tcpFrame({
-          srcMac: mac,
-          src: GUEST,
-          dst: GW,
-          sport,
-          dport: p.source,
-          seq: 1,
-          ack: 0,
-          flags: TCP_SYN,
-        }),
-      );
-    }
-  },
+  // SYNs to the endless source: with MSS 12, with a zero window, and plain ones whose SYN-ACK (and every
+  // byte after it) is never acknowledged
+  "tiny-mss": (w, mac, p) =>
+    synsToSource(w, mac, p.source, (t) => {
+      t.mss = 12;
+      t.hasTimestamps = true;
+      t.tsVal = 1;
+    }),
+  "zero-window": (w, mac, p) => synsToSource(w, mac, p.source, (t) => (t.window = 0)),
+  "never-ack": (w, mac, p) => synsToSource(w, mac, p.source),
   "fragment-storm": (w, mac) => {
     for (let i = 0; i < 16; i++) {
       const id = Math.floor(Math.random() * 0xffff);

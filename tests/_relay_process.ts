@@ -206,3 +206,34 @@ export class StreamGuest {
     } catch { /* closed */ }
   }
 }
+
+/**
+ * The HTTP status a WebSocket upgrade of `path` gets from the listener on 127.0.0.1:`port`, sent as a browser
+ * would over a raw TCP socket, with `headers` (Host, Origin, …) added.
+ */
+export async function wsUpgradeStatus(
+  port: number,
+  path: string,
+  headers: Record<string, string> = { Host: `127.0.0.1:${port}` },
+): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const lines = [
+      `GET ${path} HTTP/1.1`,
+      "Upgrade: websocket",
+      "Connection: Upgrade",
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+      "Sec-WebSocket-Version: 13",
+      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+      "",
+      "",
+    ];
+    await conn.write(new TextEncoder().encode(lines.join("\r\n")));
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    const status = /^HTTP\/1\.1 (\d{3})/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
+    return status ? Number(status[1]) : 0;
+  } finally {
+    conn.close();
+  }
+}

@@ -345,7 +345,12 @@ e2eTest("quotas: a rate-limited tenant stays under its rate while another tenant
       assert.ok(slowRate <= RATE * 1.5, `limited tenant at ${slowRate} B/s`);
       assert.ok(slowBytes > RATE, "the limited tenant still makes progress");
       assert.equal(fastBytes, payload.length, "the other tenant completed its transfer");
-      assert.ok(fastRate > 10 * RATE, `the other tenant ran at ${fastRate} B/s`);
+      // relative to the limited tenant measured at the same time, not a wall-clock floor: a busy 2-core
+      // runner slows both, the quota only one
+      assert.ok(
+        fastRate > 3 * slowRate,
+        `the other tenant ran at ${fastRate} B/s, the limited one ${slowRate}`,
+      );
     } finally {
       await slow.close();
       await fast.close();

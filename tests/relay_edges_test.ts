@@ -7,7 +7,7 @@ import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { arpFrame, ip } from "./_frames.ts";
-import { StreamGuest } from "./_relay_process.ts";
+import { StreamGuest, wsUpgradeStatus } from "./_relay_process.ts";
 import { buildServeConfig, parseHostForward } from "../src/cli.ts";
 import { prepareSocketDir } from "../src/relay/socket_dir.ts";
 
@@ -60,30 +60,6 @@ Deno.test("relay: a frame larger than the MTU is dropped and counted; the guest'
   }
 });
 
-/** Sends a WebSocket upgrade with the given headers over a raw TCP socket; resolves with the status. */
-async function upgradeStatus(port: number, path: string, headers: Record<string, string>): Promise<number> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const lines = [
-      `GET ${path} HTTP/1.1`,
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
-      "",
-      "",
-    ];
-    await conn.write(new TextEncoder().encode(lines.join("\r\n")));
-    const buf = new Uint8Array(4096);
-    const n = await conn.read(buf);
-    const status = /^HTTP\/1\.1 (\d{3})/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
-    return status ? Number(status[1]) : 0;
-  } finally {
-    conn.close();
-  }
-}
-
 Deno.test("WebSocket (single-user): pages from other sites and rebinding names are refused with 403; loopback pages and non-browsers get 101", async () => {
   const r = await startRelay((o) => {
     o.listenQemu = [];
@@ -103,13 +79,17 @@ Deno.test("WebSocket (single-user): pages from other sites and rebinding names a
       [{ Host: `rebind.evil.example:${port}` }, 403, "a DNS name that resolves here (rebinding)"],
     ];
     for (const [headers, want, why] of cases) {
-      assert.equal(await upgradeStatus(port, "/", headers), want, why);
+      assert.equal(await wsUpgradeStatus(port, "/", headers), want, why);
     }
     assert.ok(
       r.logs.some((l) => /WebSocket refused: origin https:\/\/evil\.example/.test(l)),
       "refusals are logged",
     );
-    assert.equal(await upgradeStatus(port, "/v1/tenants/%E0%A4%A/ws", { Host: host }), 400, "bad %-encoding");
+    assert.equal(
+      await wsUpgradeStatus(port, "/v1/tenants/%E0%A4%A/ws", { Host: host }),
+      400,
+      "bad %-encoding",
+    );
   } finally {
     await r.stop();
   }
@@ -129,18 +109,18 @@ Deno.test("WebSocket: --ws-allow-origin admits a named origin (exact or any port
   try {
     const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
     const h = { Host: `127.0.0.1:${port}` };
-    assert.equal(await upgradeStatus(port, "/", { ...h, Origin: "https://vm.example" }), 101);
-    assert.equal(await upgradeStatus(port, "/", { ...h, Origin: "https://vm.example:8443" }), 403);
-    assert.equal(await upgradeStatus(port, "/", { ...h, Origin: "http://lab.example:9000" }), 101);
+    assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://vm.example" }), 101);
+    assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://vm.example:8443" }), 403);
+    assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "http://lab.example:9000" }), 101);
     assert.equal(
-      await upgradeStatus(port, "/", { ...h, Origin: "https://lab.example:9000" }),
+      await wsUpgradeStatus(port, "/", { ...h, Origin: "https://lab.example:9000" }),
       403,
       "scheme differs",
     );
-    assert.equal(await upgradeStatus(port, "/", { ...h, Origin: "https://evil.example" }), 403);
+    assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://evil.example" }), 403);
     const p2 = Number(/:(\d+)$/.exec(all.relay.wsUrls[0])![1]);
     assert.equal(
-      await upgradeStatus(p2, "/", { Host: `127.0.0.1:${p2}`, Origin: "https://evil.example" }),
+      await wsUpgradeStatus(p2, "/", { Host: `127.0.0.1:${p2}`, Origin: "https://evil.example" }),
       101,
     );
   } finally {
@@ -288,7 +268,7 @@ Deno.test("relay: at --max-tenants a new single-user guest is refused (stream cl
     const c = await StreamGuest.connect({ path: r.sock });
     await c.waitClosed();
     const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
-    assert.equal(await upgradeStatus(port, "/", { Host: `127.0.0.1:${port}` }), 503);
+    assert.equal(await wsUpgradeStatus(port, "/", { Host: `127.0.0.1:${port}` }), 503);
     assert.ok(r.logs.some((l) => /at its tenant limit/.test(l)));
     a.close();
     for (let i = 0; i < 100 && r.relay.tenants.size > 1; i++) await new Promise((res) => setTimeout(res, 10));

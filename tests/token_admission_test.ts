@@ -8,6 +8,7 @@ import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { parseHostForward } from "../src/cli.ts";
 import { createToken, type TokenClaims } from "../src/relay/tokens.ts";
+import { wsUpgradeStatus } from "./_relay_process.ts";
 
 const SECRET = new TextEncoder().encode("admission-secret-of-at-least-16");
 
@@ -33,30 +34,6 @@ function token(tenant: string, extra: Partial<Omit<TokenClaims, "v" | "tenant">>
   return createToken(SECRET, { tenant, exp: Math.floor(Date.now() / 1000) + 3600, ...extra });
 }
 
-/** The HTTP status a WebSocket upgrade to `path` gets (a raw handshake over TCP). */
-async function upgradeStatus(relay: Relay, path: string): Promise<number> {
-  const port = Number(/:(\d+)$/.exec(relay.wsUrls[0])![1]);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    const req = [
-      `GET ${path} HTTP/1.1`,
-      `Host: 127.0.0.1:${port}`,
-      "Upgrade: websocket",
-      "Connection: Upgrade",
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-      "Sec-WebSocket-Version: 13",
-      "",
-      "",
-    ].join("\r\n");
-    await conn.write(new TextEncoder().encode(req));
-    const buf = new Uint8Array(4096);
-    const n = await conn.read(buf);
-    return Number(/^HTTP\/1\.1 (\d{3})/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)))?.[1] ?? 0);
-  } finally {
-    conn.close();
-  }
-}
-
 /** Opens a guest WebSocket; resolves with it once open, or with the HTTP status of a refused upgrade. */
 async function connect(relay: Relay, id: string, tok: string): Promise<WebSocket | number> {
   const path = `/v1/tenants/${id}/ws?token=${tok}`;
@@ -65,7 +42,7 @@ async function connect(relay: Relay, id: string, tok: string): Promise<WebSocket
     ws.onopen = () => resolve(true);
     ws.onerror = () => resolve(false);
   });
-  return opened ? ws : await upgradeStatus(relay, path);
+  return opened ? ws : await wsUpgradeStatus(Number(/:(\d+)$/.exec(relay.wsUrls[0])![1]), path);
 }
 
 function closed(ws: WebSocket): Promise<number> {

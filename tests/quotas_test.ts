@@ -11,6 +11,7 @@ import { defaultStackConfig } from "../src/stack/config.ts";
 import { parseHostForward } from "../src/cli.ts";
 import { startUdpEcho } from "./_services.ts";
 import { descriptorLimit, FlowLimit } from "../src/stack/flow_limit.ts";
+import { openFileLimit } from "../src/host/libc.ts";
 import { TimerWheel } from "../src/stack/timer_wheel.ts";
 import { NodeHost } from "../src/host/node_host.ts";
 import { Stack } from "../src/stack/stack.ts";
@@ -225,4 +226,10 @@ Deno.test("relay-wide flow limit: the descriptor limit is read from /proc/self/l
     }),
     null,
   );
+});
+
+Deno.test("relay-wide flow limit: getrlimit through FFI agrees with /proc/self/limits (what --allow-all would read)", () => {
+  const viaFfi = openFileLimit();
+  if (viaFfi === null) return; // no FFI here: the relay falls back to /proc or to no limit
+  assert.equal(viaFfi, descriptorLimit());
 });

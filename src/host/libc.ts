@@ -34,6 +34,7 @@ const SYMBOLS = {
   epoll_wait_now: { name: "epoll_wait", parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
@@ -68,4 +69,20 @@ export function pollFdFor(fd: number): Uint8Array {
   v.setInt32(0, fd, true);
   v.setInt16(4, POLLIN, true);
   return b;
+}
+
+const RLIMIT_NOFILE = 7;
+
+/**
+ * The soft limit on open descriptors (getrlimit(RLIMIT_NOFILE)), or null without FFI. Deno lets only
+ * --allow-all read /proc/self/limits; the FFI the socket loop already needs answers too.
+ */
+export function openFileLimit(): number | null {
+  try {
+    const r = new BigUint64Array(2);
+    if (libc().getrlimit(RLIMIT_NOFILE, new Uint8Array(r.buffer)) !== 0) return null;
+    return r[0] > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(r[0]);
+  } catch {
+    return null;
+  }
 }

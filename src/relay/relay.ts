@@ -42,6 +42,7 @@ import { AdminApi, json } from "./admin.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
+import { openFileLimit } from "../host/libc.ts";
 
 /** The relay is at one of its relay-wide limits: the request may succeed later (HTTP 503). */
 export class RelayFullError extends Error {}
@@ -132,7 +133,7 @@ export class Relay {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
     this.#opts = opts;
-    const fds = descriptorLimit();
+    const fds = openFileLimit() ?? descriptorLimit();
     this.flowLimit = new FlowLimit(
       opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
     );

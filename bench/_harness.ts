@@ -4,6 +4,13 @@
 export const CLI = Deno.env.get("SLIRP_RELAY_ENTRY") ?? new URL("../src/cli.ts", import.meta.url).pathname;
 
 /** Starts `slirp-relay serve` with `args` as its own process (optionally under --cpu-prof). */
+/**
+ * The V8 flags of deno.json's start task, so that benchmarks measure the relay users run: a 1 MiB young
+ * generation (it grows to 16 MiB under an attacker's allocation rate and stays) and `gc()` for the release of
+ * a deleted tenant's memory (src/host/libc.ts releaseFreedMemory). SLIRP_RELAY_V8_FLAGS adds more.
+ */
+export const RELAY_V8_FLAGS = "--max-semi-space-size=1,--expose-gc";
+
 export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): Deno.ChildProcess {
   const prof = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
   return new Deno.Command(Deno.execPath(), {
@@ -11,7 +18,9 @@ export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): 
       "run",
       "-A",
       ...prof,
-      ...(Deno.env.get("SLIRP_RELAY_V8_FLAGS") ? [`--v8-flags=${Deno.env.get("SLIRP_RELAY_V8_FLAGS")}`] : []),
+      `--v8-flags=${RELAY_V8_FLAGS}${
+        Deno.env.get("SLIRP_RELAY_V8_FLAGS") ? `,${Deno.env.get("SLIRP_RELAY_V8_FLAGS")}` : ""
+      }`,
       CLI,
       "serve",
       "--log-level",

@@ -42,7 +42,7 @@ import { AdminApi, json } from "./admin.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
-import { openFileLimit } from "../host/libc.ts";
+import { mapLargeBuffersOnOwnPages, openFileLimit, releaseFreedMemory } from "../host/libc.ts";
 
 /** The relay is at one of its relay-wide limits: the request may succeed later (HTTP 503). */
 export class RelayFullError extends Error {}
@@ -117,6 +117,7 @@ export class Relay {
   #wsUrls: string[] = [];
   #adminUrl: string | null = null;
   #tick: ReturnType<typeof setInterval> | undefined;
+  #memoryRelease: ReturnType<typeof setTimeout> | undefined;
   #nextSession = 1;
   #icmp: IcmpSocket | null = null;
   #forwards: BoundForward[] = [];
@@ -133,6 +134,7 @@ export class Relay {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
     this.#opts = opts;
+    mapLargeBuffersOnOwnPages();
     const fds = openFileLimit() ?? descriptorLimit();
     this.flowLimit = new FlowLimit(
       opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
@@ -157,6 +159,19 @@ export class Relay {
     const out = new Set<GuestSession>();
     for (const t of this.tenants.values()) if (t.link && t.stack) out.add({ tenant: t, stack: t.stack });
     return out;
+  }
+
+  /**
+   * A tenant's flows, rings and sockets have gone: once their buffers are collected, give the pages back to the
+   * system (one release per second at most, whatever the number of tenants leaving).
+   */
+  #releaseMemorySoon(): void {
+    if (this.#memoryRelease !== undefined) return;
+    this.#memoryRelease = setTimeout(() => {
+      this.#memoryRelease = undefined;
+      releaseFreedMemory();
+    }, 1000);
+    Deno.unrefTimer(this.#memoryRelease);
   }
 
   #openIcmp(): HostIcmpEcho | null {
@@ -331,6 +346,7 @@ export class Relay {
     if (t.lane) this.scheduler.close(t.lane);
     t.delete();
     this.#opts.log("info", "tenant deleted", { tenant: id });
+    this.#releaseMemorySoon();
     return true;
   }
 
@@ -391,6 +407,7 @@ export class Relay {
       if (t.ephemeral) {
         this.tenants.delete(t.id);
         t.delete();
+        this.#releaseMemorySoon();
       } else if (t.admittedBy === "token" && this.tenants.get(t.id) === t) {
         // a token made it; nothing is kept once its guest is gone past the grace period
         this.deleteTenant(t.id);
@@ -820,6 +837,8 @@ export class Relay {
     this.#servers = [];
     if (this.#tick !== undefined) clearInterval(this.#tick);
     this.#tick = undefined;
+    clearTimeout(this.#memoryRelease);
+    this.#memoryRelease = undefined;
     this.#icmp?.close();
   }
 }

@@ -12,6 +12,7 @@ import { Stack } from "../src/stack/stack.ts";
 import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
 import { TimerWheel } from "../src/stack/timer_wheel.ts";
 import { NodeHost } from "../src/host/node_host.ts";
+import type { HostNet } from "../src/host/host.ts";
 import { dissect, type Dissection } from "./_dissect.ts";
 
 export const GW_MAC = 0x52550a000202;
@@ -153,12 +154,13 @@ export class StackHarness {
   readonly out: Dissection[] = [];
   readonly raw: Uint8Array[] = [];
   readonly wheel: TimerWheel;
-  /** Real sockets on the harness's manual clock (token buckets, RACK timing). */
-  readonly host: NodeHost = new ManualClockHost(() => this.now);
+  /** Real sockets on the harness's manual clock (token buckets, RACK timing), unless the test gives a host. */
+  readonly host: HostNet;
   readonly stack: Stack;
   now = 1_000_000;
 
-  constructor(patch: (c: StackConfig) => void = () => {}) {
+  constructor(patch: (c: StackConfig) => void = () => {}, host?: (clock: () => number) => HostNet) {
+    this.host = host ? host(() => this.now) : new ManualClockHost(() => this.now);
     const c = defaultStackConfig();
     c.dnsUpstreams = ["127.0.0.1:9"];
     patch(c);

@@ -274,20 +274,13 @@ e2eTest(
         const allowed = await tool(a, ["halfclose", "10.0.2.2", String(other.port)]);
         assert.equal(allowed.reply, "loopback-secret");
 
-        // B: default policy denies loopback (other port), metadata, private ranges
+        // B: the default policy denies the host's loopback off its allowed port (metadata and private ranges
+        // are tested where nothing can leave: tests/policy_table_test.ts, tests/policy_netns_test.ts)
         const bCounters = relay.tenants.get("tenant-b")!.counters;
-        for (
-          const [host, port] of [["10.0.2.2", other.port], ["169.254.169.254", 80], ["10.1.2.3", 80], [
-            "192.168.1.1",
-            443,
-          ]] as const
-        ) {
-          const before = bCounters.drops.get("policy-denied-tcp") ?? 0;
-          const r = await tool(b, ["refused", host, String(port)]);
-          assert.notEqual(r.error, null, `B reached ${host}:${port}`);
-          assert.ok(Number(r.ms) < 1000, `denial of ${host} is immediate`);
-          assert.equal(bCounters.drops.get("policy-denied-tcp"), before + 1, `${host} denied by policy`);
-        }
+        const before = bCounters.drops.get("policy-denied-tcp") ?? 0;
+        const r = await tool(b, ["refused", "10.0.2.2", String(other.port)]);
+        assert.notEqual(r.error, null, "B reached a loopback port it is not allowed");
+        assert.equal(bCounters.drops.get("policy-denied-tcp"), before + 1, "denied by policy");
       } finally {
         await a.close();
         await b.close();

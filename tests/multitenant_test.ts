@@ -4,67 +4,16 @@
  * guest is needed.
  */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
-import { parseHostForward } from "../src/cli.ts";
+import type { Relay } from "../src/relay/relay.ts";
+import { ADMIN, api, multiRelay, parsePrometheus, SECRET } from "./_relay_api.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 import { dhcpFrame } from "./_frames.ts";
 import { readFrames } from "../src/transport/stream.ts";
 
-const SECRET = new TextEncoder().encode("test-secret-of-at-least-16-bytes");
-const ADMIN = "admin-test-token";
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
-
-async function multiRelay(
-  dir: string,
-  extra: Partial<ConstructorParameters<typeof Relay>[0]> = {},
-): Promise<Relay> {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    admin: "http://127.0.0.1:0",
-    adminToken: ADMIN,
-    stack,
-    log: jsonLogger("error"),
-    multiTenant: true,
-    tokenSecret: SECRET,
-    tenantSocketDir: dir,
-    captureDir: dir,
-    parseForward: parseHostForward,
-    graceMs: 0,
-    ...extra,
-  });
-  await relay.start();
-  return relay;
-}
-
-function api(relay: Relay, method: string, path: string, body?: unknown, token = ADMIN): Promise<Response> {
-  return fetch(`${relay.adminUrl}${path}`, {
-    method,
-    headers: token ? { authorization: `Bearer ${token}`, "content-type": "application/json" } : {},
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-}
-
-/** Checks every line of a Prometheus text exposition; returns the sample names seen. */
-function parsePrometheus(text: string): Set<string> {
-  const names = new Set<string>();
-  for (const line of text.split("\n")) {
-    if (line === "" || line.startsWith("# HELP ") || line.startsWith("# TYPE ")) continue;
-    const m =
-      /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*\})? (-?[0-9.eE+-]+|NaN|\+Inf|-Inf)$/
-        .exec(line);
-    assert.ok(m, `not a Prometheus sample line: ${JSON.stringify(line)}`);
-    names.add(m[1]);
-  }
-  return names;
-}
 
 Deno.test("admin API: bearer token required; tenants created, listed, inspected, deleted; forwards; metrics", async () => {
   const dir = await Deno.makeTempDir();

@@ -209,6 +209,11 @@ Deno.test("UDP NAT: round trip to a loopback service via 10.0.2.2; policy refusa
     const r = await h.waitFor((d) => d.udp?.dstPort === 40000);
     assert.equal(r.ip!.src, ip("10.0.2.2"));
     assert.equal(r.udp!.srcPort, echo.port);
+    const frame = h.raw[h.out.indexOf(r)];
+    assert.equal(
+      new TextDecoder().decode(frame.subarray(r.udp!.payloadOffset, r.udp!.payloadEnd)),
+      "echo:hi",
+    );
     const deny = h.send(udpFrame(MAC_A, GUEST, ip("10.0.2.2"), 40000, 9, new Uint8Array(1)));
     assert.equal(deny[0].icmp!.type, ICMP_DEST_UNREACHABLE);
     assert.equal(deny[0].icmp!.code, ICMP_UNREACH_ADMIN_PROHIBITED);

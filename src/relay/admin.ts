@@ -177,6 +177,11 @@ export class AdminApi {
       if (!c) return json(404, { error: "No capture running" });
       return json(200, { path: c.path, frames: c.frames });
     }
+    if (
+      sub === "" || sub === "/stats" || sub === "/flows" || sub === "/hostfwd" || sub === "/capture" || fm
+    ) {
+      return json(405, { error: `${req.method} not allowed on ${path}` });
+    }
     return json(404, { error: `No route ${req.method} ${path}` });
   }
 }

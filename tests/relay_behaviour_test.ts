@@ -1,0 +1,173 @@
+/**
+ * What the README promises about the relay around its tenants, checked over its real listeners: a second guest
+ * for a tenant (replace / refuse), the grace period (flows kept across a reconnect, released after it), the
+ * admin API's routes and bodies, and metrics that move with the traffic.
+ */
+import assert from "node:assert/strict";
+import type { Relay } from "../src/relay/relay.ts";
+import { arpFrame, ip, tcpFrame } from "./_frames.ts";
+import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
+import { StreamGuest } from "./_relay_process.ts";
+import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
+import { listenTcp } from "./_services.ts";
+
+const MAC = 0x02000000000c;
+const GUEST = ip("10.0.2.15");
+const GATEWAY = ip("10.0.2.2");
+
+/** A guest on tenant `id`'s socket whose ARP for the gateway was answered (the relay serves it). */
+async function guest(dir: string, id: string): Promise<StreamGuest> {
+  const g = await StreamGuest.connect({ path: `${dir}/${id}.sock` });
+  await served(g);
+  return g;
+}
+
+/** The relay answers this guest (an ARP request for the gateway gets its reply). */
+async function served(g: StreamGuest): Promise<void> {
+  const from = g.out.length;
+  await g.send(arpFrame(MAC, GUEST, GATEWAY));
+  await g.waitFor((d) => d.arp?.senderIp === GATEWAY, 5000, from);
+}
+
+/** Opens a TCP connection from the guest to 10.0.2.2:`port` (the host's loopback) and completes it. */
+async function connect(g: StreamGuest, sport: number, port: number): Promise<void> {
+  const o = { srcMac: MAC, src: GUEST, dst: GATEWAY, sport, dport: port };
+  await g.send(tcpFrame({ ...o, seq: 1000, ack: 0, flags: TCP_SYN }));
+  const synAck = await g.waitFor((d) => d.tcp?.dstPort === sport && (d.tcp.flags & TCP_SYN) !== 0);
+  await g.send(tcpFrame({ ...o, seq: 1001, ack: (synAck.tcp!.seq + 1) >>> 0, flags: TCP_ACK_FLAG }));
+}
+
+async function until(what: string, pred: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`Timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function withRelay(
+  extra: Parameters<typeof multiRelay>[1],
+  fn: (relay: Relay, dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  const relay = await multiRelay(dir, extra);
+  try {
+    await fn(relay, dir);
+  } finally {
+    await relay.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("duplicate guest, replace (default): the second guest takes the tenant over, the first is closed", async () => {
+  await withRelay({}, async (relay, dir) => {
+    await relay.createTenant({ id: "d" });
+    const first = await guest(dir, "d");
+    const second = await guest(dir, "d");
+    await first.waitClosed();
+    await served(second);
+    assert.equal(relay.tenants.get("d")!.link?.kind, "stream");
+    second.close();
+  });
+});
+
+Deno.test("duplicate guest, refuse: the second guest is closed, the first keeps being served", async () => {
+  await withRelay({ duplicateGuest: "refuse" }, async (relay, dir) => {
+    await relay.createTenant({ id: "d" });
+    const first = await guest(dir, "d");
+    const second = await StreamGuest.connect({ path: `${dir}/d.sock` });
+    await second.waitClosed();
+    await served(first);
+    first.close();
+  });
+});
+
+Deno.test("grace period: a guest that reconnects in time finds its flows; past the grace they are released", async () => {
+  let peerClosed = 0;
+  const server = await listenTcp((s) => {
+    s.on("error", () => {}); // the relay may reset it on release
+    s.on("close", () => peerClosed++);
+  });
+  await withRelay({ graceMs: 400 }, async (relay, dir) => {
+    await relay.createTenant({ id: "g", policy: { allow: ["127.0.0.1/32"] } });
+    const t = () => relay.tenants.get("g")!;
+    const a = await guest(dir, "g");
+    await connect(a, 40001, server.port);
+    assert.equal(t().stack!.tcp.size, 1);
+    a.close();
+    await until("the relay sees the guest leave", () => t().link === null);
+    // within the grace period the tenant keeps its stack and its flow
+    const b = await guest(dir, "g");
+    assert.equal(t().stack!.tcp.size, 1, "the flow survived the reconnect");
+    await new Promise((r) => setTimeout(r, 600)); // longer than the grace: a live guest stops the clock
+    assert.equal(t().stack!.tcp.size, 1, "no release while a guest is connected");
+    assert.equal(peerClosed, 0);
+    b.close();
+    await until("the relay sees the guest leave", () => t().link === null);
+    assert.ok(t().stack !== null, "state is kept during the grace period");
+    await until("the flows are released after the grace", () => t().stack === null, 3000);
+    await until("the host peer sees its connection closed", () => peerClosed === 1);
+    assert.ok(relay.tenants.has("g"), "an operator's tenant outlives its guest");
+  });
+  server.close();
+});
+
+Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and non-JSON bodies", async () => {
+  const server = await listenTcp((s) => s.on("error", () => {}));
+  await withRelay({}, async (relay, dir) => {
+    await relay.createTenant({ id: "m", policy: { allow: ["127.0.0.1/32"] } });
+    const metrics = async () => {
+      const text = await (await api(relay, "GET", "/metrics")).text();
+      parsePrometheus(text);
+      return text;
+    };
+    const idle = await metrics();
+    assert.equal(sample(idle, "slirp_tenants"), 1);
+    assert.equal(sample(idle, "slirp_guests_connected"), 0);
+    assert.equal(sample(idle, "slirp_relay_flows"), 0);
+
+    const g = await guest(dir, "m");
+    await connect(g, 40002, server.port);
+    let flows = { tcp: [] as Record<string, unknown>[] };
+    await until("the connection is established", async () => {
+      flows = await (await api(relay, "GET", "/v1/tenants/m/flows")).json();
+      return flows.tcp[0]?.state === "ESTABLISHED";
+    });
+    assert.equal(flows.tcp.length, 1);
+    assert.equal(flows.tcp[0].guest, "10.0.2.15:40002");
+    assert.equal(flows.tcp[0].remote, `10.0.2.2:${server.port}`);
+    const stats = await (await api(relay, "GET", "/v1/tenants/m/stats")).json();
+    assert.equal(stats.connected, true);
+    assert.equal(stats.tcpFlows, 1);
+    assert.equal(stats.counters.tcpFlowsOpened, 1);
+
+    const busy = await metrics();
+    assert.equal(sample(busy, "slirp_guests_connected"), 1);
+    assert.equal(sample(busy, "slirp_relay_flows"), 1);
+    const fromGuest = sample(busy, "slirp_tenant_frames_total", { tenant: "m", direction: "from_guest" });
+    const toGuest = sample(busy, "slirp_tenant_frames_total", { tenant: "m", direction: "to_guest" });
+    assert.equal(fromGuest, 3, "ARP, SYN, ACK");
+    assert.equal(toGuest, 2, "ARP reply, SYN-ACK");
+
+    g.close();
+    await until("the guest is gone from the metrics", async () => {
+      const text = await metrics();
+      return sample(text, "slirp_guests_connected") === 0 && sample(text, "slirp_relay_flows") === 0;
+    });
+
+    // errors: unknown tenant, unknown route, wrong method, bodies that are not JSON
+    assert.equal((await api(relay, "GET", "/v1/tenants/nope/flows")).status, 404);
+    assert.equal((await api(relay, "GET", "/v2/things")).status, 404);
+    assert.equal((await api(relay, "PUT", "/v1/tenants")).status, 405);
+    assert.equal((await api(relay, "PUT", "/v1/tenants/m")).status, 405);
+    assert.equal((await api(relay, "POST", "/v1/tenants/m/flows")).status, 405);
+    const notJson = await api(relay, "POST", "/v1/tenants", "{not json");
+    assert.equal(notJson.status, 400);
+    assert.match((await notJson.json()).error, /not JSON/);
+    const badRule = await api(relay, "POST", "/v1/tenants/m/hostfwd", "[]");
+    assert.equal(badRule.status, 400);
+    assert.match((await badRule.json()).error, /"rule"/);
+    assert.equal((await api(relay, "DELETE", "/v1/tenants/m/capture")).status, 404);
+  });
+  server.close();
+});

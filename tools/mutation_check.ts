@@ -1,0 +1,174 @@
+/**
+ * Do the tests notice? Applies one-line breakages ("mutants") of promises the README makes to a copy of the
+ * tree, runs the tests that should catch each, and prints which were caught. Every mutant must be caught: a
+ * surviving one is a promise without a test. The list holds the twelve breakages of the test-coverage issue
+ * and later regressions worth guarding.
+ *
+ *   ./tools/deno run -A tools/mutation_check.ts            # every mutant, its listed test files
+ *   ./tools/deno run -A tools/mutation_check.ts grace flows  # the mutants whose name contains a word
+ *   ./tools/deno run -A tools/mutation_check.ts --all-tests  # each mutant against the whole suite (slow)
+ *
+ * Exit status 1 when a mutant survives or a breakage no longer applies (the code it edits moved).
+ */
+import { parseArgs } from "node:util";
+
+interface Mutant {
+  name: string;
+  file: string;
+  /** Text that must occur exactly once in `file`. */
+  from: string;
+  to: string;
+  /** Test files expected to fail with the breakage applied. */
+  tests: string[];
+}
+
+const MUTANTS: Mutant[] = [
+  {
+    name: "duplicate guest: replace no longer closes the old guest",
+    file: "src/relay/tenant.ts",
+    from: "if (old && old !== link) old.close();",
+    to: "",
+    tests: ["tests/relay_behaviour_test.ts"],
+  },
+  {
+    name: "duplicate guest: refuse admits the second guest",
+    file: "src/relay/relay.ts",
+    from: 'if (t.link && this.#opts.duplicateGuest === "refuse") {',
+    to: "if (false) {",
+    tests: ["tests/relay_behaviour_test.ts"],
+  },
+  {
+    name: "tenant grace period ignored",
+    file: "src/relay/tenant.ts",
+    from: "this.#graceTimer = setTimeout(release, graceMs);",
+    to: "this.#graceTimer = setTimeout(release, 0);",
+    tests: ["tests/relay_behaviour_test.ts"],
+  },
+  {
+    name: "a tenant's deny rules ignored",
+    file: "src/relay/tenant_config.ts",
+    from: 'for (const r of p?.deny ?? []) rules.push(parseRule(r, "deny"));',
+    to: "",
+    tests: ["tests/policy_table_test.ts"],
+  },
+  {
+    name: "100.64.0.0/10 dropped from the default deny list",
+    file: "src/relay/tenant_config.ts",
+    from: '  "100.64.0.0/10",\n',
+    to: "",
+    tests: ["tests/policy_table_test.ts"],
+  },
+  {
+    name: "maxTcpFlows ignored",
+    file: "src/relay/tenant_config.ts",
+    from: "c.maxTcpFlows = q.maxTcpFlows;",
+    to: "",
+    tests: ["tests/quotas_test.ts"],
+  },
+  {
+    name: "ICMP policy ignored",
+    file: "src/stack/icmp_service.ts",
+    from: 'if (!s.policy.check("icmp", real, 0)) {',
+    to: "if (false) {",
+    tests: ["tests/policy_table_test.ts"],
+  },
+  {
+    name: "GET /v1/tenants/<id>/flows returns []",
+    file: "src/relay/admin.ts",
+    from: "tcp: t.stack?.tcp.connections().map((c) => c.inspect()) ?? []",
+    to: "tcp: []",
+    tests: ["tests/relay_behaviour_test.ts"],
+  },
+  {
+    name: "slirp_guests_connected wrong",
+    file: "src/relay/metrics.ts",
+    from: "tenants.filter((t) => t.link).length,",
+    to: "tenants.length,",
+    tests: ["tests/relay_behaviour_test.ts"],
+  },
+  {
+    name: "token quota claims ignored",
+    file: "src/relay/relay.ts",
+    from: "t = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, \"token\");",
+    to: "t = await this.createTenant({ id, policy: claims.policy }, \"token\");",
+    tests: ["tests/token_admission_test.ts"],
+  },
+  {
+    name: "a guest RST no longer frees its flow",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from: "        });\n        this.#free(true);\n      } else this.#sendAck();",
+    to: "        });\n      } else this.#sendAck();",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "DHCP answers DISCOVER with NAK instead of OFFER",
+    file: "src/stack/dhcp_server.ts",
+    from: "this.#reply(m, DhcpMessageType.OFFER, l.address, mac, true);",
+    to: "this.#reply(m, DhcpMessageType.NAK, l.address, mac, true);",
+    tests: ["tests/stack_test.ts"],
+  },
+  {
+    name: "UDP replies reach the guest zeroed",
+    file: "src/stack/udp_nat.ts",
+    from: "s.sendUdp(src, f.guestIp, port, f.guestPort, data);",
+    to: "s.sendUdp(src, f.guestIp, port, f.guestPort, new Uint8Array(data.length));",
+    tests: ["tests/stack_test.ts"],
+  },
+  {
+    name: "newFlowsPerSecond not applied to tenants",
+    file: "src/relay/tenant_config.ts",
+    from: "c.newFlowsPerSecond = q.newFlowsPerSecond;",
+    to: "",
+    tests: ["tests/quotas_test.ts"],
+  },
+];
+
+const { values, positionals } = parseArgs({
+  args: Deno.args,
+  options: { "all-tests": { type: "boolean", default: false } },
+  allowPositionals: true,
+});
+const root = new URL("..", import.meta.url).pathname;
+const chosen = MUTANTS.filter((m) => positionals.length === 0 || positionals.some((w) => m.name.includes(w)));
+
+async function run(cmd: string[], cwd: string): Promise<{ code: number; out: string }> {
+  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "piped", stderr: "piped" }).output();
+  return { code: o.code, out: new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr) };
+}
+
+const work = await Deno.makeTempDir({ prefix: "slirp-mutants-" });
+let failures = 0;
+try {
+  // a copy of the tree as it is on disk (uncommitted changes included); node_modules shared
+  for (const e of Deno.readDirSync(root)) {
+    if (e.name === ".git" || e.name === "node_modules") continue;
+    await run(["cp", "-a", `${root}${e.name}`, `${work}/`], root);
+  }
+  await Deno.symlink(`${root}node_modules`, `${work}/node_modules`);
+  const deno = `${root}node_modules/deno/deno`;
+  console.log("| breakage | caught by | result |\n| --- | --- | --- |");
+  for (const m of chosen) {
+    const path = `${work}/${m.file}`;
+    const original = await Deno.readTextFile(path);
+    const at = original.indexOf(m.from);
+    if (at < 0 || original.indexOf(m.from, at + 1) >= 0) {
+      console.log(`| ${m.name} | ${m.file} | ✗ the breakage no longer applies (edit the mutant) |`);
+      failures++;
+      continue;
+    }
+    await Deno.writeTextFile(path, original.slice(0, at) + m.to + original.slice(at + m.from.length));
+    const files = values["all-tests"] ? ["tests/", "src/"] : m.tests;
+    const r = await run([deno, "test", "-A", "--parallel", "--no-check", ...files], work);
+    await Deno.writeTextFile(path, original);
+    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) => x[1].replace(/\x1b\[[0-9;]*m/g, ""));
+    if (r.code === 0) failures++;
+    console.log(
+      `| ${m.name} | ${files.join(", ")} | ${
+        r.code === 0 ? "✗ survived" : `caught (${failed.length} failing: ${failed.slice(0, 2).join("; ")})`
+      } |`,
+    );
+  }
+} finally {
+  await Deno.remove(work, { recursive: true });
+}
+Deno.exit(failures === 0 ? 0 : 1);

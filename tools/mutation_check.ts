@@ -89,8 +89,8 @@ const MUTANTS: Mutant[] = [
   {
     name: "token quota claims ignored",
     file: "src/relay/relay.ts",
-    from: "t = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, \"token\");",
-    to: "t = await this.createTenant({ id, policy: claims.policy }, \"token\");",
+    from: 't = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");',
+    to: 't = await this.createTenant({ id, policy: claims.policy }, "token");',
     tests: ["tests/token_admission_test.ts"],
   },
   {
@@ -132,7 +132,8 @@ const root = new URL("..", import.meta.url).pathname;
 const chosen = MUTANTS.filter((m) => positionals.length === 0 || positionals.some((w) => m.name.includes(w)));
 
 async function run(cmd: string[], cwd: string): Promise<{ code: number; out: string }> {
-  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "piped", stderr: "piped" }).output();
+  const o = await new Deno.Command(cmd[0], { args: cmd.slice(1), cwd, stdout: "piped", stderr: "piped" })
+    .output();
   return { code: o.code, out: new TextDecoder().decode(o.stdout) + new TextDecoder().decode(o.stderr) };
 }
 
@@ -160,7 +161,9 @@ try {
     const files = values["all-tests"] ? ["tests/", "src/"] : m.tests;
     const r = await run([deno, "test", "-A", "--parallel", "--no-check", ...files], work);
     await Deno.writeTextFile(path, original);
-    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) => x[1].replace(/\x1b\[[0-9;]*m/g, ""));
+    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) =>
+      x[1].replace(/\x1b\[[0-9;]*m/g, "")
+    );
     if (r.code === 0) failures++;
     console.log(
       `| ${m.name} | ${files.join(", ")} | ${

@@ -4,8 +4,7 @@
  * guest is needed.
  */
 import assert from "node:assert/strict";
-import type { Relay } from "../src/relay/relay.ts";
-import { ADMIN, api, multiRelay, parsePrometheus, SECRET } from "./_relay_api.ts";
+import { api, multiRelay, parsePrometheus, SECRET } from "./_relay_api.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";

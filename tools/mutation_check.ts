@@ -161,9 +161,7 @@ try {
     const files = values["all-tests"] ? ["tests/", "src/"] : m.tests;
     const r = await run([deno, "test", "-A", "--parallel", "--no-check", ...files], work);
     await Deno.writeTextFile(path, original);
-    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) =>
-      x[1].replace(/\x1b\[[0-9;]*m/g, "")
-    );
+    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) => x[1]);
     if (r.code === 0) failures++;
     console.log(
       `| ${m.name} | ${files.join(", ")} | ${

@@ -96,7 +96,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "a guest RST no longer frees its flow",
     file: "src/stack/tcp/tcp_conn.ts",
-    from: "        });\n        this.#free(true);\n      } else this.#sendAck();",
+    from: "        });\n        this.#freeByGuestReset();\n      } else this.#sendAck();",
     to: "        });\n      } else this.#sendAck();",
     tests: ["tests/tcp_state_test.ts"],
   },
@@ -161,7 +161,8 @@ try {
     const files = values["all-tests"] ? ["tests/", "src/"] : m.tests;
     const r = await run([deno, "test", "-A", "--parallel", "--no-check", ...files], work);
     await Deno.writeTextFile(path, original);
-    const failed = [...r.out.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) => x[1]);
+    const plain = r.out.replace(new RegExp(String.fromCharCode(27) + "\\[[0-9;]*m", "g"), "");
+    const failed = [...plain.matchAll(/^(.+?) \.\.\. .*FAILED/gm)].map((x) => x[1]);
     if (r.code === 0) failures++;
     console.log(
       `| ${m.name} | ${files.join(", ")} | ${

@@ -311,7 +311,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     switch (this.state) {
       case TcpState.CONNECTING:
         // the host is still dialing: a retransmitted SYN is absorbed; a RST aborts the dial
-        if (f & TCP_RST) this.#free(true);
+        if (f & TCP_RST) this.#freeByGuestReset();
         return;
       case TcpState.SYN_SENT:
         return this.#inputSynSent(seg);
@@ -351,7 +351,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
           tenant: this.stack.tenant,
           state: this.stateName,
         });
-        this.#free(true);
+        this.#freeByGuestReset();
       } else this.#sendAck();
       return;
     }
@@ -429,7 +429,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       }
     }
     if (f & TCP_RST) {
-      if (f & TCP_ACK_FLAG) this.#free(true); // the guest refused the forwarded connection
+      if (f & TCP_ACK_FLAG) this.#freeByGuestReset(); // the guest refused the forwarded connection
       return;
     }
     if (!(f & TCP_SYN) || !(f & TCP_ACK_FLAG)) return; // simultaneous open is not offered to guests
@@ -1099,6 +1099,15 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    * Frees the connection. With `reset`, the guest gets a RST (when synchronized or connecting) and the
    * host peer a reset too.
    */
+  /**
+   * The guest reset the connection: the host peer gets a reset, the guest nothing — a reset is never
+   * answered with a reset (RFC 9293 §3.10.7.4).
+   */
+  #freeByGuestReset(): void {
+    this.state = TcpState.CLOSED;
+    this.#free(true);
+  }
+
   #free(reset: boolean): void {
     if (this.#freed) return;
     if (reset && this.state !== TcpState.CLOSED && this.state !== TcpState.TIME_WAIT) {

@@ -1,0 +1,427 @@
+/**
+ * The TCP state machine, scripted: a guest that is segments in and segments out, a host peer driven by hand
+ * (`FakeHost`), and the manual clock — no root, no real socket, no wall clock. Each test names the RFC
+ * behaviour it pins down.
+ */
+import assert from "node:assert/strict";
+import { ip, StackHarness, tcpFrame } from "./_frames.ts";
+import { FakeHost, type FakeTcpSocket } from "./_fake_host.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
+import type { Dissection } from "./_dissect.ts";
+import { TIME_WAIT_MS } from "../src/stack/tcp/tcp_conn.ts";
+
+const MAC = 0x02000000000d;
+const GUEST = ip("10.0.2.15");
+const GATEWAY = ip("10.0.2.2");
+const PORT = 8080;
+
+interface GuestOptions {
+  mss?: number;
+  wscale?: number;
+  sack?: boolean;
+}
+
+/** A segment the relay sent to the guest, with its payload. */
+interface Sent {
+  tcp: TcpHeader;
+  data: Uint8Array;
+}
+
+/** One guest connection to 10.0.2.2:8080 on a fresh stack whose host is a FakeHost. */
+class ScriptedGuest {
+  readonly h: StackHarness;
+  host!: FakeHost;
+  /** The guest's next sequence number, and what it acknowledges of the relay's. */
+  seq = 1000;
+  ack = 0;
+  relayIss = 0;
+  window = 65535;
+  static #port = 40000;
+  readonly sport = ScriptedGuest.#port++;
+
+  constructor(readonly opts: GuestOptions = {}) {
+    this.h = new StackHarness(() => {}, (clock) => (this.host = new FakeHost(clock)));
+  }
+
+  get conns() {
+    return this.h.stack.tcp.connections();
+  }
+  get state(): string | undefined {
+    return this.conns[0]?.stateName;
+  }
+  get socket(): FakeTcpSocket {
+    return this.host.sockets[0];
+  }
+
+  /** Sends one segment; by default at the guest's current seq/ack, with the ACK flag when `ack` is known. */
+  send(
+    flags: number,
+    payload = new Uint8Array(0),
+    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][] } = {},
+  ): Sent[] {
+    const before = this.h.out.length;
+    const frame = tcpFrame(
+      {
+        srcMac: MAC,
+        src: GUEST,
+        dst: GATEWAY,
+        sport: this.sport,
+        dport: PORT,
+        seq: o.seq ?? this.seq,
+        ack: o.ack ?? this.ack,
+        flags,
+      },
+      payload,
+      (t) => {
+        t.window = o.window ?? this.window;
+        if (flags & TCP_SYN) {
+          t.mss = this.opts.mss ?? 1460;
+          if (this.opts.wscale !== undefined) t.windowScale = this.opts.wscale;
+          t.sackPermitted = this.opts.sack ?? false;
+        }
+        if (o.sack) {
+          t.sackCount = o.sack.length;
+          o.sack.forEach(([l, r], i) => {
+            t.sackBlocks[2 * i] = l;
+            t.sackBlocks[2 * i + 1] = r;
+          });
+        }
+      },
+    );
+    this.h.stack.input(frame);
+    return this.sentSince(before);
+  }
+
+  /** Segments to the guest from output index `from` on. */
+  sentSince(from: number): Sent[] {
+    const out: Sent[] = [];
+    for (let i = from; i < this.h.out.length; i++) {
+      const d: Dissection = this.h.out[i];
+      if (!d.tcp || d.tcp.dstPort !== this.sport) continue;
+      out.push({ tcp: d.tcp, data: this.h.raw[i].slice(d.tcp.payloadOffset, d.tcp.payloadEnd) });
+    }
+    return out;
+  }
+
+  /** SYN, the host accepts, SYN-ACK, ACK: ESTABLISHED. Returns the SYN-ACK. */
+  open(): TcpHeader {
+    assert.deepEqual(
+      this.send(TCP_SYN, undefined, { ack: 0 }),
+      [],
+      "no answer before the host dial succeeds",
+    );
+    assert.equal(this.state, "CONNECTING");
+    assert.equal(this.socket.remoteAddress, "127.0.0.1");
+    const before = this.h.out.length;
+    this.socket.accept();
+    const [synAck] = this.sentSince(before);
+    assert.equal(synAck.tcp.flags, TCP_SYN | TCP_ACK_FLAG);
+    assert.equal(synAck.tcp.ack, 1001, "SYN-ACK acknowledges the guest's SYN");
+    this.relayIss = synAck.tcp.seq;
+    this.seq = 1001;
+    this.ack = (synAck.tcp.seq + 1) >>> 0;
+    this.send(TCP_ACK_FLAG);
+    assert.equal(this.state, "ESTABLISHED");
+    return synAck.tcp;
+  }
+
+  /** Offset of a relay sequence number from the start of its data. */
+  off(seq: number): number {
+    return (seq - this.relayIss - 1) >>> 0;
+  }
+
+  close(): void {
+    this.h.close();
+  }
+}
+
+const bytes = (n: number, seed = 1) => new Uint8Array(n).map((_, i) => (i * 7 + seed) & 0xff);
+
+function guest(opts?: GuestOptions): ScriptedGuest {
+  return new ScriptedGuest(opts);
+}
+
+Deno.test("TCP handshake: the SYN is answered only once the host dial succeeds; a refused dial is a RST (RFC 9293 §3.5)", () => {
+  const g = guest({ wscale: 7, sack: true });
+  try {
+    const synAck = g.open();
+    assert.equal(synAck.mss, 1460, "MSS = MTU − 40");
+    assert.ok(
+      synAck.windowScale >= 0,
+      "window scale offered back to a guest that offered it (RFC 7323 §2.2)",
+    );
+    assert.equal(synAck.sackPermitted, true);
+  } finally {
+    g.close();
+  }
+  const r = guest();
+  try {
+    r.send(TCP_SYN, undefined, { ack: 0 });
+    const before = r.h.out.length;
+    r.socket.fail("ECONNREFUSED");
+    const [rst] = r.sentSince(before);
+    assert.equal(rst.tcp.flags & TCP_RST, TCP_RST);
+    assert.equal(rst.tcp.ack, 1001, "the reset acknowledges the SYN so the guest accepts it");
+    assert.equal(r.conns.length, 0);
+  } finally {
+    r.close();
+  }
+});
+
+Deno.test("TCP data both ways, exact; half-close from the guest keeps the host's direction open", () => {
+  const g = guest();
+  try {
+    g.open();
+    const up = bytes(3000);
+    g.send(TCP_ACK_FLAG, up.subarray(0, 1460));
+    g.seq += 1460;
+    g.send(TCP_ACK_FLAG, up.subarray(1460));
+    g.seq += 3000 - 1460;
+    assert.deepEqual(g.socket.written, up, "guest bytes reach the host exactly");
+    // the guest closes its direction (RFC 9293 §3.6): the host sees EOF, the relay still delivers
+    const fin = g.send(TCP_FIN | TCP_ACK_FLAG);
+    g.seq += 1;
+    assert.equal(fin.at(-1)!.tcp.ack, 1001 + 3000 + 1, "FIN acknowledged");
+    assert.equal(g.socket.ended, true);
+    assert.equal(g.state, "CLOSE_WAIT");
+    const down = bytes(2000, 5);
+    const before = g.h.out.length;
+    g.socket.send(down);
+    const segs = g.sentSince(before).filter((s) => s.data.length > 0);
+    const got = new Uint8Array(2000);
+    for (const s of segs) got.set(s.data, g.off(s.tcp.seq));
+    assert.deepEqual(got, down, "host bytes reach the guest exactly after its FIN");
+    g.ack = (g.relayIss + 1 + 2000) >>> 0;
+    g.send(TCP_ACK_FLAG);
+    // the host closes too: FIN to the guest, LAST-ACK, freed on the guest's ACK
+    const b2 = g.h.out.length;
+    g.socket.finish();
+    const [ourFin] = g.sentSince(b2);
+    assert.equal(ourFin.tcp.flags & TCP_FIN, TCP_FIN);
+    assert.equal(g.state, "LAST_ACK");
+    g.ack = (g.ack + 1) >>> 0;
+    g.send(TCP_ACK_FLAG);
+    assert.equal(g.conns.length, 0, "LAST-ACK acknowledged: the flow is gone");
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP simultaneous close: FINs cross, both are acknowledged, TIME-WAIT ends on the wheel (RFC 9293 §3.6)", () => {
+  const g = guest();
+  try {
+    g.open();
+    const before = g.h.out.length;
+    g.socket.finish(); // the host's FIN goes out...
+    const [ourFin] = g.sentSince(before);
+    assert.equal(ourFin.tcp.flags & TCP_FIN, TCP_FIN);
+    assert.equal(g.state, "FIN_WAIT_1");
+    // ...while the guest's FIN, not yet acknowledging ours, crosses it
+    const reply = g.send(TCP_FIN | TCP_ACK_FLAG);
+    g.seq += 1;
+    assert.equal(reply.at(-1)!.tcp.ack, 1002, "the guest's FIN is acknowledged");
+    assert.equal(g.state, "CLOSING");
+    g.ack = (g.ack + 1) >>> 0;
+    g.send(TCP_ACK_FLAG);
+    assert.equal(g.state, "TIME_WAIT");
+    g.h.advance(TIME_WAIT_MS + 10);
+    assert.equal(g.conns.length, 0);
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP RST in every state: an exact RST frees the flow and resets the host; in-window draws a challenge ACK (RFC 5961 §3.2)", () => {
+  const states: [string, (g: ScriptedGuest) => void][] = [
+    ["SYN_RECEIVED", (g) => {
+      g.send(TCP_SYN, undefined, { ack: 0 });
+      g.socket.accept();
+      g.seq = 1001;
+    }],
+    ["ESTABLISHED", (g) => g.open()],
+    ["CLOSE_WAIT", (g) => {
+      g.open();
+      g.send(TCP_FIN | TCP_ACK_FLAG);
+      g.seq += 1;
+    }],
+    ["LAST_ACK", (g) => {
+      g.open();
+      g.send(TCP_FIN | TCP_ACK_FLAG);
+      g.seq += 1;
+      g.socket.finish();
+    }],
+    ["FIN_WAIT_1", (g) => {
+      g.open();
+      g.socket.finish();
+    }],
+    ["FIN_WAIT_2", (g) => {
+      g.open();
+      g.socket.finish();
+      g.ack = (g.ack + 1) >>> 0;
+      g.send(TCP_ACK_FLAG);
+    }],
+  ];
+  for (const [state, reach] of states) {
+    const g = guest();
+    try {
+      reach(g);
+      assert.equal(g.state, state);
+      // in the window but not at its left edge: maybe forged; answer with an ACK, keep the flow
+      const challenge = g.send(TCP_RST, undefined, { seq: g.seq + 100 });
+      assert.equal(challenge.length, 1, `${state}: challenge ACK`);
+      assert.equal(challenge[0].tcp.flags, TCP_ACK_FLAG);
+      assert.equal(challenge[0].tcp.ack, g.seq >>> 0);
+      assert.equal(g.state, state, `${state}: the in-window RST is not obeyed`);
+      // outside the window: ignored
+      assert.deepEqual(g.send(TCP_RST, undefined, { seq: g.seq + 10_000_000 }), []);
+      assert.equal(g.state, state);
+      // exact: the flow is gone and the host peer gets a reset
+      assert.deepEqual(g.send(TCP_RST), [], `${state}: no answer to a reset`);
+      assert.equal(g.conns.length, 0, `${state}: flow freed`);
+      assert.equal(g.socket.destroyed && g.socket.resetSent, true, `${state}: host socket reset`);
+    } finally {
+      g.close();
+    }
+  }
+});
+
+Deno.test("TCP retransmission: RTO fires on the wheel and backs off exponentially (RFC 6298 §5.5); an ACK ends it", () => {
+  const g = guest();
+  try {
+    g.open();
+    const before = g.h.out.length;
+    g.socket.send(bytes(1000));
+    const [first] = g.sentSince(before);
+    assert.equal(first.data.length, 1000);
+    const times: number[] = [];
+    const start = g.h.now;
+    for (let t = 0; t < 8000 && times.length < 3; t += 10) {
+      const b = g.h.out.length;
+      g.h.advance(10);
+      for (const s of g.sentSince(b)) {
+        if (s.tcp.seq === first.tcp.seq && s.data.length > 0) times.push(g.h.now - start);
+      }
+    }
+    assert.equal(times.length, 3, "three retransmissions in 8 s");
+    const [a, b, c] = times;
+    assert.ok(
+      b - a >= 1.9 * a - 20 && c - b >= 1.9 * (b - a) - 20,
+      `backoff doubles: ${times.join(", ")} ms`,
+    );
+    const k = g.h.stack.counters;
+    assert.equal(k.tcpTimeouts + k.tcpTailProbes, 3, "each counted as a timeout or a tail-loss probe");
+    g.ack = (g.ack + 1000) >>> 0;
+    g.send(TCP_ACK_FLAG);
+    const after = g.h.out.length;
+    g.h.advance(10_000);
+    assert.equal(g.sentSince(after).filter((s) => s.data.length > 0).length, 0, "nothing left to retransmit");
+    assert.equal(g.state, "ESTABLISHED");
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP fast retransmit with SACK: three duplicate ACKs resend the hole before any timer (RFC 6675 §5)", () => {
+  const g = guest({ sack: true });
+  try {
+    g.open();
+    const before = g.h.out.length;
+    g.socket.send(bytes(10 * 1460));
+    const flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    assert.equal(flight.length, 10, "the initial window of ten segments (RFC 6928)");
+    const hole = flight[0].tcp.seq;
+    // segments 2..4 arrive, 1 is lost: the guest repeats its ACK with growing SACK blocks
+    const retransmitted: Sent[] = [];
+    for (let i = 1; i <= 3; i++) {
+      const right = (flight[i].tcp.seq + 1460) >>> 0;
+      retransmitted.push(...g.send(TCP_ACK_FLAG, undefined, { sack: [[flight[1].tcp.seq, right]] }));
+    }
+    const resent = retransmitted.filter((s) => s.tcp.seq === hole && s.data.length > 0);
+    assert.equal(resent.length, 1, "the hole is resent once, without waiting for the RTO");
+    assert.deepEqual(resent[0].data, flight[0].data);
+    assert.ok(g.h.stack.counters.tcpRetransmits >= 1);
+    assert.equal(g.h.stack.counters.tcpTimeouts, 0);
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP zero window: the relay stops, probes on the timer, and resumes when the window opens (RFC 9293 §3.8.6.1)", () => {
+  const g = guest();
+  try {
+    g.open();
+    g.send(TCP_ACK_FLAG, undefined, { window: 0 });
+    const before = g.h.out.length;
+    g.socket.send(bytes(4000));
+    assert.equal(
+      g.sentSince(before).filter((s) => s.data.length > 0).length,
+      0,
+      "no data into a zero window",
+    );
+    const b2 = g.h.out.length;
+    g.h.advance(3000);
+    const probes = g.sentSince(b2);
+    assert.ok(probes.length >= 1, "a window probe is sent");
+    assert.ok(probes.every((p) => p.data.length <= 1), "probes carry at most one byte");
+    assert.equal(g.state, "ESTABLISHED", "a closed window is not a dead peer");
+    const b3 = g.h.out.length;
+    g.send(TCP_ACK_FLAG, undefined, { window: 65535 });
+    const sent = g.sentSince(b3).filter((s) => s.data.length > 0);
+    assert.ok(sent.reduce((n, s) => n + s.data.length, 0) >= 3999, "the window opened: data flows");
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP window scaling: the guest's window field is shifted by its scale (RFC 7323 §2.3)", () => {
+  const g = guest({ wscale: 7 });
+  try {
+    g.open();
+    g.send(TCP_ACK_FLAG, undefined, { window: 4 }); // 4 << 7 = 512 bytes
+    const before = g.h.out.length;
+    g.socket.send(bytes(5000));
+    const sent = g.sentSince(before).reduce((n, s) => n + s.data.length, 0);
+    assert.equal(sent, 512, "exactly the scaled window is sent");
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP out-of-order and overlapping guest data reach the host once, in order; SACK reports the island (RFC 2018)", () => {
+  const g = guest({ sack: true });
+  try {
+    g.open();
+    const data = bytes(3000, 9);
+    // the second part first: held, and SACKed
+    const sack = g.send(TCP_ACK_FLAG, data.subarray(1000, 2000), { seq: 1001 + 1000 });
+    assert.equal(g.socket.written.length, 0, "nothing delivered across a hole");
+    assert.equal(sack[0].tcp.ack, 1001, "duplicate ACK for the hole");
+    assert.equal(sack[0].tcp.sackCount, 1);
+    assert.deepEqual([sack[0].tcp.sackBlocks[0], sack[0].tcp.sackBlocks[1]], [2001, 3001]);
+    // the first part, overlapping the island by 500 bytes
+    g.send(TCP_ACK_FLAG, data.subarray(0, 1500), { seq: 1001 });
+    assert.deepEqual(g.socket.written, data.subarray(0, 2000), "hole filled, island delivered, overlap once");
+    // an old retransmission of delivered bytes plus 1000 new ones
+    const before = g.h.out.length;
+    g.send(TCP_ACK_FLAG, data.subarray(1500, 3000), { seq: 1001 + 1500 });
+    assert.deepEqual(g.socket.written, data);
+    g.h.advance(500); // a delayed ACK is due within 500 ms (RFC 9293 §3.8.6.3)
+    assert.equal(g.sentSince(before).at(-1)?.tcp.ack, 1001 + 3000);
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP host reset: the guest gets a RST and the flow is freed", () => {
+  const g = guest();
+  try {
+    g.open();
+    const before = g.h.out.length;
+    g.socket.fail("ECONNRESET");
+    const [rst] = g.sentSince(before);
+    assert.equal(rst.tcp.flags & TCP_RST, TCP_RST);
+    assert.equal(g.conns.length, 0);
+  } finally {
+    g.close();
+  }
+});

@@ -10,6 +10,15 @@ import {
 
 const skip = !epollAvailable();
 
+// CI (SLIRP_E2E_REQUIRED=1) must exercise the production socket loop: its absence fails, it does not skip
+Deno.test({
+  name: "epoll sockets are available where the end-to-end suite is required",
+  ignore: Deno.env.get("SLIRP_E2E_REQUIRED") !== "1" || Deno.env.get("SLIRP_SOCKETS") === "runtime",
+  fn() {
+    assert.ok(!skip, "epoll through FFI is unavailable: the relay would fall back to the runtime's sockets");
+  },
+});
+
 async function readAll(s: { read(p: Uint8Array): Promise<number | null> }, into: number[]): Promise<void> {
   const buf = new Uint8Array(7000); // odd size: many partial reads
   for (;;) {

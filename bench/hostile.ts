@@ -27,6 +27,8 @@ const { values: flags } = parseArgs({
     tenants: { type: "string", default: "8" },
     seconds: { type: "string", default: "10" },
     json: { type: "boolean", default: false },
+    // write the relay's CPU profile (deno --cpu-prof) into this directory
+    "cpu-prof-dir": { type: "string" },
     // internal: run only the hostile guest against this socket, for this many ms
     "hostile-client": { type: "string" },
     ms: { type: "string" },
@@ -180,7 +182,7 @@ const relay = spawnRelay([
   "127.0.0.1:9",
   "--tenant-grace",
   "0",
-]);
+], { cpuProfDir: flags["cpu-prof-dir"] });
 const alive = () => {
   try {
     return !/State:\s+Z/.test(Deno.readTextFileSync(`/proc/${relay.pid}/status`));

@@ -121,6 +121,20 @@ const MUTANTS: Mutant[] = [
     to: "",
     tests: ["tests/quotas_test.ts"],
   },
+  {
+    name: "--no-host-loopback ignored",
+    file: "src/cli.ts",
+    from: 'if (flags["no-host-loopback"]) stack.gatewayToLoopback = false;',
+    to: "",
+    tests: ["tests/cli_flags_test.ts"],
+  },
+  {
+    name: "--udp-idle ignored",
+    file: "src/cli.ts",
+    from: "stack.udpIdleSec = s;",
+    to: "",
+    tests: ["tests/cli_flags_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

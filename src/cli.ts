@@ -8,14 +8,14 @@ import { parseArgs } from "node:util";
 import { VERSION } from "./version.ts";
 import {
   defaultStackConfig,
-  parseCidr,
   parseHostForward,
   parseUpstream,
   type StackConfig,
+  useNetwork,
 } from "./stack/config.ts";
 
 export { parseHostForward };
-import { ipv4ToString, parseIpv4Address } from "./wire/bytes.ts";
+import { parseIpv4Address } from "./wire/bytes.ts";
 import { Relay } from "./relay/relay.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
@@ -118,16 +118,7 @@ export function buildServeConfig(
   flags: ServeFlags,
 ): { listen: string[]; stack: StackConfig; logLevel: LogLevel } {
   const stack = defaultStackConfig();
-  if (flags.net !== undefined) {
-    const c = parseCidr(flags.net);
-    if (!c) throw new Error(`Invalid --net "${flags.net}": expected CIDR such as 10.0.2.0/24`);
-    // libslirp's layout inside any network: gateway .2, DNS .3, DHCP from .15
-    stack.net = `${ipv4ToString(c.network)}/${c.prefix}`;
-    stack.gateway = ipv4ToString(c.network + 2);
-    stack.dns = ipv4ToString(c.network + 3);
-    stack.dhcpStart = ipv4ToString(c.network + 15);
-    stack.dnsRecords = [{ name: "host.slirp.internal", address: stack.gateway }];
-  }
+  if (flags.net !== undefined) useNetwork(stack, flags.net, "--net");
   if (flags.mtu !== undefined) {
     const mtu = Number(flags.mtu);
     if (!Number.isInteger(mtu)) throw new Error(`Invalid --mtu "${flags.mtu}": not an integer`);

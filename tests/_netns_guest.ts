@@ -4,7 +4,8 @@
  * as a VM's NIC would. All traffic stays inside the namespace and the relay.
  */
 import { TapDevice } from "../src/host/tap.ts";
-import { type ByteStream, FrameWriter, readFrames } from "../src/transport/stream.ts";
+import { FrameWriter, readFrames } from "../src/transport/stream.ts";
+import type { ByteStream } from "../src/host/host.ts";
 
 /** Why end-to-end tests cannot run here, or null when they can. */
 export function e2eMissing(extraCommands: string[] = []): string | null {

@@ -9,6 +9,13 @@
  * @module
  */
 
+/** A connected byte stream: a guest's stream socket under a transport (Deno.Conn has this shape). */
+export interface ByteStream {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}
+
 /** Receives datagrams for one UDP flow. */
 export interface UdpHandlers {
   /** `data` is owned by the callee (it may keep it). */

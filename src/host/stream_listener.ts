@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ByteStream } from "../transport/stream.ts";
+import type { ByteStream } from "./host.ts";
 import { epollAvailable, EpollListener, type EpollSocket } from "./epoll.ts";
 
 /** A guest connection as accepted: a byte stream and a printable remote address. */

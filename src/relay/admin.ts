@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { Relay } from "./relay.ts";
+import type { RelayView } from "./relay_view.ts";
 import { renderMetrics } from "./metrics.ts";
 
 /** A JSON response (errors are `{"error": "…"}`). */
@@ -60,10 +60,10 @@ export function capturePath(dir: string, requested: string): string {
 }
 
 export class AdminApi {
-  #relay: Relay;
+  #relay: RelayView;
   #token: string;
 
-  constructor(relay: Relay, token: string) {
+  constructor(relay: RelayView, token: string) {
     this.#relay = relay;
     this.#token = token;
   }

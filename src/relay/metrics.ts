@@ -2,14 +2,14 @@
  * Prometheus text exposition (format 0.0.4) of the relay and every tenant.
  * @module
  */
-import type { Relay } from "./relay.ts";
+import type { RelayView } from "./relay_view.ts";
 import { uncaught } from "./last_resort.ts";
 
 function esc(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
-export function renderMetrics(r: Relay): string {
+export function renderMetrics(r: RelayView): string {
   const out: string[] = [];
   const family = (
     name: string,

@@ -13,19 +13,14 @@
 import type { Logger } from "../stack/stack.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
-import type { TokenBucket } from "../stack/token_bucket.ts";
+import type { TokenBucket } from "../common/token_bucket.ts";
 import { EpollHost } from "../host/epoll_host.ts";
 import { deferUntilIdle, epollAvailable, EpollSocket } from "../host/epoll.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
 import { listenStream, type StreamListener } from "../host/stream_listener.ts";
-import {
-  type ByteStream,
-  FrameWriter,
-  FramingError,
-  QEMU_MAX_FRAME,
-  readFrameBatches,
-} from "../transport/stream.ts";
+import type { ByteStream } from "../host/host.ts";
+import { FrameWriter, FramingError, QEMU_MAX_FRAME, readFrameBatches } from "../transport/stream.ts";
 import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
@@ -39,6 +34,7 @@ import {
 } from "./tenant_config.ts";
 import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
+import type { RelayView } from "./relay_view.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
@@ -105,7 +101,7 @@ export interface GuestSession {
 /** How long an admitted WebSocket has to complete its upgrade and attach. */
 const UPGRADE_WAIT_MS = 10_000;
 
-export class Relay {
+export class Relay implements RelayView {
   readonly wheel: TimerWheel;
   readonly host: NodeHost;
   readonly scheduler = new FrameScheduler();

@@ -11,7 +11,7 @@
  * @module
  */
 import { setImmediate } from "node:timers";
-import type { TokenBucket } from "../stack/token_bucket.ts";
+import type { TokenBucket } from "../common/token_bucket.ts";
 
 /** Bytes a lane may deliver per round (DRR quantum). */
 export const QUANTUM_BYTES = 64 * 1024;

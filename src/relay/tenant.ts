@@ -12,7 +12,7 @@ import { Counters } from "../stack/counters.ts";
 import { contained } from "../stack/containment.ts";
 import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
-import { TokenBucket } from "../stack/token_bucket.ts";
+import { TokenBucket } from "../common/token_bucket.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 import { ETH_HEADER_LEN } from "../wire/ethernet.ts";

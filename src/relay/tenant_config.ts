@@ -12,12 +12,15 @@ import {
   checkHostForward,
   defaultStackConfig,
   type HostForwardConfig,
-  parseCidr,
   parseHostForward,
   type StackConfig,
+  useNetwork,
 } from "../stack/config.ts";
+import { parseCidr } from "../wire/bytes.ts";
 import type { PolicyConfig, PolicyRuleConfig } from "../stack/policy.ts";
-import { TENANT_ID_PATTERN } from "./tokens.ts";
+
+/** Tenant ids: path- and filename-safe. */
+export const TENANT_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 /** Egress rules: "CIDR", "CIDR:PORT[-PORT]", optionally "/tcp" or "/udp" or "/icmp" at the end. */
 export interface TenantPolicy {
@@ -171,16 +174,7 @@ export function tenantStackConfig(
   parseForward: (s: string) => HostForwardConfig,
 ): StackConfig {
   const c: StackConfig = { ...defaultStackConfig(), ...structuredClone(base) };
-  if (spec.net) {
-    const cidr = parseCidr(spec.net);
-    if (!cidr) throw new Error(`Invalid net "${spec.net}"`);
-    const ip = (n: number) => `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
-    c.net = `${ip(cidr.network)}/${cidr.prefix}`;
-    c.gateway = ip(cidr.network + 2);
-    c.dns = ip(cidr.network + 3);
-    c.dhcpStart = ip(cidr.network + 15);
-    c.dnsRecords = [{ name: "host.slirp.internal", address: c.gateway }];
-  }
+  if (spec.net) useNetwork(c, spec.net, "net");
   if (spec.mtu !== undefined) c.mtu = spec.mtu;
   c.policy = compilePolicy(spec.policy, multiTenant);
   const q = { ...DEFAULT_QUOTAS, ...spec.quotas };

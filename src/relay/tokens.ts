@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { TenantPolicy, TenantQuotas } from "./tenant_config.ts";
+import { TENANT_ID_PATTERN, type TenantPolicy, type TenantQuotas } from "./tenant_config.ts";
 
 /** What a token asserts. */
 export interface TokenClaims {
@@ -18,9 +18,6 @@ export interface TokenClaims {
   policy?: TenantPolicy;
   quotas?: TenantQuotas;
 }
-
-/** Tenant ids: path- and filename-safe. */
-export const TENANT_ID_PATTERN = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$/;
 
 function b64url(bytes: Uint8Array): string {
   let s = "";

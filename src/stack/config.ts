@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ipv4ToString, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
+import { ipv4ToString, parseCidr, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
 import type { PolicyConfig } from "./policy.ts";
 
 /** A static DNS record answered by the stack itself. */
@@ -196,15 +196,18 @@ export interface AddressPlan {
 export const MIN_MTU = 576;
 export const MAX_MTU = 65520;
 
-/** Parses "a.b.c.d/n" into network and prefix, or returns null. */
-export function parseCidr(text: string): { network: number; prefix: number } | null {
-  const m = /^([^/]+)\/(\d{1,2})$/.exec(text.trim());
-  if (!m) return null;
-  const a = parseIpv4Address(m[1]);
-  const prefix = Number(m[2]);
-  if (a === null || prefix > 32) return null;
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return { network: (a & mask) >>> 0, prefix };
+/**
+ * Puts `c` on network `net` (CIDR) with libslirp's layout inside it: gateway .2, DNS .3, DHCP from .15, and
+ * host.slirp.internal naming the gateway. Throws on a bad CIDR.
+ */
+export function useNetwork(c: StackConfig, net: string, what = "network"): void {
+  const cidr = parseCidr(net);
+  if (!cidr) throw new Error(`Invalid ${what} "${net}": expected CIDR such as 10.0.2.0/24`);
+  c.net = `${ipv4ToString(cidr.network)}/${cidr.prefix}`;
+  c.gateway = ipv4ToString(cidr.network + 2);
+  c.dns = ipv4ToString(cidr.network + 3);
+  c.dhcpStart = ipv4ToString(cidr.network + 15);
+  c.dnsRecords = [{ name: "host.slirp.internal", address: c.gateway }];
 }
 
 /** Validates `c` and derives the numeric plan. Throws an Error whose message says what is wrong. */

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseCidr } from "./config.ts";
+import { parseCidr } from "../wire/bytes.ts";
 
 export type PolicyAction = "allow" | "deny";
 export type PolicyProtocol = "tcp" | "udp" | "icmp";

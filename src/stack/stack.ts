@@ -52,7 +52,7 @@ import { TranslationTable } from "./translation.ts";
 import { DHCP_CLIENT_PORT, DHCP_SERVER_PORT } from "../wire/dhcp.ts";
 import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
-import { TokenBucket } from "./token_bucket.ts";
+import { TokenBucket } from "../common/token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
 import { ContainedHost, type FaultOwner } from "./containment.ts";
 import { MemoryBudget } from "./memory_budget.ts";

@@ -11,14 +11,8 @@
  * @module
  */
 
-import type { TokenBucket } from "../stack/token_bucket.ts";
-
-/** The byte stream under a transport (Deno.Conn has this shape). */
-export interface ByteStream {
-  read(p: Uint8Array): Promise<number | null>;
-  write(p: Uint8Array): Promise<number>;
-  close(): void;
-}
+import type { TokenBucket } from "../common/token_bucket.ts";
+import type { ByteStream } from "../host/host.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;

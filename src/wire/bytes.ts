@@ -74,6 +74,17 @@ export function isMulticastMac(mac: number): boolean {
   return (Math.floor(mac / 0x100_0000_0000) & 1) === 1;
 }
 
+/** Parses "a.b.c.d/n" into network and prefix, or returns null. */
+export function parseCidr(text: string): { network: number; prefix: number } | null {
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(text.trim());
+  if (!m) return null;
+  const a = parseIpv4Address(m[1]);
+  const prefix = Number(m[2]);
+  if (a === null || prefix > 32) return null;
+  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
+  return { network: (a & mask) >>> 0, prefix };
+}
+
 /** Formats an IPv4 address held in a u32 as dotted quad. */
 export function ipv4ToString(a: number): string {
   return `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`;

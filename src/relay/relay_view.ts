@@ -1,0 +1,31 @@
+/**
+ * What the admin API and the metrics see of the relay: its tenants, limits and counters, and the few
+ * operations an operator may ask for. `Relay` implements it; admin.ts and metrics.ts import only this.
+ *
+ * @module
+ */
+import type { Logger } from "../stack/stack.ts";
+import type { HostForwardConfig } from "../stack/config.ts";
+import type { FlowLimit } from "../stack/flow_limit.ts";
+import type { Tenant } from "./tenant.ts";
+
+export interface RelayView {
+  readonly tenants: ReadonlyMap<string, Tenant>;
+  /** Date.now() at start. */
+  readonly startedAt: number;
+  /** Open flows across every tenant, and the relay-wide limit. */
+  readonly flowLimit: FlowLimit;
+  readonly maxTenants: number;
+  readonly atTenantLimit: boolean;
+  /** Guest connections closed for protocol errors. */
+  readonly transportErrors: number;
+  /** Where admin-started captures go, and only there. */
+  readonly captureDir: string;
+  readonly log: Logger;
+  /** Creates a tenant from an operator's spec (validated; throws with the reason). */
+  createTenant(raw: unknown): Promise<Tenant>;
+  deleteTenant(id: string): boolean;
+  /** Where a tenant is reached, for the admin API's replies. */
+  tenantEndpoints(t: Tenant): Record<string, unknown>;
+  parseForward(rule: string): HostForwardConfig;
+}

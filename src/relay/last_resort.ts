@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Logger } from "../stack/stack.ts";
+import type { Logger } from "../common/logger.ts";
 
 /** Throws and rejections that reached the top, since {@linkcode installLastResortGuards}. */
 export const uncaught = { errors: 0, rejections: 0 };

@@ -2,7 +2,7 @@
  * JSON log lines on stderr: `{"time":…,"level":"info","msg":"…",…fields}`.
  * @module
  */
-import type { Logger } from "../stack/stack.ts";
+import type { Logger } from "../common/logger.ts";
 
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 export type LogLevel = keyof typeof LEVELS;

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Logger } from "../stack/stack.ts";
+import type { Logger } from "../common/logger.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";

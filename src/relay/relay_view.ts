@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Logger } from "../stack/stack.ts";
+import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { Tenant } from "./tenant.ts";

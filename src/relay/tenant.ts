@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { type Logger, Stack } from "../stack/stack.ts";
+import { Stack } from "../stack/stack.ts";
+import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
 import { contained } from "../stack/containment.ts";

@@ -8,16 +8,16 @@
 import { MAC_BROADCAST, WireError } from "../wire/bytes.ts";
 import { ARP_LEN, ARP_OP_REPLY, ARP_OP_REQUEST, emitArp, parseArp } from "../wire/arp.ts";
 import { emitEthernet, ETH_HEADER_LEN, ETHERTYPE_ARP } from "../wire/ethernet.ts";
-import type { Stack } from "./stack.ts";
+import type { StackContext } from "./context.ts";
 
 /** Do not repeat an ARP request for the same address more often than this. */
 const REQUEST_INTERVAL_MS = 1000;
 
 export class ArpService {
-  #stack: Stack;
+  #stack: StackContext;
   #lastRequest = new Map<number, number>();
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
   }
 

@@ -39,7 +39,7 @@ import { encodeNames } from "../wire/dns.ts";
 import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { IPPROTO_UDP } from "../wire/ipv4.ts";
 import { Timer } from "./timer_wheel.ts";
-import type { Stack } from "./stack.ts";
+import type { StackContext } from "./context.ts";
 
 /** How long an OFFER reserves its address before another client may get it. */
 export const OFFER_HOLD_MS = 30_000;
@@ -57,12 +57,12 @@ interface Lease {
 }
 
 export class DhcpServer {
-  #stack: Stack;
+  #stack: StackContext;
   #byKey = new Map<string, Lease>();
   #byAddress = new Map<number, Lease>();
   #staticByMac = new Map<number, { address: number; hostname?: string }>();
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
     const c = stack.config;
     for (const l of c.staticLeases) {

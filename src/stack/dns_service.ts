@@ -26,7 +26,7 @@ import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { u16 } from "../wire/bytes.ts";
 import type { HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
-import type { Stack } from "./stack.ts";
+import type { StackContext } from "./context.ts";
 import { L4_OFFSET } from "./frame.ts";
 import { parseUpstream, type Upstream } from "./config.ts";
 
@@ -53,7 +53,7 @@ interface PendingQuery {
 }
 
 export class DnsService {
-  #stack: Stack;
+  #stack: StackContext;
   #records = new Map<string, Uint8Array>();
   #upstreams: Upstream[];
   #pending = new Map<number, PendingQuery>();
@@ -61,7 +61,7 @@ export class DnsService {
   #ids = new Uint16Array(64);
   #idsLeft = 0;
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
     for (const r of stack.config.dnsRecords) {
       const a = parseIpv4Address(r.address)!;

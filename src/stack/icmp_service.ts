@@ -22,17 +22,17 @@ import {
 import { emitIpv4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import { L4_OFFSET } from "./frame.ts";
-import type { Stack } from "./stack.ts";
+import type { StackContext } from "./context.ts";
 
 /** Echo requests in flight through the host per tenant. */
 export const MAX_PENDING_ECHO = 64;
 const ECHO_TIMEOUT_MS = 5000;
 
 export class IcmpService {
-  #stack: Stack;
+  #stack: StackContext;
   #pending = 0;
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
   }
 

@@ -40,6 +40,8 @@ import { L4_OFFSET } from "./frame.ts";
 import { checksumSum, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
 import type { HostNet } from "../host/host.ts";
+import type { Logger } from "../common/logger.ts";
+import type { StackContext } from "./context.ts";
 import { type AddressPlan, resolvePlan, type StackConfig } from "./config.ts";
 import { EgressPolicy } from "./policy.ts";
 import type { TimerWheel } from "./timer_wheel.ts";
@@ -54,19 +56,12 @@ import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
 import { TokenBucket } from "../common/token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
-import { ContainedHost, type FaultOwner } from "./containment.ts";
+import { ContainedHost } from "./containment.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { type FlowLimit, UNLIMITED_FLOWS } from "./flow_limit.ts";
 
 /** Receives a frame for the guest. The bytes are valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => void;
-
-/** Structured log line sink. */
-export type Logger = (
-  level: "debug" | "info" | "warn" | "error",
-  msg: string,
-  fields?: Record<string, unknown>,
-) => void;
 
 /** What a stack is built from besides its config. */
 export interface StackDeps {
@@ -108,7 +103,7 @@ const LOG_WINDOW_MS = 10_000;
 /** Bound on the IP→MAC table: a guest LAN has few hosts. */
 const MAX_NEIGHBOURS = 64;
 
-export class Stack implements FaultOwner {
+export class Stack implements StackContext {
   readonly config: StackConfig;
   readonly plan: AddressPlan;
   /** The host's sockets, with every callback inside this stack's fault boundary. */

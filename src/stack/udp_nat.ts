@@ -23,7 +23,7 @@ import {
 import type { HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
 import { LOOPBACK_V4 } from "./translation.ts";
-import type { Stack } from "./stack.ts";
+import type { StackContext } from "./context.ts";
 
 /** One guest source's mapping. */
 export interface UdpFlow {
@@ -55,14 +55,14 @@ interface ForwardPeer {
 const MAX_FORWARD_PEERS = 256;
 
 export class UdpNat {
-  #stack: Stack;
+  #stack: StackContext;
   /** (guestPort << 16 | localPort) → forward peer. */
   #peers = new Map<number, ForwardPeer>();
   /** guestPort → flows (usually one: one guest address per tenant). */
   #flows = new Map<number, UdpFlow[]>();
   #count = 0;
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
   }
 

@@ -39,7 +39,7 @@ import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import { Timer } from "../timer_wheel.ts";
 import type { FaultOwner } from "../containment.ts";
 import { L4_OFFSET } from "../frame.ts";
-import type { Stack } from "../stack.ts";
+import type { StackContext } from "../context.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { SendQueue } from "./send_queue.ts";
 import { Reassembly } from "./reassembly.ts";
@@ -112,8 +112,32 @@ export interface TcpEndpoints {
   localPort: number;
 }
 
+/** What a connection needs of its tenant's TCP service (TcpService implements it). */
+export interface TcpConnOwner {
+  /** Reused header for every segment a connection emits. */
+  readonly outHeader: TcpHeader;
+  /** Sends the RST that answers a segment (RFC 9293 §3.10.7.1). */
+  reset(
+    guestIp: number,
+    localIp: number,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+    ack: number,
+    flags: number,
+    dataLen: number,
+  ): void;
+  /** The host dial failed: answer the guest's SYN and forget the connection. */
+  connectFailed(c: TcpConn, code: string): void;
+  /** True when the transport toward the guest holds enough; senders join `blocked`. */
+  outputCongested(): boolean;
+  readonly blocked: Set<TcpConn>;
+  /** Connections paused until the tenant's memory budget has room. */
+  readonly budgetBlocked: Set<TcpConn>;
+}
+
 export class TcpConn implements TcpHandlers, FaultOwner {
-  readonly stack: Stack;
+  readonly stack: StackContext;
   readonly guestIp: number;
   readonly guestPort: number;
   readonly localIp: number;
@@ -186,7 +210,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   readonly #ackTimer: Timer;
 
   constructor(
-    stack: Stack,
+    stack: StackContext,
+    readonly owner: TcpConnOwner,
     ep: TcpEndpoints,
     state: TcpStateValue,
     opts: { sendBuffer?: number; receiveBuffer?: number } = {},
@@ -276,7 +301,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   }
 
   #sendSyn(withAck: boolean): void {
-    const h = this.stack.tcp.outHeader;
+    const h = this.owner.outHeader;
     h.mss = this.stack.plan.mtu - 40;
     if (withAck) {
       h.windowScale = this.sndWscale > 0 || this.rcvWscale > 0 ? this.rcvWscale : -1;
@@ -405,7 +430,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** The reset RFC 9293 §3.10.7 prescribes in answer to an unacceptable segment. */
   #resetFor(seg: TcpHeader): void {
-    this.stack.tcp.reset(
+    this.owner.reset(
       this.guestIp,
       this.localIp,
       this.guestPort,
@@ -638,7 +663,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       s !== TcpState.CLOSING &&
       s !== TcpState.LAST_ACK
     ) return;
-    const tcp = this.stack.tcp;
+    const tcp = this.owner;
     for (;;) {
       const sentData = seqDiff(this.sndNxt, this.sndUna) -
         (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
@@ -821,7 +846,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     const s = this.stack;
     const end = seqAdd(seq, len + (flags & (TCP_SYN | TCP_FIN) ? 1 : 0));
     if (seqGt(end, this.sndMax)) this.sndMax = end;
-    const h = s.tcp.outHeader;
+    const h = this.owner.outHeader;
     h.srcPort = this.localPort;
     h.dstPort = this.guestPort;
     h.seq = seq;
@@ -1033,7 +1058,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   /** Paused by the tenant's budget rather than this flow's own limit: ask to be told when room comes back. */
   #waitForBudget(): void {
     this.stack.memory.waiting = true;
-    this.stack.tcp.budgetBlocked.add(this);
+    this.owner.budgetBlocked.add(this);
   }
 
   /** The tenant's budget has room again (see {@linkcode TcpService.budgetFreed}). */
@@ -1062,7 +1087,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     if (this.#freed) return;
     this.#hostClosed = true;
     if (this.state === TcpState.CONNECTING) {
-      this.stack.tcp.connectFailed(this, code);
+      this.owner.connectFailed(this, code);
       return;
     }
     this.stack.log("debug", "host socket error", { tenant: this.stack.tenant, code, state: this.stateName });
@@ -1112,7 +1137,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     if (this.#freed) return;
     if (reset && this.state !== TcpState.CLOSED && this.state !== TcpState.TIME_WAIT) {
       if (this.state === TcpState.CONNECTING) {
-        this.stack.tcp.reset(
+        this.owner.reset(
           this.guestIp,
           this.localIp,
           this.guestPort,

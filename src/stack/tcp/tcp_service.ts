@@ -23,8 +23,8 @@ import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } fr
 import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
-import type { Stack } from "../stack.ts";
-import { TcpConn, TcpState } from "./tcp_conn.ts";
+import type { StackContext } from "../context.ts";
+import { TcpConn, type TcpConnOwner, TcpState } from "./tcp_conn.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
 export const OUTPUT_PACING_BYTES = 128 * 1024;
@@ -33,8 +33,8 @@ const SHARED_SEG = newTcpHeader();
 const SHARED_RST = newTcpHeader();
 const SHARED_OUT = newTcpHeader();
 
-export class TcpService {
-  #stack: Stack;
+export class TcpService implements TcpConnOwner {
+  #stack: StackContext;
   // parse and emit scratch, shared by every tenant's stack (used synchronously, never across stacks)
   #seg = SHARED_SEG;
   #rst = SHARED_RST;
@@ -48,7 +48,7 @@ export class TcpService {
   /** Bytes waiting in the transport toward the guest; set by the relay. */
   outputBacklog: () => number = () => 0;
 
-  constructor(stack: Stack) {
+  constructor(stack: StackContext) {
     this.#stack = stack;
   }
 
@@ -169,7 +169,7 @@ export class TcpService {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
     if (!s.flowLimit.tryOpen()) return this.#refuse(ip, seg, "relay-flow-limit");
-    const c = new TcpConn(s, {
+    const c = new TcpConn(s, this, {
       guestIp: ip.src,
       guestPort: seg.srcPort,
       localIp: ip.dst,
@@ -274,6 +274,7 @@ export class TcpService {
     }
     const c = new TcpConn(
       s,
+      this,
       { guestIp, guestPort: fwd.guestPort, localIp: s.plan.gateway, localPort },
       TcpState.SYN_SENT,
     );

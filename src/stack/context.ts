@@ -1,0 +1,97 @@
+/**
+ * What the stack's services (ARP, DHCP, DNS, ICMP, UDP NAT, TCP) see of their stack: its configuration,
+ * clock, host sockets, counters and the ways to send toward the guest — and of each other, only the small
+ * interfaces below. `Stack` implements it; no service imports `Stack`, so the stack and its services form no
+ * import circle, and a service can be built on a test's own context.
+ *
+ * @module
+ */
+import type { Logger } from "../common/logger.ts";
+import type { WireError } from "../wire/bytes.ts";
+import type { Ipv4Header } from "../wire/ipv4.ts";
+import type { AddressPlan, StackConfig } from "./config.ts";
+import type { ContainedHost, FaultOwner } from "./containment.ts";
+import type { Counters } from "./counters.ts";
+import type { FlowLimit } from "./flow_limit.ts";
+import type { MemoryBudget } from "./memory_budget.ts";
+import type { EgressPolicy } from "./policy.ts";
+import type { TimerWheel } from "./timer_wheel.ts";
+import type { TranslationTable } from "./translation.ts";
+
+/** ICMP errors toward the guest (the ICMP service sends them for every other service). */
+export interface IcmpErrors {
+  /** Destination unreachable about the datagram in `buf`, counted under `reason`. */
+  unreachable(buf: Uint8Array, ip: Ipv4Header, code: number, reason: string): void;
+  /** Unreachable about a UDP datagram no longer in hand (rebuilt from the flow). */
+  unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void;
+  /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
+  unreachableForTcp(
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+    seq: number,
+    code: number,
+  ): void;
+}
+
+export interface StackContext extends FaultOwner {
+  readonly config: StackConfig;
+  readonly plan: AddressPlan;
+  /** The host's sockets, every callback inside this stack's fault boundary. */
+  readonly host: ContainedHost;
+  readonly wheel: TimerWheel;
+  readonly policy: EgressPolicy;
+  readonly translation: TranslationTable;
+  readonly counters: Counters;
+  readonly log: Logger;
+  /** Tenant name for logs. */
+  readonly tenant: string;
+  /** Scratch buffer a frame toward the guest is built in (L4 at `L4_OFFSET`). */
+  readonly tx: Uint8Array;
+  /** Bytes the tenant's flows hold (quota bufferedBytes). */
+  readonly memory: MemoryBudget;
+  /** Open flows across the relay. */
+  readonly flowLimit: FlowLimit;
+  readonly closed: boolean;
+  readonly icmp: IcmpErrors;
+  /** Where DNS over TCP to the virtual DNS address goes. */
+  readonly dns: { tcpUpstream(): { address: number; port: number } | null };
+  /** The most recently bound lease (the default target of port forwards). */
+  readonly dhcp: { readonly lastBoundAddress: number };
+
+  /** Counts a dropped frame under `reason`. */
+  drop(reason: string, err?: WireError): void;
+  /** Records that the guest's `ip` is at `mac`. */
+  learn(ip: number, mac: number): void;
+  /** Policy and relay guard together: may the guest reach `real:port`? */
+  allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;
+  /** Admits one new flow under the tenant's rate quota. */
+  admitFlow(): boolean;
+  /** Sends the L4 bytes in `tx` at L4_OFFSET as an IPv4 datagram to the guest. */
+  sendIpv4(
+    src: number,
+    dst: number,
+    protocol: number,
+    l4Length: number,
+    dstMac?: number,
+    ttl?: number,
+  ): boolean;
+  /** The same for a frame built at `buf[base]` (TCP builds data segments next to its send ring). */
+  sendIpv4In(
+    buf: Uint8Array,
+    base: number,
+    src: number,
+    dst: number,
+    protocol: number,
+    l4Length: number,
+    dstMac?: number,
+    ttl?: number,
+  ): boolean;
+  sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean;
+  sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean;
+  /** Sends `len` bytes of `tx` as a frame. */
+  sendFrame(len: number): void;
+  /** A throw inside one flow's code: that flow alone is reset. */
+  flowFault(flow: { abort(): void }, err: unknown, where: string): void;
+}

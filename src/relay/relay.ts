@@ -24,7 +24,9 @@ import { FrameWriter, FramingError, QEMU_MAX_FRAME, readFrameBatches } from "../
 import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
-import { bindForward, type BoundForward, type GuestLink, Tenant } from "./tenant.ts";
+import { bindForward, type BoundForward, Tenant } from "./tenant.ts";
+import { type FrameFeed, type GuestLink, lossyLink } from "../transport/link.ts";
+import { carryWebSocket } from "../transport/websocket.ts";
 import {
   compilePolicy,
   parseStreamTcp,
@@ -378,7 +380,7 @@ export class Relay implements RelayView {
   #attach(
     t: Tenant,
     link: GuestLink,
-  ): ((buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>) | null {
+  ): FrameFeed | null {
     if (t.link && this.#opts.duplicateGuest === "refuse") {
       this.#opts.log("warn", "second guest for a connected tenant refused", {
         tenant: t.id,
@@ -413,25 +415,16 @@ export class Relay implements RelayView {
 
   // ───────────────────────── stream transport ─────────────────────────
 
-  #faultyOutput(t: Tenant, link: GuestLink): GuestLink {
+  /** The link, or a wrapper that drops a share of its guest-bound frames (`faults`, tests only). */
+  #withFaults(t: Tenant, link: GuestLink): GuestLink {
     const loss = this.#opts.faults?.guestBoundLoss ?? 0;
     if (loss <= 0) return link;
-    let x = (this.#opts.faults?.seed ?? 0x9e3779b9) >>> 0 || 1;
-    const send = link.send.bind(link);
-    link.send = (f) => {
-      // xorshift32: reproducible drops
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      if (x / 0x1_0000_0000 < loss) {
-        t.counters.drop("fault-injected");
-        return true;
-      }
-      return send(f);
-    };
-    return link;
+    return lossyLink(
+      link,
+      loss,
+      this.#opts.faults?.seed ?? 0x9e3779b9,
+      () => t.counters.drop("fault-injected"),
+    );
   }
 
   async #serveStream(conn: ByteStream, remote: string, tenant: Tenant | null): Promise<void> {
@@ -459,7 +452,7 @@ export class Relay implements RelayView {
       } catch { /* closed */ }
     });
     if (conn instanceof EpollSocket) writer.schedule = deferUntilIdle;
-    const link: GuestLink = this.#faultyOutput(t, {
+    const link: GuestLink = this.#withFaults(t, {
       kind: "stream",
       remote,
       send: (f) => writer.push(f),
@@ -670,76 +663,6 @@ export class Relay implements RelayView {
   }
 
   #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, expiresAt = Infinity): void {
-    const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
-    let backlogBytes = 0;
-    let onDrain: (() => void) | null = null;
-    let drainTimer: ReturnType<typeof setTimeout> | undefined;
-    let rate: TokenBucket | null = null;
-    const limit = t.linkBacklogLimit;
-    const watchDrain = () => {
-      if (drainTimer !== undefined) return;
-      drainTimer = setTimeout(() => {
-        drainTimer = undefined;
-        backlogBytes = ws.bufferedAmount;
-        if (backlogBytes > 0) watchDrain();
-        onDrain?.();
-      }, 2);
-    };
-    const link: GuestLink = this.#faultyOutput(t, {
-      kind: "websocket",
-      remote,
-      send: (f) => {
-        if (ws.readyState !== WebSocket.OPEN) return false;
-        if (ws.bufferedAmount + f.length > limit) return false;
-        if (rate) rate.spend(f.length, performance.now());
-        ws.send(f.slice());
-        backlogBytes = ws.bufferedAmount;
-        if (backlogBytes > 0) watchDrain();
-        return true;
-      },
-      get backlog() {
-        // egress quota in debt looks like a full backlog: TCP toward the guest waits
-        if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
-        return ws.bufferedAmount;
-      },
-      get onDrain() {
-        return onDrain;
-      },
-      set onDrain(fn) {
-        onDrain = fn;
-      },
-      setRate: (r) => {
-        rate = r;
-        if (r) {
-          // keep kicking senders while the bucket refills
-          const iv = setInterval(() => {
-            if (ws.readyState > WebSocket.OPEN) return clearInterval(iv);
-            if (r.available(performance.now()) >= 0) onDrain?.();
-          }, 10);
-        }
-      },
-      close: () => {
-        try {
-          ws.close(1000);
-        } catch { /* closed */ }
-      },
-    });
-    let feed: ((buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>) | null = null;
-    // frames waiting for the scheduler: bounded; a guest that outruns it loses frames (counted)
-    const queue: Uint8Array[] = [];
-    let queuedBytes = 0;
-    let pumping = false;
-    const offs = [0], lens = [0];
-    const pump = async () => {
-      pumping = true;
-      while (queue.length > 0 && feed) {
-        const f = queue.shift()!;
-        queuedBytes -= f.length;
-        lens[0] = f.length;
-        await feed(f, offs, lens, 1);
-      }
-      pumping = false;
-    };
     let expiry: ReturnType<typeof setTimeout> | undefined;
     const expireAt = () => {
       // setTimeout holds at most ~24.8 days: longer tokens are checked again then
@@ -751,35 +674,28 @@ export class Relay implements RelayView {
       }
       expiry = setTimeout(expireAt, Math.min(left, 0x7fffffff));
     };
-    ws.onopen = () => {
-      feed = this.#attach(t, link);
-      if (!feed) ws.close(4409, "tenant already has a guest");
-      else if (expiresAt !== Infinity) expireAt();
-    };
-    ws.onmessage = (e) => {
-      if (typeof e.data === "string") return; // text messages are ignored
-      const frame = new Uint8Array(e.data as ArrayBuffer);
-      if (frame.length > maxFrame || frame.length < 14) {
+    let attached: GuestLink | null = null;
+    carryWebSocket(ws, {
+      remote,
+      maxFrame: Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14),
+      backlogLimit: t.linkBacklogLimit,
+    }, {
+      opened: (link) => {
+        attached = this.#withFaults(t, link);
+        const feed = this.#attach(t, attached);
+        if (feed && expiresAt !== Infinity) expireAt();
+        return feed;
+      },
+      closed: (link) => {
+        if (expiry !== undefined) clearTimeout(expiry);
+        this.#detach(t, attached ?? link);
+      },
+      protocolError: (reason, fields) => {
         this.transportErrors++;
-        this.#opts.log("warn", "WebSocket guest closed: frame size out of range", {
-          tenant: t.id,
-          length: frame.length,
-        });
-        ws.close(1009, "frame size out of range");
-        return;
-      }
-      if (queuedBytes + frame.length > limit) return t.counters.drop("ws-ingress-overflow");
-      queue.push(frame);
-      queuedBytes += frame.length;
-      if (!pumping) pump();
-    };
-    ws.onclose = () => {
-      feed = null;
-      if (expiry !== undefined) clearTimeout(expiry);
-      if (drainTimer !== undefined) clearTimeout(drainTimer);
-      this.#detach(t, link);
-    };
-    ws.onerror = () => {};
+        this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
+      },
+      dropped: (reason) => t.counters.drop(reason),
+    });
   }
 
   // ───────────────────────── single-user forwards ─────────────────────────

@@ -7,6 +7,7 @@
  * @module
  */
 import { Stack } from "../stack/stack.ts";
+import type { GuestLink } from "../transport/link.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
@@ -20,21 +21,6 @@ import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { DEFAULT_QUOTAS, LINK_BACKLOG_MAX, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
-
-/** A connected guest, whatever carries its frames. */
-export interface GuestLink {
-  readonly kind: "stream" | "websocket";
-  readonly remote: string;
-  /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
-  send(frame: Uint8Array): boolean;
-  /** Bytes queued toward the guest. */
-  readonly backlog: number;
-  /** Called when the backlog drained. */
-  onDrain: (() => void) | null;
-  /** Egress shaping, applied by the link's writer. */
-  setRate(rate: TokenBucket | null): void;
-  close(): void;
-}
 
 /** What a tenant needs from the relay. */
 export interface TenantDeps {

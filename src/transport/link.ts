@@ -1,0 +1,73 @@
+/**
+ * The guest-link contract: what a tenant needs of the carrier that brings its guest's frames (a stream
+ * socket, a WebSocket, …), and what a carrier tells its owner. A new carrier is a new file in this folder
+ * that returns a {@linkcode GuestLink} and calls a {@linkcode LinkPeer}; the relay does not change.
+ *
+ * @module
+ */
+import type { TokenBucket } from "../common/token_bucket.ts";
+
+/** Frames toward the guest, and the carrier's state. */
+export interface GuestLink {
+  readonly kind: "stream" | "websocket";
+  readonly remote: string;
+  /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
+  send(frame: Uint8Array): boolean;
+  /** Bytes queued toward the guest. */
+  readonly backlog: number;
+  /** Called when the backlog drained. */
+  onDrain: (() => void) | null;
+  /** Egress shaping, applied by the link's writer. */
+  setRate(rate: TokenBucket | null): void;
+  close(): void;
+}
+
+/** A batch of guest frames `buf[offs[i], offs[i]+lens[i])`, i < n; resolves when the frames were taken. */
+export type FrameFeed = (buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>;
+
+/** What a carrier reports to its owner. */
+export interface LinkPeer {
+  /** The link is up: where its frames go, or null to refuse it (the carrier then closes). */
+  opened(link: GuestLink): FrameFeed | null;
+  /** The link went down (either side). */
+  closed(link: GuestLink): void;
+  /** The guest broke the carrier's protocol; the carrier closes the link after this. */
+  protocolError(reason: string, fields: Record<string, unknown>): void;
+  /** A guest frame was dropped (counted under `reason`). */
+  dropped(reason: string): void;
+}
+
+/**
+ * A link that drops a share of the frames sent toward the guest (tests of loss recovery): reproducible
+ * (xorshift32 from `seed`), counted through `dropped`. A wrapper, as smoltcp's `phy/fault_injector.rs`.
+ */
+export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: () => void): GuestLink {
+  let x = seed >>> 0 || 1;
+  return {
+    kind: link.kind,
+    remote: link.remote,
+    send(frame) {
+      x ^= x << 13;
+      x >>>= 0;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      if (x / 0x1_0000_0000 < loss) {
+        dropped();
+        return true;
+      }
+      return link.send(frame);
+    },
+    get backlog() {
+      return link.backlog;
+    },
+    get onDrain() {
+      return link.onDrain;
+    },
+    set onDrain(fn) {
+      link.onDrain = fn;
+    },
+    setRate: (rate) => link.setRate(rate),
+    close: () => link.close(),
+  };
+}

@@ -1,0 +1,120 @@
+/**
+ * The WebSocket carrier (v86's raw mode): one Ethernet frame per binary message each way; text messages
+ * are ignored. Accepting the upgrade is the relay's (HTTP, origins, tokens); carrying frames is this file's.
+ *
+ * @module
+ */
+import type { TokenBucket } from "../common/token_bucket.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+
+/** Smallest frame: an Ethernet header. */
+const MIN_FRAME = 14;
+/** How often a link with a backlog checks whether it drained (WebSocket has no drain event). */
+const DRAIN_POLL_MS = 2;
+/** How often a rate-limited link wakes its senders while the bucket refills. */
+const RATE_POLL_MS = 10;
+
+export interface WebSocketLinkOptions {
+  remote: string;
+  /** Largest frame accepted from the guest; a larger message closes the link (1009). */
+  maxFrame: number;
+  /** Bytes allowed to wait each way: toward the guest (then frames are refused) and toward the stack. */
+  backlogLimit: number;
+}
+
+/**
+ * Carries frames over an accepted WebSocket `ws` (binaryType "arraybuffer") and reports to `peer`. Returns
+ * the link at once; `peer.opened` runs when the socket opens.
+ */
+export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: LinkPeer): GuestLink {
+  const limit = opts.backlogLimit;
+  let onDrain: (() => void) | null = null;
+  let drainTimer: ReturnType<typeof setTimeout> | undefined;
+  let rateTimer: ReturnType<typeof setInterval> | undefined;
+  let rate: TokenBucket | null = null;
+  const watchDrain = () => {
+    if (drainTimer !== undefined) return;
+    drainTimer = setTimeout(() => {
+      drainTimer = undefined;
+      if (ws.bufferedAmount > 0) watchDrain();
+      onDrain?.();
+    }, DRAIN_POLL_MS);
+  };
+  const link: GuestLink = {
+    kind: "websocket",
+    remote: opts.remote,
+    send: (f) => {
+      if (ws.readyState !== WebSocket.OPEN) return false;
+      if (ws.bufferedAmount + f.length > limit) return false;
+      if (rate) rate.spend(f.length, performance.now());
+      ws.send(f.slice());
+      if (ws.bufferedAmount > 0) watchDrain();
+      return true;
+    },
+    get backlog() {
+      // egress quota in debt looks like a full backlog: TCP toward the guest waits
+      if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
+      return ws.bufferedAmount;
+    },
+    get onDrain() {
+      return onDrain;
+    },
+    set onDrain(fn) {
+      onDrain = fn;
+    },
+    setRate: (r) => {
+      rate = r;
+      if (rateTimer !== undefined) clearInterval(rateTimer);
+      rateTimer = undefined;
+      // keep waking senders while the bucket refills
+      if (r) rateTimer = setInterval(() => r.available(performance.now()) >= 0 && onDrain?.(), RATE_POLL_MS);
+    },
+    close: () => {
+      try {
+        ws.close(1000);
+      } catch { /* closed */ }
+    },
+  };
+
+  let feed: FrameFeed | null = null;
+  // frames waiting for the stack: bounded; a guest that outruns it loses frames (counted)
+  const queue: Uint8Array[] = [];
+  let queuedBytes = 0;
+  let pumping = false;
+  const offs = [0], lens = [0];
+  const pump = async () => {
+    pumping = true;
+    while (queue.length > 0 && feed) {
+      const f = queue.shift()!;
+      queuedBytes -= f.length;
+      lens[0] = f.length;
+      await feed(f, offs, lens, 1);
+    }
+    pumping = false;
+  };
+  ws.onopen = () => {
+    feed = peer.opened(link);
+    if (!feed) ws.close(4409, "tenant already has a guest");
+  };
+  ws.onmessage = (e) => {
+    if (typeof e.data === "string") return;
+    const frame = new Uint8Array(e.data as ArrayBuffer);
+    if (frame.length > opts.maxFrame || frame.length < MIN_FRAME) {
+      peer.protocolError("frame size out of range", { length: frame.length });
+      ws.close(1009, "frame size out of range");
+      return;
+    }
+    if (queuedBytes + frame.length > limit) return peer.dropped("ws-ingress-overflow");
+    queue.push(frame);
+    queuedBytes += frame.length;
+    if (!pumping) pump();
+  };
+  ws.onclose = () => {
+    feed = null;
+    if (drainTimer !== undefined) clearTimeout(drainTimer);
+    if (rateTimer !== undefined) clearInterval(rateTimer);
+    peer.closed(link);
+  };
+  ws.onerror = () => {};
+  return link;
+}

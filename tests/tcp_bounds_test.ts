@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { ip, StackHarness, tcpFrame } from "./_frames.ts";
 import { TCP_ACK_FLAG, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
-import { MIN_SND_MSS } from "../src/stack/tcp/tcp_conn.ts";
+import { MIN_SND_MSS } from "../src/stack/tcp/state.ts";
 
 const MAC = 0x02000000000b;
 const GUEST = ip("10.0.2.15");

@@ -8,7 +8,7 @@ import { ip, StackHarness, tcpFrame } from "./_frames.ts";
 import { FakeHost, type FakeTcpSocket } from "./_fake_host.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 import type { Dissection } from "./_dissect.ts";
-import { TIME_WAIT_MS } from "../src/stack/tcp/tcp_conn.ts";
+import { TIME_WAIT_MS } from "../src/stack/tcp/state.ts";
 
 const MAC = 0x02000000000d;
 const GUEST = ip("10.0.2.15");

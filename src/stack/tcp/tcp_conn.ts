@@ -45,72 +45,29 @@ import { SendQueue } from "./send_queue.ts";
 import { Reassembly } from "./reassembly.ts";
 import { RttEstimator } from "./rtt.ts";
 import { NewReno } from "./congestion.ts";
-
-/** Connection states (RFC 9293 §3.3.2), plus CONNECTING: guest SYN held while the host socket dials. */
-export const TcpState = {
-  CONNECTING: 0,
-  SYN_SENT: 1,
-  SYN_RECEIVED: 2,
-  ESTABLISHED: 3,
-  FIN_WAIT_1: 4,
-  FIN_WAIT_2: 5,
-  CLOSE_WAIT: 6,
-  CLOSING: 7,
-  LAST_ACK: 8,
-  TIME_WAIT: 9,
-  CLOSED: 10,
-} as const;
-export type TcpStateValue = typeof TcpState[keyof typeof TcpState];
-
-export const STATE_NAMES = Object.fromEntries(Object.entries(TcpState).map(([k, v]) => [v, k])) as Record<
-  number,
-  string
->;
-
-/** RFC 9293 §3.8.6.3 requires an ACK delay below 0.5 s; short, since a relay's RTTs are tiny. */
-export const DELAYED_ACK_MS = 10;
-/** TIME-WAIT on the guest side: long enough to re-ACK a retransmitted FIN, short enough to free ports. */
-export const TIME_WAIT_MS = 1000;
-/** How long the host may take to accept a dial before the guest gets a reset. */
-export const CONNECT_TIMEOUT_MS = 20_000;
-/** SYN / SYN-ACK retransmissions before giving up. */
-const MAX_SYN_RETRIES = 5;
-/** Data retransmissions (consecutive timeouts) before the connection is aborted. */
-const MAX_RETRIES = 12;
-/** FIN-WAIT-2 with nothing happening: give up (Linux tcp_fin_timeout). */
-const FIN_WAIT_2_TIMEOUT_MS = 60_000;
-/** The window scale we offer (RFC 7323 §2.3): 2^7 covers an 8 MiB window. */
-export const OUR_WSCALE = 7;
-/** RFC 9293 §3.7.1: default send MSS when the peer sends none. */
-const DEFAULT_MSS = 536;
-/**
- * Least payload per segment toward the guest, whatever MSS it announced: Linux's tcp_min_snd_mss (48,
- * after options). A guest announcing MSS 12 with timestamps would otherwise leave 0 bytes per segment —
- * one host byte became millions of empty segments — and below 12 the sequence space is corrupted.
- */
-export const MIN_SND_MSS = 48;
-/** Most guest-bound data held per connection before host reads pause. */
-export const DEFAULT_SEND_BUFFER = 1024 * 1024;
-/** Payload room that keeps a short frame's padding to 60 bytes inside the frame area. */
-const ETH_PAD_ROOM = 8;
-/** Room offered to each host read. */
-const HOST_READ_BYTES = 64 * 1024;
-/** Least room offered to a host read near the end of the tenant's budget. */
-const MIN_HOST_READ = 2048;
-/** Ring (and frame area) every connection may have whatever the budget says. */
-const GUARANTEED_RING = 8192;
-/** Least of it: what a small-window guest needs queued behind its window. */
-const MIN_SEND_BUFFER = 64 * 1024;
-/** Bytes toward the host the guest may have outstanding (our receive window). */
-export const DEFAULT_RECEIVE_BUFFER = 1024 * 1024;
-
-/** Addresses and ports of both sides. `localIp` is the address the guest talks to (virtual). */
-export interface TcpEndpoints {
-  guestIp: number;
-  guestPort: number;
-  localIp: number;
-  localPort: number;
-}
+import { SackScoreboard } from "./sack_scoreboard.ts";
+import {
+  CONNECT_TIMEOUT_MS,
+  DEFAULT_MSS,
+  DEFAULT_RECEIVE_BUFFER,
+  DEFAULT_SEND_BUFFER,
+  DELAYED_ACK_MS,
+  ETH_PAD_ROOM,
+  FIN_WAIT_2_TIMEOUT_MS,
+  GUARANTEED_RING,
+  HOST_READ_BYTES,
+  MAX_RETRIES,
+  MAX_SYN_RETRIES,
+  MIN_HOST_READ,
+  MIN_SEND_BUFFER,
+  MIN_SND_MSS,
+  OUR_WSCALE,
+  STATE_NAMES,
+  type TcpEndpoints,
+  TcpState,
+  type TcpStateValue,
+  TIME_WAIT_MS,
+} from "./state.ts";
 
 /** What a connection needs of its tenant's TCP service (TcpService implements it). */
 export interface TcpConnOwner {
@@ -175,8 +132,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   #tsRecent = 0;
   #lastAckSent = 0;
   sackOk = false;
-  /** Ranges the guest reported with SACK, [left, right) pairs, sorted, merged. */
-  #sacked: number[] = [];
+  /** What the guest reported holding with SACK. */
+  readonly #sack = new SackScoreboard();
   #highRxt = 0;
   /** Wall time of the last retransmission of SND.UNA's segment (lost-retransmission detection). */
   #rxtAt = 0;
@@ -474,7 +431,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     const ack = seg.ack;
     const newWnd = seg.window << this.sndWscale;
     const flight = seqDiff(this.sndNxt, this.sndUna);
-    if (this.sackOk && seg.sackCount > 0) this.#recordSack(seg);
+    if (this.sackOk && seg.sackCount > 0) this.#sack.record(seg, this.sndUna, this.sndMax);
     if (seqGt(ack, this.sndUna)) {
       const acked = seqDiff(ack, this.sndUna);
       let dataAcked = acked;
@@ -499,7 +456,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       this.#dupAcks = 0;
       this.#retries = 0;
       this.#persistBackoff = 0;
-      this.#pruneSack();
+      this.#sack.prune(this.sndUna);
       if (this.sndUna === this.sndNxt) this.#rtoDone();
       else this.#armRetransmitTimer();
       this.#ackedFin();
@@ -553,10 +510,8 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       Math.min(this.sndWnd, this.cc.cwnd) > seqDiff(this.sndNxt, this.sndUna);
     const threshold = outstanding < 4 && !canSendNew ? Math.max(1, outstanding - 1) : 3;
     if (this.#dupAcks >= threshold) return true;
-    if (!this.sackOk || this.#sacked.length === 0) return false;
-    let sacked = 0;
-    for (let i = 0; i < this.#sacked.length; i += 2) sacked += seqDiff(this.#sacked[i + 1], this.#sacked[i]);
-    return Math.ceil(sacked / this.mss) >= threshold;
+    if (!this.sackOk || this.#sack.empty) return false;
+    return Math.ceil(this.#sack.bytes / this.mss) >= threshold;
   }
 
   #finOnlyInFlight(): boolean {
@@ -681,7 +636,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       // could follow and data is in flight
       if (len < this.mss && len < unsent && inFlight > 0) break;
       if (this.#skipSacked(this.sndNxt)) continue;
-      len = this.#untilSacked(this.sndNxt, len);
+      len = this.#sack.until(this.sndNxt, len);
       if (len <= 0) break; // never a data segment without data
       this.#sendData(this.sndNxt, len, len === unsent);
       if (!this.#timing && !this.tsOk) {
@@ -728,7 +683,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
     const avail = this.queue.length - off;
     if (avail <= 0) return;
-    const len = this.#untilSacked(seq, Math.min(this.mss, avail));
+    const len = this.#sack.until(seq, Math.min(this.mss, avail));
     this.#emit(TCP_ACK_FLAG, seq, off, len, false);
     if (seq === this.sndUna) this.#rxtAt = this.stack.host.now();
     this.stack.counters.tcpRetransmits++;
@@ -737,12 +692,12 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** In SACK recovery: retransmit up to `n` segments from the holes after what was already retransmitted. */
   #retransmitHoles(n: number): void {
-    if (this.#sacked.length === 0) return;
-    const highestSacked = this.#sacked[this.#sacked.length - 1];
+    if (this.#sack.empty) return;
+    const highestSacked = this.#sack.highest;
     let seq = seqGt(this.#highRxt, this.sndUna) ? this.#highRxt : this.sndUna;
     while (n > 0 && seqLt(seq, highestSacked) && seqLt(seq, this.sndNxt)) {
       if (this.#skipSacked(seq)) {
-        seq = this.#sackedEnd(seq);
+        seq = this.#sack.endOfRangeAt(seq);
         continue;
       }
       this.#retransmit(seq);
@@ -751,66 +706,12 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
   }
 
-  #recordSack(seg: TcpHeader): void {
-    for (let i = 0; i < seg.sackCount; i++) {
-      const l = seg.sackBlocks[2 * i];
-      const r = seg.sackBlocks[2 * i + 1];
-      // ignore blocks outside what is in flight (RFC 2018 §5: may be stale or bogus)
-      if (!seqLt(l, r) || seqLt(l, this.sndUna) || seqGt(r, this.sndMax)) continue;
-      this.#sacked.push(l, r);
-    }
-    // sort and merge
-    const pairs: [number, number][] = [];
-    for (let i = 0; i < this.#sacked.length; i += 2) pairs.push([this.#sacked[i], this.#sacked[i + 1]]);
-    pairs.sort((a, b) => (seqLt(a[0], b[0]) ? -1 : a[0] === b[0] ? 0 : 1));
-    const merged: number[] = [];
-    for (const [l, r] of pairs) {
-      const n = merged.length;
-      if (n > 0 && seqLe(l, merged[n - 1])) {
-        if (seqGt(r, merged[n - 1])) merged[n - 1] = r;
-      } else merged.push(l, r);
-    }
-    // bounded scoreboard: keep the lowest ranges, which recovery needs first
-    this.#sacked = merged.slice(0, 32);
-  }
-
-  #pruneSack(): void {
-    if (this.#sacked.length === 0) return;
-    const kept: number[] = [];
-    for (let i = 0; i < this.#sacked.length; i += 2) {
-      const l = this.#sacked[i], r = this.#sacked[i + 1];
-      if (seqLe(r, this.sndUna)) continue;
-      kept.push(seqLt(l, this.sndUna) ? this.sndUna : l, r);
-    }
-    this.#sacked = kept;
-  }
-
-  /** True when `seq` lies inside a SACKed range. */
+  /** True when `seq` lies inside a SACKed range; a new transmission then skips what the guest holds. */
   #skipSacked(seq: number): boolean {
-    for (let i = 0; i < this.#sacked.length; i += 2) {
-      if (seqGe(seq, this.#sacked[i]) && seqLt(seq, this.#sacked[i + 1])) {
-        // a new transmission may skip over data the guest already holds
-        if (seq === this.sndNxt) this.sndNxt = this.#sacked[i + 1];
-        return true;
-      }
-    }
-    return false;
-  }
-
-  #sackedEnd(seq: number): number {
-    for (let i = 0; i < this.#sacked.length; i += 2) {
-      if (seqGe(seq, this.#sacked[i]) && seqLt(seq, this.#sacked[i + 1])) return this.#sacked[i + 1];
-    }
-    return seq;
-  }
-
-  /** Shortens `len` so a segment from `seq` stops where SACKed data begins. */
-  #untilSacked(seq: number, len: number): number {
-    for (let i = 0; i < this.#sacked.length; i += 2) {
-      const l = this.#sacked[i];
-      if (seqGt(l, seq) && seqLt(l, seqAdd(seq, len))) return seqDiff(l, seq);
-    }
-    return len;
+    const end = this.#sack.endOfRangeAt(seq);
+    if (end < 0) return false;
+    if (seq === this.sndNxt) this.sndNxt = end;
+    return true;
   }
 
   /** Timestamp clock: milliseconds (RFC 7323 §5.4 allows 1 ms to 1 s per tick). */

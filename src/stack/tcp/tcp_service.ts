@@ -24,7 +24,8 @@ import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { StackContext } from "../context.ts";
-import { TcpConn, type TcpConnOwner, TcpState } from "./tcp_conn.ts";
+import { TcpConn, type TcpConnOwner } from "./tcp_conn.ts";
+import { TcpState } from "./state.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
 export const OUTPUT_PACING_BYTES = 128 * 1024;

@@ -22,187 +22,32 @@
  *
  * @module
  */
-import {
-  emitTcp,
-  TCP_ACK_FLAG,
-  TCP_FIN,
-  TCP_PSH,
-  TCP_RST,
-  TCP_SYN,
-  type TcpHeader,
-  tcpHeaderLength,
-} from "../../wire/tcp.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
 import { ipv4ToString } from "../../wire/bytes.ts";
-import { IPPROTO_TCP } from "../../wire/ipv4.ts";
-import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
-import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
-import { Timer } from "../timer_wheel.ts";
-import type { FaultOwner } from "../containment.ts";
-import { L4_OFFSET } from "../frame.ts";
-import type { StackContext } from "../context.ts";
+import type { TcpHandlers } from "../../host/host.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
-import { SendQueue } from "./send_queue.ts";
 import { Reassembly } from "./reassembly.ts";
-import { RttEstimator } from "./rtt.ts";
-import { NewReno } from "./congestion.ts";
-import { SackScoreboard } from "./sack_scoreboard.ts";
 import {
   CONNECT_TIMEOUT_MS,
   DEFAULT_MSS,
-  DEFAULT_RECEIVE_BUFFER,
-  DEFAULT_SEND_BUFFER,
   DELAYED_ACK_MS,
-  ETH_PAD_ROOM,
   FIN_WAIT_2_TIMEOUT_MS,
   GUARANTEED_RING,
   HOST_READ_BYTES,
-  MAX_RETRIES,
-  MAX_SYN_RETRIES,
   MIN_HOST_READ,
   MIN_SEND_BUFFER,
   MIN_SND_MSS,
   OUR_WSCALE,
-  STATE_NAMES,
-  type TcpEndpoints,
   TcpState,
-  type TcpStateValue,
   TIME_WAIT_MS,
 } from "./state.ts";
 
-/** What a connection needs of its tenant's TCP service (TcpService implements it). */
-export interface TcpConnOwner {
-  /** Reused header for every segment a connection emits. */
-  readonly outHeader: TcpHeader;
-  /** Sends the RST that answers a segment (RFC 9293 §3.10.7.1). */
-  reset(
-    guestIp: number,
-    localIp: number,
-    guestPort: number,
-    localPort: number,
-    seq: number,
-    ack: number,
-    flags: number,
-    dataLen: number,
-  ): void;
-  /** The host dial failed: answer the guest's SYN and forget the connection. */
-  connectFailed(c: TcpConn, code: string): void;
-  /** True when the transport toward the guest holds enough; senders join `blocked`. */
-  outputCongested(): boolean;
-  readonly blocked: Set<TcpConn>;
-  /** Connections paused until the tenant's memory budget has room. */
-  readonly budgetBlocked: Set<TcpConn>;
-}
+import { TcpSender } from "./tcp_sender.ts";
 
-export class TcpConn implements TcpHandlers, FaultOwner {
-  readonly stack: StackContext;
-  readonly guestIp: number;
-  readonly guestPort: number;
-  readonly localIp: number;
-  readonly localPort: number;
-  state: TcpStateValue;
-  host: HostTcpSocket | null = null;
-  /** Whether this connection holds a slot of the relay-wide flow limit (the service releases it). */
-  holdsRelaySlot = false;
-  /** Called once when the connection is freed (the service removes it from its table). */
-  onFree: (c: TcpConn) => void = () => {};
-
-  // RFC 9293 send sequence variables (toward the guest)
-  iss: number;
-  sndUna: number;
-  sndNxt: number;
-  /** Highest sequence number sent so far: SND.NXT moves back on go-back-N retransmission, this never does. */
-  sndMax: number;
-  sndWnd = 0;
-  sndWl1 = 0;
-  sndWl2 = 0;
-  /** Guest's window scale shift, 0 when not negotiated. */
-  sndWscale = 0;
-  // receive sequence variables (from the guest)
-  irs = 0;
-  rcvNxt = 0;
-  /** Our scale shift, 0 when not negotiated. */
-  rcvWscale = 0;
-  /** Right edge of the window last advertised: never moved left (RFC 9293 §3.8.6.2.2). */
-  #rcvAdvertisedEnd = 0;
-
-  /** Largest payload per segment toward the guest (options included in the header budget). */
-  mss: number;
+export class TcpConn extends TcpSender implements TcpHandlers {
   #guestMss = DEFAULT_MSS;
-  tsOk = false;
-  #tsRecent = 0;
-  #lastAckSent = 0;
-  sackOk = false;
-  /** What the guest reported holding with SACK. */
-  readonly #sack = new SackScoreboard();
-  #highRxt = 0;
-  /** Wall time of the last retransmission of SND.UNA's segment (lost-retransmission detection). */
-  #rxtAt = 0;
-  /** The armed timer is a tail loss probe, not the RTO. */
-  #probeArmed = false;
-
-  /** Host data until the guest acknowledges it; its buffer is charged to the tenant's memory budget. */
-  readonly queue: SendQueue;
-  #ooo: Reassembly | null = null;
-  readonly rtt = new RttEstimator();
-  readonly cc: NewReno;
-  #dupAcks = 0;
-  #timing = false;
-  #timedSeq = 0;
-  #timedAt = 0;
-  #retries = 0;
-  #persistBackoff = 0;
-
-  #hostEof = false;
-  #finSent = false;
-  #finSeq = 0;
-  #hostPaused = false;
   #hostClosed = false;
-  #pendingAcks = 0;
-  #freed = false;
-  /** Bytes of the host socket's write queue charged to the tenant's budget. */
-  #hostCharged = 0;
-  readonly #sendBuffer: number;
-  readonly #receiveBuffer: number;
-  readonly #rtoTimer: Timer;
-  readonly #ackTimer: Timer;
-
-  constructor(
-    stack: StackContext,
-    readonly owner: TcpConnOwner,
-    ep: TcpEndpoints,
-    state: TcpStateValue,
-    opts: { sendBuffer?: number; receiveBuffer?: number } = {},
-  ) {
-    this.stack = stack;
-    this.guestIp = ep.guestIp;
-    this.guestPort = ep.guestPort;
-    this.localIp = ep.localIp;
-    this.localPort = ep.localPort;
-    this.state = state;
-    const memory = stack.memory;
-    this.queue = new SendQueue((d) => (d > 0 ? memory.charge(d) : memory.credit(-d)));
-    this.iss = (Math.random() * 0x1_0000_0000) >>> 0;
-    this.sndUna = this.iss;
-    this.sndNxt = this.iss;
-    this.sndMax = this.iss;
-    this.#sendBuffer = opts.sendBuffer ?? DEFAULT_SEND_BUFFER;
-    this.#receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
-    this.mss = stack.plan.mtu - 40;
-    this.cc = new NewReno(this.mss);
-    // the largest frame: headers with options, and a full segment
-    this.queue.frameRoomWanted = L4_OFFSET + 60 + this.mss;
-    this.#rtoTimer = new Timer((now) => this.#onTimer(now), this);
-    this.#ackTimer = new Timer(() => this.#sendAck(), this);
-  }
-
-  get freed(): boolean {
-    return this.#freed;
-  }
-
-  /** The RFC 9293 state's name. */
-  get stateName(): string {
-    return STATE_NAMES[this.state];
-  }
+  #hostPaused = false;
 
   // ───────────────────────── handshake ─────────────────────────
 
@@ -221,7 +66,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
     this.sackOk = seg.sackPermitted;
     this.tsOk = seg.hasTimestamps;
-    if (this.tsOk) this.#tsRecent = seg.tsVal;
+    if (this.tsOk) this.tsRecent = seg.tsVal;
     this.#updateMss();
     // the window in a SYN is never scaled (RFC 7323 §2.2)
     this.sndWnd = seg.window;
@@ -238,7 +83,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** Bounds the host dial: the guest gets a reset after {@linkcode CONNECT_TIMEOUT_MS}. */
   startConnectTimer(): void {
-    this.#armRto(CONNECT_TIMEOUT_MS);
+    this.armRto(CONNECT_TIMEOUT_MS);
   }
 
   /** Host dial succeeded: answer the guest's SYN. */
@@ -246,18 +91,18 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     if (this.state !== TcpState.CONNECTING) return;
     this.state = TcpState.SYN_RECEIVED;
     this.cc.cwnd = 10 * this.mss;
-    this.#sendSyn(true);
-    this.#armRto(this.rtt.current());
+    this.sendSyn(true);
+    this.armRto(this.rtt.current());
   }
 
   /** Port forward: send our SYN to the guest. */
   startActiveOpen(): void {
     this.state = TcpState.SYN_SENT;
-    this.#sendSyn(false);
-    this.#armRto(this.rtt.current());
+    this.sendSyn(false);
+    this.armRto(this.rtt.current());
   }
 
-  #sendSyn(withAck: boolean): void {
+  protected sendSyn(withAck: boolean): void {
     const h = this.owner.outHeader;
     h.mss = this.stack.plan.mtu - 40;
     if (withAck) {
@@ -269,26 +114,26 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       h.sackPermitted = true;
       h.hasTimestamps = true;
     }
-    this.#emit(TCP_SYN | (withAck ? TCP_ACK_FLAG : 0), this.iss, 0, 0, true);
+    this.emit(TCP_SYN | (withAck ? TCP_ACK_FLAG : 0), this.iss, 0, 0, true);
     this.sndNxt = seqAdd(this.iss, 1);
     // the handshake is the first RTT sample, as in Linux: without it a busy relay's first flight runs
     // on the 1 s initial RTO; Karn's rule excludes a retransmitted SYN
-    this.#timing = this.#retries === 0;
-    this.#timedSeq = this.iss;
-    this.#timedAt = this.stack.wheel.now;
+    this.timing = this.retries === 0;
+    this.timedSeq = this.iss;
+    this.timedAt = this.stack.wheel.now;
   }
 
   /** RTT sample from the handshake, if its SYN was not retransmitted (RFC 6298 §3, Karn). */
   #sampleHandshake(): void {
-    if (this.#timing) this.rtt.sample(this.stack.wheel.now - this.#timedAt);
-    this.#timing = false;
+    if (this.timing) this.rtt.sample(this.stack.wheel.now - this.timedAt);
+    this.timing = false;
   }
 
   // ───────────────────────── segment arrival ─────────────────────────
 
   /** A segment for this connection (RFC 9293 §3.10.7). `buf` holds the payload at seg.payloadOffset. */
   input(seg: TcpHeader, buf: Uint8Array): void {
-    if (this.#freed) return;
+    if (this.isFreed) return;
     const f = seg.flags;
     switch (this.state) {
       case TcpState.CONNECTING:
@@ -302,7 +147,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
     const payloadLen = seg.payloadEnd - seg.payloadOffset;
     const segLen = payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0);
-    const wnd = this.#receiveWindow();
+    const wnd = this.receiveWindow();
     // RFC 9293 §3.10.7.4 first: sequence number acceptability (the four-case table)
     let acceptable: boolean;
     if (segLen === 0) {
@@ -322,7 +167,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       if (f & TCP_RST) return;
       // RFC 9293: "special allowance should be made to accept valid ACKs" at a zero window
       if (!(wnd === 0 && seg.seq === this.rcvNxt) && !stale) {
-        this.#sendAck();
+        this.sendAck();
         return;
       }
     }
@@ -334,20 +179,20 @@ export class TcpConn implements TcpHandlers, FaultOwner {
           state: this.stateName,
         });
         this.#freeByGuestReset();
-      } else this.#sendAck();
+      } else this.sendAck();
       return;
     }
     // fourth: SYN in a synchronized state → challenge ACK (RFC 5961 §4); in SYN-RECEIVED a
     // retransmitted SYN means our SYN-ACK was lost
     if (f & TCP_SYN) {
       if (this.state === TcpState.SYN_RECEIVED && seg.seq === this.irs) {
-        this.#sendSyn(true);
-      } else this.#sendAck();
+        this.sendSyn(true);
+      } else this.sendAck();
       return;
     }
     // fifth: ACK
     if (!(f & TCP_ACK_FLAG)) return;
-    if (this.tsOk && seg.hasTimestamps && seqLe(seg.seq, this.#lastAckSent)) this.#tsRecent = seg.tsVal;
+    if (this.tsOk && seg.hasTimestamps && seqLe(seg.seq, this.lastAckSent)) this.tsRecent = seg.tsVal;
     if (this.state === TcpState.SYN_RECEIVED) {
       if (seqGt(seg.ack, this.sndUna) && seqLe(seg.ack, this.sndNxt)) {
         this.state = TcpState.ESTABLISHED;
@@ -355,9 +200,9 @@ export class TcpConn implements TcpHandlers, FaultOwner {
         this.sndWnd = seg.window << this.sndWscale;
         this.sndWl1 = seg.seq;
         this.sndWl2 = seg.ack;
-        this.#rtoDone();
+        this.rtoDone();
         this.#sampleHandshake();
-        this.#retries = 0;
+        this.retries = 0;
       } else {
         this.#resetFor(seg);
         return;
@@ -365,11 +210,11 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
     if (seqGt(seg.ack, this.sndMax)) {
       // acknowledges something not yet sent
-      this.#sendAck();
+      this.sendAck();
       return;
     }
     this.#processAck(seg, segLen);
-    if (this.#freed) return;
+    if (this.isFreed) return;
     // seventh: segment text, in ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2
     if (
       payloadLen > 0 && !stale &&
@@ -378,7 +223,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     ) {
       this.#receiveData(seg.seq, buf.subarray(seg.payloadOffset, seg.payloadEnd), wnd);
     } else if (stale) {
-      this.#sendAck();
+      this.sendAck();
     }
     // eighth: FIN, only once everything before it has arrived
     if ((f & TCP_FIN) && !stale && seqAdd(seg.seq, payloadLen) === this.rcvNxt) this.#receiveFin();
@@ -419,10 +264,10 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     this.sndUna = seg.ack;
     this.sndWnd = seg.window << this.sndWscale;
     this.state = TcpState.ESTABLISHED;
-    this.#rtoDone();
+    this.rtoDone();
     this.#sampleHandshake();
-    this.#retries = 0;
-    this.#sendAck();
+    this.retries = 0;
+    this.sendAck();
     this.#resumeHost();
     this.trySend();
   }
@@ -431,59 +276,59 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     const ack = seg.ack;
     const newWnd = seg.window << this.sndWscale;
     const flight = seqDiff(this.sndNxt, this.sndUna);
-    if (this.sackOk && seg.sackCount > 0) this.#sack.record(seg, this.sndUna, this.sndMax);
+    if (this.sackOk && seg.sackCount > 0) this.sack.record(seg, this.sndUna, this.sndMax);
     if (seqGt(ack, this.sndUna)) {
       const acked = seqDiff(ack, this.sndUna);
       let dataAcked = acked;
-      if (this.#finSent && seqGt(ack, this.#finSeq)) dataAcked--; // the FIN's sequence number
+      if (this.finSent && seqGt(ack, this.finSeq)) dataAcked--; // the FIN's sequence number
       this.queue.consume(dataAcked);
       this.sndUna = ack;
       if (seqLt(this.sndNxt, ack)) this.sndNxt = ack;
       // RTT: timestamps when both sides use them (RFC 7323 §4.1), else one timed segment (Karn)
       if (this.tsOk && seg.hasTimestamps && seg.tsEcr !== 0) {
-        this.rtt.sample(((this.#tsNow() - seg.tsEcr) >>> 0) & 0x7fffffff);
-      } else if (this.#timing && seqGt(ack, this.#timedSeq)) {
-        this.rtt.sample(this.stack.wheel.now - this.#timedAt);
-        this.#timing = false;
+        this.rtt.sample(((this.tsNow() - seg.tsEcr) >>> 0) & 0x7fffffff);
+      } else if (this.timing && seqGt(ack, this.timedSeq)) {
+        this.rtt.sample(this.stack.wheel.now - this.timedAt);
+        this.timing = false;
       }
       if (this.cc.inRecovery) {
         if (seqGe(ack, this.cc.recover)) this.cc.exitRecovery(seqDiff(this.sndNxt, this.sndUna));
         else {
           this.cc.onPartialAck(acked);
-          this.#retransmit(this.sndUna);
+          this.retransmit(this.sndUna);
         }
       } else this.cc.onAck(acked);
-      this.#dupAcks = 0;
-      this.#retries = 0;
-      this.#persistBackoff = 0;
-      this.#sack.prune(this.sndUna);
-      if (this.sndUna === this.sndNxt) this.#rtoDone();
-      else this.#armRetransmitTimer();
+      this.dupAcks = 0;
+      this.retries = 0;
+      this.persistBackoff = 0;
+      this.sack.prune(this.sndUna);
+      if (this.sndUna === this.sndNxt) this.rtoDone();
+      else this.armRetransmitTimer();
       this.#ackedFin();
-      if (this.#freed) return;
+      if (this.isFreed) return;
       if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {
         this.#resumeHost();
       }
     } else if (ack === this.sndUna && segLen === 0 && flight > 0 && !this.#finOnlyInFlight()) {
       // RFC 5681 §2 duplicate ACK; with SACK, a window change does not disqualify it (the SACK
       // blocks prove new data arrived)
-      if (newWnd === this.sndWnd || seg.sackCount > 0) this.#dupAcks++;
+      if (newWnd === this.sndWnd || seg.sackCount > 0) this.dupAcks++;
       if (!this.cc.inRecovery && this.#lossDetected()) {
         this.cc.enterRecovery(flight, this.sndNxt);
-        this.#highRxt = this.sndUna;
-        this.#retransmit(this.sndUna);
+        this.highRxt = this.sndUna;
+        this.retransmit(this.sndUna);
       } else if (this.cc.inRecovery) {
         this.cc.onDupAckInRecovery();
         // RFC 8985 (RACK) in spirit: the guest keeps SACKing newer data but not the hole we resent a
         // reordering window ago, so that retransmission was lost too: send it again instead of waiting
         // for a 200 ms RTO
-        if (this.sackOk && this.stack.host.now() - this.#rxtAt > Math.max(2 * this.rtt.srtt, 4)) {
-          this.#retransmit(this.sndUna);
+        if (this.sackOk && this.stack.host.now() - this.rxtAt > Math.max(2 * this.rtt.srtt, 4)) {
+          this.retransmit(this.sndUna);
         }
       }
     }
     // RFC 6675-style: in recovery, each ACK lets us fill holes the guest's SACK blocks reveal
-    if (this.cc.inRecovery && this.sackOk) this.#retransmitHoles(2);
+    if (this.cc.inRecovery && this.sackOk) this.retransmitHoles(2);
     // window update (RFC 9293 §3.10.7.4, fifth check)
     if (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLe(this.sndWl2, ack))) {
       this.sndWnd = newWnd;
@@ -505,32 +350,32 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     // three duplicate ACKs can never come, so the threshold drops to (outstanding segments − 1)
     const outstanding = Math.ceil(seqDiff(this.sndNxt, this.sndUna) / this.mss);
     const sentData = seqDiff(this.sndNxt, this.sndUna) -
-      (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
+      (this.finSent && seqGt(this.sndNxt, this.finSeq) ? 1 : 0);
     const canSendNew = this.queue.length > sentData &&
       Math.min(this.sndWnd, this.cc.cwnd) > seqDiff(this.sndNxt, this.sndUna);
     const threshold = outstanding < 4 && !canSendNew ? Math.max(1, outstanding - 1) : 3;
-    if (this.#dupAcks >= threshold) return true;
-    if (!this.sackOk || this.#sack.empty) return false;
-    return Math.ceil(this.#sack.bytes / this.mss) >= threshold;
+    if (this.dupAcks >= threshold) return true;
+    if (!this.sackOk || this.sack.empty) return false;
+    return Math.ceil(this.sack.bytes / this.mss) >= threshold;
   }
 
   #finOnlyInFlight(): boolean {
-    return this.#finSent && seqDiff(this.sndNxt, this.sndUna) === 1;
+    return this.finSent && seqDiff(this.sndNxt, this.sndUna) === 1;
   }
 
   /** State changes once our FIN is acknowledged. */
   #ackedFin(): void {
-    if (!this.#finSent || !seqGt(this.sndUna, this.#finSeq)) return;
+    if (!this.finSent || !seqGt(this.sndUna, this.finSeq)) return;
     switch (this.state) {
       case TcpState.FIN_WAIT_1:
         this.state = TcpState.FIN_WAIT_2;
-        this.#armRto(FIN_WAIT_2_TIMEOUT_MS);
+        this.armRto(FIN_WAIT_2_TIMEOUT_MS);
         break;
       case TcpState.CLOSING:
         this.#enterTimeWait();
         break;
       case TcpState.LAST_ACK:
-        this.#free(false);
+        this.free(false);
         break;
     }
   }
@@ -548,38 +393,38 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     if (seq === this.rcvNxt) {
       this.#deliver(data);
       this.rcvNxt = seqAdd(this.rcvNxt, data.length);
-      if (this.#ooo && !this.#ooo.empty) {
-        this.rcvNxt = this.#ooo.drain(this.rcvNxt, (d) => this.#deliver(d));
-        this.#sendAck(); // RFC 5681 §4.2: ACK at once when a hole is filled
+      if (this.ooo && !this.ooo.empty) {
+        this.rcvNxt = this.ooo.drain(this.rcvNxt, (d) => this.#deliver(d));
+        this.sendAck(); // RFC 5681 §4.2: ACK at once when a hole is filled
         return;
       }
       // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full-sized segment
-      if (++this.#pendingAcks >= 2) this.#sendAck();
-      else if (!this.#ackTimer.armed) {
-        this.stack.wheel.arm(this.#ackTimer, this.stack.wheel.now + DELAYED_ACK_MS);
+      if (++this.pendingAcks >= 2) this.sendAck();
+      else if (!this.ackTimer.armed) {
+        this.stack.wheel.arm(this.ackTimer, this.stack.wheel.now + DELAYED_ACK_MS);
       }
       return;
     }
     // out of order: hold it and send a duplicate ACK with SACK at once
-    this.#ooo ??= new Reassembly(this.#receiveBuffer, 64, this.stack.memory);
-    if (!this.#ooo.insert(this.rcvNxt, seq, data)) this.stack.counters.drop("tcp-reassembly-full");
-    this.#sendAck();
+    this.ooo ??= new Reassembly(this.receiveBuffer, 64, this.stack.memory);
+    if (!this.ooo.insert(this.rcvNxt, seq, data)) this.stack.counters.drop("tcp-reassembly-full");
+    this.sendAck();
   }
 
   #deliver(data: Uint8Array): void {
     if (!this.host || this.#hostClosed) return;
     this.stack.counters.tcpBytesFromGuest += data.length;
     this.host.write(data);
-    this.#chargeHostBacklog();
+    this.chargeHostBacklog();
   }
 
   /** Keeps the tenant's budget charged for the guest's bytes still waiting in the host socket's queue. */
-  #chargeHostBacklog(): void {
+  protected chargeHostBacklog(): void {
     const now = this.host && !this.#hostClosed ? this.host.bufferedAmount : 0;
-    const d = now - this.#hostCharged;
+    const d = now - this.hostCharged;
     if (d > 0) this.stack.memory.charge(d);
     else if (d < 0) this.stack.memory.credit(-d);
-    this.#hostCharged = now;
+    this.hostCharged = now;
   }
 
   #receiveFin(): void {
@@ -598,323 +443,19 @@ export class TcpConn implements TcpHandlers, FaultOwner {
         this.#enterTimeWait();
         break;
     }
-    this.#sendAck();
+    this.sendAck();
   }
 
   #enterTimeWait(): void {
     this.state = TcpState.TIME_WAIT;
-    this.stack.wheel.cancel(this.#ackTimer);
-    this.#armRto(TIME_WAIT_MS);
-  }
-
-  // ───────────────────────── sending ─────────────────────────
-
-  /** Sends what the windows, the congestion window and the transport allow. */
-  trySend(): void {
-    if (this.#freed) return;
-    const s = this.state;
-    if (
-      s !== TcpState.ESTABLISHED && s !== TcpState.CLOSE_WAIT && s !== TcpState.FIN_WAIT_1 &&
-      s !== TcpState.CLOSING &&
-      s !== TcpState.LAST_ACK
-    ) return;
-    const tcp = this.owner;
-    for (;;) {
-      const sentData = seqDiff(this.sndNxt, this.sndUna) -
-        (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
-      const unsent = this.queue.length - sentData;
-      if (unsent <= 0) break;
-      if (tcp.outputCongested()) {
-        tcp.blocked.add(this);
-        return;
-      }
-      const inFlight = seqDiff(this.sndNxt, this.sndUna);
-      const can = Math.min(this.sndWnd, this.cc.cwnd) - inFlight;
-      if (can <= 0) break;
-      let len = Math.min(this.mss, unsent, can);
-      // sender-side silly window avoidance (RFC 9293 §3.8.6.2.1): no small segment while a full one
-      // could follow and data is in flight
-      if (len < this.mss && len < unsent && inFlight > 0) break;
-      if (this.#skipSacked(this.sndNxt)) continue;
-      len = this.#sack.until(this.sndNxt, len);
-      if (len <= 0) break; // never a data segment without data
-      this.#sendData(this.sndNxt, len, len === unsent);
-      if (!this.#timing && !this.tsOk) {
-        this.#timing = true;
-        this.#timedSeq = this.sndNxt;
-        this.#timedAt = this.stack.wheel.now;
-      }
-      this.sndNxt = seqAdd(this.sndNxt, len);
-      if (!this.#rtoTimer.armed) this.#armRetransmitTimer();
-    }
-    const sentData = seqDiff(this.sndNxt, this.sndUna) -
-      (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
-    if (this.#hostEof && !this.#finSent && sentData >= this.queue.length) this.#sendFin();
-    else if (
-      this.#hostEof && this.#finSent && this.sndNxt === this.#finSeq && sentData >= this.queue.length
-    ) this.#sendFin(); // retransmitting the FIN after go-back-N
-    // zero window with data waiting and nothing in flight: persist (RFC 9293 §3.8.6.1)
-    if (this.sndWnd === 0 && this.queue.length > 0 && this.sndNxt === this.sndUna && !this.#rtoTimer.armed) {
-      this.#armRto(Math.min(this.rtt.current() * 2 ** this.#persistBackoff, 60_000));
-    }
-  }
-
-  #sendFin(): void {
-    if (this.state === TcpState.ESTABLISHED) this.state = TcpState.FIN_WAIT_1;
-    else if (this.state === TcpState.CLOSE_WAIT) this.state = TcpState.LAST_ACK;
-    this.#finSent = true;
-    this.#finSeq = this.sndNxt;
-    this.#emit(TCP_FIN | TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
-    this.sndNxt = seqAdd(this.sndNxt, 1);
-    if (!this.#rtoTimer.armed) this.#armRto(this.rtt.current());
-  }
-
-  #sendData(seq: number, len: number, push: boolean): void {
-    this.#emit(TCP_ACK_FLAG | (push ? TCP_PSH : 0), seq, seqDiff(seq, this.sndUna), len, false);
-  }
-
-  /** Retransmits one segment at `seq` (data, or the FIN). */
-  #retransmit(seq: number): void {
-    this.#timing = false; // Karn: never time a retransmitted segment
-    const off = seqDiff(seq, this.sndUna);
-    if (this.#finSent && seq === this.#finSeq) {
-      this.#emit(TCP_FIN | TCP_ACK_FLAG, seq, 0, 0, false);
-      return;
-    }
-    const avail = this.queue.length - off;
-    if (avail <= 0) return;
-    const len = this.#sack.until(seq, Math.min(this.mss, avail));
-    this.#emit(TCP_ACK_FLAG, seq, off, len, false);
-    if (seq === this.sndUna) this.#rxtAt = this.stack.host.now();
-    this.stack.counters.tcpRetransmits++;
-    if (seqGt(seqAdd(seq, len), this.#highRxt)) this.#highRxt = seqAdd(seq, len);
-  }
-
-  /** In SACK recovery: retransmit up to `n` segments from the holes after what was already retransmitted. */
-  #retransmitHoles(n: number): void {
-    if (this.#sack.empty) return;
-    const highestSacked = this.#sack.highest;
-    let seq = seqGt(this.#highRxt, this.sndUna) ? this.#highRxt : this.sndUna;
-    while (n > 0 && seqLt(seq, highestSacked) && seqLt(seq, this.sndNxt)) {
-      if (this.#skipSacked(seq)) {
-        seq = this.#sack.endOfRangeAt(seq);
-        continue;
-      }
-      this.#retransmit(seq);
-      seq = this.#highRxt;
-      n--;
-    }
-  }
-
-  /** True when `seq` lies inside a SACKed range; a new transmission then skips what the guest holds. */
-  #skipSacked(seq: number): boolean {
-    const end = this.#sack.endOfRangeAt(seq);
-    if (end < 0) return false;
-    if (seq === this.sndNxt) this.sndNxt = end;
-    return true;
-  }
-
-  /** Timestamp clock: milliseconds (RFC 7323 §5.4 allows 1 ms to 1 s per tick). */
-  #tsNow(): number {
-    return Math.floor(this.stack.wheel.now) >>> 0;
-  }
-
-  /** The window to advertise now, in bytes (before scaling). */
-  #receiveWindow(): number {
-    this.#chargeHostBacklog();
-    const buffered = this.#hostCharged + (this.#ooo?.bytes ?? 0);
-    let wnd = Math.max(0, this.#receiveBuffer - buffered);
-    // the tenant's budget bounds what all its flows may be sent at once; a spent budget still leaves each
-    // flow a small window, so that no flow waits forever for others that wait for it
-    wnd = Math.min(wnd, Math.max(GUARANTEED_RING, this.stack.memory.available));
-    wnd = Math.min(wnd, 65535 * 2 ** this.rcvWscale);
-    // never shrink the window already offered (RFC 9293 §3.8.6.2.2)
-    const offered = seqDiff(this.#rcvAdvertisedEnd, this.rcvNxt);
-    if (seqGt(this.#rcvAdvertisedEnd, this.rcvNxt) && offered > wnd) wnd = offered;
-    return wnd;
-  }
-
-  #sendAck(): void {
-    if (this.#freed) return;
-    this.#emit(TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
-  }
-
-  /**
-   * Builds and sends one segment: header fields from the connection, `len` payload bytes copied from
-   * the send queue at `queueOffset` straight into the outgoing frame.
-   */
-  #emit(flags: number, seq: number, queueOffset: number, len: number, syn: boolean): void {
-    const s = this.stack;
-    const end = seqAdd(seq, len + (flags & (TCP_SYN | TCP_FIN) ? 1 : 0));
-    if (seqGt(end, this.sndMax)) this.sndMax = end;
-    const h = this.owner.outHeader;
-    h.srcPort = this.localPort;
-    h.dstPort = this.guestPort;
-    h.seq = seq;
-    h.ack = flags & TCP_ACK_FLAG ? this.rcvNxt : 0;
-    h.flags = flags;
-    h.urgent = 0;
-    if (!syn) {
-      h.mss = -1;
-      h.windowScale = -1;
-      h.sackPermitted = false;
-      h.hasTimestamps = this.tsOk;
-    }
-    if (h.hasTimestamps) {
-      h.tsVal = this.#tsNow();
-      h.tsEcr = flags & TCP_ACK_FLAG ? this.#tsRecent : 0;
-    }
-    h.sackCount = !syn && this.sackOk && this.#ooo && !this.#ooo.empty
-      ? this.#ooo.sackBlocks(h.sackBlocks, h.hasTimestamps ? 3 : 4)
-      : 0;
-    const wnd = syn ? Math.min(this.#receiveWindow(), 65535) : this.#receiveWindow();
-    h.window = syn ? wnd : Math.min(65535, Math.floor(wnd / 2 ** this.rcvWscale));
-    const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * 2 ** this.rcvWscale);
-    if (seqGt(right, this.#rcvAdvertisedEnd) || this.#rcvAdvertisedEnd === 0) this.#rcvAdvertisedEnd = right;
-    const hl = tcpHeaderLength(h);
-    const pseudo = pseudoHeaderSumV4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
-    // a data segment is built next to the send ring and its payload copied within that one buffer: the copy
-    // into the shared tx buffer needs a view per segment, which was half of what the relay allocated
-    const area = len > 0 ? this.queue.frameArea(L4_OFFSET + hl + Math.max(len, ETH_PAD_ROOM)) : null;
-    if (area) {
-      const { buf, off } = area;
-      this.queue.copyToFrame(queueOffset, len, off + L4_OFFSET + hl);
-      emitTcp(h, buf, off + L4_OFFSET, len, pseudo);
-      s.sendIpv4In(buf, off, this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
-    } else {
-      if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, L4_OFFSET + hl);
-      emitTcp(h, s.tx, L4_OFFSET, len, pseudo);
-      s.sendIpv4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
-    }
-    if (flags & TCP_ACK_FLAG) {
-      this.#lastAckSent = this.rcvNxt;
-      this.#pendingAcks = 0;
-      if (this.#ackTimer.armed) s.wheel.cancel(this.#ackTimer);
-    }
-  }
-
-  // ───────────────────────── timers ─────────────────────────
-
-  #armRto(ms: number): void {
-    this.stack.wheel.arm(this.#rtoTimer, this.stack.wheel.now + ms);
-  }
-
-  /**
-   * Arms the timer for data in flight: a tail loss probe after PTO = 2·SRTT (RFC 8985 §7) when
-   * possible — a loss at the end of a flight then draws SACKs and fast recovery instead of waiting a
-   * full RTO — else the RTO.
-   */
-  #armRetransmitTimer(): void {
-    if (this.rtt.hasSample && this.#retries === 0) {
-      this.#probeArmed = true;
-      this.#armRto(Math.min(Math.max(2 * this.rtt.srtt, 10), this.rtt.current()));
-    } else {
-      this.#probeArmed = false;
-      this.#armRto(this.rtt.current());
-    }
-  }
-
-  /** RFC 8985 §7.3: send one new segment if allowed, else retransmit the last one. */
-  #sendProbe(): void {
-    this.stack.counters.tcpTailProbes++;
-    const sentData = seqDiff(this.sndNxt, this.sndUna) -
-      (this.#finSent && seqGt(this.sndNxt, this.#finSeq) ? 1 : 0);
-    const unsent = this.queue.length - sentData;
-    if (unsent > 0 && this.sndWnd > seqDiff(this.sndNxt, this.sndUna) && !this.#finSent) {
-      const len = Math.min(this.mss, unsent);
-      this.#sendData(this.sndNxt, len, len === unsent);
-      this.sndNxt = seqAdd(this.sndNxt, len);
-      return;
-    }
-    if (this.#finSent && seqGt(this.sndNxt, this.#finSeq)) {
-      this.#emit(TCP_FIN | TCP_ACK_FLAG, this.#finSeq, 0, 0, false);
-      return;
-    }
-    const last = seqDiff(this.sndNxt, this.sndUna);
-    this.#retransmit(seqAdd(this.sndUna, Math.max(0, last - Math.min(this.mss, last))));
-  }
-
-  #rtoDone(): void {
-    this.stack.wheel.cancel(this.#rtoTimer);
-  }
-
-  #onTimer(_now: number): void {
-    if (this.#freed) return;
-    switch (this.state) {
-      case TcpState.CONNECTING:
-        // the host never answered: the guest gets a reset after a bounded wait
-        this.stack.log("info", "host connect timed out", { tenant: this.stack.tenant });
-        this.#free(true);
-        return;
-      case TcpState.SYN_RECEIVED:
-      case TcpState.SYN_SENT:
-        if (++this.#retries > MAX_SYN_RETRIES) return this.#free(true);
-        this.rtt.onTimeout();
-        this.#sendSyn(this.state === TcpState.SYN_RECEIVED);
-        this.#armRto(this.rtt.current());
-        return;
-      case TcpState.TIME_WAIT:
-      case TcpState.FIN_WAIT_2:
-        return this.#free(false);
-    }
-    const flight = seqDiff(this.sndNxt, this.sndUna);
-    if (flight === 0) {
-      if (this.sndWnd === 0 && this.queue.length > 0) {
-        // zero-window probe, as Linux does: an old sequence number draws an ACK with the window
-        this.#emit(TCP_ACK_FLAG, seqAdd(this.sndUna, -1 >>> 0), 0, 0, false);
-        this.#persistBackoff = Math.min(this.#persistBackoff + 1, 10);
-        this.#armRto(Math.min(this.rtt.current() * 2 ** this.#persistBackoff, 60_000));
-      }
-      return;
-    }
-    if (this.#probeArmed) {
-      this.#probeArmed = false;
-      // in recovery the probe re-sends the hole at SND.UNA: its retransmission was probably lost and no
-      // further ACK will say so (RFC 8985 §7: a probe instead of an RTO's cwnd collapse)
-      if (this.cc.inRecovery) {
-        this.stack.counters.tcpTailProbes++;
-        this.#retransmit(this.sndUna);
-      } else this.#sendProbe();
-      this.#armRto(this.rtt.current());
-      return;
-    }
-    // RFC 6298 (5.4)–(5.6) and RFC 5681 §3.1: back off, collapse cwnd, resend from SND.UNA
-    if (++this.#retries > MAX_RETRIES) {
-      this.stack.log("info", "guest stopped acknowledging; connection aborted", {
-        tenant: this.stack.tenant,
-      });
-      return this.#free(true);
-    }
-    this.stack.counters.tcpTimeouts++;
-    this.rtt.onTimeout();
-    this.cc.onTimeout(flight);
-    this.#dupAcks = 0;
-    this.#timing = false;
-    // the SACK scoreboard is kept (Linux does too): a receiver that reneges is rare, and resending
-    // what the guest already holds would slow recovery after every timeout
-    this.#highRxt = this.sndUna;
-    const finOutstanding = this.#finSent && seqGe(this.#finSeq, this.sndUna);
-    this.sndNxt = this.sndUna;
-    if (finOutstanding && this.sndUna === this.#finSeq) {
-      this.#emit(TCP_FIN | TCP_ACK_FLAG, this.#finSeq, 0, 0, false);
-      this.sndNxt = seqAdd(this.#finSeq, 1);
-    } else {
-      this.#retransmit(this.sndUna);
-      const sent = Math.min(this.mss, this.queue.length);
-      this.sndNxt = seqAdd(this.sndUna, sent);
-      if (finOutstanding && sent === this.queue.length) {
-        // the FIN goes again once the data before it is out
-        this.#emit(TCP_FIN | TCP_ACK_FLAG, this.#finSeq, 0, 0, false);
-        this.sndNxt = seqAdd(this.#finSeq, 1);
-      }
-    }
-    this.#armRto(this.rtt.current());
+    this.stack.wheel.cancel(this.ackTimer);
+    this.armRto(TIME_WAIT_MS);
   }
 
   // ───────────────────────── host side (TcpHandlers) ─────────────────────────
 
   onData(data: Uint8Array): void {
-    if (this.#freed) return;
+    if (this.isFreed) return;
     this.queue.push(data);
     this.#received(data.length);
   }
@@ -931,7 +472,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
   }
 
   onRead(n: number): void {
-    if (this.#freed) return;
+    if (this.isFreed) return;
     this.queue.commit(n);
     this.#received(n);
   }
@@ -964,7 +505,7 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** The tenant's budget has room again (see {@linkcode TcpService.budgetFreed}). */
   budgetRoom(): void {
-    if (this.#freed || !this.#hostPaused) return;
+    if (this.isFreed || !this.#hostPaused) return;
     if (this.#outOfBudget()) this.#waitForBudget();
     else if (this.queue.length < this.#sendLimit()) this.#resumeHost();
   }
@@ -975,17 +516,17 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    * thousand guests with 64 KiB windows, and the GC pauses of such a heap stall every tenant.
    */
   #sendLimit(): number {
-    return Math.min(this.#sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
+    return Math.min(this.sendBuffer, Math.max(2 * this.sndWnd, MIN_SEND_BUFFER));
   }
 
   onEnd(): void {
-    if (this.#freed) return;
-    this.#hostEof = true;
+    if (this.isFreed) return;
+    this.hostEof = true;
     this.trySend();
   }
 
   onError(code: string): void {
-    if (this.#freed) return;
+    if (this.isFreed) return;
     this.#hostClosed = true;
     if (this.state === TcpState.CONNECTING) {
       this.owner.connectFailed(this, code);
@@ -993,25 +534,25 @@ export class TcpConn implements TcpHandlers, FaultOwner {
     }
     this.stack.log("debug", "host socket error", { tenant: this.stack.tenant, code, state: this.stateName });
     // a host reset (or any failure) becomes a reset toward the guest
-    this.#free(true);
+    this.free(true);
   }
 
   onClose(): void {
     this.#hostClosed = true;
-    if (this.#freed) return;
-    if (this.state === TcpState.CONNECTING || this.state === TcpState.SYN_SENT) this.#free(true);
-    else if (!this.#hostEof) {
+    if (this.isFreed) return;
+    if (this.state === TcpState.CONNECTING || this.state === TcpState.SYN_SENT) this.free(true);
+    else if (!this.hostEof) {
       // closed without FIN or error: treat as EOF
-      this.#hostEof = true;
+      this.hostEof = true;
       this.trySend();
     }
   }
 
   onDrain(): void {
-    if (this.#freed) return;
+    if (this.isFreed) return;
     // the host took our backlog: tell the guest its window reopened
-    this.#chargeHostBacklog();
-    this.#sendAck();
+    this.chargeHostBacklog();
+    this.sendAck();
   }
 
   #resumeHost(): void {
@@ -1031,11 +572,11 @@ export class TcpConn implements TcpHandlers, FaultOwner {
    */
   #freeByGuestReset(): void {
     this.state = TcpState.CLOSED;
-    this.#free(true);
+    this.free(true);
   }
 
-  #free(reset: boolean): void {
-    if (this.#freed) return;
+  protected free(reset: boolean): void {
+    if (this.isFreed) return;
     if (reset && this.state !== TcpState.CLOSED && this.state !== TcpState.TIME_WAIT) {
       if (this.state === TcpState.CONNECTING) {
         this.owner.reset(
@@ -1049,20 +590,20 @@ export class TcpConn implements TcpHandlers, FaultOwner {
           0,
         );
       } else if (this.state !== TcpState.SYN_SENT) {
-        this.#emit(TCP_RST | TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
+        this.emit(TCP_RST | TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
       }
     }
-    this.#freed = true;
+    this.isFreed = true;
     this.state = TcpState.CLOSED;
-    this.stack.wheel.cancel(this.#rtoTimer);
-    this.stack.wheel.cancel(this.#ackTimer);
+    this.stack.wheel.cancel(this.rtoTimer);
+    this.stack.wheel.cancel(this.ackTimer);
     if (this.host && !this.#hostClosed) this.host.destroy(reset);
     this.#hostClosed = true;
-    this.stack.memory.credit(this.#hostCharged);
-    this.#hostCharged = 0;
+    this.stack.memory.credit(this.hostCharged);
+    this.hostCharged = 0;
     this.queue.clear();
-    this.#ooo?.clear();
-    this.onFree(this);
+    this.ooo?.clear();
+    this.onFree();
   }
 
   /** What `ss -ti` would show of this connection (admin API's flows, debugging). */
@@ -1082,12 +623,12 @@ export class TcpConn implements TcpHandlers, FaultOwner {
       inRecovery: this.cc.inRecovery,
       srttMs: Math.round(this.rtt.srtt * 10) / 10,
       rtoMs: Math.round(this.rtt.current()),
-      retries: this.#retries,
-      timerArmed: this.#rtoTimer.armed,
-      reassemblyBytes: this.#ooo?.bytes ?? 0,
+      retries: this.retries,
+      timerArmed: this.rtoTimer.armed,
+      reassemblyBytes: this.ooo?.bytes ?? 0,
       hostPaused: this.#hostPaused,
-      hostEof: this.#hostEof,
-      finSent: this.#finSent,
+      hostEof: this.hostEof,
+      finSent: this.finSent,
       hostClosed: this.#hostClosed,
     };
   }
@@ -1099,6 +640,6 @@ export class TcpConn implements TcpHandlers, FaultOwner {
 
   /** Aborts from outside (tenant closing, shutdown): RST to the guest, host socket destroyed. */
   abort(): void {
-    this.#free(true);
+    this.free(true);
   }
 }

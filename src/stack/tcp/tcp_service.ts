@@ -24,7 +24,8 @@ import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { StackContext } from "../context.ts";
-import { TcpConn, type TcpConnOwner } from "./tcp_conn.ts";
+import { TcpConn } from "./tcp_conn.ts";
+import type { TcpConnOwner } from "./tcp_sender.ts";
 import { TcpState } from "./state.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
@@ -82,7 +83,7 @@ export class TcpService implements TcpConnOwner {
     this.#count++;
     this.#stack.counters.tcpFlowsOpened++;
     c.holdsRelaySlot = true;
-    c.onFree = (x) => this.#remove(x);
+    c.onFree = () => this.#remove(c);
   }
 
   #remove(c: TcpConn): void {

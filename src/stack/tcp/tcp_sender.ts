@@ -1,0 +1,486 @@
+/**
+ * The sending half of a guest TCP connection, the base of {@linkcode TcpConn}: its state, the send path
+ * toward the guest (window, congestion control, SACK-steered retransmission) and the timers that drive it
+ * (RTO with backoff, tail-loss probes, zero-window probes, delayed ACKs). Segment arrival, the host side and
+ * teardown are in tcp_conn.ts.
+ *
+ * @module
+ */
+import {
+  emitTcp,
+  TCP_ACK_FLAG,
+  TCP_FIN,
+  TCP_PSH,
+  TCP_SYN,
+  type TcpHeader,
+  tcpHeaderLength,
+} from "../../wire/tcp.ts";
+import { IPPROTO_TCP } from "../../wire/ipv4.ts";
+import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
+import type { HostTcpSocket } from "../../host/host.ts";
+import { Timer } from "../timer_wheel.ts";
+import type { FaultOwner } from "../containment.ts";
+import { L4_OFFSET } from "../frame.ts";
+import type { StackContext } from "../context.ts";
+import { seqAdd, seqDiff, seqGe, seqGt, seqLt } from "./seq.ts";
+import { SendQueue } from "./send_queue.ts";
+import type { Reassembly } from "./reassembly.ts";
+import { RttEstimator } from "./rtt.ts";
+import { NewReno } from "./congestion.ts";
+import { SackScoreboard } from "./sack_scoreboard.ts";
+import {
+  DEFAULT_RECEIVE_BUFFER,
+  DEFAULT_SEND_BUFFER,
+  ETH_PAD_ROOM,
+  GUARANTEED_RING,
+  MAX_RETRIES,
+  MAX_SYN_RETRIES,
+  STATE_NAMES,
+  type TcpEndpoints,
+  TcpState,
+  type TcpStateValue,
+} from "./state.ts";
+
+/** What a connection needs of its tenant's TCP service (TcpService implements it). */
+export interface TcpConnOwner {
+  /** Reused header for every segment a connection emits. */
+  readonly outHeader: TcpHeader;
+  /** Sends the RST that answers a segment (RFC 9293 §3.10.7.1). */
+  reset(
+    guestIp: number,
+    localIp: number,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+    ack: number,
+    flags: number,
+    dataLen: number,
+  ): void;
+  /** The host dial failed: answer the guest's SYN and forget the connection. */
+  connectFailed(c: TcpSender, code: string): void;
+  /** True when the transport toward the guest holds enough; senders join `blocked`. */
+  outputCongested(): boolean;
+  readonly blocked: Set<TcpSender>;
+  /** Connections paused until the tenant's memory budget has room. */
+  readonly budgetBlocked: Set<TcpSender>;
+}
+
+export abstract class TcpSender implements FaultOwner {
+  readonly stack: StackContext;
+  readonly guestIp: number;
+  readonly guestPort: number;
+  readonly localIp: number;
+  readonly localPort: number;
+  state: TcpStateValue;
+  host: HostTcpSocket | null = null;
+  /** Whether this connection holds a slot of the relay-wide flow limit (the service releases it). */
+  holdsRelaySlot = false;
+  /** Called once when the connection is freed (the service removes it from its table). */
+  onFree: () => void = () => {};
+
+  // RFC 9293 send sequence variables (toward the guest)
+  iss: number;
+  sndUna: number;
+  sndNxt: number;
+  /** Highest sequence number sent so far: SND.NXT moves back on go-back-N retransmission, this never does. */
+  sndMax: number;
+  sndWnd = 0;
+  sndWl1 = 0;
+  sndWl2 = 0;
+  /** Guest's window scale shift, 0 when not negotiated. */
+  sndWscale = 0;
+  // receive sequence variables (from the guest)
+  irs = 0;
+  rcvNxt = 0;
+  /** Our scale shift, 0 when not negotiated. */
+  rcvWscale = 0;
+  /** Right edge of the window last advertised: never moved left (RFC 9293 §3.8.6.2.2). */
+  #rcvAdvertisedEnd = 0;
+
+  /** Largest payload per segment toward the guest (options included in the header budget). */
+  mss: number;
+  tsOk = false;
+  protected tsRecent = 0;
+  protected lastAckSent = 0;
+  sackOk = false;
+  /** What the guest reported holding with SACK. */
+  protected readonly sack = new SackScoreboard();
+  protected highRxt = 0;
+  /** Wall time of the last retransmission of SND.UNA's segment (lost-retransmission detection). */
+  protected rxtAt = 0;
+  /** The armed timer is a tail loss probe, not the RTO. */
+  #probeArmed = false;
+
+  /** Host data until the guest acknowledges it; its buffer is charged to the tenant's memory budget. */
+  readonly queue: SendQueue;
+  protected ooo: Reassembly | null = null;
+  readonly rtt = new RttEstimator();
+  readonly cc: NewReno;
+  protected dupAcks = 0;
+  protected timing = false;
+  protected timedSeq = 0;
+  protected timedAt = 0;
+  protected retries = 0;
+  protected persistBackoff = 0;
+
+  protected hostEof = false;
+  protected finSent = false;
+  protected finSeq = 0;
+  protected pendingAcks = 0;
+  protected isFreed = false;
+  /** Bytes of the host socket's write queue charged to the tenant's budget. */
+  protected hostCharged = 0;
+  protected readonly sendBuffer: number;
+  protected readonly receiveBuffer: number;
+  protected readonly rtoTimer: Timer;
+  protected readonly ackTimer: Timer;
+
+  constructor(
+    stack: StackContext,
+    readonly owner: TcpConnOwner,
+    ep: TcpEndpoints,
+    state: TcpStateValue,
+    opts: { sendBuffer?: number; receiveBuffer?: number } = {},
+  ) {
+    this.stack = stack;
+    this.guestIp = ep.guestIp;
+    this.guestPort = ep.guestPort;
+    this.localIp = ep.localIp;
+    this.localPort = ep.localPort;
+    this.state = state;
+    const memory = stack.memory;
+    this.queue = new SendQueue((d) => (d > 0 ? memory.charge(d) : memory.credit(-d)));
+    this.iss = (Math.random() * 0x1_0000_0000) >>> 0;
+    this.sndUna = this.iss;
+    this.sndNxt = this.iss;
+    this.sndMax = this.iss;
+    this.sendBuffer = opts.sendBuffer ?? DEFAULT_SEND_BUFFER;
+    this.receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
+    this.mss = stack.plan.mtu - 40;
+    this.cc = new NewReno(this.mss);
+    // the largest frame: headers with options, and a full segment
+    this.queue.frameRoomWanted = L4_OFFSET + 60 + this.mss;
+    this.rtoTimer = new Timer((now) => this.#onTimer(now), this);
+    this.ackTimer = new Timer(() => this.sendAck(), this);
+  }
+
+  get freed(): boolean {
+    return this.isFreed;
+  }
+
+  /** The RFC 9293 state's name. */
+  get stateName(): string {
+    return STATE_NAMES[this.state];
+  }
+
+  // ───────────────────────── sending ─────────────────────────
+
+  /** Sends what the windows, the congestion window and the transport allow. */
+  trySend(): void {
+    if (this.isFreed) return;
+    const s = this.state;
+    if (
+      s !== TcpState.ESTABLISHED && s !== TcpState.CLOSE_WAIT && s !== TcpState.FIN_WAIT_1 &&
+      s !== TcpState.CLOSING &&
+      s !== TcpState.LAST_ACK
+    ) return;
+    const tcp = this.owner;
+    for (;;) {
+      const sentData = seqDiff(this.sndNxt, this.sndUna) -
+        (this.finSent && seqGt(this.sndNxt, this.finSeq) ? 1 : 0);
+      const unsent = this.queue.length - sentData;
+      if (unsent <= 0) break;
+      if (tcp.outputCongested()) {
+        tcp.blocked.add(this);
+        return;
+      }
+      const inFlight = seqDiff(this.sndNxt, this.sndUna);
+      const can = Math.min(this.sndWnd, this.cc.cwnd) - inFlight;
+      if (can <= 0) break;
+      let len = Math.min(this.mss, unsent, can);
+      // sender-side silly window avoidance (RFC 9293 §3.8.6.2.1): no small segment while a full one
+      // could follow and data is in flight
+      if (len < this.mss && len < unsent && inFlight > 0) break;
+      if (this.#skipSacked(this.sndNxt)) continue;
+      len = this.sack.until(this.sndNxt, len);
+      if (len <= 0) break; // never a data segment without data
+      this.#sendData(this.sndNxt, len, len === unsent);
+      if (!this.timing && !this.tsOk) {
+        this.timing = true;
+        this.timedSeq = this.sndNxt;
+        this.timedAt = this.stack.wheel.now;
+      }
+      this.sndNxt = seqAdd(this.sndNxt, len);
+      if (!this.rtoTimer.armed) this.armRetransmitTimer();
+    }
+    const sentData = seqDiff(this.sndNxt, this.sndUna) -
+      (this.finSent && seqGt(this.sndNxt, this.finSeq) ? 1 : 0);
+    if (this.hostEof && !this.finSent && sentData >= this.queue.length) this.#sendFin();
+    else if (
+      this.hostEof && this.finSent && this.sndNxt === this.finSeq && sentData >= this.queue.length
+    ) this.#sendFin(); // retransmitting the FIN after go-back-N
+    // zero window with data waiting and nothing in flight: persist (RFC 9293 §3.8.6.1)
+    if (this.sndWnd === 0 && this.queue.length > 0 && this.sndNxt === this.sndUna && !this.rtoTimer.armed) {
+      this.armRto(Math.min(this.rtt.current() * 2 ** this.persistBackoff, 60_000));
+    }
+  }
+
+  #sendFin(): void {
+    if (this.state === TcpState.ESTABLISHED) this.state = TcpState.FIN_WAIT_1;
+    else if (this.state === TcpState.CLOSE_WAIT) this.state = TcpState.LAST_ACK;
+    this.finSent = true;
+    this.finSeq = this.sndNxt;
+    this.emit(TCP_FIN | TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
+    this.sndNxt = seqAdd(this.sndNxt, 1);
+    if (!this.rtoTimer.armed) this.armRto(this.rtt.current());
+  }
+
+  #sendData(seq: number, len: number, push: boolean): void {
+    this.emit(TCP_ACK_FLAG | (push ? TCP_PSH : 0), seq, seqDiff(seq, this.sndUna), len, false);
+  }
+
+  /** Retransmits one segment at `seq` (data, or the FIN). */
+  protected retransmit(seq: number): void {
+    this.timing = false; // Karn: never time a retransmitted segment
+    const off = seqDiff(seq, this.sndUna);
+    if (this.finSent && seq === this.finSeq) {
+      this.emit(TCP_FIN | TCP_ACK_FLAG, seq, 0, 0, false);
+      return;
+    }
+    const avail = this.queue.length - off;
+    if (avail <= 0) return;
+    const len = this.sack.until(seq, Math.min(this.mss, avail));
+    this.emit(TCP_ACK_FLAG, seq, off, len, false);
+    if (seq === this.sndUna) this.rxtAt = this.stack.host.now();
+    this.stack.counters.tcpRetransmits++;
+    if (seqGt(seqAdd(seq, len), this.highRxt)) this.highRxt = seqAdd(seq, len);
+  }
+
+  /** In SACK recovery: retransmit up to `n` segments from the holes after what was already retransmitted. */
+  protected retransmitHoles(n: number): void {
+    if (this.sack.empty) return;
+    const highestSacked = this.sack.highest;
+    let seq = seqGt(this.highRxt, this.sndUna) ? this.highRxt : this.sndUna;
+    while (n > 0 && seqLt(seq, highestSacked) && seqLt(seq, this.sndNxt)) {
+      if (this.#skipSacked(seq)) {
+        seq = this.sack.endOfRangeAt(seq);
+        continue;
+      }
+      this.retransmit(seq);
+      seq = this.highRxt;
+      n--;
+    }
+  }
+
+  /** True when `seq` lies inside a SACKed range; a new transmission then skips what the guest holds. */
+  #skipSacked(seq: number): boolean {
+    const end = this.sack.endOfRangeAt(seq);
+    if (end < 0) return false;
+    if (seq === this.sndNxt) this.sndNxt = end;
+    return true;
+  }
+
+  /** Timestamp clock: milliseconds (RFC 7323 §5.4 allows 1 ms to 1 s per tick). */
+  protected tsNow(): number {
+    return Math.floor(this.stack.wheel.now) >>> 0;
+  }
+
+  /** The window to advertise now, in bytes (before scaling). */
+  protected receiveWindow(): number {
+    this.chargeHostBacklog();
+    const buffered = this.hostCharged + (this.ooo?.bytes ?? 0);
+    let wnd = Math.max(0, this.receiveBuffer - buffered);
+    // the tenant's budget bounds what all its flows may be sent at once; a spent budget still leaves each
+    // flow a small window, so that no flow waits forever for others that wait for it
+    wnd = Math.min(wnd, Math.max(GUARANTEED_RING, this.stack.memory.available));
+    wnd = Math.min(wnd, 65535 * 2 ** this.rcvWscale);
+    // never shrink the window already offered (RFC 9293 §3.8.6.2.2)
+    const offered = seqDiff(this.#rcvAdvertisedEnd, this.rcvNxt);
+    if (seqGt(this.#rcvAdvertisedEnd, this.rcvNxt) && offered > wnd) wnd = offered;
+    return wnd;
+  }
+
+  protected sendAck(): void {
+    if (this.isFreed) return;
+    this.emit(TCP_ACK_FLAG, this.sndNxt, 0, 0, false);
+  }
+
+  /**
+   * Builds and sends one segment: header fields from the connection, `len` payload bytes copied from
+   * the send queue at `queueOffset` straight into the outgoing frame.
+   */
+  protected emit(flags: number, seq: number, queueOffset: number, len: number, syn: boolean): void {
+    const s = this.stack;
+    const end = seqAdd(seq, len + (flags & (TCP_SYN | TCP_FIN) ? 1 : 0));
+    if (seqGt(end, this.sndMax)) this.sndMax = end;
+    const h = this.owner.outHeader;
+    h.srcPort = this.localPort;
+    h.dstPort = this.guestPort;
+    h.seq = seq;
+    h.ack = flags & TCP_ACK_FLAG ? this.rcvNxt : 0;
+    h.flags = flags;
+    h.urgent = 0;
+    if (!syn) {
+      h.mss = -1;
+      h.windowScale = -1;
+      h.sackPermitted = false;
+      h.hasTimestamps = this.tsOk;
+    }
+    if (h.hasTimestamps) {
+      h.tsVal = this.tsNow();
+      h.tsEcr = flags & TCP_ACK_FLAG ? this.tsRecent : 0;
+    }
+    h.sackCount = !syn && this.sackOk && this.ooo && !this.ooo.empty
+      ? this.ooo.sackBlocks(h.sackBlocks, h.hasTimestamps ? 3 : 4)
+      : 0;
+    const wnd = syn ? Math.min(this.receiveWindow(), 65535) : this.receiveWindow();
+    h.window = syn ? wnd : Math.min(65535, Math.floor(wnd / 2 ** this.rcvWscale));
+    const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * 2 ** this.rcvWscale);
+    if (seqGt(right, this.#rcvAdvertisedEnd) || this.#rcvAdvertisedEnd === 0) this.#rcvAdvertisedEnd = right;
+    const hl = tcpHeaderLength(h);
+    const pseudo = pseudoHeaderSumV4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    // a data segment is built next to the send ring and its payload copied within that one buffer: the copy
+    // into the shared tx buffer needs a view per segment, which was half of what the relay allocated
+    const area = len > 0 ? this.queue.frameArea(L4_OFFSET + hl + Math.max(len, ETH_PAD_ROOM)) : null;
+    if (area) {
+      const { buf, off } = area;
+      this.queue.copyToFrame(queueOffset, len, off + L4_OFFSET + hl);
+      emitTcp(h, buf, off + L4_OFFSET, len, pseudo);
+      s.sendIpv4In(buf, off, this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    } else {
+      if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, L4_OFFSET + hl);
+      emitTcp(h, s.tx, L4_OFFSET, len, pseudo);
+      s.sendIpv4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    }
+    if (flags & TCP_ACK_FLAG) {
+      this.lastAckSent = this.rcvNxt;
+      this.pendingAcks = 0;
+      if (this.ackTimer.armed) s.wheel.cancel(this.ackTimer);
+    }
+  }
+
+  // ───────────────────────── timers ─────────────────────────
+
+  protected armRto(ms: number): void {
+    this.stack.wheel.arm(this.rtoTimer, this.stack.wheel.now + ms);
+  }
+
+  /**
+   * Arms the timer for data in flight: a tail loss probe after PTO = 2·SRTT (RFC 8985 §7) when
+   * possible — a loss at the end of a flight then draws SACKs and fast recovery instead of waiting a
+   * full RTO — else the RTO.
+   */
+  protected armRetransmitTimer(): void {
+    if (this.rtt.hasSample && this.retries === 0) {
+      this.#probeArmed = true;
+      this.armRto(Math.min(Math.max(2 * this.rtt.srtt, 10), this.rtt.current()));
+    } else {
+      this.#probeArmed = false;
+      this.armRto(this.rtt.current());
+    }
+  }
+
+  /** RFC 8985 §7.3: send one new segment if allowed, else retransmit the last one. */
+  #sendProbe(): void {
+    this.stack.counters.tcpTailProbes++;
+    const sentData = seqDiff(this.sndNxt, this.sndUna) -
+      (this.finSent && seqGt(this.sndNxt, this.finSeq) ? 1 : 0);
+    const unsent = this.queue.length - sentData;
+    if (unsent > 0 && this.sndWnd > seqDiff(this.sndNxt, this.sndUna) && !this.finSent) {
+      const len = Math.min(this.mss, unsent);
+      this.#sendData(this.sndNxt, len, len === unsent);
+      this.sndNxt = seqAdd(this.sndNxt, len);
+      return;
+    }
+    if (this.finSent && seqGt(this.sndNxt, this.finSeq)) {
+      this.emit(TCP_FIN | TCP_ACK_FLAG, this.finSeq, 0, 0, false);
+      return;
+    }
+    const last = seqDiff(this.sndNxt, this.sndUna);
+    this.retransmit(seqAdd(this.sndUna, Math.max(0, last - Math.min(this.mss, last))));
+  }
+
+  protected rtoDone(): void {
+    this.stack.wheel.cancel(this.rtoTimer);
+  }
+
+  #onTimer(_now: number): void {
+    if (this.isFreed) return;
+    switch (this.state) {
+      case TcpState.CONNECTING:
+        // the host never answered: the guest gets a reset after a bounded wait
+        this.stack.log("info", "host connect timed out", { tenant: this.stack.tenant });
+        this.free(true);
+        return;
+      case TcpState.SYN_RECEIVED:
+      case TcpState.SYN_SENT:
+        if (++this.retries > MAX_SYN_RETRIES) return this.free(true);
+        this.rtt.onTimeout();
+        this.sendSyn(this.state === TcpState.SYN_RECEIVED);
+        this.armRto(this.rtt.current());
+        return;
+      case TcpState.TIME_WAIT:
+      case TcpState.FIN_WAIT_2:
+        return this.free(false);
+    }
+    const flight = seqDiff(this.sndNxt, this.sndUna);
+    if (flight === 0) {
+      if (this.sndWnd === 0 && this.queue.length > 0) {
+        // zero-window probe, as Linux does: an old sequence number draws an ACK with the window
+        this.emit(TCP_ACK_FLAG, seqAdd(this.sndUna, -1 >>> 0), 0, 0, false);
+        this.persistBackoff = Math.min(this.persistBackoff + 1, 10);
+        this.armRto(Math.min(this.rtt.current() * 2 ** this.persistBackoff, 60_000));
+      }
+      return;
+    }
+    if (this.#probeArmed) {
+      this.#probeArmed = false;
+      // in recovery the probe re-sends the hole at SND.UNA: its retransmission was probably lost and no
+      // further ACK will say so (RFC 8985 §7: a probe instead of an RTO's cwnd collapse)
+      if (this.cc.inRecovery) {
+        this.stack.counters.tcpTailProbes++;
+        this.retransmit(this.sndUna);
+      } else this.#sendProbe();
+      this.armRto(this.rtt.current());
+      return;
+    }
+    // RFC 6298 (5.4)–(5.6) and RFC 5681 §3.1: back off, collapse cwnd, resend from SND.UNA
+    if (++this.retries > MAX_RETRIES) {
+      this.stack.log("info", "guest stopped acknowledging; connection aborted", {
+        tenant: this.stack.tenant,
+      });
+      return this.free(true);
+    }
+    this.stack.counters.tcpTimeouts++;
+    this.rtt.onTimeout();
+    this.cc.onTimeout(flight);
+    this.dupAcks = 0;
+    this.timing = false;
+    // the SACK scoreboard is kept (Linux does too): a receiver that reneges is rare, and resending
+    // what the guest already holds would slow recovery after every timeout
+    this.highRxt = this.sndUna;
+    const finOutstanding = this.finSent && seqGe(this.finSeq, this.sndUna);
+    this.sndNxt = this.sndUna;
+    if (finOutstanding && this.sndUna === this.finSeq) {
+      this.emit(TCP_FIN | TCP_ACK_FLAG, this.finSeq, 0, 0, false);
+      this.sndNxt = seqAdd(this.finSeq, 1);
+    } else {
+      this.retransmit(this.sndUna);
+      const sent = Math.min(this.mss, this.queue.length);
+      this.sndNxt = seqAdd(this.sndUna, sent);
+      if (finOutstanding && sent === this.queue.length) {
+        // the FIN goes again once the data before it is out
+        this.emit(TCP_FIN | TCP_ACK_FLAG, this.finSeq, 0, 0, false);
+        this.sndNxt = seqAdd(this.finSeq, 1);
+      }
+    }
+    this.armRto(this.rtt.current());
+  }
+
+  /** The host's unwritten bytes, charged to the tenant's budget (the receive window shrinks by them). */
+  protected abstract chargeHostBacklog(): void;
+  protected abstract free(reset: boolean): void;
+  protected abstract sendSyn(withAck: boolean): void;
+  abstract onFault(err: unknown, where: string): void;
+  abstract abort(): void;
+}

@@ -13,14 +13,13 @@
 import type { Logger } from "../common/logger.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
-import type { TokenBucket } from "../common/token_bucket.ts";
 import { EpollHost } from "../host/epoll_host.ts";
 import { deferUntilIdle, epollAvailable, EpollSocket } from "../host/epoll.ts";
 import { NodeHost } from "../host/node_host.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
 import { listenStream, type StreamListener } from "../host/stream_listener.ts";
 import type { ByteStream } from "../host/host.ts";
-import { FrameWriter, FramingError, QEMU_MAX_FRAME, readFrameBatches } from "../transport/stream.ts";
+import { carryStream, QEMU_MAX_FRAME } from "../transport/stream.ts";
 import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
@@ -446,50 +445,29 @@ export class Relay implements RelayView {
       return conn.close();
     }
     const t = tenant ?? this.#ephemeralTenant();
-    const writer = new FrameWriter(conn, t.linkBacklogLimit, () => {
-      try {
-        conn.close();
-      } catch { /* closed */ }
-    });
-    if (conn instanceof EpollSocket) writer.schedule = deferUntilIdle;
-    const link: GuestLink = this.#withFaults(t, {
-      kind: "stream",
+    let attached: GuestLink | null = null;
+    await carryStream(conn, {
       remote,
-      send: (f) => writer.push(f),
-      get backlog() {
-        return writer.backlog;
+      maxFrame: this.#opts.maxFrame ?? QEMU_MAX_FRAME,
+      backlogLimit: t.linkBacklogLimit,
+      schedule: conn instanceof EpollSocket ? deferUntilIdle : undefined,
+    }, {
+      opened: (link) => {
+        attached = this.#withFaults(t, link);
+        const feed = this.#attach(t, attached);
+        if (!feed && t.ephemeral) this.tenants.delete(t.id);
+        return feed;
       },
-      set onDrain(fn: (() => void) | null) {
-        writer.onDrain = fn;
+      closed: (link, reason) => {
+        if (reason && !this.#stopping) log("info", "guest connection closed", { tenant: t.id, reason });
+        this.#detach(t, attached ?? link);
       },
-      get onDrain() {
-        return writer.onDrain;
-      },
-      setRate: (r: TokenBucket | null) => (writer.rate = r),
-      close: () => {
-        writer.close();
-        try {
-          conn.close();
-        } catch { /* closed */ }
-      },
-    });
-    const feed = this.#attach(t, link);
-    if (!feed) {
-      link.close();
-      if (t.ephemeral) this.tenants.delete(t.id);
-      return;
-    }
-    try {
-      await readFrameBatches(conn, this.#opts.maxFrame ?? QEMU_MAX_FRAME, feed);
-    } catch (e) {
-      if (e instanceof FramingError) {
+      protocolError: (reason) => {
         this.transportErrors++;
-        log("warn", "guest connection closed: protocol error", { tenant: t.id, reason: e.message });
-      } else if (!this.#stopping) log("info", "guest connection closed", { tenant: t.id, reason: String(e) });
-    } finally {
-      this.#detach(t, link);
-      link.close();
-    }
+        log("warn", "guest connection closed: protocol error", { tenant: t.id, reason });
+      },
+      dropped: (reason) => t.counters.drop(reason),
+    });
   }
 
   // ───────────────────────── WebSocket transport ─────────────────────────

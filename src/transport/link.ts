@@ -29,8 +29,8 @@ export type FrameFeed = (buf: Uint8Array, offs: number[], lens: number[], n: num
 export interface LinkPeer {
   /** The link is up: where its frames go, or null to refuse it (the carrier then closes). */
   opened(link: GuestLink): FrameFeed | null;
-  /** The link went down (either side). */
-  closed(link: GuestLink): void;
+  /** The link went down (either side); `reason` when a socket error ended it. */
+  closed(link: GuestLink, reason?: string): void;
   /** The guest broke the carrier's protocol; the carrier closes the link after this. */
   protocolError(reason: string, fields: Record<string, unknown>): void;
   /** A guest frame was dropped (counted under `reason`). */

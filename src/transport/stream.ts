@@ -13,17 +13,21 @@
 
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { ByteStream } from "../host/host.ts";
+import type { GuestLink, LinkPeer } from "./link.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;
 /** Minimum acceptable frame: an Ethernet header. */
 export const MIN_FRAME = 14;
 
-export interface StreamTransportOptions {
+export interface StreamLinkOptions {
+  remote: string;
   /** Largest frame accepted from the guest; larger (or zero) lengths close the connection. */
   maxFrame: number;
-  /** Bytes of frames allowed to wait for the socket; beyond it frames are dropped. */
-  maxBacklog: number;
+  /** Bytes of frames allowed to wait for the socket toward the guest; beyond it frames are refused. */
+  backlogLimit: number;
+  /** When the writer flushes (default: after the current task; the relay's socket loop defers to idle). */
+  schedule?: (flush: () => void) => void;
 }
 
 /** A protocol error: the connection is closed, nothing else is harmed. */
@@ -217,5 +221,50 @@ export async function readFrames(
       buf.copyWithin(0, used, filled);
       filled -= used;
     }
+  }
+}
+
+/**
+ * The stream carrier (QEMU `-netdev stream`/`socket`, passt): carries frames over `conn` until either side
+ * closes, reporting to `peer`. Resolves when the link is down.
+ */
+export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, peer: LinkPeer): Promise<void> {
+  const closeConn = () => {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  };
+  const writer = new FrameWriter(conn, opts.backlogLimit, closeConn);
+  if (opts.schedule) writer.schedule = opts.schedule;
+  const link: GuestLink = {
+    kind: "stream",
+    remote: opts.remote,
+    send: (f) => writer.push(f),
+    get backlog() {
+      return writer.backlog;
+    },
+    set onDrain(fn: (() => void) | null) {
+      writer.onDrain = fn;
+    },
+    get onDrain() {
+      return writer.onDrain;
+    },
+    setRate: (r: TokenBucket | null) => (writer.rate = r),
+    close: () => {
+      writer.close();
+      closeConn();
+    },
+  };
+  const feed = peer.opened(link);
+  if (!feed) return link.close();
+  let reason: string | undefined;
+  try {
+    await readFrameBatches(conn, opts.maxFrame, feed);
+  } catch (e) {
+    if (e instanceof FramingError) peer.protocolError(e.message, {});
+    else reason = String(e);
+  } finally {
+    peer.closed(link, reason);
+    link.close();
   }
 }

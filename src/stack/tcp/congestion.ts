@@ -10,7 +10,31 @@
 /** RFC 5681 §3.1: IW = min(4*SMSS, max(2*SMSS, 4380 bytes)); RFC 6928 allows 10 segments, as Linux. */
 export const INITIAL_WINDOW_SEGMENTS = 10;
 
-export class NewReno {
+/**
+ * A congestion controller, as the connection drives it: a window in bytes, and the events of RFC 5681
+ * that move it. NewReno implements it today; another controller (CUBIC, RFC 9438) plugs in here.
+ */
+export interface CongestionControl {
+  /** Bytes that may be in flight (the connection also honours the guest's window). */
+  readonly cwnd: number;
+  /** Slow-start threshold (Number.MAX_SAFE_INTEGER before the first loss). */
+  readonly ssthresh: number;
+  readonly inRecovery: boolean;
+  /** Recovery ends when SND.UNA passes this (RFC 6582 §3.2). */
+  readonly recover: number;
+  /** The segment size changed (options negotiated, PMTU). */
+  mss: number;
+  onAck(acked: number): void;
+  enterRecovery(flight: number, sndNxt: number): void;
+  onDupAckInRecovery(): void;
+  onPartialAck(acked: number): void;
+  exitRecovery(flight: number): void;
+  onTimeout(flight: number): void;
+  /** Sets the window outright (the handshake's initial window). */
+  setWindow(bytes: number): void;
+}
+
+export class NewReno implements CongestionControl {
   cwnd: number;
   ssthresh = Number.MAX_SAFE_INTEGER;
   /** In fast recovery until SND.UNA passes `recover` (RFC 6582 §3.2). */
@@ -25,8 +49,16 @@ export class NewReno {
     this.cwnd = INITIAL_WINDOW_SEGMENTS * mss;
   }
 
+  get mss(): number {
+    return this.#mss;
+  }
+
   set mss(v: number) {
     this.#mss = v;
+  }
+
+  setWindow(bytes: number): void {
+    this.cwnd = bytes;
   }
 
   /** New data acknowledged outside recovery (RFC 5681 §3.1). */

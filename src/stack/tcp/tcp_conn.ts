@@ -43,6 +43,7 @@ import {
 } from "./state.ts";
 
 import { TcpSender } from "./tcp_sender.ts";
+import { INITIAL_WINDOW_SEGMENTS } from "./congestion.ts";
 
 export class TcpConn extends TcpSender implements TcpHandlers {
   #guestMss = DEFAULT_MSS;
@@ -78,7 +79,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     const ours = this.stack.plan.mtu - 40;
     this.mss = Math.max(MIN_SND_MSS, Math.min(this.#guestMss, ours) - (this.tsOk ? 12 : 0));
     this.cc.mss = this.mss;
-    if (this.cc.cwnd < this.mss) this.cc.cwnd = this.mss;
+    if (this.cc.cwnd < this.mss) this.cc.setWindow(this.mss);
   }
 
   /** Bounds the host dial: the guest gets a reset after {@linkcode CONNECT_TIMEOUT_MS}. */
@@ -90,7 +91,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   onConnect(): void {
     if (this.state !== TcpState.CONNECTING) return;
     this.state = TcpState.SYN_RECEIVED;
-    this.cc.cwnd = 10 * this.mss;
+    this.cc.setWindow(INITIAL_WINDOW_SEGMENTS * this.mss);
     this.sendSyn(true);
     this.armRto(this.rtt.current());
   }

@@ -26,7 +26,7 @@ import { seqAdd, seqDiff, seqGe, seqGt, seqLt } from "./seq.ts";
 import { SendQueue } from "./send_queue.ts";
 import type { Reassembly } from "./reassembly.ts";
 import { RttEstimator } from "./rtt.ts";
-import { NewReno } from "./congestion.ts";
+import { type CongestionControl, NewReno } from "./congestion.ts";
 import { SackScoreboard } from "./sack_scoreboard.ts";
 import {
   DEFAULT_RECEIVE_BUFFER,
@@ -115,7 +115,7 @@ export abstract class TcpSender implements FaultOwner {
   readonly queue: SendQueue;
   protected ooo: Reassembly | null = null;
   readonly rtt = new RttEstimator();
-  readonly cc: NewReno;
+  readonly cc: CongestionControl;
   protected dupAcks = 0;
   protected timing = false;
   protected timedSeq = 0;

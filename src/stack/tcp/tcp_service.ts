@@ -11,7 +11,6 @@ import {
   newTcpHeader,
   parseTcp,
   TCP_ACK_FLAG,
-  TCP_FIN,
   TCP_RST,
   TCP_SYN,
   type TcpHeader,
@@ -25,6 +24,7 @@ import type { HostForwardConfig } from "../config.ts";
 import { L4_OFFSET } from "../frame.ts";
 import type { StackContext } from "../context.ts";
 import { TcpConn } from "./tcp_conn.ts";
+import { rstReply } from "./rst_reply.ts";
 import type { TcpConnOwner } from "./tcp_sender.ts";
 import { TcpState } from "./state.ts";
 
@@ -222,8 +222,7 @@ export class TcpService implements TcpConnOwner {
   }
 
   /**
-   * Sends the RST that answers a segment (RFC 9293 §3.10.7.1): if it had ACK, <SEQ=SEG.ACK><CTL=RST>;
-   * otherwise <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. A RST is never answered.
+   * Sends the RST that answers a segment ({@linkcode rstReply}); a RST is never answered.
    */
   reset(
     guestIp: number,
@@ -235,21 +234,12 @@ export class TcpService implements TcpConnOwner {
     flags: number,
     dataLen: number,
   ): void {
-    if (flags & TCP_RST) return;
-    const s = this.#stack;
     const o = this.#rst;
+    if (!rstReply(seq, ack, flags, dataLen, o)) return;
+    const s = this.#stack;
     o.srcPort = localPort;
     o.dstPort = guestPort;
     o.window = 0;
-    if (flags & TCP_ACK_FLAG) {
-      o.seq = ack;
-      o.ack = 0;
-      o.flags = TCP_RST;
-    } else {
-      o.seq = 0;
-      o.ack = (seq + dataLen + (flags & TCP_SYN ? 1 : 0) + (flags & TCP_FIN ? 1 : 0)) >>> 0;
-      o.flags = TCP_RST | TCP_ACK_FLAG;
-    }
     const hl = tcpHeaderLength(o);
     emitTcp(o, s.tx, L4_OFFSET, 0, pseudoHeaderSumV4(localIp, guestIp, IPPROTO_TCP, hl));
     s.sendIpv4(localIp, guestIp, IPPROTO_TCP, hl);

@@ -23,7 +23,8 @@ import { carryStream, QEMU_MAX_FRAME } from "../transport/stream.ts";
 import type { HostIcmpEcho } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
-import { bindForward, type BoundForward, Tenant } from "./tenant.ts";
+import { Tenant } from "./tenant.ts";
+import { bindForward, type BoundForward } from "./port_forward.ts";
 import { type FrameFeed, type GuestLink, lossyLink } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
 import {

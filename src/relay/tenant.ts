@@ -15,11 +15,11 @@ import { contained } from "../stack/containment.ts";
 import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../common/token_bucket.ts";
-import type { HostNet, HostUdpSocket } from "../host/host.ts";
-import { parseIpv4Address } from "../wire/bytes.ts";
+import type { HostNet } from "../host/host.ts";
 import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
+import { bindForward, type BoundForward } from "./port_forward.ts";
 import { DEFAULT_QUOTAS, LINK_BACKLOG_MAX, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
 
 /** What a tenant needs from the relay. */
@@ -30,68 +30,6 @@ export interface TenantDeps {
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
   /** The relay-wide bound on open flows. */
   flowLimit?: FlowLimit;
-}
-
-/**
- * Binds a QEMU-style port forward on the host: TCP connections become our SYN toward the guest, UDP
- * datagrams reach the guest from gateway:clientPort. `target` names the stack at the moment a client
- * arrives (a tenant's own, or the latest single-user guest); with none, the client is refused.
- */
-export async function bindForward(
-  host: HostNet,
-  f: HostForwardConfig,
-  target: () => Stack | null,
-  log: Logger,
-  tenant: string,
-  onNoGuest: () => void,
-): Promise<BoundForward> {
-  let bound: BoundForward;
-  if (f.protocol === "tcp") {
-    const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
-      const stack = target();
-      if (!stack) {
-        onNoGuest();
-        sock.destroy();
-        return;
-      }
-      try {
-        stack.tcp.acceptForward(f, sock, bind);
-      } catch (e) {
-        sock.destroy(true);
-        stack.onFault(e, "tcp.forward");
-      }
-    });
-    bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
-  } else {
-    const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
-      onMessage: (data, address, port) => {
-        const stack = target();
-        if (!stack) return onNoGuest();
-        const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
-        if (guest < 0) return stack.drop("udp-forward-no-guest");
-        try {
-          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
-        } catch (e) {
-          stack.onFault(e, "udp.forward");
-        }
-      },
-      onError: (code) => log("warn", "UDP port forward socket error", { tenant, code }),
-    });
-    bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
-  }
-  log("info", "port forward", {
-    tenant,
-    protocol: f.protocol,
-    host: `${f.hostAddress}:${bound.config.hostPort}`,
-    guestPort: f.guestPort,
-  });
-  return bound;
-}
-
-/** A bound port forward of a tenant. */
-export interface BoundForward {
-  config: HostForwardConfig;
-  close(): void;
 }
 
 export class Tenant {

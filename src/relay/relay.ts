@@ -34,16 +34,12 @@ import {
   tenantStackConfig,
   validateSpec,
 } from "./tenant_config.ts";
-import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { AdminApi, json } from "./admin.ts";
+import { Admission, RelayFullError } from "./admission.ts";
 import type { RelayView } from "./relay_view.ts";
-import { hostAllowed, originAllowed } from "./web_origin.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
 import { mapLargeBuffersOnOwnPages, openFileLimit, releaseFreedMemory } from "../host/libc.ts";
-
-/** The relay is at one of its relay-wide limits: the request may succeed later (HTTP 503). */
-export class RelayFullError extends Error {}
 
 export interface RelayOptions {
   /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
@@ -100,9 +96,6 @@ export interface GuestSession {
   stack: NonNullable<Tenant["stack"]>;
 }
 
-/** How long an admitted WebSocket has to complete its upgrade and attach. */
-const UPGRADE_WAIT_MS = 10_000;
-
 export class Relay implements RelayView {
   readonly wheel: TimerWheel;
   readonly host: NodeHost;
@@ -121,6 +114,7 @@ export class Relay implements RelayView {
   #forwards: BoundForward[] = [];
   #stopping = false;
   #hostAddresses = new HostAddresses();
+  #admission: Admission;
   /** Open flows across every tenant. */
   readonly flowLimit: FlowLimit;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
@@ -132,6 +126,19 @@ export class Relay implements RelayView {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
     this.#opts = opts;
+    this.#admission = new Admission({
+      multiTenant: opts.multiTenant === true,
+      tenants: this.tenants,
+      atTenantLimit: () => this.atTenantLimit,
+      maxTenants: this.maxTenants,
+      log: opts.log,
+      tokenSecret: opts.tokenSecret,
+      wsAllowOrigin: opts.wsAllowOrigin,
+      graceMs: opts.graceMs ?? 30_000,
+      ephemeralTenant: () => this.#ephemeralTenant(),
+      createTenant: (raw, by) => this.createTenant(raw, by),
+      deleteTenant: (id) => this.deleteTenant(id),
+    });
     mapLargeBuffersOnOwnPages();
     const fds = openFileLimit() ?? descriptorLimit();
     this.flowLimit = new FlowLimit(
@@ -359,6 +366,11 @@ export class Relay implements RelayView {
     };
   }
 
+  /** Forgets a single-user tenant no guest attached to (refused, or its upgrade failed). */
+  #dropEphemeral(t: Tenant): void {
+    if (t.ephemeral && !t.link) this.tenants.delete(t.id);
+  }
+
   #ephemeralTenant(): Tenant {
     const id = `session-${this.#nextSession++}`;
     const spec: TenantSpec = { id };
@@ -430,22 +442,11 @@ export class Relay implements RelayView {
   async #serveStream(conn: ByteStream, remote: string, tenant: Tenant | null): Promise<void> {
     const log = this.#opts.log;
     if (this.#stopping) return conn.close();
-    if (!tenant && this.multiTenant) {
-      log("warn", "stream guest refused: in multi-tenant mode guests connect to their tenant's own socket", {
-        remote,
-      });
+    const t = this.#admission.stream(tenant, remote);
+    if (typeof t === "string") {
       this.transportErrors++;
       return conn.close();
     }
-    if (!tenant && this.atTenantLimit) {
-      log("warn", "stream guest refused: the relay is at its tenant limit", {
-        remote,
-        limit: this.maxTenants,
-      });
-      this.transportErrors++;
-      return conn.close();
-    }
-    const t = tenant ?? this.#ephemeralTenant();
     let attached: GuestLink | null = null;
     await carryStream(conn, {
       remote,
@@ -456,7 +457,7 @@ export class Relay implements RelayView {
       opened: (link) => {
         attached = this.#withFaults(t, link);
         const feed = this.#attach(t, attached);
-        if (!feed && t.ephemeral) this.tenants.delete(t.id);
+        if (!feed) this.#dropEphemeral(t);
         return feed;
       },
       closed: (link, reason) => {
@@ -488,157 +489,24 @@ export class Relay implements RelayView {
   }
 
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
-    const log = this.#opts.log;
-    const url = new URL(req.url);
     // read every header before the first await: the request may not be readable afterwards
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
-    const isUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
-    const refusal = this.#refuseBrowser(req, listenHost);
-    if (refusal) {
-      log("warn", "WebSocket refused: " + refusal, {
-        origin: req.headers.get("origin"),
-        host: req.headers.get("host"),
-        path: url.pathname,
-      });
-      return json(403, { error: `Refused: ${refusal}` });
-    }
-    let tenant: Tenant;
-    let protocol: string | undefined;
-    /** When the admitting token expires (ms since the epoch): the session ends then. */
-    let expiresAt = Infinity;
-    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
-    const notUpgrade = () =>
-      new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
-        status: 426,
-      });
-    if (url.pathname === "/" && !this.multiTenant) {
-      if (!isUpgrade) return notUpgrade();
-      if (this.atTenantLimit) {
-        log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: this.maxTenants });
-        return json(503, { error: `The relay is at its limit of ${this.maxTenants} guests` });
-      }
-      tenant = this.#ephemeralTenant();
-    } else if (named) {
-      let id: string;
-      try {
-        id = decodeURIComponent(named[1]);
-      } catch {
-        return json(400, { error: "Bad %-encoding in the tenant id" });
-      }
-      if (!this.multiTenant) {
-        const t = this.tenants.get(id);
-        if (!t) return json(404, { error: `No tenant "${id}"` });
-        if (!isUpgrade) return notUpgrade();
-        tenant = t;
-      } else {
-        const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
-          .filter(Boolean);
-        const fromProto = offered.find((p) => p.includes("."));
-        const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
-        const token = url.searchParams.get("token") ?? bearer ?? fromProto;
-        if (!token) {
-          log("warn", "WebSocket refused: no token", { tenant: id });
-          return json(401, {
-            error: "A token is required (?token=, Authorization: Bearer, or Sec-WebSocket-Protocol)",
-          });
-        }
-        if (!this.#opts.tokenSecret) {
-          return json(403, { error: "This relay admits no tokens (no --token-secret-file)" });
-        }
-        const check = await verifyToken(this.#opts.tokenSecret, token);
-        if (!check.ok) {
-          log("warn", "WebSocket refused: bad token", { tenant: id, reason: check.reason });
-          return json(check.reason === "Token has expired" ? 401 : 403, { error: check.reason });
-        }
-        if (check.claims.tenant !== id) {
-          log("warn", "WebSocket refused: token for another tenant", {
-            tenant: id,
-            tokenTenant: check.claims.tenant,
-          });
-          return json(403, { error: "Token is for another tenant" });
-        }
-        if (fromProto === token) protocol = token;
-        // the token is good: only now does a non-WebSocket request learn it must upgrade
-        if (!isUpgrade) return notUpgrade();
-        const admitted = await this.#admitByToken(id, check.claims);
-        if (admitted instanceof Response) return admitted;
-        tenant = admitted;
-        expiresAt = check.claims.exp * 1000;
-      }
-    } else {
-      return json(404, {
-        error: this.multiTenant ? "Use /v1/tenants/<id>/ws with a token" : "Use / or /v1/tenants/<id>/ws",
-      });
-    }
+    const admitted = await this.#admission.webSocket(req, listenHost);
+    if (admitted instanceof Response) return admitted;
+    const { tenant, protocol, expiresAt } = admitted;
     let upgrade: Deno.WebSocketUpgrade;
     try {
       upgrade = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
     } catch (e) {
       // e.g. "Upgrade: websocket" without "Connection: Upgrade" or a key: the client's mistake, not ours
-      if (tenant.ephemeral && !tenant.link) this.tenants.delete(tenant.id);
+      this.#dropEphemeral(tenant);
       return json(400, { error: `Bad WebSocket upgrade: ${(e as Error).message}` });
     }
     const { socket, response } = upgrade;
     socket.binaryType = "arraybuffer";
     this.#serveWsSocket(socket, tenant, remote, expiresAt);
     return response;
-  }
-
-  /**
-   * The tenant a valid token admits, with the token's claims applied: created if absent; if it exists, its
-   * policy and quotas must be the ones the token carries. A token-created tenant with no guest is
-   * re-created under the new claims; a live one, or one an operator created, refuses a token that
-   * claims something else (409) rather than run a guest under rules its token did not grant.
-   */
-  async #admitByToken(id: string, claims: TokenClaims): Promise<Tenant | Response> {
-    let t = this.tenants.get(id);
-    if (t && !claimsMatch(t.spec, claims, t.admittedBy === "token")) {
-      if (t.admittedBy === "token" && !t.link) {
-        this.deleteTenant(id);
-        t = undefined;
-      } else {
-        this.#opts.log("warn", "WebSocket refused: token claims differ from the live tenant's", {
-          tenant: id,
-        });
-        return json(409, { error: `Token claims (policy, quotas) differ from tenant "${id}"'s` });
-      }
-    }
-    if (t) return t;
-    try {
-      t = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");
-    } catch (e) {
-      return json(e instanceof RelayFullError ? 503 : 400, { error: (e as Error).message });
-    }
-    // admitted but no guest ever attached (the upgrade failed, the client went away): it goes after the grace
-    this.#removeIfUnused(t);
-    return t;
-  }
-
-  /**
-   * Removes token-created tenant `t` unless a guest attached within the grace period (at least
-   * {@linkcode UPGRADE_WAIT_MS}: the upgrade itself must have time to finish).
-   */
-  #removeIfUnused(t: Tenant): void {
-    const timer = setTimeout(() => {
-      if (!t.deleted && !t.link && this.tenants.get(t.id) === t) this.deleteTenant(t.id);
-    }, Math.max(this.#opts.graceMs ?? 30_000, UPGRADE_WAIT_MS));
-    t.closers.push(() => clearTimeout(timer));
-  }
-
-  /**
-   * Why a browser's request may not open a guest link, or null when it may: a page from another site
-   * (`Origin`), or a name that only resolves here (`Host`, DNS rebinding). See web_origin.ts.
-   */
-  #refuseBrowser(req: Request, listenHost: string): string | null {
-    const allowed = this.#opts.wsAllowOrigin;
-    if (this.multiTenant && allowed === undefined) return null; // tokens decide
-    const origin = req.headers.get("origin");
-    if (!originAllowed(origin, allowed ?? [])) return `origin ${origin} is not allowed (--ws-allow-origin)`;
-    if (!this.multiTenant && !hostAllowed(req.headers.get("host"), listenHost)) {
-      return `Host ${req.headers.get("host")} does not name this relay`;
-    }
-    return null;
   }
 
   #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, expiresAt = Infinity): void {

@@ -1,0 +1,217 @@
+/**
+ * Admission: which tenant a new guest connection belongs to, and whether it may have it. A stream guest is
+ * routed by the socket it reached; a WebSocket guest by its path, its browser headers (web_origin.ts) and,
+ * in multi-tenant mode, a token whose claims become (or must match) the tenant's policy and quotas.
+ * Carrying the guest's frames afterwards is the transport's (src/transport/).
+ *
+ * @module
+ */
+import type { Logger } from "../common/logger.ts";
+import type { Tenant } from "./tenant.ts";
+import { json } from "./admin.ts";
+import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
+import { hostAllowed, originAllowed } from "./web_origin.ts";
+
+/** How long a token-created tenant waits for its guest's upgrade to finish before it is removed. */
+const UPGRADE_WAIT_MS = 10_000;
+
+/** The relay is at one of its relay-wide limits: the request may succeed later (HTTP 503). */
+export class RelayFullError extends Error {}
+
+/** What admission needs of the relay. */
+export interface AdmissionDeps {
+  readonly multiTenant: boolean;
+  readonly tenants: ReadonlyMap<string, Tenant>;
+  /** True while no further tenant may be created. */
+  atTenantLimit(): boolean;
+  readonly maxTenants: number;
+  readonly log: Logger;
+  /** HMAC secret of tenant tokens; without it no token admits anyone. */
+  readonly tokenSecret?: Uint8Array;
+  /** Web origins allowed besides loopback pages (--ws-allow-origin). */
+  readonly wsAllowOrigin?: string[];
+  /** How long a tenant outlives its guest. */
+  readonly graceMs: number;
+  /** A fresh single-user tenant (registered). */
+  ephemeralTenant(): Tenant;
+  createTenant(raw: unknown, admittedBy: "admin" | "token"): Promise<Tenant>;
+  deleteTenant(id: string): boolean;
+}
+
+/** A WebSocket guest admitted to `tenant`; `protocol` to answer with; the session ends at `expiresAt`. */
+export interface WebSocketAdmission {
+  tenant: Tenant;
+  protocol?: string;
+  /** When the admitting token expires (ms since the epoch), or Infinity. */
+  expiresAt: number;
+}
+
+export class Admission {
+  #d: AdmissionDeps;
+
+  constructor(deps: AdmissionDeps) {
+    this.#d = deps;
+  }
+
+  /**
+   * The tenant of a stream guest that connected to `tenant`'s own socket (null: the shared listener of
+   * single-user mode), or the reason it is refused.
+   */
+  stream(tenant: Tenant | null, remote: string): Tenant | string {
+    if (tenant) return tenant;
+    if (this.#d.multiTenant) {
+      this.#d.log(
+        "warn",
+        "stream guest refused: in multi-tenant mode guests connect to their tenant's own socket",
+        { remote },
+      );
+      return "multi-tenant";
+    }
+    if (this.#d.atTenantLimit()) {
+      this.#d.log("warn", "stream guest refused: the relay is at its tenant limit", {
+        remote,
+        limit: this.#d.maxTenants,
+      });
+      return "tenant-limit";
+    }
+    return this.#d.ephemeralTenant();
+  }
+
+  /**
+   * Admits a WebSocket request on a listener bound to `listenHost`, or answers it (403 for a foreign page,
+   * 401/403 for tokens, 404 for unknown paths, 409 for claims that differ from a live tenant's, 426 for a
+   * request that is not an upgrade, 503 at the tenant limit).
+   */
+  async webSocket(req: Request, listenHost: string): Promise<WebSocketAdmission | Response> {
+    const d = this.#d;
+    const url = new URL(req.url);
+    const isUpgrade = req.headers.get("upgrade")?.toLowerCase() === "websocket";
+    const refusal = this.#refuseBrowser(req, listenHost);
+    if (refusal) {
+      d.log("warn", "WebSocket refused: " + refusal, {
+        origin: req.headers.get("origin"),
+        host: req.headers.get("host"),
+        path: url.pathname,
+      });
+      return json(403, { error: `Refused: ${refusal}` });
+    }
+    const notUpgrade = () =>
+      new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
+        status: 426,
+      });
+    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
+    if (url.pathname === "/" && !d.multiTenant) {
+      if (!isUpgrade) return notUpgrade();
+      if (d.atTenantLimit()) {
+        d.log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: d.maxTenants });
+        return json(503, { error: `The relay is at its limit of ${d.maxTenants} guests` });
+      }
+      return { tenant: d.ephemeralTenant(), expiresAt: Infinity };
+    }
+    if (!named) {
+      return json(404, {
+        error: d.multiTenant ? "Use /v1/tenants/<id>/ws with a token" : "Use / or /v1/tenants/<id>/ws",
+      });
+    }
+    let id: string;
+    try {
+      id = decodeURIComponent(named[1]);
+    } catch {
+      return json(400, { error: "Bad %-encoding in the tenant id" });
+    }
+    if (!d.multiTenant) {
+      const t = d.tenants.get(id);
+      if (!t) return json(404, { error: `No tenant "${id}"` });
+      if (!isUpgrade) return notUpgrade();
+      return { tenant: t, expiresAt: Infinity };
+    }
+    const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
+      .filter(Boolean);
+    const fromProto = offered.find((p) => p.includes("."));
+    const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
+    const token = url.searchParams.get("token") ?? bearer ?? fromProto;
+    if (!token) {
+      d.log("warn", "WebSocket refused: no token", { tenant: id });
+      return json(401, {
+        error: "A token is required (?token=, Authorization: Bearer, or Sec-WebSocket-Protocol)",
+      });
+    }
+    if (!d.tokenSecret) return json(403, { error: "This relay admits no tokens (no --token-secret-file)" });
+    const check = await verifyToken(d.tokenSecret, token);
+    if (!check.ok) {
+      d.log("warn", "WebSocket refused: bad token", { tenant: id, reason: check.reason });
+      return json(check.reason === "Token has expired" ? 401 : 403, { error: check.reason });
+    }
+    if (check.claims.tenant !== id) {
+      d.log("warn", "WebSocket refused: token for another tenant", {
+        tenant: id,
+        tokenTenant: check.claims.tenant,
+      });
+      return json(403, { error: "Token is for another tenant" });
+    }
+    // the token is good: only now does a non-WebSocket request learn it must upgrade
+    if (!isUpgrade) return notUpgrade();
+    const admitted = await this.#admitByToken(id, check.claims);
+    if (admitted instanceof Response) return admitted;
+    return {
+      tenant: admitted,
+      protocol: fromProto === token ? token : undefined,
+      expiresAt: check.claims.exp * 1000,
+    };
+  }
+
+  /**
+   * The tenant a valid token admits, with the token's claims applied: created if absent; if it exists, its
+   * policy and quotas must be the ones the token carries. A token-created tenant with no guest is
+   * re-created under the new claims; a live one, or one an operator created, refuses a token that
+   * claims something else (409) rather than run a guest under rules its token did not grant.
+   */
+  async #admitByToken(id: string, claims: TokenClaims): Promise<Tenant | Response> {
+    const d = this.#d;
+    let t = d.tenants.get(id);
+    if (t && !claimsMatch(t.spec, claims, t.admittedBy === "token")) {
+      if (t.admittedBy === "token" && !t.link) {
+        d.deleteTenant(id);
+        t = undefined;
+      } else {
+        d.log("warn", "WebSocket refused: token claims differ from the live tenant's", { tenant: id });
+        return json(409, { error: `Token claims (policy, quotas) differ from tenant "${id}"'s` });
+      }
+    }
+    if (t) return t;
+    try {
+      t = await d.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");
+    } catch (e) {
+      return json(e instanceof RelayFullError ? 503 : 400, { error: (e as Error).message });
+    }
+    // admitted but no guest ever attached (the upgrade failed, the client went away): it goes after the grace
+    this.#removeIfUnused(t);
+    return t;
+  }
+
+  /**
+   * Removes token-created tenant `t` unless a guest attached within the grace period (at least
+   * {@linkcode UPGRADE_WAIT_MS}: the upgrade itself must have time to finish).
+   */
+  #removeIfUnused(t: Tenant): void {
+    const timer = setTimeout(() => {
+      if (!t.deleted && !t.link && this.#d.tenants.get(t.id) === t) this.#d.deleteTenant(t.id);
+    }, Math.max(this.#d.graceMs, UPGRADE_WAIT_MS));
+    t.closers.push(() => clearTimeout(timer));
+  }
+
+  /**
+   * Why a browser's request may not open a guest link, or null when it may: a page from another site
+   * (`Origin`), or a name that only resolves here (`Host`, DNS rebinding). See web_origin.ts.
+   */
+  #refuseBrowser(req: Request, listenHost: string): string | null {
+    const allowed = this.#d.wsAllowOrigin;
+    if (this.#d.multiTenant && allowed === undefined) return null; // tokens decide
+    const origin = req.headers.get("origin");
+    if (!originAllowed(origin, allowed ?? [])) return `origin ${origin} is not allowed (--ws-allow-origin)`;
+    if (!this.#d.multiTenant && !hostAllowed(req.headers.get("host"), listenHost)) {
+      return `Host ${req.headers.get("host")} does not name this relay`;
+    }
+    return null;
+  }
+}

@@ -88,16 +88,16 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "token quota claims ignored",
-    file: "src/relay/relay.ts",
-    from: 't = await this.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");',
-    to: 't = await this.createTenant({ id, policy: claims.policy }, "token");',
+    file: "src/relay/admission.ts",
+    from: 't = await d.createTenant({ id, policy: claims.policy, quotas: claims.quotas }, "token");',
+    to: 't = await d.createTenant({ id, policy: claims.policy }, "token");',
     tests: ["tests/token_admission_test.ts"],
   },
   {
     name: "a guest RST no longer frees its flow",
     file: "src/stack/tcp/tcp_conn.ts",
-    from: "        });\n        this.#freeByGuestReset();\n      } else this.#sendAck();",
-    to: "        });\n      } else this.#sendAck();",
+    from: "        });\n        this.#freeByGuestReset();\n      } else this.sendAck();",
+    to: "        });\n      } else this.sendAck();",
     tests: ["tests/tcp_state_test.ts"],
   },
   {

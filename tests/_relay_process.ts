@@ -16,7 +16,10 @@ export class PrivateNetns {
   private constructor(readonly name: string) {}
 
   static async create(sysctls: Record<string, string> = {}): Promise<PrivateNetns> {
-    const name = `slirp-priv-${Deno.pid}-${PrivateNetns.#serial++}`;
+    // test files run side by side in one process (deno test --parallel), each with its own copy of this
+    // module: the pid and a counter alone would collide
+    const tag = crypto.getRandomValues(new Uint32Array(1))[0].toString(36);
+    const name = `slirp-priv-${Deno.pid}-${tag}-${PrivateNetns.#serial++}`;
     await must(["ip", "netns", "add", name]);
     const ns = new PrivateNetns(name);
     try {

@@ -24,6 +24,7 @@ import { defaultSocketDir, prepareSocketDir } from "./relay/socket_dir.ts";
 import { parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
+import { platform } from "./platform/current.ts";
 
 const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
 /** With no listener flag at all, browsers (v86) get a WebSocket listener too. */
@@ -199,7 +200,7 @@ const SERVE_OPTIONS = {
 function readConfigFile(path: string): ServeFlags {
   let text: string;
   try {
-    text = Deno.readTextFileSync(path);
+    text = platform.readTextFile(path);
   } catch (e) {
     throw new Error(`Cannot read --config ${path}: ${(e as Error).message}`);
   }
@@ -291,7 +292,7 @@ async function serve(args: string[]): Promise<number> {
   const multi = merged["multi-tenant"] === true;
   const readText = (flag: string, p: string) => {
     try {
-      return Deno.readTextFileSync(p).trim();
+      return platform.readTextFile(p).trim();
     } catch (e) {
       throw new Error(`Cannot read ${flag} ${p}: ${(e as Error).message}`);
     }
@@ -387,8 +388,8 @@ async function serve(args: string[]): Promise<number> {
       await relay.stop();
       resolve();
     };
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
+    platform.onSignal("SIGINT", stop);
+    platform.onSignal("SIGTERM", stop);
   });
   return 0;
 }
@@ -413,4 +414,4 @@ export async function main(args: string[]): Promise<number> {
   return 2;
 }
 
-if (import.meta.main) Deno.exit(await main(Deno.args));
+if (import.meta.main) platform.exit(await main(platform.args()));

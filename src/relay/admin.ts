@@ -17,6 +17,8 @@
  */
 import type { RelayView } from "./relay_view.ts";
 import { renderMetrics } from "./metrics.ts";
+import { platform } from "../platform/current.ts";
+import type { HttpServer } from "../platform/platform.ts";
 
 /** A JSON response (errors are `{"error": "…"}`). */
 export function json(status: number, body: unknown): Response {
@@ -39,14 +41,14 @@ function sameSecret(a: string, b: string): boolean {
  * `dir` itself — never elsewhere (the admin API must not become a way to write files anywhere).
  */
 export function capturePath(dir: string, requested: string): string {
-  const base = Deno.realPathSync(dir);
+  const base = platform.realPath(dir);
   let name = requested;
   if (requested.includes("/")) {
     const i = requested.lastIndexOf("/");
     const parent = requested.slice(0, i) || "/";
     let real: string;
     try {
-      real = Deno.realPathSync(parent);
+      real = platform.realPath(parent);
     } catch {
       throw new Error(`Capture path ${requested} is outside --capture-dir ${dir}`);
     }
@@ -68,17 +70,11 @@ export class AdminApi {
     this.#token = token;
   }
 
-  listen(url: string): { server: Deno.HttpServer; url: string } {
+  listen(url: string): { server: HttpServer; url: string } {
     const m = /^http:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
     if (!m) throw new Error(`Invalid --admin "${url}": expected http://HOST:PORT`);
-    let bound = "";
-    const server = Deno.serve({
-      hostname: m[1].replace(/^\[|\]$/g, ""),
-      port: Number(m[2]),
-      onListen: (a) => (bound = `http://${a.hostname}:${a.port}`),
-    }, (req) => this.handle(req));
-    const a = server.addr as Deno.NetAddr;
-    return { server, url: bound || `http://${a.hostname}:${a.port}` };
+    const server = platform.serveHttp(m[1].replace(/^\[|\]$/g, ""), Number(m[2]), (req) => this.handle(req));
+    return { server, url: `http://${server.hostname}:${server.port}` };
   }
 
   async handle(req: Request): Promise<Response> {
@@ -167,7 +163,7 @@ export class AdminApi {
       try {
         c = t.startCapture(path);
       } catch (e) {
-        if (e instanceof Deno.errors.AlreadyExists) return json(409, { error: `${path} already exists` });
+        if (platform.alreadyExists(e)) return json(409, { error: `${path} already exists` });
         throw new Error(`Cannot create ${path}: ${(e as Error).message}`);
       }
       return json(201, { path: c.path });

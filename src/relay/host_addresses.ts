@@ -9,6 +9,7 @@
  * @module
  */
 import { parseIpv4Address } from "../wire/bytes.ts";
+import { platform } from "../platform/current.ts";
 
 /** How long a read of the interface list is trusted. */
 const REFRESH_MS = 5000;
@@ -20,7 +21,7 @@ export class HostAddresses {
   /** Why the interface list could not be read (then only loopback and 0.0.0.0 count as the host's). */
   error: string | null = null;
 
-  constructor(read: () => { family: string; address: string }[] = () => Deno.networkInterfaces()) {
+  constructor(read: () => { family: string; address: string }[] = () => platform.networkAddresses()) {
     this.#read = read;
   }
 

@@ -4,6 +4,7 @@
  */
 import type { RelayView } from "./relay_view.ts";
 import { uncaught } from "./last_resort.ts";
+import { platform } from "../platform/current.ts";
 
 function esc(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -131,7 +132,7 @@ export function renderMetrics(r: RelayView): string {
     "Bytes queued toward the guest per tenant.",
     per((t) => t.link?.backlog ?? 0),
   );
-  const mem = Deno.memoryUsage();
+  const mem = platform.memory();
   family("process_resident_memory_bytes", "gauge", "Resident set size.", [[{}, mem.rss]]);
   family("slirp_heap_used_bytes", "gauge", "V8 heap in use.", [[{}, mem.heapUsed]]);
   family("slirp_heap_total_bytes", "gauge", "V8 heap reserved.", [[{}, mem.heapTotal]]);

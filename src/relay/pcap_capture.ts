@@ -5,10 +5,12 @@
  * @module
  */
 import { pcapFileHeader, pcapRecordHeader } from "./pcap.ts";
+import { platform } from "../platform/current.ts";
+import type { FileSink } from "../platform/platform.ts";
 
 export class PcapCapture {
   readonly path: string;
-  #file: Deno.FsFile;
+  #file: FileSink;
   #bytes = 0;
   #maxBytes: number;
   #hdr = new Uint8Array(16);
@@ -19,7 +21,7 @@ export class PcapCapture {
     this.path = path;
     this.#maxBytes = maxBytes;
     // a new file only: never truncate what exists, never follow a symlink planted at the name (O_EXCL)
-    this.#file = Deno.openSync(path, { write: true, createNew: true, mode: 0o600 });
+    this.#file = platform.createFile(path, 0o600);
     this.#writeAll(pcapFileHeader());
   }
 

@@ -39,6 +39,8 @@ import { Admission, RelayFullError } from "./admission.ts";
 import type { RelayView } from "./relay_view.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
+import { platform } from "../platform/current.ts";
+import type { HttpServer } from "../platform/platform.ts";
 import { mapLargeBuffersOnOwnPages, openFileLimit, releaseFreedMemory } from "../host/libc.ts";
 
 export interface RelayOptions {
@@ -104,7 +106,7 @@ export class Relay implements RelayView {
   readonly startedAt = Date.now();
   #opts: RelayOptions;
   #listeners: StreamListener[] = [];
-  #servers: Deno.HttpServer[] = [];
+  #servers: HttpServer[] = [];
   #wsUrls: string[] = [];
   #adminUrl: string | null = null;
   #tick: ReturnType<typeof setInterval> | undefined;
@@ -140,7 +142,7 @@ export class Relay implements RelayView {
       deleteTenant: (id) => this.deleteTenant(id),
     });
     mapLargeBuffersOnOwnPages();
-    const fds = openFileLimit() ?? descriptorLimit();
+    const fds = openFileLimit() ?? descriptorLimit(() => platform.readTextFile("/proc/self/limits"));
     this.flowLimit = new FlowLimit(
       opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
     );
@@ -176,7 +178,7 @@ export class Relay implements RelayView {
       this.#memoryRelease = undefined;
       releaseFreedMemory();
     }, 1000);
-    Deno.unrefTimer(this.#memoryRelease);
+    platform.unrefTimer(this.#memoryRelease);
   }
 
   #openIcmp(): HostIcmpEcho | null {
@@ -477,15 +479,13 @@ export class Relay implements RelayView {
   #serveWs(url: string): string {
     const m = /^(?:http|ws):\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
     if (!m) throw new Error(`Invalid --listen-ws "${url}": expected http://HOST:PORT`);
-    let bound = "";
-    const server = Deno.serve({
-      hostname: m[1].replace(/^\[|\]$/g, ""),
-      port: Number(m[2]),
-      onListen: (a) => (bound = `ws://${a.hostname}:${a.port}`),
-    }, (req) => this.#wsRequest(req, m[1]));
+    const server = platform.serveHttp(
+      m[1].replace(/^\[|\]$/g, ""),
+      Number(m[2]),
+      (req) => this.#wsRequest(req, m[1]),
+    );
     this.#servers.push(server);
-    const addr = server.addr as Deno.NetAddr;
-    return bound || `ws://${addr.hostname}:${addr.port}`;
+    return `ws://${server.hostname}:${server.port}`;
   }
 
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
@@ -495,9 +495,9 @@ export class Relay implements RelayView {
     const admitted = await this.#admission.webSocket(req, listenHost);
     if (admitted instanceof Response) return admitted;
     const { tenant, protocol, expiresAt } = admitted;
-    let upgrade: Deno.WebSocketUpgrade;
+    let upgrade: { socket: WebSocket; response: Response };
     try {
-      upgrade = Deno.upgradeWebSocket(req, protocol ? { protocol } : {});
+      upgrade = platform.upgradeWebSocket(req, protocol);
     } catch (e) {
       // e.g. "Upgrade: websocket" without "Connection: Upgrade" or a key: the client's mistake, not ours
       this.#dropEphemeral(tenant);
@@ -563,7 +563,7 @@ export class Relay implements RelayView {
 
   /** Where pcap captures go. */
   get captureDir(): string {
-    return this.#opts.captureDir ?? Deno.env.get("TMPDIR") ?? "/tmp";
+    return this.#opts.captureDir ?? platform.env("TMPDIR") ?? "/tmp";
   }
 
   /** Parses a QEMU hostfwd string with the configured parser. */

@@ -5,23 +5,24 @@
  *
  * @module
  */
+import { platform } from "../platform/current.ts";
 
 /** The default: `$XDG_RUNTIME_DIR/slirp-relay` (per user, 0700 by systemd), else `/tmp/slirp-relay-<uid>`. */
 export function defaultSocketDir(): string {
-  const runtime = Deno.env.get("XDG_RUNTIME_DIR");
-  return runtime ? `${runtime}/slirp-relay` : `/tmp/slirp-relay-${Deno.uid() ?? "user"}`;
+  const runtime = platform.env("XDG_RUNTIME_DIR");
+  return runtime ? `${runtime}/slirp-relay` : `/tmp/slirp-relay-${platform.uid() ?? "user"}`;
 }
 
 /** Creates `dir` (0700) if missing and checks that it is safe; throws with what is wrong. */
 export function prepareSocketDir(dir: string): string {
   try {
-    Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    platform.mkdir(dir, 0o700);
   } catch (e) {
     throw new Error(`Cannot create --tenant-socket-dir ${dir}: ${(e as Error).message}`);
   }
-  const st = Deno.lstatSync(dir);
+  const st = platform.lstat(dir);
   if (!st.isDirectory) throw new Error(`--tenant-socket-dir ${dir} is not a directory (a symlink?)`);
-  const uid = Deno.uid();
+  const uid = platform.uid();
   if (uid !== null && st.uid !== null && st.uid !== uid) {
     throw new Error(`--tenant-socket-dir ${dir} belongs to uid ${st.uid}, not to this user (${uid})`);
   }

@@ -6,6 +6,7 @@
  * @module
  */
 import { TENANT_ID_PATTERN, type TenantPolicy, type TenantQuotas } from "./tenant_config.ts";
+import { platform } from "../platform/current.ts";
 
 /** What a token asserts. */
 export interface TokenClaims {
@@ -52,7 +53,7 @@ async function key(secret: Uint8Array): Promise<CryptoKey> {
 export function readSecretFile(path: string): Uint8Array {
   let text: string;
   try {
-    text = Deno.readTextFileSync(path).trim();
+    text = platform.readTextFile(path).trim();
   } catch (e) {
     throw new Error(`Cannot read token secret file ${path}: ${(e as Error).message}`);
   }

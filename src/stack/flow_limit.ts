@@ -32,12 +32,10 @@ export class FlowLimit {
 export const UNLIMITED_FLOWS: FlowLimit = new FlowLimit(0);
 
 /**
- * The soft limit on open descriptors (RLIMIT_NOFILE), read from /proc/self/limits; null where that cannot
- * be read (not Linux, no permission).
+ * The soft limit on open descriptors (RLIMIT_NOFILE) from the text of /proc/self/limits that `read`
+ * returns; null where it cannot be read (not Linux, no permission).
  */
-export function descriptorLimit(
-  read: () => string = () => Deno.readTextFileSync("/proc/self/limits"),
-): number | null {
+export function descriptorLimit(read: () => string): number | null {
   try {
     const m = /^Max open files\s+(\d+|unlimited)/m.exec(read());
     if (!m) return null;

@@ -136,7 +136,7 @@ export class AdminApi {
     }
     if (sub === "/stats" && req.method === "GET") return json(200, t.stats());
     if (sub === "/flows" && req.method === "GET") {
-      return json(200, { tcp: t.stack?.tcp.connections().map((c) => c.inspect()) ?? [] });
+      return json(200, { tcp: t.stack?.inspectTcp() ?? [] });
     }
     if (sub === "/hostfwd" && req.method === "POST") {
       const body = await req.json().catch(() => ({}));

@@ -83,9 +83,14 @@ export function renderMetrics(r: RelayView): string {
     "slirp_tenant_tcp_flows",
     "gauge",
     "Open TCP connections per tenant.",
-    per((t) => t.stack?.tcp.size ?? 0),
+    per((t) => t.stack?.flowCounts.tcp ?? 0),
   );
-  family("slirp_tenant_udp_flows", "gauge", "Open UDP flows per tenant.", per((t) => t.stack?.udp.size ?? 0));
+  family(
+    "slirp_tenant_udp_flows",
+    "gauge",
+    "Open UDP flows per tenant.",
+    per((t) => t.stack?.flowCounts.udp ?? 0),
+  );
   family(
     "slirp_tenant_tcp_flows_opened_total",
     "counter",

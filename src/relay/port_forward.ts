@@ -8,7 +8,6 @@ import type { Stack } from "../stack/stack.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
-import { parseIpv4Address } from "../wire/bytes.ts";
 
 /**
  * Binds a QEMU-style port forward on the host: TCP connections become our SYN toward the guest, UDP
@@ -33,7 +32,7 @@ export async function bindForward(
         return;
       }
       try {
-        stack.tcp.acceptForward(f, sock, bind);
+        stack.acceptTcpForward(f, sock, bind);
       } catch (e) {
         sock.destroy(true);
         stack.onFault(e, "tcp.forward");
@@ -45,10 +44,8 @@ export async function bindForward(
       onMessage: (data, address, port) => {
         const stack = target();
         if (!stack) return onNoGuest();
-        const guest = f.guestAddress ? parseIpv4Address(f.guestAddress)! : stack.dhcp.lastBoundAddress;
-        if (guest < 0) return stack.drop("udp-forward-no-guest");
         try {
-          stack.udp.forwardInput(sock, guest, f.guestPort, data, address, port);
+          if (!stack.udpForwardInput(sock, f, data, address, port)) stack.drop("udp-forward-no-guest");
         } catch (e) {
           stack.onFault(e, "udp.forward");
         }

@@ -584,7 +584,7 @@ export class Relay implements RelayView {
     for (const l of this.#listeners) l.close();
     this.#listeners = [];
     for (const t of [...this.tenants.values()]) {
-      t.stack?.tcp.close(); // RSTs go out through the still-open link
+      t.stack?.resetAllTcp(); // RSTs go out through the still-open link
     }
     // let the resets reach the guests' sockets
     await new Promise((r) => setTimeout(r, 50));

@@ -105,6 +105,7 @@ export class Tenant {
       log,
       egressGuard,
       flowLimit,
+      guestBacklog: () => this.link?.backlog ?? 0,
       tenant: this.id,
       counters: this.counters,
       output: (f) => {
@@ -119,7 +120,6 @@ export class Tenant {
         this.link?.close();
       },
     });
-    stack.tcp.outputBacklog = () => this.link?.backlog ?? 0;
     this.stack = stack;
     return stack;
   }
@@ -146,7 +146,7 @@ export class Tenant {
     const stack = this.ensureStack();
     link.onDrain = () => {
       try {
-        stack.tcp.kick();
+        stack.guestDrained();
       } catch (e) {
         stack.onFault(e, "link.onDrain");
       }
@@ -221,9 +221,9 @@ export class Tenant {
       streamTcp: this.streamTcpUrl,
       forwards: this.forwards.map((f) => f.config),
       quotas: this.quotas,
-      tcpFlows: s?.tcp.size ?? 0,
-      udpFlows: s?.udp.size ?? 0,
-      dhcpLeases: s?.dhcp.size ?? 0,
+      tcpFlows: s?.flowCounts.tcp ?? 0,
+      udpFlows: s?.flowCounts.udp ?? 0,
+      dhcpLeases: s?.flowCounts.dhcpLeases ?? 0,
       laneQueuedFrames: this.lane?.pending ?? 0,
       laneHoldsBatch: this.lane?.holding ?? false,
       guestBacklogBytes: this.link?.backlog ?? 0,

@@ -54,6 +54,8 @@ export interface StackContext extends FaultOwner {
   /** Open flows across the relay. */
   readonly flowLimit: FlowLimit;
   readonly closed: boolean;
+  /** Bytes waiting in the transport toward the guest (TCP paces itself on it). */
+  guestBacklog(): number;
   readonly icmp: IcmpErrors;
   /** Where DNS over TCP to the virtual DNS address goes. */
   readonly dns: { tcpUpstream(): { address: number; port: number } | null };

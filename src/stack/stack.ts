@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { isMulticastMac, MAC_BROADCAST, ViewCache } from "../wire/bytes.ts";
+import { isMulticastMac, MAC_BROADCAST, parseIpv4Address, ViewCache } from "../wire/bytes.ts";
 import {
   emitEthernet,
   ETH_HEADER_LEN,
@@ -39,10 +39,10 @@ import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
 import { L4_OFFSET } from "./frame.ts";
 import { checksumSum, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
-import type { HostNet } from "../host/host.ts";
+import type { HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
 import type { Logger } from "../common/logger.ts";
 import type { StackContext } from "./context.ts";
-import { type AddressPlan, resolvePlan, type StackConfig } from "./config.ts";
+import { type AddressPlan, type HostForwardConfig, resolvePlan, type StackConfig } from "./config.ts";
 import { EgressPolicy } from "./policy.ts";
 import type { TimerWheel } from "./timer_wheel.ts";
 import { ArpService } from "./arp_service.ts";
@@ -85,6 +85,8 @@ export interface StackDeps {
   onFault?: (err: unknown, where: string) => void;
   /** The relay-wide bound on open flows, shared by every tenant (default: none). */
   flowLimit?: FlowLimit;
+  /** Bytes waiting in the transport toward the guest (TCP paces itself on it; default: none). */
+  guestBacklog?: () => number;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -132,6 +134,9 @@ export class Stack implements StackContext {
   /** Open flows across the relay (each a host socket). */
   readonly flowLimit: FlowLimit;
 
+  /** Bytes waiting in the transport toward the guest. */
+  readonly guestBacklog: () => number;
+
   readonly arp: ArpService;
   readonly dhcp: DhcpServer;
   readonly dns: DnsService;
@@ -167,6 +172,7 @@ export class Stack implements StackContext {
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
     this.#onFault = deps.onFault;
+    this.guestBacklog = deps.guestBacklog ?? (() => 0);
     if (sharedTx.length < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
       sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
     }
@@ -557,6 +563,47 @@ export class Stack implements StackContext {
   }
 
   /** Releases every host socket and timer of this tenant. Idempotent. */
+  // ───────── what the relay asks of a tenant's stack (it does not reach into the services) ─────────
+
+  /** Open TCP and UDP flows. */
+  get flowCounts(): { tcp: number; udp: number; dhcpLeases: number } {
+    return { tcp: this.tcp.size, udp: this.udp.size, dhcpLeases: this.dhcp.size };
+  }
+
+  /** Every TCP connection's state (the admin API's `/flows`: what `ss -ti` shows). */
+  inspectTcp(): Record<string, unknown>[] {
+    return this.tcp.connections().map((c) => c.inspect());
+  }
+
+  /** The transport toward the guest drained: TCP connections waiting on it send again. */
+  guestDrained(): void {
+    this.tcp.kick();
+  }
+
+  /** Resets every TCP connection (relay shutdown: the guests see RSTs, not hangs). */
+  resetAllTcp(): void {
+    this.tcp.close();
+  }
+
+  /** A host client of a `tcp:` forward: our SYN toward the guest. */
+  acceptTcpForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpHandlers) => void): void {
+    this.tcp.acceptForward(fwd, sock, bind);
+  }
+
+  /** A datagram from a host client of a `udp:` forward bound on `socket`. */
+  udpForwardInput(
+    socket: HostUdpSocket,
+    fwd: HostForwardConfig,
+    data: Uint8Array,
+    address: string,
+    port: number,
+  ): boolean {
+    const guest = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : this.dhcp.lastBoundAddress;
+    if (guest < 0) return false;
+    this.udp.forwardInput(socket, guest, fwd.guestPort, data, address, port);
+    return true;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

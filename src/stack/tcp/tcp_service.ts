@@ -47,8 +47,6 @@ export class TcpService implements TcpConnOwner {
   #count = 0;
   /** Connections waiting for the transport backlog to drain. */
   readonly blocked: Set<TcpConn> = new Set();
-  /** Bytes waiting in the transport toward the guest; set by the relay. */
-  outputBacklog: () => number = () => 0;
 
   constructor(stack: StackContext) {
     this.#stack = stack;
@@ -114,7 +112,7 @@ export class TcpService implements TcpConnOwner {
 
   /** True when the transport toward the guest holds enough: senders wait for {@linkcode kick}. */
   outputCongested(): boolean {
-    return this.outputBacklog() > OUTPUT_PACING_BYTES;
+    return this.#stack.guestBacklog() > OUTPUT_PACING_BYTES;
   }
 
   /** The transport drained: let blocked connections send again. */

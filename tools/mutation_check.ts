@@ -25,7 +25,7 @@ interface Mutant {
 const MUTANTS: Mutant[] = [
   {
     name: "duplicate guest: replace no longer closes the old guest",
-    file: "src/relay/tenant.ts",
+    file: "src/relay/ethernet_session.ts",
     from: "if (old && old !== link) old.close();",
     to: "",
     tests: ["tests/relay_behaviour_test.ts"],
@@ -39,7 +39,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "tenant grace period ignored",
-    file: "src/relay/tenant.ts",
+    file: "src/relay/ethernet_session.ts",
     from: "this.#graceTimer = setTimeout(release, graceMs);",
     to: "this.#graceTimer = setTimeout(release, 0);",
     tests: ["tests/relay_behaviour_test.ts"],
@@ -75,7 +75,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "GET /v1/tenants/<id>/flows returns []",
     file: "src/relay/admin.ts",
-    from: "tcp: t.stack?.tcp.connections().map((c) => c.inspect()) ?? []",
+    from: "tcp: t.stack?.inspectTcp() ?? []",
     to: "tcp: []",
     tests: ["tests/relay_behaviour_test.ts"],
   },

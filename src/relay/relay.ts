@@ -555,7 +555,7 @@ export class Relay implements RelayView {
   }
 
   async #bindSingleUserForward(f: HostForwardConfig): Promise<void> {
-    const target = () => this.#currentSingleUser()?.forwardTarget() ?? null;
+    const target = () => this.#currentSingleUser()?.session.forwardTarget ?? null;
     const refused = () =>
       this.#opts.log("info", "port forward client refused: no guest connected", { port: f.hostPort });
     this.#forwards.push(await bindForward(this.host, f, target, this.#opts.log, "single-user", refused));

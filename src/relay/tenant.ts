@@ -6,17 +6,16 @@
  *
  * @module
  */
-import { Stack } from "../stack/stack.ts";
+import type { Stack } from "../stack/stack.ts";
+import { EthernetSession } from "./ethernet_session.ts";
 import type { GuestLink } from "../transport/link.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
-import { contained } from "../stack/containment.ts";
 import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../common/token_bucket.ts";
 import type { HostNet } from "../host/host.ts";
-import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
@@ -43,9 +42,8 @@ export class Tenant {
   readonly ingress: TokenBucket | null;
   readonly egress: TokenBucket | null;
   readonly createdAt = Date.now();
-  stack: Stack | null = null;
-  link: GuestLink | null = null;
-  lane: Lane | null = null;
+  /** The guest's frames, the stack and the grace period. */
+  readonly session: EthernetSession;
   forwards: BoundForward[] = [];
   capture: PcapCapture | null = null;
   /** The tenant's own stream socket (multi-tenant mode). */
@@ -55,7 +53,6 @@ export class Tenant {
   streamTcpPort = 0;
   /** Closes the tenant's own listeners (UNIX socket, TCP port). */
   readonly closers: (() => void)[] = [];
-  #graceTimer: ReturnType<typeof setTimeout> | undefined;
   #deps: TenantDeps;
   #deleted = false;
 
@@ -83,6 +80,30 @@ export class Tenant {
     this.egress = this.quotas.egressBytesPerSecond > 0
       ? new TokenBucket(this.quotas.egressBytesPerSecond, this.quotas.egressBytesPerSecond, now)
       : null;
+    const { host, wheel, log, egressGuard, flowLimit } = deps;
+    this.session = new EthernetSession({
+      stack: { host, wheel, log, egressGuard, flowLimit, tenant: this.id },
+      config,
+      counters: this.counters,
+      egress: this.egress,
+      record: (f) => this.capture?.record(f),
+    });
+  }
+
+  get stack(): Stack | null {
+    return this.session.stack;
+  }
+
+  get link(): GuestLink | null {
+    return this.session.link;
+  }
+
+  get lane(): Lane | null {
+    return this.session.lane;
+  }
+
+  set lane(l: Lane | null) {
+    this.session.lane = l;
   }
 
   /** Bytes of frames that may wait toward the guest. */
@@ -97,84 +118,27 @@ export class Tenant {
 
   /** The tenant's stack, created on first use. */
   ensureStack(): Stack {
-    if (this.stack && !this.stack.closed) return this.stack;
-    const { host, wheel, log, egressGuard, flowLimit } = this.#deps;
-    const stack: Stack = new Stack(this.config, {
-      host,
-      wheel,
-      log,
-      egressGuard,
-      flowLimit,
-      guestBacklog: () => this.link?.backlog ?? 0,
-      tenant: this.id,
-      counters: this.counters,
-      output: (f) => {
-        this.capture?.record(f);
-        if (!this.link) return this.counters.drop("no-guest-link");
-        if (!this.link.send(f)) this.counters.drop("guest-backlog-full");
-      },
-      // the stack closed itself after a throw: drop the guest link too, so the guest (QEMU with
-      // reconnect, v86) comes back to a fresh stack; every other tenant goes on untouched
-      onFault: () => {
-        if (this.stack === stack) this.stack = null;
-        this.link?.close();
-      },
-    });
-    this.stack = stack;
-    return stack;
+    return this.session.ensureStack();
   }
 
   /** Frames from the guest enter here (through the scheduler). */
   input(buf: Uint8Array, off: number, len: number): void {
-    const stack = this.stack;
-    if (!stack) return;
-    // larger than the tenant's MTU allows (an 802.1Q tag included): no honest NIC sends it, and its cost
-    // should not depend on how large a hostile guest makes it
-    if (len > ETH_HEADER_LEN + 4 + this.config.mtu) return this.counters.drop("frame-over-mtu");
-    if (this.capture) this.capture.record(buf.subarray(off, off + len));
-    stack.input(buf, off, len);
+    this.session.input(buf, off, len);
   }
 
   /** Attaches a guest link; the previous one, if any, is closed (the caller decides replace vs refuse). */
   attach(link: GuestLink): void {
-    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
-    this.#graceTimer = undefined;
-    const old = this.link;
-    this.link = link;
-    if (old && old !== link) old.close();
-    link.setRate(this.egress);
-    const stack = this.ensureStack();
-    link.onDrain = () => {
-      try {
-        stack.guestDrained();
-      } catch (e) {
-        stack.onFault(e, "link.onDrain");
-      }
-    };
+    this.session.attach(link);
   }
 
   /** The guest link went away: keep state for `graceMs`, then release every flow. */
   detach(link: GuestLink, graceMs: number, onExpire: () => void): void {
-    if (this.link !== link) return;
-    this.link = null;
-    const release = () => {
-      this.#graceTimer = undefined;
-      if (this.link) return;
+    this.session.detach(link, this.ephemeral ? 0 : graceMs, () => {
       if (!this.ephemeral) {
         this.#deps.log("info", "tenant idle past its grace period; flows released", { tenant: this.id });
       }
-      const stack = this.stack;
-      this.stack = null;
-      if (stack) contained(stack, "tenant.release", () => stack.close());
       onExpire();
-    };
-    if (this.ephemeral || graceMs <= 0) return release();
-    this.#graceTimer = setTimeout(release, graceMs);
-  }
-
-  /** The stack a port-forward connection should reach, or null. */
-  forwardTarget(): Stack | null {
-    return this.stack && !this.stack.closed && this.link ? this.stack : null;
+    });
   }
 
   /** Binds a port forward for this tenant. */
@@ -182,7 +146,7 @@ export class Tenant {
     const bound = await bindForward(
       this.#deps.host,
       f,
-      () => this.forwardTarget(),
+      () => this.session.forwardTarget,
       this.#deps.log,
       this.id,
       () => this.counters.drop("forward-no-guest"),
@@ -236,11 +200,7 @@ export class Tenant {
   delete(): void {
     if (this.#deleted) return;
     this.#deleted = true;
-    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
-    this.link?.close();
-    this.link = null;
-    this.stack?.close();
-    this.stack = null;
+    this.session.close();
     for (const f of this.forwards) f.close();
     this.forwards = [];
     for (const close of this.closers) close();

@@ -6,7 +6,7 @@
  * @module
  */
 import type { ByteStream } from "./host.ts";
-import { epollAvailable, EpollListener, type EpollSocket } from "./epoll.ts";
+import { EpollListener, type EpollSocket } from "./epoll.ts";
 
 /** A guest connection as accepted: a byte stream and a printable remote address. */
 export type AcceptedStream = ByteStream & { remote: string };
@@ -32,10 +32,14 @@ export function parseListenUrl(
   throw new Error(`Invalid listen address "${url}": expected tcp://HOST:PORT or unix:///PATH`);
 }
 
-/** Listens on `url`; each guest connection goes to `onAccept`. */
-export function listenStream(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
+/** Listens on `url`, on our epoll loop or the runtime's listeners; each guest connection goes to `onAccept`. */
+export function listenStream(
+  url: string,
+  onAccept: (c: AcceptedStream) => void,
+  onEpoll: boolean,
+): StreamListener {
   try {
-    return bind(url, onAccept);
+    return onEpoll ? bindEpoll(url, onAccept) : bind(url, onAccept);
   } catch (e) {
     const err = e as Error;
     const why = err.name === "AddrInUse" || (err as { code?: string }).code === "EADDRINUSE"
@@ -80,7 +84,6 @@ function removeStaleSocket(path: string): void {
 }
 
 function bind(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
-  if (epollAvailable()) return bindEpoll(url, onAccept);
   const a = parseListenUrl(url);
   let listener: Deno.Listener;
   let bound: string;

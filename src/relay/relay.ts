@@ -13,14 +13,12 @@
 import type { Logger } from "../common/logger.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
-import { EpollHost } from "../host/epoll_host.ts";
-import { deferUntilIdle, epollAvailable, EpollSocket } from "../host/epoll.ts";
-import { NodeHost } from "../host/node_host.ts";
+import { type HostSockets, hostSockets } from "../host/sockets.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
-import { listenStream, type StreamListener } from "../host/stream_listener.ts";
+import type { StreamListener } from "../host/stream_listener.ts";
 import type { ByteStream } from "../host/host.ts";
 import { carryStream, QEMU_MAX_FRAME } from "../transport/stream.ts";
-import type { HostIcmpEcho } from "../host/host.ts";
+import type { HostIcmpEcho, HostNet } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { Tenant } from "./tenant.ts";
@@ -100,7 +98,8 @@ export interface GuestSession {
 
 export class Relay implements RelayView {
   readonly wheel: TimerWheel;
-  readonly host: NodeHost;
+  readonly host: HostNet;
+  readonly #sockets: HostSockets;
   readonly scheduler = new FrameScheduler();
   readonly tenants: Map<string, Tenant> = new Map();
   readonly startedAt = Date.now();
@@ -148,9 +147,8 @@ export class Relay implements RelayView {
     );
     this.wheel = new TimerWheel(performance.now());
     this.wheel.onWake = () => this.#startTicking();
-    this.host = epollAvailable()
-      ? new EpollHost(() => this.#openIcmp())
-      : new NodeHost(() => this.#openIcmp());
+    this.#sockets = hostSockets(() => this.#openIcmp());
+    this.host = this.#sockets.net;
   }
 
   get multiTenant(): boolean {
@@ -203,7 +201,7 @@ export class Relay implements RelayView {
   async start(): Promise<string[]> {
     try {
       for (const url of this.#opts.listenQemu) {
-        const l = listenStream(url, (conn) => this.#serveStream(conn, conn.remote, null));
+        const l = this.#sockets.listenStream(url, (conn) => this.#serveStream(conn, conn.remote, null));
         this.#listeners.push(l);
       }
       for (const url of this.#opts.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
@@ -278,14 +276,17 @@ export class Relay implements RelayView {
       for (const f of config.hostfwd) await t.addForward(f);
       if (this.#opts.tenantSocketDir) {
         const path = `${this.#opts.tenantSocketDir}/${t.id}.sock`;
-        const l = listenStream(`unix://${path}`, (conn) => this.#serveStream(conn, conn.remote, t));
+        const l = this.#sockets.listenStream(
+          `unix://${path}`,
+          (conn) => this.#serveStream(conn, conn.remote, t),
+        );
         t.socketPath = path;
         t.closers.push(() => l.close());
       }
       if (spec.streamTcp !== undefined) {
         const { host, port } = parseStreamTcp(spec.streamTcp);
         const url = `tcp://${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
-        const l = listenStream(url, (conn) => this.#serveStream(conn, conn.remote, t));
+        const l = this.#sockets.listenStream(url, (conn) => this.#serveStream(conn, conn.remote, t));
         t.streamTcpUrl = l.url;
         t.streamTcpPort = Number(/:(\d+)$/.exec(l.url)?.[1] ?? 0);
         t.closers.push(() => l.close());
@@ -454,7 +455,7 @@ export class Relay implements RelayView {
       remote,
       maxFrame: this.#opts.maxFrame ?? QEMU_MAX_FRAME,
       backlogLimit: t.linkBacklogLimit,
-      schedule: conn instanceof EpollSocket ? deferUntilIdle : undefined,
+      schedule: this.#sockets.flushSchedule,
     }, {
       opened: (link) => {
         attached = this.#withFaults(t, link);

@@ -1,0 +1,33 @@
+/**
+ * The relay's sockets on this machine, chosen here once: our epoll loop (epoll.ts, through FFI) on Linux
+ * where FFI is allowed, else the runtime's own (node:net and node:dgram, Deno listeners).
+ * `SLIRP_SOCKETS=runtime` forces the latter (see epollAvailable).
+ *
+ * @module
+ */
+import type { HostIcmpEcho, HostNet } from "./host.ts";
+import { deferUntilIdle, epollAvailable } from "./epoll.ts";
+import { EpollHost } from "./epoll_host.ts";
+import { NodeHost } from "./node_host.ts";
+import { type AcceptedStream, listenStream, type StreamListener } from "./stream_listener.ts";
+
+export interface HostSockets {
+  readonly kind: "epoll" | "runtime";
+  /** Host TCP, UDP and ICMP for the tenants' stacks. */
+  readonly net: HostNet;
+  /** Listens for guest streams on `url` (tcp:// or unix://). */
+  listenStream(url: string, onAccept: (c: AcceptedStream) => void): StreamListener;
+  /** When a guest stream's frame writer flushes: on our loop, once it idles; else after the current task. */
+  readonly flushSchedule: ((flush: () => void) => void) | undefined;
+}
+
+/** The sockets to use; `openIcmp` opens the shared ICMP echo socket on first use. */
+export function hostSockets(openIcmp: () => HostIcmpEcho | null): HostSockets {
+  const epoll = epollAvailable();
+  return {
+    kind: epoll ? "epoll" : "runtime",
+    net: epoll ? new EpollHost(openIcmp) : new NodeHost(openIcmp),
+    listenStream: (url, onAccept) => listenStream(url, onAccept, epoll),
+    flushSchedule: epoll ? deferUntilIdle : undefined,
+  };
+}

@@ -13,8 +13,14 @@ export const RELAY_V8_FLAGS = "--max-semi-space-size=1,--expose-gc";
 
 export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): Deno.ChildProcess {
   const prof = opts.cpuProfDir ? ["--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
-  return new Deno.Command(Deno.execPath(), {
+  // SLIRP_RELAY_CPUS=0 pins the relay to CPU 0 (taskset execs it: the pid stays the relay's), to tell the
+  // relay's own latency from contention with the benchmark's load generators on the same cores
+  const cpus = Deno.env.get("SLIRP_RELAY_CPUS");
+  const pin = cpus ? ["taskset", "-c", cpus] : [];
+  return new Deno.Command(pin[0] ?? Deno.execPath(), {
     args: [
+      ...pin.slice(1),
+      ...(pin.length ? [Deno.execPath()] : []),
       "run",
       "-A",
       ...prof,

@@ -29,6 +29,8 @@ const { values: flags } = parseArgs({
     json: { type: "boolean", default: false },
     // write the relay's CPU profile (deno --cpu-prof) into this directory
     "cpu-prof-dir": { type: "string" },
+    // only these attacks (comma-separated names), to study one
+    attacks: { type: "string" },
     // internal: run only the hostile guest against this socket, for this many ms
     "hostile-client": { type: "string" },
     ms: { type: "string" },
@@ -119,8 +121,13 @@ if (flags["hostile-client"]) {
   const mac = 0x02aa00000001;
   const ports = { echo: Number(flags["echo-port"]), source: Number(flags["source-port"]) };
   const end = performance.now() + Number(flags.ms);
-  const names = Object.keys(ATTACKS);
+  const names = flags.attacks ? flags.attacks.split(",") : Object.keys(ATTACKS);
+  for (const n of names) {
+    if (!ATTACKS[n]) throw new Error(`No attack "${n}": ${Object.keys(ATTACKS).join(", ")}`);
+  }
   const sent: Record<string, number> = {};
+  /** When each attack's slice began (Date.now(), comparable across processes): pings are matched to it. */
+  const phases: [string, number][] = [];
   let reconnects = 0;
   while (performance.now() < end) {
     // a protocol error (an oversized frame) closes the connection: the attacker just comes back
@@ -144,6 +151,7 @@ if (flags["hostile-client"]) {
     while (!broken && performance.now() < end) {
       for (const name of names) {
         const sliceEnd = performance.now() + 150;
+        phases.push([name, Date.now()]);
         while (!broken && performance.now() < sliceEnd) {
           ATTACKS[name](w, mac, ports);
           sent[name] = (sent[name] ?? 0) + 1;
@@ -155,7 +163,7 @@ if (flags["hostile-client"]) {
       conn.close();
     } catch { /* closed */ }
   }
-  console.log(JSON.stringify({ sent, reconnects }));
+  console.log(JSON.stringify({ sent, reconnects, phases }));
   Deno.exit(0);
 }
 
@@ -223,19 +231,24 @@ interface Phase {
   pingP50: number;
   pingP99: number;
   pings: number;
+  /** [Date.now() when sent, round trip µs] of every ping. */
+  samples: [number, number][];
 }
 
 /** Every good guest downloads and pings for `ms`; returns each one's throughput and the ping spread. */
 async function measure(guests: SimGuest[], ms: number): Promise<Phase> {
   const start = guests.map((g) => g.received);
   const rtts: number[] = [];
+  const samples: [number, number][] = [];
   const end = performance.now() + ms;
   await Promise.all(guests.map(async (g) => {
     while (performance.now() < end) {
       const t = performance.now();
+      const sentAt = Date.now();
       const timeout = new Promise<"lost">((r) => setTimeout(() => r("lost"), 1000));
       if (await Promise.race([g.ping(), timeout]) === "lost") rtts.push(1000_000);
       else rtts.push((performance.now() - t) * 1000);
+      samples.push([sentAt, rtts[rtts.length - 1]]);
       await new Promise((r) => setTimeout(r, 20));
     }
   }));
@@ -244,6 +257,7 @@ async function measure(guests: SimGuest[], ms: number): Promise<Phase> {
     pingP50: quantile(rtts, 0.5),
     pingP99: quantile(rtts, 0.99),
     pings: rtts.length,
+    samples,
   };
 }
 
@@ -286,6 +300,7 @@ try {
       String(echoPort),
       "--source-port",
       String(sourcePort),
+      ...(flags.attacks ? ["--attacks", flags.attacks] : []),
     ],
     stdout: "piped",
     stderr: "inherit",
@@ -356,7 +371,7 @@ const r = result as {
   externalAfter: number;
   heapUnderAttack: number;
   heapAfter: number;
-  hostileSent: { sent?: Record<string, number>; reconnects?: number };
+  hostileSent: { sent?: Record<string, number>; reconnects?: number; phases?: [string, number][] };
   hostileCounters: { framesIn: number; drops: Record<string, number>; faults: number };
 };
 if (flags.json) console.log(JSON.stringify(result));
@@ -399,6 +414,24 @@ console.log(
   `| hostile tenant: frames in, reconnects, faults | ${r.hostileCounters.framesIn}, ${
     r.hostileSent.reconnects ?? 0
   }, ${r.hostileCounters.faults} | |`,
+);
+// which attack was running when the slow pings were sent: each attacked ping belongs to the latest phase
+// that began before it
+const phases = r.hostileSent.phases ?? [];
+const byPhase = new Map<string, number[]>();
+for (const [at, rtt] of r.attacked.samples) {
+  let name = "";
+  for (const [n, t] of phases) if (t <= at) name = n;
+  if (!name) continue;
+  if (!byPhase.has(name)) byPhase.set(name, []);
+  byPhase.get(name)!.push(rtt);
+}
+const perPhase = [...byPhase].map(([n, xs]) => [n, quantile(xs, 0.99), xs.length] as const)
+  .sort((a, b) => b[1] - a[1]);
+console.log(
+  `| gateway ping p99 by the attack running when it was sent | ${
+    perPhase.map(([n, p, c]) => `${n} ${(p / 1000).toFixed(2)} ms (${c})`).join(", ")
+  } | |`,
 );
 const drops = Object.entries(r.hostileCounters.drops).sort((a, b) => b[1] - a[1]).slice(0, 12);
 console.log(`| hostile tenant's top drops | ${drops.map(([k, v]) => `${k} ${v}`).join(", ")} | |`);

@@ -22,6 +22,8 @@ const PASS_BUDGET_BYTES = 1024 * 1024;
  * guest can send frames that cost far more than their size. Checked every {@linkcode TIME_CHECK_FRAMES}.
  */
 export const LANE_TURN_MS = 2;
+/** Milliseconds a pass may run before yielding, whatever the bytes: two lanes' full turns. */
+export const PASS_TIME_MS = 2 * LANE_TURN_MS;
 const TIME_CHECK_FRAMES = 8;
 
 export class Lane {
@@ -107,6 +109,8 @@ export class Lane {
 
 export class FrameScheduler {
   #active: Lane[] = [];
+  /** Where in `#active` the next lane's turn is. */
+  #cursor = 0;
   #running = false;
   /** A pending come-back (a timeout id, or 0 for an immediate). */
   #timer: ReturnType<typeof setTimeout> | 0 | undefined;
@@ -127,7 +131,10 @@ export class FrameScheduler {
     l.closed = true;
     this.lanes.delete(l);
     const i = this.#active.indexOf(l);
-    if (i >= 0) this.#active.splice(i, 1);
+    if (i >= 0) {
+      this.#active.splice(i, 1);
+      if (i < this.#cursor) this.#cursor--;
+    }
     l.finish();
   }
 
@@ -148,16 +155,23 @@ export class FrameScheduler {
   }
 
   #run(): void {
+    const active = this.#active;
+    const start = performance.now();
     let spent = 0;
     let minWait = Infinity;
-    while (this.#active.length > 0 && spent < PASS_BUDGET_BYTES) {
+    let timeUp = false;
+    rounds: while (active.length > 0 && spent < PASS_BUDGET_BYTES) {
       let progressed = false;
       minWait = Infinity;
-      for (let k = 0; k < this.#active.length; k++) {
-        const lane = this.#active[k];
+      // one round: every active lane once, from where the last pass stopped (a pass cut short by time
+      // must not favour the lanes at the front)
+      for (let visits = active.length; visits > 0 && active.length > 0; visits--) {
+        if (this.#cursor >= active.length) this.#cursor = 0;
+        const lane = active[this.#cursor];
         const now = performance.now();
         if (lane.ingress && lane.ingress.available(now) <= 0) {
           minWait = Math.min(minWait, lane.ingress.waitMs(1, now));
+          this.#cursor++;
           continue;
         }
         lane.deficit += QUANTUM_BYTES;
@@ -178,8 +192,14 @@ export class FrameScheduler {
         }
         if (lane.peekLength() === 0) {
           lane.deficit = 0;
-          this.#active.splice(k--, 1);
+          active.splice(this.#cursor, 1);
           lane.finish();
+        } else this.#cursor++;
+        // small frames that cost much (a SYN flood) fill the byte budget slowly: the pass is bounded in
+        // time as well, so that I/O — every other guest's frames and replies — waits at most this long
+        if (performance.now() - start > PASS_TIME_MS) {
+          timeUp = true;
+          break rounds;
         }
       }
       if (!progressed) break;
@@ -192,8 +212,9 @@ export class FrameScheduler {
       this.#timer = undefined;
       this.#kick();
     };
-    if (spent === 0 && minWait !== Infinity) this.#timer = setTimeout(again, Math.max(1, Math.ceil(minWait)));
-    else {
+    if (spent === 0 && !timeUp && minWait !== Infinity) {
+      this.#timer = setTimeout(again, Math.max(1, Math.ceil(minWait)));
+    } else {
       this.#timer = 0;
       setImmediate(again);
     }

@@ -72,6 +72,25 @@ export function quantile(xs: number[], q: number): number {
  * Host-side servers: an echo server (requests) and an endless source (downloads), on Deno's own sockets
  * (node:net on Deno serves a thousand busy sockets unevenly; it would skew the fairness measured here).
  */
+/** The host servers in a process of their own (bench/_servers.ts); kill `proc` when done. */
+export async function spawnServers(): Promise<
+  { echoPort: number; sourcePort: number; proc: Deno.ChildProcess }
+> {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./_servers.ts", import.meta.url).pathname],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const out = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await out.read();
+    if (done) throw new Error("host servers did not start");
+    line += value;
+  }
+  return { ...JSON.parse(line), proc };
+}
+
 export function startServers(): { echoPort: number; sourcePort: number } {
   const serve = (handle: (c: Deno.TcpConn) => Promise<void>) => {
     const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -19,7 +19,7 @@ import { TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 import { DhcpMessageType, optU8 } from "../src/wire/dhcp.ts";
 import { SimGuest } from "../tests/_sim_guest.ts";
 import { dhcpFrame, fragmentFrames, icmpEchoMessage, ip, tcpFrame, udpFrame } from "../tests/_frames.ts";
-import { quantile, rssOf, spawnRelay, startServers } from "./_harness.ts";
+import { quantile, rssOf, spawnRelay, spawnServers } from "./_harness.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -170,7 +170,9 @@ if (flags["hostile-client"]) {
 const N = Number(flags.tenants);
 const SECONDS = Number(flags.seconds);
 const ADMIN_TOKEN = "hostile-bench-admin-token";
-const { echoPort, sourcePort } = startServers();
+// the host servers in their own process: the attack's connection storms land there, not in the process
+// that times the pings
+const { echoPort, sourcePort, proc: serversProc } = await spawnServers();
 const dir = await Deno.makeTempDir({ prefix: "slirp-hostile-" });
 await Deno.writeTextFile(`${dir}/admin`, ADMIN_TOKEN);
 await Deno.writeTextFile(`${dir}/secret`, "hostile-secret-0123456789abcdef");
@@ -351,6 +353,8 @@ try {
     relay.kill("SIGTERM");
   } catch { /* gone */ }
   await relay.status;
+  serversProc.kill("SIGTERM");
+  await serversProc.status;
   await Deno.remove(dir, { recursive: true });
 }
 

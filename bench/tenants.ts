@@ -13,7 +13,7 @@
  */
 import { parseArgs } from "node:util";
 import { SimGuest } from "../tests/_sim_guest.ts";
-import { cpuOf, quantile, rssOf, spawnRelay, startServers } from "./_harness.ts";
+import { cpuOf, quantile, rssOf, spawnRelay, spawnServers, startServers } from "./_harness.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -26,8 +26,6 @@ const { values: flags } = parseArgs({
     diagnose: { type: "boolean", default: false },
     "quiet-client": { type: "string" },
     phases: { type: "string" },
-    // internal: run only the host-side servers (echo and an endless source) in a process of their own
-    servers: { type: "boolean", default: false },
   },
 });
 const N = Number(flags.tenants);
@@ -63,25 +61,8 @@ if (flags["quiet-client"]) {
   Deno.exit(0);
 }
 
-if (flags.servers) {
-  console.log(JSON.stringify(startServers()));
-  await new Promise(() => {}); // until killed
-}
-
 // ── host servers, as their own process: the load generator's busy event loop must not delay them ──
-const serversProc = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", new URL(import.meta.url).pathname, "--servers"],
-  stdout: "piped",
-  stderr: "inherit",
-}).spawn();
-const serversOut = serversProc.stdout.pipeThrough(new TextDecoderStream()).getReader();
-let serversLine = "";
-while (!serversLine.includes("\n")) {
-  const { value, done } = await serversOut.read();
-  if (done) throw new Error("host servers did not start");
-  serversLine += value;
-}
-const { echoPort, sourcePort } = JSON.parse(serversLine);
+const { echoPort, sourcePort, proc: serversProc } = await spawnServers();
 
 // ── the relay, as its own process ──
 const dir = await Deno.makeTempDir({ prefix: "slirp-tenants-" });

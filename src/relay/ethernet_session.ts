@@ -8,7 +8,6 @@
  */
 import { Stack, type StackDeps } from "../stack/stack.ts";
 import type { StackConfig } from "../stack/config.ts";
-import { contained } from "../stack/containment.ts";
 import type { Counters } from "../stack/counters.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { GuestLink } from "../transport/link.ts";
@@ -104,7 +103,8 @@ export class EthernetSession {
       if (this.link) return;
       const stack = this.stack;
       this.stack = null;
-      if (stack) contained(stack, "session.release", () => stack.close());
+      // released a slice at a time: other tenants' frames go on meanwhile
+      stack?.closeInSlices();
       onExpire();
     };
     if (graceMs <= 0) return release();

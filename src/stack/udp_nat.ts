@@ -245,4 +245,19 @@ export class UdpNat {
     for (const p of [...this.#peers.values()]) this.#removePeer(p);
     for (const list of [...this.#flows.values()]) for (const f of [...list]) this.#remove(f);
   }
+
+  /** Closes at most `n` flows (forward peers first); true while some remain. */
+  closeSome(n: number): boolean {
+    for (const p of [...this.#peers.values()]) {
+      if (n-- <= 0) return true;
+      this.#removePeer(p);
+    }
+    for (const list of [...this.#flows.values()]) {
+      for (const f of [...list]) {
+        if (n-- <= 0) return true;
+        this.#remove(f);
+      }
+    }
+    return this.#peers.size > 0 || this.#flows.size > 0;
+  }
 }

@@ -278,4 +278,15 @@ export class TcpService implements TcpConnOwner {
   close(): void {
     for (const c of this.connections()) c.abort();
   }
+
+  /** Aborts at most `n` connections; true while some remain. */
+  closeSome(n: number): boolean {
+    for (const list of this.#table.values()) {
+      for (const c of [...list]) {
+        if (n-- <= 0) return true;
+        c.abort();
+      }
+    }
+    return this.#count > 0;
+  }
 }

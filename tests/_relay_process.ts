@@ -42,6 +42,25 @@ export class PrivateNetns {
   }
 }
 
+/**
+ * Writes a multi-tenant relay's config file into `dir` (token secret, tenant sockets in `dir/t`, a DNS
+ * upstream that answers nothing) with `tenants`; returns its path, for `serve --config`.
+ */
+export async function multiTenantConfig(dir: string, tenants: Record<string, unknown>[]): Promise<string> {
+  await Deno.writeTextFile(`${dir}/secret`, "0123456789abcdef0123456789abcdef");
+  await Deno.writeTextFile(
+    `${dir}/relay.json`,
+    JSON.stringify({
+      "multi-tenant": true,
+      "token-secret-file": `${dir}/secret`,
+      "tenant-socket-dir": `${dir}/t`,
+      "dns-upstream": ["127.0.0.1:9"],
+      tenants,
+    }),
+  );
+  return `${dir}/relay.json`;
+}
+
 /** A relay child process and what it printed. */
 export class RelayProcess {
   readonly stderr: string[] = [];

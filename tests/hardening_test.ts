@@ -11,7 +11,7 @@ import { IPPROTO_ICMP } from "../src/wire/ipv4.ts";
 import { ICMP_ECHO_REPLY, parseIcmpV4 } from "../src/wire/icmpv4.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 import { e2eTest, must } from "./_netns_guest.ts";
-import { PrivateNetns, RelayProcess, StreamGuest } from "./_relay_process.ts";
+import { multiTenantConfig, PrivateNetns, RelayProcess, StreamGuest } from "./_relay_process.ts";
 
 const MAC = 0x02000000000a;
 const GUEST = ip("10.0.2.15");
@@ -74,21 +74,11 @@ e2eTest(
     // an address of the relay host that is not loopback, inside the private namespace
     await must(["ip", "-n", ns.name, "addr", "add", "198.51.100.1/32", "dev", "lo"]);
     const dir = await Deno.makeTempDir();
-    await Deno.writeTextFile(`${dir}/secret`, "0123456789abcdef0123456789abcdef");
-    await Deno.writeTextFile(
-      `${dir}/relay.json`,
-      JSON.stringify({
-        "multi-tenant": true,
-        "token-secret-file": `${dir}/secret`,
-        "tenant-socket-dir": `${dir}/t`,
-        "dns-upstream": ["127.0.0.1:9"],
-        "tenants": [
-          { id: "a", policy: { allow: ["198.51.100.1/32"] } },
-          { id: "b", streamTcp: "0.0.0.0:0" },
-        ],
-      }),
-    );
-    const relay = await RelayProcess.start(["--config", `${dir}/relay.json`], {
+    const config = await multiTenantConfig(dir, [
+      { id: "a", policy: { allow: ["198.51.100.1/32"] } },
+      { id: "b", streamTcp: "0.0.0.0:0" },
+    ]);
+    const relay = await RelayProcess.start(["--config", config], {
       netns: ns,
       ready: /tenant stream sockets/,
     });

@@ -9,7 +9,7 @@ import { arpFrame, ip, pingFrame, tcpFrame, udpFrame } from "./_frames.ts";
 import { TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
 import { ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN_PROHIBITED } from "../src/wire/icmpv4.ts";
 import { e2eTest } from "./_netns_guest.ts";
-import { PrivateNetns, RelayProcess, StreamGuest } from "./_relay_process.ts";
+import { multiTenantConfig, PrivateNetns, RelayProcess, StreamGuest } from "./_relay_process.ts";
 
 const MAC = 0x02000000000b;
 const GUEST = ip("10.0.2.15");
@@ -20,18 +20,8 @@ e2eTest(
   async () => {
     const ns = await PrivateNetns.create();
     const dir = await Deno.makeTempDir();
-    await Deno.writeTextFile(`${dir}/secret`, "0123456789abcdef0123456789abcdef");
-    await Deno.writeTextFile(
-      `${dir}/relay.json`,
-      JSON.stringify({
-        "multi-tenant": true,
-        "token-secret-file": `${dir}/secret`,
-        "tenant-socket-dir": `${dir}/t`,
-        "dns-upstream": ["127.0.0.1:9"],
-        "tenants": [{ id: "p", policy: { allow: ["127.0.0.2/32:9/tcp"] } }],
-      }),
-    );
-    const relay = await RelayProcess.start(["--config", `${dir}/relay.json`], {
+    const config = await multiTenantConfig(dir, [{ id: "p", policy: { allow: ["127.0.0.2/32:9/tcp"] } }]);
+    const relay = await RelayProcess.start(["--config", config], {
       netns: ns,
       ready: /tenant stream/,
     });

@@ -115,6 +115,12 @@ export class FrameScheduler {
   /** A pending come-back (a timeout id, or 0 for an immediate). */
   #timer: ReturnType<typeof setTimeout> | 0 | undefined;
   readonly lanes: Set<Lane> = new Set();
+  /** The clock of the lanes' ingress quotas (a test's manual one; turn lengths are always wall time). */
+  readonly #quotaClock: () => number;
+
+  constructor(quotaClock: () => number = () => performance.now()) {
+    this.#quotaClock = quotaClock;
+  }
 
   /** A lane for a guest connection. */
   open(
@@ -168,7 +174,8 @@ export class FrameScheduler {
       for (let visits = active.length; visits > 0 && active.length > 0; visits--) {
         if (this.#cursor >= active.length) this.#cursor = 0;
         const lane = active[this.#cursor];
-        const now = performance.now();
+        const turnStart = performance.now();
+        const now = this.#quotaClock();
         if (lane.ingress && lane.ingress.available(now) <= 0) {
           minWait = Math.min(minWait, lane.ingress.waitMs(1, now));
           this.#cursor++;
@@ -183,7 +190,7 @@ export class FrameScheduler {
           spent += len;
           progressed = true;
           if (lane.ingress && lane.ingress.available(now) <= 0) break;
-          if (++delivered % TIME_CHECK_FRAMES === 0 && performance.now() - now > LANE_TURN_MS) {
+          if (++delivered % TIME_CHECK_FRAMES === 0 && performance.now() - turnStart > LANE_TURN_MS) {
             // over its time: the rest of its quantum waits for the next round, behind the other lanes
             lane.timeLimited++;
             lane.deficit = 0;

@@ -9,6 +9,7 @@ import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 import { e2eTest, type Impairment, must, netemAvailable, NetnsGuest } from "./_netns_guest.ts";
+import { CONNECT_TIMEOUT_MS } from "../src/stack/tcp/state.ts";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -240,6 +241,8 @@ e2eTest("TCP: 500 concurrent connections each echo 64 KiB; half-close; refusal; 
     console.log(`refused connect took ${Number(refused.ms).toFixed(1)} ms`);
     // refused at the first SYN: a guest that had to retransmit it (1 s later) would have dialled twice
     assert.equal(counters.tcpFlowsOpened - dialsBefore, 1, "one SYN, one dial, one RST");
+    // ...and not the reset of a dial left hanging until the relay's connect timeout (20 s)
+    assert.ok(Number(refused.ms) < CONNECT_TIMEOUT_MS / 2, `refused after ${refused.ms} ms`);
     const reset = await env.tool(["reset", "10.0.2.2", String(rst.port)]);
     assert.equal(reset.error, "ConnectionReset");
     // every flow was freed

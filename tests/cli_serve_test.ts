@@ -28,8 +28,36 @@ async function startServe(args: string[], opts: { wrapper?: string[]; stderr?: "
     text += value;
     port = Number(/listening on tcp:\/\/127\.0\.0\.1:(\d+)/.exec(text)?.[1] ?? 0);
   }
-  assert.ok(port > 0, text);
+  if (!port) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await child.status;
+    assert.fail(`the relay did not start:\n${text}`);
+  }
   return { child, port, text, out };
+}
+
+/**
+ * Runs `fn` against a started relay; whatever happens in it, the relay process does not outlive the test
+ * (the test may stop it itself, to check how it exits).
+ */
+async function withServe(
+  args: string[],
+  opts: { wrapper?: string[]; stderr?: "piped" | "null" },
+  fn: (s: Awaited<ReturnType<typeof startServe>>) => Promise<void>,
+): Promise<void> {
+  const s = await startServe(args, opts);
+  try {
+    await fn(s);
+  } finally {
+    try {
+      s.child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await s.child.status;
+    await s.out.cancel().catch(() => {});
+    if (opts.stderr !== "null") await s.child.stderr.cancel().catch(() => {});
+  }
 }
 
 /** Writes one frame with its 4-byte length prefix (QEMU's stream protocol). */
@@ -46,26 +74,28 @@ Deno.test("cli serve: --config file and flags, answers a guest over the stream p
     `${dir}/relay.json`,
     JSON.stringify({ "net": "10.9.0.0/24", "dns-upstream": ["127.0.0.1:9"], "log-level": "warn" }),
   );
-  const { child, port, text, out } = await startServe(["--config", `${dir}/relay.json`]);
-  assert.match(text, /gateway 10\.9\.0\.2, DNS 10\.9\.0\.3/, "the config file's network is used");
-  assert.match(text, /-netdev stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1/);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await sendFrame(conn, arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2")));
-  const reply = await new Promise<number>((resolve) => {
-    readFrames(conn, 70000, (b, off, len) => {
-      const a = parseArp(b, off + 14, off + len);
-      if (!isWireError(a)) resolve(a.senderIp);
-    }).catch(() => {});
+  await withServe(["--config", `${dir}/relay.json`], {}, async ({ child, port, text }) => {
+    assert.match(text, /gateway 10\.9\.0\.2, DNS 10\.9\.0\.3/, "the config file's network is used");
+    assert.match(text, /-netdev stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1/);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await sendFrame(conn, arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2")));
+    const reply = await new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error("no ARP reply within 5 s")), 5000);
+      readFrames(conn, 70000, (b, off, len) => {
+        const a = parseArp(b, off + 14, off + len);
+        if (isWireError(a)) return;
+        clearTimeout(t);
+        resolve(a.senderIp);
+      }).catch(() => {});
+    });
+    assert.equal(reply, ip("10.9.0.2"));
+    const t0 = performance.now();
+    child.kill("SIGTERM");
+    const status = await child.status;
+    assert.equal(status.code, 0);
+    assert.ok(performance.now() - t0 < 5000, "shutdown is bounded");
+    conn.close();
   });
-  assert.equal(reply, ip("10.9.0.2"));
-  const t0 = performance.now();
-  child.kill("SIGTERM");
-  const status = await child.status;
-  assert.equal(status.code, 0);
-  assert.ok(performance.now() - t0 < 5000, "shutdown is bounded");
-  conn.close();
-  await out.cancel();
-  await child.stderr.cancel();
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -126,73 +156,83 @@ Deno.test("cli serve: SIGTERM resets the guest's open TCP connections instead of
     s.on("error", () => {});
     s.pipe(s);
   });
-  const { child, port, out } = await startServe(["--dns-upstream", "127.0.0.1:9", "--log-level", "error"], {
-    stderr: "null",
-  });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const send = (f: Uint8Array) => sendFrame(conn, f);
-  const seen: ReturnType<typeof dissect>[] = [];
-  const reading = readFrames(conn, 70000, (b, off, len) => void seen.push(dissect(b.slice(off, off + len))))
-    .catch(() => {});
-  const waitFor = async (pred: (d: ReturnType<typeof dissect>) => boolean) => {
-    for (let i = 0; i < 300; i++) {
-      const d = seen.find(pred);
-      if (d) return d;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    throw new Error("frame never came");
-  };
-  const mac = 0x020000000001, me = ip("10.0.2.15"), gw = ip("10.0.2.2");
-  const o = { srcMac: mac, src: me, dst: gw, sport: 41000, dport: echo.port };
-  await send(arpFrame(mac, me, gw));
-  await send(tcpFrame({ ...o, seq: 100, ack: 0, flags: TCP_SYN }));
-  const synAck = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_SYN) !== 0);
-  const theirs = (synAck.tcp!.seq + 1) >>> 0;
-  await send(tcpFrame({ ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG }));
-  await send(
-    tcpFrame(
-      { ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG | TCP_PSH },
-      new TextEncoder().encode("ping"),
-    ),
+  await withServe(
+    ["--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+    { stderr: "null" },
+    async ({ child, port }) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const send = (f: Uint8Array) => sendFrame(conn, f);
+      const seen: ReturnType<typeof dissect>[] = [];
+      const reading = readFrames(
+        conn,
+        70000,
+        (b, off, len) => void seen.push(dissect(b.slice(off, off + len))),
+      )
+        .catch(() => {});
+      const waitFor = async (pred: (d: ReturnType<typeof dissect>) => boolean) => {
+        for (let i = 0; i < 300; i++) {
+          const d = seen.find(pred);
+          if (d) {
+            return d;
+          }
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        throw new Error("frame never came");
+      };
+      const mac = 0x020000000001, me = ip("10.0.2.15"), gw = ip("10.0.2.2");
+      const o = { srcMac: mac, src: me, dst: gw, sport: 41000, dport: echo.port };
+      await send(arpFrame(mac, me, gw));
+      await send(tcpFrame({ ...o, seq: 100, ack: 0, flags: TCP_SYN }));
+      const synAck = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_SYN) !== 0);
+      const theirs = (synAck.tcp!.seq + 1) >>> 0;
+      await send(tcpFrame({ ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG }));
+      await send(
+        tcpFrame(
+          { ...o, seq: 101, ack: theirs, flags: TCP_ACK_FLAG | TCP_PSH },
+          new TextEncoder().encode("ping"),
+        ),
+      );
+      await waitFor((d) => d.tcp !== undefined && d.tcp.payloadEnd - d.tcp.payloadOffset === 4);
+      child.kill("SIGTERM");
+      const rst = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_RST) !== 0);
+      assert.equal(rst.tcp!.srcPort, echo.port);
+      assert.equal((await child.status).code, 0);
+      await reading;
+      conn.close();
+    },
   );
-  await waitFor((d) => d.tcp !== undefined && d.tcp.payloadEnd - d.tcp.payloadOffset === 4);
-  child.kill("SIGTERM");
-  const rst = await waitFor((d) => d.tcp !== undefined && (d.tcp.flags & TCP_RST) !== 0);
-  assert.equal(rst.tcp!.srcPort, echo.port);
-  assert.equal((await child.status).code, 0);
-  await reading;
-  conn.close();
   echo.close();
-  await out.cancel();
 });
 
 Deno.test("cli serve: out of file descriptors, the relay refuses for a moment and then serves again", async () => {
   // the relay under a 64-descriptor limit (prlimit, util-linux): guests past it cannot be accepted
-  const { child, port, out } = await startServe(["--dns-upstream", "127.0.0.1:9"], {
-    wrapper: ["prlimit", "--nofile=64"],
-  });
-  const arp = (c: Deno.Conn) => sendFrame(c, arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2")));
-  const answered = (c: Deno.Conn, ms: number) =>
-    new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), ms);
-      readFrames(c, 70000, () => {
-        clearTimeout(t);
-        resolve(true);
-      }).catch(() => resolve(false));
-    });
-  // more guests than descriptors: the kernel completes the handshakes, the relay cannot accept them all
-  const flood: Deno.Conn[] = [];
-  for (let i = 0; i < 100; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
-  await new Promise((r) => setTimeout(r, 500));
-  for (const c of flood) c.close();
-  // once they are gone, a new guest is served
-  const late = await Deno.connect({ hostname: "127.0.0.1", port });
-  await arp(late);
-  assert.ok(await answered(late, 5000), "a guest arriving after the flood is answered");
-  late.close();
-  child.kill("SIGTERM");
-  assert.equal((await child.status).code, 0);
-  const err = await new Response(child.stderr).text();
-  assert.match(err, /accept failed \(EMFILE\); retrying in 100 ms/);
-  await out.cancel();
+  await withServe(
+    ["--dns-upstream", "127.0.0.1:9"],
+    { wrapper: ["prlimit", "--nofile=64"] },
+    async ({ child, port }) => {
+      const arp = (c: Deno.Conn) => sendFrame(c, arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2")));
+      const answered = (c: Deno.Conn, ms: number) =>
+        new Promise<boolean>((resolve) => {
+          const t = setTimeout(() => resolve(false), ms);
+          readFrames(c, 70000, () => {
+            clearTimeout(t);
+            resolve(true);
+          }).catch(() => resolve(false));
+        });
+      // more guests than descriptors: the kernel completes the handshakes, the relay cannot accept them all
+      const flood: Deno.Conn[] = [];
+      for (let i = 0; i < 100; i++) flood.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      await new Promise((r) => setTimeout(r, 500));
+      for (const c of flood) c.close();
+      // once they are gone, a new guest is served
+      const late = await Deno.connect({ hostname: "127.0.0.1", port });
+      await arp(late);
+      assert.ok(await answered(late, 5000), "a guest arriving after the flood is answered");
+      late.close();
+      child.kill("SIGTERM");
+      assert.equal((await child.status).code, 0);
+      const err = await new Response(child.stderr).text();
+      assert.match(err, /accept failed \(EMFILE\); retrying in 100 ms/);
+    },
+  );
 });

@@ -315,8 +315,9 @@ try {
   hostileOut = new TextDecoder().decode((await hostile.output()).stdout).trim();
   const hostileStats = JSON.parse(await api("GET", "/v1/tenants/hostile/stats"));
   await api("DELETE", "/v1/tenants/hostile");
-  // let the hostile tenant's flows, timers and buffers go, and the heap settle
-  await new Promise((r) => setTimeout(r, 3000));
+  // let the hostile tenant's flows, timers and buffers go, and the relay hand its memory back (5 s after the
+  // last tenant left, src/relay/relay.ts)
+  await new Promise((r) => setTimeout(r, 8000));
   const rssAfter = rssOf(relay.pid);
   const heapAfter = await heapUsed();
   const externalAfter = await metric("slirp_external_memory_bytes");

@@ -110,13 +110,21 @@ export function mapLargeBuffersOnOwnPages(): boolean {
 }
 
 /**
- * Hands memory the relay no longer uses back to the system: a full V8 collection when the runtime exposes one
- * (`--v8-flags=--expose-gc`), then glibc's malloc_trim, which returns free pages in the middle of the heap as
+ * Hands memory the relay no longer uses back to the system: with `compact`, V8's memory-reducing collection
+ * (the "last-resort" one it runs under memory pressure: it compacts the heap and releases its pages; needs
+ * `--v8-flags=--expose-gc`), then glibc's malloc_trim, which returns free pages in the middle of the heap as
  * well as at its top (free() alone keeps them: the process would stay at its high-water mark after a tenant
- * that allocated much has gone).
+ * that allocated much has gone). The compacting collection stops the process for tens of ms (36 ms measured
+ * with a 10 MiB heap): call it when the gain is worth it.
  */
-export function releaseFreedMemory(): void {
-  (globalThis as { gc?: () => void }).gc?.();
+export function releaseFreedMemory(compact: boolean): void {
+  if (compact) {
+    (globalThis as { gc?: (o?: unknown) => void }).gc?.({
+      type: "major",
+      execution: "sync",
+      flavor: "last-resort",
+    });
+  }
   try {
     libc().malloc_trim(size(0));
   } catch { /* no FFI: the pages stay with the process */ }

@@ -89,6 +89,8 @@ export interface RelayOptions {
 /** Descriptors kept back from flows for guest connections, listeners and DNS queries. */
 export const DESCRIPTOR_RESERVE = 512;
 export const DEFAULT_MAX_TENANTS = 4096;
+/** Quiet time after the last tenant left before its memory is handed back. */
+const MEMORY_RELEASE_QUIET_MS = 5_000;
 
 /** Connected guests (for tests and stats): one per tenant with a link. */
 export interface GuestSession {
@@ -110,6 +112,8 @@ export class Relay implements RelayView {
   #adminUrl: string | null = null;
   #tick: ReturnType<typeof setInterval> | undefined;
   #memoryRelease: ReturnType<typeof setTimeout> | undefined;
+  /** RSS right after the last compacting release (0: none yet). */
+  #rssAfterRelease = 0;
   #nextSession = 1;
   #icmp: IcmpSocket | null = null;
   #forwards: BoundForward[] = [];
@@ -167,15 +171,22 @@ export class Relay implements RelayView {
   }
 
   /**
-   * A tenant's flows, rings and sockets have gone: once their buffers are collected, give the pages back to the
-   * system (one release per second at most, whatever the number of tenants leaving).
+   * A tenant's flows, rings and sockets have gone: once no tenant has left for
+   * {@linkcode MEMORY_RELEASE_QUIET_MS}, give the pages back to the system (compacting the heap only when the
+   * process grew by a tenth since the last compaction).
    */
   #releaseMemorySoon(): void {
-    if (this.#memoryRelease !== undefined) return;
+    // once tenants stop leaving for a while: a relay with churning tenants is not paused again and again
+    clearTimeout(this.#memoryRelease);
     this.#memoryRelease = setTimeout(() => {
       this.#memoryRelease = undefined;
-      releaseFreedMemory();
-    }, 1000);
+      // compact only when the process has grown by a tenth since the last time: one tenant leaving among
+      // a thousand does not pay for a stop of every tenant
+      const rss = platform.memory().rss;
+      const compact = rss > this.#rssAfterRelease * 1.1;
+      releaseFreedMemory(compact);
+      if (compact) this.#rssAfterRelease = platform.memory().rss;
+    }, MEMORY_RELEASE_QUIET_MS);
     platform.unrefTimer(this.#memoryRelease);
   }
 

@@ -14,7 +14,7 @@ import { descriptorLimit, FlowLimit } from "../src/stack/flow_limit.ts";
 import { openFileLimit } from "../src/host/libc.ts";
 import { TimerWheel } from "../src/stack/timer_wheel.ts";
 import { NodeHost } from "../src/host/node_host.ts";
-import { Stack } from "../src/stack/stack.ts";
+import { ERROR_REPLIES_PER_SECOND, Stack } from "../src/stack/stack.ts";
 import { MIN_BLOCK as REASSEMBLY_MIN_BLOCK } from "../src/stack/tcp/reassembly.ts";
 import { FrameScheduler } from "../src/relay/scheduler.ts";
 import { TokenBucket } from "../src/common/token_bucket.ts";
@@ -268,4 +268,37 @@ Deno.test("quota ingressBytesPerSecond on the manual clock: the lane delivers wh
   }
   await done;
   assert.equal(delivered, n);
+});
+
+Deno.test("error replies are rate-limited (RFC 1812 §4.3.2.8): a SYN flood past the flow quota draws 1000 RSTs a second, not one per SYN", () => {
+  const h = new StackHarness((c) => (c.maxTcpFlows = 0));
+  try {
+    const syn = (sport: number) =>
+      tcpFrame({
+        srcMac: MAC,
+        src: GUEST,
+        dst: ip("10.0.2.2"),
+        sport,
+        dport: 80,
+        seq: 1,
+        ack: 0,
+        flags: TCP_SYN,
+      });
+    let rsts = 0;
+    for (let i = 0; i < 1500; i++) {
+      rsts += h.send(syn(10_000 + i)).filter((d) => d.tcp && d.tcp.flags & TCP_RST).length;
+    }
+    assert.equal(rsts, ERROR_REPLIES_PER_SECOND);
+    assert.equal(h.drops("tcp-flow-limit"), 1500);
+    assert.equal(h.drops("error-reply-rate-limit"), 1500 - ERROR_REPLIES_PER_SECOND);
+    // a second later the bucket has refilled
+    h.advance(1000);
+    let later = 0;
+    for (let i = 0; i < 10; i++) {
+      later += h.send(syn(20_000 + i)).filter((d) => d.tcp && d.tcp.flags & TCP_RST).length;
+    }
+    assert.equal(later, 10);
+  } finally {
+    h.close();
+  }
 });

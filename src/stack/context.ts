@@ -70,6 +70,8 @@ export interface StackContext extends FaultOwner {
   allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;
   /** Admits one new flow under the tenant's rate quota. */
   admitFlow(): boolean;
+  /** Admits one error reply (ICMP unreachable, refusing RST) under the stack's rate limit. */
+  admitErrorReply(): boolean;
   /** Sends the L4 bytes in `tx` at L4_OFFSET as an IPv4 datagram to the guest. */
   sendIpv4(
     src: number,

@@ -78,6 +78,7 @@ export class IcmpService {
   unreachable(buf: Uint8Array, ip: Ipv4Header, code: number, reason: string): void {
     const s = this.#stack;
     s.counters.drop(reason);
+    if (!s.admitErrorReply()) return;
     const start = ip.payloadOffset - ip.headerLength;
     const quote = icmpQuoteLength(ip.headerLength, ip.totalLength);
     const room = s.plan.mtu - 20 - ICMP_HEADER_LEN;
@@ -99,6 +100,7 @@ export class IcmpService {
    */
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void {
     const s = this.#stack;
+    if (!s.admitErrorReply()) return;
     const q = L4_OFFSET + ICMP_HEADER_LEN;
     emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_UDP, src: guestIp, dst }, s.tx, q, 8);
     put16(s.tx, q + 20, guestPort);
@@ -119,6 +121,7 @@ export class IcmpService {
     code: number,
   ): void {
     const s = this.#stack;
+    if (!s.admitErrorReply()) return;
     const q = L4_OFFSET + ICMP_HEADER_LEN;
     emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_TCP, src: guestIp, dst }, s.tx, q, 20);
     put16(s.tx, q + 20, guestPort);

@@ -102,6 +102,8 @@ const SHARED_UDP = newUdpHeader();
 /** Lines of one log message a stack writes per window (see Stack.#logLimited). */
 const LOG_BURST = 5;
 const LOG_WINDOW_MS = 10_000;
+/** Error replies (ICMP unreachable, refusing RSTs) a stack sends per second, and in a burst. */
+export const ERROR_REPLIES_PER_SECOND = 1000;
 /** Flows released per event-loop turn when a stack closes in slices. */
 const CLOSE_SLICE = 32;
 /** Bound on the IP→MAC table: a guest LAN has few hosts. */
@@ -131,6 +133,7 @@ export class Stack implements StackContext {
   readonly neighbours: Map<number, number> = new Map();
   /** New-flow admission (quota newFlowsPerSecond). */
   readonly flowRate: TokenBucket;
+  #errorReplies: TokenBucket;
   /** Bytes the tenant's flows hold (quota bufferedBytes). */
   readonly memory: MemoryBudget;
   /** Open flows across the relay (each a host socket). */
@@ -182,6 +185,7 @@ export class Stack implements StackContext {
     this.flowLimit = deps.flowLimit ?? UNLIMITED_FLOWS;
     this.memory = new MemoryBudget(config.bufferedBytes, () => this.tcp.budgetFreed());
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.host.now());
+    this.#errorReplies = new TokenBucket(ERROR_REPLIES_PER_SECOND, ERROR_REPLIES_PER_SECOND, deps.host.now());
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsService(this);
@@ -374,6 +378,18 @@ export class Stack implements StackContext {
   /** Admits one new flow under the tenant's rate quota. */
   admitFlow(): boolean {
     return this.flowRate.take(1, this.host.now());
+  }
+
+  /**
+   * Admits one error reply to the guest (ICMP unreachable, the RST refusing a SYN): at most
+   * {@linkcode ERROR_REPLIES_PER_SECOND}. RFC 1812 §4.3.2.8 asks a router to limit its ICMP errors; a SYN
+   * flood beyond the tenant's flow quota would otherwise cost a reply frame per SYN. Beyond it the packet is
+   * dropped silently (counted under "error-reply-rate-limit"): the guest retransmits, or gives up.
+   */
+  admitErrorReply(): boolean {
+    if (this.#errorReplies.take(1, this.host.now())) return true;
+    this.counters.drop("error-reply-rate-limit");
+    return false;
   }
 
   /** Counts a dropped frame under `reason`; logs the parse error at debug level. */

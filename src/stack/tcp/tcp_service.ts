@@ -196,7 +196,7 @@ export class TcpService implements TcpConnOwner {
 
   #refuse(ip: Ipv4Header, seg: TcpHeader, reason: string): void {
     this.#stack.counters.drop(reason);
-    this.#resetSegment(ip, seg);
+    if (this.#stack.admitErrorReply()) this.#resetSegment(ip, seg);
   }
 
   /** The host refused or could not be reached while the guest waits in SYN. */

@@ -81,14 +81,18 @@ export class EthernetSession {
     this.link = link;
     if (old && old !== link) old.close();
     link.setRate(this.#d.egress);
-    const stack = this.ensureStack();
-    link.onDrain = () => {
-      try {
-        stack.guestDrained();
-      } catch (e) {
-        stack.onFault(e, "link.onDrain");
-      }
-    };
+    this.ensureStack();
+  }
+
+  /** The link's backlog toward the guest drained: TCP connections waiting on it send again. */
+  guestDrained(): void {
+    const stack = this.stack;
+    if (!stack || stack.closed) return;
+    try {
+      stack.guestDrained();
+    } catch (e) {
+      stack.onFault(e, "link.drained");
+    }
   }
 
   /**

@@ -483,6 +483,9 @@ export class Relay implements RelayView {
         log("warn", "guest connection closed: protocol error", { tenant: t.id, reason });
       },
       dropped: (reason) => t.counters.drop(reason),
+      drained: (link) => {
+        if (t.link === (attached ?? link)) t.session.guestDrained();
+      },
     });
   }
 
@@ -554,6 +557,9 @@ export class Relay implements RelayView {
         this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
       },
       dropped: (reason) => t.counters.drop(reason),
+      drained: (link) => {
+        if (t.link === (attached ?? link)) t.session.guestDrained();
+      },
     });
   }
 

@@ -13,10 +13,8 @@ export interface GuestLink {
   readonly remote: string;
   /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
   send(frame: Uint8Array): boolean;
-  /** Bytes queued toward the guest. */
+  /** Bytes queued toward the guest (the carrier tells its peer when it drained). */
   readonly backlog: number;
-  /** Called when the backlog drained. */
-  onDrain: (() => void) | null;
   /** Egress shaping, applied by the link's writer. */
   setRate(rate: TokenBucket | null): void;
   close(): void;
@@ -35,6 +33,8 @@ export interface LinkPeer {
   protocolError(reason: string, fields: Record<string, unknown>): void;
   /** A guest frame was dropped (counted under `reason`). */
   dropped(reason: string): void;
+  /** The backlog toward the guest drained: senders paced on it may go on. */
+  drained(link: GuestLink): void;
 }
 
 /**
@@ -60,12 +60,6 @@ export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: 
     },
     get backlog() {
       return link.backlog;
-    },
-    get onDrain() {
-      return link.onDrain;
-    },
-    set onDrain(fn) {
-      link.onDrain = fn;
     },
     setRate: (rate) => link.setRate(rate),
     close: () => link.close(),

@@ -65,17 +65,24 @@ export class FrameWriter {
   #closed = false;
   #onError: (e: unknown) => void;
   /** Called after a flush empties the backlog (senders paced on it may continue). */
-  onDrain: (() => void) | null = null;
+  readonly #onDrain: (() => void) | undefined;
   /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
   rate: TokenBucket | null = null;
   /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
-  schedule: (flush: () => void) => void = queueMicrotask;
+  readonly #schedule: (flush: () => void) => void;
 
   #max: number;
   /** The same function every time (a scheduler may tell a stream of flushes from a lone one). */
   readonly #flushLater = () => void this.#flush();
 
-  constructor(stream: ByteStream, maxBacklog: number, onError: (e: unknown) => void) {
+  constructor(
+    stream: ByteStream,
+    maxBacklog: number,
+    onError: (e: unknown) => void,
+    opts: { onDrain?: () => void; schedule?: (flush: () => void) => void } = {},
+  ) {
+    this.#onDrain = opts.onDrain;
+    this.#schedule = opts.schedule ?? queueMicrotask;
     this.#stream = stream;
     this.#max = maxBacklog;
     // starts small and grows to the bound on demand: an idle guest costs a few KiB, not the bound
@@ -113,7 +120,7 @@ export class FrameWriter {
     if (!this.#writing) {
       this.#writing = true;
       // flush later: frames produced by one input batch (or several) leave in one write
-      this.schedule(this.#flushLater);
+      this.#schedule(this.#flushLater);
     }
     return true;
   }
@@ -143,7 +150,7 @@ export class FrameWriter {
     } finally {
       this.#writing = false;
     }
-    if (!this.#closed && this.onDrain) this.onDrain();
+    if (!this.#closed) this.#onDrain?.();
   }
 
   close(): void {
@@ -234,20 +241,16 @@ export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, pee
       conn.close();
     } catch { /* closed */ }
   };
-  const writer = new FrameWriter(conn, opts.backlogLimit, closeConn);
-  if (opts.schedule) writer.schedule = opts.schedule;
+  const writer = new FrameWriter(conn, opts.backlogLimit, closeConn, {
+    schedule: opts.schedule,
+    onDrain: () => peer.drained(link),
+  });
   const link: GuestLink = {
     kind: "stream",
     remote: opts.remote,
     send: (f) => writer.push(f),
     get backlog() {
       return writer.backlog;
-    },
-    set onDrain(fn: (() => void) | null) {
-      writer.onDrain = fn;
-    },
-    get onDrain() {
-      return writer.onDrain;
     },
     setRate: (r: TokenBucket | null) => (writer.rate = r),
     close: () => {

@@ -28,7 +28,6 @@ export interface WebSocketLinkOptions {
  */
 export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: LinkPeer): GuestLink {
   const limit = opts.backlogLimit;
-  let onDrain: (() => void) | null = null;
   let drainTimer: ReturnType<typeof setTimeout> | undefined;
   let rateTimer: ReturnType<typeof setInterval> | undefined;
   let rate: TokenBucket | null = null;
@@ -37,7 +36,7 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
     drainTimer = setTimeout(() => {
       drainTimer = undefined;
       if (ws.bufferedAmount > 0) watchDrain();
-      onDrain?.();
+      peer.drained(link);
     }, DRAIN_POLL_MS);
   };
   const link: GuestLink = {
@@ -56,18 +55,17 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
       if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
       return ws.bufferedAmount;
     },
-    get onDrain() {
-      return onDrain;
-    },
-    set onDrain(fn) {
-      onDrain = fn;
-    },
     setRate: (r) => {
       rate = r;
       if (rateTimer !== undefined) clearInterval(rateTimer);
       rateTimer = undefined;
       // keep waking senders while the bucket refills
-      if (r) rateTimer = setInterval(() => r.available(performance.now()) >= 0 && onDrain?.(), RATE_POLL_MS);
+      if (r) {
+        rateTimer = setInterval(
+          () => r.available(performance.now()) >= 0 && peer.drained(link),
+          RATE_POLL_MS,
+        );
+      }
     },
     close: () => {
       try {

@@ -17,6 +17,7 @@ import { NodeHost } from "../src/host/node_host.ts";
 import { ERROR_REPLIES_PER_SECOND, Stack } from "../src/stack/stack.ts";
 import { MIN_BLOCK as REASSEMBLY_MIN_BLOCK } from "../src/stack/tcp/reassembly.ts";
 import { FrameScheduler } from "../src/relay/scheduler.ts";
+import { FrameWriter } from "../src/transport/stream.ts";
 import { TokenBucket } from "../src/common/token_bucket.ts";
 
 const MAC = 0x02000000000d;
@@ -301,4 +302,32 @@ Deno.test("error replies are rate-limited (RFC 1812 §4.3.2.8): a SYN flood past
   } finally {
     h.close();
   }
+});
+
+Deno.test("quota egressBytesPerSecond on the manual clock: the writer goes into debt once, then waits until it is repaid", async () => {
+  let now = 0;
+  let written = 0;
+  const stream = {
+    read: () => Promise.resolve(null),
+    write: (p: Uint8Array) => Promise.resolve((written += p.length, p.length)),
+    close: () => {},
+  };
+  const w = new FrameWriter(stream, 1 << 20, () => {}, { clock: () => now });
+  w.rate = new TokenBucket(10_000, 10_000, now); // 10 kB/s, one second's burst
+  const frame = new Uint8Array(996); // 1000 bytes with its length prefix
+  const settle = () => new Promise((r) => setTimeout(r, 30));
+  for (let i = 0; i < 30; i++) w.push(frame);
+  await settle();
+  // above the limit at once: the backlog that was waiting goes out and leaves the bucket 20 kB in debt
+  assert.equal(written, 30_000);
+  for (let i = 0; i < 5; i++) w.push(frame);
+  await settle();
+  assert.equal(written, 30_000, "in debt: nothing more");
+  now += 2_000; // the debt is repaid, not yet a token more
+  await settle();
+  assert.equal(written, 30_000, "at zero: still waiting for the first token");
+  now += 1;
+  await settle();
+  assert.equal(written, 35_000, "out of debt: the waiting frames go");
+  w.close();
 });

@@ -17,6 +17,8 @@ import type { GuestLink, LinkPeer } from "./link.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;
+/** Longest sleep of a writer waiting for its egress quota before it looks at the bucket again. */
+const RATE_RECHECK_MS = 10;
 /** Minimum acceptable frame: an Ethernet header. */
 export const MIN_FRAME = 14;
 
@@ -70,6 +72,7 @@ export class FrameWriter {
   rate: TokenBucket | null = null;
   /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
   readonly #schedule: (flush: () => void) => void;
+  readonly #clock: () => number;
 
   #max: number;
   /** The same function every time (a scheduler may tell a stream of flushes from a lone one). */
@@ -79,8 +82,14 @@ export class FrameWriter {
     stream: ByteStream,
     maxBacklog: number,
     onError: (e: unknown) => void,
-    opts: { onDrain?: () => void; schedule?: (flush: () => void) => void } = {},
+    opts: {
+      onDrain?: () => void;
+      schedule?: (flush: () => void) => void;
+      /** The egress quota's clock (default performance.now; a test's manual one). */
+      clock?: () => number;
+    } = {},
   ) {
+    this.#clock = opts.clock ?? (() => performance.now());
     this.#onDrain = opts.onDrain;
     this.#schedule = opts.schedule ?? queueMicrotask;
     this.#stream = stream;
@@ -134,9 +143,12 @@ export class FrameWriter {
       while (this.#fill > 0 && !this.#closed) {
         const len = this.#fill;
         if (this.rate && !this.rate.unlimited) {
-          const wait = this.rate.waitMs(1, performance.now());
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          this.rate.spend(len, performance.now());
+          // out of the quota's debt first; checked again after each sleep (a timer may fire early, and the
+          // quota's clock may be a test's)
+          for (let wait; (wait = this.rate.waitMs(1, this.#clock())) > 0 && !this.#closed;) {
+            await new Promise((r) => setTimeout(r, Math.min(wait, RATE_RECHECK_MS)));
+          }
+          this.rate.spend(len, this.#clock());
         }
         let off = 0;
         while (off < len) off += await this.#stream.write(this.#pending.subarray(off, len));

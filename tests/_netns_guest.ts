@@ -271,11 +271,16 @@ export class NetnsGuest {
     }
     reader.releaseLock();
     child.stdout.cancel();
-    await must(["ip", "-n", ns, "link", "set", "lo", "up"]);
-    await must(["ip", "-n", ns, "link", "set", ifname, "up"]);
     const g = new NetnsGuest(ns, ifname, dir, null, null);
     g.#child = child;
-    await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
+    try {
+      await must(["ip", "-n", ns, "link", "set", "lo", "up"]);
+      await must(["ip", "-n", ns, "link", "set", ifname, "up"]);
+      await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
+    } catch (e) {
+      await g.close(); // the bridge process and the namespace go with the failure
+      throw e;
+    }
     return g;
   }
 

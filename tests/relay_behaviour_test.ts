@@ -5,11 +5,11 @@
  */
 import assert from "node:assert/strict";
 import type { Relay } from "../src/relay/relay.ts";
-import { arpFrame, ip, tcpFrame } from "./_frames.ts";
+import { arpFrame, GW_MAC, ip, tcpFrame, udpFrame } from "./_frames.ts";
 import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
 import { StreamGuest } from "./_relay_process.ts";
 import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
-import { listenTcp } from "./_services.ts";
+import { listenTcp, startUdpEcho } from "./_services.ts";
 
 const MAC = 0x02000000000c;
 const GUEST = ip("10.0.2.15");
@@ -170,4 +170,93 @@ Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and no
     assert.equal((await api(relay, "DELETE", "/v1/tenants/m/capture")).status, 404);
   });
   server.close();
+});
+
+Deno.test("metrics: every family is exposed, and each per-tenant one moves exactly as the guest's traffic does", async () => {
+  const server = await listenTcp((sock) => sock.on("error", () => {}));
+  const echo = await startUdpEcho();
+  await withRelay({}, async (relay, dir) => {
+    await relay.createTenant({ id: "m", policy: { allow: ["127.0.0.1/32"] } });
+    const read = async () => {
+      const text = await (await api(relay, "GET", "/metrics")).text();
+      parsePrometheus(text);
+      return text;
+    };
+    const families = [...(await read()).matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]).sort();
+    assert.deepEqual(families, [
+      "process_resident_memory_bytes",
+      "process_start_time_seconds",
+      "slirp_external_memory_bytes",
+      "slirp_guests_connected",
+      "slirp_heap_total_bytes",
+      "slirp_heap_used_bytes",
+      "slirp_relay_flows",
+      "slirp_relay_flows_limit",
+      "slirp_relay_tenants_limit",
+      "slirp_scheduler_lane_frames",
+      "slirp_tenant_bytes_total",
+      "slirp_tenant_drops_total",
+      "slirp_tenant_faults_total",
+      "slirp_tenant_frames_total",
+      "slirp_tenant_guest_backlog_bytes",
+      "slirp_tenant_tcp_flows",
+      "slirp_tenant_tcp_flows_opened_total",
+      "slirp_tenant_tcp_retransmits_total",
+      "slirp_tenant_tcp_timeouts_total",
+      "slirp_tenant_udp_flows",
+      "slirp_tenant_udp_flows_opened_total",
+      "slirp_tenants",
+      "slirp_transport_errors_total",
+      "slirp_uncaught_errors_total",
+    ]);
+    const m = { tenant: "m" };
+    const g = await guest(dir, "m"); // an ARP request and its reply
+    await connect(g, 40003, server.port); // SYN, SYN-ACK, ACK
+    const datagram = udpFrame(MAC, GUEST, GATEWAY, 40004, echo.port, new TextEncoder().encode("hi"));
+    await g.send(datagram);
+    await g.waitFor((d) => d.udp?.dstPort === 40004); // the echo
+    // a frame for the gateway that is not IPv4 it can read: dropped, by reason
+    const bad = new Uint8Array(60);
+    bad.set([0x52, 0x55, 0x0a, 0x00, 0x02, 0x02, 0x02, 0, 0, 0, 0, 0x0c, 0x08, 0x00, 0x99]);
+    await g.send(bad);
+    let text = "";
+    await until("the dropped frame is counted", async () => {
+      text = await read();
+      return sample(text, "slirp_tenant_drops_total", { tenant: "m", reason: "ipv4-malformed" }) === 1;
+    });
+    const arp = arpFrame(MAC, GUEST, GATEWAY).length;
+    const syn =
+      tcpFrame({ srcMac: MAC, src: GUEST, dst: GATEWAY, sport: 1, dport: 1, seq: 0, ack: 0, flags: 0 })
+        .length;
+    assert.equal(sample(text, "slirp_tenant_frames_total", { ...m, direction: "from_guest" }), 5);
+    assert.equal(
+      sample(text, "slirp_tenant_bytes_total", { ...m, direction: "from_guest" }),
+      arp + 2 * syn + datagram.length + bad.length,
+    );
+    assert.equal(
+      sample(text, "slirp_tenant_frames_total", { ...m, direction: "to_guest" }),
+      3,
+      "ARP, SYN-ACK, echo",
+    );
+    assert.equal(sample(text, "slirp_tenant_tcp_flows", m), 1);
+    assert.equal(sample(text, "slirp_tenant_tcp_flows_opened_total", m), 1);
+    assert.equal(sample(text, "slirp_tenant_udp_flows", m), 1);
+    assert.equal(sample(text, "slirp_tenant_udp_flows_opened_total", m), 1);
+    assert.equal(sample(text, "slirp_relay_flows"), 2);
+    assert.equal(sample(text, "slirp_guests_connected"), 1);
+    for (
+      const zero of [
+        "slirp_tenant_tcp_retransmits_total",
+        "slirp_tenant_tcp_timeouts_total",
+        "slirp_tenant_faults_total",
+      ]
+    ) {
+      assert.equal(sample(text, zero, m), 0, zero);
+    }
+    assert.equal(sample(text, "slirp_transport_errors_total"), 0);
+    assert.ok(sample(text, "process_resident_memory_bytes")! > 0);
+    g.close();
+  });
+  server.close();
+  echo.close();
 });

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Relay } from "../src/relay/relay.ts";
-import { arpFrame, GW_MAC, ip, tcpFrame, udpFrame } from "./_frames.ts";
+import { arpFrame, ip, tcpFrame, udpFrame } from "./_frames.ts";
 import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
 import { StreamGuest } from "./_relay_process.ts";
 import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";

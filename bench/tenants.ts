@@ -20,10 +20,10 @@ const { values: flags } = parseArgs({
   options: {
     tenants: { type: "string", default: "1000" },
     seconds: { type: "string", default: "5" },
-    // internal: run only the quiet tenant's client (its own process, so the load generator's busy event
-    // loop does not add to the latency it measures)
     // print the slowest downloaders' TCP state and unread socket queues (ss -x), twice, a second apart
     diagnose: { type: "boolean", default: false },
+    // internal: run only the quiet tenant's client (its own process, so the load generator's busy event
+    // loop does not add to the latency it measures)
     "quiet-client": { type: "string" },
     phases: { type: "string" },
   },

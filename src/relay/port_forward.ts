@@ -8,6 +8,7 @@ import type { Stack } from "../stack/stack.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
+import { parseIpv4Address } from "../wire/bytes.ts";
 
 /**
  * Binds a QEMU-style port forward on the host: TCP connections become our SYN toward the guest, UDP
@@ -40,12 +41,16 @@ export async function bindForward(
     });
     bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
   } else {
+    // parsed once, not per datagram
+    const guestIp = f.guestAddress ? parseIpv4Address(f.guestAddress)! : -1;
     const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
       onMessage: (data, address, port) => {
         const stack = target();
         if (!stack) return onNoGuest();
         try {
-          if (!stack.udpForwardInput(sock, f, data, address, port)) stack.drop("udp-forward-no-guest");
+          if (!stack.udpForwardInput(sock, guestIp, f.guestPort, data, address, port)) {
+            stack.drop("udp-forward-no-guest");
+          }
         } catch (e) {
           stack.onFault(e, "udp.forward");
         }

@@ -23,7 +23,7 @@ import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { Tenant } from "./tenant.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
-import { type FrameFeed, type GuestLink, lossyLink } from "../transport/link.ts";
+import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
 import {
   compilePolicy,
@@ -441,6 +441,16 @@ export class Relay implements RelayView {
 
   // ───────────────────────── stream transport ─────────────────────────
 
+  /** What every carrier reports straight to its tenant: drops, and drains of the link it has attached. */
+  #toTenant(t: Tenant, attached: () => GuestLink | null): Pick<LinkPeer, "dropped" | "drained"> {
+    return {
+      dropped: (reason) => t.counters.drop(reason),
+      drained: (link) => {
+        if (t.link === (attached() ?? link)) t.session.guestDrained();
+      },
+    };
+  }
+
   /** The link, or a wrapper that drops a share of its guest-bound frames (`faults`, tests only). */
   #withFaults(t: Tenant, link: GuestLink): GuestLink {
     const loss = this.#opts.faults?.guestBoundLoss ?? 0;
@@ -482,10 +492,7 @@ export class Relay implements RelayView {
         this.transportErrors++;
         log("warn", "guest connection closed: protocol error", { tenant: t.id, reason });
       },
-      dropped: (reason) => t.counters.drop(reason),
-      drained: (link) => {
-        if (t.link === (attached ?? link)) t.session.guestDrained();
-      },
+      ...this.#toTenant(t, () => attached),
     });
   }
 
@@ -556,10 +563,7 @@ export class Relay implements RelayView {
         this.transportErrors++;
         this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
       },
-      dropped: (reason) => t.counters.drop(reason),
-      drained: (link) => {
-        if (t.link === (attached ?? link)) t.session.guestDrained();
-      },
+      ...this.#toTenant(t, () => attached),
     });
   }
 

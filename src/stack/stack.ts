@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { isMulticastMac, MAC_BROADCAST, parseIpv4Address, ViewCache } from "../wire/bytes.ts";
+import { isMulticastMac, MAC_BROADCAST, ViewCache } from "../wire/bytes.ts";
 import {
   emitEthernet,
   ETH_HEADER_LEN,
@@ -608,17 +608,21 @@ export class Stack implements StackContext {
     this.tcp.acceptForward(fwd, sock, bind);
   }
 
-  /** A datagram from a host client of a `udp:` forward bound on `socket`. */
+  /**
+   * A datagram from a host client of a `udp:` forward bound on `socket`, for `guestIp:guestPort` (guestIp -1:
+   * the guest that last took a lease). False when there is no such guest.
+   */
   udpForwardInput(
     socket: HostUdpSocket,
-    fwd: HostForwardConfig,
+    guestIp: number,
+    guestPort: number,
     data: Uint8Array,
     address: string,
     port: number,
   ): boolean {
-    const guest = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : this.dhcp.lastBoundAddress;
+    const guest = guestIp >= 0 ? guestIp : this.dhcp.lastBoundAddress;
     if (guest < 0) return false;
-    this.udp.forwardInput(socket, guest, fwd.guestPort, data, address, port);
+    this.udp.forwardInput(socket, guest, guestPort, data, address, port);
     return true;
   }
 
@@ -627,6 +631,11 @@ export class Stack implements StackContext {
     this.#closed = true;
     this.tcp.close();
     this.udp.close();
+    this.#closeServices();
+  }
+
+  /** What is left once the flows are gone: pending DNS queries and echoes, leases, held fragments. */
+  #closeServices(): void {
     this.dns.close();
     this.icmp.close();
     this.dhcp.close();
@@ -637,24 +646,18 @@ export class Stack implements StackContext {
    * Closes like {@linkcode close}, at once for the guest (no frame goes in or out), but releases the flows
    * and their host sockets {@linkcode CLOSE_SLICE} at a time, one event-loop turn apart: a tenant leaving
    * with hundreds of flows took 35 ms in one piece (measured under bench/hostile.ts), a stall for every
-   * other tenant. `done` runs once everything is released.
+   * other tenant.
    */
-  closeInSlices(done: () => void = () => {}): void {
-    if (this.#closed) return done();
+  closeInSlices(): void {
+    if (this.#closed) return;
     this.#closed = true;
     const step = () => {
       let more = false;
       contained(this, "stack.closeInSlices", () => {
         more = this.tcp.closeSome(CLOSE_SLICE) || this.udp.closeSome(CLOSE_SLICE);
+        if (!more) this.#closeServices();
       });
-      if (more) return void setImmediate(step);
-      contained(this, "stack.closeInSlices", () => {
-        this.dns.close();
-        this.icmp.close();
-        this.dhcp.close();
-        this.#reassembly.close();
-      });
-      done();
+      if (more) setImmediate(step);
     };
     step();
   }

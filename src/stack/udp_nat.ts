@@ -242,8 +242,7 @@ export class UdpNat {
   }
 
   close(): void {
-    for (const p of [...this.#peers.values()]) this.#removePeer(p);
-    for (const list of [...this.#flows.values()]) for (const f of [...list]) this.#remove(f);
+    this.closeSome(Infinity);
   }
 
   /** Closes at most `n` flows (forward peers first); true while some remain. */

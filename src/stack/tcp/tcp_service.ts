@@ -276,7 +276,7 @@ export class TcpService implements TcpConnOwner {
   }
 
   close(): void {
-    for (const c of this.connections()) c.abort();
+    this.closeSome(Infinity);
   }
 
   /** Aborts at most `n` connections; true while some remain. */

@@ -16,7 +16,9 @@ import {
 
 export { parseHostForward };
 import { parseIpv4Address } from "./wire/bytes.ts";
-import { Relay } from "./relay/relay.ts";
+import { Relay, type RelayOptions } from "./relay/relay.ts";
+import { RelayFront } from "./relay/front.ts";
+import { epollAvailable } from "./host/epoll.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { checkAllowedOrigin } from "./relay/web_origin.ts";
@@ -78,6 +80,9 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --max-tenants N                  tenants (and single-user guests) at once; more are refused (default 4096)
   --max-flows N                    TCP and UDP flows at once across all tenants (default: the descriptor
                                    limit less 512)
+  --workers N                      data-plane threads, each running its own socket loop (default 1 on
+                                   Linux with FFI; 0 runs everything on the main thread, the fallback
+                                   where FFI or epoll is unavailable)
   --log-level debug|info|warn|error
                                    JSON log lines on stderr (default info)
 
@@ -110,6 +115,7 @@ interface ServeFlags {
   "ws-allow-origin"?: string[];
   "max-tenants"?: string | number;
   "max-flows"?: string | number;
+  workers?: string | number;
   /** Config file only: tenants created at start. */
   "tenants"?: unknown[];
 }
@@ -195,6 +201,7 @@ const SERVE_OPTIONS = {
   "ws-allow-origin": { type: "string", multiple: true },
   "max-tenants": { type: "string" },
   "max-flows": { type: "string" },
+  workers: { type: "string" },
 } as const;
 
 function readConfigFile(path: string): ServeFlags {
@@ -325,7 +332,7 @@ async function serve(args: string[]): Promise<number> {
   }
   const grace = merged["tenant-grace"] !== undefined ? Number(merged["tenant-grace"]) : 30;
   if (!(grace >= 0)) throw new Error(`Invalid --tenant-grace "${merged["tenant-grace"]}"`);
-  const relay = new Relay({
+  const relayOptions: RelayOptions = {
     listenQemu: merged["listen-qemu"] || !multi ? cfg.listen : [],
     listenWs: merged["listen-ws"] ?? (!merged["listen-qemu"] && !multi ? [DEFAULT_LISTEN_WS] : []),
     admin: merged.admin,
@@ -343,7 +350,21 @@ async function serve(args: string[]): Promise<number> {
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
     maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),
     maxFlows: positiveInt("--max-flows", merged["max-flows"]),
-  });
+  };
+  const workers = dataPlaneWorkers(merged.workers);
+  if (workers === 0 && !epollAvailable()) {
+    log(
+      "warn",
+      "no socket loop of our own here (needs Linux and --allow-ffi): every guest runs on the runtime's sockets on the main thread",
+    );
+  }
+  const relay = workers > 0
+    ? new RelayFront({
+      ...relayOptions,
+      workerUrl: new URL("./data_plane_worker.ts", import.meta.url),
+      logLevel: cfg.logLevel,
+    })
+    : new Relay(relayOptions);
   const urls = await relay.start();
   const lines = [
     `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})` +
@@ -392,6 +413,19 @@ async function serve(args: string[]): Promise<number> {
     platform.onSignal("SIGTERM", stop);
   });
   return 0;
+}
+
+/** `--workers`: the count asked for, or 1 where our socket loop can run (Linux, FFI) and 0 elsewhere. */
+function dataPlaneWorkers(flag: string | number | undefined): number {
+  if (flag === undefined) return epollAvailable() ? 1 : 0;
+  const n = Number(flag);
+  if (!Number.isInteger(n) || n < 0 || n > 1) {
+    throw new Error(`Invalid --workers "${flag}": 0 or 1 (more than one worker is not supported yet)`);
+  }
+  if (n > 0 && !epollAvailable()) {
+    throw new Error("--workers needs a socket loop of our own (Linux and --allow-ffi); use --workers 0");
+  }
+  return n;
 }
 
 export async function main(args: string[]): Promise<number> {

@@ -1,6 +1,6 @@
 /**
- * {@linkcode HostNet} whose TCP sockets run on our epoll loop ({@link ./epoll.ts}); UDP, ICMP and the
- * resolver configuration come from {@linkcode NodeHost}. See epoll.ts for why the runtime's own sockets
+ * {@linkcode HostNet} whose TCP and UDP sockets run on our epoll loop ({@link ./epoll.ts}); the resolver
+ * configuration comes from {@linkcode NodeHost}. See epoll.ts for why the runtime's own sockets
  * are not used for the relay's busiest traffic.
  *
  * Reads go straight into the TCP connection's send queue (no buffer allocated per read); writes gather in
@@ -8,7 +8,8 @@
  *
  * @module
  */
-import type { HostListener, HostTcpSocket, TcpHandlers } from "./host.ts";
+import type { HostListener, HostTcpSocket, HostUdpSocket, TcpHandlers, UdpHandlers } from "./host.ts";
+import { EpollUdpSocket } from "./epoll_udp.ts";
 import { errCode, NodeHost } from "./node_host.ts";
 import { connectTcp, deferUntilIdle, EpollListener, type EpollSocket } from "./epoll.ts";
 
@@ -240,6 +241,22 @@ class StreamTcpSocket implements HostTcpSocket {
 }
 
 export class EpollHost extends NodeHost {
+  override openUdp(handlers: UdpHandlers): HostUdpSocket {
+    return EpollUdpSocket.open(handlers);
+  }
+
+  override bindUdp(
+    address: string,
+    port: number,
+    handlers: UdpHandlers,
+  ): Promise<HostUdpSocket & { port: number }> {
+    try {
+      return Promise.resolve(EpollUdpSocket.open(handlers, address, port));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
   override connectTcp(address: string, port: number, h: TcpHandlers): HostTcpSocket {
     const s = new StreamTcpSocket(false);
     s.bind(h);

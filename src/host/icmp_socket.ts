@@ -16,6 +16,7 @@ import type { HostIcmpEcho, IcmpEchoCallback } from "./host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 
 import { EAGAIN, errno, type Libc, libc, pollFdFor, size } from "./libc.ts";
+import { after } from "../common/timers.ts";
 
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
@@ -23,6 +24,8 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_ICMP = 1;
 const MAX_REPLY = 65536;
+/** How often outstanding requests are checked for their timeout, on a socket loop. */
+const SWEEP_MS = 100;
 
 interface Outstanding {
   address: number;
@@ -87,8 +90,49 @@ export class IcmpSocket implements HostIcmpEcho {
     const n = this.#lib.sendto(this.#fd, msg, size(msg.length), 0, sa, 16);
     if (Number(n) < 0) return false;
     this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
-    if (!this.#polling) this.#pollLoop();
+    if (this.#watch) this.#startWatching();
+    else if (!this.#polling) this.#pollLoop();
     return true;
+  }
+
+  /**
+   * On a socket loop (`watch`): replies are read when the loop reports the socket readable, and expired
+   * requests are swept by a timer — nothing waits on a thread.
+   */
+  #watch: ((fd: number, onReadable: () => void) => () => void) | null = null;
+  #unwatch: (() => void) | null = null;
+  #sweep: (() => void) | null = null;
+
+  /** Reads replies on the caller's socket loop instead of polling on an FFI thread. */
+  useLoop(watch: (fd: number, onReadable: () => void) => () => void): void {
+    this.#watch = watch;
+  }
+
+  #startWatching(): void {
+    this.#unwatch ??= this.#watch!(this.#fd, () => this.#drain());
+    if (!this.#sweep) this.#sweepSoon();
+  }
+
+  #sweepSoon(): void {
+    this.#sweep = after(SWEEP_MS, () => {
+      this.#sweep = null;
+      this.#expire();
+      if (this.#pending.size > 0 && !this.#closed) this.#sweepSoon();
+      else {
+        this.#unwatch?.();
+        this.#unwatch = null;
+      }
+    });
+  }
+
+  #expire(): void {
+    const now = performance.now();
+    for (const [seq, p] of this.#pending) {
+      if (p.deadline <= now) {
+        this.#pending.delete(seq);
+        p.done(null);
+      }
+    }
   }
 
   async #pollLoop(): Promise<void> {
@@ -98,13 +142,7 @@ export class IcmpSocket implements HostIcmpEcho {
         await this.#lib.poll(this.#pollFd, 1n, 100);
         if (this.#closed) break;
         this.#drain();
-        const now = performance.now();
-        for (const [seq, p] of this.#pending) {
-          if (p.deadline <= now) {
-            this.#pending.delete(seq);
-            p.done(null);
-          }
-        }
+        this.#expire();
       }
     } finally {
       this.#polling = false;
@@ -141,6 +179,8 @@ export class IcmpSocket implements HostIcmpEcho {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#sweep?.();
+    this.#unwatch?.();
     for (const p of this.#pending.values()) p.done(null);
     this.#pending.clear();
     this.#lib.close(this.#fd);

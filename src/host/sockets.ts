@@ -6,7 +6,8 @@
  * @module
  */
 import type { HostIcmpEcho, HostNet } from "./host.ts";
-import { deferUntilIdle, epollAvailable } from "./epoll.ts";
+import { deferUntilIdle, epollAvailable, watchReadable } from "./epoll.ts";
+import { IcmpSocket } from "./icmp_socket.ts";
 import { EpollHost } from "./epoll_host.ts";
 import { NodeHost } from "./node_host.ts";
 import { type AcceptedStream, listenStream, type StreamListener } from "./stream_listener.ts";
@@ -24,9 +25,15 @@ export interface HostSockets {
 /** The sockets to use; `openIcmp` opens the shared ICMP echo socket on first use. */
 export function hostSockets(openIcmp: () => HostIcmpEcho | null): HostSockets {
   const epoll = epollAvailable();
+  // on our loop the ping socket is one more watched descriptor
+  const icmpOnLoop = () => {
+    const s = openIcmp();
+    if (s instanceof IcmpSocket) s.useLoop(watchReadable);
+    return s;
+  };
   return {
     kind: epoll ? "epoll" : "runtime",
-    net: epoll ? new EpollHost(openIcmp) : new NodeHost(openIcmp),
+    net: epoll ? new EpollHost(icmpOnLoop) : new NodeHost(openIcmp),
     listenStream: (url, onAccept) => listenStream(url, onAccept, epoll),
     flushSchedule: epoll ? deferUntilIdle : undefined,
   };

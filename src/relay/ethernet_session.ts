@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { after, type CancelTimer } from "../common/timers.ts";
 import { Stack, type StackDeps } from "../stack/stack.ts";
 import type { StackConfig } from "../stack/config.ts";
 import type { Counters } from "../stack/counters.ts";
@@ -31,7 +32,7 @@ export class EthernetSession {
   link: GuestLink | null = null;
   /** The tenant's lane in the relay's frame scheduler while a guest is attached. */
   lane: Lane | null = null;
-  #graceTimer: ReturnType<typeof setTimeout> | undefined;
+  #cancelGrace: CancelTimer | undefined;
   #d: SessionDeps;
 
   constructor(deps: SessionDeps) {
@@ -75,8 +76,8 @@ export class EthernetSession {
 
   /** Attaches a guest link; the previous one, if any, is closed (the caller decides replace vs refuse). */
   attach(link: GuestLink): void {
-    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
-    this.#graceTimer = undefined;
+    this.#cancelGrace?.();
+    this.#cancelGrace = undefined;
     const old = this.link;
     this.link = link;
     if (old && old !== link) old.close();
@@ -103,7 +104,7 @@ export class EthernetSession {
     if (this.link !== link) return;
     this.link = null;
     const release = () => {
-      this.#graceTimer = undefined;
+      this.#cancelGrace = undefined;
       if (this.link) return;
       const stack = this.stack;
       this.stack = null;
@@ -112,7 +113,7 @@ export class EthernetSession {
       onExpire();
     };
     if (graceMs <= 0) return release();
-    this.#graceTimer = setTimeout(release, graceMs);
+    this.#cancelGrace = after(graceMs, release);
   }
 
   /** The stack a port-forward connection should reach (a guest is attached), or null. */
@@ -122,8 +123,8 @@ export class EthernetSession {
 
   /** Closes the link and the stack. */
   close(): void {
-    if (this.#graceTimer !== undefined) clearTimeout(this.#graceTimer);
-    this.#graceTimer = undefined;
+    this.#cancelGrace?.();
+    this.#cancelGrace = undefined;
     this.link?.close();
     this.link = null;
     this.stack?.close();

@@ -11,6 +11,7 @@
  * @module
  */
 import type { Logger } from "../common/logger.ts";
+import { after, type CancelTimer } from "../common/timers.ts";
 import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import { type HostSockets, hostSockets } from "../host/sockets.ts";
@@ -33,7 +34,9 @@ import {
   validateSpec,
 } from "./tenant_config.ts";
 import { AdminApi, json } from "./admin.ts";
-import { Admission, RelayFullError } from "./admission.ts";
+import { Admission, RelayFullError, type WebSocketAdmission } from "./admission.ts";
+import { carryRing, type RingCarrier } from "../transport/ring.ts";
+import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
@@ -77,6 +80,13 @@ export interface RelayOptions {
    * this is given.
    */
   wsAllowOrigin?: string[];
+  /**
+   * The thread's socket loop is the relay's own (a data-plane worker): it drives the timer wheel, so no
+   * runtime interval ticks it.
+   */
+  ownedLoop?: boolean;
+  /** Ports of this host's relay listeners that live elsewhere (the main thread's WebSocket and admin). */
+  ownPorts?: number[];
   /** Tenants at once (named and single-user sessions); beyond it new ones are refused. Default 4096. */
   maxTenants?: number;
   /**
@@ -111,7 +121,7 @@ export class Relay implements RelayView {
   #wsUrls: string[] = [];
   #adminUrl: string | null = null;
   #tick: ReturnType<typeof setInterval> | undefined;
-  #memoryRelease: ReturnType<typeof setTimeout> | undefined;
+  #memoryRelease: CancelTimer | undefined;
   /** RSS right after the last compacting release (0: none yet). */
   #rssAfterRelease = 0;
   #nextSession = 1;
@@ -119,6 +129,9 @@ export class Relay implements RelayView {
   #forwards: BoundForward[] = [];
   #stopping = false;
   #hostAddresses = new HostAddresses();
+  #adminApi: AdminApi | null = null;
+  /** Guests whose WebSocket lives on another thread. */
+  #rings = new Set<RingCarrier>();
   #admission: Admission;
   /** Open flows across every tenant. */
   readonly flowLimit: FlowLimit;
@@ -150,7 +163,7 @@ export class Relay implements RelayView {
       opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
     );
     this.wheel = new TimerWheel(performance.now());
-    this.wheel.onWake = () => this.#startTicking();
+    if (!opts.ownedLoop) this.wheel.onWake = () => this.#startTicking();
     this.#sockets = hostSockets(() => this.#openIcmp());
     this.host = this.#sockets.net;
   }
@@ -177,8 +190,8 @@ export class Relay implements RelayView {
    */
   #releaseMemorySoon(): void {
     // once tenants stop leaving for a while: a relay with churning tenants is not paused again and again
-    clearTimeout(this.#memoryRelease);
-    this.#memoryRelease = setTimeout(() => {
+    this.#memoryRelease?.();
+    this.#memoryRelease = after(MEMORY_RELEASE_QUIET_MS, () => {
       this.#memoryRelease = undefined;
       // compact only when the process has grown by a tenth since the last time: one tenant leaving among
       // a thousand does not pay for a stop of every tenant
@@ -186,8 +199,7 @@ export class Relay implements RelayView {
       const compact = rss > this.#rssAfterRelease * 1.1;
       releaseFreedMemory(compact);
       if (compact) this.#rssAfterRelease = platform.memory().rss;
-    }, MEMORY_RELEASE_QUIET_MS);
-    platform.unrefTimer(this.#memoryRelease);
+    });
   }
 
   #openIcmp(): HostIcmpEcho | null {
@@ -235,7 +247,7 @@ export class Relay implements RelayView {
 
   /** TCP ports the relay itself listens on (stream, WebSocket, admin). */
   #ownPorts(): Set<number> {
-    const ports = new Set<number>();
+    const ports = new Set<number>(this.#opts.ownPorts ?? []);
     for (const u of [...this.urls, ...this.#wsUrls, this.#adminUrl ?? ""]) {
       const m = /^(?:tcp|ws|http):\/\/.*:(\d+)$/.exec(u);
       if (m) ports.add(Number(m[1]));
@@ -567,6 +579,76 @@ export class Relay implements RelayView {
     });
   }
 
+  // ───────────────────────── guests of another thread (data-plane worker) ─────────────────────────
+
+  /** Answers an admin request forwarded from the thread that holds the listener. */
+  handleAdmin(req: Request): Promise<Response> {
+    this.#adminApi ??= new AdminApi(this, this.#opts.adminToken ?? "");
+    return this.#adminApi.handle(req);
+  }
+
+  /** Admits a WebSocket request whose socket lives on another thread (see {@linkcode carryRing}). */
+  admitWebSocket(req: Request, listenHost: string): Promise<WebSocketAdmission | Response> {
+    if (this.#stopping) return Promise.resolve(new Response("shutting down\n", { status: 503 }));
+    return this.#admission.webSocket(req, listenHost);
+  }
+
+  /** The thread holding an admitted WebSocket could not upgrade it: forget a tenant made for it. */
+  abandonWebSocket(tenantId: string): void {
+    const t = this.tenants.get(tenantId);
+    if (t) this.#dropEphemeral(t);
+  }
+
+  /**
+   * Carries an admitted tenant's guest whose WebSocket lives on another thread, over two frame rings.
+   * False when the tenant is gone or refuses a second guest (`toMain` is closed either way).
+   */
+  carryRing(
+    tenantId: string,
+    remote: string,
+    toWorker: FrameRing,
+    toMain: FrameRing,
+    ringBell: () => void,
+  ): boolean {
+    const t = this.tenants.get(tenantId);
+    if (!t || this.#stopping) {
+      toMain.close();
+      ringBell();
+      return false;
+    }
+    let attached: GuestLink | null = null;
+    let refused = false;
+    const carrier = carryRing(toWorker, toMain, { remote, backlogLimit: t.linkBacklogLimit, ringBell }, {
+      opened: (link) => {
+        attached = this.#withFaults(t, link);
+        const feed = this.#attach(t, attached);
+        if (!feed) {
+          refused = true;
+          this.#dropEphemeral(t);
+        }
+        return feed;
+      },
+      closed: (link) => {
+        this.#rings.delete(carrier);
+        this.#detach(t, attached ?? link);
+      },
+      protocolError: (reason, fields) => {
+        this.transportErrors++;
+        this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
+      },
+      ...this.#toTenant(t, () => attached),
+    });
+    if (refused) return false;
+    this.#rings.add(carrier);
+    carrier.service();
+    return true;
+  }
+
+  /** Another thread woke this one: ring links may have frames, room or a close. */
+  serviceRings(): void {
+    for (const c of this.#rings) c.service();
+  }
+
   // ───────────────────────── single-user forwards ─────────────────────────
 
   /** The guest a single-user port forward reaches: the most recently connected one. */
@@ -618,7 +700,7 @@ export class Relay implements RelayView {
     this.#servers = [];
     if (this.#tick !== undefined) clearInterval(this.#tick);
     this.#tick = undefined;
-    clearTimeout(this.#memoryRelease);
+    this.#memoryRelease?.();
     this.#memoryRelease = undefined;
     this.#icmp?.close();
   }

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { setImmediate } from "node:timers";
+import { after, type CancelTimer, nextTurn } from "../common/timers.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";
 
 /** Bytes a lane may deliver per round (DRR quantum). */
@@ -112,8 +112,8 @@ export class FrameScheduler {
   /** Where in `#active` the next lane's turn is. */
   #cursor = 0;
   #running = false;
-  /** A pending come-back (a timeout id, or 0 for an immediate). */
-  #timer: ReturnType<typeof setTimeout> | 0 | undefined;
+  /** A pending come-back (a timer's cancel, or 0 for the next turn). */
+  #timer: CancelTimer | 0 | undefined;
   readonly lanes: Set<Lane> = new Set();
   /** The clock of the lanes' ingress quotas (a test's manual one; turn lengths are always wall time). */
   readonly #quotaClock: () => number;
@@ -213,17 +213,17 @@ export class FrameScheduler {
     }
     this.#running = false;
     if (this.#active.length === 0) return;
-    // more work: yield to I/O first (setImmediate: a chained setTimeout(0) is clamped to milliseconds);
+    // more work: yield to I/O first (the next turn: a chained setTimeout(0) is clamped to milliseconds);
     // if every lane is rate-limited, come back when one has tokens
     const again = () => {
       this.#timer = undefined;
       this.#kick();
     };
     if (spent === 0 && !timeUp && minWait !== Infinity) {
-      this.#timer = setTimeout(again, Math.max(1, Math.ceil(minWait)));
+      this.#timer = after(Math.max(1, Math.ceil(minWait)), again);
     } else {
       this.#timer = 0;
-      setImmediate(again);
+      nextTurn(again);
     }
   }
 }

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { nextTurn } from "../common/timers.ts";
 import { isMulticastMac, MAC_BROADCAST, ViewCache } from "../wire/bytes.ts";
 import {
   emitEthernet,
@@ -657,7 +658,7 @@ export class Stack implements StackContext {
         more = this.tcp.closeSome(CLOSE_SLICE) || this.udp.closeSome(CLOSE_SLICE);
         if (!more) this.#closeServices();
       });
-      if (more) setImmediate(step);
+      if (more) nextTurn(step);
     };
     step();
   }

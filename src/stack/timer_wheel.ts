@@ -70,6 +70,19 @@ export class TimerWheel {
     return this.#now;
   }
 
+  /**
+   * A time at or before the next timer's deadline (Infinity when none is armed): the end of the first tick
+   * that holds a timer. A timer a rotation or more away makes it early, never late — a loop that sleeps
+   * until then wakes at worst once per rotation for nothing.
+   */
+  nextDeadline(): number {
+    if (this.#count === 0) return Infinity;
+    for (let tick = this.#current + 1, end = tick + this.#slots.length; tick < end; tick++) {
+      if (this.#slots[tick & this.#mask] !== null) return tick * this.tickMs;
+    }
+    return (this.#current + this.#slots.length) * this.tickMs;
+  }
+
   /** Arms (or re-arms) `t` to fire at `deadline` ms. */
   arm(t: Timer, deadline: number): void {
     if (t.armed) this.cancel(t);

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { after } from "../common/timers.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { ByteStream } from "../host/host.ts";
 import type { GuestLink, LinkPeer } from "./link.ts";
@@ -146,7 +147,7 @@ export class FrameWriter {
           // out of the quota's debt first; checked again after each sleep (a timer may fire early, and the
           // quota's clock may be a test's)
           for (let wait; (wait = this.rate.waitMs(1, this.#clock())) > 0 && !this.#closed;) {
-            await new Promise((r) => setTimeout(r, Math.min(wait, RATE_RECHECK_MS)));
+            await new Promise<void>((r) => after(Math.min(wait, RATE_RECHECK_MS), r));
           }
           this.rate.spend(len, this.#clock());
         }

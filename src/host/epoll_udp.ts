@@ -1,0 +1,124 @@
+/**
+ * Host UDP sockets on our epoll loop (IPv4, nonblocking, through FFI): in a data-plane worker the loop
+ * sleeps in `epoll_wait`, where the runtime's node:dgram sockets would not be served until it wakes.
+ *
+ * @module
+ */
+import type { HostUdpSocket, UdpHandlers } from "./host.ts";
+import { EAGAIN, errno, libc, size } from "./libc.ts";
+import { watchReadable } from "./epoll.ts";
+import { errnoName } from "./errno_names.ts";
+
+const AF_INET = 2, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+const MSG_DONTWAIT = 0x40;
+const EINTR = 4;
+/** Datagrams read per readable event: a flood on one socket must not hold the loop. */
+const READS_PER_EVENT = 64;
+
+/** One receive buffer per thread: a datagram is copied out of it for its handler, which may keep it. */
+const rx = new Uint8Array(65536);
+const from = new Uint8Array(16);
+const fromView = new DataView(from.buffer);
+const fromLen = new Uint32Array(1);
+const fromLenBytes = new Uint8Array(fromLen.buffer);
+/** sockaddr_in for sendto, rewritten per datagram. */
+const to = new Uint8Array(16);
+const toView = new DataView(to.buffer);
+toView.setUint16(0, AF_INET, true);
+
+/** "a.b.c.d" → network-order u32, or -1. Cached for the last address (a flow talks to one peer). */
+let lastText = "", lastAddr = -1;
+function addressOf(text: string): number {
+  if (text === lastText) return lastAddr;
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text === "localhost" ? "127.0.0.1" : text);
+  let a = -1;
+  if (m && m.slice(1).every((x) => Number(x) <= 255)) {
+    a = ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
+  }
+  lastText = text;
+  lastAddr = a;
+  return a;
+}
+
+let lastFrom = -1, lastFromText = "";
+function textOf(a: number): string {
+  if (a !== lastFrom) {
+    lastFrom = a;
+    lastFromText = `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+  }
+  return lastFromText;
+}
+
+export class EpollUdpSocket implements HostUdpSocket {
+  #fd: number;
+  #unwatch: () => void;
+  #closed = false;
+  readonly port: number;
+
+  private constructor(fd: number, readonly handlers: UdpHandlers) {
+    this.#fd = fd;
+    fromLen[0] = 16;
+    this.port = libc().getsockname(fd, from, fromLenBytes) === 0 ? fromView.getUint16(2, false) : 0;
+    this.#unwatch = watchReadable(fd, () => this.#readSome());
+  }
+
+  /** An unbound socket (the kernel picks the port at the first send), or one bound to `address:port`. */
+  static open(handlers: UdpHandlers, address?: string, port = 0): EpollUdpSocket {
+    const L = libc();
+    const fd = L.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw Object.assign(new Error(`socket: ${errnoName(errno())}`), { code: errnoName(errno()) });
+    if (address !== undefined) {
+      const a = addressOf(address);
+      const sa = new Uint8Array(16);
+      const v = new DataView(sa.buffer);
+      v.setUint16(0, AF_INET, true);
+      v.setUint16(2, port, false);
+      v.setUint32(4, a < 0 ? 0 : a, false);
+      if (a < 0 || L.bind(fd, sa, 16) < 0) {
+        const code = a < 0 ? "EINVAL" : errnoName(errno());
+        L.close(fd);
+        throw Object.assign(new Error(`bind ${address}:${port}: ${code}`), { code });
+      }
+    }
+    return new EpollUdpSocket(fd, handlers);
+  }
+
+  sendTo(data: Uint8Array, address: string, port: number): void {
+    if (this.#closed) return;
+    const a = addressOf(address);
+    if (a < 0) return this.handlers.onError("EINVAL");
+    toView.setUint16(2, port, false);
+    toView.setUint32(4, a, false);
+    const n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to, 16));
+    if (n < 0) {
+      const e = errno();
+      // a full send buffer drops the datagram, as UDP may
+      if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));
+    }
+  }
+
+  #readSome(): void {
+    const L = libc();
+    for (let i = 0; i < READS_PER_EVENT && !this.#closed; i++) {
+      fromLen[0] = 16;
+      const n = Number(L.recvfrom(this.#fd, rx, size(rx.length), MSG_DONTWAIT, from, fromLenBytes));
+      if (n < 0) {
+        const e = errno();
+        if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));
+        return;
+      }
+      this.handlers.onMessage(
+        rx.slice(0, n),
+        textOf(fromView.getUint32(4, false)),
+        fromView.getUint16(2, false),
+      );
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#unwatch();
+    libc().close(this.#fd);
+  }
+}

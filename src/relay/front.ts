@@ -1,0 +1,407 @@
+/**
+ * The relay's control plane when its data plane runs in workers: the main thread keeps the HTTP listeners
+ * (admin API, WebSocket) on the runtime, and each data-plane worker (`src/data_plane_worker.ts`) runs a
+ * {@linkcode Relay} on a socket loop of its own. An admin request is forwarded to the worker as data and
+ * its answer returned; a WebSocket is admitted by the worker, upgraded here, and its frames cross in two
+ * {@linkcode FrameRing}s — into the worker with a write to its eventfd, back with a bell (an `Atomics`
+ * notify) that this thread awaits with `Atomics.waitAsync`.
+ *
+ * @module
+ */
+import type { Logger } from "../common/logger.ts";
+import { FrameRing, type RingCursor } from "../common/frame_ring.ts";
+import type { HostForwardConfig } from "../stack/config.ts";
+import { libc, size } from "../host/libc.ts";
+import { platform } from "../platform/current.ts";
+import type { HttpServer } from "../platform/platform.ts";
+import { json } from "./admin.ts";
+import type { LogLevel } from "./log.ts";
+import type { RelayOptions } from "./relay.ts";
+import { QEMU_MAX_FRAME } from "../transport/stream.ts";
+import {
+  type FrontCall,
+  responseFrom,
+  serializeRequest,
+  type WorkerMessage,
+  type WorkerRelayOptions,
+  type WsAdmitReply,
+} from "./worker_protocol.ts";
+
+/** Bytes each way per WebSocket guest: room for a few of the largest frames and the guest link's backlog. */
+const RING_BYTES = 256 * 1024;
+/** How often a WebSocket with bytes buffered is checked for having drained (it has no drain event). */
+const DRAIN_POLL_MS = 2;
+/** Smallest frame: an Ethernet header. */
+const MIN_FRAME = 14;
+/** How long a worker may take to start or stop. */
+const WORKER_CALL_MS = 15_000;
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+type CallBody = DistributiveOmit<FrontCall, "type" | "id">;
+
+export interface FrontOptions extends RelayOptions {
+  /** The worker's module (`src/data_plane_worker.ts`). */
+  workerUrl: URL;
+  logLevel: LogLevel;
+}
+
+/** One data-plane worker, as the main thread sees it. */
+class DataPlaneWorker {
+  readonly worker: Worker;
+  readonly bell = new Int32Array(new SharedArrayBuffer(4));
+  readonly #mail = new Int32Array(new SharedArrayBuffer(4));
+  wakeFd = -1;
+  #calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  #nextCall = 1;
+  #ready: Promise<Extract<WorkerMessage, { type: "ready" }>>;
+  /** WebSocket guests of this worker, drained when it rings. */
+  readonly bridges = new Set<WsBridge>();
+  #one = new BigUint64Array([1n]);
+  stopped = false;
+
+  constructor(url: URL, index: number, options: WorkerRelayOptions, logLevel: LogLevel, log: Logger) {
+    this.worker = new Worker(url.href, { type: "module", name: `slirp-data-plane-${index}` });
+    let settle!: {
+      resolve: (m: Extract<WorkerMessage, { type: "ready" }>) => void;
+      reject: (e: Error) => void;
+    };
+    this.#ready = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    this.worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
+      const m = e.data;
+      if (m.type === "ready") {
+        this.wakeFd = m.wakeFd;
+        settle.resolve(m);
+      } else if (m.type === "failed") settle.reject(new Error(m.error));
+      else {
+        const c = this.#calls.get(m.id);
+        this.#calls.delete(m.id);
+        if (m.error !== undefined) c?.reject(new Error(m.error));
+        else c?.resolve(m.value);
+      }
+    };
+    this.worker.onerror = (e: ErrorEvent) => {
+      // a throw that escaped the worker's own guards: its tenants are gone, the process stays
+      e.preventDefault();
+      log("error", "data-plane worker failed", { worker: index, error: e.message });
+      settle.reject(new Error(`data-plane worker ${index} failed: ${e.message}`));
+      for (const c of this.#calls.values()) c.reject(new Error("data-plane worker failed"));
+      this.#calls.clear();
+    };
+    this.worker.postMessage({
+      type: "init",
+      index,
+      options,
+      logLevel,
+      bell: this.bell.buffer as SharedArrayBuffer,
+      mail: this.#mail.buffer as SharedArrayBuffer,
+    });
+  }
+
+  ready(): Promise<Extract<WorkerMessage, { type: "ready" }>> {
+    return withTimeout(this.#ready, "start");
+  }
+
+  call<T>(body: CallBody): Promise<T> {
+    const id = this.#nextCall++;
+    return new Promise<T>((resolve, reject) => {
+      this.#calls.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.worker.postMessage({ type: "call", id, ...body });
+      Atomics.store(this.#mail, 0, 1);
+      this.wake();
+    });
+  }
+
+  /** Writes the worker's eventfd: it may be asleep in epoll_wait, where messages wait for it. */
+  wake(): void {
+    if (this.wakeFd >= 0 && !this.stopped) libc().write(this.wakeFd, this.#one, size(8));
+  }
+
+  /** Drains this worker's rings toward the guests each time it rings, until stopped. */
+  async listen(): Promise<void> {
+    let seen = Atomics.load(this.bell, 0);
+    while (!this.stopped) {
+      const w = Atomics.waitAsync(this.bell, 0, seen);
+      if (w.async) await w.value;
+      seen = Atomics.load(this.bell, 0);
+      for (const b of this.bridges) b.toGuest();
+    }
+  }
+
+  stopListening(): void {
+    this.stopped = true;
+    Atomics.add(this.bell, 0, 1);
+    Atomics.notify(this.bell, 0);
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`data-plane worker did not ${what} in time`)), WORKER_CALL_MS);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** One WebSocket guest of a worker: the socket here, its frames in two rings. */
+class WsBridge {
+  readonly toWorker = new FrameRing(RING_BYTES);
+  readonly toMain = new FrameRing(RING_BYTES);
+  #cursor: RingCursor;
+  #bytes: Uint8Array;
+  #drainTimer: ReturnType<typeof setTimeout> | undefined;
+  #wakeWhenDrained = false;
+  /** The worker took the guest (until then a close from its side is a refusal, answered by the opener). */
+  accepted = false;
+
+  constructor(
+    readonly ws: WebSocket,
+    readonly worker: DataPlaneWorker,
+    maxFrame: number,
+    log: Logger,
+    tenant: string,
+  ) {
+    this.#cursor = this.toMain.cursor();
+    this.#bytes = new Uint8Array(this.toMain.sab);
+    ws.onmessage = (e) => {
+      if (typeof e.data === "string") return;
+      const frame = new Uint8Array(e.data as ArrayBuffer);
+      if (frame.length > maxFrame || frame.length < MIN_FRAME) {
+        log("warn", "WebSocket guest closed: frame size out of range", { tenant, length: frame.length });
+        ws.close(1009, "frame size out of range");
+        return;
+      }
+      // a guest that outruns its worker loses frames, as it would on a full link
+      if (!this.toWorker.push(frame)) return;
+      if (this.toWorker.ring()) worker.wake();
+    };
+    ws.onclose = () => this.#closed();
+    ws.onerror = () => {};
+  }
+
+  /** Frames the worker queued toward the guest, onto the WebSocket. */
+  toGuest(): void {
+    const r = this.toMain;
+    r.answer();
+    const base = r.dataOffset;
+    let n = 0;
+    while (r.next(this.#cursor)) {
+      const off = base + this.#cursor.off;
+      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(this.#bytes.slice(off, off + this.#cursor.len));
+      n++;
+    }
+    if (n > 0) r.release(this.#cursor);
+    if (r.takeWantRoom()) this.#wakeWhenDrained = true;
+    this.#watchDrain();
+    // the worker let the guest go (after a refusal the open handler closes with its own code)
+    if (r.closed && this.accepted) this.ws.close(1000);
+  }
+
+  #watchDrain(): void {
+    this.toMain.farBacklog = this.ws.bufferedAmount;
+    if (this.ws.bufferedAmount === 0) {
+      if (this.#wakeWhenDrained) {
+        this.#wakeWhenDrained = false;
+        this.worker.wake();
+      }
+      return;
+    }
+    if (this.#drainTimer !== undefined) return;
+    this.#drainTimer = setTimeout(() => {
+      this.#drainTimer = undefined;
+      this.#watchDrain();
+    }, DRAIN_POLL_MS);
+  }
+
+  #closed(): void {
+    clearTimeout(this.#drainTimer);
+    this.worker.bridges.delete(this);
+    this.toWorker.close();
+    this.worker.wake();
+  }
+}
+
+/**
+ * The relay as the main thread runs it with data-plane workers: the same surface the CLI uses of
+ * {@linkcode Relay} (start, stop, the addresses it serves).
+ */
+export class RelayFront {
+  #opts: FrontOptions;
+  #workers: DataPlaneWorker[] = [];
+  #servers: HttpServer[] = [];
+  #urls: string[] = [];
+  #wsUrls: string[] = [];
+  #adminUrl: string | null = null;
+  #forwards: HostForwardConfig[] = [];
+  #flowLimit = 0;
+  #stopping = false;
+
+  constructor(opts: FrontOptions) {
+    this.#opts = opts;
+  }
+
+  get urls(): string[] {
+    return this.#urls;
+  }
+  get wsUrls(): string[] {
+    return this.#wsUrls;
+  }
+  get adminUrl(): string | null {
+    return this.#adminUrl;
+  }
+  get forwards(): HostForwardConfig[] {
+    return this.#forwards;
+  }
+  get maxTenants(): number {
+    return this.#opts.maxTenants ?? 4096;
+  }
+  get flowLimit(): { max: number } {
+    return { max: this.#flowLimit };
+  }
+
+  /** Binds the HTTP listeners, starts the worker (which binds the stream listeners and tenants). */
+  async start(): Promise<string[]> {
+    const o = this.#opts;
+    try {
+      for (const url of o.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
+      if (o.admin) {
+        const m = /^http:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(o.admin);
+        if (!m) throw new Error(`Invalid --admin "${o.admin}": expected http://HOST:PORT`);
+        const server = platform.serveHttp(
+          m[1].replace(/^\[|\]$/g, ""),
+          Number(m[2]),
+          (req) => this.#admin(req),
+        );
+        this.#servers.push(server);
+        this.#adminUrl = `http://${server.hostname}:${server.port}`;
+      }
+      const ownPorts = this.#servers.map((s) => s.port);
+      const { log: _log, parseForward: _parse, workerUrl: _url, logLevel: _level, ...rest } = o;
+      const options: WorkerRelayOptions = { ...rest, listenWs: [], admin: undefined, ownPorts };
+      const w = new DataPlaneWorker(o.workerUrl, 0, options, o.logLevel, o.log);
+      this.#workers.push(w);
+      const ready = await w.ready();
+      w.listen();
+      this.#urls = ready.urls;
+      this.#forwards = ready.forwards;
+      this.#flowLimit = ready.flowLimit;
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+    return this.#urls;
+  }
+
+  /** The worker that holds the tenants (one today). */
+  #workerFor(): DataPlaneWorker {
+    return this.#workers[0];
+  }
+
+  async #admin(req: Request): Promise<Response> {
+    if (this.#stopping) return json(503, { error: "shutting down" });
+    try {
+      return responseFrom(
+        await this.#workerFor().call({ op: "admin", request: await serializeRequest(req) }),
+      );
+    } catch (e) {
+      return json(500, { error: (e as Error).message });
+    }
+  }
+
+  #serveWs(url: string): string {
+    const m = /^(?:http|ws):\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
+    if (!m) throw new Error(`Invalid --listen-ws "${url}": expected http://HOST:PORT`);
+    const server = platform.serveHttp(
+      m[1].replace(/^\[|\]$/g, ""),
+      Number(m[2]),
+      (req) => this.#wsRequest(req, m[1]),
+    );
+    this.#servers.push(server);
+    return `ws://${server.hostname}:${server.port}`;
+  }
+
+  async #wsRequest(req: Request, listenHost: string): Promise<Response> {
+    const remote = req.headers.get("x-forwarded-for") ?? "websocket";
+    if (this.#stopping) return new Response("shutting down\n", { status: 503 });
+    const w = this.#workerFor();
+    let admitted: WsAdmitReply;
+    try {
+      admitted = await w.call<WsAdmitReply>({
+        op: "wsAdmit",
+        request: await serializeRequest(req),
+        listenHost,
+      });
+    } catch (e) {
+      return json(500, { error: (e as Error).message });
+    }
+    if ("response" in admitted) return responseFrom(admitted.response);
+    let upgrade: { socket: WebSocket; response: Response };
+    try {
+      upgrade = platform.upgradeWebSocket(req, admitted.protocol);
+    } catch (e) {
+      w.call({ op: "wsAbandon", tenant: admitted.tenant }).catch(() => {});
+      return json(400, { error: `Bad WebSocket upgrade: ${(e as Error).message}` });
+    }
+    const { socket, response } = upgrade;
+    socket.binaryType = "arraybuffer";
+    this.#carry(socket, w, admitted.tenant, remote, admitted.expiresAt);
+    return response;
+  }
+
+  #carry(ws: WebSocket, w: DataPlaneWorker, tenant: string, remote: string, expiresAt: number): void {
+    const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
+    const bridge = new WsBridge(ws, w, maxFrame, this.#opts.log, tenant);
+    let expiry: ReturnType<typeof setTimeout> | undefined;
+    const expireAt = () => {
+      // setTimeout holds at most ~24.8 days: longer tokens are checked again then
+      const left = expiresAt - Date.now();
+      if (left <= 0) {
+        this.#opts.log("info", "guest session ended: its token expired", { tenant });
+        ws.close(4401, "token expired");
+        return;
+      }
+      expiry = setTimeout(expireAt, Math.min(left, 0x7fffffff));
+    };
+    const closeOnce = ws.onclose;
+    ws.onclose = (e) => {
+      clearTimeout(expiry);
+      closeOnce?.call(ws, e);
+    };
+    ws.onopen = async () => {
+      w.bridges.add(bridge);
+      let accepted = false;
+      try {
+        accepted = await w.call<boolean>({
+          op: "wsOpen",
+          tenant,
+          remote,
+          toWorker: bridge.toWorker.sab,
+          toMain: bridge.toMain.sab,
+        });
+      } catch { /* the worker is gone */ }
+      if (!accepted) {
+        ws.close(4409, "tenant already has a guest");
+        return;
+      }
+      bridge.accepted = true;
+      bridge.toGuest();
+      if (expiresAt !== Infinity) expireAt();
+    };
+  }
+
+  /** Stops the listeners here, then the worker (bounded: it resets guests' flows and closes its sockets). */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    await Promise.allSettled(this.#workers.map((w) => withTimeout(w.call({ op: "stop" }), "stop")));
+    await Promise.race([
+      Promise.allSettled(this.#servers.map((s) => s.shutdown())),
+      new Promise((r) => setTimeout(r, 1000)),
+    ]);
+    for (const w of this.#workers) {
+      w.stopListening();
+      w.worker.terminate();
+    }
+    this.#workers = [];
+    this.#servers = [];
+  }
+}

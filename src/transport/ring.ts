@@ -1,0 +1,150 @@
+/**
+ * The ring carrier: a guest whose frames arrive through a pair of {@linkcode FrameRing}s from another
+ * thread — a WebSocket guest of a data-plane worker, whose WebSocket lives on the main thread. The main
+ * thread pushes each guest frame into `toWorker` and rings this worker's eventfd; frames toward the guest
+ * go into `toMain`, and the main thread's bell is rung once per batch.
+ *
+ * Frames are fed to the stack as views into the ring (no copy) and freed once the scheduler took them.
+ *
+ * @module
+ */
+import type { TokenBucket } from "../common/token_bucket.ts";
+import type { FrameRing, RingCursor } from "../common/frame_ring.ts";
+import { after, type CancelTimer } from "../common/timers.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+
+/** Frames fed to the scheduler per batch. */
+const BATCH = 64;
+/** How often a rate-limited link wakes its senders while the bucket refills. */
+const RATE_POLL_MS = 10;
+
+export interface RingLinkOptions {
+  remote: string;
+  /** Bytes allowed to wait toward the guest (in the ring and in the WebSocket's own buffer). */
+  backlogLimit: number;
+  /** Tells the main thread that `toMain` has frames or closed. */
+  ringBell: () => void;
+}
+
+/** The worker's side of a ring link: `service` runs whenever the worker is woken. */
+export interface RingCarrier {
+  readonly link: GuestLink;
+  /** Takes the guest's frames, notices closes and room made toward the guest. */
+  service(): void;
+  readonly closed: boolean;
+}
+
+export function carryRing(
+  toWorker: FrameRing,
+  toMain: FrameRing,
+  opts: RingLinkOptions,
+  peer: LinkPeer,
+): RingCarrier {
+  const limit = opts.backlogLimit;
+  let rate: TokenBucket | null = null;
+  let cancelRate: CancelTimer | undefined;
+  let waiting = false;
+  let closed = false;
+  let feed: FrameFeed | null = null;
+  let feeding = false;
+  const offs: number[] = new Array(BATCH).fill(0), lens: number[] = new Array(BATCH).fill(0);
+  const cursor: RingCursor = toWorker.cursor();
+  const bytes = new Uint8Array(toWorker.sab);
+  const base = toWorker.dataOffset;
+
+  const backlog = () => toMain.used + toMain.farBacklog;
+  const link: GuestLink = {
+    kind: "websocket",
+    remote: opts.remote,
+    send(f) {
+      if (closed || backlog() + f.length > limit) return false;
+      if (rate) rate.spend(f.length, performance.now());
+      if (!toMain.push(f)) return false;
+      if (toMain.ring()) opts.ringBell();
+      if (backlog() > limit / 2 && !waiting) {
+        waiting = true;
+        toMain.wantRoom();
+      }
+      return true;
+    },
+    get backlog() {
+      // egress quota in debt looks like a full backlog: TCP toward the guest waits
+      if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
+      return backlog();
+    },
+    setRate(r) {
+      rate = r;
+      cancelRate?.();
+      cancelRate = undefined;
+      if (!r) return;
+      const poll = () => {
+        cancelRate = after(RATE_POLL_MS, () => {
+          if (rate !== r || closed) return;
+          if (r.available(performance.now()) >= 0) peer.drained(link);
+          poll();
+        });
+      };
+      poll();
+    },
+    close() {
+      if (closed) return;
+      toMain.close();
+      opts.ringBell();
+      finish();
+    },
+  };
+
+  const finish = () => {
+    if (closed) return;
+    closed = true;
+    cancelRate?.();
+    feed = null;
+    toWorker.close();
+    peer.closed(link);
+  };
+
+  const pump = async () => {
+    feeding = true;
+    try {
+      while (feed && !closed) {
+        let n = 0;
+        while (n < BATCH && toWorker.next(cursor)) {
+          offs[n] = base + cursor.off;
+          lens[n] = cursor.len;
+          n++;
+        }
+        if (n === 0) break;
+        await feed(bytes, offs, lens, n);
+        toWorker.release(cursor);
+      }
+    } finally {
+      feeding = false;
+    }
+    if (toWorker.closed) finish();
+  };
+
+  feed = peer.opened(link);
+  if (!feed) {
+    closed = true;
+    toMain.close();
+    opts.ringBell();
+  }
+
+  return {
+    link,
+    get closed() {
+      return closed;
+    },
+    service() {
+      if (closed) return;
+      toWorker.answer();
+      if (!feeding) pump();
+      if (waiting && backlog() <= limit / 2) {
+        waiting = false;
+        peer.drained(link);
+      }
+      // the main thread closed it (the WebSocket went); a pump under way finishes it when done
+      if (toWorker.closed && !feeding) finish();
+    },
+  };
+}

@@ -32,6 +32,8 @@ export function spawnRelay(args: string[], opts: { cpuProfDir?: string } = {}): 
       "--log-level",
       "warn",
       ...args,
+      // SLIRP_RELAY_ARGS="--workers 0" and the like: the same benchmark against another setting
+      ...(Deno.env.get("SLIRP_RELAY_ARGS")?.split(/\s+/).filter(Boolean) ?? []),
     ],
     // --v8-flags such as --trace-gc print on stdout
     stdout: Deno.env.get("SLIRP_RELAY_V8_FLAGS") ? "inherit" : "null",
@@ -120,4 +122,21 @@ export function startServers(): { echoPort: number; sourcePort: number } {
     for (;;) await c.write(chunk);
   });
   return { echoPort, sourcePort };
+}
+
+/**
+ * The C TAP bridge (bench/tap_bridge.c), compiled once into bench/.build/: the guest side of every backend
+ * in the end-to-end benchmarks. Returns the command to run it.
+ */
+export async function cTapBridge(): Promise<string[]> {
+  const src = new URL("./tap_bridge.c", import.meta.url).pathname;
+  const out = new URL("./.build/tap_bridge", import.meta.url).pathname;
+  const fresh = await Promise.all([Deno.stat(src), Deno.stat(out).catch(() => null)])
+    .then(([s, o]) => o !== null && (o.mtime?.getTime() ?? 0) >= (s.mtime?.getTime() ?? 0));
+  if (!fresh) {
+    await Deno.mkdir(new URL("./.build/", import.meta.url).pathname, { recursive: true });
+    const cc = await new Deno.Command("cc", { args: ["-O2", "-Wall", "-o", out, src] }).output();
+    if (cc.code !== 0) throw new Error(`cc tap_bridge.c failed:\n${new TextDecoder().decode(cc.stderr)}`);
+  }
+  return [out];
 }

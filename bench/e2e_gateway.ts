@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { NetnsGuest } from "../tests/_netns_guest.ts";
 import { startDnsResponder } from "../tests/_services.ts";
-import { spawnRelay, waitForSocket } from "./_harness.ts";
+import { cTapBridge, spawnRelay, waitForSocket } from "./_harness.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { seconds: { type: "string", default: "3" } } });
 const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" });
@@ -21,7 +21,7 @@ const relay = spawnRelay([
   `127.0.0.1:${dns.port}`,
 ]);
 await waitForSocket(`${dir}/r.sock`);
-const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { separateProcess: true });
+const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { bridgeCommand: await cTapBridge() });
 try {
   await g.dhcp();
   const ping = await g.exec(["ping", "-c", "20", "-i", "0.05", "10.0.2.2"]);

@@ -199,12 +199,16 @@ export class NetnsGuest {
   /**
    * @param opts.separateProcess run the TAP bridge as its own process (benchmarks: keeps the relay's
    *   thread to itself)
+   * @param opts.bridgeCommand that process: a program taking `TAPNAME NETNS URL` (default: the Deno bridge,
+   *   guest_tools/tap_bridge.ts; benchmarks use the C one, bench/tap_bridge.c)
    */
   static async create(
     relay: string,
-    opts: { impair?: Impairment; separateProcess?: boolean } = {},
+    opts: { impair?: Impairment; separateProcess?: boolean; bridgeCommand?: string[] } = {},
   ): Promise<NetnsGuest> {
-    if (opts.separateProcess) return await NetnsGuest.#createExternal(relay);
+    if (opts.separateProcess || opts.bridgeCommand) {
+      return await NetnsGuest.#createExternal(relay, opts.bridgeCommand);
+    }
     const id = `${(serial++).toString(36)}${crypto.randomUUID().slice(0, 7)}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
@@ -250,15 +254,16 @@ export class NetnsGuest {
     }
   }
 
-  static async #createExternal(relay: string): Promise<NetnsGuest> {
+  static async #createExternal(relay: string, bridge?: string[]): Promise<NetnsGuest> {
     const id = `${(serial++).toString(36)}${crypto.randomUUID().slice(0, 7)}`;
     const ns = `srg${id}`;
     const ifname = `srt${id}`;
     const dir = await Deno.makeTempDir({ prefix: "slirp-guest-" });
     await must(["ip", "netns", "add", ns]);
     const tool = new URL("./guest_tools/tap_bridge.ts", import.meta.url).pathname;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", tool, ifname, ns, relay],
+    const argv = bridge ?? [Deno.execPath(), "run", "-A", tool];
+    const child = new Deno.Command(argv[0], {
+      args: [...argv.slice(1), ifname, ns, relay],
       stdout: "piped",
       stderr: "inherit",
     }).spawn();

@@ -124,19 +124,35 @@ export function startServers(): { echoPort: number; sourcePort: number } {
   return { echoPort, sourcePort };
 }
 
-/**
- * The C TAP bridge (bench/tap_bridge.c), compiled once into bench/.build/: the guest side of every backend
- * in the end-to-end benchmarks. Returns the command to run it.
- */
-export async function cTapBridge(): Promise<string[]> {
-  const src = new URL("./tap_bridge.c", import.meta.url).pathname;
-  const out = new URL("./.build/tap_bridge", import.meta.url).pathname;
+/** bench/NAME.c compiled into bench/.build/NAME (again only when the source is newer); returns its path. */
+async function compiled(name: string, libs: string[] = []): Promise<string> {
+  const src = new URL(`./${name}.c`, import.meta.url).pathname;
+  const out = new URL(`./.build/${name}`, import.meta.url).pathname;
   const fresh = await Promise.all([Deno.stat(src), Deno.stat(out).catch(() => null)])
     .then(([s, o]) => o !== null && (o.mtime?.getTime() ?? 0) >= (s.mtime?.getTime() ?? 0));
   if (!fresh) {
     await Deno.mkdir(new URL("./.build/", import.meta.url).pathname, { recursive: true });
-    const cc = await new Deno.Command("cc", { args: ["-O2", "-Wall", "-o", out, src] }).output();
-    if (cc.code !== 0) throw new Error(`cc tap_bridge.c failed:\n${new TextDecoder().decode(cc.stderr)}`);
+    const cc = await new Deno.Command("cc", { args: ["-O2", "-Wall", "-o", out, src, ...libs] }).output();
+    if (cc.code !== 0) throw new Error(`cc ${name}.c failed:\n${new TextDecoder().decode(cc.stderr)}`);
   }
-  return [out];
+  return out;
+}
+
+/** The C TAP bridge (bench/tap_bridge.c): the guest side of every backend in the end-to-end benchmarks. */
+export async function cTapBridge(): Promise<string[]> {
+  return [await compiled("tap_bridge")];
+}
+
+/** Whether libslirp's headers are installed (Debian: libslirp-dev), so the libslirp driver can be built. */
+export function libslirpAvailable(): boolean {
+  try {
+    return Deno.statSync("/usr/include/slirp/libslirp.h").isFile;
+  } catch {
+    return false;
+  }
+}
+
+/** libslirp behind a stream socket (bench/libslirp_driver.c): `driver SOCKPATH MTU`. */
+export function libslirpDriver(): Promise<string> {
+  return compiled("libslirp_driver", ["-lslirp"]);
 }

@@ -223,7 +223,9 @@ for (const r of rows) {
   lines.push(
     `| ${r.target} | ${r.mtu} | ${fmt(r.up)} (${r.upRetr}) | ${fmt(r.down)} (${r.downRetr}) | ${
       fmt(r.upCpuPerGB)
-    } / ${fmt(r.downCpuPerGB)} | ${fmt(r.pingMs, 3)} | ${fmt(r.udpP50us, 0)} | ${fmt(r.seqConnPerSecond, 0)} |`,
+    } / ${fmt(r.downCpuPerGB)} | ${fmt(r.pingMs, 3)} | ${fmt(r.udpP50us, 0)} | ${
+      fmt(r.seqConnPerSecond, 0)
+    } |`,
   );
 }
 console.log(

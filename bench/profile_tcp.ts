@@ -7,7 +7,7 @@
  * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
  */
 import { NetnsGuest } from "../tests/_netns_guest.ts";
-import { spawnRelay, waitForSocket } from "./_harness.ts";
+import { cTapBridge, spawnRelay, waitForSocket } from "./_harness.ts";
 
 const direction = Deno.args[0] === "down" ? "down" : "up";
 const mtu = Deno.args[1] ?? "1500";
@@ -22,7 +22,7 @@ const relay = spawnRelay([
   "127.0.0.1:9",
   "--mtu",
   mtu,
-], { cpuProfDir: profDir });
+], { cpuProfDir: Deno.env.get("SLIRP_PROFILE") === "perf" ? undefined : profDir });
 await waitForSocket(`${dir}/r.sock`);
 const port = String(5300 + Math.floor(Math.random() * 500));
 const iperfd = new Deno.Command("iperf3", {
@@ -30,10 +30,18 @@ const iperfd = new Deno.Command("iperf3", {
   stdout: "null",
   stderr: "null",
 }).spawn();
-const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { separateProcess: true });
+const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { bridgeCommand: await cTapBridge() });
 try {
   await g.dhcp();
   await new Promise((r) => setTimeout(r, 300));
+  // SLIRP_PROFILE=perf: `perf record -g` of the relay process (every thread, kernel included) instead
+  const perf = Deno.env.get("SLIRP_PROFILE") === "perf"
+    ? new Deno.Command("perf", {
+      args: ["record", "-g", "-o", `${profDir}/perf.data`, "-p", String(relay.pid), "--", "sleep", "4"],
+      stdout: "null",
+      stderr: "null",
+    }).spawn()
+    : null;
   const r = await g.exec([
     "iperf3",
     "-c",
@@ -45,6 +53,7 @@ try {
     ...(direction === "down" ? ["-R"] : []),
   ]);
   console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
+  await perf?.status;
 } finally {
   await g.close();
   iperfd.kill();

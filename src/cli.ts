@@ -80,9 +80,10 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --max-tenants N                  tenants (and single-user guests) at once; more are refused (default 4096)
   --max-flows N                    TCP and UDP flows at once across all tenants (default: the descriptor
                                    limit less 512)
-  --workers N                      data-plane threads, each running its own socket loop (default 1 on
-                                   Linux with FFI; 0 runs everything on the main thread, the fallback
-                                   where FFI or epoll is unavailable)
+  --workers N                      data-plane threads, each running its own socket loop; multi-tenant
+                                   mode spreads tenants over them by id, single-user mode uses one
+                                   (default: one per core on Linux with FFI; 0 runs everything on the
+                                   main thread — the fallback where FFI or epoll is unavailable)
   --log-level debug|info|warn|error
                                    JSON log lines on stderr (default info)
 
@@ -363,6 +364,7 @@ async function serve(args: string[]): Promise<number> {
       ...relayOptions,
       workerUrl: new URL("./data_plane_worker.ts", import.meta.url),
       logLevel: cfg.logLevel,
+      workers,
     })
     : new Relay(relayOptions);
   const urls = await relay.start();
@@ -415,13 +417,11 @@ async function serve(args: string[]): Promise<number> {
   return 0;
 }
 
-/** `--workers`: the count asked for, or 1 where our socket loop can run (Linux, FFI) and 0 elsewhere. */
+/** `--workers`: the count asked for, or one per core where our socket loop can run (Linux, FFI), else 0. */
 function dataPlaneWorkers(flag: string | number | undefined): number {
-  if (flag === undefined) return epollAvailable() ? 1 : 0;
+  if (flag === undefined) return epollAvailable() ? Math.max(1, navigator.hardwareConcurrency || 1) : 0;
   const n = Number(flag);
-  if (!Number.isInteger(n) || n < 0 || n > 1) {
-    throw new Error(`Invalid --workers "${flag}": 0 or 1 (more than one worker is not supported yet)`);
-  }
+  if (!Number.isInteger(n) || n < 0 || n > 256) throw new Error(`Invalid --workers "${flag}": 0..256`);
   if (n > 0 && !epollAvailable()) {
     throw new Error("--workers needs a socket loop of our own (Linux and --allow-ffi); use --workers 0");
   }

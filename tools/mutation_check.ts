@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "workers: a tenant's egress guard ignores the other workers' tenants' ports",
+    file: "src/relay/relay.ts",
+    from: "if (this.#shared?.portHeld(protocol, port)) return true;",
+    to: "",
+    tests: ["tests/workers_test.ts"],
+  },
+  {
+    name: "workers: the tenant limit counts only this worker's tenants",
+    file: "src/relay/relay.ts",
+    from: "return (this.#shared?.tenants ?? this.tenants.size) >= this.maxTenants;",
+    to: "return this.tenants.size >= this.maxTenants;",
+    tests: ["tests/workers_test.ts"],
+  },
+  {
     name: "duplicate guest: replace no longer closes the old guest",
     file: "src/relay/ethernet_session.ts",
     from: "if (old && old !== link) old.close();",
@@ -40,8 +54,8 @@ const MUTANTS: Mutant[] = [
   {
     name: "tenant grace period ignored",
     file: "src/relay/ethernet_session.ts",
-    from: "this.#graceTimer = setTimeout(release, graceMs);",
-    to: "this.#graceTimer = setTimeout(release, 0);",
+    from: "this.#cancelGrace = after(graceMs, release);",
+    to: "this.#cancelGrace = after(0, release);",
     tests: ["tests/relay_behaviour_test.ts"],
   },
   {

@@ -18,9 +18,12 @@ import { json } from "./admin.ts";
 import type { LogLevel } from "./log.ts";
 import type { RelayOptions } from "./relay.ts";
 import { QEMU_MAX_FRAME } from "../transport/stream.ts";
+import { newSharedRelayBuffers, workerOf } from "./shared_state.ts";
+import { mergeMetrics } from "./metrics.ts";
 import {
   type FrontCall,
   responseFrom,
+  type SerializedResponse,
   serializeRequest,
   type WorkerMessage,
   type WorkerRelayOptions,
@@ -42,6 +45,11 @@ type CallBody = DistributiveOmit<FrontCall, "type" | "id">;
 export interface FrontOptions extends RelayOptions {
   /** The worker's module (`src/data_plane_worker.ts`). */
   workerUrl: URL;
+  /**
+   * Data-plane workers. Multi-tenant mode spreads tenants over them by id; single-user mode runs one (its
+   * port forwards reach the most recently connected guest, which must share their loop).
+   */
+  workers: number;
   logLevel: LogLevel;
 }
 
@@ -275,15 +283,27 @@ export class RelayFront {
         this.#adminUrl = `http://${server.hostname}:${server.port}`;
       }
       const ownPorts = this.#servers.map((s) => s.port);
-      const { log: _log, parseForward: _parse, workerUrl: _url, logLevel: _level, ...rest } = o;
-      const options: WorkerRelayOptions = { ...rest, listenWs: [], admin: undefined, ownPorts };
-      const w = new DataPlaneWorker(o.workerUrl, 0, options, o.logLevel, o.log);
-      this.#workers.push(w);
-      const ready = await w.ready();
-      w.listen();
-      this.#urls = ready.urls;
-      this.#forwards = ready.forwards;
-      this.#flowLimit = ready.flowLimit;
+      const { log: _log, parseForward: _parse, workerUrl: _url, logLevel: _level, workers: _n, ...rest } = o;
+      const n = o.multiTenant ? Math.max(1, o.workers) : 1;
+      const buffers = newSharedRelayBuffers(n);
+      for (let i = 0; i < n; i++) {
+        const options: WorkerRelayOptions = {
+          ...rest,
+          // the shared stream listeners on the first worker; each tenant on the worker its id names
+          listenQemu: i === 0 ? rest.listenQemu : [],
+          tenants: (rest.tenants ?? []).filter((t) => workerOf(String(t.id), n) === i),
+          listenWs: [],
+          admin: undefined,
+          ownPorts,
+          shared: { buffers, worker: i },
+        };
+        this.#workers.push(new DataPlaneWorker(o.workerUrl, i, options, o.logLevel, o.log));
+      }
+      const ready = await Promise.all(this.#workers.map((w) => w.ready()));
+      for (const w of this.#workers) w.listen();
+      this.#urls = ready[0].urls;
+      this.#forwards = ready[0].forwards;
+      this.#flowLimit = ready[0].flowLimit;
     } catch (e) {
       await this.stop();
       throw e;
@@ -291,17 +311,39 @@ export class RelayFront {
     return this.#urls;
   }
 
-  /** The worker that holds the tenants (one today). */
-  #workerFor(): DataPlaneWorker {
-    return this.#workers[0];
+  /** The worker that holds tenant `id` (the first for requests that name none). */
+  #workerFor(id: string | null): DataPlaneWorker {
+    return this.#workers[id === null ? 0 : workerOf(id, this.#workers.length)];
   }
 
   async #admin(req: Request): Promise<Response> {
     if (this.#stopping) return json(503, { error: "shutting down" });
     try {
-      return responseFrom(
-        await this.#workerFor().call({ op: "admin", request: await serializeRequest(req) }),
-      );
+      const request = await serializeRequest(req);
+      const path = new URL(req.url).pathname.replace(/\/+$/, "");
+      const call = (w: DataPlaneWorker) => w.call<SerializedResponse>({ op: "admin", request });
+      const named = /^\/v1\/tenants\/([^/]+)/.exec(path);
+      let id: string | null = null;
+      if (named) {
+        try {
+          id = decodeURIComponent(named[1]);
+        } catch { /* the worker answers the bad encoding */ }
+      } else if (path === "/v1/tenants" && req.method === "POST") {
+        try {
+          const body = JSON.parse(request.body ?? "");
+          if (typeof body?.id === "string") id = body.id;
+        } catch { /* the worker answers "not JSON" */ }
+      }
+      const first = await call(this.#workerFor(id));
+      const fanOut = req.method === "GET" && (path === "/v1/tenants" || path === "/metrics");
+      if (!fanOut || first.status !== 200 || this.#workers.length === 1) return responseFrom(first);
+      const rest = await Promise.all(this.#workers.slice(1).map(call));
+      if (path === "/metrics") {
+        first.body = mergeMetrics([first.body, ...rest.map((r) => r.body)]);
+      } else {
+        first.body = JSON.stringify([first, ...rest].flatMap((r) => JSON.parse(r.body)), null, 2);
+      }
+      return responseFrom(first);
     } catch (e) {
       return json(500, { error: (e as Error).message });
     }
@@ -322,7 +364,12 @@ export class RelayFront {
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
-    const w = this.#workerFor();
+    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(new URL(req.url).pathname);
+    let id: string | null = null;
+    try {
+      id = named ? decodeURIComponent(named[1]) : null;
+    } catch { /* the worker answers the bad encoding */ }
+    const w = this.#workerFor(id);
     let admitted: WsAdmitReply;
     try {
       admitted = await w.call<WsAdmitReply>({

@@ -153,3 +153,52 @@ export function renderMetrics(r: RelayView): string {
   ]]);
   return out.join("\n") + "\n";
 }
+
+/**
+ * Families that describe the whole process or the relay-wide limits: every data-plane worker reports the
+ * same value, taken once. Every other sample is a worker's share and is summed (tenants live on one
+ * worker each, so their samples appear once anyway; heaps are one per worker).
+ */
+const ONCE = new Set([
+  "process_resident_memory_bytes",
+  "process_start_time_seconds",
+  "slirp_relay_flows",
+  "slirp_relay_flows_limit",
+  "slirp_relay_tenants_limit",
+]);
+
+/** One exposition from the expositions of every data-plane worker (same families, same order). */
+export function mergeMetrics(texts: string[]): string {
+  const order: string[] = [];
+  const header = new Map<string, string[]>();
+  const samples = new Map<string, Map<string, number>>();
+  for (const text of texts) {
+    let family = "";
+    for (const line of text.split("\n")) {
+      if (line === "") continue;
+      const meta = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (meta) {
+        family = meta[2];
+        if (!header.has(family)) {
+          header.set(family, []);
+          samples.set(family, new Map());
+          order.push(family);
+        }
+        const h = header.get(family)!;
+        if (h.length < 2) h.push(line);
+        continue;
+      }
+      const i = line.lastIndexOf(" ");
+      const key = line.slice(0, i), v = Number(line.slice(i + 1));
+      const m = samples.get(family)!;
+      const had = m.get(key);
+      m.set(key, had === undefined ? v : ONCE.has(family) ? had : had + v);
+    }
+  }
+  const out: string[] = [];
+  for (const f of order) {
+    out.push(...header.get(f)!);
+    for (const [k, v] of samples.get(f)!) out.push(`${k} ${v}`);
+  }
+  return out.join("\n") + "\n";
+}

@@ -42,6 +42,7 @@ import { HostAddresses } from "./host_addresses.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
 import { platform } from "../platform/current.ts";
 import type { HttpServer } from "../platform/platform.ts";
+import { type SharedRelayBuffers, SharedRelayState } from "./shared_state.ts";
 import { mapLargeBuffersOnOwnPages, openFileLimit, releaseFreedMemory } from "../host/libc.ts";
 
 export interface RelayOptions {
@@ -85,6 +86,11 @@ export interface RelayOptions {
    * runtime interval ticks it.
    */
   ownedLoop?: boolean;
+  /**
+   * Shared with the relay's other data-plane workers: relay-wide tenant and flow counts, and the host
+   * ports every worker's tenants hold (see shared_state.ts).
+   */
+  shared?: { buffers: SharedRelayBuffers; worker: number };
   /** Ports of this host's relay listeners that live elsewhere (the main thread's WebSocket and admin). */
   ownPorts?: number[];
   /** Tenants at once (named and single-user sessions); beyond it new ones are refused. Default 4096. */
@@ -102,6 +108,24 @@ export const DEFAULT_MAX_TENANTS = 4096;
 /** Quiet time after the last tenant left before its memory is handed back. */
 const MEMORY_RELEASE_QUIET_MS = 5_000;
 
+/** The tenant registry of a worker that shares the relay-wide tenant count with the others. */
+class CountedTenants extends Map<string, Tenant> {
+  constructor(readonly shared: SharedRelayState) {
+    super();
+  }
+
+  override set(id: string, t: Tenant): this {
+    if (!this.has(id)) this.shared.addTenants(1);
+    return super.set(id, t);
+  }
+
+  override delete(id: string): boolean {
+    const had = super.delete(id);
+    if (had) this.shared.addTenants(-1);
+    return had;
+  }
+}
+
 /** Connected guests (for tests and stats): one per tenant with a link. */
 export interface GuestSession {
   tenant: Tenant;
@@ -113,7 +137,8 @@ export class Relay implements RelayView {
   readonly host: HostNet;
   readonly #sockets: HostSockets;
   readonly scheduler = new FrameScheduler();
-  readonly tenants: Map<string, Tenant> = new Map();
+  readonly tenants: Map<string, Tenant>;
+  readonly #shared: SharedRelayState | null;
   readonly startedAt = Date.now();
   #opts: RelayOptions;
   #listeners: StreamListener[] = [];
@@ -144,6 +169,8 @@ export class Relay implements RelayView {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
     this.#opts = opts;
+    this.#shared = opts.shared ? new SharedRelayState(opts.shared.buffers, opts.shared.worker) : null;
+    this.tenants = this.#shared ? new CountedTenants(this.#shared) : new Map();
     this.#admission = new Admission({
       multiTenant: opts.multiTenant === true,
       tenants: this.tenants,
@@ -161,6 +188,7 @@ export class Relay implements RelayView {
     const fds = openFileLimit() ?? descriptorLimit(() => platform.readTextFile("/proc/self/limits"));
     this.flowLimit = new FlowLimit(
       opts.maxFlows ?? (fds === null ? 0 : Math.max(64, Math.min(1 << 20, fds - DESCRIPTOR_RESERVE))),
+      this.#shared?.flowCell,
     );
     this.wheel = new TimerWheel(performance.now());
     if (!opts.ownedLoop) this.wheel.onWake = () => this.#startTicking();
@@ -293,6 +321,7 @@ export class Relay implements RelayView {
       log: this.#opts.log,
       egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
       flowLimit: this.flowLimit,
+      portsChanged: () => this.#publishPorts(),
     }, admittedBy);
     this.tenants.set(t.id, t);
     try {
@@ -318,6 +347,7 @@ export class Relay implements RelayView {
       this.deleteTenant(t.id);
       throw e;
     }
+    this.#publishPorts();
     const wildcard = (h: string) => h === "0.0.0.0" || h === "::" || h === "[::]";
     const open = [
       ...(spec.streamTcp !== undefined && wildcard(parseStreamTcp(spec.streamTcp).host) ? ["streamTcp"] : []),
@@ -349,7 +379,7 @@ export class Relay implements RelayView {
 
   /** Whether a new tenant (or single-user session) would exceed --max-tenants. */
   get atTenantLimit(): boolean {
-    return this.tenants.size >= this.maxTenants;
+    return (this.#shared?.tenants ?? this.tenants.size) >= this.maxTenants;
   }
 
   /**
@@ -360,6 +390,8 @@ export class Relay implements RelayView {
   #isForwardPort(protocol: "tcp" | "udp", real: number, port: number): boolean {
     if (!this.#hostAddresses.has(real)) return false;
     if (protocol === "tcp" && this.#ownPorts().has(port)) return true;
+    // tenants of the other data-plane workers (this worker's own are published there too)
+    if (this.#shared?.portHeld(protocol, port)) return true;
     for (const t of this.tenants.values()) {
       // a tenant's own stream port would make the guest another tenant's guest
       if (protocol === "tcp" && t.streamTcpPort === port) return true;
@@ -376,9 +408,21 @@ export class Relay implements RelayView {
     this.tenants.delete(id);
     if (t.lane) this.scheduler.close(t.lane);
     t.delete();
+    this.#publishPorts();
     this.#opts.log("info", "tenant deleted", { tenant: id });
     this.#releaseMemorySoon();
     return true;
+  }
+
+  /** Tells the other data-plane workers which host ports this one's tenants hold. */
+  #publishPorts(): void {
+    if (!this.#shared) return;
+    const tcp: number[] = [], udp: number[] = [];
+    for (const t of this.tenants.values()) {
+      if (t.streamTcpPort) tcp.push(t.streamTcpPort);
+      for (const f of t.forwards) (f.config.protocol === "tcp" ? tcp : udp).push(f.config.hostPort);
+    }
+    this.#shared.publishPorts(tcp, udp);
   }
 
   /** Where a tenant is reached, for the admin API's replies. */

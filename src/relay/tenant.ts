@@ -29,6 +29,8 @@ export interface TenantDeps {
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
   /** The relay-wide bound on open flows. */
   flowLimit?: FlowLimit;
+  /** The tenant's host ports changed (a forward bound or closed). */
+  portsChanged?: () => void;
 }
 
 export class Tenant {
@@ -152,12 +154,14 @@ export class Tenant {
       () => this.counters.drop("forward-no-guest"),
     );
     this.forwards.push(bound);
+    this.#deps.portsChanged?.();
     return bound;
   }
 
   removeForward(b: BoundForward): void {
     b.close();
     this.forwards = this.forwards.filter((x) => x !== b);
+    this.#deps.portsChanged?.();
   }
 
   startCapture(path: string): PcapCapture {

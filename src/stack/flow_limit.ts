@@ -6,25 +6,36 @@
  * @module
  */
 export class FlowLimit {
-  #open = 0;
+  /** The count: a cell of its own, or one shared by the relay's data-plane workers (Atomics). */
+  readonly #cells: Int32Array;
+  readonly #i: number;
 
-  /** @param max flows open at once across the relay; 0 means no limit */
-  constructor(readonly max: number) {}
+  /**
+   * @param max flows open at once across the relay; 0 means no limit
+   * @param shared a count in shared memory, when several threads hold flows
+   */
+  constructor(readonly max: number, shared?: { cells: Int32Array; index: number }) {
+    this.#cells = shared?.cells ?? new Int32Array(1);
+    this.#i = shared?.index ?? 0;
+  }
 
   get open(): number {
-    return this.#open;
+    return Atomics.load(this.#cells, this.#i);
   }
 
   /** Takes a slot for a new flow; false when the relay is full (the caller refuses the flow). */
   tryOpen(): boolean {
-    if (this.max > 0 && this.#open >= this.max) return false;
-    this.#open++;
+    const was = Atomics.add(this.#cells, this.#i, 1);
+    if (this.max > 0 && was >= this.max) {
+      Atomics.sub(this.#cells, this.#i, 1);
+      return false;
+    }
     return true;
   }
 
   /** A flow ended. */
   release(): void {
-    if (this.#open > 0) this.#open--;
+    if (Atomics.sub(this.#cells, this.#i, 1) <= 0) Atomics.add(this.#cells, this.#i, 1);
   }
 }
 

@@ -1,0 +1,148 @@
+/**
+ * The relay with its data plane in two workers (relay/front.ts + src/data_plane_worker.ts), as the CLI runs
+ * it: tenants on different workers are one relay to the admin API and the metrics, share the relay-wide
+ * limits, and never reach each other's ports; a WebSocket guest's frames cross to its worker in rings.
+ */
+import assert from "node:assert/strict";
+import { RelayFront } from "../src/relay/front.ts";
+import { workerOf } from "../src/relay/shared_state.ts";
+import { defaultStackConfig, parseHostForward } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { createToken } from "../src/relay/tokens.ts";
+import { parsePrometheus, sample, SECRET } from "./_relay_api.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { listenTcp, randomFile, startHashServer } from "./_services.ts";
+
+const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
+const ADMIN = "admin-workers-token";
+const WORKERS = 2;
+
+/** A tenant id that lives on worker `w`. */
+function idOn(w: number, prefix: string): string {
+  for (let i = 0;; i++) if (workerOf(`${prefix}-${i}`, WORKERS) === w) return `${prefix}-${i}`;
+}
+
+async function front(dir: string, maxTenants = 16): Promise<RelayFront> {
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = ["127.0.0.1:9"];
+  const f = new RelayFront({
+    listenQemu: [],
+    listenWs: ["http://127.0.0.1:0"],
+    admin: "http://127.0.0.1:0",
+    adminToken: ADMIN,
+    stack,
+    log: jsonLogger("error"),
+    logLevel: "error",
+    multiTenant: true,
+    tokenSecret: SECRET,
+    tenantSocketDir: dir,
+    parseForward: parseHostForward,
+    graceMs: 0,
+    maxTenants,
+    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
+    workers: WORKERS,
+  });
+  await f.start();
+  return f;
+}
+
+function api(f: RelayFront, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`${f.adminUrl}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+}
+
+async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, unknown>> {
+  const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], { timeoutMs: 60_000 });
+  return JSON.parse(r.stdout.trim().split("\n").pop()!);
+}
+
+Deno.test("workers: one admin API and one exposition over tenants on two workers; relay-wide tenant limit", async () => {
+  const dir = await Deno.makeTempDir();
+  const f = await front(dir, 2);
+  try {
+    const a = idOn(0, "a"), b = idOn(1, "b");
+    assert.equal((await api(f, "POST", "/v1/tenants", { id: a })).status, 201);
+    assert.equal((await api(f, "POST", "/v1/tenants", { id: b })).status, 201);
+    assert.equal((await api(f, "POST", "/v1/tenants", { id: b })).status, 409, "duplicate, on its worker");
+    // the limit counts both workers' tenants, whichever worker the third would land on
+    for (const w of [0, 1]) {
+      const r = await api(f, "POST", "/v1/tenants", { id: idOn(w, "c") });
+      assert.equal(r.status, 503, `third tenant on worker ${w} refused at the relay-wide limit of 2`);
+      await r.body?.cancel();
+    }
+    const list = await (await api(f, "GET", "/v1/tenants")).json();
+    assert.deepEqual(list.map((t: { id: string }) => t.id).sort(), [a, b].sort());
+    const one = await api(f, "GET", `/v1/tenants/${b}`);
+    assert.equal((await one.json()).id, b, "a named tenant's request reaches its worker");
+    const text = await (await api(f, "GET", "/metrics")).text();
+    parsePrometheus(text);
+    assert.equal(sample(text, "slirp_tenants"), 2, "each worker's tenants, summed");
+    assert.equal(sample(text, "slirp_relay_tenants_limit"), 2, "a relay-wide figure, taken once");
+    assert.equal(text.split("\n").filter((l) => l.startsWith("slirp_relay_tenants_limit ")).length, 1);
+    for (const id of [a, b]) {
+      assert.equal(sample(text, "slirp_tenant_tcp_flows", { tenant: id }), 0, `${id} in the exposition`);
+    }
+    assert.equal((await api(f, "DELETE", `/v1/tenants/${a}`)).status, 204);
+    const again = await api(f, "POST", "/v1/tenants", { id: idOn(1, "d") });
+    assert.equal(again.status, 201, "a deleted tenant frees its place relay-wide");
+    await again.body?.cancel();
+  } finally {
+    await f.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+e2eTest(
+  "workers: a tenant on one worker never reaches another worker's tenant's ports; a WebSocket guest on the other transfers byte-exact",
+  [],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    await Deno.chmod(dir, 0o755);
+    const f = await front(dir);
+    const hs = await startHashServer();
+    const other = await listenTcp((s) => s.end("loopback-secret"));
+    try {
+      const a = idOn(0, "a"), b = idOn(1, "b");
+      await (await api(f, "POST", "/v1/tenants", { id: a, policy: { allow: ["127.0.0.1/32"] } })).body
+        ?.cancel();
+      const bInfo = await (await api(f, "POST", "/v1/tenants", {
+        id: b,
+        policy: { allow: [`127.0.0.1/32:${hs.port}`] },
+        hostfwd: ["tcp:127.0.0.1:0-:5001"],
+        streamTcp: "127.0.0.1:0",
+      })).json();
+      const bForward = bInfo.forwards[0].hostPort;
+      const bStream = Number(/:(\d+)$/.exec(bInfo.streamTcp)![1]);
+      const token = await createToken(SECRET, { tenant: b, exp: Math.floor(Date.now() / 1000) + 600 });
+      const ga = await NetnsGuest.create(`unix://${dir}/${a}.sock`);
+      const gb = await NetnsGuest.create(`${f.wsUrls[0]}/v1/tenants/${b}/ws?token=${token}`);
+      try {
+        await Promise.all([ga.dhcp(), gb.dhcp()]);
+        for (const port of [bForward, bStream]) {
+          const r = await tool(ga, ["refused", "10.0.2.2", String(port)]);
+          assert.notEqual(
+            r.error,
+            null,
+            `the tenant on worker 0 reached port ${port} of the one on worker 1`,
+          );
+        }
+        const allowed = await tool(ga, ["halfclose", "10.0.2.2", String(other.port)]);
+        assert.equal(allowed.reply, "loopback-secret", "an ordinary allowed loopback server is reached");
+        const file = await randomFile(dir, 8 * 1024 * 1024, "b.bin");
+        const sent = await tool(gb, ["send", "10.0.2.2", String(hs.port), file.path]);
+        assert.equal(sent.reply, file.sha256, "the WebSocket guest's bytes crossed the rings intact");
+      } finally {
+        await ga.close();
+        await gb.close();
+      }
+    } finally {
+      hs.close();
+      other.close();
+      await f.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

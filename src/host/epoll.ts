@@ -208,20 +208,22 @@ class EpollLoop {
     let idleTurns = 0;
     try {
       while (this.#watchers.size > 0 || this.#clock) {
-        // busy: poll on this thread (a syscall, ~1 µs); idle: block — on this thread when the loop is ours,
-        // else on a worker thread (~45 µs per round trip, so only when a couple of polls found nothing)
-        let k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, 0);
-        // never block with deferred writes waiting: they would wait for the next socket event
-        if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
-          if (this.#clock) {
-            if (!turnWorkPending() && this.#runtimeHolds === 0) {
-              k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, this.#sleepMs());
-            }
-          } else {
-            this.#blocked = true;
-            k = await l.epoll_wait(this.#ep, this.#events, MAX_EVENTS, -1);
-            this.#blocked = false;
-          }
+        // An owned loop sleeps in this very call when nothing waits (no spinning); a loop on the runtime's
+        // thread polls (~1 µs) while busy and blocks on a worker thread (~45 µs per round trip) only when a
+        // couple of polls found nothing. Neither blocks with deferred writes or next-turn work waiting.
+        const mayBlock = this.#deferred.length === 0 && !turnWorkPending() && this.#runtimeHolds === 0;
+        let k = l.epoll_wait_now(
+          this.#ep,
+          this.#events,
+          MAX_EVENTS,
+          this.#clock && mayBlock ? this.#sleepMs() : 0,
+        );
+        if (this.#clock) {
+          if (k === 0 && mayBlock) this.#turn += HOT_TURNS + 1; // a sleep: nothing is a stream any more
+        } else if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
+          this.#blocked = true;
+          k = await l.epoll_wait(this.#ep, this.#events, MAX_EVENTS, -1);
+          this.#blocked = false;
           idleTurns = 0;
           // after an idle wait nothing is a stream of writes any more (turns did not advance meanwhile)
           this.#turn += HOT_TURNS + 1;

@@ -127,10 +127,11 @@ async function iperf(
 
 /** A probe.py server on a free port; resolves once it is bound. */
 async function probeServer(mode: string): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = new Deno.Command("python3", { args: [PROBE, mode, String(port)], stdout: "piped" }).spawn();
+  const child = new Deno.Command("python3", { args: [PROBE, mode, "0"], stdout: "piped" }).spawn();
   const reader = child.stdout.getReader();
-  await reader.read();
+  const line = new TextDecoder().decode((await reader.read()).value);
+  const port = Number(/ready (\d+)/.exec(line)?.[1]);
+  if (!port) throw new Error(`probe ${mode} did not start: ${line}`);
   reader.releaseLock();
   child.stdout.cancel();
   return { port, child };
@@ -185,7 +186,9 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   } finally {
     await guest.close();
     for (const c of [iperfd, answer.child, udpEcho.child]) {
-      c.kill();
+      try {
+        c.kill();
+      } catch { /* ended already */ }
       await c.status;
     }
     try {

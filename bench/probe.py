@@ -7,7 +7,7 @@ not a runtime's wake-up (a Deno or node process answers ~200 µs late after an i
   probe.py udp-rr HOST PORT N              N one-datagram round trips; prints {"p50us", "p99us"}
   probe.py seq-conn HOST PORT N            N connections in a row: connect, 1-byte request, answer, close;
                                            prints {"perSecond"}
-Servers print "ready" once bound.
+Servers print "ready PORT" once bound (PORT 0 picks a free one).
 """
 import json
 import socket
@@ -19,7 +19,7 @@ import time
 def udp_echo_server(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", port))
-    print("ready", flush=True)
+    print("ready", s.getsockname()[1], flush=True)
     while True:
         data, peer = s.recvfrom(65536)
         s.sendto(data, peer)
@@ -30,7 +30,7 @@ def tcp_answer_server(port):
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     l.bind(("127.0.0.1", port))
     l.listen(1024)
-    print("ready", flush=True)
+    print("ready", l.getsockname()[1], flush=True)
 
     def serve(c):
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -464,11 +464,13 @@ export class EpollSocket implements Watcher {
   readonly remoteAddress: string;
   readonly remotePort: number;
 
-  constructor(fd: number, remote: { address: string; port: number } = { address: "", port: 0 }) {
+  /** @param events the first interest (EPOLLOUT for a connect under way: one epoll_ctl, not two) */
+  constructor(fd: number, remote: { address: string; port: number } = { address: "", port: 0 }, events = 0) {
     this.#fd = fd;
     this.remoteAddress = remote.address;
     this.remotePort = remote.port;
-    this.#token = epollLoop().add(fd, this, 0);
+    this.#interest = events;
+    this.#token = epollLoop().add(fd, this, events);
   }
 
   get closed(): boolean {
@@ -627,7 +629,7 @@ export function connectTcp(host: string, port: number): EpollSocket {
     throw fail("connect", e);
   }
   setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-  return new EpollSocket(fd, { address: host, port });
+  return new EpollSocket(fd, { address: host, port }, EPOLLOUT);
 }
 
 // ───────────────────────── listeners ─────────────────────────

@@ -11,10 +11,11 @@ import { parseHostForward } from "../src/cli.ts";
 export const SECRET = new TextEncoder().encode("test-secret-of-at-least-16-bytes");
 export const ADMIN = "admin-test-token";
 
-export async function multiRelay(dir: string, extra: Partial<RelayOptions> = {}): Promise<Relay> {
+/** A multi-tenant relay's options: listeners on free loopback ports, tenant sockets and captures in `dir`. */
+export function multiTenantOptions(dir: string, extra: Partial<RelayOptions> = {}): RelayOptions {
   const stack = defaultStackConfig();
   stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
+  return {
     listenQemu: [],
     listenWs: ["http://127.0.0.1:0"],
     admin: "http://127.0.0.1:0",
@@ -28,7 +29,11 @@ export async function multiRelay(dir: string, extra: Partial<RelayOptions> = {})
     parseForward: parseHostForward,
     graceMs: 0,
     ...extra,
-  });
+  };
+}
+
+export async function multiRelay(dir: string, extra: Partial<RelayOptions> = {}): Promise<Relay> {
+  const relay = new Relay(multiTenantOptions(dir, extra));
   await relay.start();
   return relay;
 }

@@ -6,10 +6,8 @@
 import assert from "node:assert/strict";
 import { RelayFront } from "../src/relay/front.ts";
 import { workerOf } from "../src/relay/shared_state.ts";
-import { defaultStackConfig, parseHostForward } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { createToken } from "../src/relay/tokens.ts";
-import { parsePrometheus, sample, SECRET } from "./_relay_api.ts";
+import { multiTenantOptions, parsePrometheus, sample, SECRET } from "./_relay_api.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 
@@ -23,22 +21,9 @@ function idOn(w: number, prefix: string): string {
 }
 
 async function front(dir: string, maxTenants = 16): Promise<RelayFront> {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
   const f = new RelayFront({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    admin: "http://127.0.0.1:0",
-    adminToken: ADMIN,
-    stack,
-    log: jsonLogger("error"),
+    ...multiTenantOptions(dir, { adminToken: ADMIN, maxTenants }),
     logLevel: "error",
-    multiTenant: true,
-    tokenSecret: SECRET,
-    tenantSocketDir: dir,
-    parseForward: parseHostForward,
-    graceMs: 0,
-    maxTenants,
     workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
     workers: WORKERS,
   });

@@ -18,6 +18,7 @@
 import type { RelayView } from "./relay_view.ts";
 import { renderMetrics } from "./metrics.ts";
 import { platform } from "../platform/current.ts";
+import { listenHttp } from "./http_listen.ts";
 import type { HttpServer } from "../platform/platform.ts";
 
 /** A JSON response (errors are `{"error": "…"}`). */
@@ -71,9 +72,7 @@ export class AdminApi {
   }
 
   listen(url: string): { server: HttpServer; url: string } {
-    const m = /^http:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
-    if (!m) throw new Error(`Invalid --admin "${url}": expected http://HOST:PORT`);
-    const server = platform.serveHttp(m[1].replace(/^\[|\]$/g, ""), Number(m[2]), (req) => this.handle(req));
+    const server = listenHttp(url, "--admin", (req) => this.handle(req));
     return { server, url: `http://${server.hostname}:${server.port}` };
   }
 

@@ -215,3 +215,24 @@ export class Admission {
     return null;
   }
 }
+
+/**
+ * Closes a token-admitted WebSocket guest (4401) when its token expires, after `ended` logs it; returns the
+ * cancel. Nothing for a session without an expiry.
+ */
+export function endAtExpiry(ws: WebSocket, expiresAt: number, ended: () => void): () => void {
+  if (expiresAt === Infinity) return () => {};
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const check = () => {
+    // setTimeout holds at most ~24.8 days: longer tokens are checked again then
+    const left = expiresAt - Date.now();
+    if (left <= 0) {
+      ended();
+      ws.close(4401, "token expired");
+      return;
+    }
+    timer = setTimeout(check, Math.min(left, 0x7fffffff));
+  };
+  check();
+  return () => clearTimeout(timer);
+}

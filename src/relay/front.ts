@@ -15,9 +15,12 @@ import { libc, size } from "../host/libc.ts";
 import { platform } from "../platform/current.ts";
 import type { HttpServer } from "../platform/platform.ts";
 import { json } from "./admin.ts";
+import { endAtExpiry } from "./admission.ts";
+import { listenHttp } from "./http_listen.ts";
 import type { LogLevel } from "./log.ts";
 import type { RelayOptions } from "./relay.ts";
 import { QEMU_MAX_FRAME } from "../transport/stream.ts";
+import { MIN_FRAME } from "../transport/websocket.ts";
 import { newSharedRelayBuffers, workerOf } from "./shared_state.ts";
 import { mergeMetrics } from "./metrics.ts";
 import {
@@ -34,8 +37,6 @@ import {
 const RING_BYTES = 256 * 1024;
 /** How often a WebSocket with bytes buffered is checked for having drained (it has no drain event). */
 const DRAIN_POLL_MS = 2;
-/** Smallest frame: an Ethernet header. */
-const MIN_FRAME = 14;
 /** How long a worker may take to start or stop. */
 const WORKER_CALL_MS = 15_000;
 
@@ -272,13 +273,7 @@ export class RelayFront {
     try {
       for (const url of o.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
       if (o.admin) {
-        const m = /^http:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(o.admin);
-        if (!m) throw new Error(`Invalid --admin "${o.admin}": expected http://HOST:PORT`);
-        const server = platform.serveHttp(
-          m[1].replace(/^\[|\]$/g, ""),
-          Number(m[2]),
-          (req) => this.#admin(req),
-        );
+        const server = listenHttp(o.admin, "--admin", (req) => this.#admin(req));
         this.#servers.push(server);
         this.#adminUrl = `http://${server.hostname}:${server.port}`;
       }
@@ -350,13 +345,7 @@ export class RelayFront {
   }
 
   #serveWs(url: string): string {
-    const m = /^(?:http|ws):\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
-    if (!m) throw new Error(`Invalid --listen-ws "${url}": expected http://HOST:PORT`);
-    const server = platform.serveHttp(
-      m[1].replace(/^\[|\]$/g, ""),
-      Number(m[2]),
-      (req) => this.#wsRequest(req, m[1]),
-    );
+    const server = listenHttp(url, "--listen-ws", (req, host) => this.#wsRequest(req, host), "http|ws");
     this.#servers.push(server);
     return `ws://${server.hostname}:${server.port}`;
   }
@@ -397,20 +386,10 @@ export class RelayFront {
   #carry(ws: WebSocket, w: DataPlaneWorker, tenant: string, remote: string, expiresAt: number): void {
     const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
     const bridge = new WsBridge(ws, w, maxFrame, this.#opts.log, tenant);
-    let expiry: ReturnType<typeof setTimeout> | undefined;
-    const expireAt = () => {
-      // setTimeout holds at most ~24.8 days: longer tokens are checked again then
-      const left = expiresAt - Date.now();
-      if (left <= 0) {
-        this.#opts.log("info", "guest session ended: its token expired", { tenant });
-        ws.close(4401, "token expired");
-        return;
-      }
-      expiry = setTimeout(expireAt, Math.min(left, 0x7fffffff));
-    };
+    let stopExpiry = () => {};
     const closeOnce = ws.onclose;
     ws.onclose = (e) => {
-      clearTimeout(expiry);
+      stopExpiry();
       closeOnce?.call(ws, e);
     };
     ws.onopen = async () => {
@@ -431,7 +410,11 @@ export class RelayFront {
       }
       bridge.accepted = true;
       bridge.toGuest();
-      if (expiresAt !== Infinity) expireAt();
+      stopExpiry = endAtExpiry(
+        ws,
+        expiresAt,
+        () => this.#opts.log("info", "guest session ended: its token expired", { tenant }),
+      );
     };
   }
 

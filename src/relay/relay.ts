@@ -34,7 +34,8 @@ import {
   validateSpec,
 } from "./tenant_config.ts";
 import { AdminApi, json } from "./admin.ts";
-import { Admission, RelayFullError, type WebSocketAdmission } from "./admission.ts";
+import { listenHttp } from "./http_listen.ts";
+import { Admission, endAtExpiry, RelayFullError, type WebSocketAdmission } from "./admission.ts";
 import { carryRing, type RingCarrier } from "../transport/ring.ts";
 import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
@@ -555,13 +556,7 @@ export class Relay implements RelayView {
   // ───────────────────────── WebSocket transport ─────────────────────────
 
   #serveWs(url: string): string {
-    const m = /^(?:http|ws):\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
-    if (!m) throw new Error(`Invalid --listen-ws "${url}": expected http://HOST:PORT`);
-    const server = platform.serveHttp(
-      m[1].replace(/^\[|\]$/g, ""),
-      Number(m[2]),
-      (req) => this.#wsRequest(req, m[1]),
-    );
+    const server = listenHttp(url, "--listen-ws", (req, host) => this.#wsRequest(req, host), "http|ws");
     this.#servers.push(server);
     return `ws://${server.hostname}:${server.port}`;
   }
@@ -588,17 +583,7 @@ export class Relay implements RelayView {
   }
 
   #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, expiresAt = Infinity): void {
-    let expiry: ReturnType<typeof setTimeout> | undefined;
-    const expireAt = () => {
-      // setTimeout holds at most ~24.8 days: longer tokens are checked again then
-      const left = expiresAt - Date.now();
-      if (left <= 0) {
-        this.#opts.log("info", "guest session ended: its token expired", { tenant: t.id });
-        ws.close(4401, "token expired");
-        return;
-      }
-      expiry = setTimeout(expireAt, Math.min(left, 0x7fffffff));
-    };
+    let stopExpiry = () => {};
     let attached: GuestLink | null = null;
     carryWebSocket(ws, {
       remote,
@@ -608,11 +593,17 @@ export class Relay implements RelayView {
       opened: (link) => {
         attached = this.#withFaults(t, link);
         const feed = this.#attach(t, attached);
-        if (feed && expiresAt !== Infinity) expireAt();
+        if (feed) {
+          stopExpiry = endAtExpiry(
+            ws,
+            expiresAt,
+            () => this.#opts.log("info", "guest session ended: its token expired", { tenant: t.id }),
+          );
+        }
         return feed;
       },
       closed: (link) => {
-        if (expiry !== undefined) clearTimeout(expiry);
+        stopExpiry();
         this.#detach(t, attached ?? link);
       },
       protocolError: (reason, fields) => {

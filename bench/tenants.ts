@@ -262,7 +262,7 @@ try {
       );
       const st = await get("/stats");
       console.error(
-        `slow tenant ${id} (${b} B): guest framesSent ${g.framesSent} rcvNxt ${g.rcvNxt} received ${g.received} writerBacklog ${g.writer.backlog}; relay lane ${st.laneQueuedFrames} ${st.laneHoldsBatch} backlog ${st.guestBacklogBytes} framesIn ${st.counters.framesIn} framesOut ${st.counters.framesOut}; ${
+        `slow tenant ${id} (${b} B): guest framesSent ${g.framesSent} rcvNxt ${g.rcvNxt} received ${g.received} writerBacklog ${g.channel.backlog}; relay lane ${st.laneQueuedFrames} ${st.laneHoldsBatch} backlog ${st.guestBacklogBytes} framesIn ${st.counters.framesIn} framesOut ${st.counters.framesOut}; ${
           JSON.stringify(flows)
         }`,
       );

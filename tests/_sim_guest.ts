@@ -1,8 +1,9 @@
 /**
- * A simulated guest that speaks the stream protocol (u32 BE length + frame) over a UNIX socket, built
- * from the project's wire codecs: a DHCP client, ARP replies, ICMP echo to the gateway, and one minimal
- * TCP receiver at a time (in-order, one cumulative ACK per burst, 64 KiB window). Shared by the
- * benchmarks that drive many tenants (bench/tenants.ts, bench/hostile.ts) and by tests.
+ * A simulated guest built from the project's wire codecs: a DHCP client, ARP replies, ICMP echo to the
+ * gateway, and one minimal TCP receiver at a time (in-order, one cumulative ACK per burst, 64 KiB window).
+ * It speaks the stream protocol (u32 BE length + frame) or gvforwarder's (`POST /connect`, then u16 LE)
+ * over a UNIX or TCP socket, or any other carrier a test gives it as a {@linkcode FrameChannel}. Shared by
+ * the benchmarks that drive many tenants (bench/tenants.ts, bench/hostile.ts) and by tests.
  */
 import {
   emitEthernet,
@@ -36,17 +37,29 @@ import { dhcpMessageType, optIpv4List, parseDhcp } from "../src/wire/dhcp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 import { FrameWriter, readFrames } from "../src/transport/stream.ts";
+import { U16_LE, U32_BE } from "../src/transport/framing.ts";
 import { dhcpFrame } from "./_frames.ts";
 
 const GW = 0x0a000202;
 const GW_MAC = 0x52550a000202;
 
-/** One simulated guest: DHCP client and a single TCP connection, over a stream socket. */
+/** Where a simulated guest's frames go: a carrier's guest side. */
+export interface FrameChannel {
+  /** Queues a copy of `frame`; false when it was dropped. */
+  send(frame: Uint8Array): boolean;
+  /** Bytes queued, not yet written. */
+  readonly backlog: number;
+  close(): void;
+}
+
+/** Where a stream-socket guest connects: a UNIX socket path or a TCP `{ hostname, port }`. */
+export type StreamAddress = string | { hostname: string; port: number };
+
+/** One simulated guest: DHCP client and a single TCP connection, over a stream socket or a given channel. */
 export class SimGuest {
   mac: number;
   ip = 0;
-  writer!: FrameWriter;
-  conn!: Deno.UnixConn;
+  channel!: FrameChannel;
   #tx = new Uint8Array(2048);
   #eth = newEthernetHeader();
   #ip = newIpv4Header();
@@ -62,6 +75,8 @@ export class SimGuest {
   rcvNxt = 0;
   #onEstablished: () => void = () => {};
   received = 0;
+  /** The in-order payload received, when a test collects it (set to `[]`). */
+  receivedBytes: Uint8Array[] | null = null;
   #onData: ((n: number) => void) | null = null;
 
   constructor(readonly index: number) {
@@ -69,18 +84,42 @@ export class SimGuest {
     this.leased = new Promise((r) => (this.#onLease = r));
   }
 
-  async connect(path: string): Promise<void> {
-    this.conn = await Deno.connect({ transport: "unix", path });
-    this.writer = new FrameWriter(this.conn, 1 << 20, () => {});
-    readFrames(this.conn, 70000, (b, off, len) => this.#input(b.subarray(off, off + len))).catch((e) => {
+  /**
+   * Connects over a stream socket: QEMU's framing, or gvforwarder's (the request gvisor-tap-vsock's agent
+   * writes with Go's `http.Request.Write`, then u16 LE lengths).
+   */
+  async connect(to: StreamAddress, carrier: "stream" | "gvforwarder" = "stream"): Promise<void> {
+    const conn = typeof to === "string"
+      ? await Deno.connect({ transport: "unix", path: to })
+      : await Deno.connect({ hostname: to.hostname, port: to.port });
+    const prefix = carrier === "gvforwarder" ? U16_LE : U32_BE;
+    if (carrier === "gvforwarder") {
+      const request = "POST /connect HTTP/1.1\r\nHost: \r\nUser-Agent: Go-http-client/1.1\r\n" +
+        "Content-Length: 0\r\n\r\n";
+      await conn.write(new TextEncoder().encode(request));
+    }
+    const writer = new FrameWriter(conn, 1 << 20, () => {}, { prefix });
+    this.attach({
+      send: (f) => writer.push(f),
+      get backlog() {
+        return writer.backlog;
+      },
+      close: () => conn.close(),
+    });
+    readFrames(conn, 70000, (b, off, len) => this.receive(b.subarray(off, off + len)), prefix).catch((e) => {
       if (!this.#closing) console.error(`simulated guest ${this.index}: read loop failed: ${e?.stack ?? e}`);
     });
+  }
+
+  /** Sends this guest's frames into `channel`; frames from the carrier come in through {@linkcode receive}. */
+  attach(channel: FrameChannel): void {
+    this.channel = channel;
   }
 
   framesSent = 0;
   #send(len: number): void {
     this.framesSent++;
-    if (!this.writer.push(this.#tx.subarray(0, Math.max(len, 60)))) {
+    if (!this.channel.send(this.#tx.subarray(0, Math.max(len, 60)))) {
       console.error(`guest ${this.index}: writer full`);
     }
   }
@@ -90,7 +129,7 @@ export class SimGuest {
       ? [[50, optIpv4List([requested])], [54, optIpv4List([GW])]]
       : [];
     this.framesSent++;
-    this.writer.push(dhcpFrame(this.mac, type, opts, 0, this.index));
+    this.channel.send(dhcpFrame(this.mac, type, opts, 0, this.index));
   }
 
   #sendTcp(flags: number, payload: Uint8Array | null): void {
@@ -141,7 +180,8 @@ export class SimGuest {
     });
   }
 
-  #input(f: Uint8Array): void {
+  /** A frame from the carrier (valid during the call). */
+  receive(f: Uint8Array): void {
     const e = parseEthernet(f, 0, f.length, this.#eth);
     if (isWireError(e)) return;
     if (e.etherType === ETHERTYPE_ARP) {
@@ -191,6 +231,7 @@ export class SimGuest {
     if (t.seq === this.rcvNxt) {
       this.rcvNxt = (this.rcvNxt + len) >>> 0;
       this.received += len;
+      this.receivedBytes?.push(f.slice(t.payloadOffset, t.payloadEnd));
       this.#onData?.(len);
     }
     // one cumulative ACK per burst of segments (at the end of the current read), as a delayed-ACK
@@ -235,7 +276,7 @@ export class SimGuest {
   close(): void {
     this.#closing = true;
     try {
-      this.conn.close();
+      this.channel.close();
     } catch { /* closed */ }
   }
 }

@@ -4,7 +4,8 @@ import { Relay } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { arpFrame, ip } from "./_frames.ts";
-import { FramingError, readFrames, splitFrames } from "../src/transport/stream.ts";
+import { FramingError, splitFrames } from "../src/transport/framing.ts";
+import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 

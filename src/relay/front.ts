@@ -20,7 +20,7 @@ import { listenHttp } from "./http_listen.ts";
 import type { LogLevel } from "./log.ts";
 import type { RelayOptions } from "./relay.ts";
 import { QEMU_MAX_FRAME } from "../transport/stream.ts";
-import { MIN_FRAME } from "../transport/websocket.ts";
+import { MIN_FRAME } from "../transport/framing.ts";
 import { newSharedRelayBuffers, workerOf } from "./shared_state.ts";
 import { mergeMetrics } from "./metrics.ts";
 import {

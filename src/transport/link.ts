@@ -7,9 +7,12 @@
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
 
+/** Which carrier a guest came by (shown in the tenant's state and the logs). */
+export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-stream" | "datagram";
+
 /** Frames toward the guest, and the carrier's state. */
 export interface GuestLink {
-  readonly kind: "stream" | "websocket";
+  readonly kind: GuestLinkKind;
   readonly remote: string;
   /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
   send(frame: Uint8Array): boolean;
@@ -44,7 +47,9 @@ export interface LinkPeer {
 export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: () => void): GuestLink {
   let x = seed >>> 0 || 1;
   return {
-    kind: link.kind,
+    get kind() {
+      return link.kind;
+    },
     remote: link.remote,
     send(frame) {
       x ^= x << 13;

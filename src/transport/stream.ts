@@ -14,15 +14,14 @@
 import { after } from "../common/timers.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { ByteStream } from "../host/host.ts";
-import type { GuestLink, LinkPeer } from "./link.ts";
+import type { GuestLink, GuestLinkKind, LinkPeer } from "./link.ts";
+import { FramingError, type LengthPrefix, splitFrames, U16_LE, U32_BE } from "./framing.ts";
+import { gvforwarderRequestLength } from "./gvforwarder.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;
 /** Longest sleep of a writer waiting for its egress quota before it looks at the bucket again. */
 const RATE_RECHECK_MS = 10;
-/** Minimum acceptable frame: an Ethernet header. */
-export const MIN_FRAME = 14;
-
 export interface StreamLinkOptions {
   remote: string;
   /** Largest frame accepted from the guest; larger (or zero) lengths close the connection. */
@@ -31,32 +30,6 @@ export interface StreamLinkOptions {
   backlogLimit: number;
   /** When the writer flushes (default: after the current task; the relay's socket loop defers to idle). */
   schedule?: (flush: () => void) => void;
-}
-
-/** A protocol error: the connection is closed, nothing else is harmed. */
-export class FramingError extends Error {}
-
-/**
- * Splits length-prefixed frames out of `buf[0, filled)`, calling `onFrame(buf, off, len)` for each whole
- * frame; returns how many bytes were consumed. Throws {@linkcode FramingError} on a zero, short or
- * oversize length.
- */
-export function splitFrames(
-  buf: Uint8Array,
-  filled: number,
-  maxFrame: number,
-  onFrame: (buf: Uint8Array, off: number, len: number) => void,
-): number {
-  let pos = 0;
-  while (filled - pos >= 4) {
-    const len = ((buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]) >>> 0;
-    if (len === 0 || len > maxFrame) throw new FramingError(`Frame length ${len} is outside 1..${maxFrame}`);
-    if (len < MIN_FRAME) throw new FramingError(`Frame length ${len} is shorter than an Ethernet header`);
-    if (filled - pos - 4 < len) break;
-    onFrame(buf, pos + 4, len);
-    pos += 4 + len;
-  }
-  return pos;
 }
 
 /** Coalescing, bounded writer of length-prefixed frames. */
@@ -74,6 +47,8 @@ export class FrameWriter {
   /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
   readonly #schedule: (flush: () => void) => void;
   readonly #clock: () => number;
+  /** The length prefix written before each frame (a carrier may learn it from the guest's first bytes). */
+  prefix: LengthPrefix;
 
   #max: number;
   /** The same function every time (a scheduler may tell a stream of flushes from a lone one). */
@@ -88,8 +63,10 @@ export class FrameWriter {
       schedule?: (flush: () => void) => void;
       /** The egress quota's clock (default performance.now; a test's manual one). */
       clock?: () => number;
+      prefix?: LengthPrefix;
     } = {},
   ) {
+    this.prefix = opts.prefix ?? U32_BE;
     this.#clock = opts.clock ?? (() => performance.now());
     this.#onDrain = opts.onDrain;
     this.#schedule = opts.schedule ?? queueMicrotask;
@@ -109,7 +86,9 @@ export class FrameWriter {
   push(frame: Uint8Array): boolean {
     if (this.#closed) return false;
     const n = frame.length;
-    const need = this.#fill + 4 + n;
+    const size = this.prefix.size;
+    if (n > this.prefix.max) return false;
+    const need = this.#fill + size + n;
     if (need > this.#pending.length) {
       if (need > this.#max) {
         return false;
@@ -121,12 +100,9 @@ export class FrameWriter {
     }
     const b = this.#pending;
     const p = this.#fill;
-    b[p] = n >>> 24;
-    b[p + 1] = n >>> 16;
-    b[p + 2] = n >>> 8;
-    b[p + 3] = n;
-    b.set(frame, p + 4);
-    this.#fill = p + 4 + n;
+    this.prefix.write(b, p, n);
+    b.set(frame, p + size);
+    this.#fill = p + size + n;
     if (!this.#writing) {
       this.#writing = true;
       // flush later: frames produced by one input batch (or several) leave in one write
@@ -172,9 +148,20 @@ export class FrameWriter {
 }
 
 /** Bytes the buffer must hold for the frame that starts at 0 to be complete. */
-function needs(buf: Uint8Array, filled: number): number {
-  if (filled < 4) return 4;
-  return 4 + (((buf[0] << 24) | (buf[1] << 16) | (buf[2] << 8) | buf[3]) >>> 0);
+function needs(buf: Uint8Array, filled: number, prefix: LengthPrefix): number {
+  if (filled < prefix.size) return prefix.size;
+  return prefix.size + prefix.read(buf, 0);
+}
+
+/** How a guest's byte stream is cut into frames; a carrier may learn it from the guest's first bytes. */
+export interface StreamFraming {
+  prefix: LengthPrefix;
+  /**
+   * Looks at the stream's first bytes before any frame: how many belong to a preamble (0 when there is
+   * none), or null while it cannot tell yet. May change `prefix`; throws {@linkcode FramingError} on a
+   * broken preamble.
+   */
+  opening?: (buf: Uint8Array, filled: number) => number | null;
 }
 
 /**
@@ -186,6 +173,7 @@ export async function readFrameBatches(
   stream: ByteStream,
   maxFrame: number,
   onBatch: (buf: Uint8Array, offs: number[], lens: number[], n: number) => void | Promise<void>,
+  framing: StreamFraming = { prefix: U32_BE },
 ): Promise<void> {
   // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
   const cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
@@ -193,21 +181,38 @@ export async function readFrameBatches(
   const offs: number[] = [];
   const lens: number[] = [];
   let filled = 0;
+  let opening = framing.opening;
   for (;;) {
-    if (filled === buf.length || (filled >= 4 && needs(buf, filled) > buf.length)) {
-      const bigger = new Uint8Array(Math.min(cap, Math.max(buf.length * 2, needs(buf, filled))));
+    const prefix = framing.prefix;
+    if (filled === buf.length || (!opening && needs(buf, filled, prefix) > buf.length)) {
+      const want = opening ? 0 : needs(buf, filled, prefix);
+      const bigger = new Uint8Array(Math.min(cap, Math.max(buf.length * 2, want)));
       bigger.set(buf.subarray(0, filled));
       buf = bigger;
     }
     const n = await stream.read(buf.subarray(filled));
     if (n === null) return;
     filled += n;
+    let from = 0;
+    if (opening) {
+      const took = opening(buf, filled);
+      if (took === null) continue;
+      opening = undefined;
+      from = took;
+    }
     let count = 0;
-    const used = splitFrames(buf, filled, maxFrame, (_b, off, len) => {
-      offs[count] = off;
-      lens[count] = len;
-      count++;
-    });
+    const used = splitFrames(
+      buf,
+      filled,
+      maxFrame,
+      (_b, off, len) => {
+        offs[count] = off;
+        lens[count] = len;
+        count++;
+      },
+      framing.prefix,
+      from,
+    );
     if (count > 0) {
       const r = onBatch(buf, offs, lens, count);
       if (r) await r;
@@ -228,6 +233,7 @@ export async function readFrames(
   stream: ByteStream,
   maxFrame: number,
   onFrame: (buf: Uint8Array, off: number, len: number) => void,
+  prefix: LengthPrefix = U32_BE,
 ): Promise<void> {
   // room for at least two maximal frames so a large read rarely splits one
   const buf = new Uint8Array(Math.max(256 * 1024, 2 * (maxFrame + 4)));
@@ -236,7 +242,7 @@ export async function readFrames(
     const n = await stream.read(buf.subarray(filled));
     if (n === null) return;
     filled += n;
-    const used = splitFrames(buf, filled, maxFrame, onFrame);
+    const used = splitFrames(buf, filled, maxFrame, onFrame, prefix);
     if (used > 0) {
       buf.copyWithin(0, used, filled);
       filled -= used;
@@ -245,8 +251,9 @@ export async function readFrames(
 }
 
 /**
- * The stream carrier (QEMU `-netdev stream`/`socket`, passt): carries frames over `conn` until either side
- * closes, reporting to `peer`. Resolves when the link is down.
+ * The stream carrier (QEMU `-netdev stream`/`socket`, passt, and gvforwarder — told apart by the first
+ * bytes): carries frames over `conn` until either side closes, reporting to `peer`. Resolves when the link
+ * is down.
  */
 export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, peer: LinkPeer): Promise<void> {
   const closeConn = () => {
@@ -258,8 +265,23 @@ export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, pee
     schedule: opts.schedule,
     onDrain: () => peer.drained(link),
   });
+  let kind: GuestLinkKind = "stream";
+  // QEMU's framing unless the guest opens with gvforwarder's request (gvforwarder.ts)
+  const framing: StreamFraming = {
+    prefix: U32_BE,
+    opening: (buf, filled) => {
+      const took = gvforwarderRequestLength(buf, filled);
+      if (took) {
+        kind = "gvforwarder";
+        framing.prefix = writer.prefix = U16_LE;
+      }
+      return took;
+    },
+  };
   const link: GuestLink = {
-    kind: "stream",
+    get kind() {
+      return kind;
+    },
     remote: opts.remote,
     send: (f) => writer.push(f),
     get backlog() {
@@ -275,7 +297,7 @@ export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, pee
   if (!feed) return link.close();
   let reason: string | undefined;
   try {
-    await readFrameBatches(conn, opts.maxFrame, feed);
+    await readFrameBatches(conn, opts.maxFrame, feed, framing);
   } catch (e) {
     if (e instanceof FramingError) peer.protocolError(e.message, {});
     else reason = String(e);

@@ -6,9 +6,8 @@
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+import { MIN_FRAME } from "./framing.ts";
 
-/** Smallest frame: an Ethernet header. */
-export const MIN_FRAME = 14;
 /** How often a link with a backlog checks whether it drained (WebSocket has no drain event). */
 const DRAIN_POLL_MS = 2;
 /** How often a rate-limited link wakes its senders while the bucket refills. */

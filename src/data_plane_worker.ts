@@ -73,10 +73,16 @@ async function call(c: FrontCall): Promise<unknown> {
     case "wsAdmit": {
       const a = await r.admitWebSocket(requestFrom(c.request), c.listenHost);
       if (a instanceof Response) return { response: await serializeResponse(a) };
-      return { tenant: a.tenant.id, protocol: a.protocol, expiresAt: a.expiresAt };
+      return { tenant: a.tenant.id, protocol: a.protocol, framing: a.framing, expiresAt: a.expiresAt };
     }
     case "wsOpen":
-      return r.carryRing(c.tenant, c.remote, new FrameRing(c.toWorker), new FrameRing(c.toMain), ringBell);
+      return r.carryRing(
+        c.tenant,
+        { remote: c.remote, framing: c.framing },
+        new FrameRing(c.toWorker),
+        new FrameRing(c.toMain),
+        ringBell,
+      );
     case "wsAbandon":
       r.abandonWebSocket(c.tenant);
       return null;

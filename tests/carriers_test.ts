@@ -7,7 +7,9 @@ import assert from "node:assert/strict";
 import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
-import { SimGuest } from "./_sim_guest.ts";
+import { type FrameChannel, SimGuest } from "./_sim_guest.ts";
+import { RelayFront } from "../src/relay/front.ts";
+import { rng } from "./_rng.ts";
 
 const LEASE = 0x0a00020f; // 10.0.2.15
 
@@ -43,18 +45,28 @@ function echoServer(): { port: number; close(): void } {
   };
 }
 
+/** `p`, or a rejection after `ms` (a carrier that loses frames must fail the test, not hang it). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** Leases an address, opens a TCP connection to the echo server through the gateway and checks the echo. */
 export async function leaseAndEcho(g: SimGuest, echoPort: number, rounds = 8): Promise<void> {
   g.dhcp(1);
-  await g.leased;
+  await within(g.leased, 10_000, "DHCP");
   assert.equal(g.ip, LEASE);
   g.receivedBytes = [];
-  await g.open(echoPort, 40000 + g.index);
+  await within(g.open(echoPort, 40000 + g.index), 10_000, "TCP handshake");
   const sent: number[] = [];
   for (let i = 0; i < rounds; i++) {
-    const chunk = new Uint8Array(1000 + i * 50).map((_, j) => (j * 7 + i) & 0xff);
+    // one segment each, under the MSS
+    const chunk = new Uint8Array(1000 + i * 30).map((_, j) => (j * 7 + i) & 0xff);
     sent.push(...chunk);
-    await g.request(chunk, chunk.length);
+    await within(g.request(chunk, chunk.length), 10_000, `echo ${i}`);
   }
   const got = g.receivedBytes.flatMap((b) => [...b]);
   assert.deepEqual(got, sent, "the echo comes back byte for byte");
@@ -85,5 +97,115 @@ Deno.test("gvforwarder: POST /connect, then u16 little-endian frames on an ordin
     echo.close();
     await relay.stop();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/**
+ * A WebSocket byte-stream guest's channel, as emscripten's socket layer behaves at worst: the length-prefixed
+ * frames of one turn are cut into messages of random sizes (a message may hold part of a frame or several).
+ * Each message from the relay must be exactly one length-prefixed frame.
+ */
+function byteStreamChannel(ws: WebSocket, g: SimGuest, seed: number, problems: string[]): FrameChannel {
+  const next = rng(seed);
+  let out: number[] = [];
+  const flush = () => {
+    const bytes = Uint8Array.from(out);
+    out = [];
+    for (let off = 0; off < bytes.length;) {
+      const n = Math.min(bytes.length - off, 1 + (next() % 700));
+      ws.send(bytes.slice(off, off + n));
+      off += n;
+    }
+  };
+  ws.onmessage = (e) => {
+    const m = new Uint8Array(e.data as ArrayBuffer);
+    const len = new DataView(m.buffer).getUint32(0);
+    if (len !== m.length - 4) problems.push(`message of ${m.length} bytes says ${len}`);
+    else g.receive(m.subarray(4));
+  };
+  return {
+    send(frame) {
+      if (out.length === 0) queueMicrotask(flush);
+      out.push(
+        frame.length >>> 24,
+        (frame.length >>> 16) & 0xff,
+        (frame.length >>> 8) & 0xff,
+        frame.length & 0xff,
+      );
+      out.push(...frame);
+      return true;
+    },
+    backlog: 0,
+    close: () => ws.close(),
+  };
+}
+
+function openWs(url: string, protocols?: string[]): Promise<WebSocket> {
+  const ws = new WebSocket(url, protocols);
+  ws.binaryType = "arraybuffer";
+  return new Promise((resolve, reject) => {
+    ws.onopen = () => resolve(ws);
+    ws.onerror = () => reject(new Error(`WebSocket ${url} failed`));
+  });
+}
+
+/** Runs a byte-stream guest against `wsUrl`: the emscripten port handshake first, then DHCP and an echo. */
+async function byteStreamGuest(
+  url: string,
+  protocols: string[] | undefined,
+  echoPort: number,
+): Promise<void> {
+  const ws = await openWs(url, protocols);
+  if (protocols) assert.equal(ws.protocol, "binary", "the subprotocol is echoed");
+  const problems: string[] = [];
+  const g = new SimGuest(1);
+  g.attach(byteStreamChannel(ws, g, 0x5eed, problems));
+  try {
+    // emscripten's datagram-port handshake, which the relay drops
+    ws.send(Uint8Array.of(0xff, 0xff, 0xff, 0xff, 0x70, 0x6f, 0x72, 0x74, 0x1f, 0x90));
+    await leaseAndEcho(g, echoPort, 12);
+    assert.deepEqual(problems, []);
+  } finally {
+    const closed = new Promise((r) => (ws.onclose = r));
+    ws.close();
+    await within(closed, 10_000, "close");
+  }
+}
+
+Deno.test("WebSocket byte stream: a guest that cuts its stream at random message boundaries gets a lease and a byte-exact TCP echo — by the binary subprotocol (echoed) and by path; a bad length closes it", async () => {
+  const relay = await relayWith({ listenWs: ["http://127.0.0.1:0"] });
+  const echo = echoServer();
+  try {
+    await byteStreamGuest(`${relay.wsUrls[0]}/`, ["binary"], echo.port);
+    await byteStreamGuest(`${relay.wsUrls[0]}/stream`, undefined, echo.port);
+    const ws = await openWs(`${relay.wsUrls[0]}/stream`);
+    const closed = new Promise<number>((r) => (ws.onclose = (e) => r(e.code)));
+    ws.send(Uint8Array.of(0, 2, 0, 0, 1, 2)); // a 131072-byte frame: over the WebSocket maximum
+    assert.equal(await within(closed, 10_000, "close"), 1009);
+  } finally {
+    echo.close();
+    await relay.stop();
+  }
+});
+
+Deno.test("WebSocket byte stream through a data-plane worker: the front cuts the stream into frames for the rings", async () => {
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = ["127.0.0.1:9"];
+  const front = new RelayFront({
+    listenQemu: [],
+    listenWs: ["http://127.0.0.1:0"],
+    stack,
+    log: jsonLogger("error"),
+    logLevel: "error",
+    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
+    workers: 1,
+  });
+  await front.start();
+  const echo = echoServer();
+  try {
+    await byteStreamGuest(`${front.wsUrls[0]}/`, ["binary"], echo.port);
+  } finally {
+    echo.close();
+    await front.stop();
   }
 });

@@ -11,6 +11,10 @@ import type { Tenant } from "./tenant.ts";
 import { json } from "./admin.ts";
 import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
+import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
+
+/** The subprotocol of emscripten's sockets (container2wasm, QEMU built to wasm): the byte-stream framing. */
+const BYTE_STREAM_PROTOCOL = "binary";
 
 /** How long a token-created tenant waits for its guest's upgrade to finish before it is removed. */
 const UPGRADE_WAIT_MS = 10_000;
@@ -38,10 +42,14 @@ export interface AdmissionDeps {
   deleteTenant(id: string): boolean;
 }
 
-/** A WebSocket guest admitted to `tenant`; `protocol` to answer with; the session ends at `expiresAt`. */
+/**
+ * A WebSocket guest admitted to `tenant`; `protocol` to answer with; how its frames ride messages; the
+ * session ends at `expiresAt`.
+ */
 export interface WebSocketAdmission {
   tenant: Tenant;
   protocol?: string;
+  framing: WebSocketFramingKind;
   /** When the admitting token expires (ms since the epoch), or Infinity. */
   expiresAt: number;
 }
@@ -80,7 +88,9 @@ export class Admission {
   /**
    * Admits a WebSocket request on a listener bound to `listenHost`, or answers it (403 for a foreign page,
    * 401/403 for tokens, 404 for unknown paths, 409 for claims that differ from a live tenant's, 426 for a
-   * request that is not an upgrade, 503 at the tenant limit).
+   * request that is not an upgrade, 503 at the tenant limit). Paths: `/` and `/v1/tenants/<id>/ws` carry
+   * one frame per message unless the client offers the `binary` subprotocol; `/stream` and
+   * `/v1/tenants/<id>/stream` carry the byte stream.
    */
   async webSocket(req: Request, listenHost: string): Promise<WebSocketAdmission | Response> {
     const d = this.#d;
@@ -99,18 +109,27 @@ export class Admission {
       new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
         status: 426,
       });
-    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(url.pathname);
-    if (url.pathname === "/" && !d.multiTenant) {
+    const named = /^\/v1\/tenants\/([^/]+)\/(ws|stream)$/.exec(url.pathname);
+    const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
+      .filter(Boolean);
+    const byteStream = offered.includes(BYTE_STREAM_PROTOCOL) || url.pathname === "/stream" ||
+      named?.[2] === "stream";
+    const framing: WebSocketFramingKind = byteStream ? "byte-stream" : "frame-per-message";
+    // browsers fail a handshake whose answer does not name one of the offered subprotocols
+    const echoBinary = offered.includes(BYTE_STREAM_PROTOCOL) ? BYTE_STREAM_PROTOCOL : undefined;
+    if ((url.pathname === "/" || url.pathname === "/stream") && !d.multiTenant) {
       if (!isUpgrade) return notUpgrade();
       if (d.atTenantLimit()) {
         d.log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: d.maxTenants });
         return json(503, { error: `The relay is at its limit of ${d.maxTenants} guests` });
       }
-      return { tenant: d.ephemeralTenant(), expiresAt: Infinity };
+      return { tenant: d.ephemeralTenant(), protocol: echoBinary, framing, expiresAt: Infinity };
     }
     if (!named) {
       return json(404, {
-        error: d.multiTenant ? "Use /v1/tenants/<id>/ws with a token" : "Use / or /v1/tenants/<id>/ws",
+        error: d.multiTenant
+          ? "Use /v1/tenants/<id>/ws (or /stream) with a token"
+          : "Use /, /stream or /v1/tenants/<id>/ws (or /stream)",
       });
     }
     let id: string;
@@ -123,10 +142,8 @@ export class Admission {
       const t = d.tenants.get(id);
       if (!t) return json(404, { error: `No tenant "${id}"` });
       if (!isUpgrade) return notUpgrade();
-      return { tenant: t, expiresAt: Infinity };
+      return { tenant: t, protocol: echoBinary, framing, expiresAt: Infinity };
     }
-    const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
-      .filter(Boolean);
     const fromProto = offered.find((p) => p.includes("."));
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
     const token = url.searchParams.get("token") ?? bearer ?? fromProto;
@@ -155,7 +172,8 @@ export class Admission {
     if (admitted instanceof Response) return admitted;
     return {
       tenant: admitted,
-      protocol: fromProto === token ? token : undefined,
+      protocol: echoBinary ?? (fromProto === token ? token : undefined),
+      framing,
       expiresAt: check.claims.exp * 1000,
     };
   }

@@ -20,7 +20,7 @@ import { listenHttp } from "./http_listen.ts";
 import type { LogLevel } from "./log.ts";
 import type { RelayOptions } from "./relay.ts";
 import { QEMU_MAX_FRAME } from "../transport/stream.ts";
-import { MIN_FRAME } from "../transport/framing.ts";
+import { type MessageFraming, messageFraming } from "../transport/websocket_framing.ts";
 import { newSharedRelayBuffers, workerOf } from "./shared_state.ts";
 import { mergeMetrics } from "./metrics.ts";
 import {
@@ -31,6 +31,7 @@ import {
   type WorkerMessage,
   type WorkerRelayOptions,
   type WsAdmitReply,
+  type WsAdmitted,
 } from "./worker_protocol.ts";
 
 /** Bytes each way per WebSocket guest: room for a few of the largest frames and the guest link's backlog. */
@@ -165,22 +166,22 @@ class WsBridge {
   constructor(
     readonly ws: WebSocket,
     readonly worker: DataPlaneWorker,
-    maxFrame: number,
+    readonly framing: MessageFraming,
     log: Logger,
     tenant: string,
   ) {
     this.#cursor = this.toMain.cursor();
     this.#bytes = new Uint8Array(this.toMain.sab);
+    // a guest that outruns its worker loses frames, as it would on a full link
+    const push = (frame: Uint8Array) => void this.toWorker.push(frame);
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return;
-      const frame = new Uint8Array(e.data as ArrayBuffer);
-      if (frame.length > maxFrame || frame.length < MIN_FRAME) {
-        log("warn", "WebSocket guest closed: frame size out of range", { tenant, length: frame.length });
+      const broken = framing.fromGuest(new Uint8Array(e.data as ArrayBuffer), push);
+      if (broken) {
+        log("warn", `WebSocket guest closed: ${broken}`, { tenant });
         ws.close(1009, "frame size out of range");
         return;
       }
-      // a guest that outruns its worker loses frames, as it would on a full link
-      if (!this.toWorker.push(frame)) return;
       if (this.toWorker.ring()) worker.wake();
     };
     ws.onclose = () => this.#closed();
@@ -195,7 +196,9 @@ class WsBridge {
     let n = 0;
     while (r.next(this.#cursor)) {
       const off = base + this.#cursor.off;
-      if (this.ws.readyState === WebSocket.OPEN) this.ws.send(this.#bytes.slice(off, off + this.#cursor.len));
+      if (this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(this.framing.toGuest(this.#bytes.subarray(off, off + this.#cursor.len)));
+      }
       n++;
     }
     if (n > 0) r.release(this.#cursor);
@@ -353,7 +356,7 @@ export class RelayFront {
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
-    const named = /^\/v1\/tenants\/([^/]+)\/ws$/.exec(new URL(req.url).pathname);
+    const named = /^\/v1\/tenants\/([^/]+)\//.exec(new URL(req.url).pathname);
     let id: string | null = null;
     try {
       id = named ? decodeURIComponent(named[1]) : null;
@@ -379,13 +382,14 @@ export class RelayFront {
     }
     const { socket, response } = upgrade;
     socket.binaryType = "arraybuffer";
-    this.#carry(socket, w, admitted.tenant, remote, admitted.expiresAt);
+    this.#carry(socket, w, admitted, remote);
     return response;
   }
 
-  #carry(ws: WebSocket, w: DataPlaneWorker, tenant: string, remote: string, expiresAt: number): void {
+  #carry(ws: WebSocket, w: DataPlaneWorker, admitted: WsAdmitted, remote: string): void {
+    const { tenant, expiresAt, framing } = admitted;
     const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
-    const bridge = new WsBridge(ws, w, maxFrame, this.#opts.log, tenant);
+    const bridge = new WsBridge(ws, w, messageFraming(framing, maxFrame), this.#opts.log, tenant);
     let stopExpiry = () => {};
     const closeOnce = ws.onclose;
     ws.onclose = (e) => {
@@ -400,6 +404,7 @@ export class RelayFront {
           op: "wsOpen",
           tenant,
           remote,
+          framing,
           toWorker: bridge.toWorker.sab,
           toMain: bridge.toMain.sab,
         });

@@ -26,6 +26,7 @@ import { Tenant } from "./tenant.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
 import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
+import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import {
   compilePolicy,
   parseStreamTcp,
@@ -567,7 +568,7 @@ export class Relay implements RelayView {
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
     const admitted = await this.#admission.webSocket(req, listenHost);
     if (admitted instanceof Response) return admitted;
-    const { tenant, protocol, expiresAt } = admitted;
+    const { tenant, protocol, expiresAt, framing } = admitted;
     let upgrade: { socket: WebSocket; response: Response };
     try {
       upgrade = platform.upgradeWebSocket(req, protocol);
@@ -578,17 +579,24 @@ export class Relay implements RelayView {
     }
     const { socket, response } = upgrade;
     socket.binaryType = "arraybuffer";
-    this.#serveWsSocket(socket, tenant, remote, expiresAt);
+    this.#serveWsSocket(socket, tenant, remote, framing, expiresAt);
     return response;
   }
 
-  #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, expiresAt = Infinity): void {
+  #serveWsSocket(
+    ws: WebSocket,
+    t: Tenant,
+    remote: string,
+    framing: WebSocketFramingKind,
+    expiresAt = Infinity,
+  ): void {
     let stopExpiry = () => {};
     let attached: GuestLink | null = null;
     carryWebSocket(ws, {
       remote,
       maxFrame: Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14),
       backlogLimit: t.linkBacklogLimit,
+      framing,
     }, {
       opened: (link) => {
         attached = this.#withFaults(t, link);
@@ -640,7 +648,7 @@ export class Relay implements RelayView {
    */
   carryRing(
     tenantId: string,
-    remote: string,
+    guest: { remote: string; framing: WebSocketFramingKind },
     toWorker: FrameRing,
     toMain: FrameRing,
     ringBell: () => void,
@@ -653,7 +661,7 @@ export class Relay implements RelayView {
     }
     let attached: GuestLink | null = null;
     let refused = false;
-    const carrier = carryRing(toWorker, toMain, { remote, backlogLimit: t.linkBacklogLimit, ringBell }, {
+    const carrier = carryRing(toWorker, toMain, { ...guest, backlogLimit: t.linkBacklogLimit, ringBell }, {
       opened: (link) => {
         attached = this.#withFaults(t, link);
         const feed = this.#attach(t, attached);

@@ -9,6 +9,7 @@
 import type { LogLevel } from "./log.ts";
 import type { RelayOptions } from "./relay.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
+import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 
 /** A Request as data (a Request cannot cross threads). */
 export interface SerializedRequest {
@@ -43,15 +44,28 @@ export type FrontCall =
   & (
     | { op: "admin"; request: SerializedRequest }
     | { op: "wsAdmit"; request: SerializedRequest; listenHost: string }
-    | { op: "wsOpen"; tenant: string; remote: string; toWorker: SharedArrayBuffer; toMain: SharedArrayBuffer }
+    | {
+      op: "wsOpen";
+      tenant: string;
+      remote: string;
+      framing: WebSocketFramingKind;
+      toWorker: SharedArrayBuffer;
+      toMain: SharedArrayBuffer;
+    }
     | { op: "wsAbandon"; tenant: string }
     | { op: "stop" }
   );
 
+/** A WebSocket request admitted to a tenant: the subprotocol to answer with, how frames ride messages. */
+export interface WsAdmitted {
+  tenant: string;
+  protocol?: string;
+  framing: WebSocketFramingKind;
+  expiresAt: number;
+}
+
 /** A WebSocket request answered by the worker, or admitted to a tenant. */
-export type WsAdmitReply =
-  | { response: SerializedResponse }
-  | { tenant: string; protocol?: string; expiresAt: number };
+export type WsAdmitReply = { response: SerializedResponse } | WsAdmitted;
 
 export type WorkerMessage =
   | { type: "ready"; wakeFd: number; urls: string[]; forwards: HostForwardConfig[]; flowLimit: number }

@@ -12,6 +12,7 @@ import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameRing, RingCursor } from "../common/frame_ring.ts";
 import { after, type CancelTimer } from "../common/timers.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+import type { WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** Frames fed to the scheduler per batch. */
 const BATCH = 64;
@@ -20,6 +21,8 @@ const RATE_POLL_MS = 10;
 
 export interface RingLinkOptions {
   remote: string;
+  /** How the guest's WebSocket (on the other thread) carries frames; the ring holds bare frames either way. */
+  framing: WebSocketFramingKind;
   /** Bytes allowed to wait toward the guest (in the ring and in the WebSocket's own buffer). */
   backlogLimit: number;
   /** Tells the main thread that `toMain` has frames or closed. */
@@ -54,7 +57,7 @@ export function carryRing(
 
   const backlog = () => toMain.used + toMain.farBacklog;
   const link: GuestLink = {
-    kind: "websocket",
+    kind: opts.framing === "byte-stream" ? "websocket-stream" : "websocket",
     remote: opts.remote,
     send(f) {
       if (closed || backlog() + f.length > limit) return false;

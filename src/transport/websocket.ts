@@ -1,12 +1,14 @@
 /**
- * The WebSocket carrier (v86's raw mode): one Ethernet frame per binary message each way; text messages
- * are ignored. Accepting the upgrade is the relay's (HTTP, origins, tokens); carrying frames is this file's.
+ * The WebSocket carrier: one Ethernet frame per binary message each way (v86's raw mode), or QEMU's stream
+ * framing carried as a byte stream (container2wasm, emscripten QEMU) — see websocket_framing.ts. Text
+ * messages are ignored. Accepting the upgrade is the relay's (HTTP, origins, tokens); carrying frames is
+ * this file's.
  *
  * @module
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
-import { MIN_FRAME } from "./framing.ts";
+import { messageFraming, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** How often a link with a backlog checks whether it drained (WebSocket has no drain event). */
 const DRAIN_POLL_MS = 2;
@@ -19,6 +21,7 @@ export interface WebSocketLinkOptions {
   maxFrame: number;
   /** Bytes allowed to wait each way: toward the guest (then frames are refused) and toward the stack. */
   backlogLimit: number;
+  framing: WebSocketFramingKind;
 }
 
 /**
@@ -38,14 +41,15 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
       peer.drained(link);
     }, DRAIN_POLL_MS);
   };
+  const framing = messageFraming(opts.framing, opts.maxFrame);
   const link: GuestLink = {
-    kind: "websocket",
+    kind: opts.framing === "byte-stream" ? "websocket-stream" : "websocket",
     remote: opts.remote,
     send: (f) => {
       if (ws.readyState !== WebSocket.OPEN) return false;
       if (ws.bufferedAmount + f.length > limit) return false;
       if (rate) rate.spend(f.length, performance.now());
-      ws.send(f.slice());
+      ws.send(framing.toGuest(f));
       if (ws.bufferedAmount > 0) watchDrain();
       return true;
     },
@@ -93,18 +97,20 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
     feed = peer.opened(link);
     if (!feed) ws.close(4409, "tenant already has a guest");
   };
-  ws.onmessage = (e) => {
-    if (typeof e.data === "string") return;
-    const frame = new Uint8Array(e.data as ArrayBuffer);
-    if (frame.length > opts.maxFrame || frame.length < MIN_FRAME) {
-      peer.protocolError("frame size out of range", { length: frame.length });
-      ws.close(1009, "frame size out of range");
-      return;
-    }
+  const take = (frame: Uint8Array) => {
     if (queuedBytes + frame.length > limit) return peer.dropped("ws-ingress-overflow");
     queue.push(frame);
     queuedBytes += frame.length;
-    if (!pumping) pump();
+  };
+  ws.onmessage = (e) => {
+    if (typeof e.data === "string") return;
+    const broken = framing.fromGuest(new Uint8Array(e.data as ArrayBuffer), take);
+    if (broken) {
+      peer.protocolError(broken, {});
+      ws.close(1009, "frame size out of range");
+      return;
+    }
+    if (!pumping && queue.length > 0) pump();
   };
   ws.onclose = () => {
     feed = null;

@@ -23,7 +23,7 @@ import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { checkAllowedOrigin } from "./relay/web_origin.ts";
 import { defaultSocketDir, prepareSocketDir } from "./relay/socket_dir.ts";
-import { parseListenUrl } from "./host/stream_listener.ts";
+import { datagramPath, parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
 import { platform } from "./platform/current.ts";
@@ -50,10 +50,17 @@ Usage:
 Serve flags (each also a key of the same name in --config FILE.json):
   --config FILE.json               read settings from a JSON file; flags override it
   --listen-qemu URL                stream listener, repeatable: tcp://HOST:PORT or unix:///PATH
-                                   (QEMU -netdev stream / -netdev socket, passt's protocol)
+                                   (QEMU -netdev stream / -netdev socket, passt's protocol; a guest that
+                                   opens with gvforwarder's "POST /connect" gets its u16 framing)
+  --listen-dgram URL               UNIX datagram socket, repeatable: unix:///PATH — one Ethernet frame per
+                                   datagram (QEMU -netdev dgram, vfkit, libkrun); needs the relay's own
+                                   socket loop (Linux, FFI)
   --listen-ws URL                  WebSocket listener, repeatable: http://HOST:PORT (v86 network_relay_url:
                                    one Ethernet frame per binary message; ws://HOST:PORT/ in single-user mode,
-                                   ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode)
+                                   ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode; QEMU's
+                                   stream framing as a byte stream — container2wasm, emscripten QEMU — when
+                                   the client offers the "binary" subprotocol, or on /stream and
+                                   /v1/tenants/ID/stream)
   --ws-allow-origin ORIGIN         a web origin besides loopback pages whose pages may open a WebSocket,
                                    repeatable: https://vm.example, https://vm.example:*, or * for any
                                    (single-user mode checks Origin and Host always; multi-tenant mode,
@@ -62,7 +69,8 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --admin-token-file FILE          bearer token the admin API requires (default: a random one, printed)
   --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
   --token-secret-file FILE         HMAC secret for tenant tokens (see "token create")
-  --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock (default
+  --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock and a datagram socket
+                                   DIR/ID.dgram.sock (default
                                    $XDG_RUNTIME_DIR/slirp-relay, else /tmp/slirp-relay-UID; created 0700;
                                    refused when another user owns it or others may write to it)
   --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
@@ -105,6 +113,7 @@ interface ServeFlags {
   "udp-idle"?: string | number;
   "log-level"?: string;
   "listen-ws"?: string[];
+  "listen-dgram"?: string[];
   "admin"?: string;
   "admin-token-file"?: string;
   "multi-tenant"?: boolean;
@@ -182,6 +191,7 @@ export function qemuLines(url: string): string[] {
 const SERVE_OPTIONS = {
   "config": { type: "string" },
   "listen-qemu": { type: "string", multiple: true },
+  "listen-dgram": { type: "string", multiple: true },
   "net": { type: "string" },
   "mtu": { type: "string" },
   "dns-upstream": { type: "string", multiple: true },
@@ -333,9 +343,13 @@ async function serve(args: string[]): Promise<number> {
   }
   const grace = merged["tenant-grace"] !== undefined ? Number(merged["tenant-grace"]) : 30;
   if (!(grace >= 0)) throw new Error(`Invalid --tenant-grace "${merged["tenant-grace"]}"`);
+  const dgram = merged["listen-dgram"]?.length ? merged["listen-dgram"] : undefined;
+  for (const url of dgram ?? []) datagramPath(url);
   const relayOptions: RelayOptions = {
-    listenQemu: merged["listen-qemu"] || !multi ? cfg.listen : [],
-    listenWs: merged["listen-ws"] ?? (!merged["listen-qemu"] && !multi ? [DEFAULT_LISTEN_WS] : []),
+    // the default listeners only when no guest listener was named
+    listenQemu: merged["listen-qemu"] || (!multi && !dgram) ? cfg.listen : [],
+    listenDgram: dgram,
+    listenWs: merged["listen-ws"] ?? (!merged["listen-qemu"] && !dgram && !multi ? [DEFAULT_LISTEN_WS] : []),
     admin: merged.admin,
     adminToken,
     stack: cfg.stack,
@@ -376,6 +390,14 @@ async function serve(args: string[]): Promise<number> {
     lines.push(`  listening on ${u}; connect QEMU with:`);
     for (const q of qemuLines(u)) lines.push(`    qemu-system-x86_64 ... ${q}`);
   }
+  for (const u of dgram ?? []) {
+    const path = datagramPath(u);
+    lines.push(`  datagram socket at ${path}; connect QEMU with:`);
+    lines.push(
+      `    qemu-system-x86_64 ... -netdev dgram,id=net0,local.type=unix,local.path=${path}.guest,` +
+        `remote.type=unix,remote.path=${path} -device virtio-net-pci,netdev=net0`,
+    );
+  }
   for (const u of relay.wsUrls) {
     lines.push(
       multi
@@ -392,7 +414,11 @@ async function serve(args: string[]): Promise<number> {
         }>)`,
     );
   }
-  if (multi) lines.push(`  tenant stream sockets in ${socketDir}/<id>.sock`);
+  if (multi) {
+    lines.push(
+      `  tenant stream sockets in ${socketDir}/<id>.sock, datagram sockets in ${socketDir}/<id>.dgram.sock`,
+    );
+  }
   console.log(lines.join("\n"));
   log("info", "relay started", {
     listen: urls,

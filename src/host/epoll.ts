@@ -402,7 +402,7 @@ function parseIpv6(s: string): number[] | null {
   return out.every((x, i) => /^[0-9a-fA-F]{1,4}$/.test(all[i]) && x >= 0) ? out : null;
 }
 
-function sockaddrUn(path: string): Uint8Array {
+export function sockaddrUn(path: string): Uint8Array {
   const p = new TextEncoder().encode(path);
   if (p.length > 107) {
     throw new SocketError("ENAMETOOLONG", `UNIX socket path too long (${p.length} > 107 bytes)`);

@@ -7,6 +7,9 @@
 const NAMES: Record<number, string> = {
   1: "EPERM",
   2: "ENOENT",
+  4: "EINTR",
+  9: "EBADF",
+  11: "EAGAIN",
   13: "EACCES",
   32: "EPIPE",
   98: "EADDRINUSE",
@@ -14,9 +17,11 @@ const NAMES: Record<number, string> = {
   101: "ENETUNREACH",
   103: "ECONNABORTED",
   104: "ECONNRESET",
+  105: "ENOBUFS",
   110: "ETIMEDOUT",
   111: "ECONNREFUSED",
   113: "EHOSTUNREACH",
+  90: "EMSGSIZE",
   24: "EMFILE",
   23: "ENFILE",
 };

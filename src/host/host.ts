@@ -109,3 +109,26 @@ export interface HostNet {
   /** Nameservers from the host's resolver configuration ("ip:port"). */
   systemResolvers(): string[];
 }
+
+/**
+ * A UNIX datagram socket bound to a path: guests that send one Ethernet frame per datagram (QEMU
+ * `-netdev dgram`, vfkit, libkrun). The carrier (transport/datagram.ts) reads in batches into its own
+ * buffer, so nothing is copied here.
+ */
+export interface HostDatagramSocket {
+  /** The path it is bound to. */
+  readonly path: string;
+  /**
+   * Reads one waiting datagram into `into`: its full length (more than `into.length` when it was cut
+   * short), or -1 when none waits. {@linkcode sender} then names who sent it.
+   */
+  receive(into: Uint8Array): number;
+  /** The socket path of the last datagram's sender ("" when its socket is unbound: no reply can reach it). */
+  readonly sender: string;
+  /** Sends `data` to the socket at `peer`: null, or the errno name ("EAGAIN": dropped; "ECONNREFUSED"/"ENOENT": gone). */
+  sendTo(data: Uint8Array, peer: string): string | null;
+  /** Calls `onReadable` while datagrams wait, until paused. */
+  watch(onReadable: () => void): void;
+  pause(): void;
+  close(): void;
+}

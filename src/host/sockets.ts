@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { HostIcmpEcho, HostNet } from "./host.ts";
+import type { HostDatagramSocket, HostIcmpEcho, HostNet } from "./host.ts";
+import { bindUnixDatagram } from "./unix_datagram.ts";
 import { deferUntilIdle, epollAvailable, watchReadable } from "./epoll.ts";
 import { IcmpSocket } from "./icmp_socket.ts";
 import { EpollHost } from "./epoll_host.ts";
@@ -18,6 +19,8 @@ export interface HostSockets {
   readonly net: HostNet;
   /** Listens for guest streams on `url` (tcp:// or unix://). */
   listenStream(url: string, onAccept: (c: AcceptedStream) => void): StreamListener;
+  /** Binds a UNIX datagram socket for guests that send a frame per datagram (our loop only). */
+  bindDatagram(path: string): HostDatagramSocket;
   /** When a guest stream's frame writer flushes: on our loop, once it idles; else after the current task. */
   readonly flushSchedule: ((flush: () => void) => void) | undefined;
 }
@@ -35,6 +38,15 @@ export function hostSockets(openIcmp: () => HostIcmpEcho | null): HostSockets {
     kind: epoll ? "epoll" : "runtime",
     net: epoll ? new EpollHost(icmpOnLoop) : new NodeHost(openIcmp),
     listenStream: (url, onAccept) => listenStream(url, onAccept, epoll),
+    bindDatagram: (path) => {
+      if (!epoll) {
+        throw new Error(
+          `Cannot listen for datagrams at ${path}: datagram guests need the relay's own socket loop ` +
+            '(Linux, FFI allowed, SLIRP_SOCKETS not "runtime")',
+        );
+      }
+      return bindUnixDatagram(path);
+    },
     flushSchedule: epoll ? deferUntilIdle : undefined,
   };
 }

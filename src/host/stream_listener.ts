@@ -32,6 +32,13 @@ export function parseListenUrl(
   throw new Error(`Invalid listen address "${url}": expected tcp://HOST:PORT or unix:///PATH`);
 }
 
+/** The path of a datagram listen URL (`unix:///path`); throws a clear Error for anything else. */
+export function datagramPath(url: string): string {
+  const unix = /^(?:unix|unixgram):\/\/(\/.+)$/.exec(url);
+  if (!unix) throw new Error(`Invalid datagram listen address "${url}": expected unix:///PATH`);
+  return unix[1];
+}
+
 /** Listens on `url`, on our epoll loop or the runtime's listeners; each guest connection goes to `onAccept`. */
 export function listenStream(
   url: string,

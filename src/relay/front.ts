@@ -289,6 +289,7 @@ export class RelayFront {
           ...rest,
           // the shared stream listeners on the first worker; each tenant on the worker its id names
           listenQemu: i === 0 ? rest.listenQemu : [],
+          listenDgram: i === 0 ? rest.listenDgram : [],
           tenants: (rest.tenants ?? []).filter((t) => workerOf(String(t.id), n) === i),
           listenWs: [],
           admin: undefined,

@@ -16,16 +16,16 @@ import { resolvePlan, type StackConfig } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import { type HostSockets, hostSockets } from "../host/sockets.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
-import type { StreamListener } from "../host/stream_listener.ts";
-import type { ByteStream } from "../host/host.ts";
+import { datagramPath, type StreamListener } from "../host/stream_listener.ts";
 import { carryStream, QEMU_MAX_FRAME } from "../transport/stream.ts";
-import type { HostIcmpEcho, HostNet } from "../host/host.ts";
+import type { ByteStream, HostDatagramSocket, HostIcmpEcho, HostNet } from "../host/host.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { Tenant } from "./tenant.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
 import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
+import { carryDatagrams } from "../transport/datagram.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import {
   compilePolicy,
@@ -63,6 +63,8 @@ export interface RelayOptions {
   tokenSecret?: Uint8Array;
   /** Directory for per-tenant stream sockets (multi-tenant mode). */
   tenantSocketDir?: string;
+  /** UNIX datagram sockets (`unix:///path`) for guests that send one frame per datagram (QEMU dgram, vfkit, libkrun). */
+  listenDgram?: string[];
   /** Tenants created at start. */
   tenants?: TenantSpec[];
   /** A second guest for a connected tenant: "replace" the first (default) or "refuse" it. */
@@ -144,6 +146,7 @@ export class Relay implements RelayView {
   readonly startedAt = Date.now();
   #opts: RelayOptions;
   #listeners: StreamListener[] = [];
+  #datagramSockets: HostDatagramSocket[] = [];
   #servers: HttpServer[] = [];
   #wsUrls: string[] = [];
   #adminUrl: string | null = null;
@@ -257,6 +260,10 @@ export class Relay implements RelayView {
         const l = this.#sockets.listenStream(url, (conn) => this.#serveStream(conn, conn.remote, null));
         this.#listeners.push(l);
       }
+      for (const url of this.#opts.listenDgram ?? []) {
+        const socket = this.#serveDatagrams(datagramPath(url), null);
+        this.#datagramSockets.push(socket);
+      }
       for (const url of this.#opts.listenWs ?? []) this.#wsUrls.push(this.#serveWs(url));
       if (this.#opts.admin) {
         const api = new AdminApi(this, this.#opts.adminToken ?? "");
@@ -336,6 +343,11 @@ export class Relay implements RelayView {
         );
         t.socketPath = path;
         t.closers.push(() => l.close());
+        if (this.#sockets.kind === "epoll") {
+          const dgram = this.#serveDatagrams(`${this.#opts.tenantSocketDir}/${t.id}.dgram.sock`, t);
+          t.datagramSocketPath = dgram.path;
+          t.closers.push(() => dgram.close());
+        }
       }
       if (spec.streamTcp !== undefined) {
         const { host, port } = parseStreamTcp(spec.streamTcp);
@@ -521,21 +533,21 @@ export class Relay implements RelayView {
     );
   }
 
-  async #serveStream(conn: ByteStream, remote: string, tenant: Tenant | null): Promise<void> {
+  /**
+   * The peer of a frame carrier whose guest reached `tenant`'s own socket (null: a shared listener of
+   * single-user mode), or null when admission refuses it.
+   */
+  #framePeer(tenant: Tenant | null, remote: string): LinkPeer & { backlogLimit: number } | null {
     const log = this.#opts.log;
-    if (this.#stopping) return conn.close();
+    if (this.#stopping) return null;
     const t = this.#admission.stream(tenant, remote);
     if (typeof t === "string") {
       this.transportErrors++;
-      return conn.close();
+      return null;
     }
     let attached: GuestLink | null = null;
-    await carryStream(conn, {
-      remote,
-      maxFrame: this.#opts.maxFrame ?? QEMU_MAX_FRAME,
+    return {
       backlogLimit: t.linkBacklogLimit,
-      schedule: this.#sockets.flushSchedule,
-    }, {
       opened: (link) => {
         attached = this.#withFaults(t, link);
         const feed = this.#attach(t, attached);
@@ -551,7 +563,29 @@ export class Relay implements RelayView {
         log("warn", "guest connection closed: protocol error", { tenant: t.id, reason });
       },
       ...this.#toTenant(t, () => attached),
-    });
+    };
+  }
+
+  async #serveStream(conn: ByteStream, remote: string, tenant: Tenant | null): Promise<void> {
+    const peer = this.#framePeer(tenant, remote);
+    if (!peer) return conn.close();
+    await carryStream(conn, {
+      remote,
+      maxFrame: this.#opts.maxFrame ?? QEMU_MAX_FRAME,
+      backlogLimit: peer.backlogLimit,
+      schedule: this.#sockets.flushSchedule,
+    }, peer);
+  }
+
+  /** Carries the guests that send frames to the UNIX datagram socket at `path`. */
+  #serveDatagrams(path: string, tenant: Tenant | null): HostDatagramSocket {
+    const socket = this.#sockets.bindDatagram(path);
+    carryDatagrams(
+      socket,
+      Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14),
+      (remote) => this.#framePeer(tenant, remote),
+    );
+    return socket;
   }
 
   // ───────────────────────── WebSocket transport ─────────────────────────
@@ -730,6 +764,8 @@ export class Relay implements RelayView {
     this.#forwards = [];
     for (const l of this.#listeners) l.close();
     this.#listeners = [];
+    for (const d of this.#datagramSockets) d.close();
+    this.#datagramSockets = [];
     for (const t of [...this.tenants.values()]) {
       t.stack?.resetAllTcp(); // RSTs go out through the still-open link
     }

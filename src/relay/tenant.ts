@@ -50,6 +50,8 @@ export class Tenant {
   capture: PcapCapture | null = null;
   /** The tenant's own stream socket (multi-tenant mode). */
   socketPath: string | null = null;
+  /** Its own UNIX datagram socket (one frame per datagram), beside the stream socket. */
+  datagramSocketPath: string | null = null;
   /** Its own TCP stream port (spec.streamTcp), as a URL, and the port. */
   streamTcpUrl: string | null = null;
   streamTcpPort = 0;
@@ -186,6 +188,7 @@ export class Tenant {
       transport: this.link?.kind ?? null,
       remote: this.link?.remote ?? null,
       socket: this.socketPath,
+      datagramSocket: this.datagramSocketPath,
       streamTcp: this.streamTcpUrl,
       forwards: this.forwards.map((f) => f.config),
       quotas: this.quotas,

@@ -54,6 +54,8 @@ export interface StackContext extends FaultOwner {
   /** Open flows across the relay. */
   readonly flowLimit: FlowLimit;
   readonly closed: boolean;
+  /** The guest's NIC offloads checksums: TCP/UDP checksums from it are not verified. */
+  readonly guestOffloads: boolean;
   /** Bytes waiting in the transport toward the guest (TCP paces itself on it). */
   guestBacklog(): number;
   readonly icmp: IcmpErrors;

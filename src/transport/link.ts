@@ -14,6 +14,11 @@ export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-
 export interface GuestLink {
   readonly kind: GuestLinkKind;
   readonly remote: string;
+  /**
+   * The guest's NIC offloads (libkrun): its frames may be up to 64 KiB, their TCP/UDP checksums unfinished;
+   * the tenant takes them as they are.
+   */
+  readonly offloads?: boolean;
   /** Queues a copy of `frame` toward the guest; false when dropped (backlog full or closed). */
   send(frame: Uint8Array): boolean;
   /** Bytes queued toward the guest (the carrier tells its peer when it drained). */
@@ -51,6 +56,7 @@ export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: 
       return link.kind;
     },
     remote: link.remote,
+    offloads: link.offloads,
     send(frame) {
       x ^= x << 13;
       x >>>= 0;

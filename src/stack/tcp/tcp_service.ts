@@ -133,7 +133,7 @@ export class TcpService implements TcpConnOwner {
       buf,
       ip.payloadOffset,
       ip.payloadEnd,
-      pseudoHeaderSumV4(ip.src, ip.dst, IPPROTO_TCP, len),
+      s.guestOffloads ? -1 : pseudoHeaderSumV4(ip.src, ip.dst, IPPROTO_TCP, len),
       this.#seg,
     );
     if (seg instanceof WireError) return s.drop("tcp-malformed", seg);

@@ -100,3 +100,48 @@ sleep 300
     }
   },
 );
+
+e2eTest(
+  "QEMU guest over -netdev dgram (UNIX datagram sockets): DHCP, ping, DNS and a byte-exact wget",
+  ["qemu-system-x86_64", "cpio"],
+  async () => {
+    const missing = qemuMissing();
+    if (missing) throw new Error(missing);
+    const dir = await Deno.makeTempDir();
+    const dns = await startDnsResponder({ "www.example.test": "192.0.2.33" });
+    const payload = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
+    const md5 = createHash("md5").update(payload).digest("hex");
+    const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
+    const relayPath = `${dir}/relay.dgram`;
+    const relay = new Relay({
+      listenQemu: [],
+      listenDgram: [`unix://${relayPath}`],
+      stack,
+      log: jsonLogger("warn"),
+    });
+    await relay.start();
+    try {
+      const { console: out } = await bootGuest(
+        `dgram,id=n0,local.type=unix,local.path=${dir}/guest.dgram,remote.type=unix,remote.path=${relayPath}`,
+        SCRIPT + `
+wget -q -O /tmp/payload http://10.0.2.2:${http.addr.port}/payload
+echo "RESULT wget $? $(md5sum /tmp/payload | cut -d' ' -f1)"
+`,
+      );
+      const r = results(out);
+      assert.equal(r.get("done"), "", `guest did not finish:\n${out.slice(-3000)}`);
+      assert.equal(r.get("lease"), "ip=10.0.2.15 router=10.0.2.2 dns=10.0.2.3 mtu=1500");
+      assert.equal(r.get("ping"), "ok 3 packets received");
+      assert.equal(r.get("dns"), "Address: 192.0.2.33");
+      assert.equal(r.get("wget"), `0 ${md5}`);
+    } finally {
+      await relay.stop();
+      await http.shutdown();
+      dns.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

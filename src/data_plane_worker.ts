@@ -73,12 +73,13 @@ async function call(c: FrontCall): Promise<unknown> {
     case "wsAdmit": {
       const a = await r.admitWebSocket(requestFrom(c.request), c.listenHost);
       if (a instanceof Response) return { response: await serializeResponse(a) };
-      return { tenant: a.tenant.id, protocol: a.protocol, framing: a.framing, expiresAt: a.expiresAt };
+      const { protocol, framing, wispVersion, expiresAt } = a;
+      return { tenant: a.tenant.id, protocol, framing, wispVersion, expiresAt };
     }
     case "wsOpen":
       return r.carryRing(
         c.tenant,
-        { remote: c.remote, framing: c.framing },
+        { remote: c.remote, framing: c.framing, wispVersion: c.wispVersion },
         new FrameRing(c.toWorker),
         new FrameRing(c.toMain),
         ringBell,

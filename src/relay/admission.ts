@@ -13,6 +13,8 @@ import { claimsMatch, type TokenClaims, verifyToken } from "./tokens.ts";
 import { hostAllowed, originAllowed } from "./web_origin.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 
+/** Wisp v2 clients offer this subprotocol (v1 clients offer none). */
+const WISP_V2_PROTOCOL = "wisp-v2";
 /** The subprotocol of emscripten's sockets (container2wasm, QEMU built to wasm): the byte-stream framing. */
 const BYTE_STREAM_PROTOCOL = "binary";
 
@@ -50,6 +52,8 @@ export interface WebSocketAdmission {
   tenant: Tenant;
   protocol?: string;
   framing: WebSocketFramingKind;
+  /** For a Wisp session: the version the client speaks. */
+  wispVersion?: 1 | 2;
   /** When the admitting token expires (ms since the epoch), or Infinity. */
   expiresAt: number;
 }
@@ -109,27 +113,39 @@ export class Admission {
       new Response("slirp-relay: connect with a WebSocket (one Ethernet frame per binary message)\n", {
         status: 426,
       });
-    const named = /^\/v1\/tenants\/([^/]+)\/(ws|stream)$/.exec(url.pathname);
+    // [_, id, carrier, token?]: a Wisp client's URL must end in "/" (wisp-js refuses others), so its token
+    // may come as the last segment, /v1/tenants/<id>/wisp/<token>/
+    const named = /^\/v1\/tenants\/([^/]+)\/(ws|stream|wisp)\/?$/.exec(url.pathname) ??
+      /^\/v1\/tenants\/([^/]+)\/(wisp)\/([^/]+)\/$/.exec(url.pathname);
+    const shared = /^\/(stream|wisp)?\/?$/.exec(url.pathname);
     const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim())
       .filter(Boolean);
-    const byteStream = offered.includes(BYTE_STREAM_PROTOCOL) || url.pathname === "/stream" ||
-      named?.[2] === "stream";
-    const framing: WebSocketFramingKind = byteStream ? "byte-stream" : "frame-per-message";
+    const carrier = named?.[2] ?? shared?.[1];
+    const framing: WebSocketFramingKind = carrier === "wisp"
+      ? "wisp"
+      : offered.includes(BYTE_STREAM_PROTOCOL) || carrier === "stream"
+      ? "byte-stream"
+      : "frame-per-message";
+    const wispVersion = framing !== "wisp" ? undefined : offered.includes(WISP_V2_PROTOCOL) ? 2 : 1;
     // browsers fail a handshake whose answer does not name one of the offered subprotocols
-    const echoBinary = offered.includes(BYTE_STREAM_PROTOCOL) ? BYTE_STREAM_PROTOCOL : undefined;
-    if ((url.pathname === "/" || url.pathname === "/stream") && !d.multiTenant) {
+    const echo = wispVersion === 2
+      ? WISP_V2_PROTOCOL
+      : framing === "byte-stream" && offered.includes(BYTE_STREAM_PROTOCOL)
+      ? BYTE_STREAM_PROTOCOL
+      : undefined;
+    if (shared && !d.multiTenant) {
       if (!isUpgrade) return notUpgrade();
       if (d.atTenantLimit()) {
         d.log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: d.maxTenants });
         return json(503, { error: `The relay is at its limit of ${d.maxTenants} guests` });
       }
-      return { tenant: d.ephemeralTenant(), protocol: echoBinary, framing, expiresAt: Infinity };
+      return { tenant: d.ephemeralTenant(), protocol: echo, framing, wispVersion, expiresAt: Infinity };
     }
     if (!named) {
       return json(404, {
         error: d.multiTenant
-          ? "Use /v1/tenants/<id>/ws (or /stream) with a token"
-          : "Use /, /stream or /v1/tenants/<id>/ws (or /stream)",
+          ? "Use /v1/tenants/<id>/ws (or /stream, /wisp/) with a token"
+          : "Use /, /stream, /wisp/ or /v1/tenants/<id>/ws (or /stream, /wisp/)",
       });
     }
     let id: string;
@@ -142,11 +158,11 @@ export class Admission {
       const t = d.tenants.get(id);
       if (!t) return json(404, { error: `No tenant "${id}"` });
       if (!isUpgrade) return notUpgrade();
-      return { tenant: t, protocol: echoBinary, framing, expiresAt: Infinity };
+      return { tenant: t, protocol: echo, framing, wispVersion, expiresAt: Infinity };
     }
-    const fromProto = offered.find((p) => p.includes("."));
+    const fromProto = offered.find((p) => p.includes(".") && p !== WISP_V2_PROTOCOL);
     const bearer = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
-    const token = url.searchParams.get("token") ?? bearer ?? fromProto;
+    const token = url.searchParams.get("token") ?? named[3] ?? bearer ?? fromProto;
     if (!token) {
       d.log("warn", "WebSocket refused: no token", { tenant: id });
       return json(401, {
@@ -172,8 +188,9 @@ export class Admission {
     if (admitted instanceof Response) return admitted;
     return {
       tenant: admitted,
-      protocol: echoBinary ?? (fromProto === token ? token : undefined),
+      protocol: echo ?? (fromProto === token ? token : undefined),
       framing,
+      wispVersion,
       expiresAt: check.claims.exp * 1000,
     };
   }
@@ -188,7 +205,7 @@ export class Admission {
     const d = this.#d;
     let t = d.tenants.get(id);
     if (t && !claimsMatch(t.spec, claims, t.admittedBy === "token")) {
-      if (t.admittedBy === "token" && !t.link) {
+      if (t.admittedBy === "token" && !t.hasGuest) {
         d.deleteTenant(id);
         t = undefined;
       } else {
@@ -213,7 +230,7 @@ export class Admission {
    */
   #removeIfUnused(t: Tenant): void {
     const timer = setTimeout(() => {
-      if (!t.deleted && !t.link && this.#d.tenants.get(t.id) === t) this.#d.deleteTenant(t.id);
+      if (!t.deleted && !t.hasGuest && this.#d.tenants.get(t.id) === t) this.#d.deleteTenant(t.id);
     }, Math.max(this.#d.graceMs, UPGRADE_WAIT_MS));
     t.closers.push(() => clearTimeout(timer));
   }

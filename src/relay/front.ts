@@ -38,6 +38,8 @@ import {
 const RING_BYTES = 256 * 1024;
 /** How often a WebSocket with bytes buffered is checked for having drained (it has no drain event). */
 const DRAIN_POLL_MS = 2;
+/** Wisp packets that may wait on this thread for room in a ring (flow control keeps it far lower). */
+const WAITING_LIMIT = 4 * 1024 * 1024;
 /** How long a worker may take to start or stop. */
 const WORKER_CALL_MS = 15_000;
 
@@ -169,11 +171,15 @@ class WsBridge {
     readonly framing: MessageFraming,
     log: Logger,
     tenant: string,
+    /** Wisp packets are a stream's bytes: none may be lost, so a full ring makes them wait here. */
+    lossless = false,
   ) {
     this.#cursor = this.toMain.cursor();
     this.#bytes = new Uint8Array(this.toMain.sab);
-    // a guest that outruns its worker loses frames, as it would on a full link
-    const push = (frame: Uint8Array) => void this.toWorker.push(frame);
+    // a frame guest that outruns its worker loses frames, as it would on a full link
+    const push = lossless
+      ? (m: Uint8Array) => this.#pushLossless(m, ws)
+      : (frame: Uint8Array) => void this.toWorker.push(frame);
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return;
       const broken = framing.fromGuest(new Uint8Array(e.data as ArrayBuffer), push);
@@ -186,6 +192,31 @@ class WsBridge {
     };
     ws.onclose = () => this.#closed();
     ws.onerror = () => {};
+  }
+
+  #waiting: Uint8Array[] = [];
+  #waitingBytes = 0;
+  #retry: ReturnType<typeof setTimeout> | undefined;
+
+  #pushLossless(m: Uint8Array, ws: WebSocket): void {
+    if (this.#waiting.length === 0 && this.toWorker.push(m)) return;
+    if (this.#waitingBytes + m.length > WAITING_LIMIT) {
+      ws.close(1008, "the client ignores Wisp flow control");
+      return;
+    }
+    this.#waiting.push(m);
+    this.#waitingBytes += m.length;
+    this.#retry ??= setTimeout(() => this.#pushWaiting(), DRAIN_POLL_MS);
+  }
+
+  /** Moves waiting packets into the ring as the worker makes room. */
+  #pushWaiting(): void {
+    this.#retry = undefined;
+    while (this.#waiting.length > 0 && this.toWorker.push(this.#waiting[0])) {
+      this.#waitingBytes -= this.#waiting.shift()!.length;
+    }
+    if (this.toWorker.ring()) this.worker.wake();
+    if (this.#waiting.length > 0) this.#retry = setTimeout(() => this.#pushWaiting(), DRAIN_POLL_MS);
   }
 
   /** Frames the worker queued toward the guest, onto the WebSocket. */
@@ -226,6 +257,7 @@ class WsBridge {
 
   #closed(): void {
     clearTimeout(this.#drainTimer);
+    clearTimeout(this.#retry);
     this.worker.bridges.delete(this);
     this.toWorker.close();
     this.worker.wake();
@@ -388,9 +420,16 @@ export class RelayFront {
   }
 
   #carry(ws: WebSocket, w: DataPlaneWorker, admitted: WsAdmitted, remote: string): void {
-    const { tenant, expiresAt, framing } = admitted;
+    const { tenant, expiresAt, framing, wispVersion } = admitted;
     const maxFrame = Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14);
-    const bridge = new WsBridge(ws, w, messageFraming(framing, maxFrame), this.#opts.log, tenant);
+    const bridge = new WsBridge(
+      ws,
+      w,
+      messageFraming(framing, maxFrame),
+      this.#opts.log,
+      tenant,
+      framing === "wisp",
+    );
     let stopExpiry = () => {};
     const closeOnce = ws.onclose;
     ws.onclose = (e) => {
@@ -406,6 +445,7 @@ export class RelayFront {
           tenant,
           remote,
           framing,
+          wispVersion,
           toWorker: bridge.toWorker.sab,
           toMain: bridge.toMain.sab,
         });

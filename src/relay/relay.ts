@@ -26,6 +26,7 @@ import { bindForward, type BoundForward } from "./port_forward.ts";
 import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
 import { carryDatagrams } from "../transport/datagram.ts";
+import { wispPeer } from "./wisp_guest.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import {
   compilePolicy,
@@ -452,7 +453,7 @@ export class Relay implements RelayView {
 
   /** Forgets a single-user tenant no guest attached to (refused, or its upgrade failed). */
   #dropEphemeral(t: Tenant): void {
-    if (t.ephemeral && !t.link) this.tenants.delete(t.id);
+    if (t.ephemeral && !t.hasGuest) this.tenants.delete(t.id);
   }
 
   #ephemeralTenant(): Tenant {
@@ -602,7 +603,7 @@ export class Relay implements RelayView {
     if (this.#stopping) return new Response("shutting down\n", { status: 503 });
     const admitted = await this.#admission.webSocket(req, listenHost);
     if (admitted instanceof Response) return admitted;
-    const { tenant, protocol, expiresAt, framing } = admitted;
+    const { tenant, protocol } = admitted;
     let upgrade: { socket: WebSocket; response: Response };
     try {
       upgrade = platform.upgradeWebSocket(req, protocol);
@@ -613,47 +614,64 @@ export class Relay implements RelayView {
     }
     const { socket, response } = upgrade;
     socket.binaryType = "arraybuffer";
-    this.#serveWsSocket(socket, tenant, remote, framing, expiresAt);
+    this.#serveWsSocket(socket, tenant, remote, admitted);
     return response;
   }
 
-  #serveWsSocket(
-    ws: WebSocket,
-    t: Tenant,
-    remote: string,
-    framing: WebSocketFramingKind,
-    expiresAt = Infinity,
-  ): void {
+  #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, admitted: WebSocketAdmission): void {
+    const peer = this.#webSocketPeer(t, admitted.framing, admitted.wispVersion);
     let stopExpiry = () => {};
-    let attached: GuestLink | null = null;
     carryWebSocket(ws, {
       remote,
       maxFrame: Math.min(this.#opts.maxFrame ?? QEMU_MAX_FRAME, 65535 + 14),
       backlogLimit: t.linkBacklogLimit,
-      framing,
+      framing: admitted.framing,
     }, {
+      ...peer,
       opened: (link) => {
-        attached = this.#withFaults(t, link);
-        const feed = this.#attach(t, attached);
+        const feed = peer.opened(link);
         if (feed) {
           stopExpiry = endAtExpiry(
             ws,
-            expiresAt,
+            admitted.expiresAt,
             () => this.#opts.log("info", "guest session ended: its token expired", { tenant: t.id }),
           );
         }
         return feed;
       },
-      closed: (link) => {
+      closed: (link, reason) => {
         stopExpiry();
-        this.#detach(t, attached ?? link);
+        peer.closed(link, reason);
       },
+    });
+  }
+
+  /** The peer of a WebSocket guest of `t`: its frames go to the tenant's stack, or its Wisp packets to a session. */
+  #webSocketPeer(t: Tenant, framing: WebSocketFramingKind, wispVersion: 1 | 2 = 1): LinkPeer {
+    if (framing === "wisp") {
+      return wispPeer(t, wispVersion, {
+        log: this.#opts.log,
+        protocolError: () => this.transportErrors++,
+        tenants: this.tenants,
+        deleteTenant: (id) => this.deleteTenant(id),
+        graceMs: this.#opts.graceMs ?? 30_000,
+      });
+    }
+    let attached: GuestLink | null = null;
+    return {
+      opened: (link) => {
+        attached = this.#withFaults(t, link);
+        const feed = this.#attach(t, attached);
+        if (!feed) this.#dropEphemeral(t);
+        return feed;
+      },
+      closed: (link) => this.#detach(t, attached ?? link),
       protocolError: (reason, fields) => {
         this.transportErrors++;
         this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
       },
       ...this.#toTenant(t, () => attached),
-    });
+    };
   }
 
   // ───────────────────────── guests of another thread (data-plane worker) ─────────────────────────
@@ -682,7 +700,7 @@ export class Relay implements RelayView {
    */
   carryRing(
     tenantId: string,
-    guest: { remote: string; framing: WebSocketFramingKind },
+    guest: { remote: string; framing: WebSocketFramingKind; wispVersion?: 1 | 2 },
     toWorker: FrameRing,
     toMain: FrameRing,
     ringBell: () => void,
@@ -693,27 +711,20 @@ export class Relay implements RelayView {
       ringBell();
       return false;
     }
-    let attached: GuestLink | null = null;
+    const peer = this.#webSocketPeer(t, guest.framing, guest.wispVersion);
     let refused = false;
-    const carrier = carryRing(toWorker, toMain, { ...guest, backlogLimit: t.linkBacklogLimit, ringBell }, {
+    const options = { ...guest, backlogLimit: t.linkBacklogLimit, ringBell };
+    const carrier = carryRing(toWorker, toMain, options, {
+      ...peer,
       opened: (link) => {
-        attached = this.#withFaults(t, link);
-        const feed = this.#attach(t, attached);
-        if (!feed) {
-          refused = true;
-          this.#dropEphemeral(t);
-        }
+        const feed = peer.opened(link);
+        if (!feed) refused = true;
         return feed;
       },
-      closed: (link) => {
+      closed: (link, reason) => {
         this.#rings.delete(carrier);
-        this.#detach(t, attached ?? link);
+        peer.closed(link, reason);
       },
-      protocolError: (reason, fields) => {
-        this.transportErrors++;
-        this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
-      },
-      ...this.#toTenant(t, () => attached),
     });
     if (refused) return false;
     this.#rings.add(carrier);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { WispSession } from "../stack/wisp_service.ts";
 import type { Stack } from "../stack/stack.ts";
 import { EthernetSession } from "./ethernet_session.ts";
 import type { GuestLink } from "../transport/link.ts";
@@ -50,6 +51,8 @@ export class Tenant {
   capture: PcapCapture | null = null;
   /** The tenant's own stream socket (multi-tenant mode). */
   socketPath: string | null = null;
+  /** Wisp clients' sessions (L4 streams, no frames) on this tenant's stack. */
+  readonly wispSessions: Set<WispSession> = new Set();
   /** Its own UNIX datagram socket (one frame per datagram), beside the stream socket. */
   datagramSocketPath: string | null = null;
   /** Its own TCP stream port (spec.streamTcp), as a URL, and the port. */
@@ -185,6 +188,7 @@ export class Tenant {
     return {
       id: this.id,
       connected: this.link !== null,
+      wispSessions: this.wispSessions.size,
       transport: this.link?.kind ?? null,
       remote: this.link?.remote ?? null,
       socket: this.socketPath,
@@ -204,9 +208,15 @@ export class Tenant {
   }
 
   /** Releases everything: link, stack, forwards, socket, capture. */
+  /** A frame guest or a Wisp client is connected. */
+  get hasGuest(): boolean {
+    return this.link !== null || this.wispSessions.size > 0;
+  }
+
   delete(): void {
     if (this.#deleted) return;
     this.#deleted = true;
+    for (const w of [...this.wispSessions]) w.close();
     this.session.close();
     for (const f of this.forwards) f.close();
     this.forwards = [];

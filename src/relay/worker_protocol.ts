@@ -49,6 +49,7 @@ export type FrontCall =
       tenant: string;
       remote: string;
       framing: WebSocketFramingKind;
+      wispVersion?: 1 | 2;
       toWorker: SharedArrayBuffer;
       toMain: SharedArrayBuffer;
     }
@@ -61,6 +62,7 @@ export interface WsAdmitted {
   tenant: string;
   protocol?: string;
   framing: WebSocketFramingKind;
+  wispVersion?: 1 | 2;
   expiresAt: number;
 }
 

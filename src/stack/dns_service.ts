@@ -17,6 +17,8 @@ import {
   DNS_TYPE_A,
   type DnsAnswer,
   emitDnsResponse,
+  encodeNames,
+  parseDns,
   parseDnsHeader,
   readName,
 } from "../wire/dns.ts";
@@ -50,6 +52,8 @@ interface PendingQuery {
   timer: Timer;
   /** This query's own socket: its random source port is half of what a forger must guess. */
   socket: HostUdpSocket | null;
+  /** A query of the relay's own (a stream naming a host, as Wisp's): where its address goes. */
+  resolved?: (address: number | null) => void;
 }
 
 export class DnsService {
@@ -123,6 +127,44 @@ export class DnsService {
     this.#send(p);
   }
 
+  /**
+   * Resolves `name` to an IPv4 address for a stream that names its host (Wisp): a static record at once,
+   * else an A query to the upstreams, with the guests' queries' safeguards (own socket, random id,
+   * retries); `done(null)` when there is no answer.
+   */
+  resolve(name: string, done: (address: number | null) => void): void {
+    const key = name.toLowerCase().replace(/\.$/, "");
+    const fixed = this.#records.get(key);
+    if (fixed) return done(((fixed[0] << 24) | (fixed[1] << 16) | (fixed[2] << 8) | fixed[3]) >>> 0);
+    const qname = encodeNames([key]);
+    if (qname instanceof WireError || this.#upstreams.length === 0) return done(null);
+    if (this.#pending.size >= MAX_PENDING_DNS) return done(null);
+    let id = this.#randomId();
+    while (this.#pending.has(id)) id = this.#randomId();
+    const query = new Uint8Array(DNS_HEADER_LEN + qname.length + 4);
+    query[0] = id >>> 8;
+    query[1] = id & 0xff;
+    query[2] = 0x01; // RD
+    query[5] = 1; // one question
+    query.set(qname, DNS_HEADER_LEN);
+    query[DNS_HEADER_LEN + qname.length + 1] = DNS_TYPE_A;
+    query[DNS_HEADER_LEN + qname.length + 3] = 1; // IN
+    const p: PendingQuery = {
+      upstreamId: id,
+      guestId: 0,
+      guestIp: 0,
+      guestPort: 0,
+      query,
+      upstream: 0,
+      tries: 0,
+      timer: new Timer(() => this.#timeout(p), this.#stack),
+      socket: null,
+      resolved: done,
+    };
+    this.#pending.set(id, p);
+    this.#send(p);
+  }
+
   #send(p: PendingQuery): void {
     const s = this.#stack;
     const u = this.#upstreams[p.upstream];
@@ -160,6 +202,7 @@ export class DnsService {
     this.#finish(p);
     this.#stack.counters.drop("dns-upstream-timeout");
     this.#stack.log("warn", "DNS query timed out on every upstream", { tenant: this.#stack.tenant });
+    if (p.resolved) return p.resolved(null);
     const q = p.query;
     q[0] = p.guestId >>> 8;
     q[1] = p.guestId & 0xff;
@@ -174,6 +217,7 @@ export class DnsService {
     const u = this.#upstreams[p.upstream];
     if (u.address !== address || u.port !== port) return s.drop("dns-upstream-wrong-source");
     this.#finish(p);
+    if (p.resolved) return p.resolved(firstAddress(data));
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
     const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
@@ -229,6 +273,17 @@ export class DnsService {
   }
 
   close(): void {
-    for (const p of [...this.#pending.values()]) this.#finish(p);
+    for (const p of [...this.#pending.values()]) {
+      this.#finish(p);
+      p.resolved?.(null);
+    }
   }
+}
+
+/** The first A record's address in an answer, or null. */
+function firstAddress(data: Uint8Array): number | null {
+  const m = parseDns(data, 0, data.length);
+  if (m instanceof WireError || (m.header.flags & 0xf) !== 0) return null;
+  const a = m.answers.find((r) => r.type === DNS_TYPE_A && r.rdata.length === 4);
+  return a ? ((a.rdata[0] << 24) | (a.rdata[1] << 16) | (a.rdata[2] << 8) | a.rdata[3]) >>> 0 : null;
 }

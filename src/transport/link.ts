@@ -8,7 +8,7 @@
 import type { TokenBucket } from "../common/token_bucket.ts";
 
 /** Which carrier a guest came by (shown in the tenant's state and the logs). */
-export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-stream" | "datagram";
+export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-stream" | "datagram" | "wisp";
 
 /** Frames toward the guest, and the carrier's state. */
 export interface GuestLink {

@@ -12,7 +12,7 @@ import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameRing, RingCursor } from "../common/frame_ring.ts";
 import { after, type CancelTimer } from "../common/timers.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
-import type { WebSocketFramingKind } from "./websocket_framing.ts";
+import { linkKindOf, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** Frames fed to the scheduler per batch. */
 const BATCH = 64;
@@ -57,12 +57,19 @@ export function carryRing(
 
   const backlog = () => toMain.used + toMain.farBacklog;
   const link: GuestLink = {
-    kind: opts.framing === "byte-stream" ? "websocket-stream" : "websocket",
+    kind: linkKindOf(opts.framing),
     remote: opts.remote,
     send(f) {
       if (closed || backlog() + f.length > limit) return false;
       if (rate) rate.spend(f.length, performance.now());
-      if (!toMain.push(f)) return false;
+      if (!toMain.push(f)) {
+        // the ring itself is full: the sender hears when the main thread made room
+        if (!waiting) {
+          waiting = true;
+          toMain.wantRoom();
+        }
+        return false;
+      }
       if (toMain.ring()) opts.ringBell();
       if (backlog() > limit / 2 && !waiting) {
         waiting = true;

@@ -8,7 +8,7 @@
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
-import { messageFraming, type WebSocketFramingKind } from "./websocket_framing.ts";
+import { linkKindOf, messageFraming, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** How often a link with a backlog checks whether it drained (WebSocket has no drain event). */
 const DRAIN_POLL_MS = 2;
@@ -43,7 +43,7 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
   };
   const framing = messageFraming(opts.framing, opts.maxFrame);
   const link: GuestLink = {
-    kind: opts.framing === "byte-stream" ? "websocket-stream" : "websocket",
+    kind: linkKindOf(opts.framing),
     remote: opts.remote,
     send: (f) => {
       if (ws.readyState !== WebSocket.OPEN) return false;

@@ -11,8 +11,13 @@
  * @module
  */
 import { FramingError, MIN_FRAME, splitFrames, U32_BE } from "./framing.ts";
+import type { GuestLinkKind } from "./link.ts";
 
-export type WebSocketFramingKind = "frame-per-message" | "byte-stream";
+/** "wisp": not frames but Wisp packets, one per message, passed on whole (the tenant's Wisp session reads them). */
+export type WebSocketFramingKind = "frame-per-message" | "byte-stream" | "wisp";
+
+/** Largest Wisp packet taken from a client: a 64 KiB DATA payload and its header. */
+export const MAX_WISP_MESSAGE = 65536 + 5;
 
 /** One guest's messages into frames and frames into messages. */
 export interface MessageFraming {
@@ -28,8 +33,29 @@ export interface MessageFraming {
 /** Emscripten's first datagram on a socket tells the peer its port: `FF FF FF FF 'p' 'o' 'r' 't' u16`. */
 const PORT_HANDSHAKE = [0xff, 0xff, 0xff, 0xff, 0x70, 0x6f, 0x72, 0x74];
 
+/** What a WebSocket guest's link is called, by how its messages carry frames. */
+export function linkKindOf(framing: WebSocketFramingKind): GuestLinkKind {
+  return framing === "byte-stream" ? "websocket-stream" : framing === "wisp" ? "wisp" : "websocket";
+}
+
 export function messageFraming(kind: WebSocketFramingKind, maxFrame: number): MessageFraming {
-  return kind === "byte-stream" ? new ByteStreamFraming(maxFrame) : new FramePerMessage(maxFrame);
+  if (kind === "byte-stream") return new ByteStreamFraming(maxFrame);
+  if (kind === "wisp") return new WispMessages();
+  return new FramePerMessage(maxFrame);
+}
+
+class WispMessages implements MessageFraming {
+  fromGuest(msg: Uint8Array, onPacket: (packet: Uint8Array) => void): string | null {
+    if (msg.length > MAX_WISP_MESSAGE || msg.length < 5) {
+      return `Wisp packet of ${msg.length} bytes out of range`;
+    }
+    onPacket(msg);
+    return null;
+  }
+
+  toGuest(packet: Uint8Array): Uint8Array {
+    return packet.slice();
+  }
 }
 
 class FramePerMessage implements MessageFraming {

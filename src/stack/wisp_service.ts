@@ -1,0 +1,357 @@
+/**
+ * A Wisp session: the L4 streams one WebSocket carries (browser VMs such as v86 with `wisp://`, browser
+ * proxies), terminated here as host sockets under the tenant's own rules — its DNS (static records, then
+ * its upstreams), egress policy, the relay's guard, flow quotas and the relay-wide flow limit — exactly as a
+ * frame-carried guest's flows are. There is no Ethernet side: the client names hosts and ports.
+ *
+ * Flow control (the spec): the server grants each TCP stream a buffer counted in packets with CONTINUE —
+ * first on stream 0 for every stream, then per stream as the host socket takes the data. A client that
+ * sends past its credit loses the stream (CLOSE 0x49) rather than the relay's memory. Toward the client the
+ * host socket is paused while the WebSocket's backlog is over half its limit.
+ *
+ * Never a DATA or CONTINUE for a stream after its CLOSE (v86 throws on it): a stream leaves the table when
+ * it closes, and every packet to the client is for a stream in the table.
+ *
+ * @module
+ */
+import { ipv4ToString, isWireError, parseIpv4Address } from "../wire/bytes.ts";
+import {
+  parseWisp,
+  parseWispConnect,
+  parseWispInfo,
+  WISP_CLOSE,
+  WISP_CONNECT,
+  WISP_DATA,
+  WISP_EXT_MOTD,
+  WISP_EXT_UDP,
+  WISP_HEADER_LEN,
+  WISP_INFO,
+  WISP_STREAM_TCP,
+  WISP_STREAM_UDP,
+  WispClose,
+  wispClose,
+  wispContinue,
+  wispInfo,
+  type WispPacket,
+  wispPacket,
+} from "../wire/wisp.ts";
+import type { HostNet, HostTcpSocket, HostUdpSocket } from "../host/host.ts";
+import type { Logger } from "../common/logger.ts";
+import type { StackConfig } from "./config.ts";
+import type { Counters } from "./counters.ts";
+import type { FlowLimit } from "./flow_limit.ts";
+import type { TranslationTable } from "./translation.ts";
+
+/** Packets a stream may send before the next CONTINUE (wisp-js's server uses 128). */
+export const WISP_STREAM_BUFFER = 128;
+/** Streams one session may hold open. */
+const MAX_STREAMS = 1024;
+/** Bytes per DATA packet toward the client: one host read, cut to fit a WebSocket message comfortably. */
+const MAX_DATA = 64 * 1024;
+
+/** What a Wisp session needs of the tenant's stack (the Stack implements it). */
+export interface WispContext {
+  readonly config: StackConfig;
+  readonly host: HostNet;
+  readonly translation: TranslationTable;
+  readonly counters: Counters;
+  readonly flowLimit: FlowLimit;
+  readonly log: Logger;
+  readonly tenant: string;
+  readonly closed: boolean;
+  allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;
+  admitFlow(): boolean;
+  readonly dns: { resolve(name: string, done: (address: number | null) => void): void };
+}
+
+/** Where the session's packets go: the WebSocket (or the ring toward it). */
+export interface WispOutput {
+  /** Queues a copy of `packet`; false when the backlog is full. */
+  send(packet: Uint8Array): boolean;
+  readonly backlog: number;
+  readonly backlogLimit: number;
+  close(): void;
+}
+
+export interface WispOptions {
+  /** 2 when the client offered Wisp v2 (its subprotocol): INFO first, extensions. */
+  version: 1 | 2;
+  /** The message of the day sent to v2 clients. */
+  motd?: string;
+}
+
+interface Stream {
+  readonly id: number;
+  readonly udp: boolean;
+  tcp: HostTcpSocket | null;
+  udpSocket: HostUdpSocket | null;
+  address: string;
+  port: number;
+  /** DATA packets taken since the last CONTINUE, and whether the host socket is over its high-water mark. */
+  taken: number;
+  blocked: boolean;
+  paused: boolean;
+  /** DATA that arrived while the host address was being resolved. */
+  early: Uint8Array[] | null;
+}
+
+export class WispSession {
+  #ctx: WispContext;
+  #out: WispOutput;
+  #streams = new Map<number, Stream>();
+  #opts: WispOptions;
+  /** v2: the client's INFO has come (streams wait for it). */
+  #ready: boolean;
+  #closed = false;
+  #udpEnabled: boolean;
+  /** Packets the output refused (its ring or buffer full): sent first when it drains. Bounded by the pausing of host reads. */
+  #queued: Uint8Array[] = [];
+
+  constructor(ctx: WispContext, out: WispOutput, opts: WispOptions) {
+    this.#ctx = ctx;
+    this.#out = out;
+    this.#opts = opts;
+    this.#ready = opts.version === 1;
+    // v1 has no extensions: UDP streams are simply allowed; v2 enables them by the extension
+    this.#udpEnabled = opts.version === 1;
+    if (opts.version === 2) {
+      const ext = [{ id: WISP_EXT_UDP, payload: new Uint8Array(0) }];
+      if (opts.motd) ext.push({ id: WISP_EXT_MOTD, payload: new TextEncoder().encode(opts.motd) });
+      out.send(wispInfo(2, 0, ext));
+    } else {
+      out.send(wispContinue(0, WISP_STREAM_BUFFER));
+    }
+  }
+
+  get streams(): number {
+    return this.#streams.size;
+  }
+
+  /** One packet from the client (a view, valid during the call). */
+  input(buf: Uint8Array): void {
+    if (this.#closed) return;
+    const p = parseWisp(buf, 0, buf.length);
+    if (isWireError(p)) return this.#ctx.counters.drop("wisp-malformed");
+    if (!this.#ready) return this.#handshake(p, buf);
+    switch (p.type) {
+      case WISP_CONNECT:
+        return this.#connect(p, buf);
+      case WISP_DATA:
+        return this.#data(p, buf);
+      case WISP_CLOSE:
+        return this.#closeStream(p.streamId, null);
+      default:
+        // CONTINUE and INFO have no meaning from a client once the session runs
+        this.#ctx.counters.drop("wisp-unexpected-packet");
+    }
+  }
+
+  #handshake(p: WispPacket, buf: Uint8Array): void {
+    if (p.type !== WISP_INFO || p.streamId !== 0) {
+      this.#ctx.log("warn", "Wisp client did not answer INFO first", { tenant: this.#ctx.tenant });
+      return this.close();
+    }
+    const info = parseWispInfo(p, buf);
+    if (isWireError(info)) return this.close();
+    this.#udpEnabled = info.extensions.some((e) => e.id === WISP_EXT_UDP);
+    this.#ready = true;
+    this.#send(wispContinue(0, WISP_STREAM_BUFFER));
+  }
+
+  #connect(p: WispPacket, buf: Uint8Array): void {
+    const ctx = this.#ctx;
+    const id = p.streamId;
+    const c = parseWispConnect(p, buf);
+    if (id === 0 || this.#streams.has(id)) return this.#refuse(id, WispClose.invalid, "wisp-bad-stream-id");
+    if (
+      isWireError(c) || c.port === 0 || (c.streamType !== WISP_STREAM_TCP && c.streamType !== WISP_STREAM_UDP)
+    ) {
+      return this.#refuse(id, WispClose.invalid, "wisp-bad-connect");
+    }
+    const udp = c.streamType === WISP_STREAM_UDP;
+    if (udp && !this.#udpEnabled) return this.#refuse(id, WispClose.invalid, "wisp-udp-not-negotiated");
+    if (this.#streams.size >= MAX_STREAMS) return this.#refuse(id, WispClose.throttled, "wisp-stream-limit");
+    if (!ctx.admitFlow()) return this.#refuse(id, WispClose.throttled, "wisp-flow-rate-limit");
+    const s: Stream = {
+      id,
+      udp,
+      tcp: null,
+      udpSocket: null,
+      address: "",
+      port: c.port,
+      taken: 0,
+      blocked: false,
+      paused: false,
+      early: [],
+    };
+    this.#streams.set(id, s);
+    const literal = c.hostname === "localhost" ? 0x7f000001 : parseIpv4Address(c.hostname);
+    if (literal !== null) return this.#dial(s, ctx.translation.toReal(literal));
+    ctx.dns.resolve(c.hostname, (a) => {
+      if (this.#streams.get(id) === s) this.#dial(s, a ?? -1);
+    });
+  }
+
+  /** The stream's host is known (-1: none): policy and limits, then the host socket. */
+  #dial(s: Stream, real: number): void {
+    const ctx = this.#ctx;
+    const proto = s.udp ? "udp" : "tcp";
+    if (real < 0) return this.#closeStream(s.id, WispClose.unreachable, "wisp-unresolved");
+    const loopback = real >>> 24 === 127;
+    if ((loopback && !ctx.config.gatewayToLoopback) || !ctx.allowEgress(proto, real, s.port)) {
+      ctx.log("info", "Wisp stream refused by policy", {
+        tenant: ctx.tenant,
+        to: ipv4ToString(real),
+        port: s.port,
+      });
+      return this.#closeStream(s.id, WispClose.blocked, `policy-denied-${proto}`);
+    }
+    let open = 0;
+    for (const o of this.#streams.values()) if (o.udp === s.udp && (o.tcp || o.udpSocket)) open++;
+    if (open >= (s.udp ? ctx.config.maxUdpFlows : ctx.config.maxTcpFlows)) {
+      return this.#closeStream(s.id, WispClose.throttled, `${proto}-flow-limit`);
+    }
+    if (!ctx.flowLimit.tryOpen()) return this.#closeStream(s.id, WispClose.throttled, "relay-flow-limit");
+    s.address = ipv4ToString(real);
+    if (s.udp) {
+      ctx.counters.udpFlowsOpened++;
+      s.udpSocket = ctx.host.openUdp({
+        onMessage: (data) => this.#toClient(s, data),
+        onError: (code) => ctx.log("debug", "Wisp UDP stream error", { tenant: ctx.tenant, code }),
+      });
+      for (const d of s.early ?? []) s.udpSocket.sendTo(d, s.address, s.port);
+      s.early = null;
+      return;
+    }
+    ctx.counters.tcpFlowsOpened++;
+    s.tcp = ctx.host.connectTcp(s.address, s.port, {
+      onConnect: () => {
+        for (const d of s.early ?? []) this.#write(s, d);
+        s.early = null;
+      },
+      onData: (data) => this.#toClient(s, data),
+      onEnd: () => this.#closeStream(s.id, WispClose.voluntary),
+      onError: (code) => this.#closeStream(s.id, closeReasonOf(code)),
+      onClose: () => this.#closeStream(s.id, WispClose.voluntary),
+      onDrain: () => {
+        if (!s.blocked || this.#streams.get(s.id) !== s) return;
+        s.blocked = false;
+        s.taken = 0;
+        this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
+      },
+    });
+  }
+
+  #data(p: WispPacket, buf: Uint8Array): void {
+    const s = this.#streams.get(p.streamId);
+    if (!s) return this.#ctx.counters.drop("wisp-data-no-stream");
+    const data = buf.slice(p.payloadOffset, p.payloadEnd);
+    if (s.udp) {
+      if (s.udpSocket) s.udpSocket.sendTo(data, s.address, s.port);
+      else if (s.early && s.early.length < WISP_STREAM_BUFFER) s.early.push(data);
+      return;
+    }
+    // credit: a client past its buffer would make the relay hold what it cannot pass on
+    if (++s.taken > WISP_STREAM_BUFFER) {
+      return this.#closeStream(s.id, WispClose.throttled, "wisp-credit-exceeded");
+    }
+    if (s.early) s.early.push(data);
+    else this.#write(s, data);
+    if (!s.blocked && s.taken >= WISP_STREAM_BUFFER / 2) {
+      s.taken = 0;
+      this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
+    }
+  }
+
+  #write(s: Stream, data: Uint8Array): void {
+    if (!s.tcp) return;
+    this.#ctx.counters.tcpBytesFromGuest += data.length;
+    // over its high-water mark the host socket holds the rest; the next CONTINUE waits for its drain
+    if (!s.tcp.write(data)) s.blocked = true;
+  }
+
+  #toClient(s: Stream, data: Uint8Array): void {
+    if (this.#streams.get(s.id) !== s) return;
+    if (s.udp && (this.#queued.length > 0 || this.#out.backlog > this.#out.backlogLimit / 2)) {
+      return this.#ctx.counters.drop("wisp-udp-client-backlog-full"); // datagrams may be lost; bytes may not
+    }
+    for (let off = 0; off < data.length; off += MAX_DATA) {
+      const n = Math.min(MAX_DATA, data.length - off);
+      const packet = wispPacket(WISP_DATA, s.id, n);
+      packet.set(data.subarray(off, off + n), WISP_HEADER_LEN);
+      this.#send(packet);
+    }
+    if (s.udp) return;
+    this.#ctx.counters.tcpBytesToGuest += data.length;
+    if (s.tcp && !s.paused && (this.#queued.length > 0 || this.#out.backlog > this.#out.backlogLimit / 2)) {
+      s.paused = true;
+      s.tcp.pause();
+    }
+  }
+
+  /** Sends `packet`, or queues it behind the ones the output refused. */
+  #send(packet: Uint8Array): void {
+    if (this.#queued.length > 0 || !this.#out.send(packet)) this.#queued.push(packet);
+  }
+
+  /** The WebSocket's backlog drained: queued packets go, then paused host sockets read again. */
+  drained(): void {
+    while (this.#queued.length > 0 && this.#out.send(this.#queued[0])) this.#queued.shift();
+    if (this.#queued.length > 0 || this.#out.backlog > this.#out.backlogLimit / 2) return;
+    for (const s of this.#streams.values()) {
+      if (s.paused && s.tcp) {
+        s.paused = false;
+        s.tcp.resume();
+      }
+    }
+  }
+
+  #refuse(id: number, reason: number, drop: string): void {
+    this.#ctx.counters.drop(drop);
+    if (!this.#streams.has(id)) this.#send(wispClose(id, reason));
+  }
+
+  /** Ends stream `id`: its socket goes, and the client is told `reason` (null: the client closed it). */
+  #closeStream(id: number, reason: number | null, drop?: string): void {
+    const s = this.#streams.get(id);
+    if (!s) return;
+    this.#streams.delete(id);
+    if (drop) this.#ctx.counters.drop(drop);
+    if (s.tcp || s.udpSocket) this.#ctx.flowLimit.release();
+    s.tcp?.destroy();
+    s.udpSocket?.close();
+    // what still waits for the client must not follow the client's own CLOSE
+    if (reason === null && this.#queued.length > 0) {
+      this.#queued = this.#queued.filter((p) => streamOf(p) !== id);
+    }
+    if (reason !== null && !this.#closed) this.#send(wispClose(id, reason));
+  }
+
+  /** Closes every stream and the session (the WebSocket went, or the tenant). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#queued = [];
+    for (const id of [...this.#streams.keys()]) this.#closeStream(id, null);
+    this.#out.close();
+  }
+}
+
+function streamOf(packet: Uint8Array): number {
+  return (packet[1] | (packet[2] << 8) | (packet[3] << 16) | (packet[4] << 24)) >>> 0;
+}
+
+/** The CLOSE reason for a host socket's error. */
+function closeReasonOf(code: string): number {
+  switch (code) {
+    case "ECONNREFUSED":
+      return WispClose.refused;
+    case "ETIMEDOUT":
+      return WispClose.timeout;
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+      return WispClose.unreachable;
+    default:
+      return WispClose.networkError;
+  }
+}

@@ -14,7 +14,10 @@
  * bridged by bench/tap_bridge.c. libslirp runs through bench/libslirp_driver.c where libslirp-dev is
  * installed.
  *
- *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-w0,passt,libslirp] [--cpu-prof]
+ * slirp-relay-dgram is the relay with the guest on a UNIX datagram socket (--listen-dgram, as QEMU's
+ * -netdev dgram), bridged by the same C bridge in its datagram mode.
+ *
+ *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-w0,slirp-relay-dgram,passt,libslirp] [--cpu-prof]
  */
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
@@ -58,7 +61,7 @@ async function startTarget(
   let child: Deno.ChildProcess;
   if (target.startsWith("slirp-relay")) {
     child = spawnRelay([
-      "--listen-qemu",
+      target === "slirp-relay-dgram" ? "--listen-dgram" : "--listen-qemu",
       `unix://${sock}`,
       "--mtu",
       String(mtu),
@@ -153,7 +156,8 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   }).spawn();
   const answer = await probeServer("tcp-answer-server");
   const udpEcho = await probeServer("udp-echo-server");
-  const guest = await NetnsGuest.create(`unix://${sock}`, { bridgeCommand: await cTapBridge() });
+  const url = target === "slirp-relay-dgram" ? `unixgram://${sock}` : `unix://${sock}`;
+  const guest = await NetnsGuest.create(url, { bridgeCommand: await cTapBridge() });
   try {
     const lease = await guest.dhcp();
     const gw = lease.router.split(" ")[0];

@@ -2,8 +2,10 @@
  * A TAP device bridged to a stream-protocol socket (QEMU's framing: a 4-byte big-endian length, then the
  * frame), for the end-to-end benchmarks: the guest's side of every backend (slirp-relay, passt, libslirp)
  * goes through this bridge, so it must not be the limit. Compiled by bench/_harness.ts with cc -O2.
+ * With unixgram:///path it is a datagram guest instead (QEMU -netdev dgram): one frame per datagram, from
+ * a socket bound at path.bridge-PID.
  *
- *   tap_bridge TAPNAME NETNS unix:///path | tcp://127.0.0.1:PORT
+ *   tap_bridge TAPNAME NETNS unix:///path | tcp://127.0.0.1:PORT | unixgram:///path
  *
  * Creates TAPNAME, moves it into NETNS, connects, prints "ready", bridges until the socket closes.
  * TAP → socket: every frame the TAP has ready (up to 64) goes out in one writev. Socket → TAP: one read of
@@ -50,7 +52,18 @@ static int open_tap(const char *name) {
 
 static int connect_to(const char *url) {
   int fd;
-  if (strncmp(url, "unix://", 7) == 0) {
+  if (strncmp(url, "unixgram://", 11) == 0) {
+    struct sockaddr_un local = {.sun_family = AF_UNIX}, remote = {.sun_family = AF_UNIX};
+    snprintf(local.sun_path, sizeof local.sun_path, "%s.bridge-%d", url + 11, (int)getpid());
+    strncpy(remote.sun_path, url + 11, sizeof remote.sun_path - 1);
+    unlink(local.sun_path);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int big = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&local, sizeof local) < 0) die("bind unixgram");
+    if (connect(fd, (struct sockaddr *)&remote, sizeof remote) < 0) die("connect unixgram");
+  } else if (strncmp(url, "unix://", 7) == 0) {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strncpy(sa.sun_path, url + 7, sizeof sa.sun_path - 1);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -97,6 +110,7 @@ int main(int argc, char **argv) {
   snprintf(cmd, sizeof cmd, "ip link set %s netns %s", argv[1], argv[2]);
   if (system(cmd) != 0) die("ip link set netns");
   int sock = connect_to(argv[3]);
+  int dgram = strncmp(argv[3], "unixgram://", 11) == 0;
   fcntl(tap, F_SETFL, O_NONBLOCK);
   printf("ready\n");
   fflush(stdout);
@@ -117,12 +131,25 @@ int main(int argc, char **argv) {
       while (n < BATCH) {
         ssize_t r = read(tap, frames[n], MAX_FRAME);
         if (r <= 0) break;
+        if (dgram) {
+          // one frame per datagram; a full peer queue blocks here, as a NIC's ring would hold
+          if (send(sock, frames[n], r, 0) < 0 && errno != EINTR) die("send unixgram");
+          continue;
+        }
         lens[n][0] = r >> 24, lens[n][1] = r >> 16, lens[n][2] = r >> 8, lens[n][3] = r;
         iov[2 * n] = (struct iovec){lens[n], 4};
         iov[2 * n + 1] = (struct iovec){frames[n], (size_t)r};
         n++;
       }
       if (n > 0 && write_all(sock, iov, 2 * n) < 0) break;
+    }
+    if (dgram && (p[1].revents & POLLIN)) {
+      for (int i = 0; i < BATCH; i++) {
+        ssize_t r = recv(sock, rx, MAX_FRAME, MSG_DONTWAIT);
+        if (r <= 0) break;
+        if (write(tap, rx, r) < 0 && errno != EAGAIN && errno != EIO) die("write tap");
+      }
+      continue;
     }
     if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       ssize_t r = read(sock, rx + have, RX_BYTES - have);

@@ -38,8 +38,11 @@ import {
 const RING_BYTES = 256 * 1024;
 /** How often a WebSocket with bytes buffered is checked for having drained (it has no drain event). */
 const DRAIN_POLL_MS = 2;
-/** Wisp packets that may wait on this thread for room in a ring (flow control keeps it far lower). */
-const WAITING_LIMIT = 4 * 1024 * 1024;
+/**
+ * Wisp packets that may wait on this thread for room in a ring: a stream's credit is 128 packets of up to
+ * 64 KiB (8 MiB), and a client may spend several streams' at once; beyond this it ignores flow control.
+ */
+const WAITING_LIMIT = 32 * 1024 * 1024;
 /** How long a worker may take to start or stop. */
 const WORKER_CALL_MS = 15_000;
 

@@ -6,7 +6,8 @@
  *
  * Flow control (the spec): the server grants each TCP stream a buffer counted in packets with CONTINUE —
  * first on stream 0 for every stream, then per stream as the host socket takes the data. A client that
- * sends past its credit loses the stream (CLOSE 0x49) rather than the relay's memory. Toward the client the
+ * sends far past its credit (16 MiB held for the host) loses the stream (CLOSE 0x49) rather than the
+ * relay's memory. Toward the client the
  * host socket is paused while the WebSocket's backlog is over half its limit.
  *
  * Never a DATA or CONTINUE for a stream after its CLOSE (v86 throws on it): a stream leaves the table when
@@ -44,6 +45,8 @@ import type { TranslationTable } from "./translation.ts";
 
 /** Packets a stream may send before the next CONTINUE (wisp-js's server uses 128). */
 export const WISP_STREAM_BUFFER = 128;
+/** Bytes a stream's host socket may hold unsent before the client is taken to ignore its credit. */
+const WISP_STREAM_HELD_BYTES = 16 * 1024 * 1024;
 /** Streams one session may hold open. */
 const MAX_STREAMS = 1024;
 /** Bytes per DATA packet toward the client: one host read, cut to fit a WebSocket message comfortably. */
@@ -231,13 +234,15 @@ export class WispSession {
       },
       onData: (data) => this.#toClient(s, data),
       onEnd: () => this.#closeStream(s.id, WispClose.voluntary),
-      onError: (code) => this.#closeStream(s.id, closeReasonOf(code)),
+      onError: (code) => {
+        ctx.log("debug", "Wisp stream's host socket failed", { tenant: ctx.tenant, code });
+        this.#closeStream(s.id, closeReasonOf(code));
+      },
       onClose: () => this.#closeStream(s.id, WispClose.voluntary),
       onDrain: () => {
         if (!s.blocked || this.#streams.get(s.id) !== s) return;
         s.blocked = false;
-        s.taken = 0;
-        this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
+        this.#grant(s);
       },
     });
   }
@@ -251,16 +256,21 @@ export class WispSession {
       else if (s.early && s.early.length < WISP_STREAM_BUFFER) s.early.push(data);
       return;
     }
-    // credit: a client past its buffer would make the relay hold what it cannot pass on
-    if (++s.taken > WISP_STREAM_BUFFER) {
-      return this.#closeStream(s.id, WispClose.throttled, "wisp-credit-exceeded");
-    }
+    s.taken++;
     if (s.early) s.early.push(data);
     else this.#write(s, data);
-    if (!s.blocked && s.taken >= WISP_STREAM_BUFFER / 2) {
-      s.taken = 0;
-      this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
-    }
+    if (!s.blocked) this.#grant(s);
+  }
+
+  /**
+   * A new buffer of credit once the client spent all of it: its count is then zero with nothing in flight,
+   * so the CONTINUE's absolute count is exact. (Granting earlier would reset a count that packets still in
+   * flight have used, and let the client run ahead of the relay without bound.)
+   */
+  #grant(s: Stream): void {
+    if (s.taken < WISP_STREAM_BUFFER) return;
+    s.taken = 0;
+    this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
   }
 
   #write(s: Stream, data: Uint8Array): void {
@@ -268,6 +278,12 @@ export class WispSession {
     this.#ctx.counters.tcpBytesFromGuest += data.length;
     // over its high-water mark the host socket holds the rest; the next CONTINUE waits for its drain
     if (!s.tcp.write(data)) s.blocked = true;
+    // credit is counted in packets and a CONTINUE resets the client's count when it arrives, not when it
+    // left, so packets in flight come on top: no count tells an honest client from one that ignores its
+    // credit. What it would cost is bytes held for the host, so those are bounded instead
+    if (s.tcp.bufferedAmount > WISP_STREAM_HELD_BYTES) {
+      this.#closeStream(s.id, WispClose.throttled, "wisp-credit-exceeded");
+    }
   }
 
   #toClient(s: Stream, data: Uint8Array): void {

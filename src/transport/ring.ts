@@ -61,21 +61,16 @@ export function carryRing(
     remote: opts.remote,
     send(f) {
       if (closed || backlog() + f.length > limit) return false;
-      if (rate) rate.spend(f.length, performance.now());
-      if (!toMain.push(f)) {
-        // the ring itself is full: the sender hears when the main thread made room
-        if (!waiting) {
-          waiting = true;
-          toMain.wantRoom();
-        }
-        return false;
-      }
-      if (toMain.ring()) opts.ringBell();
-      if (backlog() > limit / 2 && !waiting) {
+      const pushed = toMain.push(f);
+      if (pushed && rate) rate.spend(f.length, performance.now());
+      // a full ring, or a backlog past half: the sender hears when the main thread made room. The wish is
+      // stored before the bell rings, so the main thread, which reads it after answering, cannot miss it
+      if ((!pushed || backlog() > limit / 2) && !waiting) {
         waiting = true;
         toMain.wantRoom();
       }
-      return true;
+      if (toMain.ring()) opts.ringBell();
+      return pushed;
     },
     get backlog() {
       // egress quota in debt looks like a full backlog: TCP toward the guest waits

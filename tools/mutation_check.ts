@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "Wisp: a stream skips the tenant's egress policy",
+    file: "src/stack/wisp_service.ts",
+    from: "!ctx.allowEgress(proto, real, s.port)",
+    to: "false",
+    tests: ["tests/wisp_test.ts"],
+  },
+  {
+    name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
+    file: "src/relay/ethernet_session.ts",
+    from: "this.ensureStack().guestOffloads = link.offloads ?? false;",
+    to: "this.ensureStack().guestOffloads = false;",
+    tests: ["tests/carriers_test.ts"],
+  },
+  {
     name: "workers: a tenant's egress guard ignores the other workers' tenants' ports",
     file: "src/relay/relay.ts",
     from: "if (this.#shared?.portHeld(protocol, port)) return true;",

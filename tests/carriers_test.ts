@@ -12,6 +12,7 @@ import { RelayFront } from "../src/relay/front.ts";
 import { rng } from "./_rng.ts";
 import { epollAvailable } from "../src/host/epoll.ts";
 import { bindUnixDatagram } from "../src/host/unix_datagram.ts";
+import { multiTenantOptions } from "./_relay_api.ts";
 
 const LEASE = 0x0a00020f; // 10.0.2.15
 
@@ -254,6 +255,38 @@ Deno.test({
     } finally {
       g.close();
       echo.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "datagram socket of a tenant (multi-tenant mode): DIR/ID.dgram.sock beside its stream socket leases the tenant's guest; gone with the tenant",
+  ignore: !epollAvailable(),
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const relay = new Relay(multiTenantOptions(dir));
+    await relay.start();
+    const guestSocket = bindUnixDatagram(`${dir}/guest.dgram`);
+    try {
+      const t = await relay.createTenant({ id: "dg1" });
+      assert.equal(t.datagramSocketPath, `${dir}/dg1.dgram.sock`);
+      const path = t.datagramSocketPath!;
+      const g = new SimGuest(3);
+      const rx = new Uint8Array(70000);
+      guestSocket.watch(() => {
+        for (let n; (n = guestSocket.receive(rx)) >= 0;) g.receive(rx.subarray(0, n));
+      });
+      g.attach({ send: (f) => guestSocket.sendTo(f, path) === null, backlog: 0, close: () => {} });
+      g.dhcp(1);
+      await within(g.leased, 10_000, "DHCP");
+      assert.equal(relay.tenants.get("dg1")?.link?.kind, "datagram");
+      relay.deleteTenant("dg1");
+      assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
+    } finally {
+      guestSocket.close();
       await relay.stop();
       await Deno.remove(dir, { recursive: true });
     }

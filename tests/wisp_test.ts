@@ -128,6 +128,8 @@ for (const version of [1, 2] as const) {
       assert.equal(await closeReason(conn.create_stream("nowhere.test", echo.port)), 0x42, "unresolvable");
       const t = [...relay.tenants.values()][0];
       assert.equal(t.wispSessions.size, 1);
+      assert.equal(t.stats().connected, false, "no frame guest");
+      assert.equal(t.hasGuest, true, "a Wisp client counts as the tenant's guest");
     } finally {
       conn.close();
       echo.close();

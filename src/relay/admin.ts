@@ -101,7 +101,7 @@ export class AdminApi {
       if (req.method === "GET") {
         return json(
           200,
-          [...r.tenants.values()].map((t) => ({ ...r.tenantEndpoints(t), connected: t.link !== null })),
+          [...r.tenants.values()].map((t) => ({ ...r.tenantEndpoints(t), connected: t.hasGuest })),
         );
       }
       if (req.method === "POST") {

@@ -26,9 +26,9 @@ export function renderMetrics(r: RelayView): string {
   };
   const tenants = [...r.tenants.values()];
   family("slirp_tenants", "gauge", "Tenants that exist.", [[{}, tenants.length]]);
-  family("slirp_guests_connected", "gauge", "Tenants with a connected guest.", [[
+  family("slirp_guests_connected", "gauge", "Tenants with a connected guest (frames or Wisp).", [[
     {},
-    tenants.filter((t) => t.link).length,
+    tenants.filter((t) => t.hasGuest).length,
   ]]);
   family("slirp_relay_flows", "gauge", "TCP and UDP flows open across every tenant.", [[
     {},

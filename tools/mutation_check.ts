@@ -110,7 +110,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "slirp_guests_connected wrong",
     file: "src/relay/metrics.ts",
-    from: "tenants.filter((t) => t.link).length,",
+    from: "tenants.filter((t) => t.hasGuest).length,",
     to: "tenants.length,",
     tests: ["tests/relay_behaviour_test.ts"],
   },

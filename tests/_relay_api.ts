@@ -7,6 +7,7 @@ import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { parseHostForward } from "../src/cli.ts";
+import { RelayFront } from "../src/relay/front.ts";
 
 export const SECRET = new TextEncoder().encode("test-secret-of-at-least-16-bytes");
 export const ADMIN = "admin-test-token";
@@ -72,4 +73,33 @@ export function sample(text: string, name: string, labels: Record<string, string
   const key = l ? `${name}{${l}} ` : `${name} `;
   const line = text.split("\n").find((x) => x.startsWith(key));
   return line === undefined ? undefined : Number(line.slice(key.length));
+}
+
+/**
+ * A started single-user relay as the CLI runs it — the main thread's front and one data-plane worker — with a
+ * WebSocket listener on a free port, forwarding DNS to `dnsUpstream`.
+ */
+export async function singleUserFront(dnsUpstream = "127.0.0.1:9"): Promise<RelayFront> {
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = [dnsUpstream];
+  const front = new RelayFront({
+    listenQemu: [],
+    listenWs: ["http://127.0.0.1:0"],
+    stack,
+    log: jsonLogger("error"),
+    logLevel: "error",
+    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
+    workers: 1,
+  });
+  await front.start();
+  return front;
+}
+
+/** `p`, or a rejection after `ms` naming `what`: a lost frame or packet fails a test instead of hanging it. */
+export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: nothing in ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }

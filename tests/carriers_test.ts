@@ -8,11 +8,10 @@ import { Relay, type RelayOptions } from "../src/relay/relay.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { type FrameChannel, SimGuest } from "./_sim_guest.ts";
-import { RelayFront } from "../src/relay/front.ts";
 import { rng } from "./_rng.ts";
 import { epollAvailable } from "../src/host/epoll.ts";
 import { bindUnixDatagram } from "../src/host/unix_datagram.ts";
-import { multiTenantOptions } from "./_relay_api.ts";
+import { multiTenantOptions, singleUserFront, within } from "./_relay_api.ts";
 
 const LEASE = 0x0a00020f; // 10.0.2.15
 
@@ -46,15 +45,6 @@ function echoServer(): { port: number; close(): void } {
       }
     },
   };
-}
-
-/** `p`, or a rejection after `ms` (a carrier that loses frames must fail the test, not hang it). */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** Leases an address, opens a TCP connection to the echo server through the gateway and checks the echo. */
@@ -192,18 +182,7 @@ Deno.test("WebSocket byte stream: a guest that cuts its stream at random message
 });
 
 Deno.test("WebSocket byte stream through a data-plane worker: the front cuts the stream into frames for the rings", async () => {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const front = new RelayFront({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
-    logLevel: "error",
-    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
-    workers: 1,
-  });
-  await front.start();
+  const front = await singleUserFront("127.0.0.1:9");
   const echo = echoServer();
   try {
     await byteStreamGuest(`${front.wsUrls[0]}/`, ["binary"], echo.port);

@@ -6,13 +6,12 @@
 import assert from "node:assert/strict";
 import { client as wisp } from "@mercuryworkshop/wisp-js/client";
 import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { RelayFront } from "../src/relay/front.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { createToken } from "../src/relay/tokens.ts";
 import { listenTcp, startDnsResponder, startUdpEcho } from "./_services.ts";
 import { wsUpgradeStatus } from "./_relay_process.ts";
-import { multiTenantOptions, SECRET } from "./_relay_api.ts";
+import { multiTenantOptions, SECRET, singleUserFront, within } from "./_relay_api.ts";
 
 type Conn = InstanceType<typeof wisp.ClientConnection>;
 type Stream = ReturnType<Conn["create_stream"]>;
@@ -21,14 +20,6 @@ type Stream = ReturnType<Conn["create_stream"]>;
 function echoConnection(s: import("node:net").Socket): void {
   s.on("error", () => s.destroy());
   s.pipe(s);
-}
-
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: nothing in ${ms} ms`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 function connect(url: string, version: 1 | 2): Promise<Conn> {
@@ -142,18 +133,7 @@ for (const version of [1, 2] as const) {
 
 Deno.test("Wisp through a data-plane worker: the front carries Wisp packets in the rings, none lost under flow control", async () => {
   const dns = await startDnsResponder({});
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-  const front = new RelayFront({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
-    logLevel: "error",
-    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
-    workers: 1,
-  });
-  await front.start();
+  const front = await singleUserFront(`127.0.0.1:${dns.port}`);
   const echo = await listenTcp(echoConnection);
   const udp = await startUdpEcho();
   const conn = await connect(`${front.wsUrls[0]}/wisp/`, 2);

@@ -19,7 +19,7 @@ import { after, type CancelTimer } from "../common/timers.ts";
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { HostDatagramSocket } from "../host/host.ts";
 import { MIN_FRAME } from "./framing.ts";
-import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+import { type FrameFeed, type GuestLink, type LinkPeer, wakeWhileRateLimited } from "./link.ts";
 
 /** vfkit's greeting ("VFKT"): tells the relay the guest's address, carries no frame. */
 const VFKT = [0x56, 0x46, 0x4b, 0x54];
@@ -27,8 +27,6 @@ const VFKT = [0x56, 0x46, 0x4b, 0x54];
 const BATCH = 64;
 /** How soon frames the guest's socket refused are offered again. */
 const RETRY_MS = 1;
-/** How often a rate-limited link wakes its senders while the bucket refills. */
-const RATE_POLL_MS = 10;
 /** How long a refused guest's datagrams are dropped before it is offered to the relay again. */
 const REFUSED_MS = 1000;
 
@@ -185,15 +183,7 @@ function datagramLink(
       rate = r;
       cancelRate?.();
       cancelRate = undefined;
-      if (!r) return;
-      const poll = () => {
-        cancelRate = after(RATE_POLL_MS, () => {
-          if (rate !== r || closed) return;
-          if (r.available(performance.now()) >= 0) peer.drained(link);
-          poll();
-        });
-      };
-      poll();
+      if (r) cancelRate = wakeWhileRateLimited(r, () => rate === r && !closed, peer, link);
     },
     close: () => closeWith(),
   };

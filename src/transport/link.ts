@@ -6,6 +6,33 @@
  * @module
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
+import { after, type CancelTimer } from "../common/timers.ts";
+
+/** How often a rate-limited link wakes its senders while the bucket refills. */
+const RATE_POLL_MS = 10;
+
+/**
+ * Keeps telling `link`'s peer it drained while egress quota `rate` has tokens, every
+ * {@linkcode RATE_POLL_MS}, for as long as `current()` (the link still uses that bucket and is open): TCP
+ * toward the guest waits on a bucket in debt and needs a nudge once it refills. Returns the cancel.
+ */
+export function wakeWhileRateLimited(
+  rate: TokenBucket,
+  current: () => boolean,
+  peer: LinkPeer,
+  link: GuestLink,
+): CancelTimer {
+  let cancel: CancelTimer = () => {};
+  const poll = () => {
+    cancel = after(RATE_POLL_MS, () => {
+      if (!current()) return;
+      if (rate.available(performance.now()) >= 0) peer.drained(link);
+      poll();
+    });
+  };
+  poll();
+  return () => cancel();
+}
 
 /** Which carrier a guest came by (shown in the tenant's state and the logs). */
 export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-stream" | "datagram" | "wisp";

@@ -10,14 +10,12 @@
  */
 import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameRing, RingCursor } from "../common/frame_ring.ts";
-import { after, type CancelTimer } from "../common/timers.ts";
-import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
+import type { CancelTimer } from "../common/timers.ts";
+import { type FrameFeed, type GuestLink, type LinkPeer, wakeWhileRateLimited } from "./link.ts";
 import { linkKindOf, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** Frames fed to the scheduler per batch. */
 const BATCH = 64;
-/** How often a rate-limited link wakes its senders while the bucket refills. */
-const RATE_POLL_MS = 10;
 
 export interface RingLinkOptions {
   remote: string;
@@ -81,15 +79,7 @@ export function carryRing(
       rate = r;
       cancelRate?.();
       cancelRate = undefined;
-      if (!r) return;
-      const poll = () => {
-        cancelRate = after(RATE_POLL_MS, () => {
-          if (rate !== r || closed) return;
-          if (r.available(performance.now()) >= 0) peer.drained(link);
-          poll();
-        });
-      };
-      poll();
+      if (r) cancelRate = wakeWhileRateLimited(r, () => rate === r && !closed, peer, link);
     },
     close() {
       if (closed) return;

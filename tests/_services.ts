@@ -2,7 +2,8 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import { createHash } from "node:crypto";
-import { DNS_RCODE_NXDOMAIN, DNS_TYPE_A, emitDnsResponse, parseDns } from "../src/wire/dns.ts";
+import { DNS_RCODE_NXDOMAIN, DNS_TYPE_A, DNS_TYPE_AAAA, emitDnsResponse, parseDns } from "../src/wire/dns.ts";
+import { parseIpv6Address } from "../src/wire/ipv6.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 
 export interface UdpService {
@@ -14,15 +15,16 @@ export interface UdpService {
 
 function listen(
   onMessage: (s: dgram.Socket, msg: Uint8Array, port: number, address: string) => void,
+  host = "127.0.0.1",
 ): Promise<UdpService> {
-  const s = dgram.createSocket("udp4");
+  const s = dgram.createSocket(host.includes(":") ? "udp6" : "udp4");
   const svc: UdpService = { port: 0, received: 0, close: () => s.close() };
   s.on("message", (msg, r) => {
     svc.received++;
     onMessage(s, new Uint8Array(msg.buffer, msg.byteOffset, msg.length), r.port, r.address);
   });
   return new Promise((resolve) => {
-    s.bind(0, "127.0.0.1", () => {
+    s.bind(0, host, () => {
       svc.port = s.address().port;
       resolve(svc);
     });
@@ -34,8 +36,13 @@ function dnsAnswer(zone: Record<string, string>, msg: Uint8Array): Uint8Array | 
   if (isWireError(q) || q.questions.length !== 1) return null;
   const addr = zone[q.questions[0].name];
   const out = new Uint8Array(512);
-  const answers = addr && q.questions[0].type === DNS_TYPE_A
+  // a name maps to one address: its A record when dotted, its AAAA record when IPv6
+  const v6 = addr?.includes(":") ? parseIpv6Address(addr) : null;
+  const type = q.questions[0].type;
+  const answers = addr && type === DNS_TYPE_A && !v6
     ? [{ type: DNS_TYPE_A, ttl: 30, address: Uint8Array.from(addr.split(".").map(Number)) }]
+    : v6 && type === DNS_TYPE_AAAA
+    ? [{ type: DNS_TYPE_AAAA, ttl: 30, address: v6 }]
     : [];
   const n = emitDnsResponse(msg, 0, msg.length, answers, addr ? 0 : DNS_RCODE_NXDOMAIN, out, 0);
   return typeof n === "number" ? out.subarray(0, n) : null;
@@ -83,36 +90,39 @@ export async function startDnsResponder(zone: Record<string, string>): Promise<U
   }
 }
 
-/** Echoes each datagram back, prefixed with "echo:". */
-export function startUdpEcho(): Promise<UdpService> {
+/** Echoes each datagram back, prefixed with "echo:" (on 127.0.0.1, or `host`, e.g. "::1"). */
+export function startUdpEcho(host = "127.0.0.1"): Promise<UdpService> {
   return listen((s, msg, port, address) => {
     const reply = new Uint8Array(5 + msg.length);
     reply.set(new TextEncoder().encode("echo:"));
     reply.set(msg, 5);
     s.send(reply, port, address);
-  });
+  }, host);
 }
 
-/** A TCP server on 127.0.0.1 with `handler` per connection. */
-export function listenTcp(handler: (s: net.Socket) => void): Promise<{ port: number; close(): void }> {
+/** A TCP server on 127.0.0.1 (or `host`) with `handler` per connection. */
+export function listenTcp(
+  handler: (s: net.Socket) => void,
+  host = "127.0.0.1",
+): Promise<{ port: number; close(): void }> {
   const srv = net.createServer(handler);
   return new Promise((resolve) => {
     srv.listen(
       0,
-      "127.0.0.1",
+      host,
       () => resolve({ port: (srv.address() as net.AddressInfo).port, close: () => srv.close() }),
     );
   });
 }
 
 /** Reads to EOF, replies with the SHA-256 hex of what it read. */
-export function startHashServer(): Promise<{ port: number; close(): void }> {
+export function startHashServer(host = "127.0.0.1"): Promise<{ port: number; close(): void }> {
   return listenTcp((s) => {
     const h = createHash("sha256");
     s.on("data", (d) => h.update(d));
     s.on("end", () => s.end(h.digest("hex")));
     s.on("error", () => {});
-  });
+  }, host);
 }
 
 /** Writes a file of `size` random bytes into `dir`; returns its path and SHA-256. */

@@ -21,6 +21,7 @@ import { setImmediate } from "node:timers";
 import { after, nextTimerDeadline, ownTurns, runTurnWork, turnWorkPending } from "../common/timers.ts";
 import { EAGAIN, errno, libc, size } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
+import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 
 const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
 const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
@@ -380,26 +381,14 @@ function sockaddrIn(host: string, port: number): Uint8Array {
     for (let i = 0; i < 4; i++) sa[4 + i] = Number(v4[i + 1]);
     return sa;
   }
-  const groups = parseIpv6(host);
-  if (!groups) throw new SocketError("EINVAL", `Not an IP address: "${host}"`);
+  const a = parseIpv6Address(host);
+  if (!a) throw new SocketError("EINVAL", `Not an IP address: "${host}"`);
   const sa = new Uint8Array(28);
   const dv = new DataView(sa.buffer);
   dv.setUint16(0, AF_INET6, true);
   dv.setUint16(2, port, false);
-  groups.forEach((g, i) => dv.setUint16(8 + 2 * i, g, false));
+  sa.set(a, 8);
   return sa;
-}
-
-function parseIpv6(s: string): number[] | null {
-  if (!/^[0-9a-fA-F:]+$/.test(s) || s.split("::").length > 2) return null;
-  const [head, tail] = s.includes("::") ? s.split("::") : [s, null];
-  const h = head ? head.split(":") : [];
-  const t = tail ? tail.split(":") : [];
-  const missing = 8 - h.length - t.length;
-  if (tail === null ? h.length !== 8 : missing < 1) return null;
-  const all = [...h, ...Array(tail === null ? 0 : missing).fill("0"), ...t];
-  const out = all.map((x) => parseInt(x, 16));
-  return out.every((x, i) => /^[0-9a-fA-F]{1,4}$/.test(all[i]) && x >= 0) ? out : null;
 }
 
 export function sockaddrUn(path: string): Uint8Array {
@@ -420,11 +409,7 @@ function formatSockaddr(sa: Uint8Array): { address: string; port: number } {
   if (family === AF_INET) {
     return { address: `${sa[4]}.${sa[5]}.${sa[6]}.${sa[7]}`, port: dv.getUint16(2, false) };
   }
-  if (family === AF_INET6) {
-    const g: string[] = [];
-    for (let i = 0; i < 8; i++) g.push(dv.getUint16(8 + 2 * i, false).toString(16));
-    return { address: g.join(":").replace(/(^|:)0(:0)+(:|$)/, "::"), port: dv.getUint16(2, false) };
-  }
+  if (family === AF_INET6) return { address: ipv6ToString(sa, 8), port: dv.getUint16(2, false) };
   return { address: "unix", port: 0 };
 }
 

@@ -241,8 +241,8 @@ class StreamTcpSocket implements HostTcpSocket {
 }
 
 export class EpollHost extends NodeHost {
-  override openUdp(handlers: UdpHandlers): HostUdpSocket {
-    return EpollUdpSocket.open(handlers);
+  override openUdp(handlers: UdpHandlers, family: 4 | 6 = 4): HostUdpSocket {
+    return EpollUdpSocket.open(handlers, undefined, 0, family);
   }
 
   override bindUdp(

@@ -1,6 +1,7 @@
 /**
- * Host UDP sockets on our epoll loop (IPv4, nonblocking, through FFI): in a data-plane worker the loop
- * sleeps in `epoll_wait`, where the runtime's node:dgram sockets would not be served until it wakes.
+ * Host UDP sockets on our epoll loop (IPv4 or IPv6, nonblocking, through FFI): in a data-plane worker the
+ * loop sleeps in `epoll_wait`, where the runtime's node:dgram sockets would not be served until it wakes.
+ * An IPv6 socket is dual-stack (Linux's default): it reaches an IPv4 peer by its mapped address.
  *
  * @module
  */
@@ -8,8 +9,9 @@ import type { HostUdpSocket, UdpHandlers } from "./host.ts";
 import { EAGAIN, errno, libc, size } from "./libc.ts";
 import { watchReadable } from "./epoll.ts";
 import { errnoName } from "./errno_names.ts";
+import { ipv6Equal, ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 
-const AF_INET = 2, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
+const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const EINTR = 4;
 /** Datagrams read per readable event: a flood on one socket must not hold the loop. */
@@ -17,7 +19,8 @@ const READS_PER_EVENT = 64;
 
 /** One receive buffer per thread: a datagram is copied out of it for its handler, which may keep it. */
 const rx = new Uint8Array(65536);
-const from = new Uint8Array(16);
+/** Room for a sockaddr_in6 (28 bytes); a sockaddr_in uses the first 16. */
+const from = new Uint8Array(28);
 const fromView = new DataView(from.buffer);
 const fromLen = new Uint32Array(1);
 const fromLenBytes = new Uint8Array(fromLen.buffer);
@@ -25,6 +28,31 @@ const fromLenBytes = new Uint8Array(fromLen.buffer);
 const to = new Uint8Array(16);
 const toView = new DataView(to.buffer);
 toView.setUint16(0, AF_INET, true);
+/** sockaddr_in6 for sendto from an IPv6 socket. */
+const to6 = new Uint8Array(28);
+const to6View = new DataView(to6.buffer);
+to6View.setUint16(0, AF_INET6, true);
+
+/** An address as an IPv6 socket takes it (IPv4 as ::ffff:a.b.c.d), cached for the last one. */
+let lastText6 = "", lastAddr6: Uint8Array | null = null;
+function address6Of(text: string): Uint8Array | null {
+  if (text === lastText6) return lastAddr6;
+  lastText6 = text;
+  lastAddr6 = parseIpv6Address(
+    text.includes(":") ? text : `::ffff:${text === "localhost" ? "127.0.0.1" : text}`,
+  );
+  return lastAddr6;
+}
+
+const lastFrom6 = new Uint8Array(16);
+let lastFrom6Text = "";
+function text6Of(sa: Uint8Array): string {
+  if (lastFrom6Text === "" || !ipv6Equal(sa, 8, lastFrom6, 0)) {
+    lastFrom6.set(sa.subarray(8, 24));
+    lastFrom6Text = ipv6ToString(sa, 8);
+  }
+  return lastFrom6Text;
+}
 
 /** "a.b.c.d" → network-order u32, or -1. Cached for the last address (a flow talks to one peer). */
 let lastText = "", lastAddr = -1;
@@ -55,17 +83,24 @@ export class EpollUdpSocket implements HostUdpSocket {
   #closed = false;
   readonly port: number;
 
-  private constructor(fd: number, readonly handlers: UdpHandlers) {
+  readonly #v6: boolean;
+
+  private constructor(fd: number, readonly handlers: UdpHandlers, v6: boolean) {
     this.#fd = fd;
-    fromLen[0] = 16;
+    this.#v6 = v6;
+    fromLen[0] = from.length;
     this.port = libc().getsockname(fd, from, fromLenBytes) === 0 ? fromView.getUint16(2, false) : 0;
     this.#unwatch = watchReadable(fd, () => this.#readSome());
   }
 
-  /** An unbound socket (the kernel picks the port at the first send), or one bound to `address:port`. */
-  static open(handlers: UdpHandlers, address?: string, port = 0): EpollUdpSocket {
+  /**
+   * An unbound socket (the kernel picks the port at the first send), or an IPv4 one bound to
+   * `address:port`.
+   */
+  static open(handlers: UdpHandlers, address?: string, port = 0, family: 4 | 6 = 4): EpollUdpSocket {
     const L = libc();
-    const fd = L.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    const v6 = family === 6 && address === undefined;
+    const fd = L.socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw Object.assign(new Error(`socket: ${errnoName(errno())}`), { code: errnoName(errno()) });
     if (address !== undefined) {
       const a = addressOf(address);
@@ -80,16 +115,25 @@ export class EpollUdpSocket implements HostUdpSocket {
         throw Object.assign(new Error(`bind ${address}:${port}: ${code}`), { code });
       }
     }
-    return new EpollUdpSocket(fd, handlers);
+    return new EpollUdpSocket(fd, handlers, v6);
   }
 
   sendTo(data: Uint8Array, address: string, port: number): void {
     if (this.#closed) return;
-    const a = addressOf(address);
-    if (a < 0) return this.handlers.onError("EINVAL");
-    toView.setUint16(2, port, false);
-    toView.setUint32(4, a, false);
-    const n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to, 16));
+    let n: number;
+    if (this.#v6) {
+      const a = address6Of(address);
+      if (!a) return this.handlers.onError("EINVAL");
+      to6View.setUint16(2, port, false);
+      to6.set(a, 8);
+      n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to6, 28));
+    } else {
+      const a = addressOf(address);
+      if (a < 0) return this.handlers.onError("EINVAL");
+      toView.setUint16(2, port, false);
+      toView.setUint32(4, a, false);
+      n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to, 16));
+    }
     if (n < 0) {
       const e = errno();
       // a full send buffer drops the datagram, as UDP may
@@ -100,7 +144,7 @@ export class EpollUdpSocket implements HostUdpSocket {
   #readSome(): void {
     const L = libc();
     for (let i = 0; i < READS_PER_EVENT && !this.#closed; i++) {
-      fromLen[0] = 16;
+      fromLen[0] = from.length;
       const n = Number(L.recvfrom(this.#fd, rx, size(rx.length), MSG_DONTWAIT, from, fromLenBytes));
       if (n < 0) {
         const e = errno();
@@ -109,7 +153,7 @@ export class EpollUdpSocket implements HostUdpSocket {
       }
       this.handlers.onMessage(
         rx.slice(0, n),
-        textOf(fromView.getUint32(4, false)),
+        this.#v6 ? text6Of(from) : textOf(fromView.getUint32(4, false)),
         fromView.getUint16(2, false),
       );
     }

@@ -92,8 +92,11 @@ export interface HostListener {
 export interface HostNet {
   /** Monotonic milliseconds. */
   now(): number;
-  /** An unbound-then-ephemeral UDP socket. */
-  openUdp(handlers: UdpHandlers): HostUdpSocket;
+  /**
+   * An unbound-then-ephemeral UDP socket, IPv4 or IPv6 (`family` 6: it also reaches IPv4 peers by their
+   * IPv4-mapped addresses, and names them so).
+   */
+  openUdp(handlers: UdpHandlers, family?: 4 | 6): HostUdpSocket;
   /** Binds a UDP socket on `address:port` (port forwards). Throws when the port cannot be bound. */
   bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }>;
   /** Connects a TCP socket. */

@@ -21,8 +21,8 @@ export function errCode(e: unknown): string {
   return (e as { code?: string })?.code ?? String((e as Error)?.message ?? e);
 }
 
-function udpSocket(handlers: UdpHandlers): dgram.Socket {
-  const s = dgram.createSocket({ type: "udp4" });
+function udpSocket(handlers: UdpHandlers, family: 4 | 6 = 4): dgram.Socket {
+  const s = dgram.createSocket({ type: family === 6 ? "udp6" : "udp4" });
   s.on("message", (msg, rinfo) => {
     handlers.onMessage(new Uint8Array(msg.buffer, msg.byteOffset, msg.length), rinfo.address, rinfo.port);
   });
@@ -30,13 +30,15 @@ function udpSocket(handlers: UdpHandlers): dgram.Socket {
   return s;
 }
 
-function wrapUdp(s: dgram.Socket, handlers: UdpHandlers): HostUdpSocket {
+function wrapUdp(s: dgram.Socket, handlers: UdpHandlers, family: 4 | 6 = 4): HostUdpSocket {
   let closed = false;
   return {
     sendTo(data, address, port) {
       if (closed) return;
-      // node:dgram on Deno reads the bytes after send() returns: hand it a copy
-      s.send(data.slice(), port, address, (err) => {
+      // node:dgram on Deno reads the bytes after send() returns: hand it a copy; an IPv6 socket names an
+      // IPv4 peer by its mapped address
+      const to = family === 6 && !address.includes(":") ? `::ffff:${address}` : address;
+      s.send(data.slice(), port, to, (err) => {
         if (err) handlers.onError(errCode(err));
       });
     },
@@ -111,8 +113,8 @@ export class NodeHost implements HostNet {
     return performance.now();
   }
 
-  openUdp(handlers: UdpHandlers): HostUdpSocket {
-    return wrapUdp(udpSocket(handlers), handlers);
+  openUdp(handlers: UdpHandlers, family: 4 | 6 = 4): HostUdpSocket {
+    return wrapUdp(udpSocket(handlers, family), handlers, family);
   }
 
   bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }> {

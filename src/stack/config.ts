@@ -5,6 +5,7 @@
  * @module
  */
 import { ipv4ToString, parseCidr, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
+import { parseCidrV6, parseIpv6Address } from "../wire/ipv6.ts";
 import type { PolicyConfig } from "./policy.ts";
 
 /** A static DNS record answered by the stack itself. */
@@ -80,6 +81,10 @@ export interface StackConfig {
    * Bytes the tenant's flows may hold in all (TCP send, receive and out-of-order buffers); 0 = no limit.
    */
   bufferedBytes: number;
+  /** IPv6 beside IPv4: router advertisements for SLAAC in `net6`, v6 flows to the world. */
+  ipv6: boolean;
+  /** The guest's IPv6 prefix, a /64 (SLAAC needs 64 bits of interface identifier, RFC 4862 §5.5.3). */
+  net6: string;
 }
 
 /** libslirp's plan: 10.0.2.0/24, gateway .2, DNS .3, leases from .15, MTU 1500. */
@@ -109,6 +114,9 @@ export function defaultStackConfig(): StackConfig {
     newFlowsPerSecond: 0,
     // single-user mode: the guest is the user's own; multi-tenant quotas default to 8 MiB per tenant
     bufferedBytes: 64 * 1024 * 1024,
+    ipv6: true,
+    // a ULA prefix, as libslirp's default fec0::/64 is deprecated site-local space (RFC 3879)
+    net6: "fd00::/64",
   };
 }
 
@@ -190,6 +198,20 @@ export interface AddressPlan {
   dhcpEnd: number;
   gatewayMac: number;
   mtu: number;
+  /** The IPv6 side, or null when IPv6 is off. */
+  v6: Ipv6Plan | null;
+}
+
+/** A tenant's IPv6 addresses, 16 bytes each (libslirp's layout: gateway prefix::2, DNS prefix::3). */
+export interface Ipv6Plan {
+  prefix: Uint8Array;
+  prefixLength: number;
+  /** prefix::2: "the host", as 10.0.2.2. */
+  gateway: Uint8Array;
+  /** prefix::3: the DNS forwarder. */
+  dns: Uint8Array;
+  /** fe80::2: the router's link-local address, source of its advertisements (RFC 4861 §4.2). */
+  linkLocal: Uint8Array;
 }
 
 /** Smallest MTU IPv4 allows (RFC 791: 68); largest: what QEMU's stream reader and a u16 length allow. */
@@ -271,5 +293,30 @@ export function resolvePlan(c: StackConfig): AddressPlan {
     dhcpEnd,
     gatewayMac,
     mtu: c.mtu,
+    v6: c.ipv6 === false ? null : resolvePlan6(c.net6),
+  };
+}
+
+/** The IPv6 plan of prefix `net6`; throws when it is not a unicast /64. */
+export function resolvePlan6(net6: string): Ipv6Plan {
+  const cidr = parseCidrV6(net6);
+  if (!cidr || cidr.prefix !== 64) {
+    throw new Error(`Invalid IPv6 network "${net6}": expected a /64 prefix such as fd00::/64`);
+  }
+  const p = cidr.network;
+  if (p[0] === 0xff || (p[0] === 0xfe && (p[1] & 0xc0) === 0x80) || p.every((b) => b === 0)) {
+    throw new Error(`Invalid IPv6 network "${net6}": not a unicast prefix`);
+  }
+  const host = (n: number) => {
+    const a = p.slice();
+    a[15] = n;
+    return a;
+  };
+  return {
+    prefix: p,
+    prefixLength: 64,
+    gateway: host(2),
+    dns: host(3),
+    linkLocal: parseIpv6Address("fe80::2")!,
   };
 }

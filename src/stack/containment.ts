@@ -156,8 +156,8 @@ export class ContainedHost implements HostNet {
     return this.inner.now();
   }
 
-  openUdp(handlers: UdpHandlers): HostUdpSocket {
-    return this.inner.openUdp(new ContainedUdpHandlers(handlers, ownerOf(handlers, this.owner)));
+  openUdp(handlers: UdpHandlers, family: 4 | 6 = 4): HostUdpSocket {
+    return this.inner.openUdp(new ContainedUdpHandlers(handlers, ownerOf(handlers, this.owner)), family);
   }
 
   bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }> {

@@ -9,6 +9,8 @@
 import type { Logger } from "../common/logger.ts";
 import type { WireError } from "../wire/bytes.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
+import type { Ipv6Header } from "../wire/ipv6.ts";
+import type { Ipv6Path } from "./guest_path.ts";
 import type { AddressPlan, StackConfig } from "./config.ts";
 import type { ContainedHost, FaultOwner } from "./containment.ts";
 import type { Counters } from "./counters.ts";
@@ -32,6 +34,20 @@ export interface IcmpErrors {
     dstPort: number,
     seq: number,
     code: number,
+  ): void;
+}
+
+/** ICMPv6 errors toward the guest. */
+export interface Icmpv6Errors {
+  /** Destination unreachable with `code` about the packet `ip` in `buf`, counted under `reason`. */
+  unreachable(buf: Uint8Array, ip: Ipv6Header, code: number, reason: string): void;
+  /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
+  unreachableForTcp(
+    path: Ipv6Path,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+    noRoute: boolean,
   ): void;
 }
 
@@ -59,6 +75,7 @@ export interface StackContext extends FaultOwner {
   /** Bytes waiting in the transport toward the guest (TCP paces itself on it). */
   guestBacklog(): number;
   readonly icmp: IcmpErrors;
+  readonly icmp6: Icmpv6Errors;
   /** Where DNS over TCP to the virtual DNS address goes. */
   readonly dns: { tcpUpstream(): { address: number; port: number } | null };
   /** The most recently bound lease (the default target of port forwards). */
@@ -70,6 +87,16 @@ export interface StackContext extends FaultOwner {
   learn(ip: number, mac: number): void;
   /** Policy and relay guard together: may the guest reach `real:port`? */
   allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;
+  /**
+   * Where a new IPv6 flow to the 16 bytes at `a[off]` goes on the host (address text and port), or the
+   * ICMPv6 unreachable code that refuses it: translation and policy for IPv6 in one call.
+   */
+  egress6(
+    a: Uint8Array,
+    off: number,
+    protocol: "tcp" | "udp",
+    port: number,
+  ): { address: string; port: number } | number;
   /** Admits one new flow under the tenant's rate quota. */
   admitFlow(): boolean;
   /** Admits one error reply (ICMP unreachable, refusing RST) under the stack's rate limit. */
@@ -94,6 +121,20 @@ export interface StackContext extends FaultOwner {
     dstMac?: number,
     ttl?: number,
   ): boolean;
+  /** Wraps the L4 bytes at `buf[base + 54]` in IPv6 and Ethernet toward the guest. */
+  sendIpv6In(
+    buf: Uint8Array,
+    base: number,
+    src: Uint8Array,
+    srcOff: number,
+    dst: Uint8Array,
+    dstOff: number,
+    protocol: number,
+    l4Length: number,
+    dstMac?: number,
+    hopLimit?: number,
+  ): boolean;
+  sendUdp6(src: Uint8Array, dst: Uint8Array, srcPort: number, dstPort: number, data: Uint8Array): boolean;
   sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean;
   sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean;
   /** Sends `len` bytes of `tx` as a frame. */

@@ -20,6 +20,10 @@ export class Counters {
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;
   tcpBytesFromGuest = 0;
+  /** IPv6 packets from the guest (all of its traffic over v6, services included). */
+  ipv6PacketsIn = 0;
+  /** Router solicitations answered (a guest configuring IPv6). */
+  routerSolicitations = 0;
   /** Throws contained at the tenant's boundary (each reset a flow or the tenant's stack). */
   faults = 0;
   /** Drops keyed by reason, e.g. "ipv4-malformed". */
@@ -46,6 +50,8 @@ export class Counters {
       tcpTailProbes: this.tcpTailProbes,
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,
+      ipv6PacketsIn: this.ipv6PacketsIn,
+      routerSolicitations: this.routerSolicitations,
       faults: this.faults,
       drops: Object.fromEntries(this.drops),
     };

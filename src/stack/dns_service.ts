@@ -23,13 +23,12 @@ import {
   readName,
 } from "../wire/dns.ts";
 import { emitUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
-import { IPPROTO_UDP, type Ipv4Header } from "../wire/ipv4.ts";
-import { pseudoHeaderSumV4 } from "../wire/checksum.ts";
+import { IPPROTO_UDP } from "../wire/ipv4.ts";
 import { u16 } from "../wire/bytes.ts";
 import type { HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
 import type { StackContext } from "./context.ts";
-import { L4_OFFSET } from "./frame.ts";
+import type { GuestPath } from "./guest_path.ts";
 import { parseUpstream, type Upstream } from "./config.ts";
 
 /**
@@ -43,7 +42,8 @@ const STATIC_TTL = 60;
 interface PendingQuery {
   upstreamId: number;
   guestId: number;
-  guestIp: number;
+  /** The guest's side of the query (either family); null for the relay's own queries. */
+  guest: GuestPath | null;
   guestPort: number;
   /** A copy of the query, for retries on the next upstream. */
   query: Uint8Array;
@@ -85,7 +85,8 @@ export class DnsService {
     return this.#pending.size;
   }
 
-  input(buf: Uint8Array, ip: Ipv4Header, udp: UdpHeader): void {
+  /** A query from the guest, over the path `guest` (the DNS address as its local side). */
+  input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void {
     const s = this.#stack;
     const q = udp.payloadOffset;
     const end = udp.payloadEnd;
@@ -100,11 +101,11 @@ export class DnsService {
       if (addr && n.next + 4 <= end) {
         const type = u16(buf, n.next);
         const answers: DnsAnswer[] = type === DNS_TYPE_A ? [{ type, ttl: STATIC_TTL, address: addr }] : [];
-        return this.#answerLocally(buf, q, end, answers, 0, ip.src, udp.srcPort);
+        return this.#answerLocally(buf, q, end, answers, 0, guest, udp.srcPort);
       }
     }
     if (this.#upstreams.length === 0) {
-      return this.#answerLocally(buf, q, end, [], DNS_RCODE_SERVFAIL, ip.src, udp.srcPort);
+      return this.#answerLocally(buf, q, end, [], DNS_RCODE_SERVFAIL, guest, udp.srcPort);
     }
     if (this.#pending.size >= MAX_PENDING_DNS) return s.drop("dns-too-many-pending");
     let id = this.#randomId();
@@ -115,7 +116,7 @@ export class DnsService {
     const p: PendingQuery = {
       upstreamId: id,
       guestId: h.id,
-      guestIp: ip.src,
+      guest,
       guestPort: udp.srcPort,
       query,
       upstream: 0,
@@ -152,7 +153,7 @@ export class DnsService {
     const p: PendingQuery = {
       upstreamId: id,
       guestId: 0,
-      guestIp: 0,
+      guest: null,
       guestPort: 0,
       query,
       upstream: 0,
@@ -202,11 +203,11 @@ export class DnsService {
     this.#finish(p);
     this.#stack.counters.drop("dns-upstream-timeout");
     this.#stack.log("warn", "DNS query timed out on every upstream", { tenant: this.#stack.tenant });
-    if (p.resolved) return p.resolved(null);
+    if (p.resolved || !p.guest) return p.resolved?.(null);
     const q = p.query;
     q[0] = p.guestId >>> 8;
     q[1] = p.guestId & 0xff;
-    this.#answerLocally(q, 0, q.length, [], DNS_RCODE_SERVFAIL, p.guestIp, p.guestPort);
+    this.#answerLocally(q, 0, q.length, [], DNS_RCODE_SERVFAIL, p.guest, p.guestPort);
   }
 
   #reply(p: PendingQuery, data: Uint8Array, address: string, port: number): void {
@@ -217,10 +218,10 @@ export class DnsService {
     const u = this.#upstreams[p.upstream];
     if (u.address !== address || u.port !== port) return s.drop("dns-upstream-wrong-source");
     this.#finish(p);
-    if (p.resolved) return p.resolved(firstAddress(data));
+    if (p.resolved || !p.guest) return p.resolved?.(firstAddress(data));
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
-    const room = s.plan.mtu - 20 - UDP_HEADER_LEN;
+    const room = s.plan.mtu - p.guest.ipHeaderLength - UDP_HEADER_LEN;
     let len = data.length;
     if (len > room) {
       // RFC 1035 §4.2.1: truncate and set TC so the guest retries over TCP
@@ -228,7 +229,7 @@ export class DnsService {
       len = r instanceof WireError ? DNS_HEADER_LEN : r;
       data[2] |= 0x02;
     }
-    this.#toGuest(data, len, p.guestIp, p.guestPort);
+    this.#toGuest(data, len, p.guest, p.guestPort);
   }
 
   #answerLocally(
@@ -237,33 +238,25 @@ export class DnsService {
     end: number,
     answers: DnsAnswer[],
     rcode: number,
-    guestIp: number,
+    guest: GuestPath,
     guestPort: number,
   ): void {
     const s = this.#stack;
-    const L7 = L4_OFFSET + UDP_HEADER_LEN;
-    const n = emitDnsResponse(query, q, end, answers, rcode, s.tx, L7);
+    const n = emitDnsResponse(query, q, end, answers, rcode, s.tx, guest.l4Offset + UDP_HEADER_LEN);
     if (n instanceof WireError) return s.drop("dns-malformed", n);
-    this.#emit(n, guestIp, guestPort);
+    this.#emit(n, guest, guestPort);
   }
 
-  #toGuest(data: Uint8Array, len: number, guestIp: number, guestPort: number): void {
-    this.#stack.tx.set(data.subarray(0, len), L4_OFFSET + UDP_HEADER_LEN);
-    this.#emit(len, guestIp, guestPort);
+  #toGuest(data: Uint8Array, len: number, guest: GuestPath, guestPort: number): void {
+    this.#stack.tx.set(data.subarray(0, len), guest.l4Offset + UDP_HEADER_LEN);
+    this.#emit(len, guest, guestPort);
   }
 
-  #emit(payloadLen: number, guestIp: number, guestPort: number): void {
+  #emit(payloadLen: number, guest: GuestPath, guestPort: number): void {
     const s = this.#stack;
-    const dns = s.plan.dns;
-    emitUdp(
-      s.tx,
-      L4_OFFSET,
-      53,
-      guestPort,
-      payloadLen,
-      pseudoHeaderSumV4(dns, guestIp, IPPROTO_UDP, 8 + payloadLen),
-    );
-    s.sendIpv4(dns, guestIp, IPPROTO_UDP, 8 + payloadLen);
+    const len = UDP_HEADER_LEN + payloadLen;
+    emitUdp(s.tx, guest.l4Offset, 53, guestPort, payloadLen, guest.pseudoSum(IPPROTO_UDP, len));
+    guest.send(s.tx, 0, IPPROTO_UDP, len);
   }
 
   /** Where DNS over TCP to the virtual DNS address goes: the first upstream, or null without one. */

@@ -5,11 +5,15 @@
  * @module
  */
 import { parseCidr } from "../wire/bytes.ts";
+import { ipv6InPrefix, parseCidrV6 } from "../wire/ipv6.ts";
 
 export type PolicyAction = "allow" | "deny";
 export type PolicyProtocol = "tcp" | "udp" | "icmp";
 
-/** One rule as written in config: `{ "action": "deny", "cidr": "169.254.0.0/16", "ports": "80-443" }`. */
+/**
+ * One rule as written in config: `{ "action": "deny", "cidr": "169.254.0.0/16", "ports": "80-443" }`; the CIDR
+ * may be IPv6 (`"fc00::/7"`), and then it applies to IPv6 destinations.
+ */
 export interface PolicyRuleConfig {
   action: PolicyAction;
   cidr: string;
@@ -33,17 +37,26 @@ interface CompiledRule {
   protocol: PolicyProtocol | null;
 }
 
+/** An IPv6 rule: the prefix as 16 bytes and its length. */
+interface CompiledRule6 {
+  allow: boolean;
+  network: Uint8Array;
+  prefix: number;
+  portLo: number;
+  portHi: number;
+  protocol: PolicyProtocol | null;
+}
+
 /** A compiled policy; `check` is allocation-free. */
 export class EgressPolicy {
-  #rules: CompiledRule[];
+  #rules: CompiledRule[] = [];
+  #rules6: CompiledRule6[] = [];
   #defaultAllow: boolean;
 
   /** @throws Error naming the rule that does not parse */
   constructor(config: PolicyConfig) {
     this.#defaultAllow = config.defaultAction === "allow";
-    this.#rules = config.rules.map((r) => {
-      const c = parseCidr(r.cidr);
-      if (!c) throw new Error(`Invalid policy rule CIDR "${r.cidr}"`);
+    for (const r of config.rules) {
       if (r.action !== "allow" && r.action !== "deny") throw new Error(`Invalid policy action "${r.action}"`);
       let portLo = 0, portHi = 65535;
       if (r.ports !== undefined) {
@@ -53,15 +66,18 @@ export class EgressPolicy {
         portHi = m[2] === undefined ? portLo : Number(m[2]);
         if (portHi > 65535 || portLo > portHi) throw new Error(`Invalid policy port range "${r.ports}"`);
       }
-      return {
-        allow: r.action === "allow",
-        network: c.network,
-        mask: c.prefix === 0 ? 0 : (0xffffffff << (32 - c.prefix)) >>> 0,
-        portLo,
-        portHi,
-        protocol: r.protocol ?? null,
-      };
-    });
+      const allow = r.action === "allow", protocol = r.protocol ?? null;
+      const c = parseCidr(r.cidr);
+      const c6 = c ? null : parseCidrV6(r.cidr);
+      if (c) {
+        const mask = c.prefix === 0 ? 0 : (0xffffffff << (32 - c.prefix)) >>> 0;
+        this.#rules.push({ allow, network: c.network, mask, portLo, portHi, protocol });
+      } else if (c6) {
+        this.#rules6.push({ allow, network: c6.network, prefix: c6.prefix, portLo, portHi, protocol });
+      } else {
+        throw new Error(`Invalid policy rule CIDR "${r.cidr}"`);
+      }
+    }
   }
 
   /**
@@ -71,6 +87,20 @@ export class EgressPolicy {
   check(protocol: PolicyProtocol, address: number, port: number): boolean {
     for (const r of this.#rules) {
       if (((address & r.mask) >>> 0) !== r.network) continue;
+      if (port < r.portLo || port > r.portHi) continue;
+      if (r.protocol !== null && r.protocol !== protocol) continue;
+      return r.allow;
+    }
+    return this.#defaultAllow;
+  }
+
+  /**
+   * {@linkcode check} for an IPv6 destination, the 16 bytes at `a[off]`: the IPv6 rules in order, then the
+   * default.
+   */
+  check6(protocol: PolicyProtocol, a: Uint8Array, off: number, port: number): boolean {
+    for (const r of this.#rules6) {
+      if (!ipv6InPrefix(a, off, r.network, r.prefix)) continue;
       if (port < r.portLo || port > r.portHi) continue;
       if (r.protocol !== null && r.protocol !== protocol) continue;
       return r.allow;

@@ -6,18 +6,36 @@
  *
  * @module
  */
-import { parseIpv4Address } from "../wire/bytes.ts";
+import { parseIpv4Address, u32 } from "../wire/bytes.ts";
+import { ipv6Equal, ipv6InPrefix, isLinkLocalV6, isMulticastV6, parseIpv6Address } from "../wire/ipv6.ts";
 import type { AddressPlan, StackConfig } from "./config.ts";
 
 /** 127.0.0.1 */
 export const LOOPBACK_V4 = 0x7f000001;
+/** ::1 */
+export const LOOPBACK_V6: Uint8Array = parseIpv6Address("::1")!;
+const MAPPED_V4_PREFIX = parseIpv6Address("::ffff:0:0")!;
+const NAT64_PREFIX = parseIpv6Address("64:ff9b::")!;
+
+/** The IPv4 address inside an IPv4-mapped (::ffff:0:0/96) IPv6 address at `a[off]`, or -1. */
+export function mappedIpv4(a: Uint8Array, off: number): number {
+  return ipv6InPrefix(a, off, MAPPED_V4_PREFIX, 96) ? u32(a, off + 12) : -1;
+}
+
+/** The IPv4 address a NAT64 well-known-prefix address (64:ff9b::/96, RFC 6052) stands for, or -1. */
+export function nat64Ipv4(a: Uint8Array, off: number): number {
+  return ipv6InPrefix(a, off, NAT64_PREFIX, 96) ? u32(a, off + 12) : -1;
+}
 
 export class TranslationTable {
   #map = new Map<number, number>();
   #plan: AddressPlan;
 
+  #gatewayToLoopback: boolean;
+
   constructor(config: StackConfig, plan: AddressPlan) {
     this.#plan = plan;
+    this.#gatewayToLoopback = config.gatewayToLoopback;
     if (config.gatewayToLoopback) this.#map.set(plan.gateway, LOOPBACK_V4);
     for (const e of config.nat) this.#map.set(parseIpv4Address(e.virtual)!, parseIpv4Address(e.real)!);
   }
@@ -28,6 +46,20 @@ export class TranslationTable {
     if (real !== undefined) return real;
     if (((virtual & this.#plan.netmask) >>> 0) === this.#plan.network) return -1;
     return virtual;
+  }
+
+  /**
+   * The real IPv6 address for a guest's IPv6 destination at `a[off]`, or null when nothing is behind it:
+   * prefix::2 is the host's ::1 where the gateway maps to loopback; the rest of the tenant's prefix,
+   * link-local and multicast addresses have no host behind them; others pass unchanged (a view, not a copy).
+   */
+  toReal6(a: Uint8Array, off: number): Uint8Array | null {
+    const v6 = this.#plan.v6;
+    if (!v6) return null;
+    if (ipv6Equal(a, off, v6.gateway, 0)) return this.#gatewayToLoopback ? LOOPBACK_V6 : null;
+    if (ipv6InPrefix(a, off, v6.prefix, v6.prefixLength)) return null;
+    if (isLinkLocalV6(a, off) || isMulticastV6(a, off)) return null;
+    return a.subarray(off, off + 16);
   }
 
   /** Whether `virtual` is a translated address the gateway answers ARP for. */

@@ -14,6 +14,8 @@
 import { ipv4ToString, parseIpv4Address } from "../wire/bytes.ts";
 import type { UdpHeader } from "../wire/udp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
+import { ipv6Equal, type Ipv6Header, parseIpv6Address } from "../wire/ipv6.ts";
+import { ICMPV6_UNREACH_PORT } from "../wire/icmpv6.ts";
 import {
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
@@ -27,7 +29,10 @@ import type { StackContext } from "./context.ts";
 
 /** One guest source's mapping. */
 export interface UdpFlow {
+  /** IPv4 guest address; 0 for an IPv6 flow. */
   guestIp: number;
+  /** IPv6 guest address (16 bytes); null for an IPv4 flow. */
+  guest6: Uint8Array | null;
   guestPort: number;
   socket: HostUdpSocket;
   lastActive: number;
@@ -37,6 +42,9 @@ export interface UdpFlow {
   lastReal: number;
   lastRealText: string;
   lastPort: number;
+  /** IPv6 flows: the last destination (virtual), and the host's text for the address replies come from. */
+  lastVirtual6: Uint8Array | null;
+  lastReplyText: string;
 }
 
 /** A host client of a `udp:` port forward, seen by the guest as gateway:clientPort. */
@@ -74,8 +82,46 @@ export class UdpNat {
   #find(guestIp: number, guestPort: number): UdpFlow | undefined {
     const list = this.#flows.get(guestPort);
     if (!list) return undefined;
-    for (const f of list) if (f.guestIp === guestIp) return f;
+    for (const f of list) if (f.guest6 === null && f.guestIp === guestIp) return f;
     return undefined;
+  }
+
+  #find6(buf: Uint8Array, guestOff: number, guestPort: number): UdpFlow | undefined {
+    const list = this.#flows.get(guestPort);
+    if (!list) return undefined;
+    for (const f of list) if (f.guest6 !== null && ipv6Equal(f.guest6, 0, buf, guestOff)) return f;
+    return undefined;
+  }
+
+  /**
+   * A datagram from the guest over IPv6: the same endpoint-independent mapping as IPv4, on an IPv6 host
+   * socket, after the tenant's IPv6 translation and policy ({@linkcode StackContext.egress6}).
+   */
+  input6(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void {
+    const s = this.#stack;
+    const dest = s.egress6(buf, ip.dstOffset, "udp", udp.dstPort);
+    if (typeof dest === "number") return s.icmp6.unreachable(buf, ip, dest, "udp6-no-route");
+    if (udp.dstPort === 0) return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "udp-port-zero");
+    let f = this.#find6(buf, ip.srcOffset, udp.srcPort);
+    if (!f) {
+      if (this.#count >= s.config.maxUdpFlows) {
+        return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "udp-flow-limit");
+      }
+      if (!s.admitFlow()) return s.drop("udp-flow-rate-limit");
+      if (!s.flowLimit.tryOpen()) {
+        return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "relay-flow-limit");
+      }
+      f = this.#open(0, udp.srcPort, buf.slice(ip.srcOffset, ip.srcOffset + 16));
+    }
+    f.lastActive = s.wheel.now;
+    if (f.lastVirtual6 === null || !ipv6Equal(f.lastVirtual6, 0, buf, ip.dstOffset)) {
+      f.lastVirtual6 = buf.slice(ip.dstOffset, ip.dstOffset + 16);
+      f.lastRealText = dest.address;
+      // the host names a reply's source as it names ours: "::1", or "::ffff:a.b.c.d" for an IPv4 peer
+      f.lastReplyText = dest.address.includes(":") ? dest.address : `::ffff:${dest.address}`;
+    }
+    f.lastPort = udp.dstPort;
+    f.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), f.lastRealText, dest.port);
   }
 
   input(buf: Uint8Array, ip: Ipv4Header, udp: UdpHeader): void {
@@ -103,7 +149,7 @@ export class UdpNat {
       // a new flow is a new host socket: it counts against the tenant's new-flow rate, as TCP does
       if (!s.admitFlow()) return s.drop("udp-flow-rate-limit");
       if (!s.flowLimit.tryOpen()) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "relay-flow-limit");
-      f = this.#open(ip.src, udp.srcPort);
+      f = this.#open(ip.src, udp.srcPort, null);
     }
     f.lastActive = s.wheel.now;
     if (f.lastVirtual !== ip.dst || f.lastReal !== real) {
@@ -115,10 +161,11 @@ export class UdpNat {
     f.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), f.lastRealText, udp.dstPort);
   }
 
-  #open(guestIp: number, guestPort: number): UdpFlow {
+  #open(guestIp: number, guestPort: number, guest6: Uint8Array | null): UdpFlow {
     const s = this.#stack;
     const flow: UdpFlow = {
       guestIp,
+      guest6,
       guestPort,
       socket: null as unknown as HostUdpSocket,
       lastActive: s.wheel.now,
@@ -127,11 +174,14 @@ export class UdpNat {
       lastReal: -1,
       lastRealText: "",
       lastPort: 0,
+      lastVirtual6: null,
+      lastReplyText: "",
     };
     flow.socket = s.host.openUdp({
-      onMessage: (data, address, port) => this.#fromHost(flow, data, address, port),
+      onMessage: (data, address, port) =>
+        guest6 ? this.#fromHost6(flow, data, address, port) : this.#fromHost(flow, data, address, port),
       onError: (code) => this.#hostError(flow, code),
-    });
+    }, guest6 ? 6 : 4);
     const list = this.#flows.get(guestPort);
     if (list) list.push(flow);
     else this.#flows.set(guestPort, [flow]);
@@ -180,8 +230,27 @@ export class UdpNat {
     s.sendUdp(src, f.guestIp, port, f.guestPort, data);
   }
 
+  /**
+   * A reply to an IPv6 flow: shown as coming from the address the guest sent to when it comes from there,
+   * from prefix::2 when from the host's ::1, else from its own address.
+   */
+  #fromHost6(f: UdpFlow, data: Uint8Array, address: string, port: number): void {
+    const s = this.#stack;
+    if (s.closed) return;
+    let src: Uint8Array | null;
+    if (address === f.lastReplyText && f.lastVirtual6) src = f.lastVirtual6;
+    else if (address === "::1") src = s.config.gatewayToLoopback ? s.plan.v6!.gateway : null;
+    else src = parseIpv6Address(address);
+    if (src === null || (s.translation.toReal6(src, 0) === null && src !== s.plan.v6!.gateway)) {
+      return s.drop("udp-reply-unmappable-source");
+    }
+    f.lastActive = s.wheel.now;
+    s.sendUdp6(src, f.guest6!, port, f.guestPort, data);
+  }
+
   #hostError(f: UdpFlow, code: string): void {
     const s = this.#stack;
+    if (f.guest6) return s.counters.drop(`udp-host-error-${code}`);
     if (s.closed || f.lastVirtual < 0) return;
     const icmpCode = code === "ECONNREFUSED"
       ? ICMP_UNREACH_PORT

@@ -16,6 +16,7 @@
  * ```
  * @module
  */
+import { ipv6ToString } from "./ipv6.ts";
 import { put16, put32, u16, u32, WireError } from "./bytes.ts";
 
 export const DNS_HEADER_LEN = 12;
@@ -162,12 +163,6 @@ export function parseDns(buf: Uint8Array, off: number, end: number): DnsMessage 
     p = q + 10 + rdlen;
   }
   return { header, questions, answers };
-}
-
-function ipv6ToString(b: Uint8Array): string {
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i] << 8) | b[i + 1]).toString(16));
-  return groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::");
 }
 
 /**

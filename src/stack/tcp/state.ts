@@ -4,6 +4,8 @@
  *
  * @module
  */
+import type { GuestPath } from "../guest_path.ts";
+
 /** Connection states (RFC 9293 §3.3.2), plus CONNECTING: guest SYN held while the host socket dials. */
 export const TcpState = {
   CONNECTING: 0,
@@ -62,10 +64,9 @@ export const MIN_SEND_BUFFER = 64 * 1024;
 /** Bytes toward the host the guest may have outstanding (our receive window). */
 export const DEFAULT_RECEIVE_BUFFER = 1024 * 1024;
 
-/** Addresses and ports of both sides. `localIp` is the address the guest talks to (virtual). */
+/** Addresses and ports of both sides. The path's local address is the one the guest talks to (virtual). */
 export interface TcpEndpoints {
-  guestIp: number;
+  path: GuestPath;
   guestPort: number;
-  localIp: number;
   localPort: number;
 }

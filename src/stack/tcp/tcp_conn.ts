@@ -23,7 +23,6 @@
  * @module
  */
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
-import { ipv4ToString } from "../../wire/bytes.ts";
 import type { TcpHandlers } from "../../host/host.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { Reassembly } from "./reassembly.ts";
@@ -76,7 +75,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   }
 
   #updateMss(): void {
-    const ours = this.stack.plan.mtu - 40;
+    const ours = this.stack.plan.mtu - this.path.ipHeaderLength - 20;
     this.mss = Math.max(MIN_SND_MSS, Math.min(this.#guestMss, ours) - (this.tsOk ? 12 : 0));
     this.cc.mss = this.mss;
     if (this.cc.cwnd < this.mss) this.cc.setWindow(this.mss);
@@ -105,7 +104,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
 
   protected sendSyn(withAck: boolean): void {
     const h = this.owner.outHeader;
-    h.mss = this.stack.plan.mtu - 40;
+    h.mss = this.stack.plan.mtu - this.path.ipHeaderLength - 20;
     if (withAck) {
       h.windowScale = this.sndWscale > 0 || this.rcvWscale > 0 ? this.rcvWscale : -1;
       h.sackPermitted = this.sackOk;
@@ -234,8 +233,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   /** The reset RFC 9293 §3.10.7 prescribes in answer to an unacceptable segment. */
   #resetFor(seg: TcpHeader): void {
     this.owner.reset(
-      this.guestIp,
-      this.localIp,
+      this.path,
       this.guestPort,
       this.localPort,
       seg.seq,
@@ -581,8 +579,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     if (reset && this.state !== TcpState.CLOSED && this.state !== TcpState.TIME_WAIT) {
       if (this.state === TcpState.CONNECTING) {
         this.owner.reset(
-          this.guestIp,
-          this.localIp,
+          this.path,
           this.guestPort,
           this.localPort,
           seqAdd(this.irs, 0),
@@ -611,8 +608,9 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   inspect(): Record<string, unknown> {
     return {
       state: this.stateName,
-      guest: `${ipv4ToString(this.guestIp)}:${this.guestPort}`,
-      remote: `${ipv4ToString(this.localIp)}:${this.localPort}`,
+      family: this.path.family === 4 ? "ipv4" : "ipv6",
+      guest: endpointText(this.path.guestText(), this.guestPort, this.path.family),
+      remote: endpointText(this.path.localText(), this.localPort, this.path.family),
       bytesFromGuest: this.rcvNxt === 0 ? 0 : seqDiff(this.rcvNxt, this.irs) - 1,
       hostBacklog: this.host?.bufferedAmount ?? 0,
       bytesInFlight: seqDiff(this.sndNxt, this.sndUna),
@@ -643,4 +641,9 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   abort(): void {
     this.free(true);
   }
+}
+
+/** "10.0.2.15:80" or "[fd00::15]:80" (RFC 5952 §6). */
+function endpointText(address: string, port: number, family: 4 | 6): string {
+  return family === 4 ? `${address}:${port}` : `[${address}]:${port}`;
 }

@@ -16,11 +16,10 @@ import {
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
 import { IPPROTO_TCP } from "../../wire/ipv4.ts";
-import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
 import type { HostTcpSocket } from "../../host/host.ts";
 import { Timer } from "../timer_wheel.ts";
 import type { FaultOwner } from "../containment.ts";
-import { L4_OFFSET } from "../frame.ts";
+import type { GuestPath } from "../guest_path.ts";
 import type { StackContext } from "../context.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLt } from "./seq.ts";
 import { SendQueue } from "./send_queue.ts";
@@ -47,8 +46,7 @@ export interface TcpConnOwner {
   readonly outHeader: TcpHeader;
   /** Sends the RST that answers a segment (RFC 9293 §3.10.7.1). */
   reset(
-    guestIp: number,
-    localIp: number,
+    path: GuestPath,
     guestPort: number,
     localPort: number,
     seq: number,
@@ -67,9 +65,9 @@ export interface TcpConnOwner {
 
 export abstract class TcpSender implements FaultOwner {
   readonly stack: StackContext;
-  readonly guestIp: number;
+  /** The network layer toward the guest: addresses, family, how a segment is wrapped and sent. */
+  readonly path: GuestPath;
   readonly guestPort: number;
-  readonly localIp: number;
   readonly localPort: number;
   state: TcpStateValue;
   host: HostTcpSocket | null = null;
@@ -143,9 +141,8 @@ export abstract class TcpSender implements FaultOwner {
     opts: { sendBuffer?: number; receiveBuffer?: number } = {},
   ) {
     this.stack = stack;
-    this.guestIp = ep.guestIp;
+    this.path = ep.path;
     this.guestPort = ep.guestPort;
-    this.localIp = ep.localIp;
     this.localPort = ep.localPort;
     this.state = state;
     const memory = stack.memory;
@@ -156,10 +153,10 @@ export abstract class TcpSender implements FaultOwner {
     this.sndMax = this.iss;
     this.sendBuffer = opts.sendBuffer ?? DEFAULT_SEND_BUFFER;
     this.receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
-    this.mss = stack.plan.mtu - 40;
+    this.mss = stack.plan.mtu - ep.path.ipHeaderLength - 20;
     this.cc = new NewReno(this.mss);
     // the largest frame: headers with options, and a full segment
-    this.queue.frameRoomWanted = L4_OFFSET + 60 + this.mss;
+    this.queue.frameRoomWanted = ep.path.l4Offset + 60 + this.mss;
     this.rtoTimer = new Timer((now) => this.#onTimer(now), this);
     this.ackTimer = new Timer(() => this.sendAck(), this);
   }
@@ -338,19 +335,21 @@ export abstract class TcpSender implements FaultOwner {
     const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * 2 ** this.rcvWscale);
     if (seqGt(right, this.#rcvAdvertisedEnd) || this.#rcvAdvertisedEnd === 0) this.#rcvAdvertisedEnd = right;
     const hl = tcpHeaderLength(h);
-    const pseudo = pseudoHeaderSumV4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+    const path = this.path;
+    const l4 = path.l4Offset;
+    const pseudo = path.pseudoSum(IPPROTO_TCP, hl + len);
     // a data segment is built next to the send ring and its payload copied within that one buffer: the copy
     // into the shared tx buffer needs a view per segment, which was half of what the relay allocated
-    const area = len > 0 ? this.queue.frameArea(L4_OFFSET + hl + Math.max(len, ETH_PAD_ROOM)) : null;
+    const area = len > 0 ? this.queue.frameArea(l4 + hl + Math.max(len, ETH_PAD_ROOM)) : null;
     if (area) {
       const { buf, off } = area;
-      this.queue.copyToFrame(queueOffset, len, off + L4_OFFSET + hl);
-      emitTcp(h, buf, off + L4_OFFSET, len, pseudo);
-      s.sendIpv4In(buf, off, this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+      this.queue.copyToFrame(queueOffset, len, off + l4 + hl);
+      emitTcp(h, buf, off + l4, len, pseudo);
+      path.send(buf, off, IPPROTO_TCP, hl + len);
     } else {
-      if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, L4_OFFSET + hl);
-      emitTcp(h, s.tx, L4_OFFSET, len, pseudo);
-      s.sendIpv4(this.localIp, this.guestIp, IPPROTO_TCP, hl + len);
+      if (len > 0) this.queue.copyOut(queueOffset, len, s.tx, l4 + hl);
+      emitTcp(h, s.tx, l4, len, pseudo);
+      path.send(s.tx, 0, IPPROTO_TCP, hl + len);
     }
     if (flags & TCP_ACK_FLAG) {
       this.lastAckSent = this.rcvNxt;

@@ -17,11 +17,12 @@ import {
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
 import { IPPROTO_TCP, type Ipv4Header } from "../../wire/ipv4.ts";
-import { pseudoHeaderSumV4 } from "../../wire/checksum.ts";
+import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../../wire/checksum.ts";
+import type { Ipv6Header } from "../../wire/ipv6.ts";
 import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
 import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
-import { L4_OFFSET } from "../frame.ts";
+import { type GuestPath, Ipv4Path, Ipv6Path } from "../guest_path.ts";
 import type { StackContext } from "../context.ts";
 import { TcpConn } from "./tcp_conn.ts";
 import { rstReply } from "./rst_reply.ts";
@@ -66,11 +67,9 @@ export class TcpService implements TcpConnOwner {
     return ((guestPort << 16) | localPort) >>> 0;
   }
 
-  #find(guestIp: number, guestPort: number, localIp: number, localPort: number): TcpConn | undefined {
+  #taken(path: Ipv4Path, guestPort: number, localPort: number): boolean {
     const list = this.#table.get(this.#key(guestPort, localPort));
-    if (!list) return undefined;
-    for (const c of list) if (c.guestIp === guestIp && c.localIp === localIp) return c;
-    return undefined;
+    return list !== undefined && list.some((c) => c.path.matchesV4(path.guest, path.local));
   }
 
   #add(c: TcpConn): void {
@@ -126,65 +125,129 @@ export class TcpService implements TcpConnOwner {
     }
   }
 
+  /** A TCP segment from the guest over IPv4. */
   input(buf: Uint8Array, ip: Ipv4Header): void {
+    const s = this.#stack;
+    const seg = parseTcp(
+      buf,
+      ip.payloadOffset,
+      ip.payloadEnd,
+      s.guestOffloads ? -1 : pseudoHeaderSumV4(ip.src, ip.dst, IPPROTO_TCP, ip.payloadEnd - ip.payloadOffset),
+      this.#seg,
+    );
+    if (seg instanceof WireError) return s.drop("tcp-malformed", seg);
+    const list = this.#table.get(this.#key(seg.srcPort, seg.dstPort));
+    let c: TcpConn | undefined;
+    if (list) {
+      for (const x of list) {
+        if (x.path.matchesV4(ip.src, ip.dst)) {
+          c = x;
+          break;
+        }
+      }
+    }
+    if (this.#deliver(c, seg, buf)) return;
+    const path = new Ipv4Path(s, ip.src, ip.dst);
+    if (!this.#mayOpen(path, seg)) return;
+    // DNS over TCP to the virtual DNS address goes to the first upstream resolver (RFC 7766: clients
+    // retry over TCP when a UDP answer was truncated)
+    const dnsUpstream = ip.dst === s.plan.dns && seg.dstPort === 53 ? s.dns.tcpUpstream() : null;
+    if (ip.dst === s.plan.dns && !dnsUpstream) {
+      this.#refuse(path, seg, "tcp-dns-no-upstream");
+      return;
+    }
+    const real = dnsUpstream ? dnsUpstream.address : s.translation.toReal(ip.dst);
+    if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
+    if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
+      return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
+    }
+    this.#open(path, seg, ipv4ToString(real), dnsUpstream ? dnsUpstream.port : seg.dstPort);
+  }
+
+  /** A TCP segment from the guest over IPv6. */
+  input6(buf: Uint8Array, ip: Ipv6Header): void {
     const s = this.#stack;
     const len = ip.payloadEnd - ip.payloadOffset;
     const seg = parseTcp(
       buf,
       ip.payloadOffset,
       ip.payloadEnd,
-      s.guestOffloads ? -1 : pseudoHeaderSumV4(ip.src, ip.dst, IPPROTO_TCP, len),
+      s.guestOffloads ? -1 : pseudoHeaderSumV6(buf, ip.srcOffset, buf, ip.dstOffset, IPPROTO_TCP, len),
       this.#seg,
     );
     if (seg instanceof WireError) return s.drop("tcp-malformed", seg);
-    const c = this.#find(ip.src, seg.srcPort, ip.dst, seg.dstPort);
+    const list = this.#table.get(this.#key(seg.srcPort, seg.dstPort));
+    let c: TcpConn | undefined;
+    if (list) {
+      for (const x of list) {
+        if (x.path.matchesV6(buf, ip.srcOffset, ip.dstOffset)) {
+          c = x;
+          break;
+        }
+      }
+    }
+    if (this.#deliver(c, seg, buf)) return;
+    const path = new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset);
+    if (!this.#mayOpen(path, seg)) return;
+    const dest = s.egress6(buf, ip.dstOffset, "tcp", seg.dstPort);
+    if (typeof dest === "number") return s.icmp6.unreachable(buf, ip, dest, "tcp6-no-route");
+    this.#open(path, seg, dest.address, dest.port);
+  }
+
+  /**
+   * Hands the segment to its connection; true when it is dealt with (delivered, or answered with the reset
+   * a segment for no connection draws), false for a fresh SYN that may open one.
+   */
+  #deliver(c: TcpConn | undefined, seg: TcpHeader, buf: Uint8Array): boolean {
     if (c) {
       // a new SYN for a connection in TIME-WAIT starts a new incarnation (RFC 9293 §3.10.7.4 note)
       if (c.state === TcpState.TIME_WAIT && (seg.flags & (TCP_SYN | TCP_ACK_FLAG)) === TCP_SYN) c.abort();
-      else return c.input(seg, buf);
+      else {
+        c.input(seg, buf);
+        return true;
+      }
     }
+    return false;
+  }
+
+  /** Anything but a fresh SYN is reset; a SYN must pass the flow limits. */
+  #mayOpen(path: GuestPath, seg: TcpHeader): boolean {
+    const s = this.#stack;
     const f = seg.flags;
     if ((f & (TCP_SYN | TCP_ACK_FLAG | TCP_RST)) !== TCP_SYN) {
       // RFC 9293 §3.10.7.1: anything but a fresh SYN to a closed port draws a reset
-      this.#resetSegment(ip, seg);
-      return s.drop(f & TCP_RST ? "tcp-rst-no-connection" : "tcp-no-connection");
+      this.#resetSegment(path, seg);
+      s.drop(f & TCP_RST ? "tcp-rst-no-connection" : "tcp-no-connection");
+      return false;
     }
-    this.#open(buf, ip, seg);
+    if (seg.dstPort === 0) return this.#refuse(path, seg, "tcp-port-zero");
+    if (this.#count >= s.config.maxTcpFlows) return this.#refuse(path, seg, "tcp-flow-limit");
+    if (!s.admitFlow()) return this.#refuse(path, seg, "tcp-flow-rate-limit");
+    return true;
   }
 
-  /** A guest SYN: policy, limits, then dial the host before answering. */
-  #open(buf: Uint8Array, ip: Ipv4Header, seg: TcpHeader): void {
+  /** A guest SYN that passed policy: dial the host before answering. */
+  #open(path: GuestPath, seg: TcpHeader, real: string, realPort: number): void {
     const s = this.#stack;
-    if (seg.dstPort === 0) return this.#refuse(ip, seg, "tcp-port-zero");
-    if (this.#count >= s.config.maxTcpFlows) return this.#refuse(ip, seg, "tcp-flow-limit");
-    if (!s.admitFlow()) return this.#refuse(ip, seg, "tcp-flow-rate-limit");
-    // DNS over TCP to the virtual DNS address goes to the first upstream resolver (RFC 7766: clients
-    // retry over TCP when a UDP answer was truncated)
-    const dnsUpstream = ip.dst === s.plan.dns && seg.dstPort === 53 ? s.dns.tcpUpstream() : null;
-    if (ip.dst === s.plan.dns && !dnsUpstream) return this.#refuse(ip, seg, "tcp-dns-no-upstream");
-    const real = dnsUpstream ? dnsUpstream.address : s.translation.toReal(ip.dst);
-    const realPort = dnsUpstream ? dnsUpstream.port : seg.dstPort;
-    if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
-    if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
-      return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
+    if (!s.flowLimit.tryOpen()) {
+      this.#refuse(path, seg, "relay-flow-limit");
+      return;
     }
-    if (!s.flowLimit.tryOpen()) return this.#refuse(ip, seg, "relay-flow-limit");
-    const c = new TcpConn(s, this, {
-      guestIp: ip.src,
-      guestPort: seg.srcPort,
-      localIp: ip.dst,
-      localPort: seg.dstPort,
-    }, TcpState.CONNECTING);
+    const c = new TcpConn(
+      s,
+      this,
+      { path, guestPort: seg.srcPort, localPort: seg.dstPort },
+      TcpState.CONNECTING,
+    );
     c.acceptSynOptions(seg);
     this.#add(c);
-    c.host = s.host.connectTcp(ipv4ToString(real), realPort, c);
+    c.host = s.host.connectTcp(real, realPort, c);
     c.startConnectTimer();
   }
 
-  #resetSegment(ip: Ipv4Header, seg: TcpHeader): void {
+  #resetSegment(path: GuestPath, seg: TcpHeader): void {
     this.reset(
-      ip.src,
-      ip.dst,
+      path,
       seg.srcPort,
       seg.dstPort,
       seg.seq,
@@ -194,9 +257,11 @@ export class TcpService implements TcpConnOwner {
     );
   }
 
-  #refuse(ip: Ipv4Header, seg: TcpHeader, reason: string): void {
+  /** Refuses a SYN with a reset (rate-limited); false, for the caller to return. */
+  #refuse(path: GuestPath, seg: TcpHeader, reason: string): false {
     this.#stack.counters.drop(reason);
-    if (this.#stack.admitErrorReply()) this.#resetSegment(ip, seg);
+    if (this.#stack.admitErrorReply()) this.#resetSegment(path, seg);
+    return false;
   }
 
   /** The host refused or could not be reached while the guest waits in SYN. */
@@ -205,7 +270,7 @@ export class TcpService implements TcpConnOwner {
     s.log("debug", "host connect failed", {
       tenant: s.tenant,
       code,
-      to: `${ipv4ToString(c.localIp)}:${c.localPort}`,
+      to: `${c.path.localText()}:${c.localPort}`,
     });
     if (code === "ECONNREFUSED") {
       // the guest sees ECONNREFUSED at once
@@ -213,9 +278,14 @@ export class TcpService implements TcpConnOwner {
       c.abort();
       return;
     }
-    const icmpCode = code === "ENETUNREACH" ? ICMP_UNREACH_NET : ICMP_UNREACH_HOST;
     s.counters.drop(`tcp-host-${code}`);
-    s.icmp.unreachableForTcp(c.guestIp, c.guestPort, c.localIp, c.localPort, c.irs, icmpCode);
+    const p = c.path;
+    if (p.family === 4) {
+      const icmpCode = code === "ENETUNREACH" ? ICMP_UNREACH_NET : ICMP_UNREACH_HOST;
+      s.icmp.unreachableForTcp(p.guest, c.guestPort, p.local, c.localPort, c.irs, icmpCode);
+    } else {
+      s.icmp6.unreachableForTcp(p, c.guestPort, c.localPort, c.irs, code === "ENETUNREACH");
+    }
     c.abort();
   }
 
@@ -223,8 +293,7 @@ export class TcpService implements TcpConnOwner {
    * Sends the RST that answers a segment ({@linkcode rstReply}); a RST is never answered.
    */
   reset(
-    guestIp: number,
-    localIp: number,
+    path: GuestPath,
     guestPort: number,
     localPort: number,
     seq: number,
@@ -239,8 +308,8 @@ export class TcpService implements TcpConnOwner {
     o.dstPort = guestPort;
     o.window = 0;
     const hl = tcpHeaderLength(o);
-    emitTcp(o, s.tx, L4_OFFSET, 0, pseudoHeaderSumV4(localIp, guestIp, IPPROTO_TCP, hl));
-    s.sendIpv4(localIp, guestIp, IPPROTO_TCP, hl);
+    emitTcp(o, s.tx, path.l4Offset, 0, path.pseudoSum(IPPROTO_TCP, hl));
+    path.send(s.tx, 0, IPPROTO_TCP, hl);
   }
 
   // ───────────────────────── port forwards ─────────────────────────
@@ -258,16 +327,12 @@ export class TcpService implements TcpConnOwner {
       sock.destroy();
       return;
     }
+    const path = new Ipv4Path(s, guestIp, s.plan.gateway);
     let localPort = sock.remotePort || 1024;
-    for (let i = 0; this.#find(guestIp, fwd.guestPort, s.plan.gateway, localPort) && i < 64512; i++) {
+    for (let i = 0; this.#taken(path, fwd.guestPort, localPort) && i < 64512; i++) {
       localPort = localPort >= 65535 ? 1024 : localPort + 1;
     }
-    const c = new TcpConn(
-      s,
-      this,
-      { guestIp, guestPort: fwd.guestPort, localIp: s.plan.gateway, localPort },
-      TcpState.SYN_SENT,
-    );
+    const c = new TcpConn(s, this, { path, guestPort: fwd.guestPort, localPort }, TcpState.SYN_SENT);
     c.host = sock;
     this.#add(c);
     // the listener belongs to the tenant, not this stack: its callbacks enter the boundary here

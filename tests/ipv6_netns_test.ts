@@ -1,0 +1,146 @@
+/**
+ * IPv6 with a real Linux guest (a network namespace behind a TAP, the kernel's own SLAAC): router
+ * advertisement, neighbour discovery, ping to the router's addresses, TCP byte-exact both ways to a host
+ * server on [::1], UDP echo over IPv6, DNS AAAA through prefix::3, and the multi-tenant policy refusing
+ * the host's loopback and private IPv6 space. Every host service listens on ::1 or 127.0.0.1.
+ */
+import assert from "node:assert/strict";
+import { Relay } from "../src/relay/relay.ts";
+import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
+
+const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
+const MiB = 1024 * 1024;
+const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
+
+/** Waits until the guest has configured a global address in fd00::/64 from the router's advertisement. */
+async function slaacAddress(guest: NetnsGuest): Promise<string> {
+  for (let i = 0; i < 100; i++) {
+    const r = await guest.exec(["ip", "-6", "addr", "show", "dev", guest.ifname, "scope", "global"]);
+    const m = /inet6 (fd00::[0-9a-f:]+)\/64 .*dynamic/.exec(r.stdout);
+    if (m && !/tentative/.test(r.stdout)) return m[1];
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const all = await guest.exec(["ip", "-6", "addr"]);
+  throw new Error(`no SLAAC address in fd00::/64 after 10 s:\n${all.stdout}`);
+}
+
+async function startRelay(dir: string, edit: (c: StackConfig) => void = () => {}, multiTenant = false) {
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = ["127.0.0.1:9"];
+  edit(stack);
+  const relay = new Relay({
+    listenQemu: [`unix://${dir}/relay.sock`],
+    stack,
+    log: jsonLogger("warn"),
+    multiTenant,
+  });
+  await relay.start();
+  return relay;
+}
+
+e2eTest(
+  "IPv6: a Linux guest configures itself by SLAAC, pings the router, and reaches [::1] over TCP, UDP and DNS",
+  ["ping", "dig", "nc", "curl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "slirp-v6-" });
+    const dns = await startDnsResponder({
+      "v6.example.test": "2001:db8::10",
+      "v4.example.test": "192.0.2.10",
+    });
+    const echo = await startUdpEcho("::1");
+    const relay = await startRelay(dir, (c) => {
+      c.dnsUpstreams = [`127.0.0.1:${dns.port}`];
+      c.searchDomains = ["example.test"];
+      c.mtu = 1400;
+    });
+    const http = Deno.serve(
+      { hostname: "::1", port: 0, onListen() {} },
+      (req) => new Response(`hello over v6 from ${new URL(req.url).pathname}`),
+    );
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      const address = await slaacAddress(guest);
+      assert.match(address, /^fd00::/);
+      // the router's link-local address is the default route (RFC 4861 §6.3.4), its MTU option taken
+      const route = await guest.exec(["ip", "-6", "route", "show", "default"]);
+      assert.match(route.stdout, /default via fe80::2 dev \S+ proto ra/, route.stdout);
+      const link = await guest.exec(["cat", `/proc/sys/net/ipv6/conf/${guest.ifname}/mtu`]);
+      assert.equal(link.stdout.trim(), "1400");
+
+      for (const target of ["fd00::2", "fd00::3", "fe80::2%" + guest.ifname]) {
+        const ping = await guest.exec(["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", target]);
+        assert.equal(ping.code, 0, `${target}: ${ping.stdout}${ping.stderr}`);
+        assert.match(ping.stdout, /2 received/);
+      }
+      // neighbour discovery resolved the router to the gateway MAC
+      const neigh = await guest.exec(["ip", "-6", "neigh", "show", "fd00::2"]);
+      assert.match(neigh.stdout, /lladdr 52:55:0a:00:02:02/);
+
+      // DNS through prefix::3 over IPv6 transport: AAAA and A from the upstream
+      const dig = (...args: string[]) => guest.exec(["dig", "+tries=1", "+time=3", "@fd00::3", ...args]);
+      const aaaa = await dig("+short", "v6.example.test", "AAAA");
+      assert.equal(aaaa.stdout.trim(), "2001:db8::10", aaaa.stdout + aaaa.stderr);
+      const a = await dig("+short", "v4.example.test", "A");
+      assert.equal(a.stdout.trim(), "192.0.2.10", a.stdout + a.stderr);
+      // DNS over TCP to prefix::3 reaches the same upstream
+      const tcpDns = await dig("+tcp", "+short", "v6.example.test", "AAAA");
+      assert.equal(tcpDns.stdout.trim(), "2001:db8::10", tcpDns.stdout + tcpDns.stderr);
+
+      // UDP over IPv6 to a host service on ::1, reached as fd00::2
+      const udp = await guest.exec(["nc", "-u", "-w", "2", "fd00::2", String(echo.port)], {
+        stdin: "ping-over-udp6\n",
+      });
+      assert.match(udp.stdout, /echo:ping-over-udp6/, udp.stderr);
+
+      // HTTP over IPv6 to a host server on ::1
+      const r = await guest.exec(["curl", "-sS", "-m", "10", `http://[fd00::2]:${http.addr.port}/v6.html`]);
+      assert.equal(r.stdout, "hello over v6 from /v6.html", r.stderr);
+
+      // bulk, byte-exact both ways over one IPv6 connection each (guest→host and host→guest)
+      const file = await randomFile(dir, BULK);
+      const hs = await startHashServer("::1");
+      const source = await listenTcp((s) => {
+        s.on("error", () => {});
+        Deno.open(file.path).then(async (f) => {
+          for await (const chunk of f.readable) {
+            if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+          }
+          s.end();
+        });
+      }, "::1");
+      try {
+        const tool = async (args: string[]) => {
+          const out = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], {
+            timeoutMs: 300_000,
+          });
+          return JSON.parse(out.stdout.trim().split("\n").pop() ?? "{}");
+        };
+        const up = await tool(["send", "fd00::2", String(hs.port), file.path]);
+        assert.equal(up.sent, BULK);
+        assert.equal(up.reply, file.sha256, "guest→host SHA-256 over IPv6");
+        const down = await guest.exec(
+          ["sh", "-c", `curl -sS -m 300 --http0.9 http://[fd00::2]:${source.port}/ | sha256sum`],
+          { timeoutMs: 300_000 },
+        );
+        assert.equal(down.stdout.split(" ")[0], file.sha256, `host→guest SHA-256 over IPv6: ${down.stderr}`);
+        console.log(`IPv6 bulk: ${BULK / MiB} MiB each way byte-exact (guest→host ${up.ms} ms)`);
+      } finally {
+        hs.close();
+        source.close();
+      }
+      const s = relay.sessions.values().next().value!.stack;
+      assert.ok(s.counters.routerSolicitations >= 1, "the guest solicited the router");
+      assert.ok(s.counters.ipv6PacketsIn > 1000);
+    } finally {
+      await guest.close();
+      await http.shutdown();
+      await relay.stop();
+      dns.close();
+      echo.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

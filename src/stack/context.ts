@@ -37,6 +37,9 @@ export interface IcmpErrors {
   ): void;
 }
 
+/** Where a new IPv6 flow goes on the host (address as the socket API takes it, port), or an ICMPv6 code. */
+export type Egress6 = { address: string; port: number } | number;
+
 /** ICMPv6 errors toward the guest. */
 export interface Icmpv6Errors {
   /** Destination unreachable with `code` about the packet `ip` in `buf`, counted under `reason`. */
@@ -91,12 +94,7 @@ export interface StackContext extends FaultOwner {
    * Where a new IPv6 flow to the 16 bytes at `a[off]` goes on the host (address text and port), or the
    * ICMPv6 unreachable code that refuses it: translation and policy for IPv6 in one call.
    */
-  egress6(
-    a: Uint8Array,
-    off: number,
-    protocol: "tcp" | "udp",
-    port: number,
-  ): { address: string; port: number } | number;
+  egress6(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6;
   /** Admits one new flow under the tenant's rate quota. */
   admitFlow(): boolean;
   /** Admits one error reply (ICMP unreachable, refusing RST) under the stack's rate limit. */

@@ -35,22 +35,7 @@ import {
   parseIpv4,
 } from "../wire/ipv4.ts";
 import { emitUdp, newUdpHeader, parseUdp, UDP_HEADER_LEN } from "../wire/udp.ts";
-import {
-  emitIpv6,
-  IPPROTO_ICMPV6,
-  IPV6_HEADER_LEN,
-  ipv6Equal,
-  ipv6ToString,
-  isMulticastV6,
-  isUnspecifiedV6,
-  newIpv6Header,
-  parseIpv6,
-} from "../wire/ipv6.ts";
-import {
-  ICMPV6_UNREACH_ADDRESS,
-  ICMPV6_UNREACH_ADMIN_PROHIBITED,
-  ICMPV6_UNREACH_PORT,
-} from "../wire/icmpv6.ts";
+import { emitIpv6, IPV6_HEADER_LEN } from "../wire/ipv6.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
 import { L4_OFFSET } from "./frame.ts";
@@ -58,7 +43,7 @@ import { checksumSum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/check
 import { WireError } from "../wire/bytes.ts";
 import type { HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
 import type { Logger } from "../common/logger.ts";
-import type { StackContext } from "./context.ts";
+import type { Egress6, StackContext } from "./context.ts";
 import {
   type AddressPlan,
   type HostForwardConfig,
@@ -67,9 +52,9 @@ import {
   type StackConfig,
 } from "./config.ts";
 import { Icmpv6Service } from "./icmpv6_service.ts";
-import { Ipv4Path, Ipv6Path } from "./guest_path.ts";
-import { LOOPBACK_V4, LOOPBACK_V6, mappedIpv4, nat64Ipv4, TranslationTable } from "./translation.ts";
-import { ipv4ToString, u16 } from "../wire/bytes.ts";
+import { Ipv6Input } from "./ipv6_input.ts";
+import { Ipv4Path } from "./guest_path.ts";
+import { TranslationTable } from "./translation.ts";
 import { EgressPolicy } from "./policy.ts";
 import type { TimerWheel } from "./timer_wheel.ts";
 import { ArpService } from "./arp_service.ts";
@@ -125,7 +110,6 @@ const SHARED_IP_OUT: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0, d
 const SHARED_ETH = newEthernetHeader();
 const SHARED_IP = newIpv4Header();
 const SHARED_UDP = newUdpHeader();
-const SHARED_IP6 = newIpv6Header();
 /** Lines of one log message a stack writes per window (see Stack.#logLimited). */
 const LOG_BURST = 5;
 const LOG_WINDOW_MS = 10_000;
@@ -188,7 +172,6 @@ export class Stack implements StackContext {
   #eth = SHARED_ETH;
   #ip = SHARED_IP;
   #udp = SHARED_UDP;
-  #ip6 = SHARED_IP6;
   #ipId = 1;
   #closed = false;
   #guard: StackDeps["egressGuard"];
@@ -196,6 +179,7 @@ export class Stack implements StackContext {
   /** Per message: when its window began, lines logged in it, lines held back. */
   #logWindows = new Map<string, { start: number; n: number; suppressed: number }>();
   #onFault: StackDeps["onFault"];
+  #ipv6: Ipv6Input;
 
   /** @throws Error when the config's address plan or policy is invalid */
   constructor(config: StackConfig, deps: StackDeps) {
@@ -229,6 +213,7 @@ export class Stack implements StackContext {
     this.icmp6 = new Icmpv6Service(this, this.plan.v6 ?? resolvePlan6("fd00::/64"));
     this.udp = new UdpNat(this);
     this.tcp = new TcpService(this);
+    this.#ipv6 = new Ipv6Input(this, this);
   }
 
   /**
@@ -336,7 +321,7 @@ export class Stack implements StackContext {
       case ETHERTYPE_IPV4:
         return this.#ipv4Input(buf, eth.payloadOffset, end, eth.src, eth.dst);
       case ETHERTYPE_IPV6:
-        return this.#ipv6Input(buf, eth.payloadOffset, end, eth.src);
+        return this.#ipv6.input(buf, eth.payloadOffset, end, eth.src);
       default:
         return this.drop("unknown-ethertype");
     }
@@ -392,77 +377,10 @@ export class Stack implements StackContext {
   }
 
   /**
-   * An IPv6 packet from the guest (RFC 8200). Fragments are not reassembled: a guest fragments only what it
-   * sends beyond the path MTU, and it learns ours from the router advertisement.
+   * {@linkcode Ipv6Input.egress}: where a new IPv6 flow goes on the host, or the ICMPv6 code refusing it.
    */
-  #ipv6Input(buf: Uint8Array, off: number, end: number, srcMac: number): void {
-    if (!this.plan.v6) return this.drop("ipv6-disabled");
-    const ip = parseIpv6(buf, off, end, this.#ip6);
-    if (ip instanceof WireError) return this.drop("ipv6-malformed", ip);
-    this.counters.ipv6PacketsIn++;
-    if (ip.fragmented) return this.drop("ipv6-fragment-unsupported");
-    if (isMulticastV6(buf, ip.srcOffset)) return this.drop("ipv6-multicast-source");
-    if (!isUnspecifiedV6(buf, ip.srcOffset)) this.icmp6.learn(buf, ip.srcOffset, srcMac);
-    if (ip.protocol === IPPROTO_ICMPV6) return this.icmp6.input(buf, ip, srcMac);
-    // beyond Neighbor Discovery nothing multicast is served (mDNS, LLMNR, MLD stay on the guest's link)
-    if (isMulticastV6(buf, ip.dstOffset)) return this.drop("ipv6-multicast-not-forwarded");
-    if (isUnspecifiedV6(buf, ip.srcOffset)) return this.drop("ipv6-unspecified-source");
-    if (ip.protocol === IPPROTO_TCP) return this.tcp.input6(buf, ip);
-    if (ip.protocol === IPPROTO_UDP) {
-      const len = ip.payloadEnd - ip.payloadOffset;
-      // RFC 8200 §8.1: a zero UDP checksum is invalid over IPv6
-      if (len >= UDP_HEADER_LEN && u16(buf, ip.payloadOffset + 6) === 0) {
-        return this.drop("udp6-zero-checksum");
-      }
-      const pseudo = this.guestOffloads
-        ? -1
-        : pseudoHeaderSumV6(buf, ip.srcOffset, buf, ip.dstOffset, IPPROTO_UDP, len);
-      const udp = parseUdp(buf, ip.payloadOffset, ip.payloadEnd, pseudo, this.#udp);
-      if (udp instanceof WireError) return this.drop("udp-malformed", udp);
-      const v6 = this.plan.v6;
-      if (udp.dstPort === 53 && ipv6Equal(buf, ip.dstOffset, v6.dns, 0)) {
-        return this.dns.input(buf, new Ipv6Path(this, buf, ip.srcOffset, buf, ip.dstOffset), udp);
-      }
-      return this.udp.input6(buf, ip, udp);
-    }
-    this.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "ip-protocol-unsupported");
-  }
-
-  /**
-   * Where a new IPv6 flow to the 16 bytes at `a[off]` goes on the host — its address as the socket API takes
-   * it and the port — or the ICMPv6 unreachable code that refuses it. The tenant's IPv6 policy decides; an
-   * IPv4-mapped address is the IPv4 flow it names (IPv4 policy, dialled over IPv4), and a NAT64 address
-   * must pass the IPv4 policy for the address it embeds as well.
-   */
-  egress6(
-    a: Uint8Array,
-    off: number,
-    protocol: "tcp" | "udp",
-    port: number,
-  ): { address: string; port: number } | number {
-    const v6 = this.plan.v6!;
-    if (ipv6Equal(a, off, v6.dns, 0)) {
-      const u = protocol === "tcp" && port === 53 ? this.dns.tcpUpstream() : null;
-      return u ? { address: ipv4ToString(u.address), port: u.port } : ICMPV6_UNREACH_PORT;
-    }
-    const mapped = mappedIpv4(a, off);
-    if (mapped >= 0) {
-      const real = this.translation.toReal(mapped);
-      if (real < 0) return ICMPV6_UNREACH_ADDRESS;
-      if (!this.allowEgress(protocol, real, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-      return { address: ipv4ToString(real), port };
-    }
-    const real = this.translation.toReal6(a, off);
-    if (real === null) return ICMPV6_UNREACH_ADDRESS;
-    if (!this.policy.check6(protocol, real, 0, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-    const embedded = nat64Ipv4(real, 0);
-    if (embedded >= 0 && !this.policy.check(protocol, embedded, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-    const loopback = ipv6Equal(real, 0, LOOPBACK_V6, 0);
-    // the relay-wide guard knows loopback forwards by their IPv4 face; ::1 reaches the same listeners
-    if (loopback && this.#guard !== undefined && !this.#guard(protocol, LOOPBACK_V4, port)) {
-      return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-    }
-    return { address: ipv6ToString(real, 0), port };
+  egress6(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6 {
+    return this.#ipv6.egress(a, off, protocol, port);
   }
 
   /** Records that `ip` is at `mac` (bounded; the oldest entry gives way). */

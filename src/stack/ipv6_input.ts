@@ -1,0 +1,124 @@
+/**
+ * The IPv6 side of a tenant's stack (RFC 8200): a packet from the guest is parsed in place and handed to
+ * the service for its upper layer — Neighbor Discovery and echo (ICMPv6), DNS at prefix::3, UDP NAT, TCP —
+ * and every new IPv6 flow's destination passes {@linkcode Ipv6Input.egress}: translation and policy, the
+ * IPv6 twin of what IPv4 flows pass.
+ *
+ * Fragments are not reassembled: a guest fragments only what it sends beyond the path MTU, and it learns
+ * ours from the router advertisement.
+ *
+ * @module
+ */
+import { ipv4ToString, u16, WireError } from "../wire/bytes.ts";
+import { pseudoHeaderSumV6 } from "../wire/checksum.ts";
+import {
+  ICMPV6_UNREACH_ADDRESS,
+  ICMPV6_UNREACH_ADMIN_PROHIBITED,
+  ICMPV6_UNREACH_PORT,
+} from "../wire/icmpv6.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/ipv4.ts";
+import {
+  IPPROTO_ICMPV6,
+  ipv6Equal,
+  type Ipv6Header,
+  ipv6ToString,
+  isMulticastV6,
+  isUnspecifiedV6,
+  newIpv6Header,
+  parseIpv6,
+} from "../wire/ipv6.ts";
+import { newUdpHeader, parseUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
+import type { Egress6, StackContext } from "./context.ts";
+import { type GuestPath, Ipv6Path } from "./guest_path.ts";
+import type { Icmpv6Service } from "./icmpv6_service.ts";
+import { LOOPBACK_V4, LOOPBACK_V6, mappedIpv4, nat64Ipv4 } from "./translation.ts";
+
+/** The services IPv6 packets go to. */
+export interface Ipv6Services {
+  readonly icmp6: Icmpv6Service;
+  readonly tcp: { input6(buf: Uint8Array, ip: Ipv6Header): void };
+  readonly udp: { input6(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void };
+  readonly dns: {
+    input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void;
+    tcpUpstream(): { address: number; port: number } | null;
+  };
+}
+
+// parse scratch, shared by every stack in the process (input is processed synchronously)
+const SHARED_IP6 = newIpv6Header();
+const SHARED_UDP = newUdpHeader();
+
+export class Ipv6Input {
+  #stack: StackContext;
+  #services: Ipv6Services;
+
+  constructor(stack: StackContext, services: Ipv6Services) {
+    this.#stack = stack;
+    this.#services = services;
+  }
+
+  /** An IPv6 packet from the guest at `buf[off, end)`, from Ethernet source `srcMac`. */
+  input(buf: Uint8Array, off: number, end: number, srcMac: number): void {
+    const s = this.#stack;
+    const v6 = s.plan.v6;
+    if (!v6) return s.drop("ipv6-disabled");
+    const ip = parseIpv6(buf, off, end, SHARED_IP6);
+    if (ip instanceof WireError) return s.drop("ipv6-malformed", ip);
+    s.counters.ipv6PacketsIn++;
+    const { icmp6, tcp, udp: nat, dns } = this.#services;
+    if (ip.fragmented) return s.drop("ipv6-fragment-unsupported");
+    if (isMulticastV6(buf, ip.srcOffset)) return s.drop("ipv6-multicast-source");
+    if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
+    if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);
+    // beyond Neighbor Discovery nothing multicast is served (mDNS, LLMNR, MLD stay on the guest's link)
+    if (isMulticastV6(buf, ip.dstOffset)) return s.drop("ipv6-multicast-not-forwarded");
+    if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
+    if (ip.protocol === IPPROTO_TCP) return tcp.input6(buf, ip);
+    if (ip.protocol === IPPROTO_UDP) {
+      const len = ip.payloadEnd - ip.payloadOffset;
+      // RFC 8200 §8.1: a zero UDP checksum is invalid over IPv6
+      if (len >= UDP_HEADER_LEN && u16(buf, ip.payloadOffset + 6) === 0) return s.drop("udp6-zero-checksum");
+      const pseudo = s.guestOffloads
+        ? -1
+        : pseudoHeaderSumV6(buf, ip.srcOffset, buf, ip.dstOffset, IPPROTO_UDP, len);
+      const udp = parseUdp(buf, ip.payloadOffset, ip.payloadEnd, pseudo, SHARED_UDP);
+      if (udp instanceof WireError) return s.drop("udp-malformed", udp);
+      if (udp.dstPort === 53 && ipv6Equal(buf, ip.dstOffset, v6.dns, 0)) {
+        return dns.input(buf, new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset), udp);
+      }
+      return nat.input6(buf, ip, udp);
+    }
+    icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "ip-protocol-unsupported");
+  }
+
+  /**
+   * Where a new IPv6 flow to the 16 bytes at `a[off]` goes on the host, or the ICMPv6 unreachable code that
+   * refuses it. prefix::3 is the DNS forwarder (TCP port 53 goes to the first upstream); the tenant's IPv6
+   * policy decides for the rest; an IPv4-mapped destination is the IPv4 flow it names (IPv4 translation and
+   * policy, dialled over IPv4); a NAT64 address must pass the IPv4 policy for the address it embeds too; the
+   * host's ::1 must pass what its 127.0.0.1 passes (the relay's guard on other tenants' forwards included).
+   */
+  egress(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6 {
+    const s = this.#stack;
+    if (ipv6Equal(a, off, s.plan.v6!.dns, 0)) {
+      const u = protocol === "tcp" && port === 53 ? this.#services.dns.tcpUpstream() : null;
+      return u ? { address: ipv4ToString(u.address), port: u.port } : ICMPV6_UNREACH_PORT;
+    }
+    const mapped = mappedIpv4(a, off);
+    if (mapped >= 0) {
+      const real = s.translation.toReal(mapped);
+      if (real < 0) return ICMPV6_UNREACH_ADDRESS;
+      if (!s.allowEgress(protocol, real, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
+      return { address: ipv4ToString(real), port };
+    }
+    const real = s.translation.toReal6(a, off);
+    if (real === null) return ICMPV6_UNREACH_ADDRESS;
+    if (!s.policy.check6(protocol, real, 0, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
+    const embedded = nat64Ipv4(real, 0);
+    if (embedded >= 0 && !s.policy.check(protocol, embedded, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
+    if (ipv6Equal(real, 0, LOOPBACK_V6, 0) && !s.allowEgress(protocol, LOOPBACK_V4, port)) {
+      return ICMPV6_UNREACH_ADMIN_PROHIBITED;
+    }
+    return { address: ipv6ToString(real, 0), port };
+  }
+}

@@ -10,6 +10,7 @@ import {
   defaultStackConfig,
   parseHostForward,
   parseUpstream,
+  resolvePlan6,
   type StackConfig,
   useNetwork,
 } from "./stack/config.ts";
@@ -77,7 +78,11 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
   --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
-  --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26)
+  --net6 PREFIX/64                 guest IPv6 prefix for SLAAC (default fd00::/64; router fe80::2, "host"
+                                   prefix::2 → the relay host's ::1 as 10.0.2.2 → 127.0.0.1, DNS prefix::3)
+  --no-ipv6                        IPv4 only: no router advertisements, IPv6 frames dropped
+  --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26 and in the
+                                   IPv6 router advertisement)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
   --dns-record NAME=ADDR           answer NAME with ADDR locally, repeatable
                                    (host.slirp.internal=<gateway> is always present)
@@ -105,6 +110,8 @@ interface ServeFlags {
   "config"?: string;
   "listen-qemu"?: string[];
   "net"?: string;
+  "net6"?: string;
+  "no-ipv6"?: boolean;
   "mtu"?: string | number;
   "dns-upstream"?: string[];
   "dns-record"?: string[];
@@ -136,6 +143,15 @@ export function buildServeConfig(
 ): { listen: string[]; stack: StackConfig; logLevel: LogLevel } {
   const stack = defaultStackConfig();
   if (flags.net !== undefined) useNetwork(stack, flags.net, "--net");
+  if (flags.net6 !== undefined) {
+    try {
+      resolvePlan6(flags.net6); // refused at start, with the flag's name
+    } catch (e) {
+      throw new Error(`Invalid --net6: ${(e as Error).message}`);
+    }
+    stack.net6 = flags.net6;
+  }
+  if (flags["no-ipv6"]) stack.ipv6 = false;
   if (flags.mtu !== undefined) {
     const mtu = Number(flags.mtu);
     if (!Number.isInteger(mtu)) throw new Error(`Invalid --mtu "${flags.mtu}": not an integer`);
@@ -193,6 +209,8 @@ const SERVE_OPTIONS = {
   "listen-qemu": { type: "string", multiple: true },
   "listen-dgram": { type: "string", multiple: true },
   "net": { type: "string" },
+  "net6": { type: "string" },
+  "no-ipv6": { type: "boolean" },
   "mtu": { type: "string" },
   "dns-upstream": { type: "string", multiple: true },
   "dns-record": { type: "string", multiple: true },

@@ -10,6 +10,7 @@ import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
+import { api, multiRelay } from "./_relay_api.ts";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -140,6 +141,79 @@ e2eTest(
       await relay.stop();
       dns.close();
       echo.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+e2eTest(
+  "IPv6 multi-tenant: a v6 guest reaches neither the host's ::1, nor ULA or NAT64-embedded loopback, nor another tenant's forwards",
+  ["curl"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "slirp-v6mt-" });
+    let accepted6 = 0, accepted4 = 0;
+    const server6 = await listenTcp((s) => {
+      accepted6++;
+      s.end("v6-host-service");
+      s.on("error", () => {});
+    }, "::1");
+    const server4 = await listenTcp((s) => {
+      accepted4++;
+      s.end("v4-host-service");
+      s.on("error", () => {});
+    });
+    const relay = await multiRelay(dir);
+    const guests: NetnsGuest[] = [];
+    try {
+      // "open" allows the host's loopback in both families (all ports); "closed" keeps the default policy;
+      // "other" has a port forward on the relay host's loopback
+      for (
+        const spec of [
+          { id: "open", policy: { allow: ["::1/128", "127.0.0.1/32"] } },
+          { id: "closed" },
+          { id: "other", hostfwd: ["tcp:127.0.0.1:0-:22"] },
+        ]
+      ) {
+        assert.equal((await api(relay, "POST", "/v1/tenants", spec)).status, 201);
+      }
+      const otherForward = relay.tenants.get("other")!.forwards[0].config.hostPort;
+      const open = await NetnsGuest.create(`unix://${dir}/open.sock`);
+      guests.push(open);
+      const closed = await NetnsGuest.create(`unix://${dir}/closed.sock`);
+      guests.push(closed);
+      await slaacAddress(open);
+      await slaacAddress(closed);
+      const curl = (g: NetnsGuest, url: string) => g.exec(["curl", "-sS", "-g", "--http0.9", "-m", "3", url]);
+
+      // control: a tenant whose policy allows ::1 reaches the host service as [fd00::2]
+      const ok = await curl(open, `http://[fd00::2]:${server6.port}/`);
+      assert.equal(ok.stdout, "v6-host-service", ok.stderr);
+      assert.equal(accepted6, 1);
+      // …but not another tenant's forward on the relay host through ::1
+      const fwd = await curl(open, `http://[fd00::2]:${otherForward}/`);
+      assert.notEqual(fwd.code, 0, `another tenant's forward must be refused: ${fwd.stdout}`);
+
+      // the default multi-tenant policy: the host's loopback, ULA outside the tenant's prefix, NAT64 forms of
+      // denied IPv4 space (a Linux guest sends ::ffff:a.b.c.d as IPv4 itself: the scripted test covers it)
+      const refused = [
+        `http://[fd00::2]:${server6.port}/`,
+        `http://[fc00::1]:${server6.port}/`,
+        `http://[fd12:3456::1]:${server6.port}/`,
+        `http://[64:ff9b::7f00:1]:${server4.port}/`,
+      ];
+      for (const url of refused) {
+        const r = await curl(closed, url);
+        assert.notEqual(r.code, 0, `${url} must be refused: ${r.stdout}`);
+      }
+      const t = relay.tenants.get("closed")!.counters;
+      assert.ok((t.drops.get("tcp6-no-route") ?? 0) >= refused.length, JSON.stringify(t.snapshot().drops));
+      assert.equal(accepted6, 1, "no refused flow reached the IPv6 host service");
+      assert.equal(accepted4, 0, "no refused flow reached the IPv4 host service");
+    } finally {
+      for (const g of guests) await g.close();
+      await relay.stop();
+      server6.close();
+      server4.close();
       await Deno.remove(dir, { recursive: true });
     }
   },

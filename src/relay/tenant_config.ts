@@ -17,6 +17,7 @@ import {
   useNetwork,
 } from "../stack/config.ts";
 import { parseCidr } from "../wire/bytes.ts";
+import { parseCidrV6 } from "../wire/ipv6.ts";
 import type { PolicyConfig, PolicyRuleConfig } from "../stack/policy.ts";
 
 /** Tenant ids: path- and filename-safe. */
@@ -69,6 +70,10 @@ export interface TenantSpec {
   hostfwd?: (string | HostForwardConfig)[];
   /** Guest network (default 10.0.2.0/24). */
   net?: string;
+  /** Guest IPv6 prefix, a /64 (default fd00::/64). */
+  net6?: string;
+  /** false: IPv4 only. */
+  ipv6?: boolean;
   mtu?: number;
   /**
    * A TCP port of its own for the stream protocol, "HOST:PORT" or "PORT" (host 127.0.0.1; port 0 = any
@@ -107,12 +112,44 @@ export const MULTI_TENANT_DENIED: string[] = [
   "203.0.113.0/24",
   "224.0.0.0/4",
   "240.0.0.0/4",
+  // IPv6 (RFC 6890 and the IANA special-purpose registry): unspecified, loopback, IPv4-compatible,
+  // discard-only, IETF protocol assignments (Teredo, benchmarking, ORCHID), documentation, 6to4 (which
+  // embeds any IPv4 address), ULA (a tenant's own prefix is the relay's, handled before policy), site-local,
+  // link-local, multicast. IPv4-mapped destinations are dialled as IPv4 and meet the ranges above; NAT64
+  // ones (64:ff9b::/96) must pass them for the IPv4 address they embed.
+  "::/128",
+  "::1/128",
+  "::/96",
+  "100::/64",
+  "2001::/23",
+  "2001:db8::/32",
+  "2002::/16",
+  "fc00::/7",
+  "fec0::/10",
+  "fe80::/10",
+  "ff00::/8",
 ];
 
-/** Parses one rule string into a policy rule; throws with the rule in the message. */
+/**
+ * Parses one rule string into a policy rule; throws with the rule in the message. IPv4:
+ * `CIDR[:PORT[-PORT]][/PROTO]`; IPv6: `CIDR6[/PROTO]` or, with ports, `[CIDR6]:PORT[-PORT][/PROTO]`.
+ */
 export function parseRule(text: string, action: "allow" | "deny"): PolicyRuleConfig {
-  const m = /^([0-9.]+(?:\/\d{1,2})?)(?::(\d{1,5}(?:-\d{1,5})?))?(?:\/(tcp|udp|icmp))?$/.exec(text.trim());
-  if (!m) throw new Error(`Invalid policy rule "${text}": expected CIDR[:PORT[-PORT]][/tcp|udp|icmp]`);
+  const t = text.trim();
+  const v6 =
+    /^\[([0-9a-fA-F:.]+(?:\/\d{1,3})?)\](?::(\d{1,5}(?:-\d{1,5})?))?(?:\/(tcp|udp|icmp))?$/.exec(t) ??
+      /^([0-9a-fA-F]*:[0-9a-fA-F:.]*(?:\/\d{1,3})?)()(?:\/(tcp|udp|icmp))?$/.exec(t);
+  if (v6) {
+    const cidr = v6[1].includes("/") ? v6[1] : `${v6[1]}/128`;
+    if (!parseCidrV6(cidr)) throw new Error(`Invalid policy rule "${text}": bad IPv6 CIDR`);
+    return { action, cidr, ports: v6[2] || undefined, protocol: v6[3] as PolicyRuleConfig["protocol"] };
+  }
+  const m = /^([0-9.]+(?:\/\d{1,2})?)(?::(\d{1,5}(?:-\d{1,5})?))?(?:\/(tcp|udp|icmp))?$/.exec(t);
+  if (!m) {
+    throw new Error(
+      `Invalid policy rule "${text}": expected CIDR[:PORT[-PORT]][/tcp|udp|icmp] or [CIDR6]:PORT[-PORT][/tcp|udp|icmp]`,
+    );
+  }
   const cidr = m[1].includes("/") ? m[1] : `${m[1]}/32`;
   if (!parseCidr(cidr)) throw new Error(`Invalid policy rule "${text}": bad CIDR`);
   return { action, cidr, ports: m[2], protocol: m[3] as PolicyRuleConfig["protocol"] };
@@ -175,6 +212,8 @@ export function tenantStackConfig(
 ): StackConfig {
   const c: StackConfig = { ...defaultStackConfig(), ...structuredClone(base) };
   if (spec.net) useNetwork(c, spec.net, "net");
+  if (spec.net6 !== undefined) c.net6 = spec.net6;
+  if (spec.ipv6 !== undefined) c.ipv6 = spec.ipv6 === true;
   if (spec.mtu !== undefined) c.mtu = spec.mtu;
   c.policy = compilePolicy(spec.policy, multiTenant);
   const q = { ...DEFAULT_QUOTAS, ...spec.quotas };

@@ -1,0 +1,360 @@
+/**
+ * IPv6 in the stack, scripted frame by frame (no root, no real socket: the host is a FakeHost that records
+ * what would be dialled): router advertisements and their options, neighbour discovery and its refusals,
+ * echo, TCP over IPv6 through the family-neutral TCP engine, and the IPv6 policy with its IPv4-mapped and
+ * NAT64 forms.
+ */
+import assert from "node:assert/strict";
+import { StackHarness } from "./_frames.ts";
+import { FakeHost } from "./_fake_host.ts";
+import { compilePolicy } from "../src/relay/tenant_config.ts";
+import { emitEthernet, ETHERTYPE_IPV6 } from "../src/wire/ethernet.ts";
+import {
+  emitIpv6,
+  IPPROTO_ICMPV6,
+  type Ipv6Header,
+  ipv6ToString,
+  parseIpv6,
+  parseIpv6Address,
+} from "../src/wire/ipv6.ts";
+import {
+  emitIcmpv6,
+  ICMPV6_DEST_UNREACHABLE,
+  ICMPV6_ECHO_REPLY,
+  ICMPV6_ECHO_REQUEST,
+  ICMPV6_UNREACH_ADDRESS,
+  ICMPV6_UNREACH_ADMIN_PROHIBITED,
+  NDP_NEIGHBOR_ADVERTISEMENT,
+  NDP_NEIGHBOR_SOLICITATION,
+  NDP_OPT_MTU,
+  NDP_OPT_PREFIX_INFO,
+  NDP_OPT_RDNSS,
+  NDP_OPT_SOURCE_LLADDR,
+  NDP_ROUTER_ADVERTISEMENT,
+  NDP_ROUTER_SOLICITATION,
+  parseIcmpv6,
+} from "../src/wire/icmpv6.ts";
+import { emitTcp, newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_SYN, tcpHeaderLength } from "../src/wire/tcp.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
+import { pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
+import { isWireError, mac48, put16, u32 } from "../src/wire/bytes.ts";
+import { RA_INTERVAL_MS } from "../src/stack/icmpv6_service.ts";
+
+const GW_MAC = 0x52550a000202;
+const MAC = 0x02000000006a;
+const a6 = (s: string) => parseIpv6Address(s)!;
+const GUEST_LL = a6("fe80::6a");
+const GUEST = a6("fd00::6a");
+
+/** An Ethernet frame carrying an IPv6 packet with `l4` as its payload (checksum filled by `fill`). */
+function frame6(
+  src: Uint8Array,
+  dst: Uint8Array,
+  protocol: number,
+  l4: Uint8Array,
+  opts: { hopLimit?: number; dstMac?: number } = {},
+): Uint8Array {
+  const f = new Uint8Array(Math.max(60, 54 + l4.length));
+  emitEthernet(f, 0, opts.dstMac ?? GW_MAC, MAC, ETHERTYPE_IPV6);
+  emitIpv6(f, 14, l4.length, protocol, opts.hopLimit ?? 64, src, 0, dst, 0);
+  f.set(l4, 54);
+  return f;
+}
+
+/** An ICMPv6 message (type, code, rest, body) as L4 bytes with its checksum. */
+function icmp6(src: Uint8Array, dst: Uint8Array, type: number, rest: number, body: Uint8Array): Uint8Array {
+  const m = new Uint8Array(8 + body.length);
+  m.set(body, 8);
+  emitIcmpv6(m, 0, type, 0, rest, body.length, pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_ICMPV6, m.length));
+  return m;
+}
+
+function slla(mac: number): Uint8Array {
+  const o = new Uint8Array(8);
+  o[0] = NDP_OPT_SOURCE_LLADDR;
+  o[1] = 1;
+  for (let i = 0; i < 6; i++) o[2 + i] = (mac / 2 ** (8 * (5 - i))) & 0xff;
+  return o;
+}
+
+function neighbourSolicitation(src: Uint8Array, target: string, hopLimit = 255): Uint8Array {
+  const body = new Uint8Array(24);
+  body.set(a6(target), 0);
+  body.set(slla(MAC), 16);
+  const group = a6(`ff02::1:ff00:${target.split(":").pop()}`);
+  return frame6(src, group, IPPROTO_ICMPV6, icmp6(src, group, NDP_NEIGHBOR_SOLICITATION, 0, body), {
+    hopLimit,
+  });
+}
+
+function tcpSyn6(dst: string, dport: number, sport = 40000): Uint8Array {
+  const t = newTcpHeader();
+  Object.assign(t, {
+    srcPort: sport,
+    dstPort: dport,
+    seq: 1000,
+    ack: 0,
+    flags: TCP_SYN,
+    window: 65535,
+    mss: 1440,
+  });
+  const hl = tcpHeaderLength(t);
+  const l4 = new Uint8Array(hl);
+  const d = a6(dst);
+  emitTcp(t, l4, 0, 0, pseudoHeaderSumV6(GUEST, 0, d, 0, IPPROTO_TCP, hl));
+  return frame6(GUEST, d, IPPROTO_TCP, l4);
+}
+
+/** The IPv6 packets the stack sent, parsed (each with its frame). */
+function sent6(h: StackHarness, from = 0): { frame: Uint8Array; ip: Ipv6Header }[] {
+  const out: { frame: Uint8Array; ip: Ipv6Header }[] = [];
+  for (const f of h.raw.slice(from)) {
+    if (((f[12] << 8) | f[13]) !== ETHERTYPE_IPV6) continue;
+    const ip = parseIpv6(f, 14, f.length);
+    if (!isWireError(ip)) out.push({ frame: f, ip });
+  }
+  return out;
+}
+
+/** NDP options of a message body: type → offset of each. */
+function options(f: Uint8Array, off: number, end: number): Map<number, number> {
+  const m = new Map<number, number>();
+  while (off + 2 <= end && f[off + 1] > 0) {
+    m.set(f[off], off);
+    off += f[off + 1] * 8;
+  }
+  return m;
+}
+
+Deno.test("IPv6 RS → RA: from fe80::2 with hop limit 255, the gateway MAC, fd00::/64 on-link and autonomous, RDNSS fd00::3", () => {
+  const h = new StackHarness();
+  try {
+    h.send(
+      frame6(
+        GUEST_LL,
+        a6("ff02::2"),
+        IPPROTO_ICMPV6,
+        icmp6(GUEST_LL, a6("ff02::2"), NDP_ROUTER_SOLICITATION, 0, slla(MAC)),
+        { hopLimit: 255, dstMac: 0x333300000002 },
+      ),
+    );
+    const [ra] = sent6(h);
+    assert.ok(ra, "an advertisement was sent");
+    const f = ra.frame;
+    assert.equal(mac48(f, 0), MAC, "unicast to the soliciting guest");
+    assert.equal(ipv6ToString(f, ra.ip.srcOffset), "fe80::2");
+    assert.equal(ipv6ToString(f, ra.ip.dstOffset), "fe80::6a");
+    assert.equal(ra.ip.hopLimit, 255);
+    const m = parseIcmpv6(
+      f,
+      ra.ip.payloadOffset,
+      ra.ip.payloadEnd,
+      pseudoHeaderSumV6(
+        f,
+        ra.ip.srcOffset,
+        f,
+        ra.ip.dstOffset,
+        IPPROTO_ICMPV6,
+        ra.ip.payloadEnd - ra.ip.payloadOffset,
+      ),
+    );
+    assert.ok(!isWireError(m), "checksum verifies");
+    assert.equal(m.type, NDP_ROUTER_ADVERTISEMENT);
+    assert.equal(m.rest >>> 24, 64, "cur hop limit");
+    assert.ok((m.rest & 0xffff) > 0, "router lifetime > 0: a default router");
+    const opts = options(f, m.bodyOffset + 8, m.end);
+    assert.equal(mac48(f, opts.get(NDP_OPT_SOURCE_LLADDR)! + 2), GW_MAC);
+    const pi = opts.get(NDP_OPT_PREFIX_INFO)!;
+    assert.equal(f[pi + 2], 64);
+    assert.equal(f[pi + 3] & 0xc0, 0xc0, "L and A set");
+    assert.ok(u32(f, pi + 4) >= u32(f, pi + 8), "valid lifetime ≥ preferred");
+    assert.equal(ipv6ToString(f, pi + 16), "fd00::");
+    assert.equal(ipv6ToString(f, opts.get(NDP_OPT_RDNSS)! + 8), "fd00::3");
+    assert.equal(opts.has(NDP_OPT_MTU), false, "no MTU option at Ethernet's 1500");
+    assert.equal(h.stack.counters.routerSolicitations, 1);
+
+    // unsolicited advertisements follow to all nodes
+    const before = h.raw.length;
+    h.advance(RA_INTERVAL_MS + 1);
+    const [again] = sent6(h, before);
+    assert.ok(again, "an unsolicited advertisement");
+    assert.equal(ipv6ToString(again.frame, again.ip.dstOffset), "ff02::1");
+    assert.equal(mac48(again.frame, 0), 0x333300000001);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 RA carries the MTU option when the MTU is not 1500; an RS from :: is answered to all nodes; hop limit ≠ 255 is refused", () => {
+  const h = new StackHarness((c) => (c.mtu = 9000));
+  try {
+    const any = a6("::");
+    h.send(
+      frame6(
+        GUEST_LL,
+        a6("ff02::2"),
+        IPPROTO_ICMPV6,
+        icmp6(GUEST_LL, a6("ff02::2"), NDP_ROUTER_SOLICITATION, 0, new Uint8Array(0)),
+        { hopLimit: 64 },
+      ),
+    );
+    assert.equal(sent6(h).length, 0, "an RS that was routed (hop limit 64) is not answered");
+    assert.equal(h.drops("ndp-hop-limit-not-255"), 1);
+    h.send(
+      frame6(
+        any,
+        a6("ff02::2"),
+        IPPROTO_ICMPV6,
+        icmp6(any, a6("ff02::2"), NDP_ROUTER_SOLICITATION, 0, new Uint8Array(0)),
+        { hopLimit: 255 },
+      ),
+    );
+    const [ra] = sent6(h);
+    assert.equal(ipv6ToString(ra.frame, ra.ip.dstOffset), "ff02::1");
+    const opts = options(ra.frame, ra.ip.payloadOffset + 16, ra.ip.payloadEnd);
+    assert.equal(u32(ra.frame, opts.get(NDP_OPT_MTU)! + 4), 9000);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 NS: answered for fd00::2, fd00::3 and fe80::2 (R, S, O and the gateway MAC); never for a DAD probe or an address not the router's", () => {
+  const h = new StackHarness();
+  try {
+    for (const target of ["fd00::2", "fd00::3", "fe80::2"]) {
+      const before = h.raw.length;
+      h.send(neighbourSolicitation(GUEST, target));
+      const [na] = sent6(h, before);
+      assert.ok(na, `an advertisement for ${target}`);
+      const f = na.frame;
+      assert.equal(f[na.ip.payloadOffset], NDP_NEIGHBOR_ADVERTISEMENT);
+      assert.equal(f[na.ip.payloadOffset + 4] & 0xe0, 0xe0, "router, solicited, override");
+      assert.equal(ipv6ToString(f, na.ip.payloadOffset + 8), target);
+      assert.equal(mac48(f, na.ip.payloadOffset + 24 + 2), GW_MAC, "target link-layer option");
+      assert.equal(na.ip.hopLimit, 255);
+      assert.equal(ipv6ToString(f, na.ip.dstOffset), "fd00::6a");
+    }
+    const before = h.raw.length;
+    h.send(neighbourSolicitation(a6("::"), "fd00::2"));
+    h.send(neighbourSolicitation(GUEST, "fd00::77"));
+    h.send(neighbourSolicitation(GUEST, "fd00::2", 254));
+    assert.equal(sent6(h, before).length, 0);
+    assert.equal(h.drops("ndp-dad-probe"), 1);
+    assert.equal(h.drops("ndp-target-not-ours"), 1);
+    assert.equal(h.drops("ndp-hop-limit-not-255"), 1);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 echo to fd00::3 is answered with the same identifier, sequence and data; a zero UDP checksum is refused", () => {
+  const h = new StackHarness();
+  try {
+    const dns = a6("fd00::3");
+    const data = new TextEncoder().encode("echo-data-over-ipv6");
+    h.send(frame6(GUEST, dns, IPPROTO_ICMPV6, icmp6(GUEST, dns, ICMPV6_ECHO_REQUEST, 0x12340007, data)));
+    const [r] = sent6(h);
+    assert.equal(r.frame[r.ip.payloadOffset], ICMPV6_ECHO_REPLY);
+    assert.equal(u32(r.frame, r.ip.payloadOffset + 4), 0x12340007);
+    assert.deepEqual(r.frame.slice(r.ip.payloadOffset + 8, r.ip.payloadEnd), data);
+    assert.equal(ipv6ToString(r.frame, r.ip.srcOffset), "fd00::3");
+
+    const udp = new Uint8Array(12);
+    put16(udp, 0, 5353);
+    put16(udp, 2, 53);
+    put16(udp, 4, 12);
+    h.send(frame6(GUEST, dns, IPPROTO_UDP, udp));
+    assert.equal(h.drops("udp6-zero-checksum"), 1);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 TCP: prefix::2 dials the host's ::1 and the handshake completes through the family-neutral engine; fe80::1 and the rest of the prefix are unreachable", () => {
+  let host!: FakeHost;
+  const h = new StackHarness(() => {}, (clock) => (host = new FakeHost(clock)));
+  try {
+    h.send(tcpSyn6("fd00::2", 8080));
+    assert.equal(host.sockets.length, 1);
+    assert.equal(host.sockets[0].remoteAddress, "::1");
+    host.sockets[0].handlers.onConnect();
+    const [synAck] = sent6(h);
+    const t = parseTcp(
+      synAck.frame,
+      synAck.ip.payloadOffset,
+      synAck.ip.payloadEnd,
+      pseudoHeaderSumV6(
+        synAck.frame,
+        synAck.ip.srcOffset,
+        synAck.frame,
+        synAck.ip.dstOffset,
+        IPPROTO_TCP,
+        synAck.ip.payloadEnd - synAck.ip.payloadOffset,
+      ),
+    );
+    assert.ok(
+      !(t instanceof Error) && "flags" in t,
+      "the SYN-ACK's checksum verifies over the IPv6 pseudo-header",
+    );
+    assert.equal(t.flags & (TCP_SYN | TCP_ACK_FLAG), TCP_SYN | TCP_ACK_FLAG);
+    assert.equal(t.mss, 1500 - 40 - 20, "MSS from the IPv6 header length");
+    assert.equal(t.ack, 1001);
+    const flows = h.stack.inspectTcp();
+    assert.equal(flows[0].family, "ipv6");
+    assert.equal(flows[0].remote, "[fd00::2]:8080");
+
+    for (const [dst, reason] of [["fe80::1", "tcp6-no-route"], ["fd00::99", "tcp6-no-route"]] as const) {
+      const before = h.raw.length;
+      h.send(tcpSyn6(dst, 80, 40001));
+      const [err] = sent6(h, before);
+      assert.equal(err.frame[err.ip.payloadOffset], ICMPV6_DEST_UNREACHABLE, dst);
+      assert.equal(err.frame[err.ip.payloadOffset + 1], ICMPV6_UNREACH_ADDRESS, dst);
+      assert.ok(h.drops(reason) >= 1);
+    }
+    assert.equal(host.sockets.length, 1, "nothing else was dialled");
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 policy (multi-tenant defaults): ::1, IPv4-mapped loopback and metadata, ULA, NAT64-embedded private space are refused; a public address is dialled", () => {
+  let host!: FakeHost;
+  const h = new StackHarness((c) => {
+    c.policy = compilePolicy(undefined, true);
+    c.gatewayToLoopback = false;
+  }, (clock) => (host = new FakeHost(clock)));
+  try {
+    let sport = 41000;
+    for (
+      const dst of [
+        "::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+        "::ffff:10.0.0.1",
+        "fc00::1",
+        "fd12::1",
+        "64:ff9b::a00:1",
+        "2001:db8::1",
+        "ff0e::1",
+      ]
+    ) {
+      const before = h.raw.length;
+      h.send(tcpSyn6(dst, 80, sport++));
+      const errs = sent6(h, before).filter((p) => p.frame[p.ip.payloadOffset] === ICMPV6_DEST_UNREACHABLE);
+      if (dst.startsWith("ff")) continue; // multicast destinations are dropped silently
+      assert.equal(errs.length, 1, `${dst} refused with an ICMPv6 error`);
+      assert.equal(errs[0].frame[errs[0].ip.payloadOffset + 1], ICMPV6_UNREACH_ADMIN_PROHIBITED, dst);
+    }
+    assert.equal(host.sockets.length, 0, "nothing was dialled");
+    // a public address (RFC 3849's documentation space is denied, so a global unicast one stands in; the
+    // FakeHost only records it)
+    h.send(tcpSyn6("2a00:1450::1", 443, sport++));
+    assert.equal(host.sockets.length, 1);
+    assert.equal(host.sockets[0].remoteAddress, "2a00:1450::1");
+    // an IPv4-mapped public address is an IPv4 flow
+    h.send(tcpSyn6("::ffff:93.184.216.34", 443, sport++));
+    assert.equal(host.sockets[1].remoteAddress, "93.184.216.34");
+  } finally {
+    h.close();
+  }
+});

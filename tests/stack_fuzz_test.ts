@@ -1,6 +1,7 @@
 /**
  * A hostile guest: mutated frames whose checksums are fixed up afterwards, so the garbage reaches the
- * ARP, DHCP, DNS, ICMP, UDP and TCP handlers instead of stopping at checksum checks. The stack must never
+ * ARP, DHCP, DNS, ICMP, UDP and TCP handlers (over IPv4 and IPv6, NDP included) instead of stopping at
+ * checksum checks. The stack must never
  * throw and must still answer afterwards. Egress policy denies everything, so no mutated frame can make
  * the relay send anything beyond loopback.
  */
@@ -9,8 +10,9 @@ import { readPcap } from "../src/relay/pcap.ts";
 import { arpFrame, dhcpFrame, GW_MAC, ip, pingFrame, StackHarness, tcpFrame, udpFrame } from "./_frames.ts";
 import { rng } from "./_rng.ts";
 import { listenTcp } from "./_services.ts";
-import { putMac48, u16 } from "../src/wire/bytes.ts";
-import { internetChecksum, pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
+import { isWireError, putMac48, u16 } from "../src/wire/bytes.ts";
+import { internetChecksum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
+import { parseIpv6 } from "../src/wire/ipv6.ts";
 import { ARP_OP_REPLY } from "../src/wire/arp.ts";
 import { TCP_ACK_FLAG, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 
@@ -38,6 +40,20 @@ function fixChecksums(f: Uint8Array): void {
   f[l4 + at + 1] = ck & 0xff;
 }
 
+/** The same for an IPv6 frame: the upper layer's checksum over the IPv6 pseudo-header (ICMPv6 included). */
+function fixChecksums6(f: Uint8Array): void {
+  if (f.length < 54 || u16(f, 12) !== 0x86dd) return;
+  const ip = parseIpv6(f, 14, f.length);
+  if (isWireError(ip)) return;
+  const l4 = ip.payloadOffset, len = ip.payloadEnd - l4, proto = ip.protocol;
+  const at = proto === 6 ? 16 : proto === 17 ? 6 : proto === 58 ? 2 : -1;
+  if (at < 0 || len < at + 2) return;
+  f[l4 + at] = f[l4 + at + 1] = 0;
+  const ck = internetChecksum(f, l4, len, pseudoHeaderSumV6(f, ip.srcOffset, f, ip.dstOffset, proto, len));
+  f[l4 + at] = ck >> 8;
+  f[l4 + at + 1] = ck & 0xff;
+}
+
 function tcpSyn(dport: number): Uint8Array {
   return tcpFrame(
     {
@@ -61,12 +77,12 @@ Deno.test("hostile guest: mutated frames with valid checksums never make the sta
     c.policy = { defaultAction: "deny", rules: [] };
     c.dnsRecords = [{ name: "host.slirp.internal", address: "10.0.2.2" }];
   });
-  const fixtures = readPcap(Deno.readFileSync(new URL("./fixtures/linux.pcap", import.meta.url))).packets.map(
-    (p) => {
+  const fixtures = ["linux.pcap", "linux_ipv6.pcap"].flatMap((name) =>
+    readPcap(Deno.readFileSync(new URL(`./fixtures/${name}`, import.meta.url))).packets.map((p) => {
       const f = p.data.slice();
       putMac48(f, 0, GW_MAC); // aim captured frames at our gateway
       return f;
-    },
+    })
   );
   const dnsQuery = Uint8Array.of(
     0x12,
@@ -115,7 +131,10 @@ Deno.test("hostile guest: mutated frames with valid checksums never make the sta
       const at = 14 + (next() % Math.max(1, f.length - 14));
       if (at < f.length) f[at] = next() & 0xff;
     }
-    if (next() % 4 !== 0) fixChecksums(f);
+    if (next() % 4 !== 0) {
+      fixChecksums(f);
+      fixChecksums6(f);
+    }
     try {
       h.stack.input(f);
       if (runs % 97 === 0) h.advance(next() % 3000); // let timers fire in between

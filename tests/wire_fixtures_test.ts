@@ -1,7 +1,18 @@
 import assert from "node:assert/strict";
 import { readPcap } from "../src/relay/pcap.ts";
 import { dissect } from "./_dissect.ts";
-import { ipv4ToString, macToString } from "../src/wire/bytes.ts";
+import { ipv4ToString, isWireError, macToString } from "../src/wire/bytes.ts";
+import { IPPROTO_ICMPV6, isUnspecifiedV6, parseIpv6 } from "../src/wire/ipv6.ts";
+import {
+  ICMPV6_MLDV2_REPORT,
+  NDP_NEIGHBOR_SOLICITATION,
+  NDP_ROUTER_ADVERTISEMENT,
+  NDP_ROUTER_SOLICITATION,
+  parseIcmpv6,
+} from "../src/wire/icmpv6.ts";
+import { checksumSum, pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
+import { StackHarness } from "./_frames.ts";
 import { DhcpMessageType, dhcpMessageType, DhcpOption, dhcpOption } from "../src/wire/dhcp.ts";
 import { ETHERTYPE_IPV6 } from "../src/wire/ethernet.ts";
 import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
@@ -101,4 +112,62 @@ Deno.test("fixture ARP frame padded to 60 bytes parses by its own length", () =>
   const arp = all.find((d, i) => d.arp && frames[i].length === 60)!;
   assert.equal(arp.arp!.op, 1);
   assert.equal(ipv4ToString(arp.arp!.senderIp), "192.0.2.1");
+});
+
+// Captured from Linux 6.x in two network namespaces by tests/fixtures/capture_ipv6.sh: DAD, router
+// solicitations and MLDv2 reports (behind a Hop-by-Hop header) of a booting host, NS/NA, TCP, ping6 and an
+// ICMPv6 port unreachable, checksum offload off.
+const capture6 = readPcap(await Deno.readFile(new URL("./fixtures/linux_ipv6.pcap", import.meta.url)));
+const frames6 = capture6.packets.map((p) => p.data);
+
+Deno.test("IPv6 fixture: every packet parses, extension headers are walked, every upper-layer checksum verifies", () => {
+  assert.ok(frames6.length >= 30, `only ${frames6.length} frames`);
+  const kinds = new Map<string, number>();
+  const count = (k: string) => kinds.set(k, (kinds.get(k) ?? 0) + 1);
+  for (const [i, f] of frames6.entries()) {
+    const ip = parseIpv6(f, 14, f.length);
+    assert.ok(!isWireError(ip), `frame ${i + 1}: ${ip}`);
+    const len = ip.payloadEnd - ip.payloadOffset;
+    const pseudo = pseudoHeaderSumV6(f, ip.srcOffset, f, ip.dstOffset, ip.protocol, len);
+    assert.equal(checksumSum(f, ip.payloadOffset, len, pseudo), 0xffff, `frame ${i + 1}: checksum`);
+    if (ip.protocol === IPPROTO_ICMPV6) {
+      const m = parseIcmpv6(f, ip.payloadOffset, ip.payloadEnd, pseudo);
+      assert.ok(!isWireError(m));
+      if (m.type === ICMPV6_MLDV2_REPORT) {
+        assert.equal(ip.payloadOffset, 14 + 40 + 8, "MLD after its Hop-by-Hop header");
+      }
+      if (m.type === NDP_NEIGHBOR_SOLICITATION && isUnspecifiedV6(f, ip.srcOffset)) count("dad");
+      count(`icmpv6-${m.type}`);
+    } else {count(
+        ip.protocol === IPPROTO_TCP ? "tcp" : ip.protocol === IPPROTO_UDP ? "udp" : `other-${ip.protocol}`,
+      );}
+  }
+  for (
+    const k of ["dad", "tcp", "udp", `icmpv6-${NDP_ROUTER_SOLICITATION}`, `icmpv6-${ICMPV6_MLDV2_REPORT}`]
+  ) {
+    assert.ok(kinds.get(k), `no ${k} in the capture: ${JSON.stringify([...kinds])}`);
+  }
+});
+
+Deno.test("IPv6 fixture: a booting Linux host's packets fed to the stack draw exactly one RA per RS and no answer to DAD or MLD", () => {
+  const h = new StackHarness();
+  try {
+    let rs = 0;
+    for (const src of frames6) {
+      const f = src.slice();
+      // addressed to the gateway as the guest's frames would be (multicast destinations stay multicast)
+      const ip = parseIpv6(f, 14, f.length);
+      if (isWireError(ip) || f[ip.dstOffset] !== 0xff) continue;
+      if (f[ip.payloadOffset] === NDP_ROUTER_SOLICITATION && ip.protocol === IPPROTO_ICMPV6) rs++;
+      h.stack.input(f);
+    }
+    const ras = h.raw.filter((f) => f[14 + 40] === NDP_ROUTER_ADVERTISEMENT);
+    assert.ok(rs >= 2);
+    assert.equal(ras.length, rs, "one advertisement per solicitation");
+    assert.equal(h.raw.length, rs, "nothing else answered (DAD probes, MLD reports)");
+    assert.ok(h.drops("ndp-dad-probe") >= 2);
+    assert.equal(h.stack.counters.faults, 0);
+  } finally {
+    h.close();
+  }
 });

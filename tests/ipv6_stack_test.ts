@@ -22,6 +22,7 @@ import {
   ICMPV6_DEST_UNREACHABLE,
   ICMPV6_ECHO_REPLY,
   ICMPV6_ECHO_REQUEST,
+  ICMPV6_PACKET_TOO_BIG,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   NDP_NEIGHBOR_ADVERTISEMENT,
@@ -247,7 +248,7 @@ Deno.test("IPv6 NS: answered for fd00::2, fd00::3 and fe80::2 (R, S, O and the g
   }
 });
 
-Deno.test("IPv6 echo to fd00::3 is answered with the same identifier, sequence and data; a zero UDP checksum is refused", () => {
+Deno.test("IPv6 echo to fd00::3 is answered with the same identifier, sequence and data; a packet over the MTU draws Packet Too Big; a zero UDP checksum is refused", () => {
   const h = new StackHarness();
   try {
     const dns = a6("fd00::3");
@@ -258,6 +259,22 @@ Deno.test("IPv6 echo to fd00::3 is answered with the same identifier, sequence a
     assert.equal(u32(r.frame, r.ip.payloadOffset + 4), 0x12340007);
     assert.deepEqual(r.frame.slice(r.ip.payloadOffset + 8, r.ip.payloadEnd), data);
     assert.equal(ipv6ToString(r.frame, r.ip.srcOffset), "fd00::3");
+
+    // a packet over the link's MTU draws Packet Too Big with the MTU (RFC 4443 §3.2), from the router
+    const before = h.raw.length;
+    h.send(
+      frame6(
+        GUEST,
+        dns,
+        IPPROTO_ICMPV6,
+        icmp6(GUEST, dns, ICMPV6_ECHO_REQUEST, 0x12340008, new Uint8Array(1500)),
+      ),
+    );
+    const [ptb] = sent6(h, before);
+    assert.equal(ptb.frame[ptb.ip.payloadOffset], ICMPV6_PACKET_TOO_BIG);
+    assert.equal(u32(ptb.frame, ptb.ip.payloadOffset + 4), 1500);
+    assert.equal(ipv6ToString(ptb.frame, ptb.ip.srcOffset), "fd00::2");
+    assert.ok(ptb.ip.payloadEnd - 14 <= 1280, "the error fits the minimum MTU");
 
     const udp = new Uint8Array(12);
     put16(udp, 0, 5353);

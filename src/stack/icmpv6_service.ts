@@ -28,6 +28,7 @@ import {
   ICMPV6_ECHO_REPLY,
   ICMPV6_ECHO_REQUEST,
   ICMPV6_HEADER_LEN,
+  ICMPV6_PACKET_TOO_BIG,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_NO_ROUTE,
   multicastMacV6,
@@ -241,6 +242,21 @@ export class Icmpv6Service {
     const l4 = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     s.tx.set(buf.subarray(start, start + n), l4 + ICMPV6_HEADER_LEN);
     this.#send(buf, ip.dstOffset, buf, ip.srcOffset, ICMPV6_DEST_UNREACHABLE, code, 0, n, -1, 64);
+  }
+
+  /**
+   * Packet Too Big (RFC 4443 §3.2) about a packet from the guest larger than its link's MTU: an IPv6 router
+   * does not fragment, it tells the source the MTU (RFC 8201), and the guest's path MTU follows.
+   */
+  packetTooBig(buf: Uint8Array, ip: Ipv6Header, mtu: number): void {
+    const s = this.#stack;
+    s.counters.drop("ipv6-packet-too-big");
+    if (isUnspecifiedV6(buf, ip.srcOffset) || !s.admitErrorReply()) return;
+    const start = ip.srcOffset - 8;
+    const n = Math.min(ip.payloadEnd - start, IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMPV6_HEADER_LEN);
+    s.tx.set(buf.subarray(start, start + n), ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
+    // from the router's own address: the packet's destination may be anywhere
+    this.#send(this.#plan.gateway, 0, buf, ip.srcOffset, ICMPV6_PACKET_TOO_BIG, 0, mtu, n, -1, 64);
   }
 
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later), its headers rebuilt. */

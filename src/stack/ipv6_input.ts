@@ -67,6 +67,9 @@ export class Ipv6Input {
     s.counters.ipv6PacketsIn++;
     const { icmp6, tcp, udp: nat, dns } = this.#services;
     if (ip.fragmented) return s.drop("ipv6-fragment-unsupported");
+    // larger than the link's MTU (a guest whose NIC was set larger than the RA said): Packet Too Big. An
+    // offloading NIC's large segments are the exception (their size is not the wire's)
+    if (ip.payloadEnd - off > s.plan.mtu && !s.guestOffloads) return icmp6.packetTooBig(buf, ip, s.plan.mtu);
     if (isMulticastV6(buf, ip.srcOffset)) return s.drop("ipv6-multicast-source");
     if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
     if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);

@@ -15,9 +15,10 @@
  * installed.
  *
  * slirp-relay-dgram is the relay with the guest on a UNIX datagram socket (--listen-dgram, as QEMU's
- * -netdev dgram), bridged by the same C bridge in its datagram mode.
+ * -netdev dgram), bridged by the same C bridge in its datagram mode. slirp-relay-v6 is the relay measured
+ * over IPv6: the guest takes fd00::/64 by SLAAC and every probe goes to fd00::2, the host's ::1.
  *
- *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-w0,slirp-relay-dgram,passt,libslirp] [--cpu-prof]
+ *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-v6,slirp-relay-w0,slirp-relay-dgram,passt,libslirp] [--cpu-prof]
  */
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
@@ -129,8 +130,8 @@ async function iperf(
 }
 
 /** A probe.py server on a free port; resolves once it is bound. */
-async function probeServer(mode: string): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const child = new Deno.Command("python3", { args: [PROBE, mode, "0"], stdout: "piped" }).spawn();
+async function probeServer(mode: string, host: string): Promise<{ port: number; child: Deno.ChildProcess }> {
+  const child = new Deno.Command("python3", { args: [PROBE, mode, "0", host], stdout: "piped" }).spawn();
   const reader = child.stdout.getReader();
   const line = new TextDecoder().decode((await reader.read()).value);
   const port = Number(/ready (\d+)/.exec(line)?.[1]);
@@ -148,19 +149,22 @@ async function probe(guest: NetnsGuest, args: string[]): Promise<Record<string, 
 async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   const sock = `${dir}/${target}.sock`;
   const child = await startTarget(target, mtu, sock, dir);
+  const v6 = target === "slirp-relay-v6";
+  const loopback = v6 ? "::1" : "127.0.0.1";
   const iperfPort = 5201 + Math.floor(Math.random() * 1000);
   const iperfd = new Deno.Command("iperf3", {
-    args: ["-s", "-B", "127.0.0.1", "-p", String(iperfPort)],
+    args: ["-s", "-B", loopback, "-p", String(iperfPort)],
     stdout: "null",
     stderr: "null",
   }).spawn();
-  const answer = await probeServer("tcp-answer-server");
-  const udpEcho = await probeServer("udp-echo-server");
+  const answer = await probeServer("tcp-answer-server", loopback);
+  const udpEcho = await probeServer("udp-echo-server", loopback);
   const url = target === "slirp-relay-dgram" ? `unixgram://${sock}` : `unix://${sock}`;
   const guest = await NetnsGuest.create(url, { bridgeCommand: await cTapBridge() });
   try {
     const lease = await guest.dhcp();
-    const gw = lease.router.split(" ")[0];
+    const gw = v6 ? "fd00::2" : lease.router.split(" ")[0];
+    if (v6) await guest.slaac();
     await new Promise((r) => setTimeout(r, 300));
     const up = await iperf(guest, gw, iperfPort, false, child.pid);
     const down = await iperf(guest, gw, iperfPort, true, child.pid);

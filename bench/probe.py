@@ -2,8 +2,8 @@
 """Latency probes for the end-to-end benchmarks: blocking sockets, so the probe adds ~20 µs of its own and
 not a runtime's wake-up (a Deno or node process answers ~200 µs late after an idle gap on this VM).
 
-  probe.py udp-echo-server PORT            echo UDP datagrams on 127.0.0.1:PORT
-  probe.py tcp-answer-server PORT          per connection: read 1 byte, answer 1 byte, until EOF
+  probe.py udp-echo-server PORT [HOST]     echo UDP datagrams on HOST:PORT (default 127.0.0.1; ::1 for IPv6)
+  probe.py tcp-answer-server PORT [HOST]   per connection: read 1 byte, answer 1 byte, until EOF
   probe.py udp-rr HOST PORT N              N one-datagram round trips; prints {"p50us", "p99us"}
   probe.py seq-conn HOST PORT N            N connections in a row: connect, 1-byte request, answer, close;
                                            prints {"perSecond"}
@@ -16,19 +16,23 @@ import threading
 import time
 
 
-def udp_echo_server(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def udp_echo_server(port, host="127.0.0.1"):
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
+    s.bind((host, port))
     print("ready", s.getsockname()[1], flush=True)
     while True:
         data, peer = s.recvfrom(65536)
         s.sendto(data, peer)
 
 
-def tcp_answer_server(port):
-    l = socket.socket()
+def tcp_answer_server(port, host="127.0.0.1"):
+    l = socket.socket(family(host))
     l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    l.bind(("127.0.0.1", port))
+    l.bind((host, port))
     l.listen(1024)
     print("ready", l.getsockname()[1], flush=True)
 
@@ -50,7 +54,7 @@ def tcp_answer_server(port):
 
 
 def udp_rr(host, port, n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     s.settimeout(2)
     s.connect((host, port))
     times = []
@@ -82,9 +86,9 @@ def seq_conn(host, port, n):
 if __name__ == "__main__":
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "udp-echo-server":
-        udp_echo_server(int(args[0]))
+        udp_echo_server(int(args[0]), *args[1:2])
     elif mode == "tcp-answer-server":
-        tcp_answer_server(int(args[0]))
+        tcp_answer_server(int(args[0]), *args[1:2])
     elif mode == "udp-rr":
         udp_rr(args[0], int(args[1]), int(args[2]))
     elif mode == "seq-conn":

@@ -115,9 +115,9 @@ let serial = 0;
 const UDHCPC_SCRIPT = `#!/bin/sh
 # udhcpc hook: configure the interface as a distribution's script would, and record what was offered.
 case "$1" in
-  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/\${mask:-24}" dev "$interface"
     [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
@@ -380,6 +380,22 @@ export class NetnsGuest {
       if (i > 0) vars[line.slice(0, i)] = line.slice(i + 1);
     }
     return vars;
+  }
+
+  /**
+   * Waits until the kernel has configured a global address in `prefix` (e.g. "fd00::") from a router
+   * advertisement and finished its duplicate address detection; returns the address.
+   */
+  async slaac(prefix = "fd00::", timeoutMs = 10_000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      const r = await this.exec(["ip", "-6", "addr", "show", "dev", this.ifname, "scope", "global"]);
+      const m = new RegExp(`inet6 (${prefix.replace(/::$/, ":")}[0-9a-f:]+)/64 .*dynamic`).exec(r.stdout);
+      if (m && !/tentative/.test(r.stdout)) return m[1];
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const all = await this.exec(["ip", "-6", "addr"]);
+    throw new Error(`no SLAAC address in ${prefix}/64 after ${timeoutMs} ms:\n${all.stdout}`);
   }
 
   async close(): Promise<void> {

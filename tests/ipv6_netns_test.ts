@@ -16,18 +16,6 @@ const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
 
-/** Waits until the guest has configured a global address in fd00::/64 from the router's advertisement. */
-async function slaacAddress(guest: NetnsGuest): Promise<string> {
-  for (let i = 0; i < 100; i++) {
-    const r = await guest.exec(["ip", "-6", "addr", "show", "dev", guest.ifname, "scope", "global"]);
-    const m = /inet6 (fd00::[0-9a-f:]+)\/64 .*dynamic/.exec(r.stdout);
-    if (m && !/tentative/.test(r.stdout)) return m[1];
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  const all = await guest.exec(["ip", "-6", "addr"]);
-  throw new Error(`no SLAAC address in fd00::/64 after 10 s:\n${all.stdout}`);
-}
-
 async function startRelay(dir: string, edit: (c: StackConfig) => void = () => {}, multiTenant = false) {
   const stack = defaultStackConfig();
   stack.dnsUpstreams = ["127.0.0.1:9"];
@@ -63,7 +51,7 @@ e2eTest(
     );
     const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
     try {
-      const address = await slaacAddress(guest);
+      const address = await guest.slaac();
       assert.match(address, /^fd00::/);
       // the router's link-local address is the default route (RFC 4861 §6.3.4), its MTU option taken
       const route = await guest.exec(["ip", "-6", "route", "show", "default"]);
@@ -181,8 +169,8 @@ e2eTest(
       guests.push(open);
       const closed = await NetnsGuest.create(`unix://${dir}/closed.sock`);
       guests.push(closed);
-      await slaacAddress(open);
-      await slaacAddress(closed);
+      await open.slaac();
+      await closed.slaac();
       const curl = (g: NetnsGuest, url: string) => g.exec(["curl", "-sS", "-g", "--http0.9", "-m", "3", url]);
 
       // control: a tenant whose policy allows ::1 reaches the host service as [fd00::2]

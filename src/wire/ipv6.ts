@@ -159,8 +159,9 @@ export function emitIpv6(
   put16(buf, off + IPV6_PAYLOAD_LEN, payloadLength);
   buf[off + IPV6_NEXT_HEADER] = protocol;
   buf[off + IPV6_HOP_LIMIT] = hopLimit;
-  buf.set(src.subarray(srcOff, srcOff + 16), off + IPV6_SRC);
-  buf.set(dst.subarray(dstOff, dstOff + 16), off + IPV6_DST);
+  // byte loops, not set(subarray): a view per packet is garbage on the hot path
+  for (let i = 0; i < 16; i++) buf[off + IPV6_SRC + i] = src[srcOff + i];
+  for (let i = 0; i < 16; i++) buf[off + IPV6_DST + i] = dst[dstOff + i];
   return IPV6_HEADER_LEN;
 }
 

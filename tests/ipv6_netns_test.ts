@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
+import { defaultStackConfig, parseHostForward, type StackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
@@ -31,7 +31,7 @@ async function startRelay(dir: string, edit: (c: StackConfig) => void = () => {}
 }
 
 e2eTest(
-  "IPv6: a Linux guest configures itself by SLAAC, pings the router, and reaches [::1] over TCP, UDP and DNS",
+  "IPv6: a Linux guest configures itself by SLAAC, pings the router, reaches [::1] over TCP, UDP and DNS, and is reached by port forwards",
   ["ping", "dig", "nc", "curl"],
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "slirp-v6-" });
@@ -44,6 +44,8 @@ e2eTest(
       c.dnsUpstreams = [`127.0.0.1:${dns.port}`];
       c.searchDomains = ["example.test"];
       c.mtu = 1400;
+      // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
+      c.hostfwd = [parseHostForward("tcp:[::1]:0-[::]:5001"), parseHostForward("tcp:127.0.0.1:0-[::]:5002")];
     });
     const http = Deno.serve(
       { hostname: "::1", port: 0, onListen() {} },
@@ -119,6 +121,27 @@ e2eTest(
       } finally {
         hs.close();
         source.close();
+      }
+      // port forwards reach the guest's IPv6 address from either family of the host's loopback
+      for (const [i, port] of [[0, 5001], [1, 5002]] as const) {
+        const listening = guest.exec(["sh", "-c", `echo reply-from-guest-${port} | nc -6 -l -N ${port}`], {
+          timeoutMs: 20_000,
+        });
+        const fwd = relay.forwards[i];
+        let reply = "";
+        for (let k = 0; k < 50 && !reply.includes("reply"); k++) {
+          await new Promise((r) => setTimeout(r, 200));
+          const c = await Deno.connect({ hostname: fwd.hostAddress, port: fwd.hostPort });
+          const buf = new Uint8Array(64);
+          const n = await Promise.race([
+            c.read(buf).catch(() => null),
+            new Promise<null>((r) => setTimeout(() => r(null), 2500)),
+          ]);
+          reply = n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
+          c.close();
+        }
+        assert.equal(reply.trim(), `reply-from-guest-${port}`, `forward ${fwd.hostAddress}:${fwd.hostPort}`);
+        await listening;
       }
       const s = relay.sessions.values().next().value!.stack;
       assert.ok(s.counters.routerSolicitations >= 1, "the guest solicited the router");

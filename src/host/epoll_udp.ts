@@ -94,22 +94,23 @@ export class EpollUdpSocket implements HostUdpSocket {
   }
 
   /**
-   * An unbound socket (the kernel picks the port at the first send), or an IPv4 one bound to
-   * `address:port`.
+   * An unbound socket of `family` (the kernel picks the port at the first send), or one bound to
+   * `address:port` (its family from the address).
    */
   static open(handlers: UdpHandlers, address?: string, port = 0, family: 4 | 6 = 4): EpollUdpSocket {
     const L = libc();
-    const v6 = family === 6 && address === undefined;
+    const v6 = address === undefined ? family === 6 : address.includes(":");
     const fd = L.socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) throw Object.assign(new Error(`socket: ${errnoName(errno())}`), { code: errnoName(errno()) });
     if (address !== undefined) {
-      const a = addressOf(address);
-      const sa = new Uint8Array(16);
+      const a = v6 ? (address6Of(address) ? 1 : -1) : addressOf(address);
+      const sa = new Uint8Array(v6 ? 28 : 16);
       const v = new DataView(sa.buffer);
-      v.setUint16(0, AF_INET, true);
+      v.setUint16(0, v6 ? AF_INET6 : AF_INET, true);
       v.setUint16(2, port, false);
-      v.setUint32(4, a < 0 ? 0 : a, false);
-      if (a < 0 || L.bind(fd, sa, 16) < 0) {
+      if (v6 && a > 0) sa.set(address6Of(address)!, 8);
+      else v.setUint32(4, a < 0 ? 0 : a, false);
+      if (a < 0 || L.bind(fd, sa, sa.length) < 0) {
         const code = a < 0 ? "EINVAL" : errnoName(errno());
         L.close(fd);
         throw Object.assign(new Error(`bind ${address}:${port}: ${code}`), { code });

@@ -118,12 +118,13 @@ export class NodeHost implements HostNet {
   }
 
   bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }> {
-    const s = udpSocket(handlers);
+    const family = address.includes(":") ? 6 : 4;
+    const s = udpSocket(handlers, family);
     return new Promise((resolve, reject) => {
       s.once("error", reject);
       s.bind(port, address, () => {
         s.off("error", reject);
-        resolve(Object.assign(wrapUdp(s, handlers), { port: s.address().port }));
+        resolve(Object.assign(wrapUdp(s, handlers, family), { port: s.address().port }));
       });
     });
   }

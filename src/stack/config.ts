@@ -138,41 +138,52 @@ export function parseUpstream(text: string): Upstream {
   return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
 }
 
-/** Parses QEMU's hostfwd syntax `tcp:[hostaddr]:hostport-[guestaddr]:guestport`. */
+/**
+ * Parses QEMU's hostfwd syntax `[tcp|udp]:[hostaddr]:hostport-[guestaddr]:guestport` (no protocol means
+ * tcp, as in QEMU); either address may be IPv6 in brackets (`tcp:[::1]:2222-[fd00::15]:22`).
+ */
 export function parseHostForward(text: string): HostForwardConfig {
-  const m = /^(tcp|udp):([^:]*):(\d{1,5})-([^:]*):(\d{1,5})$/.exec(text.trim());
+  const addr = String.raw`(\[[0-9a-fA-F:.]*\]|[^:\[\]]*)`;
+  const m = new RegExp(`^(tcp|udp)?:${addr}:(\\d{1,5})-${addr}:(\\d{1,5})$`).exec(text.trim());
   if (!m) {
     throw new Error(
-      `Invalid --hostfwd "${text}": expected tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT`,
+      `Invalid --hostfwd "${text}": expected tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT ` +
+        "(IPv6 addresses in brackets)",
     );
   }
+  const unbracket = (a: string) => a.replace(/^\[(.*)\]$/, "$1");
   return checkHostForward({
-    protocol: m[1] as "tcp" | "udp",
-    hostAddress: m[2] === "" ? "127.0.0.1" : m[2],
+    protocol: (m[1] ?? "tcp") as "tcp" | "udp",
+    hostAddress: m[2] === "" ? "127.0.0.1" : unbracket(m[2]),
     hostPort: Number(m[3]),
-    guestAddress: m[4],
+    guestAddress: unbracket(m[4]),
     guestPort: Number(m[5]),
   }, `--hostfwd "${text}"`);
 }
 
 /**
  * Checks a port forward given as an object (admin API, config file) as strictly as the string form:
- * protocol, IPv4 addresses, ports in range; throws naming `what`.
+ * protocol, IPv4 or IPv6 addresses, ports in range; throws naming `what`. An IPv6 guest address is for TCP
+ * only (a UDP forward reaches the guest's IPv4 address).
  */
 export function checkHostForward(f: unknown, what = "hostfwd"): HostForwardConfig {
   const o = f as Partial<HostForwardConfig> | null;
   const bad = (why: string) => new Error(`Invalid ${what}: ${why}`);
+  const isAddress = (a: string) => parseIpv4Address(a) !== null || parseIpv6Address(a) !== null;
   if (typeof o !== "object" || o === null || Array.isArray(o)) throw bad("expected an object or a string");
   if (o.protocol !== "tcp" && o.protocol !== "udp") throw bad('protocol must be "tcp" or "udp"');
-  if (typeof o.hostAddress !== "string" || parseIpv4Address(o.hostAddress) === null) {
-    throw bad("hostAddress must be an IPv4 address");
+  if (typeof o.hostAddress !== "string" || !isAddress(o.hostAddress)) {
+    throw bad("hostAddress must be an IPv4 or IPv6 address");
   }
   if (!Number.isInteger(o.hostPort) || o.hostPort! < 0 || o.hostPort! > 65535) {
     throw bad("hostPort must be 0..65535");
   }
   const guest = o.guestAddress ?? "";
-  if (typeof guest !== "string" || (guest !== "" && parseIpv4Address(guest) === null)) {
-    throw bad('guestAddress must be an IPv4 address or ""');
+  if (typeof guest !== "string" || (guest !== "" && !isAddress(guest))) {
+    throw bad('guestAddress must be an IPv4 or IPv6 address or ""');
+  }
+  if (o.protocol === "udp" && parseIpv6Address(guest) !== null) {
+    throw bad("a UDP forward reaches the guest over IPv4: guestAddress must be IPv4 or empty");
   }
   if (!Number.isInteger(o.guestPort) || o.guestPort! < 1 || o.guestPort! > 65535) {
     throw bad("guestPort must be 1..65535");

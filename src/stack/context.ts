@@ -40,10 +40,12 @@ export interface IcmpErrors {
 /** Where a new IPv6 flow goes on the host (address as the socket API takes it, port), or an ICMPv6 code. */
 export type Egress6 = { address: string; port: number } | number;
 
-/** ICMPv6 errors toward the guest. */
+/** ICMPv6 errors toward the guest, and what neighbour discovery learned of it. */
 export interface Icmpv6Errors {
   /** Destination unreachable with `code` about the packet `ip` in `buf`, counted under `reason`. */
   unreachable(buf: Uint8Array, ip: Ipv6Header, code: number, reason: string): void;
+  /** The guest's latest global IPv6 address, or null (the default target of IPv6 port forwards). */
+  guestAddress(): Uint8Array | null;
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
   unreachableForTcp(
     path: Ipv6Path,

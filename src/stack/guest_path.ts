@@ -52,6 +52,8 @@ interface PathContract {
   matchesV4(guest: number, local: number): boolean;
   /** Whether an IPv6 packet with these address offsets in `buf` is on this path. */
   matchesV6(buf: Uint8Array, guestOff: number, localOff: number): boolean;
+  /** Whether `other` joins the same two addresses. */
+  sameAs(other: GuestPath): boolean;
   /** The guest's address as text (for logs and the flows API). */
   guestText(): string;
   /** The address the guest talks to, as text. */
@@ -83,6 +85,10 @@ export class Ipv4Path implements PathContract {
 
   matchesV6(): boolean {
     return false;
+  }
+
+  sameAs(other: GuestPath): boolean {
+    return other.matchesV4(this.guest, this.local);
   }
 
   guestText(): string {
@@ -132,6 +138,10 @@ export class Ipv6Path implements PathContract {
 
   matchesV6(buf: Uint8Array, guestOff: number, localOff: number): boolean {
     return ipv6Equal(buf, guestOff, this.addresses, 0) && ipv6Equal(buf, localOff, this.addresses, 16);
+  }
+
+  sameAs(other: GuestPath): boolean {
+    return other.matchesV6(this.addresses, 0, 16);
   }
 
   guestText(): string {

@@ -51,6 +51,7 @@ import {
   IPV6_HEADER_LEN,
   IPV6_MIN_MTU,
   ipv6Equal,
+  ipv6InPrefix,
   type Ipv6Header,
   isMulticastV6,
   isUnspecifiedV6,
@@ -327,8 +328,17 @@ export class Icmpv6Service {
       addrs.shift();
       this.#neighbourMacs.shift();
     }
-    addrs.push(a.slice(off, off + 16));
+    const copy = a.slice(off, off + 16);
+    addrs.push(copy);
     this.#neighbourMacs.push(mac);
+    if (ipv6InPrefix(copy, 0, this.#plan.prefix, this.#plan.prefixLength)) this.#latestGlobal = copy;
+  }
+
+  #latestGlobal: Uint8Array | null = null;
+
+  /** The guest's global address in the tenant's prefix seen most recently first, or null (port forwards). */
+  guestAddress(): Uint8Array | null {
+    return this.#latestGlobal;
   }
 
   /**

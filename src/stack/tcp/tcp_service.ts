@@ -18,7 +18,7 @@ import {
 } from "../../wire/tcp.ts";
 import { IPPROTO_TCP, type Ipv4Header } from "../../wire/ipv4.ts";
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../../wire/checksum.ts";
-import type { Ipv6Header } from "../../wire/ipv6.ts";
+import { type Ipv6Header, isUnspecifiedV6, parseIpv6Address } from "../../wire/ipv6.ts";
 import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
 import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
@@ -67,9 +67,9 @@ export class TcpService implements TcpConnOwner {
     return ((guestPort << 16) | localPort) >>> 0;
   }
 
-  #taken(path: Ipv4Path, guestPort: number, localPort: number): boolean {
+  #taken(path: GuestPath, guestPort: number, localPort: number): boolean {
     const list = this.#table.get(this.#key(guestPort, localPort));
-    return list !== undefined && list.some((c) => c.path.matchesV4(path.guest, path.local));
+    return list !== undefined && list.some((c) => c.path.sameAs(path));
   }
 
   #add(c: TcpConn): void {
@@ -321,13 +321,12 @@ export class TcpService implements TcpConnOwner {
    */
   acceptForward(fwd: HostForwardConfig, sock: HostTcpSocket, bind: (h: TcpHandlers) => void): void {
     const s = this.#stack;
-    const guestIp = fwd.guestAddress ? parseIpv4Address(fwd.guestAddress)! : s.dhcp.lastBoundAddress;
-    if (guestIp < 0 || s.closed || this.#count >= s.config.maxTcpFlows || !s.flowLimit.tryOpen()) {
-      s.counters.drop(guestIp < 0 ? "tcp-forward-no-guest" : "tcp-forward-refused");
+    const path = this.#forwardPath(fwd.guestAddress);
+    if (!path || s.closed || this.#count >= s.config.maxTcpFlows || !s.flowLimit.tryOpen()) {
+      s.counters.drop(!path ? "tcp-forward-no-guest" : "tcp-forward-refused");
       sock.destroy();
       return;
     }
-    const path = new Ipv4Path(s, guestIp, s.plan.gateway);
     let localPort = sock.remotePort || 1024;
     for (let i = 0; this.#taken(path, fwd.guestPort, localPort) && i < 64512; i++) {
       localPort = localPort >= 65535 ? 1024 : localPort + 1;
@@ -338,6 +337,23 @@ export class TcpService implements TcpConnOwner {
     // the listener belongs to the tenant, not this stack: its callbacks enter the boundary here
     bind(s.host.containTcp(c));
     c.startActiveOpen();
+  }
+
+  /**
+   * The path a forward's connection takes to `guestAddress`: IPv4 from the gateway (empty: the latest
+   * DHCP lease), or IPv6 from prefix::2 (`::`: the guest's latest global IPv6 address); null when there
+   * is no such guest.
+   */
+  #forwardPath(guestAddress: string): GuestPath | null {
+    const s = this.#stack;
+    const v6 = guestAddress.includes(":") ? parseIpv6Address(guestAddress) : null;
+    if (v6) {
+      const plan = s.plan.v6;
+      const guest = isUnspecifiedV6(v6, 0) ? s.icmp6.guestAddress() : v6;
+      return plan && guest ? new Ipv6Path(s, guest, 0, plan.gateway, 0) : null;
+    }
+    const guestIp = guestAddress ? parseIpv4Address(guestAddress)! : s.dhcp.lastBoundAddress;
+    return guestIp < 0 ? null : new Ipv4Path(s, guestIp, s.plan.gateway);
   }
 
   close(): void {

@@ -102,6 +102,46 @@ sleep 300
 );
 
 e2eTest(
+  "QEMU guest over -netdev stream takes an IPv6 address by SLAAC and fetches a file over IPv6 byte-exact",
+  ["qemu-system-x86_64", "cpio"],
+  async () => {
+    const missing = qemuMissing();
+    if (missing) throw new Error(missing);
+    const payload = new Uint8Array(1024 * 1024);
+    for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
+    const md5 = createHash("md5").update(payload).digest("hex");
+    const http = Deno.serve({ hostname: "::1", port: 0, onListen() {} }, () => new Response(payload));
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = ["127.0.0.1:9"];
+    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
+    const [url] = await relay.start();
+    const guest = await startGuest(
+      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${url.split(":").pop()}`,
+      `
+for i in $(seq 1 100); do
+  a=$(ip -6 addr show dev eth0 scope global | grep -v tentative | grep -o 'fd00::[0-9a-f:]*')
+  [ -n "$a" ] && break
+  sleep 0.2
+done
+echo "RESULT v6addr $a $(ip -6 route show default | grep -o 'via [^ ]*')"
+wget -q -O /tmp/payload http://[fd00::2]:${http.addr.port}/payload
+echo "RESULT wget6 $? $(md5sum /tmp/payload | cut -d' ' -f1)"
+`,
+    );
+    try {
+      const addr = await guest.waitFor(/RESULT v6addr/, 60_000);
+      assert.match(addr, /RESULT v6addr fd00::[0-9a-f:]+ via fe80::2/);
+      const wget = await guest.waitFor(/RESULT wget6/, 60_000);
+      assert.match(wget, new RegExp(`RESULT wget6 0 ${md5}`));
+    } finally {
+      await guest.kill();
+      await relay.stop();
+      await http.shutdown();
+    }
+  },
+);
+
+e2eTest(
   "QEMU guest over -netdev dgram (UNIX datagram sockets): DHCP, ping, DNS and a byte-exact wget",
   ["qemu-system-x86_64", "cpio"],
   async () => {

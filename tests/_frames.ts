@@ -8,7 +8,7 @@ import { emitIcmpV4, ICMP_ECHO_REQUEST } from "../src/wire/icmpv4.ts";
 import { pseudoHeaderSumV4 } from "../src/wire/checksum.ts";
 import { BOOTREQUEST, type DhcpMessage, emitDhcp, optIpv4List, optU8 } from "../src/wire/dhcp.ts";
 import { MAC_BROADCAST, parseIpv4Address, putMac48 } from "../src/wire/bytes.ts";
-import { Stack } from "../src/stack/stack.ts";
+import { Stack, type StackDeps } from "../src/stack/stack.ts";
 import { defaultStackConfig, type StackConfig } from "../src/stack/config.ts";
 import { TimerWheel } from "../src/stack/timer_wheel.ts";
 import { NodeHost } from "../src/host/node_host.ts";
@@ -159,13 +159,18 @@ export class StackHarness {
   readonly stack: Stack;
   now = 1_000_000;
 
-  constructor(patch: (c: StackConfig) => void = () => {}, host?: (clock: () => number) => HostNet) {
+  constructor(
+    patch: (c: StackConfig) => void = () => {},
+    host?: (clock: () => number) => HostNet,
+    deps: Pick<StackDeps, "egressGuard" | "egressGuard6"> = {},
+  ) {
     this.host = host ? host(() => this.now) : new ManualClockHost(() => this.now);
     const c = defaultStackConfig();
     c.dnsUpstreams = ["127.0.0.1:9"];
     patch(c);
     this.wheel = new TimerWheel(this.now);
     this.stack = new Stack(c, {
+      ...deps,
       host: this.host,
       wheel: this.wheel,
       output: (f) => {

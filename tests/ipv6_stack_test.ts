@@ -40,6 +40,7 @@ import { IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
 import { pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
 import { isWireError, mac48, put16, u32 } from "../src/wire/bytes.ts";
 import { RA_INTERVAL_MS } from "../src/stack/icmpv6_service.ts";
+import { HostAddresses } from "../src/relay/host_addresses.ts";
 
 const GW_MAC = 0x52550a000202;
 const MAC = 0x02000000006a;
@@ -371,6 +372,45 @@ Deno.test("IPv6 policy (multi-tenant defaults): ::1, IPv4-mapped loopback and me
     // an IPv4-mapped public address is an IPv4 flow
     h.send(tcpSyn6("::ffff:93.184.216.34", 443, sport++));
     assert.equal(host.sockets[1].remoteAddress, "93.184.216.34");
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 host addresses: ::, ::1 and every interface address (zone stripped) count as the relay host's", () => {
+  let list = [
+    { family: "IPv4", address: "192.0.2.7" },
+    { family: "IPv6", address: "2001:db8:1::7" },
+    { family: "IPv6", address: "fe80::1234%eth0" },
+  ];
+  const host = new HostAddresses(() => list);
+  for (const a of ["::", "::1", "2001:db8:1::7", "fe80::1234"]) assert.ok(host.has6(a6(a), 0), a);
+  for (const a of ["2001:db8:1::8", "fd00::2", "::2"]) assert.ok(!host.has6(a6(a), 0), a);
+  assert.ok(host.has(0xc0000207, 0), "IPv4 interface addresses still count");
+  // the list is read again once stale: a removed address stops counting
+  list = [];
+  assert.ok(!host.has6(a6("2001:db8:1::7"), 60_000));
+  assert.ok(host.has6(a6("::1"), 60_000));
+});
+
+Deno.test("IPv6 relay guard: a tenant stack refuses what the relay-wide IPv6 guard refuses, after its own policy allowed it", () => {
+  let host!: FakeHost;
+  const refused: string[] = [];
+  const h = new StackHarness(() => {}, (clock) => (host = new FakeHost(clock)), {
+    egressGuard6: (_p, real) => {
+      const text = ipv6ToString(real, 0);
+      if (text === "2a00:1450::9") refused.push(text);
+      return text !== "2a00:1450::9";
+    },
+  });
+  try {
+    const before = h.raw.length;
+    h.send(tcpSyn6("2a00:1450::9", 443));
+    const [err] = sent6(h, before);
+    assert.equal(err.frame[err.ip.payloadOffset + 1], ICMPV6_UNREACH_ADMIN_PROHIBITED);
+    assert.deepEqual(refused, ["2a00:1450::9"]);
+    h.send(tcpSyn6("2a00:1450::10", 443, 40002));
+    assert.equal(host.sockets.length, 1, "another address passes");
   } finally {
     h.close();
   }

@@ -330,6 +330,9 @@ export class Relay implements RelayView {
       wheel: this.wheel,
       log: this.#opts.log,
       egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
+      // the host's own IPv6 addresses reach services bound on [::]: denied by default, as the issue of
+      // IPv6 policy asks (IPv4's guard refuses only the ports of the relay and its tenants)
+      egressGuard6: this.multiTenant ? (_p, real) => !this.#hostAddresses.has6(real) : undefined,
       flowLimit: this.flowLimit,
       portsChanged: () => this.#publishPorts(),
     }, admittedBy);

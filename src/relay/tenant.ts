@@ -28,6 +28,8 @@ export interface TenantDeps {
   wheel: TimerWheel;
   log: Logger;
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
+  /** The IPv6 twin: false refuses an IPv6 destination (multi-tenant: the relay host's own addresses). */
+  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number) => boolean;
   /** The relay-wide bound on open flows. */
   flowLimit?: FlowLimit;
   /** The tenant's host ports changed (a forward bound or closed). */
@@ -87,9 +89,9 @@ export class Tenant {
     this.egress = this.quotas.egressBytesPerSecond > 0
       ? new TokenBucket(this.quotas.egressBytesPerSecond, this.quotas.egressBytesPerSecond, now)
       : null;
-    const { host, wheel, log, egressGuard, flowLimit } = deps;
+    const { host, wheel, log, egressGuard, egressGuard6, flowLimit } = deps;
     this.session = new EthernetSession({
-      stack: { host, wheel, log, egressGuard, flowLimit, tenant: this.id },
+      stack: { host, wheel, log, egressGuard, egressGuard6, flowLimit, tenant: this.id },
       config,
       counters: this.counters,
       egress: this.egress,

@@ -97,6 +97,8 @@ export interface StackContext extends FaultOwner {
    * ICMPv6 unreachable code that refuses it: translation and policy for IPv6 in one call.
    */
   egress6(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6;
+  /** The same for an IPv6 destination, the 16 bytes at `a[off]`. */
+  allowEgress6(protocol: "tcp" | "udp", a: Uint8Array, off: number, port: number): boolean;
   /** Admits one new flow under the tenant's rate quota. */
   admitFlow(): boolean;
   /** Admits one error reply (ICMP unreachable, refusing RST) under the stack's rate limit. */

@@ -116,7 +116,7 @@ export class Ipv6Input {
     }
     const real = s.translation.toReal6(a, off);
     if (real === null) return ICMPV6_UNREACH_ADDRESS;
-    if (!s.policy.check6(protocol, real, 0, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
+    if (!s.allowEgress6(protocol, real, 0, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
     const embedded = nat64Ipv4(real, 0);
     if (embedded >= 0 && !s.policy.check(protocol, embedded, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
     if (ipv6Equal(real, 0, LOOPBACK_V6, 0) && !s.allowEgress(protocol, LOOPBACK_V4, port)) {

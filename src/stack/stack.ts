@@ -90,6 +90,10 @@ export interface StackDeps {
    */
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
   /**
+   * The same for IPv6 destinations (16 bytes; multi-tenant mode: none of the relay host's own addresses).
+   */
+  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number) => boolean;
+  /**
    * Called after a throw that no flow could absorb faulted this stack (it has already closed itself): the
    * tenant closes its guest link, and its next guest gets a fresh stack.
    */
@@ -175,6 +179,7 @@ export class Stack implements StackContext {
   #ipId = 1;
   #closed = false;
   #guard: StackDeps["egressGuard"];
+  #guard6: StackDeps["egressGuard6"];
   #rawLog: Logger;
   /** Per message: when its window began, lines logged in it, lines held back. */
   #logWindows = new Map<string, { start: number; n: number; suppressed: number }>();
@@ -195,6 +200,7 @@ export class Stack implements StackContext {
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;
+    this.#guard6 = deps.egressGuard6;
     this.#onFault = deps.onFault;
     this.guestBacklog = deps.guestBacklog ?? (() => 0);
     if (sharedTx.length < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
@@ -404,6 +410,12 @@ export class Stack implements StackContext {
   allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean {
     return this.policy.check(protocol, real, port) &&
       (this.#guard === undefined || this.#guard(protocol, real, port));
+  }
+
+  /** {@linkcode allowEgress} for the IPv6 destination at `a[off]`. */
+  allowEgress6(protocol: "tcp" | "udp", a: Uint8Array, off: number, port: number): boolean {
+    return this.policy.check6(protocol, a, off, port) &&
+      (this.#guard6 === undefined || this.#guard6(protocol, a.subarray(off, off + 16), port));
   }
 
   /** Admits one new flow under the tenant's rate quota. */

@@ -23,10 +23,10 @@ import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { Tenant } from "./tenant.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
-import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
 import { carryDatagrams } from "../transport/datagram.ts";
-import { wispPeer } from "./wisp_guest.ts";
+import { framePeer, type PeerContext, webSocketPeer } from "./guest_peers.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import {
   compilePolicy,
@@ -168,6 +168,8 @@ export class Relay implements RelayView {
   readonly flowLimit: FlowLimit;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
   transportErrors = 0;
+  /** What carriers' peers report to (guest_peers.ts). */
+  readonly #peers: PeerContext;
 
   constructor(opts: RelayOptions) {
     resolvePlan(opts.stack); // refuse a bad plan before binding anything
@@ -200,6 +202,23 @@ export class Relay implements RelayView {
     if (!opts.ownedLoop) this.wheel.onWake = () => this.#startTicking();
     this.#sockets = hostSockets(() => this.#openIcmp());
     this.host = this.#sockets.net;
+    const isStopping = () => this.#stopping;
+    this.#peers = {
+      log: opts.log,
+      attach: (t, link) => this.#attach(t, link),
+      detach: (t, link) => this.#detach(t, link),
+      dropEphemeral: (t) => this.#dropEphemeral(t),
+      protocolError: () => this.transportErrors++,
+      get stopping() {
+        return isStopping();
+      },
+      faults: opts.faults,
+      wisp: {
+        tenants: this.tenants,
+        deleteTenant: (id) => this.deleteTenant(id),
+        graceMs: opts.graceMs ?? 30_000,
+      },
+    };
   }
 
   get multiTenant(): boolean {
@@ -515,58 +534,20 @@ export class Relay implements RelayView {
 
   // ───────────────────────── stream transport ─────────────────────────
 
-  /** What every carrier reports straight to its tenant: drops, and drains of the link it has attached. */
-  #toTenant(t: Tenant, attached: () => GuestLink | null): Pick<LinkPeer, "dropped" | "drained"> {
-    return {
-      dropped: (reason) => t.counters.drop(reason),
-      drained: (link) => {
-        if (t.link === (attached() ?? link)) t.session.guestDrained();
-      },
-    };
-  }
-
-  /** The link, or a wrapper that drops a share of its guest-bound frames (`faults`, tests only). */
-  #withFaults(t: Tenant, link: GuestLink): GuestLink {
-    const loss = this.#opts.faults?.guestBoundLoss ?? 0;
-    if (loss <= 0) return link;
-    return lossyLink(
-      link,
-      loss,
-      this.#opts.faults?.seed ?? 0x9e3779b9,
-      () => t.counters.drop("fault-injected"),
-    );
-  }
-
   /**
    * The peer of a frame carrier whose guest reached `tenant`'s own socket (null: a shared listener of
    * single-user mode), or null when admission refuses it.
    */
   #framePeer(tenant: Tenant | null, remote: string): LinkPeer & { backlogLimit: number } | null {
-    const log = this.#opts.log;
     if (this.#stopping) return null;
     const t = this.#admission.stream(tenant, remote);
     if (typeof t === "string") {
       this.transportErrors++;
       return null;
     }
-    let attached: GuestLink | null = null;
     return {
+      ...framePeer(this.#peers, t, true),
       backlogLimit: t.linkBacklogLimit,
-      opened: (link) => {
-        attached = this.#withFaults(t, link);
-        const feed = this.#attach(t, attached);
-        if (!feed) this.#dropEphemeral(t);
-        return feed;
-      },
-      closed: (link, reason) => {
-        if (reason && !this.#stopping) log("info", "guest connection closed", { tenant: t.id, reason });
-        this.#detach(t, attached ?? link);
-      },
-      protocolError: (reason) => {
-        this.transportErrors++;
-        log("warn", "guest connection closed: protocol error", { tenant: t.id, reason });
-      },
-      ...this.#toTenant(t, () => attached),
     };
   }
 
@@ -622,7 +603,7 @@ export class Relay implements RelayView {
   }
 
   #serveWsSocket(ws: WebSocket, t: Tenant, remote: string, admitted: WebSocketAdmission): void {
-    const peer = this.#webSocketPeer(t, admitted.framing, admitted.wispVersion);
+    const peer = webSocketPeer(this.#peers, t, admitted.framing, admitted.wispVersion);
     let stopExpiry = () => {};
     carryWebSocket(ws, {
       remote,
@@ -647,34 +628,6 @@ export class Relay implements RelayView {
         peer.closed(link, reason);
       },
     });
-  }
-
-  /** The peer of a WebSocket guest of `t`: its frames go to the tenant's stack, or its Wisp packets to a session. */
-  #webSocketPeer(t: Tenant, framing: WebSocketFramingKind, wispVersion: 1 | 2 = 1): LinkPeer {
-    if (framing === "wisp") {
-      return wispPeer(t, wispVersion, {
-        log: this.#opts.log,
-        protocolError: () => this.transportErrors++,
-        tenants: this.tenants,
-        deleteTenant: (id) => this.deleteTenant(id),
-        graceMs: this.#opts.graceMs ?? 30_000,
-      });
-    }
-    let attached: GuestLink | null = null;
-    return {
-      opened: (link) => {
-        attached = this.#withFaults(t, link);
-        const feed = this.#attach(t, attached);
-        if (!feed) this.#dropEphemeral(t);
-        return feed;
-      },
-      closed: (link) => this.#detach(t, attached ?? link),
-      protocolError: (reason, fields) => {
-        this.transportErrors++;
-        this.#opts.log("warn", `WebSocket guest closed: ${reason}`, { tenant: t.id, ...fields });
-      },
-      ...this.#toTenant(t, () => attached),
-    };
   }
 
   // ───────────────────────── guests of another thread (data-plane worker) ─────────────────────────
@@ -714,7 +667,7 @@ export class Relay implements RelayView {
       ringBell();
       return false;
     }
-    const peer = this.#webSocketPeer(t, guest.framing, guest.wispVersion);
+    const peer = webSocketPeer(this.#peers, t, guest.framing, guest.wispVersion);
     let refused = false;
     const options = { ...guest, backlogLimit: t.linkBacklogLimit, ringBell };
     const carrier = carryRing(toWorker, toMain, options, {

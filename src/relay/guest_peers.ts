@@ -1,0 +1,79 @@
+/**
+ * What a carrier reports to, for a guest admitted to a tenant: the {@linkcode LinkPeer} of a frame carrier
+ * (stream, datagram, WebSocket frames or byte stream, a ring from the front) and of a Wisp client. Every
+ * carrier's guest is attached the same way — its link wired through the scheduler to the tenant's stack — so
+ * the peers differ only in what they log.
+ *
+ * @module
+ */
+import type { Logger } from "../common/logger.ts";
+import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
+import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
+import type { Tenant } from "./tenant.ts";
+import { type WispGuestDeps, wispPeer } from "./wisp_guest.ts";
+
+/** What the peers need of the relay. */
+export interface PeerContext {
+  readonly log: Logger;
+  /** Wires `link` to `t` through the scheduler; null when refused (a second guest under "refuse"). */
+  attach(t: Tenant, link: GuestLink): FrameFeed | null;
+  /** The link went away: the tenant's grace period starts. */
+  detach(t: Tenant, link: GuestLink): void;
+  /** Forgets a single-user tenant no guest attached to. */
+  dropEphemeral(t: Tenant): void;
+  /** Counts a guest connection closed for breaking its protocol. */
+  protocolError(): void;
+  /** The relay is shutting down (closes are expected, not logged). */
+  readonly stopping: boolean;
+  /** Fault injection (tests only): a share of guest-bound frames dropped. */
+  readonly faults?: { guestBoundLoss?: number; seed?: number };
+  /** What a Wisp client's session needs besides these. */
+  readonly wisp: Omit<WispGuestDeps, "log" | "protocolError">;
+}
+
+/** The peer of a frame carrier's guest of `t`; `logCloses`: a close with a reason is logged. */
+export function framePeer(ctx: PeerContext, t: Tenant, logCloses: boolean): LinkPeer {
+  let attached: GuestLink | null = null;
+  return {
+    opened: (link) => {
+      attached = withFaults(ctx, t, link);
+      const feed = ctx.attach(t, attached);
+      if (!feed) ctx.dropEphemeral(t);
+      return feed;
+    },
+    closed: (link, reason) => {
+      if (reason && logCloses && !ctx.stopping) {
+        ctx.log("info", "guest connection closed", { tenant: t.id, reason });
+      }
+      ctx.detach(t, attached ?? link);
+    },
+    protocolError: (reason, fields) => {
+      ctx.protocolError();
+      ctx.log("warn", `guest connection closed: ${reason}`, { tenant: t.id, ...fields });
+    },
+    dropped: (reason) => t.counters.drop(reason),
+    drained: (link) => {
+      if (t.link === (attached ?? link)) t.session.guestDrained();
+    },
+  };
+}
+
+/** The peer of a WebSocket guest of `t`: frames to the tenant's stack, or Wisp packets to a session. */
+export function webSocketPeer(
+  ctx: PeerContext,
+  t: Tenant,
+  framing: WebSocketFramingKind,
+  wispVersion: 1 | 2 = 1,
+): LinkPeer {
+  if (framing === "wisp") {
+    return wispPeer(t, wispVersion, { ...ctx.wisp, log: ctx.log, protocolError: () => ctx.protocolError() });
+  }
+  return framePeer(ctx, t, false);
+}
+
+/** The link, or a wrapper that drops a share of its guest-bound frames (`faults`, tests only). */
+function withFaults(ctx: PeerContext, t: Tenant, link: GuestLink): GuestLink {
+  const loss = ctx.faults?.guestBoundLoss ?? 0;
+  if (loss <= 0) return link;
+  return lossyLink(link, loss, ctx.faults?.seed ?? 0x9e3779b9, () => t.counters.drop("fault-injected"));
+}

@@ -82,7 +82,7 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
 });
 
 e2eTest(
-  "netns Linux guest: ping an address of the relay host through its unprivileged ICMP socket (relay in a private netns)",
+  "netns Linux guest: ping an address of the relay host over IPv4 and IPv6 through its unprivileged ICMP sockets (relay in a private netns)",
   ["ping", "sysctl"],
   async () => {
     // the relay runs in a private namespace of its own, where ping sockets are allowed: no host-wide
@@ -90,6 +90,7 @@ e2eTest(
     const ns = await PrivateNetns.create({ "net.ipv4.ping_group_range": "0 2147483647" });
     // an address of the relay's host, inside its private namespace: only its ICMP socket can answer
     await must(["ip", "-n", ns.name, "addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    await must(["ip", "-n", ns.name, "addr", "add", "2001:db8:ffff::1/128", "dev", "lo", "nodad"]);
     const dir = await Deno.makeTempDir();
     await Deno.writeTextFile(
       `${dir}/relay.json`,
@@ -106,6 +107,11 @@ e2eTest(
       assert.equal(ping.code, 0, ping.stdout + ping.stderr);
       assert.match(ping.stdout, /3 received/);
       assert.equal(relay.logs(/ICMP echo to the outside is unavailable/).length, 0, relay.stderr.join("\n"));
+      // and over IPv6, through the relay's IPv6 ping socket
+      await guest.slaac();
+      const ping6 = await guest.exec(["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "2001:db8:ffff::1"]);
+      assert.equal(ping6.code, 0, ping6.stdout + ping6.stderr);
+      assert.match(ping6.stdout, /3 received/);
     } finally {
       await guest.close();
       await relay.stop();

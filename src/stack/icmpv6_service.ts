@@ -30,6 +30,7 @@ import {
   ICMPV6_HEADER_LEN,
   ICMPV6_PACKET_TOO_BIG,
   ICMPV6_UNREACH_ADDRESS,
+  ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_NO_ROUTE,
   multicastMacV6,
   NA_FLAG_OVERRIDE,
@@ -53,6 +54,7 @@ import {
   ipv6Equal,
   type Ipv6Header,
   ipv6InPrefix,
+  ipv6ToString,
   isMulticastV6,
   isUnspecifiedV6,
   parseIpv6Address,
@@ -62,9 +64,13 @@ import { IPPROTO_TCP } from "../wire/ipv4.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import type { Ipv6Plan } from "./config.ts";
 import type { StackContext } from "./context.ts";
-import type { Ipv6Path } from "./guest_path.ts";
+import { Ipv6Path } from "./guest_path.ts";
+import { MAX_PENDING_ECHO } from "./icmp_service.ts";
+import { mappedIpv4 } from "./translation.ts";
 import { Timer } from "./timer_wheel.ts";
 
+/** How long an echo through the host may take (as for IPv4). */
+const ECHO_TIMEOUT_MS = 5000;
 /** Unsolicited advertisements, once a guest has solicited one (RFC 4861 §6.2.1 allows 4–1800 s). */
 export const RA_INTERVAL_MS = 300_000;
 /** Router lifetime: three intervals, as RFC 4861 §6.2.1's default (3 × MaxRtrAdvInterval). */
@@ -218,15 +224,50 @@ export class Icmpv6Service {
   #echo(buf: Uint8Array, ip: Ipv6Header, rest: number, body: number, end: number): void {
     const s = this.#stack;
     s.counters.icmpEchoes++;
-    if (!this.owns(buf, ip.dstOffset)) {
-      // echo to the world needs the host's IPv6 ping sockets: not carried yet
-      return this.unreachable(buf, ip, ICMPV6_UNREACH_NO_ROUTE, "icmpv6-echo-not-carried");
-    }
+    if (isMulticastV6(buf, ip.dstOffset)) return s.drop("icmpv6-echo-multicast");
+    if (!this.owns(buf, ip.dstOffset)) return this.#echoThroughHost(buf, ip, rest, body, end);
     const n = end - body;
     if (n + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN > s.plan.mtu) return s.drop("icmpv6-echo-too-large");
     s.tx.set(buf.subarray(body, end), ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
     this.#send(buf, ip.dstOffset, buf, ip.srcOffset, ICMPV6_ECHO_REPLY, 0, rest, n, -1, 64);
   }
+
+  /**
+   * Echo to an address beyond the router: through the host's IPv6 ping socket where policy and the host
+   * allow it, the reply mapped back to the guest's identifier and sequence (the kernel owns the socket's).
+   */
+  #echoThroughHost(buf: Uint8Array, ip: Ipv6Header, rest: number, body: number, end: number): void {
+    const s = this.#stack;
+    const real = s.translation.toReal6(buf, ip.dstOffset);
+    if (real === null || mappedIpv4(real, 0) >= 0) {
+      return this.unreachable(buf, ip, ICMPV6_UNREACH_ADDRESS, "icmpv6-no-host");
+    }
+    if (!s.policy.check6("icmp", real, 0, 0)) {
+      return this.unreachable(buf, ip, ICMPV6_UNREACH_ADMIN_PROHIBITED, "policy-denied-icmpv6");
+    }
+    const echo = s.host.icmpEcho();
+    if (!echo) return this.unreachable(buf, ip, ICMPV6_UNREACH_ADMIN_PROHIBITED, "icmp-unsupported-by-host");
+    if (this.#pendingEchoes >= MAX_PENDING_ECHO) return s.drop("icmp-too-many-pending");
+    // the reply goes back between these two addresses, from the one the guest pinged
+    const path = new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset);
+    this.#pendingEchoes++;
+    const sent = echo.echo(ipv6ToString(real, 0), buf.slice(body, end), ECHO_TIMEOUT_MS, (reply) => {
+      this.#pendingEchoes--;
+      if (s.closed || !reply) return;
+      if (reply.type !== ICMPV6_ECHO_REPLY) return s.drop("icmpv6-host-error-reply");
+      const n = reply.data.length;
+      if (n + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN > s.plan.mtu) return s.drop("icmpv6-echo-too-large");
+      const a = path.addresses;
+      s.tx.set(reply.data, ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
+      this.#send(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, n, -1, 64);
+    });
+    if (!sent) {
+      this.#pendingEchoes--;
+      this.unreachable(buf, ip, ICMPV6_UNREACH_NO_ROUTE, "icmpv6-send-failed");
+    }
+  }
+
+  #pendingEchoes = 0;
 
   /**
    * Destination unreachable (RFC 4443 §3.1) about the packet `ip` in `buf`, counted under `reason`: as much

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { Relay } from "../src/relay/relay.ts";
 import { defaultStackConfig, parseHostForward, type StackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
-import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
 import { api, multiRelay } from "./_relay_api.ts";
 
@@ -225,6 +225,60 @@ e2eTest(
       await relay.stop();
       server6.close();
       server4.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+e2eTest(
+  "DHCPv6 with ISC dhclient: stateless (-S) gets the DNS server and search list; stateful gets an address in fd00::/64",
+  ["dhclient"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "slirp-dhcp6-" });
+    const relay = await startRelay(dir, (c) => (c.searchDomains = ["guest.test", "example.test"]));
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      await guest.slaac();
+      // the RA says "other configuration by DHCPv6" (O flag)
+      const script = `${dir}/dhclient.sh`;
+      await Deno.writeTextFile(
+        script,
+        `#!/bin/sh\nenv | grep -E '^(reason|new_)' >> "${dir}/dhclient.env"\n`,
+        {
+          mode: 0o755,
+        },
+      );
+      const dhclient = (extra: string[]) =>
+        guest.exec([
+          "dhclient",
+          "-6",
+          ...extra,
+          "-1",
+          "-v",
+          "-lf",
+          `${dir}/dhclient6.leases`,
+          "-pf",
+          `${dir}/dhclient6.pid`,
+          "-sf",
+          script,
+          guest.ifname,
+        ], { timeoutMs: 30_000 });
+      const stateless = await dhclient(["-S"]);
+      assert.equal(stateless.code, 0, stateless.stderr);
+      let env = await Deno.readTextFile(`${dir}/dhclient.env`);
+      assert.match(env, /new_dhcp6_name_servers=fd00::3/, env);
+      assert.match(env, /new_dhcp6_domain_search=.*guest\.test.*example\.test/, env);
+
+      const stateful = await dhclient([]);
+      assert.equal(stateful.code, 0, stateful.stderr);
+      env = await Deno.readTextFile(`${dir}/dhclient.env`);
+      assert.match(env, /new_ip6_address=fd00::100/, env);
+      await run(["kill", (await Deno.readTextFile(`${dir}/dhclient6.pid`).catch(() => "")).trim() || "0"]);
+      const s = relay.sessions.values().next().value!.stack;
+      assert.equal(s.dhcp6.size, 1);
+    } finally {
+      await guest.close();
+      await relay.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },

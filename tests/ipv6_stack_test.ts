@@ -37,7 +37,19 @@ import {
 } from "../src/wire/icmpv6.ts";
 import { emitTcp, newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_SYN, tcpHeaderLength } from "../src/wire/tcp.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
-import { pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
+import { checksumSum, pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
+import {
+  DHCPV6_INFORMATION_REQUEST,
+  DHCPV6_OPT_CLIENTID,
+  DHCPV6_OPT_DNS_SERVERS,
+  DHCPV6_OPT_IA_NA,
+  DHCPV6_OPT_RAPID_COMMIT,
+  DHCPV6_OPT_SERVERID,
+  DHCPV6_REPLY,
+  DHCPV6_REQUEST,
+  DHCPV6_SOLICIT,
+  parseDhcpv6,
+} from "../src/wire/dhcpv6.ts";
 import { isWireError, mac48, put16, u32 } from "../src/wire/bytes.ts";
 import { RA_INTERVAL_MS } from "../src/stack/icmpv6_service.ts";
 import { HostAddresses } from "../src/relay/host_addresses.ts";
@@ -163,6 +175,11 @@ Deno.test("IPv6 RS → RA: from fe80::2 with hop limit 255, the gateway MAC, fd0
     assert.ok(!isWireError(m), "checksum verifies");
     assert.equal(m.type, NDP_ROUTER_ADVERTISEMENT);
     assert.equal(m.rest >>> 24, 64, "cur hop limit");
+    assert.equal(
+      (m.rest >>> 16) & 0xc0,
+      0x40,
+      "O set (DNS by stateless DHCPv6), M clear (addresses by SLAAC)",
+    );
     assert.ok((m.rest & 0xffff) > 0, "router lifetime > 0: a default router");
     const opts = options(f, m.bodyOffset + 8, m.end);
     assert.equal(mac48(f, opts.get(NDP_OPT_SOURCE_LLADDR)! + 2), GW_MAC);
@@ -411,6 +428,99 @@ Deno.test("IPv6 relay guard: a tenant stack refuses what the relay-wide IPv6 gua
     assert.deepEqual(refused, ["2a00:1450::9"]);
     h.send(tcpSyn6("2a00:1450::10", 443, 40002));
     assert.equal(host.sockets.length, 1, "another address passes");
+  } finally {
+    h.close();
+  }
+});
+
+/** A DHCPv6 client message from the guest's link-local address to ff02::1:2. */
+function dhcpv6Frame(type: number, options: [number, Uint8Array][]): Uint8Array {
+  const size = 4 + options.reduce((n, [, v]) => n + 4 + v.length, 0);
+  const udp = new Uint8Array(8 + size);
+  put16(udp, 0, 546);
+  put16(udp, 2, 547);
+  put16(udp, 4, udp.length);
+  udp[8] = type;
+  udp[9] = 0xab;
+  udp[10] = 0xcd;
+  udp[11] = 0xef;
+  let o = 12;
+  for (const [code, v] of options) {
+    put16(udp, o, code);
+    put16(udp, o + 2, v.length);
+    udp.set(v, o + 4);
+    o += 4 + v.length;
+  }
+  const group = a6("ff02::1:2");
+  const ck =
+    ~checksumSum(udp, 0, udp.length, pseudoHeaderSumV6(GUEST_LL, 0, group, 0, IPPROTO_UDP, udp.length)) &
+    0xffff;
+  put16(udp, 6, ck === 0 ? 0xffff : ck);
+  return frame6(GUEST_LL, group, IPPROTO_UDP, udp, { dstMac: 0x333300010002 });
+}
+
+/** The DHCPv6 options of a reply the stack sent: code → value. */
+function dhcpv6Options(f: Uint8Array, ip: Ipv6Header): { type: number; options: Map<number, Uint8Array> } {
+  const m = parseDhcpv6(f, ip.payloadOffset + 8, ip.payloadEnd);
+  assert.ok(!isWireError(m));
+  const options = new Map<number, Uint8Array>();
+  for (const [code, o] of m.options) options.set(code, f.slice(o.offset, o.offset + o.length));
+  return { type: m.type, options };
+}
+
+Deno.test("DHCPv6: information-request answered with fd00::3; rapid-commit SOLICIT binds fd00::100; a REQUEST naming another server is ignored", () => {
+  const h = new StackHarness((c) => (c.searchDomains = ["guest.test"]));
+  try {
+    const duid = Uint8Array.of(0, 3, 0, 1, 2, 0, 0, 0, 0, 0x6a);
+    h.send(dhcpv6Frame(DHCPV6_INFORMATION_REQUEST, [[DHCPV6_OPT_CLIENTID, duid]]));
+    let [r] = sent6(h);
+    assert.equal(ipv6ToString(r.frame, r.ip.srcOffset), "fe80::2");
+    assert.equal(ipv6ToString(r.frame, r.ip.dstOffset), "fe80::6a");
+    let reply = dhcpv6Options(r.frame, r.ip);
+    assert.equal(reply.type, DHCPV6_REPLY);
+    assert.equal(ipv6ToString(reply.options.get(DHCPV6_OPT_DNS_SERVERS)!, 0), "fd00::3");
+    assert.deepEqual(reply.options.get(DHCPV6_OPT_CLIENTID), duid);
+    const serverId = reply.options.get(DHCPV6_OPT_SERVERID)!;
+
+    let before = h.raw.length;
+    const iaNa = new Uint8Array(12);
+    put16(iaNa, 2, 7); // IAID 7
+    h.send(
+      dhcpv6Frame(DHCPV6_SOLICIT, [[DHCPV6_OPT_CLIENTID, duid], [DHCPV6_OPT_IA_NA, iaNa], [
+        DHCPV6_OPT_RAPID_COMMIT,
+        new Uint8Array(0),
+      ]]),
+    );
+    [r] = sent6(h, before);
+    reply = dhcpv6Options(r.frame, r.ip);
+    assert.equal(reply.type, DHCPV6_REPLY, "rapid commit: a REPLY, not an ADVERTISE");
+    const ia = reply.options.get(DHCPV6_OPT_IA_NA)!;
+    assert.equal(u32(ia, 0), 7, "the client's IAID");
+    assert.equal(ipv6ToString(ia, 12 + 4), "fd00::100", "IAADDR");
+
+    before = h.raw.length;
+    const otherServer = Uint8Array.of(0, 3, 0, 1, 9, 9, 9, 9, 9, 9);
+    h.send(
+      dhcpv6Frame(DHCPV6_REQUEST, [[DHCPV6_OPT_CLIENTID, duid], [DHCPV6_OPT_SERVERID, otherServer], [
+        DHCPV6_OPT_IA_NA,
+        iaNa,
+      ]]),
+    );
+    assert.equal(sent6(h, before).length, 0);
+    assert.equal(h.drops("dhcpv6-other-server"), 1);
+    h.send(
+      dhcpv6Frame(DHCPV6_REQUEST, [[DHCPV6_OPT_CLIENTID, duid], [DHCPV6_OPT_SERVERID, serverId], [
+        DHCPV6_OPT_IA_NA,
+        iaNa,
+      ]]),
+    );
+    [r] = sent6(h, before);
+    assert.equal(
+      ipv6ToString(dhcpv6Options(r.frame, r.ip).options.get(DHCPV6_OPT_IA_NA)!, 16),
+      "fd00::100",
+      "the same address again",
+    );
+    assert.equal(h.stack.dhcp6.size, 1);
   } finally {
     h.close();
   }

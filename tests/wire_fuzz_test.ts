@@ -7,6 +7,7 @@ import { parseDns } from "../src/wire/dns.ts";
 import { parseTcp } from "../src/wire/tcp.ts";
 import { parseIpv6 } from "../src/wire/ipv6.ts";
 import { ndpLinkLayerOption, parseIcmpv6 } from "../src/wire/icmpv6.ts";
+import { parseDhcpv6 } from "../src/wire/dhcpv6.ts";
 import { isWireError } from "../src/wire/bytes.ts";
 
 const frames = [
@@ -22,6 +23,7 @@ function parseIpv6Layers(f: Uint8Array, off: number, pseudo: number): void {
     ndpLinkLayerOption(f, ip.payloadOffset, ip.payloadEnd, 1);
   }
   ndpLinkLayerOption(f, off, f.length, 2);
+  parseDhcpv6(f, off, f.length);
 }
 
 Deno.test("fuzz: mutated and truncated fixture frames never make a parser throw", () => {

@@ -44,6 +44,7 @@ import {
   NDP_ROUTER_SOLICITATION,
   ndpLinkLayerOption,
   parseIcmpv6,
+  RA_FLAG_OTHER,
   solicitedNodeAddress,
 } from "../wire/icmpv6.ts";
 import {
@@ -185,8 +186,8 @@ export class Icmpv6Service {
     o += emitRdnssOption(tx, o, p.dns, DNS_OPTION_LIFETIME_SEC);
     o += emitDnsslOption(tx, o, s.config.searchDomains, DNS_OPTION_LIFETIME_SEC);
     const body = o - l4 - ICMPV6_HEADER_LEN;
-    // cur hop limit 64, flags M=0 O=0, router lifetime
-    const rest = ((64 << 24) | ROUTER_LIFETIME_SEC) >>> 0;
+    // cur hop limit 64; M=0 (addresses by SLAAC), O=1 (DNS also by stateless DHCPv6); router lifetime
+    const rest = ((64 << 24) | (RA_FLAG_OTHER << 16) | ROUTER_LIFETIME_SEC) >>> 0;
     this.#send(p.linkLocal, 0, dst, dstOff, NDP_ROUTER_ADVERTISEMENT, 0, rest, body, dstMac, NDP_HOP_LIMIT);
   }
 

@@ -28,6 +28,7 @@ import {
   parseIpv6,
 } from "../wire/ipv6.ts";
 import { newUdpHeader, parseUdp, UDP_HEADER_LEN, type UdpHeader } from "../wire/udp.ts";
+import { DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT } from "../wire/dhcpv6.ts";
 import type { Egress6, StackContext } from "./context.ts";
 import { type GuestPath, Ipv6Path } from "./guest_path.ts";
 import type { Icmpv6Service } from "./icmpv6_service.ts";
@@ -36,6 +37,7 @@ import { LOOPBACK_V4, LOOPBACK_V6, mappedIpv4, nat64Ipv4 } from "./translation.t
 /** The services IPv6 packets go to. */
 export interface Ipv6Services {
   readonly icmp6: Icmpv6Service;
+  readonly dhcp6: { input(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void };
   readonly tcp: { input6(buf: Uint8Array, ip: Ipv6Header): void };
   readonly udp: { input6(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void };
   readonly dns: {
@@ -65,7 +67,7 @@ export class Ipv6Input {
     const ip = parseIpv6(buf, off, end, SHARED_IP6);
     if (ip instanceof WireError) return s.drop("ipv6-malformed", ip);
     s.counters.ipv6PacketsIn++;
-    const { icmp6, tcp, udp: nat, dns } = this.#services;
+    const { icmp6, dhcp6, tcp, udp: nat, dns } = this.#services;
     if (ip.fragmented) return s.drop("ipv6-fragment-unsupported");
     // larger than the link's MTU (a guest whose NIC was set larger than the RA said): Packet Too Big. An
     // offloading NIC's large segments are the exception (their size is not the wire's)
@@ -73,10 +75,6 @@ export class Ipv6Input {
     if (isMulticastV6(buf, ip.srcOffset)) return s.drop("ipv6-multicast-source");
     if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
     if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);
-    // beyond Neighbor Discovery nothing multicast is served (mDNS, LLMNR, MLD stay on the guest's link)
-    if (isMulticastV6(buf, ip.dstOffset)) return s.drop("ipv6-multicast-not-forwarded");
-    if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
-    if (ip.protocol === IPPROTO_TCP) return tcp.input6(buf, ip);
     if (ip.protocol === IPPROTO_UDP) {
       const len = ip.payloadEnd - ip.payloadOffset;
       // RFC 8200 §8.1: a zero UDP checksum is invalid over IPv6
@@ -86,11 +84,21 @@ export class Ipv6Input {
         : pseudoHeaderSumV6(buf, ip.srcOffset, buf, ip.dstOffset, IPPROTO_UDP, len);
       const udp = parseUdp(buf, ip.payloadOffset, ip.payloadEnd, pseudo, SHARED_UDP);
       if (udp instanceof WireError) return s.drop("udp-malformed", udp);
+      // DHCPv6 goes to All_DHCP_Relay_Agents_and_Servers (ff02::1:2) from a link-local address (RFC 8415 §7.1)
+      if (udp.dstPort === DHCPV6_SERVER_PORT && udp.srcPort === DHCPV6_CLIENT_PORT) {
+        return dhcp6.input(buf, ip, udp);
+      }
+      if (isMulticastV6(buf, ip.dstOffset)) return s.drop("ipv6-multicast-not-forwarded");
+      if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
       if (udp.dstPort === 53 && ipv6Equal(buf, ip.dstOffset, v6.dns, 0)) {
         return dns.input(buf, new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset), udp);
       }
       return nat.input6(buf, ip, udp);
     }
+    // beyond Neighbor Discovery and DHCPv6 nothing multicast is served (mDNS, LLMNR stay on the guest's link)
+    if (isMulticastV6(buf, ip.dstOffset)) return s.drop("ipv6-multicast-not-forwarded");
+    if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
+    if (ip.protocol === IPPROTO_TCP) return tcp.input6(buf, ip);
     icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "ip-protocol-unsupported");
   }
 

@@ -52,6 +52,7 @@ import {
   type StackConfig,
 } from "./config.ts";
 import { Icmpv6Service } from "./icmpv6_service.ts";
+import { Dhcpv6Server } from "./dhcpv6_server.ts";
 import { Ipv6Input } from "./ipv6_input.ts";
 import { Ipv4Path } from "./guest_path.ts";
 import { TranslationTable } from "./translation.ts";
@@ -168,6 +169,8 @@ export class Stack implements StackContext {
   readonly icmp: IcmpService;
   /** Neighbor Discovery, router advertisements, ICMPv6 echo and errors (idle when IPv6 is off). */
   readonly icmp6: Icmpv6Service;
+  /** DHCPv6: DNS for stateless clients, an address for stateful ones (idle when IPv6 is off). */
+  readonly dhcp6: Dhcpv6Server;
   readonly udp: UdpNat;
   readonly tcp: TcpService;
 
@@ -216,7 +219,9 @@ export class Stack implements StackContext {
     this.dns = new DnsService(this);
     this.icmp = new IcmpService(this);
     // with IPv6 off nothing reaches it; it is built on the default prefix so that it is never null
-    this.icmp6 = new Icmpv6Service(this, this.plan.v6 ?? resolvePlan6("fd00::/64"));
+    const plan6 = this.plan.v6 ?? resolvePlan6("fd00::/64");
+    this.icmp6 = new Icmpv6Service(this, plan6);
+    this.dhcp6 = new Dhcpv6Server(this, plan6);
     this.udp = new UdpNat(this);
     this.tcp = new TcpService(this);
     this.#ipv6 = new Ipv6Input(this, this);

@@ -10,7 +10,7 @@ import { defaultStackConfig, parseHostForward, type StackConfig } from "../src/s
 import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
-import { api, multiRelay } from "./_relay_api.ts";
+import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -146,6 +146,8 @@ e2eTest(
       const s = relay.sessions.values().next().value!.stack;
       assert.ok(s.counters.routerSolicitations >= 1, "the guest solicited the router");
       assert.ok(s.counters.ipv6PacketsIn > 1000);
+      assert.ok(s.counters.tcpFlowsOpened6 >= 3, `IPv6 TCP flows: ${s.counters.tcpFlowsOpened6}`);
+      assert.ok(s.counters.udpFlowsOpened6 >= 1, `IPv6 UDP flows: ${s.counters.udpFlowsOpened6}`);
     } finally {
       await guest.close();
       await http.shutdown();
@@ -219,6 +221,17 @@ e2eTest(
       const t = relay.tenants.get("closed")!.counters;
       assert.ok((t.drops.get("tcp6-no-route") ?? 0) >= refused.length, JSON.stringify(t.snapshot().drops));
       assert.equal(accepted6, 1, "no refused flow reached the IPv6 host service");
+      // the exposition counts IPv6 flows per tenant
+      const text = await (await api(relay, "GET", "/metrics")).text();
+      parsePrometheus(text);
+      assert.equal(
+        sample(text, "slirp_tenant_ipv6_flows_opened_total", { tenant: "open", protocol: "tcp" }),
+        2,
+      );
+      assert.equal(
+        sample(text, "slirp_tenant_ipv6_flows_opened_total", { tenant: "closed", protocol: "tcp" }),
+        0,
+      );
       assert.equal(accepted4, 0, "no refused flow reached the IPv4 host service");
     } finally {
       for (const g of guests) await g.close();

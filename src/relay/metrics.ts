@@ -104,6 +104,21 @@ export function renderMetrics(r: RelayView): string {
     per((t) => t.counters.udpFlowsOpened),
   );
   family(
+    "slirp_tenant_ipv6_flows_opened_total",
+    "counter",
+    "Of the flows opened per tenant, those over IPv6, by protocol.",
+    tenants.flatMap((t) => [
+      [{ tenant: t.id, protocol: "tcp" }, t.counters.tcpFlowsOpened6] as [Record<string, string>, number],
+      [{ tenant: t.id, protocol: "udp" }, t.counters.udpFlowsOpened6] as [Record<string, string>, number],
+    ]),
+  );
+  family(
+    "slirp_tenant_ipv6_packets_total",
+    "counter",
+    "IPv6 packets from the guest per tenant (its services' traffic included).",
+    per((t) => t.counters.ipv6PacketsIn),
+  );
+  family(
     "slirp_tenant_tcp_retransmits_total",
     "counter",
     "TCP segments retransmitted toward the guest.",

@@ -42,6 +42,7 @@ import { carryRing, type RingCarrier } from "../transport/ring.ts";
 import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
 import { HostAddresses } from "./host_addresses.ts";
+import { LOOPBACK_V4 } from "../stack/translation.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
 import { platform } from "../platform/current.ts";
 import type { HttpServer } from "../platform/platform.ts";
@@ -349,9 +350,12 @@ export class Relay implements RelayView {
       wheel: this.wheel,
       log: this.#opts.log,
       egressGuard: this.multiTenant ? (p, real, port) => !this.#isForwardPort(p, real, port) : undefined,
-      // the host's own IPv6 addresses reach services bound on [::]: denied by default, as the issue of
-      // IPv6 policy asks (IPv4's guard refuses only the ports of the relay and its tenants)
-      egressGuard6: this.multiTenant ? (_p, real) => !this.#hostAddresses.has6(real) : undefined,
+      // the host's own IPv6 addresses reach services bound on [::]: refused unless a rule of the tenant
+      // allows them by name, and then never the ports of the relay or of other tenants (as for IPv4)
+      egressGuard6: this.multiTenant
+        ? (p, real, port, allowedByRule) =>
+          !this.#hostAddresses.has6(real) || (allowedByRule && !this.#isForwardPort(p, LOOPBACK_V4, port))
+        : undefined,
       flowLimit: this.flowLimit,
       portsChanged: () => this.#publishPorts(),
     }, admittedBy);

@@ -29,7 +29,7 @@ export interface TenantDeps {
   log: Logger;
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
   /** The IPv6 twin: false refuses an IPv6 destination (multi-tenant: the relay host's own addresses). */
-  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number) => boolean;
+  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number, allowedByRule: boolean) => boolean;
   /** The relay-wide bound on open flows. */
   flowLimit?: FlowLimit;
   /** The tenant's host ports changed (a forward bound or closed). */

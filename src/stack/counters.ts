@@ -22,6 +22,9 @@ export class Counters {
   tcpBytesFromGuest = 0;
   /** IPv6 packets from the guest (all of its traffic over v6, services included). */
   ipv6PacketsIn = 0;
+  /** Of the flows opened, those over IPv6. */
+  tcpFlowsOpened6 = 0;
+  udpFlowsOpened6 = 0;
   /** Router solicitations answered (a guest configuring IPv6). */
   routerSolicitations = 0;
   /** Throws contained at the tenant's boundary (each reset a flow or the tenant's stack). */
@@ -51,6 +54,8 @@ export class Counters {
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,
       ipv6PacketsIn: this.ipv6PacketsIn,
+      tcpFlowsOpened6: this.tcpFlowsOpened6,
+      udpFlowsOpened6: this.udpFlowsOpened6,
       routerSolicitations: this.routerSolicitations,
       faults: this.faults,
       drops: Object.fromEntries(this.drops),

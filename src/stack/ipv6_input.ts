@@ -32,7 +32,7 @@ import { DHCPV6_CLIENT_PORT, DHCPV6_SERVER_PORT } from "../wire/dhcpv6.ts";
 import type { Egress6, StackContext } from "./context.ts";
 import { type GuestPath, Ipv6Path } from "./guest_path.ts";
 import type { Icmpv6Service } from "./icmpv6_service.ts";
-import { LOOPBACK_V4, LOOPBACK_V6, mappedIpv4, nat64Ipv4 } from "./translation.ts";
+import { mappedIpv4, nat64Ipv4 } from "./translation.ts";
 
 /** The services IPv6 packets go to. */
 export interface Ipv6Services {
@@ -107,7 +107,7 @@ export class Ipv6Input {
    * refuses it. prefix::3 is the DNS forwarder (TCP port 53 goes to the first upstream); the tenant's IPv6
    * policy decides for the rest; an IPv4-mapped destination is the IPv4 flow it names (IPv4 translation and
    * policy, dialled over IPv4); a NAT64 address must pass the IPv4 policy for the address it embeds too; the
-   * host's ::1 must pass what its 127.0.0.1 passes (the relay's guard on other tenants' forwards included).
+   * relay's IPv6 guard has the last word (multi-tenant: the host's own addresses and the tenants' ports).
    */
   egress(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6 {
     const s = this.#stack;
@@ -127,9 +127,6 @@ export class Ipv6Input {
     if (!s.allowEgress6(protocol, real, 0, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
     const embedded = nat64Ipv4(real, 0);
     if (embedded >= 0 && !s.policy.check(protocol, embedded, port)) return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-    if (ipv6Equal(real, 0, LOOPBACK_V6, 0) && !s.allowEgress(protocol, LOOPBACK_V4, port)) {
-      return ICMPV6_UNREACH_ADMIN_PROHIBITED;
-    }
     return { address: ipv6ToString(real, 0), port };
   }
 }

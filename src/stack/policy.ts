@@ -99,12 +99,17 @@ export class EgressPolicy {
    * default.
    */
   check6(protocol: PolicyProtocol, a: Uint8Array, off: number, port: number): boolean {
+    return this.rule6(protocol, a, off, port) ?? this.#defaultAllow;
+  }
+
+  /** The first matching IPv6 rule's verdict, or null when only the default decides. */
+  rule6(protocol: PolicyProtocol, a: Uint8Array, off: number, port: number): boolean | null {
     for (const r of this.#rules6) {
       if (!ipv6InPrefix(a, off, r.network, r.prefix)) continue;
       if (port < r.portLo || port > r.portHi) continue;
       if (r.protocol !== null && r.protocol !== protocol) continue;
       return r.allow;
     }
-    return this.#defaultAllow;
+    return null;
   }
 }

@@ -91,9 +91,10 @@ export interface StackDeps {
    */
   egressGuard?: (protocol: "tcp" | "udp", real: number, port: number) => boolean;
   /**
-   * The same for IPv6 destinations (16 bytes; multi-tenant mode: none of the relay host's own addresses).
+   * The same for IPv6 destinations (16 bytes), told whether a rule of the tenant's policy allowed it by name
+   * (multi-tenant mode: the relay host's own addresses only so, and never its or other tenants' ports).
    */
-  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number) => boolean;
+  egressGuard6?: (protocol: "tcp" | "udp", real: Uint8Array, port: number, allowedByRule: boolean) => boolean;
   /**
    * Called after a throw that no flow could absorb faulted this stack (it has already closed itself): the
    * tenant closes its guest link, and its next guest gets a fresh stack.
@@ -419,8 +420,10 @@ export class Stack implements StackContext {
 
   /** {@linkcode allowEgress} for the IPv6 destination at `a[off]`. */
   allowEgress6(protocol: "tcp" | "udp", a: Uint8Array, off: number, port: number): boolean {
-    return this.policy.check6(protocol, a, off, port) &&
-      (this.#guard6 === undefined || this.#guard6(protocol, a.subarray(off, off + 16), port));
+    const rule = this.policy.rule6(protocol, a, off, port);
+    if (!this.policy.check6(protocol, a, off, port)) return false;
+    return this.#guard6 === undefined ||
+      this.#guard6(protocol, a.subarray(off, off + 16), port, rule === true);
   }
 
   /** Admits one new flow under the tenant's rate quota. */

@@ -187,6 +187,7 @@ export class UdpNat {
     else this.#flows.set(guestPort, [flow]);
     this.#count++;
     s.counters.udpFlowsOpened++;
+    if (guest6) s.counters.udpFlowsOpened6++;
     s.wheel.arm(flow.timer, flow.lastActive + s.config.udpIdleSec * 1000);
     return flow;
   }

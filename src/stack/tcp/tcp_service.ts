@@ -79,6 +79,7 @@ export class TcpService implements TcpConnOwner {
     else this.#table.set(k, [c]);
     this.#count++;
     this.#stack.counters.tcpFlowsOpened++;
+    if (c.path.family === 6) this.#stack.counters.tcpFlowsOpened6++;
     c.holdsRelaySlot = true;
     c.onFree = () => this.#remove(c);
   }

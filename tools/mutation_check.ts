@@ -24,6 +24,34 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "IPv6: the tenant's IPv6 policy skipped",
+    file: "src/stack/stack.ts",
+    from: "if (!this.policy.check6(protocol, a, off, port)) return false;",
+    to: "",
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
+    name: "IPv6: a DAD probe answered (the guest's address contested)",
+    file: "src/stack/icmpv6_service.ts",
+    from: 'if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ndp-dad-probe");',
+    to: "",
+    tests: ["tests/ipv6_stack_test.ts", "tests/wire_fixtures_test.ts"],
+  },
+  {
+    name: "IPv6: router advertisements without the prefix option (no SLAAC)",
+    file: "src/stack/icmpv6_service.ts",
+    from: "o += emitPrefixOption(tx, o, p.prefix, p.prefixLength, PREFIX_VALID_SEC, PREFIX_PREFERRED_SEC);",
+    to: "",
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
+    name: "IPv6: the host's own addresses pass the multi-tenant guard",
+    file: "src/relay/relay.ts",
+    from: "!this.#hostAddresses.has6(real) || (allowedByRule && !this.#isForwardPort(p, LOOPBACK_V4, port))",
+    to: "true",
+    tests: ["tests/ipv6_netns_test.ts"],
+  },
+  {
     name: "Wisp: a stream skips the tenant's egress policy",
     file: "src/stack/wisp_service.ts",
     from: "!ctx.allowEgress(proto, real, s.port)",

@@ -5,18 +5,11 @@
  * NAT64 forms.
  */
 import assert from "node:assert/strict";
-import { StackHarness } from "./_frames.ts";
+import { GW_MAC, StackHarness } from "./_frames.ts";
+import { a6, frame6, MAC6 as MAC, sent6, tcpSyn6From } from "./_frames6.ts";
 import { FakeHost } from "./_fake_host.ts";
 import { compilePolicy } from "../src/relay/tenant_config.ts";
-import { emitEthernet, ETHERTYPE_IPV6 } from "../src/wire/ethernet.ts";
-import {
-  emitIpv6,
-  IPPROTO_ICMPV6,
-  type Ipv6Header,
-  ipv6ToString,
-  parseIpv6,
-  parseIpv6Address,
-} from "../src/wire/ipv6.ts";
+import { IPPROTO_ICMPV6, type Ipv6Header, ipv6ToString } from "../src/wire/ipv6.ts";
 import {
   emitIcmpv6,
   ICMPV6_DEST_UNREACHABLE,
@@ -35,7 +28,7 @@ import {
   NDP_ROUTER_SOLICITATION,
   parseIcmpv6,
 } from "../src/wire/icmpv6.ts";
-import { emitTcp, newTcpHeader, parseTcp, TCP_ACK_FLAG, TCP_SYN, tcpHeaderLength } from "../src/wire/tcp.ts";
+import { parseTcp, TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../src/wire/ipv4.ts";
 import { checksumSum, pseudoHeaderSumV6 } from "../src/wire/checksum.ts";
 import {
@@ -54,26 +47,8 @@ import { isWireError, mac48, put16, u32 } from "../src/wire/bytes.ts";
 import { RA_INTERVAL_MS } from "../src/stack/icmpv6_service.ts";
 import { HostAddresses } from "../src/relay/host_addresses.ts";
 
-const GW_MAC = 0x52550a000202;
-const MAC = 0x02000000006a;
-const a6 = (s: string) => parseIpv6Address(s)!;
 const GUEST_LL = a6("fe80::6a");
 const GUEST = a6("fd00::6a");
-
-/** An Ethernet frame carrying an IPv6 packet with `l4` as its payload (checksum filled by `fill`). */
-function frame6(
-  src: Uint8Array,
-  dst: Uint8Array,
-  protocol: number,
-  l4: Uint8Array,
-  opts: { hopLimit?: number; dstMac?: number } = {},
-): Uint8Array {
-  const f = new Uint8Array(Math.max(60, 54 + l4.length));
-  emitEthernet(f, 0, opts.dstMac ?? GW_MAC, MAC, ETHERTYPE_IPV6);
-  emitIpv6(f, 14, l4.length, protocol, opts.hopLimit ?? 64, src, 0, dst, 0);
-  f.set(l4, 54);
-  return f;
-}
 
 /** An ICMPv6 message (type, code, rest, body) as L4 bytes with its checksum. */
 function icmp6(src: Uint8Array, dst: Uint8Array, type: number, rest: number, body: Uint8Array): Uint8Array {
@@ -102,32 +77,7 @@ function neighbourSolicitation(src: Uint8Array, target: string, hopLimit = 255):
 }
 
 function tcpSyn6(dst: string, dport: number, sport = 40000): Uint8Array {
-  const t = newTcpHeader();
-  Object.assign(t, {
-    srcPort: sport,
-    dstPort: dport,
-    seq: 1000,
-    ack: 0,
-    flags: TCP_SYN,
-    window: 65535,
-    mss: 1440,
-  });
-  const hl = tcpHeaderLength(t);
-  const l4 = new Uint8Array(hl);
-  const d = a6(dst);
-  emitTcp(t, l4, 0, 0, pseudoHeaderSumV6(GUEST, 0, d, 0, IPPROTO_TCP, hl));
-  return frame6(GUEST, d, IPPROTO_TCP, l4);
-}
-
-/** The IPv6 packets the stack sent, parsed (each with its frame). */
-function sent6(h: StackHarness, from = 0): { frame: Uint8Array; ip: Ipv6Header }[] {
-  const out: { frame: Uint8Array; ip: Ipv6Header }[] = [];
-  for (const f of h.raw.slice(from)) {
-    if (((f[12] << 8) | f[13]) !== ETHERTYPE_IPV6) continue;
-    const ip = parseIpv6(f, 14, f.length);
-    if (!isWireError(ip)) out.push({ frame: f, ip });
-  }
-  return out;
+  return tcpSyn6From(GUEST, a6(dst), dport, sport);
 }
 
 /** NDP options of a message body: type → offset of each. */

@@ -14,6 +14,15 @@ import { ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN_PROHIBITED } from "../src/wir
 import { TCP_SYN } from "../src/wire/tcp.ts";
 import { ipv4ToString } from "../src/wire/bytes.ts";
 import type { Dissection } from "./_dissect.ts";
+import { a6, sent6, tcpSyn6From, udp6Frame } from "./_frames6.ts";
+import { ipv6ToString, parseCidrV6 } from "../src/wire/ipv6.ts";
+import {
+  ICMPV6_DEST_UNREACHABLE,
+  ICMPV6_UNREACH_ADDRESS,
+  ICMPV6_UNREACH_ADMIN_PROHIBITED,
+} from "../src/wire/icmpv6.ts";
+
+const GUEST6 = a6("fd00::6a");
 
 const MAC = 0x020000000001;
 const GUEST = ip("10.0.2.15");
@@ -122,7 +131,8 @@ function samples(cidr: string): number[] {
 Deno.test("policy table: every default-denied range is refused over TCP, UDP and ICMP before any dial", async () => {
   const { h, dials } = tenant({});
   try {
-    assert.equal(MULTI_TENANT_DENIED.length, 15, "the table below covers every range of the default list");
+    const v4 = MULTI_TENANT_DENIED.filter((c) => !c.includes(":"));
+    assert.equal(v4.length, 15, "the table below covers every IPv4 range of the default list");
     for (
       const cidr of [
         "0.0.0.0/8", // this network
@@ -218,5 +228,73 @@ Deno.test("policy table: deny rules close public addresses; allow is tried befor
     await settle();
   } finally {
     only.h.close();
+  }
+});
+
+/** The second, a middle and the next-to-last address of an IPv6 range (the address itself for a /128). */
+function samples6(cidr: string): Uint8Array[] {
+  const c = parseCidrV6(cidr)!;
+  if (c.prefix === 128) return [c.network];
+  const at = (fill: number, last: number) => {
+    const a = c.network.slice();
+    for (let bit = c.prefix; bit < 128; bit++) if (fill) a[bit >> 3] |= 0x80 >> (bit & 7);
+    a[15] = (a[15] & ~0xff) | last;
+    return a;
+  };
+  const middle = c.network.slice();
+  middle[c.prefix >> 3] |= 0x80 >> (c.prefix & 7); // the range's upper half
+  middle[15] |= 7;
+  return [at(0, 1), middle, at(1, 0xfe)];
+}
+
+Deno.test("policy table: every default-denied IPv6 range is refused over TCP and UDP before any dial", () => {
+  const { h, dials } = tenant({});
+  try {
+    const v6 = MULTI_TENANT_DENIED.filter((c) => c.includes(":"));
+    assert.deepEqual(v6, [
+      "::/128", // unspecified
+      "::1/128", // loopback
+      "::/96", // IPv4-compatible (deprecated)
+      "100::/64", // discard-only
+      "2001::/23", // IETF protocol assignments: Teredo, benchmarking, ORCHID
+      "2001:db8::/32", // documentation
+      "2002::/16", // 6to4: embeds any IPv4 address
+      "fc00::/7", // unique local (the tenant's own prefix is the relay's, refused before policy)
+      "fec0::/10", // site-local (deprecated)
+      "fe80::/10", // link-local: no host behind it
+      "ff00::/8", // multicast: never forwarded
+    ]);
+    let sport = 52000;
+    for (const cidr of v6) {
+      for (const dst of samples6(cidr)) {
+        for (const p of ["tcp", "udp"] as const) {
+          const what = `${ipv6ToString(dst)} (${cidr}) ${p}`;
+          const before = h.raw.length, dialsBefore = dials.length;
+          h.send(
+            p === "tcp"
+              ? tcpSyn6From(GUEST6, dst, 80, sport++)
+              : udp6Frame(GUEST6, dst, sport++, 80, Uint8Array.of(1)),
+          );
+          assert.equal(dials.length, dialsBefore, `${what}: nothing dialled`);
+          const errors = sent6(h, before).filter((x) =>
+            x.frame[x.ip.payloadOffset] === ICMPV6_DEST_UNREACHABLE
+          );
+          if (cidr === "ff00::/8") {
+            assert.equal(errors.length, 0, `${what}: no error about a multicast destination`);
+            continue;
+          }
+          assert.equal(errors.length, 1, `${what}: one ICMPv6 error`);
+          // link-local and the tenant's own prefix have no host behind them; the rest is refused by policy
+          const own = cidr === "fe80::/10" || (cidr === "fc00::/7" && dst[0] === 0xfd && dst[1] === 0);
+          const code = errors[0].frame[errors[0].ip.payloadOffset + 1];
+          assert.equal(code, own ? ICMPV6_UNREACH_ADDRESS : ICMPV6_UNREACH_ADMIN_PROHIBITED, what);
+        }
+      }
+    }
+    // control: a public address is dialled (by the recorder, which sends nothing)
+    h.send(tcpSyn6From(GUEST6, a6("2a00:1450::1"), 443, sport++));
+    assert.deepEqual(dials.at(-1), { protocol: "tcp", address: "2a00:1450::1", port: 443 });
+  } finally {
+    h.close();
   }
 });

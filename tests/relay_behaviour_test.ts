@@ -199,6 +199,8 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
       "slirp_tenant_faults_total",
       "slirp_tenant_frames_total",
       "slirp_tenant_guest_backlog_bytes",
+      "slirp_tenant_ipv6_flows_opened_total",
+      "slirp_tenant_ipv6_packets_total",
       "slirp_tenant_tcp_flows",
       "slirp_tenant_tcp_flows_opened_total",
       "slirp_tenant_tcp_retransmits_total",

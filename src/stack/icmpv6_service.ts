@@ -284,7 +284,11 @@ export class Icmpv6Service {
     const n = Math.min(ip.payloadEnd - start, IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMPV6_HEADER_LEN);
     const l4 = ETH_HEADER_LEN + IPV6_HEADER_LEN;
     s.tx.set(buf.subarray(start, start + n), l4 + ICMPV6_HEADER_LEN);
-    this.#send(buf, ip.dstOffset, buf, ip.srcOffset, ICMPV6_DEST_UNREACHABLE, code, 0, n, -1, 64);
+    // §2.2: from the address the packet was for, unless that is no unicast address (::) — then the router's
+    const [from, fromOff] = isUnspecifiedV6(buf, ip.dstOffset)
+      ? [this.#plan.gateway, 0]
+      : [buf, ip.dstOffset];
+    this.#send(from, fromOff, buf, ip.srcOffset, ICMPV6_DEST_UNREACHABLE, code, 0, n, -1, 64);
   }
 
   /**

@@ -17,6 +17,7 @@ import {
 
 export { parseHostForward };
 import { parseIpv4Address } from "./wire/bytes.ts";
+import { parseIpv6Address } from "./wire/ipv6.ts";
 import { Relay, type RelayOptions } from "./relay/relay.ts";
 import { RelayFront } from "./relay/front.ts";
 import { epollAvailable } from "./host/epoll.ts";
@@ -84,7 +85,7 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26 and in the
                                    IPv6 router advertisement)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
-  --dns-record NAME=ADDR           answer NAME with ADDR locally, repeatable
+  --dns-record NAME=ADDR           answer NAME with ADDR locally (A for IPv4, AAAA for IPv6), repeatable
                                    (host.slirp.internal=<gateway> is always present)
   --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
                                    port forward, QEMU syntax, repeatable
@@ -163,11 +164,15 @@ export function buildServeConfig(
   }
   for (const r of flags["dns-record"] ?? []) {
     const m = /^([^=]+)=(.+)$/.exec(r);
-    if (!m || parseIpv4Address(m[2]) === null) {
-      throw new Error(`Invalid --dns-record "${r}": expected NAME=IPV4`);
+    const v4 = m ? parseIpv4Address(m[2]) !== null : false;
+    if (!m || (!v4 && parseIpv6Address(m[2]) === null)) {
+      throw new Error(`Invalid --dns-record "${r}": expected NAME=IPV4 or NAME=IPV6`);
     }
     const name = m[1].toLowerCase().replace(/\.$/, "");
-    stack.dnsRecords = stack.dnsRecords.filter((x) => x.name !== name);
+    // a record replaces the name's record of the same family (A or AAAA), not the other
+    stack.dnsRecords = stack.dnsRecords.filter((x) =>
+      x.name !== name || (parseIpv4Address(x.address) !== null) !== v4
+    );
     stack.dnsRecords.push({ name, address: m[2] });
   }
   for (const h of flags.hostfwd ?? []) stack.hostfwd.push(parseHostForward(h));

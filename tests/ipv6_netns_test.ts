@@ -43,6 +43,7 @@ e2eTest(
     const relay = await startRelay(dir, (c) => {
       c.dnsUpstreams = [`127.0.0.1:${dns.port}`];
       c.searchDomains = ["example.test"];
+      c.dnsRecords.push({ name: "six.test", address: "2001:db8::6" });
       c.mtu = 1400;
       // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
       c.hostfwd = [parseHostForward("tcp:[::1]:0-[::]:5001"), parseHostForward("tcp:127.0.0.1:0-[::]:5002")];
@@ -76,6 +77,13 @@ e2eTest(
       assert.equal(aaaa.stdout.trim(), "2001:db8::10", aaaa.stdout + aaaa.stderr);
       const a = await dig("+short", "v4.example.test", "A");
       assert.equal(a.stdout.trim(), "192.0.2.10", a.stdout + a.stderr);
+      // static records: the host's name has its IPv6 face, a configured AAAA answers, its missing A is NODATA
+      assert.equal((await dig("+short", "host.slirp.internal", "AAAA")).stdout.trim(), "fd00::2");
+      assert.equal((await dig("+short", "host.slirp.internal", "A")).stdout.trim(), "10.0.2.2");
+      assert.equal((await dig("+short", "six.test", "AAAA")).stdout.trim(), "2001:db8::6");
+      const noA = await dig("six.test", "A");
+      assert.match(noA.stdout, /status: NOERROR/);
+      assert.match(noA.stdout, /ANSWER: 0/);
       // DNS over TCP to prefix::3 reaches the same upstream
       const tcpDns = await dig("+tcp", "+short", "v6.example.test", "AAAA");
       assert.equal(tcpDns.stdout.trim(), "2001:db8::10", tcpDns.stdout + tcpDns.stderr);

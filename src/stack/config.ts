@@ -12,7 +12,7 @@ import type { PolicyConfig } from "./policy.ts";
 export interface DnsRecordConfig {
   /** Lower-case name without trailing dot, e.g. "host.slirp.internal". */
   name: string;
-  /** IPv4 address as dotted quad. */
+  /** IPv4 address (an A record) or IPv6 address (an AAAA record); a name may have one of each. */
   address: string;
 }
 
@@ -282,7 +282,9 @@ export function resolvePlan(c: StackConfig): AddressPlan {
   }
   for (const u of c.dnsUpstreams) parseUpstream(u);
   for (const r of c.dnsRecords) {
-    if (parseIpv4Address(r.address) === null) throw new Error(`Invalid DNS record ${r.name}=${r.address}`);
+    if (parseIpv4Address(r.address) === null && parseIpv6Address(r.address) === null) {
+      throw new Error(`Invalid DNS record ${r.name}=${r.address}`);
+    }
   }
   for (const e of c.nat) {
     if (parseIpv4Address(e.virtual) === null || parseIpv4Address(e.real) === null) {

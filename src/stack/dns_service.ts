@@ -11,10 +11,12 @@
  * @module
  */
 import { parseIpv4Address, WireError } from "../wire/bytes.ts";
+import { parseIpv6Address } from "../wire/ipv6.ts";
 import {
   DNS_HEADER_LEN,
   DNS_RCODE_SERVFAIL,
   DNS_TYPE_A,
+  DNS_TYPE_AAAA,
   type DnsAnswer,
   emitDnsResponse,
   encodeNames,
@@ -36,6 +38,8 @@ import { parseUpstream, type Upstream } from "./config.ts";
  * guest retries).
  */
 export const MAX_PENDING_DNS = 128;
+/** The relay host's name in every tenant (libslirp's, gvisor-tap-vsock's host.containers.internal alike). */
+const HOST_NAME = "host.slirp.internal";
 /** TTL of locally answered records. */
 const STATIC_TTL = 60;
 
@@ -58,7 +62,8 @@ interface PendingQuery {
 
 export class DnsService {
   #stack: StackContext;
-  #records = new Map<string, Uint8Array>();
+  /** Static records: name → its A (4 bytes) and AAAA (16 bytes) addresses, either possibly absent. */
+  #records = new Map<string, { a: Uint8Array | null; aaaa: Uint8Array | null }>();
   #upstreams: Upstream[];
   #pending = new Map<number, PendingQuery>();
   /** Random query ids, drawn in batches from the CSPRNG. */
@@ -68,12 +73,16 @@ export class DnsService {
   constructor(stack: StackContext) {
     this.#stack = stack;
     for (const r of stack.config.dnsRecords) {
-      const a = parseIpv4Address(r.address)!;
-      this.#records.set(
-        r.name.toLowerCase().replace(/\.$/, ""),
-        Uint8Array.of(a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255),
-      );
+      const name = r.name.toLowerCase().replace(/\.$/, "");
+      const rec = this.#records.get(name) ?? { a: null, aaaa: null };
+      const a = parseIpv4Address(r.address);
+      if (a !== null) rec.a = Uint8Array.of(a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255);
+      else rec.aaaa = parseIpv6Address(r.address);
+      this.#records.set(name, rec);
     }
+    // the host's name answers over IPv6 too: prefix::2, the host's ::1 as 10.0.2.2 is its 127.0.0.1
+    const host = this.#records.get(HOST_NAME);
+    if (host && !host.aaaa && stack.plan.v6) host.aaaa = stack.plan.v6.gateway;
     const list = stack.config.dnsUpstreams.length > 0
       ? stack.config.dnsUpstreams
       : stack.host.systemResolvers();
@@ -97,10 +106,12 @@ export class DnsService {
     if (h.qdcount === 1 && this.#records.size > 0) {
       const n = readName(buf, q, q + DNS_HEADER_LEN, end);
       if (n instanceof WireError) return s.drop("dns-malformed", n);
-      const addr = this.#records.get(n.name);
-      if (addr && n.next + 4 <= end) {
+      const rec = this.#records.get(n.name);
+      if (rec && n.next + 4 <= end) {
         const type = u16(buf, n.next);
-        const answers: DnsAnswer[] = type === DNS_TYPE_A ? [{ type, ttl: STATIC_TTL, address: addr }] : [];
+        const addr = type === DNS_TYPE_A ? rec.a : type === DNS_TYPE_AAAA ? rec.aaaa : null;
+        // a name we hold answers every type itself: NODATA for the ones it has no address of
+        const answers: DnsAnswer[] = addr ? [{ type, ttl: STATIC_TTL, address: addr }] : [];
         return this.#answerLocally(buf, q, end, answers, 0, guest, udp.srcPort);
       }
     }
@@ -135,7 +146,7 @@ export class DnsService {
    */
   resolve(name: string, done: (address: number | null) => void): void {
     const key = name.toLowerCase().replace(/\.$/, "");
-    const fixed = this.#records.get(key);
+    const fixed = this.#records.get(key)?.a;
     if (fixed) return done(((fixed[0] << 24) | (fixed[1] << 16) | (fixed[2] << 8) | fixed[3]) >>> 0);
     const qname = encodeNames([key]);
     if (qname instanceof WireError || this.#upstreams.length === 0) return done(null);

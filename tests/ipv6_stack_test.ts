@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { GW_MAC, StackHarness } from "./_frames.ts";
-import { a6, frame6, MAC6 as MAC, sent6, tcpSyn6From } from "./_frames6.ts";
+import { a6, frame6, MAC6 as MAC, sent6, tcpSyn6From, udp6Frame } from "./_frames6.ts";
+import type { HostUdpSocket, UdpHandlers } from "../src/host/host.ts";
 import { FakeHost } from "./_fake_host.ts";
 import { compilePolicy } from "../src/relay/tenant_config.ts";
 import { IPPROTO_ICMPV6, type Ipv6Header, ipv6ToString } from "../src/wire/ipv6.ts";
@@ -18,6 +19,7 @@ import {
   ICMPV6_PACKET_TOO_BIG,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
+  ICMPV6_UNREACH_PORT,
   NDP_NEIGHBOR_ADVERTISEMENT,
   NDP_NEIGHBOR_SOLICITATION,
   NDP_OPT_MTU,
@@ -471,6 +473,37 @@ Deno.test("DHCPv6: information-request answered with fd00::3; rapid-commit SOLIC
       "the same address again",
     );
     assert.equal(h.stack.dhcp6.size, 1);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 UDP: the host socket's error comes back as ICMPv6 port unreachable quoting the guest's datagram", () => {
+  const handlers: UdpHandlers[] = [];
+  const sentTo: string[] = [];
+  class UdpFakeHost extends FakeHost {
+    override openUdp(h: UdpHandlers, family?: 4 | 6): HostUdpSocket {
+      handlers.push(h);
+      assert.equal(family, 6, "an IPv6 flow gets an IPv6 host socket");
+      return { sendTo: (_d, address, port) => void sentTo.push(`[${address}]:${port}`), close() {} };
+    }
+  }
+  const h = new StackHarness(() => {}, (clock) => new UdpFakeHost(clock));
+  try {
+    h.send(udp6Frame(GUEST, a6("fd00::2"), 40100, 9, Uint8Array.of(1, 2, 3)));
+    assert.deepEqual(sentTo, ["[::1]:9"], "prefix::2 is the host's ::1");
+    const before = h.raw.length;
+    handlers[0].onError("ECONNREFUSED");
+    const [err] = sent6(h, before);
+    const f = err.frame, at = err.ip.payloadOffset;
+    assert.equal(f[at], ICMPV6_DEST_UNREACHABLE);
+    assert.equal(f[at + 1], ICMPV6_UNREACH_PORT);
+    assert.equal(ipv6ToString(f, err.ip.srcOffset), "fd00::2", "from the address the guest sent to");
+    // the quote: the guest's IPv6 header and UDP ports
+    assert.equal(ipv6ToString(f, at + 8 + 8), "fd00::6a");
+    assert.equal(ipv6ToString(f, at + 8 + 24), "fd00::2");
+    assert.equal((f[at + 48] << 8) | f[at + 49], 40100);
+    assert.equal((f[at + 50] << 8) | f[at + 51], 9);
   } finally {
     h.close();
   }

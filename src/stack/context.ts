@@ -44,6 +44,14 @@ export type Egress6 = { address: string; port: number } | number;
 export interface Icmpv6Errors {
   /** Destination unreachable with `code` about the packet `ip` in `buf`, counted under `reason`. */
   unreachable(buf: Uint8Array, ip: Ipv6Header, code: number, reason: string): void;
+  /** Unreachable about a UDP datagram no longer in hand (rebuilt from the flow). */
+  unreachableForUdp(
+    guest: Uint8Array,
+    guestPort: number,
+    dst: Uint8Array,
+    dstPort: number,
+    code: number,
+  ): void;
   /** The guest's latest global IPv6 address, or null (the default target of IPv6 port forwards). */
   guestAddress(): Uint8Array | null;
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */

@@ -61,7 +61,7 @@ import {
   parseIpv6Address,
 } from "../wire/ipv6.ts";
 import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
-import { IPPROTO_TCP } from "../wire/ipv4.ts";
+import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/ipv4.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import type { Ipv6Plan } from "./config.ts";
 import type { StackContext } from "./context.ts";
@@ -328,6 +328,29 @@ export class Icmpv6Service {
     tx[q + IPV6_HEADER_LEN + 13] = 0x02; // SYN
     const code = noRoute ? ICMPV6_UNREACH_NO_ROUTE : ICMPV6_UNREACH_ADDRESS;
     this.#send(a, 16, a, 0, ICMPV6_DEST_UNREACHABLE, code, 0, IPV6_HEADER_LEN + 20, -1, 64);
+  }
+
+  /**
+   * Unreachable about a UDP datagram no longer in hand (the host socket failed later): its IPv6 and UDP
+   * headers rebuilt from the flow (guest → `dst`), sent from `dst`.
+   */
+  unreachableForUdp(
+    guest: Uint8Array,
+    guestPort: number,
+    dst: Uint8Array,
+    dstPort: number,
+    code: number,
+  ): void {
+    const s = this.#stack;
+    if (!s.admitErrorReply()) return;
+    const q = ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN;
+    const tx = s.tx;
+    emitIpv6(tx, q, 8, IPPROTO_UDP, 64, guest, 0, dst, 0);
+    put16(tx, q + IPV6_HEADER_LEN, guestPort);
+    put16(tx, q + IPV6_HEADER_LEN + 2, dstPort);
+    put16(tx, q + IPV6_HEADER_LEN + 4, 8);
+    put16(tx, q + IPV6_HEADER_LEN + 6, 0);
+    this.#send(dst, 0, guest, 0, ICMPV6_DEST_UNREACHABLE, code, 0, IPV6_HEADER_LEN + 8, -1, 64);
   }
 
   /** Writes the ICMPv6 header over `bodyLength` bytes already at its body in `tx`, and sends. */

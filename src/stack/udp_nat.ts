@@ -15,7 +15,12 @@ import { ipv4ToString, parseIpv4Address } from "../wire/bytes.ts";
 import type { UdpHeader } from "../wire/udp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import { ipv6Equal, type Ipv6Header, parseIpv6Address } from "../wire/ipv6.ts";
-import { ICMPV6_UNREACH_PORT } from "../wire/icmpv6.ts";
+import {
+  ICMPV6_UNREACH_ADDRESS,
+  ICMPV6_UNREACH_ADMIN_PROHIBITED,
+  ICMPV6_UNREACH_NO_ROUTE,
+  ICMPV6_UNREACH_PORT,
+} from "../wire/icmpv6.ts";
 import {
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
@@ -251,7 +256,7 @@ export class UdpNat {
 
   #hostError(f: UdpFlow, code: string): void {
     const s = this.#stack;
-    if (f.guest6) return s.counters.drop(`udp-host-error-${code}`);
+    if (f.guest6) return this.#hostError6(f, f.guest6, code);
     if (s.closed || f.lastVirtual < 0) return;
     const icmpCode = code === "ECONNREFUSED"
       ? ICMP_UNREACH_PORT
@@ -262,6 +267,23 @@ export class UdpNat {
       : -1;
     s.counters.drop(`udp-host-error-${code}`);
     if (icmpCode >= 0) s.icmp.unreachableForUdp(f.guestIp, f.guestPort, f.lastVirtual, f.lastPort, icmpCode);
+  }
+
+  /** The same for an IPv6 flow: ICMPv6 destination unreachable (RFC 4443 §3.1) about its last datagram. */
+  #hostError6(f: UdpFlow, guest6: Uint8Array, code: string): void {
+    const s = this.#stack;
+    s.counters.drop(`udp-host-error-${code}`);
+    if (s.closed || !f.lastVirtual6) return;
+    const icmpCode = code === "ECONNREFUSED"
+      ? ICMPV6_UNREACH_PORT
+      : code === "ENETUNREACH"
+      ? ICMPV6_UNREACH_NO_ROUTE
+      : code === "EHOSTUNREACH"
+      ? ICMPV6_UNREACH_ADDRESS
+      : code === "EACCES" || code === "EPERM"
+      ? ICMPV6_UNREACH_ADMIN_PROHIBITED
+      : -1;
+    if (icmpCode >= 0) s.icmp6.unreachableForUdp(guest6, f.guestPort, f.lastVirtual6, f.lastPort, icmpCode);
   }
 
   /**

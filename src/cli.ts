@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { VERSION } from "./version.ts";
 import {
   defaultStackConfig,
+  parseGuestForward,
   parseHostForward,
   parseUpstream,
   resolvePlan6,
@@ -86,6 +87,17 @@ Serve flags (each also a key of the same name in --config FILE.json):
                                    IPv6 router advertisement)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
   --dns-record NAME=ADDR           answer NAME with ADDR locally (A for IPv4, AAAA for IPv6), repeatable
+  --domain NAME                    the guest's domain (DHCP option 15)
+  --dns-search DOMAIN              a search domain, repeatable (DHCP option 119, RA DNSSL, DHCPv6)
+  --dhcp-start IP                  first address DHCP hands out (default .15 of --net)
+  --dhcp-host MAC=IP[,NAME]        a static lease, repeatable (inside --net; IP outside the pool is fine)
+  --guestfwd tcp:ADDR:PORT-HOST:PORT
+                                   QEMU's guestfwd: the guest's connections to ADDR:PORT (a free address
+                                   inside --net, e.g. 10.0.2.100) reach the host service HOST:PORT,
+                                   whatever the policy says; repeatable
+  --restrict                       QEMU's restrict=on: the guest reaches nothing but the relay's own
+                                   services (DHCP, DNS, echo to the gateway) and its --guestfwd entries;
+                                   --hostfwd into it still works
                                    (host.slirp.internal=<gateway> is always present)
   --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
                                    port forward, QEMU syntax, repeatable
@@ -116,6 +128,12 @@ interface ServeFlags {
   "mtu"?: string | number;
   "dns-upstream"?: string[];
   "dns-record"?: string[];
+  "domain"?: string;
+  "dns-search"?: string[];
+  "dhcp-start"?: string;
+  "dhcp-host"?: string[];
+  "guestfwd"?: string[];
+  "restrict"?: boolean;
   "hostfwd"?: string[];
   "no-host-loopback"?: boolean;
   "udp-idle"?: string | number;
@@ -176,6 +194,24 @@ export function buildServeConfig(
     stack.dnsRecords.push({ name, address: m[2] });
   }
   for (const h of flags.hostfwd ?? []) stack.hostfwd.push(parseHostForward(h));
+  if (flags.domain !== undefined) stack.domainName = checkDomain(flags.domain, "--domain");
+  for (const d of flags["dns-search"] ?? []) stack.searchDomains.push(checkDomain(d, "--dns-search"));
+  if (flags["dhcp-start"] !== undefined) {
+    if (parseIpv4Address(flags["dhcp-start"]) === null) {
+      throw new Error(`Invalid --dhcp-start "${flags["dhcp-start"]}": not an IPv4 address`);
+    }
+    stack.dhcpStart = flags["dhcp-start"];
+  }
+  for (const d of flags["dhcp-host"] ?? []) {
+    // dnsmasq's and QEMU users' form: MAC=IP (libvirt's host entries alike), a hostname after a comma
+    const m = /^([0-9a-fA-F:]{17})=([0-9.]+)(?:,([a-zA-Z0-9.-]+))?$/.exec(d.trim());
+    if (!m || parseIpv4Address(m[2]) === null) {
+      throw new Error(`Invalid --dhcp-host "${d}": expected MAC=IPV4[,HOSTNAME]`);
+    }
+    stack.staticLeases.push({ mac: m[1].toLowerCase(), address: m[2], ...(m[3] ? { hostname: m[3] } : {}) });
+  }
+  for (const g of flags.guestfwd ?? []) stack.guestfwd.push(parseGuestForward(g));
+  if (flags.restrict) stack.restrict = true;
   if (flags["no-host-loopback"]) stack.gatewayToLoopback = false;
   if (flags["udp-idle"] !== undefined) {
     const s = Number(flags["udp-idle"]);
@@ -193,6 +229,17 @@ export function buildServeConfig(
     throw new Error(`Invalid --log-level "${logLevel}"`);
   }
   return { listen, stack, logLevel };
+}
+
+/** A DNS name as a flag takes it: letters, digits, hyphens and dots, at most 253 characters. */
+function checkDomain(name: string, flag: string): string {
+  const d = name.trim().toLowerCase().replace(/\.$/, "");
+  if (
+    !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(d) || d.length > 253
+  ) {
+    throw new Error(`Invalid ${flag} "${name}": not a domain name`);
+  }
+  return d;
 }
 
 /** The QEMU command-line fragments that connect a guest to a stream listener. */
@@ -219,6 +266,12 @@ const SERVE_OPTIONS = {
   "mtu": { type: "string" },
   "dns-upstream": { type: "string", multiple: true },
   "dns-record": { type: "string", multiple: true },
+  "domain": { type: "string" },
+  "dns-search": { type: "string", multiple: true },
+  "dhcp-start": { type: "string" },
+  "dhcp-host": { type: "string", multiple: true },
+  "guestfwd": { type: "string", multiple: true },
+  "restrict": { type: "boolean" },
   "hostfwd": { type: "string", multiple: true },
   "no-host-loopback": { type: "boolean" },
   "udp-idle": { type: "string" },

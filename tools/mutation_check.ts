@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "--restrict lets IPv4 flows out",
+    file: "src/stack/policy.ts",
+    from: "    if (this.restricted) return false;\n    for (const r of this.#rules) {",
+    to: "    for (const r of this.#rules) {",
+    tests: ["tests/qemu_settings_test.ts"],
+  },
+  {
+    name: "--guestfwd ignored (its address dialled under the policy)",
+    file: "src/stack/tcp/tcp_service.ts",
+    from: "if (guestForward) return this.#open(path, seg, guestForward.address, guestForward.port);",
+    to: "",
+    tests: ["tests/qemu_settings_test.ts"],
+  },
+  {
     name: "IPv6: the tenant's IPv6 policy skipped",
     file: "src/stack/stack.ts",
     from: "if (!this.policy.check6(protocol, a, off, port)) return false;",

@@ -85,6 +85,46 @@ export interface StackConfig {
   ipv6: boolean;
   /** The guest's IPv6 prefix, a /64 (SLAAC needs 64 bits of interface identifier, RFC 4862 §5.5.3). */
   net6: string;
+  /**
+   * QEMU's `restrict=on`: the guest reaches nothing beyond the relay's own services (DHCP, DNS, echo to the
+   * gateway) and its `guestfwd` entries; port forwards into it still work.
+   */
+  restrict: boolean;
+  /** QEMU's `guestfwd`: a virtual address and port inside the network that reach a host service. */
+  guestfwd: GuestForwardConfig[];
+}
+
+/** A guest forward, `tcp:10.0.2.100:80-127.0.0.1:8080`: connections to the virtual side dial the host side. */
+export interface GuestForwardConfig {
+  protocol: "tcp";
+  virtualAddress: string;
+  virtualPort: number;
+  hostAddress: string;
+  hostPort: number;
+}
+
+/**
+ * Parses QEMU's `guestfwd=[tcp]:SERVER:PORT-DEV` where DEV is a host service as `HOST:PORT` (or QEMU's
+ * chardev form `tcp:HOST:PORT`); the server address must lie inside the guest network (checked with the plan).
+ */
+export function parseGuestForward(text: string): GuestForwardConfig {
+  const m = /^(?:tcp)?:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})-(?:tcp:)?([^:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$/
+    .exec(text.trim());
+  const host = m ? m[3].replace(/^\[(.*)\]$/, "$1") : "";
+  if (
+    !m || parseIpv4Address(m[1]) === null ||
+    (parseIpv4Address(host) === null && parseIpv6Address(host) === null) ||
+    Number(m[2]) < 1 || Number(m[2]) > 65535 || Number(m[4]) < 1 || Number(m[4]) > 65535
+  ) {
+    throw new Error(`Invalid --guestfwd "${text}": expected tcp:GUESTADDR:PORT-HOSTADDR:PORT`);
+  }
+  return {
+    protocol: "tcp",
+    virtualAddress: m[1],
+    virtualPort: Number(m[2]),
+    hostAddress: host,
+    hostPort: Number(m[4]),
+  };
 }
 
 /** libslirp's plan: 10.0.2.0/24, gateway .2, DNS .3, leases from .15, MTU 1500. */
@@ -117,6 +157,8 @@ export function defaultStackConfig(): StackConfig {
     ipv6: true,
     // a ULA prefix, as libslirp's default fec0::/64 is deprecated site-local space (RFC 3879)
     net6: "fd00::/64",
+    restrict: false,
+    guestfwd: [],
   };
 }
 
@@ -294,6 +336,12 @@ export function resolvePlan(c: StackConfig): AddressPlan {
   for (const l of c.staticLeases) {
     if (parseMacAddress(l.mac) === null) throw new Error(`Invalid static lease MAC "${l.mac}"`);
     inNet("static lease address", l.address);
+  }
+  for (const g of c.guestfwd ?? []) {
+    const a = inNet("guestfwd address", g.virtualAddress);
+    if (a === gateway || a === dns || (a >= dhcpStart && a <= dhcpEnd)) {
+      throw new Error(`Invalid guestfwd address ${g.virtualAddress}: the gateway, DNS or a DHCP address`);
+    }
   }
   return {
     network: cidr.network,

@@ -52,9 +52,15 @@ export class EgressPolicy {
   #rules: CompiledRule[] = [];
   #rules6: CompiledRule6[] = [];
   #defaultAllow: boolean;
+  /** QEMU's `restrict=on`: nothing leaves, whatever the rules say (forwards and the relay's services stay). */
+  readonly restricted: boolean;
 
-  /** @throws Error naming the rule that does not parse */
-  constructor(config: PolicyConfig) {
+  /**
+   * @param restricted refuse every destination (`--restrict`)
+   * @throws Error naming the rule that does not parse
+   */
+  constructor(config: PolicyConfig, restricted = false) {
+    this.restricted = restricted;
     this.#defaultAllow = config.defaultAction === "allow";
     for (const r of config.rules) {
       if (r.action !== "allow" && r.action !== "deny") throw new Error(`Invalid policy action "${r.action}"`);
@@ -85,6 +91,7 @@ export class EgressPolicy {
    * @param port destination port; 0 for ICMP
    */
   check(protocol: PolicyProtocol, address: number, port: number): boolean {
+    if (this.restricted) return false;
     for (const r of this.#rules) {
       if (((address & r.mask) >>> 0) !== r.network) continue;
       if (port < r.portLo || port > r.portHi) continue;
@@ -104,6 +111,7 @@ export class EgressPolicy {
 
   /** The first matching IPv6 rule's verdict, or null when only the default decides. */
   rule6(protocol: PolicyProtocol, a: Uint8Array, off: number, port: number): boolean | null {
+    if (this.restricted) return false;
     for (const r of this.#rules6) {
       if (!ipv6InPrefix(a, off, r.network, r.prefix)) continue;
       if (port < r.portLo || port > r.portHi) continue;

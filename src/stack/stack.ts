@@ -194,7 +194,7 @@ export class Stack implements StackContext {
   constructor(config: StackConfig, deps: StackDeps) {
     this.config = config;
     this.plan = resolvePlan(config);
-    this.policy = new EgressPolicy(config.policy);
+    this.policy = new EgressPolicy(config.policy, config.restrict === true);
     this.translation = new TranslationTable(config, this.plan);
     this.host = new ContainedHost(deps.host, this);
     this.wheel = deps.wheel;

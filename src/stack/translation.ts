@@ -32,10 +32,18 @@ export class TranslationTable {
   #plan: AddressPlan;
 
   #gatewayToLoopback: boolean;
+  /** guestfwd: virtual address → port → the host service it reaches. */
+  #guestForwards = new Map<number, Map<number, { address: string; port: number }>>();
 
   constructor(config: StackConfig, plan: AddressPlan) {
     this.#plan = plan;
     this.#gatewayToLoopback = config.gatewayToLoopback;
+    for (const g of config.guestfwd ?? []) {
+      const a = parseIpv4Address(g.virtualAddress)!;
+      const ports = this.#guestForwards.get(a) ?? new Map();
+      ports.set(g.virtualPort, { address: g.hostAddress, port: g.hostPort });
+      this.#guestForwards.set(a, ports);
+    }
     if (config.gatewayToLoopback) this.#map.set(plan.gateway, LOOPBACK_V4);
     for (const e of config.nat) this.#map.set(parseIpv4Address(e.virtual)!, parseIpv4Address(e.real)!);
   }
@@ -62,8 +70,16 @@ export class TranslationTable {
     return a.subarray(off, off + 16);
   }
 
-  /** Whether `virtual` is a translated address the gateway answers ARP for. */
+  /** Whether `virtual` is a translated address (or a guestfwd's) the gateway answers ARP for. */
   has(virtual: number): boolean {
-    return this.#map.has(virtual);
+    return this.#map.has(virtual) || this.#guestForwards.has(virtual);
+  }
+
+  /**
+   * The host service a guestfwd puts at `virtual:port`, or null. The operator named it: it is dialled
+   * whatever the tenant's egress policy says (as QEMU's guestfwd works under `restrict=on`).
+   */
+  guestForward(virtual: number, port: number): { address: string; port: number } | null {
+    return this.#guestForwards.get(virtual)?.get(port) ?? null;
   }
 }

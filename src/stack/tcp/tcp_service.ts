@@ -150,6 +150,8 @@ export class TcpService implements TcpConnOwner {
     if (this.#deliver(c, seg, buf)) return;
     const path = new Ipv4Path(s, ip.src, ip.dst);
     if (!this.#mayOpen(path, seg)) return;
+    const guestForward = s.translation.guestForward(ip.dst, seg.dstPort);
+    if (guestForward) return this.#open(path, seg, guestForward.address, guestForward.port);
     // DNS over TCP to the virtual DNS address goes to the first upstream resolver (RFC 7766: clients
     // retry over TCP when a UDP answer was truncated)
     const dnsUpstream = ip.dst === s.plan.dns && seg.dstPort === 53 ? s.dns.tcpUpstream() : null;

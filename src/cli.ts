@@ -35,22 +35,7 @@ const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
 /** With no listener flag at all, browsers (v86) get a WebSocket listener too. */
 const DEFAULT_LISTEN_WS = "http://127.0.0.1:8080";
 
-export const HELP = `slirp-relay ${VERSION} — a user-mode network stack for virtual machines
-
-Guests (QEMU, a TAP bridge, passt-compatible clients) connect with raw Ethernet frames; slirp-relay
-answers ARP, DHCP and DNS as the gateway 10.0.2.2 and carries the guest's UDP, ICMP and TCP through
-ordinary host sockets. No root needed.
-
-Usage:
-  slirp-relay serve [flags]        start the relay (with no listener flag: ${DEFAULT_LISTEN} for QEMU and
-                                   ${
-  DEFAULT_LISTEN_WS.replace("http", "ws")
-}/ for v86, both on 127.0.0.1 only)
-  slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE [--policy JSON] [--quotas JSON]
-                                   print a signed token that admits tenant ID (multi-tenant mode)
-  slirp-relay --version | --help
-
-Serve flags (each also a key of the same name in --config FILE.json):
+const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config FILE.json):
   --config FILE.json               read settings from a JSON file; flags override it
   --listen-qemu URL                stream listener, repeatable: tcp://HOST:PORT or unix:///PATH
                                    (QEMU -netdev stream / -netdev socket, passt's protocol; a guest that
@@ -58,7 +43,7 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --listen-dgram URL               UNIX datagram socket, repeatable: unix:///PATH — one Ethernet frame per
                                    datagram (QEMU -netdev dgram, vfkit, libkrun); needs the relay's own
                                    socket loop (Linux, FFI)
-  --listen-ws URL                  WebSocket listener, repeatable: http://HOST:PORT (v86 network_relay_url:
+  --listen-ws URL                  WebSocket listener, repeatable: http://HOST:PORT (v86 net_device relay_url:
                                    one Ethernet frame per binary message; ws://HOST:PORT/ in single-user mode,
                                    ws://HOST:PORT/v1/tenants/ID/ws?token=… in multi-tenant mode; QEMU's
                                    stream framing as a byte stream — container2wasm, emscripten QEMU — when
@@ -113,9 +98,50 @@ Serve flags (each also a key of the same name in --config FILE.json):
   --log-level debug|info|warn|error
                                    JSON log lines on stderr (default info)
 
-Examples:
+`;
+const EXAMPLES = `Examples:
   slirp-relay serve
   slirp-relay serve --listen-qemu unix:///tmp/slirp.sock --dns-upstream 127.0.0.1:5353
+`;
+
+export const HELP = `slirp-relay ${VERSION} — a user-mode network stack for virtual machines
+
+Guests (QEMU, a TAP bridge, passt-compatible clients) connect with raw Ethernet frames; slirp-relay
+answers ARP, DHCP and DNS as the gateway 10.0.2.2 and carries the guest's UDP, ICMP and TCP through
+ordinary host sockets. No root needed.
+
+Usage:
+  slirp-relay serve [flags]        start the relay (with no listener flag: ${DEFAULT_LISTEN} for QEMU and
+                                   ${
+  DEFAULT_LISTEN_WS.replace("http", "ws")
+}/ for v86, both on 127.0.0.1 only)
+  slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE [--policy JSON] [--quotas JSON]
+                                   print a signed token that admits tenant ID (multi-tenant mode)
+  slirp-relay --version | --help
+
+${SERVE_FLAGS}
+${EXAMPLES}`;
+
+/** `slirp-relay serve --help`. */
+export const SERVE_HELP = `Usage: slirp-relay serve [flags]
+
+Starts the relay. With no listener flag it listens on ${DEFAULT_LISTEN} for QEMU and
+${DEFAULT_LISTEN_WS.replace("http", "ws")}/ for v86, both on 127.0.0.1 only, in single-user mode.
+
+${SERVE_FLAGS}
+${EXAMPLES}`;
+
+/** `slirp-relay token --help`. */
+export const TOKEN_HELP = `Usage: slirp-relay token create --tenant ID --ttl DURATION --token-secret-file FILE
+                                [--policy JSON] [--quotas JSON]
+
+Prints a signed token that admits tenant ID to a multi-tenant relay sharing FILE's secret, until DURATION
+(e.g. 30m, 1h, 7d) from now. A guest presents it in the WebSocket URL (?token=…) or an Authorization header;
+--policy and --quotas (JSON, as the admin API's tenant fields) become the tenant's when the token creates it.
+
+Example:
+  slirp-relay token create --tenant ci-42 --ttl 1h --token-secret-file /etc/slirp/secret \\
+    --policy '{"allow":["127.0.0.1/32:8080"]}' --quotas '{"maxTcpFlows":256}'
 `;
 
 /** The flags of `serve` as parsed (strings and lists), before they become a config. */
@@ -478,7 +504,7 @@ async function serve(args: string[]): Promise<number> {
     lines.push(
       multi
         ? `  WebSocket on ${u}/v1/tenants/<id>/ws?token=<token>`
-        : `  WebSocket on ${u}/ — v86: network_relay_url: "${u}/"`,
+        : `  WebSocket on ${u}/ — v86: net_device: { type: "ne2k", relay_url: "${u}/" }`,
     );
   }
   if (relay.adminUrl) {
@@ -535,7 +561,12 @@ export async function main(args: string[]): Promise<number> {
     console.log(VERSION);
     return 0;
   }
-  if (args.length === 0 || args.includes("--help") || args.includes("-h") || args[0] === "help") {
+  const wantsHelp = args.includes("--help") || args.includes("-h");
+  if (wantsHelp && (args[0] === "serve" || args[0] === "token")) {
+    console.log(args[0] === "serve" ? SERVE_HELP : TOKEN_HELP);
+    return 0;
+  }
+  if (args.length === 0 || wantsHelp || args[0] === "help") {
     console.log(HELP);
     return 0;
   }

@@ -129,6 +129,20 @@ Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --
   ) {
     assert.ok(help.out.includes(flag), `--help lacks ${flag}`);
   }
+  // each command prints its own help
+  const serveHelp = await run(["serve", "--help"]);
+  assert.equal(serveHelp.code, 0);
+  assert.match(serveHelp.out, /^Usage: slirp-relay serve/);
+  for (const flag of ["--guestfwd", "--restrict", "--dhcp-host", "--dns-search", "--net6", "--no-ipv6"]) {
+    assert.ok(serveHelp.out.includes(flag), `serve --help lacks ${flag}`);
+  }
+  const tokenHelp = await run(["token", "--help"]);
+  assert.equal(tokenHelp.code, 0);
+  assert.match(tokenHelp.out, /^Usage: slirp-relay token create --tenant ID/);
+  assert.doesNotMatch(tokenHelp.out, /--listen-qemu/);
+  const badGuestfwd = await run(["serve", "--guestfwd", "tcp:10.0.2.2:80-127.0.0.1:8080"]);
+  assert.equal(badGuestfwd.code, 2);
+  assert.match(badGuestfwd.err, /guestfwd address 10.0.2.2: the gateway/);
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/secret`, "a-secret-that-is-long-enough");
   const tok = await run([

@@ -9,12 +9,15 @@
  *   DELETE /v1/tenants/<id>                      delete (closes its guest, flows, forwards, socket)
  *   POST   /v1/tenants/<id>/hostfwd              add a forward: {"rule": "tcp::2222-:22"}
  *   DELETE /v1/tenants/<id>/hostfwd/<proto>/<hostPort>
+ *   POST   [/v1/tenants/<id>]/services/forwarder/expose|unexpose, GET …/all   gvproxy's forwarder API
  *   POST   /v1/tenants/<id>/capture              start a pcap capture: {"path"?} → {"path"}
  *   DELETE /v1/tenants/<id>/capture              stop it → {"path", "frames"}
  * Errors are JSON: {"error": "…"}.
  *
  * @module
  */
+import { gvproxyForwarder } from "./gvproxy_forwarder.ts";
+import { checkHostForward } from "../stack/config.ts";
 import type { RelayView } from "./relay_view.ts";
 import { renderMetrics } from "./metrics.ts";
 import { platform } from "../platform/current.ts";
@@ -117,6 +120,13 @@ export class AdminApi {
       }
       return json(405, { error: `${req.method} not allowed here` });
     }
+    const gv = /^\/services\/forwarder(\/[a-z]+)$/.exec(path);
+    if (gv) {
+      const owner = r.singleUserForwards;
+      if (!owner) return json(404, { error: "Multi-tenant mode: use /v1/tenants/<id>/services/forwarder/…" });
+      return await gvproxyForwarder(owner, gv[1], req, checkHostForward) ??
+        json(405, { error: `${req.method} not allowed on ${path}` });
+    }
     const m = /^\/v1\/tenants\/([^/]+)(\/.*)?$/.exec(path);
     if (!m) return json(404, { error: `No route ${path}` });
     let id: string;
@@ -151,6 +161,11 @@ export class AdminApi {
       if (!f) return json(404, { error: `No ${fm[1]} forward on host port ${fm[2]}` });
       t.removeForward(f);
       return new Response(null, { status: 204 });
+    }
+    const tgv = /^\/services\/forwarder(\/[a-z]+)$/.exec(sub);
+    if (tgv) {
+      return await gvproxyForwarder(t, tgv[1], req, checkHostForward) ??
+        json(405, { error: `${req.method} not allowed on ${path}` });
     }
     if (sub === "/capture" && req.method === "POST") {
       const body = await req.json().catch(() => ({}));

@@ -42,6 +42,7 @@ import { carryRing, type RingCarrier } from "../transport/ring.ts";
 import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
 import { HostAddresses } from "./host_addresses.ts";
+import type { ForwardOwner } from "./gvproxy_forwarder.ts";
 import { LOOPBACK_V4 } from "../stack/translation.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
 import { platform } from "../platform/current.ts";
@@ -706,11 +707,29 @@ export class Relay implements RelayView {
     return last;
   }
 
-  async #bindSingleUserForward(f: HostForwardConfig): Promise<void> {
+  async #bindSingleUserForward(f: HostForwardConfig): Promise<BoundForward> {
     const target = () => this.#currentSingleUser()?.session.forwardTarget ?? null;
     const refused = () =>
       this.#opts.log("info", "port forward client refused: no guest connected", { port: f.hostPort });
-    this.#forwards.push(await bindForward(this.host, f, target, this.#opts.log, "single-user", refused));
+    const b = await bindForward(this.host, f, target, this.#opts.log, "single-user", refused);
+    this.#forwards.push(b);
+    return b;
+  }
+
+  /**
+   * Single-user mode's port forwards as the admin API changes them (gvproxy's forwarder API): they reach
+   * the latest guest, as `--hostfwd` does. Null in multi-tenant mode, where each tenant holds its own.
+   */
+  get singleUserForwards(): ForwardOwner | null {
+    if (this.multiTenant) return null;
+    return {
+      forwards: this.#forwards,
+      addForward: (f) => this.#bindSingleUserForward(f),
+      removeForward: (b) => {
+        b.close();
+        this.#forwards = this.#forwards.filter((x) => x !== b);
+      },
+    };
   }
 
   /** Where pcap captures go. */

@@ -1,0 +1,122 @@
+/**
+ * gvproxy's forwarder API on the admin listener (what podman machine and CRC call): expose a guest port on
+ * the host, list it, unexpose it — with a real Linux guest (network namespace) answering on its port. Single-
+ * user mode at the top of the API, multi-tenant mode under the tenant's path.
+ */
+import assert from "node:assert/strict";
+import { Relay } from "../src/relay/relay.ts";
+import { defaultStackConfig } from "../src/stack/config.ts";
+import { jsonLogger } from "../src/relay/log.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { ADMIN, api, multiRelay } from "./_relay_api.ts";
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Reads what the guest's one-shot listener on `guestPort` says to a client of host port `port`. */
+async function throughForward(guest: NetnsGuest, guestPort: number, port: number): Promise<string> {
+  const listening = guest.exec(["sh", "-c", `echo hello-via-gvproxy-api | nc -l -N ${guestPort}`], {
+    timeoutMs: 20_000,
+  });
+  let reply = "";
+  for (let i = 0; i < 50 && !reply; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      const buf = new Uint8Array(64);
+      const n = await Promise.race([
+        c.read(buf).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), 2500)),
+      ]);
+      reply = n ? new TextDecoder().decode(buf.subarray(0, n)).trim() : "";
+      c.close();
+    } catch { /* not bound yet */ }
+  }
+  await listening;
+  return reply;
+}
+
+e2eTest("gvproxy forwarder API, single-user: expose reaches the guest, all lists it, unexpose closes it", [
+  "nc",
+], async () => {
+  const dir = await Deno.makeTempDir({ prefix: "slirp-gvapi-" });
+  const stack = defaultStackConfig();
+  stack.dnsUpstreams = ["127.0.0.1:9"];
+  const relay = new Relay({
+    listenQemu: [`unix://${dir}/relay.sock`],
+    admin: "http://127.0.0.1:0",
+    adminToken: ADMIN,
+    stack,
+    log: jsonLogger("warn"),
+  });
+  await relay.start();
+  const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+  try {
+    const lease = await guest.dhcp();
+    const port = freePort();
+    const expose = await api(relay, "POST", "/services/forwarder/expose", {
+      local: `127.0.0.1:${port}`,
+      remote: `${lease.ip}:5001`,
+      protocol: "tcp",
+    });
+    assert.equal(expose.status, 200, await expose.text());
+    assert.equal(await throughForward(guest, 5001, port), "hello-via-gvproxy-api");
+    const all = await (await api(relay, "GET", "/services/forwarder/all")).json();
+    assert.deepEqual(all, [{ local: `127.0.0.1:${port}`, remote: `${lease.ip}:5001`, protocol: "tcp" }]);
+    assert.equal(
+      (await api(relay, "POST", "/services/forwarder/unexpose", {
+        local: `127.0.0.1:${port}`,
+        protocol: "tcp",
+      })).status,
+      200,
+    );
+    assert.deepEqual(await (await api(relay, "GET", "/services/forwarder/all")).json(), []);
+    await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), "the host port is closed again");
+    const bad = await api(relay, "POST", "/services/forwarder/expose", {
+      local: "nonsense",
+      remote: "10.0.2.15:22",
+    });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error, /"local" must be "HOST:PORT"/);
+  } finally {
+    await guest.close();
+    await relay.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+e2eTest(
+  "gvproxy forwarder API, multi-tenant: under the tenant's path, absent at the top",
+  ["nc"],
+  async () => {
+    const dir = await Deno.makeTempDir({ prefix: "slirp-gvapi-mt-" });
+    const relay = await multiRelay(dir);
+    try {
+      assert.equal((await api(relay, "POST", "/v1/tenants", { id: "pm" })).status, 201);
+      assert.equal((await api(relay, "GET", "/services/forwarder/all")).status, 404);
+      const guest = await NetnsGuest.create(`unix://${dir}/pm.sock`);
+      try {
+        const lease = await guest.dhcp();
+        const port = freePort();
+        const expose = await api(relay, "POST", "/v1/tenants/pm/services/forwarder/expose", {
+          local: `:${port}`,
+          remote: `${lease.ip}:5002`,
+        });
+        assert.equal(expose.status, 200, await expose.text());
+        assert.equal(await throughForward(guest, 5002, port), "hello-via-gvproxy-api");
+        const all = await (await api(relay, "GET", "/v1/tenants/pm/services/forwarder/all")).json();
+        assert.deepEqual(all, [{ local: `127.0.0.1:${port}`, remote: `${lease.ip}:5002`, protocol: "tcp" }]);
+      } finally {
+        await guest.close();
+      }
+    } finally {
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

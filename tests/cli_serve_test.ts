@@ -156,7 +156,7 @@ Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --
     `${dir}/secret`,
   ]);
   assert.equal(tok.code, 0, tok.err);
-  assert.match(tok.out.trim(), /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+  assert.match(tok.out.trim(), /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/, "a JWT");
   assert.equal(
     (await run(["token", "create", "--tenant", "../x", "--token-secret-file", `${dir}/secret`])).code,
     2,

@@ -126,11 +126,42 @@ Deno.test("tokens: signed claims verify; expired, forged and malformed tokens ar
     exp: now + 60,
   });
   assert.deepEqual(await verifyToken(SECRET, forged), { ok: false, reason: "Token signature is invalid" });
+  // a JWT: its header says HS256, its claims carry the tenant as sub
+  const [header, body, sig] = good.split(".");
+  const b64 = (o: unknown) =>
+    btoa(JSON.stringify(o)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+  const unb64 = (t: string) => JSON.parse(atob(t.replace(/-/g, "+").replace(/_/g, "/")));
+  assert.deepEqual(unb64(header), { alg: "HS256", typ: "JWT" });
+  assert.equal(unb64(body).sub, "t1");
   // tampering with the claims breaks the signature
-  const [, sig] = good.split(".");
-  const tampered = btoa(JSON.stringify({ v: 1, tenant: "t2", exp: now + 60 })).replace(/=+$/, "") + "." + sig;
-  assert.equal((await verifyToken(SECRET, tampered)).ok, false);
-  assert.deepEqual(await verifyToken(SECRET, "garbage"), { ok: false, reason: "Token is malformed" });
+  const tampered = `${header}.${b64({ sub: "t2", exp: now + 60 })}.${sig}`;
+  assert.deepEqual(await verifyToken(SECRET, tampered), { ok: false, reason: "Token signature is invalid" });
+  // RFC 8725 §3.1: the token does not choose the algorithm — "none" and others are refused before any check
+  for (const alg of ["none", "HS512", "RS256"]) {
+    const r = await verifyToken(SECRET, `${b64({ alg, typ: "JWT" })}.${body}.${alg === "none" ? "" : sig}`);
+    assert.equal(r.ok, false, alg);
+    assert.match((r as { reason: string }).reason, /is not HS256/);
+  }
+  assert.match((await verifyToken(SECRET, "garbage") as { reason: string }).reason, /Token is malformed/);
+  // any JWT library can mint one: Python's standard library, with claims in its own order
+  const py = new Deno.Command("python3", {
+    args: [
+      "-c",
+      `import base64,hmac,hashlib,json,sys
+b=lambda x: base64.urlsafe_b64encode(x).rstrip(b"=")
+h=b(json.dumps({"typ":"JWT","alg":"HS256"}).encode())
+c=b(json.dumps({"quotas":{"maxTcpFlows":7},"exp":${now + 60},"sub":"from-python","nbf":${now - 5}}).encode())
+s=b(hmac.new(sys.argv[1].encode(),h+b"."+c,hashlib.sha256).digest())
+print((h+b"."+c+b"."+s).decode())`,
+      new TextDecoder().decode(SECRET),
+    ],
+    stdout: "piped",
+  });
+  const minted = new TextDecoder().decode((await py.output()).stdout).trim();
+  assert.deepEqual(await verifyToken(SECRET, minted), {
+    ok: true,
+    claims: { tenant: "from-python", exp: now + 60, quotas: { maxTcpFlows: 7 } },
+  });
 
   const dir = await Deno.makeTempDir();
   const relay = await multiRelay(dir);

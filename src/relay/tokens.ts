@@ -1,24 +1,27 @@
 /**
- * Tenant admission tokens: `base64url(JSON claims) + "." + base64url(HMAC-SHA256(secret, first part))`,
- * signed and checked with Web Crypto. Any relay sharing the secret admits the tenant the token names, with
- * the policy and quotas it carries, without shared state.
+ * Tenant admission tokens are JSON Web Tokens (RFC 7519) signed with HS256 (RFC 7518 §3.2): any control plane
+ * mints them with its usual JWT library and the secret the relays share. Claims: `sub` (the tenant id),
+ * `exp` (Unix seconds), optionally `nbf`, `iat`, and ours: `policy` and `quotas` (the admin API's tenant
+ * fields). Any relay sharing the secret admits the tenant the token names, without shared state. Checked with
+ * Web Crypto; a header naming another `alg` (`none` included, RFC 8725 §3.1) is refused.
  *
  * @module
  */
 import { TENANT_ID_PATTERN, type TenantPolicy, type TenantQuotas } from "./tenant_config.ts";
 import { platform } from "../platform/current.ts";
 
-/** What a token asserts. */
+/** What a token asserts (its JWT claims: `sub` is the tenant). */
 export interface TokenClaims {
-  /** Token format version. */
-  v: 1;
-  /** Tenant id. */
+  /** Tenant id (the JWT's `sub`). */
   tenant: string;
   /** Expiry, Unix seconds. */
   exp: number;
   policy?: TenantPolicy;
   quotas?: TenantQuotas;
 }
+
+/** The JOSE header of every token the relay signs. */
+const HEADER = b64url(new TextEncoder().encode(JSON.stringify({ alg: "HS256", typ: "JWT" })));
 
 function b64url(bytes: Uint8Array): string {
   let s = "";
@@ -62,14 +65,16 @@ export function readSecretFile(path: string): Uint8Array {
   return bytes;
 }
 
-/** Signs `claims` into a token string. */
-export async function createToken(secret: Uint8Array, claims: Omit<TokenClaims, "v">): Promise<string> {
+/** Signs `claims` into a JWT (HS256). */
+export async function createToken(secret: Uint8Array, claims: TokenClaims): Promise<string> {
   if (!TENANT_ID_PATTERN.test(claims.tenant)) throw new Error(`Invalid tenant id "${claims.tenant}"`);
-  const body = b64url(new TextEncoder().encode(JSON.stringify({ v: 1, ...claims })));
+  const { tenant, exp, policy, quotas } = claims;
+  const payload = { sub: tenant, exp, iat: Math.floor(Date.now() / 1000), policy, quotas };
+  const signed = `${HEADER}.${b64url(new TextEncoder().encode(JSON.stringify(payload)))}`;
   const sig = new Uint8Array(
-    await crypto.subtle.sign("HMAC", await key(secret), new TextEncoder().encode(body)),
+    await crypto.subtle.sign("HMAC", await key(secret), new TextEncoder().encode(signed)),
   );
-  return `${body}.${b64url(sig)}`;
+  return `${signed}.${b64url(sig)}`;
 }
 
 export type TokenCheck = { ok: true; claims: TokenClaims } | { ok: false; reason: string };
@@ -81,30 +86,43 @@ export async function verifyToken(
   now = Date.now() / 1000,
 ): Promise<TokenCheck> {
   const parts = token.split(".");
-  if (parts.length !== 2) return { ok: false, reason: "Token is malformed" };
-  const sig = unb64url(parts[1]);
-  const body = unb64url(parts[0]);
-  if (!sig || !body) return { ok: false, reason: "Token is malformed" };
+  if (parts.length !== 3) {
+    return { ok: false, reason: "Token is malformed (expected a JWT: header.claims.signature)" };
+  }
+  const header = unb64url(parts[0]), body = unb64url(parts[1]), sig = unb64url(parts[2]);
+  if (!header || !body || !sig) {
+    return { ok: false, reason: "Token is malformed (expected a JWT: header.claims.signature)" };
+  }
+  let alg: unknown;
+  try {
+    alg = JSON.parse(new TextDecoder().decode(header))?.alg;
+  } catch {
+    return { ok: false, reason: "Token header is not JSON" };
+  }
+  // RFC 8725 §3.1: the algorithm is the relay's choice, never the token's
+  if (alg !== "HS256") return { ok: false, reason: `Token algorithm ${JSON.stringify(alg)} is not HS256` };
   const valid = await crypto.subtle.verify(
     "HMAC",
     await key(secret),
     sig as Uint8Array<ArrayBuffer>,
-    new TextEncoder().encode(parts[0]),
+    new TextEncoder().encode(`${parts[0]}.${parts[1]}`),
   );
   if (!valid) return { ok: false, reason: "Token signature is invalid" };
-  let claims: TokenClaims;
+  let c: Record<string, unknown>;
   try {
-    claims = JSON.parse(new TextDecoder().decode(body));
+    c = JSON.parse(new TextDecoder().decode(body));
   } catch {
     return { ok: false, reason: "Token claims are not JSON" };
   }
-  if (claims?.v !== 1 || typeof claims.tenant !== "string" || typeof claims.exp !== "number") {
-    return { ok: false, reason: "Token claims are incomplete" };
+  if (typeof c !== "object" || c === null || typeof c.sub !== "string" || typeof c.exp !== "number") {
+    return { ok: false, reason: "Token claims are incomplete (sub and exp are required)" };
   }
-  if (!TENANT_ID_PATTERN.test(claims.tenant)) {
-    return { ok: false, reason: "Token names an invalid tenant id" };
-  }
-  if (claims.exp <= now) return { ok: false, reason: "Token has expired" };
+  if (!TENANT_ID_PATTERN.test(c.sub)) return { ok: false, reason: "Token names an invalid tenant id" };
+  if (c.exp <= now) return { ok: false, reason: "Token has expired" };
+  if (typeof c.nbf === "number" && c.nbf > now) return { ok: false, reason: "Token is not valid yet" };
+  const claims: TokenClaims = { tenant: c.sub, exp: c.exp };
+  if (c.policy !== undefined) claims.policy = c.policy as TenantPolicy;
+  if (c.quotas !== undefined) claims.quotas = c.quotas as TenantQuotas;
   return { ok: true, claims };
 }
 

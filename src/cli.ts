@@ -64,6 +64,8 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
   --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
+  --pcap FILE                      single-user mode: capture every guest's frames from the first (a boot's
+                                   DHCP included) into FILE (overwritten; up to 256 MiB)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
   --net6 PREFIX/64                 guest IPv6 prefix for SLAAC (default fd00::/64; router fe80::2, "host"
                                    prefix::2 → the relay host's ::1 as 10.0.2.2 → 127.0.0.1, DNS prefix::3)
@@ -174,6 +176,7 @@ interface ServeFlags {
   "tenant-grace"?: string | number;
   "duplicate-guest"?: string;
   "capture-dir"?: string;
+  "pcap"?: string;
   "ws-allow-origin"?: string[];
   "max-tenants"?: string | number;
   "max-flows"?: string | number;
@@ -311,6 +314,7 @@ const SERVE_OPTIONS = {
   "tenant-grace": { type: "string" },
   "duplicate-guest": { type: "string" },
   "capture-dir": { type: "string" },
+  "pcap": { type: "string" },
   "ws-allow-origin": { type: "string", multiple: true },
   "max-tenants": { type: "string" },
   "max-flows": { type: "string" },
@@ -463,6 +467,7 @@ async function serve(args: string[]): Promise<number> {
     duplicateGuest: dup,
     graceMs: grace * 1000,
     captureDir: merged["capture-dir"],
+    pcap: merged.pcap,
     parseForward: parseHostForward,
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
     maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),

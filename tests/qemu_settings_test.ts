@@ -1,7 +1,7 @@
 /**
  * The settings users of QEMU's `-netdev user` expect, through `slirp-relay serve` in its own process and a real
  * Linux guest (a network namespace behind a TAP, busybox udhcpc and curl): --domain, --dns-search,
- * --dhcp-host, --dhcp-start, --guestfwd and --restrict. Every host service the guest could reach listens on
+ * --dhcp-host, --dhcp-start, --guestfwd and --restrict; and --pcap, which captures from the first frame. Every host service the guest could reach listens on
  * 127.0.0.1 and was started by the test.
  */
 import assert from "node:assert/strict";
@@ -10,6 +10,8 @@ import { RelayProcess, StreamGuest } from "./_relay_process.ts";
 import { listenTcp, startDnsResponder, startUdpEcho } from "./_services.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { DhcpMessageType, dhcpMessageType } from "../src/wire/dhcp.ts";
+import { readPcap } from "../src/relay/pcap.ts";
+import { dissect } from "./_dissect.ts";
 
 const STATIC_MAC = "02:00:00:00:00:99";
 
@@ -62,6 +64,8 @@ e2eTest(
       `tcp:127.0.0.1:${forwardPort}-:5001`,
       "--workers",
       "0",
+      "--pcap",
+      `${dir}/boot.pcap`,
     ]);
     const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
     try {
@@ -119,6 +123,22 @@ e2eTest(
       } finally {
         other2.close();
       }
+      await guest.close();
+      await relay.stop();
+      // --pcap captured from the first frame: the guest's DHCP DISCOVER is in it, timed to the microsecond
+      const capture = readPcap(await Deno.readFile(`${dir}/boot.pcap`));
+      const frames = capture.packets.map((p) => dissect(p.data));
+      const firstDhcp = frames.find((d) => d.dhcp !== undefined);
+      assert.ok(firstDhcp, "a DHCP message in the capture");
+      assert.equal(
+        dhcpMessageType(firstDhcp.dhcp!),
+        DhcpMessageType.DISCOVER,
+        "the first DHCP is the DISCOVER",
+      );
+      assert.ok(
+        capture.packets.some((p) => Math.round(p.timeMs * 1000) % 1000 !== 0),
+        "timestamps carry microseconds",
+      );
     } finally {
       await guest.close();
       await relay.stop();

@@ -184,6 +184,8 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
     };
     const families = [...(await read()).matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]).sort();
     assert.deepEqual(families, [
+      "process_cpu_seconds_total",
+      "process_open_fds",
       "process_resident_memory_bytes",
       "process_start_time_seconds",
       "slirp_external_memory_bytes",
@@ -257,6 +259,9 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
     }
     assert.equal(sample(text, "slirp_transport_errors_total"), 0);
     assert.ok(sample(text, "process_resident_memory_bytes")! > 0);
+    assert.ok(sample(text, "process_cpu_seconds_total")! > 0);
+    // at least the listeners, the guest's socket and the admin connection
+    assert.ok(sample(text, "process_open_fds")! >= 3);
     g.close();
   });
   server.close();

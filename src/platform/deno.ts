@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { cpuUsage } from "node:process";
 import type { FileInfo, FileSink, HttpServer, MemoryFigures, Platform } from "./platform.ts";
 
 export const denoPlatform: Platform = {
@@ -16,6 +17,14 @@ export const denoPlatform: Platform = {
   createFile(path: string, mode: number): FileSink {
     return Deno.openSync(path, { write: true, createNew: true, mode });
   },
+  replaceFile(path: string, mode: number): FileSink {
+    try {
+      if (Deno.lstatSync(path).isSymlink) throw new Error(`${path} is a symbolic link`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return Deno.openSync(path, { write: true, create: true, truncate: true, mode });
+  },
   alreadyExists: (e) => e instanceof Deno.errors.AlreadyExists,
   realPath: (path) => Deno.realPathSync(path),
   lstat(path: string): FileInfo {
@@ -28,6 +37,19 @@ export const denoPlatform: Platform = {
   memory(): MemoryFigures {
     const m = Deno.memoryUsage();
     return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
+  },
+  cpuSeconds(): number {
+    const u = cpuUsage();
+    return (u.user + u.system) / 1e6;
+  },
+  openFds(): number | null {
+    try {
+      let n = 0;
+      for (const _ of Deno.readDirSync("/proc/self/fd")) n++;
+      return n - 1; // the directory's own descriptor while it is read
+    } catch {
+      return null;
+    }
   },
   serveHttp(hostname, port, handler): HttpServer {
     let bound: { hostname: string; port: number } | null = null;

@@ -52,6 +52,11 @@ export interface Platform {
   readTextFile(path: string): string;
   /** Creates `path` with `mode`; throws when it exists ({@linkcode alreadyExists} tells). */
   createFile(path: string, mode: number): FileSink;
+  /**
+   * Creates `path` or truncates the regular file there (an operator's output file, as `tcpdump -w`); throws
+   * rather than write through a symlink.
+   */
+  replaceFile(path: string, mode: number): FileSink;
   /** Whether `e` says a file already existed. */
   alreadyExists(e: unknown): boolean;
   realPath(path: string): string;
@@ -63,6 +68,10 @@ export interface Platform {
   /** Every address of the host's interfaces. */
   networkAddresses(): { family: string; address: string }[];
   memory(): MemoryFigures;
+  /** CPU time the process has used (user + system), in seconds. */
+  cpuSeconds(): number;
+  /** Open file descriptors of the process, or null where the runtime cannot tell. */
+  openFds(): number | null;
   /** Serves HTTP on `hostname:port` (0 picks a port). */
   serveHttp(
     hostname: string,

@@ -162,6 +162,12 @@ export function renderMetrics(r: RelayView): string {
       mem.external,
     ],
   ]);
+  family("process_cpu_seconds_total", "counter", "User and system CPU time of the process.", [[
+    {},
+    platform.cpuSeconds(),
+  ]]);
+  const fds = platform.openFds();
+  if (fds !== null) family("process_open_fds", "gauge", "Open file descriptors.", [[{}, fds]]);
   family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.", [[
     {},
     Math.floor(r.startedAt / 1000),
@@ -175,6 +181,8 @@ export function renderMetrics(r: RelayView): string {
  * worker each, so their samples appear once anyway; heaps are one per worker).
  */
 const ONCE = new Set([
+  "process_cpu_seconds_total",
+  "process_open_fds",
   "process_resident_memory_bytes",
   "process_start_time_seconds",
   "slirp_relay_flows",

@@ -17,11 +17,15 @@ export class PcapCapture {
   frames = 0;
   stopped = false;
 
-  constructor(path: string, maxBytes = 256 * 1024 * 1024) {
+  /**
+   * @param replace the operator named the file (`--pcap`): an existing regular file is overwritten, as
+   *   `tcpdump -w` does; otherwise (the admin API) only a new file is made
+   */
+  constructor(path: string, maxBytes = 256 * 1024 * 1024, replace = false) {
     this.path = path;
     this.#maxBytes = maxBytes;
-    // a new file only: never truncate what exists, never follow a symlink planted at the name (O_EXCL)
-    this.#file = platform.createFile(path, 0o600);
+    // never follow a symlink planted at the name; an admin-named capture never truncates what exists (O_EXCL)
+    this.#file = replace ? platform.replaceFile(path, 0o600) : platform.createFile(path, 0o600);
     this.#writeAll(pcapFileHeader());
   }
 
@@ -35,7 +39,8 @@ export class PcapCapture {
   record(frame: Uint8Array): void {
     if (this.stopped) return;
     if (this.#bytes + 16 + frame.length > this.#maxBytes) return this.stop();
-    this.#writeAll(pcapRecordHeader(Date.now(), frame.length, this.#hdr));
+    // microseconds: Date.now() has only milliseconds, performance.now() has the rest
+    this.#writeAll(pcapRecordHeader(performance.timeOrigin + performance.now(), frame.length, this.#hdr));
     this.#writeAll(frame);
     this.frames++;
   }

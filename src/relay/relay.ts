@@ -41,6 +41,7 @@ import { Admission, endAtExpiry, RelayFullError, type WebSocketAdmission } from 
 import { carryRing, type RingCarrier } from "../transport/ring.ts";
 import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
+import { PcapCapture } from "./pcap_capture.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import type { ForwardOwner } from "./gvproxy_forwarder.ts";
 import { LOOPBACK_V4 } from "../stack/translation.ts";
@@ -76,6 +77,8 @@ export interface RelayOptions {
   graceMs?: number;
   /** Where pcap captures are written. */
   captureDir?: string;
+  /** Single-user mode: capture every guest's frames into this file from the start (`--pcap`). */
+  pcap?: string;
   /** Largest frame accepted from a guest. */
   maxFrame?: number;
   /** Test-only fault injection: drop this fraction (0..1) of guest-bound frames, pseudo-randomly. */
@@ -168,6 +171,8 @@ export class Relay implements RelayView {
   #admission: Admission;
   /** Open flows across every tenant. */
   readonly flowLimit: FlowLimit;
+  /** `--pcap`: every single-user guest's frames, from the first. */
+  #pcap: PcapCapture | null = null;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
   transportErrors = 0;
   /** What carriers' peers report to (guest_peers.ts). */
@@ -175,6 +180,11 @@ export class Relay implements RelayView {
 
   constructor(opts: RelayOptions) {
     resolvePlan(opts.stack); // refuse a bad plan before binding anything
+    if (opts.multiTenant && opts.pcap) {
+      throw new Error(
+        "--pcap captures single-user mode; in multi-tenant mode start a tenant's capture (admin API)",
+      );
+    }
     if (opts.multiTenant && !opts.tokenSecret && !opts.admin) {
       throw new Error("Multi-tenant mode needs --token-secret-file or --admin to create tenants");
     }
@@ -278,6 +288,7 @@ export class Relay implements RelayView {
   /** Binds every listener and forward, creates configured tenants; resolves with the stream listeners' URLs. */
   async start(): Promise<string[]> {
     try {
+      if (this.#opts.pcap) this.#pcap = new PcapCapture(this.#opts.pcap, undefined, true);
       for (const url of this.#opts.listenQemu) {
         const l = this.#sockets.listenStream(url, (conn) => this.#serveStream(conn, conn.remote, null));
         this.#listeners.push(l);
@@ -492,6 +503,7 @@ export class Relay implements RelayView {
       wheel: this.wheel,
       log: this.#opts.log,
       flowLimit: this.flowLimit,
+      relayCapture: this.#pcap,
     });
     this.tenants.set(id, t);
     return t;
@@ -752,6 +764,7 @@ export class Relay implements RelayView {
     this.#stopping = true;
     for (const f of this.#forwards) f.close();
     this.#forwards = [];
+    this.#pcap?.stop();
     for (const l of this.#listeners) l.close();
     this.#listeners = [];
     for (const d of this.#datagramSockets) d.close();

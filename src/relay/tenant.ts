@@ -34,6 +34,8 @@ export interface TenantDeps {
   flowLimit?: FlowLimit;
   /** The tenant's host ports changed (a forward bound or closed). */
   portsChanged?: () => void;
+  /** A relay-wide capture (`--pcap`) that records every tenant's frames from the first. */
+  relayCapture?: PcapCapture | null;
 }
 
 export class Tenant {
@@ -95,7 +97,12 @@ export class Tenant {
       config,
       counters: this.counters,
       egress: this.egress,
-      record: (f) => this.capture?.record(f),
+      record: deps.relayCapture
+        ? (f) => {
+          this.capture?.record(f);
+          deps.relayCapture!.record(f);
+        }
+        : (f) => this.capture?.record(f),
     });
   }
 

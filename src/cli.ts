@@ -22,6 +22,8 @@ import { parseIpv6Address } from "./wire/ipv6.ts";
 import { Relay, type RelayOptions } from "./relay/relay.ts";
 import { RelayFront } from "./relay/front.ts";
 import { epollAvailable } from "./host/epoll.ts";
+import { IcmpSocket } from "./host/icmp_socket.ts";
+import { NodeHost } from "./host/node_host.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { checkAllowedOrigin } from "./relay/web_origin.ts";
@@ -489,9 +491,12 @@ async function serve(args: string[]): Promise<number> {
     })
     : new Relay(relayOptions);
   const urls = await relay.start();
+  // single-user mode runs on one worker whatever --workers says (its guests share one tenant table)
+  const runtime = runtimeSummary(multi ? workers : Math.min(workers, 1), cfg.stack.dnsUpstreams);
   const lines = [
     `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})` +
     (multi ? " — multi-tenant mode" : ""),
+    `  ${runtime.line}`,
   ];
   for (const u of urls) {
     lines.push(`  listening on ${u}; connect QEMU with:`);
@@ -528,6 +533,7 @@ async function serve(args: string[]): Promise<number> {
   }
   console.log(lines.join("\n"));
   log("info", "relay started", {
+    ...runtime.fields,
     listen: urls,
     websocket: relay.wsUrls,
     admin: relay.adminUrl,
@@ -548,6 +554,37 @@ async function serve(args: string[]): Promise<number> {
     platform.onSignal("SIGTERM", stop);
   });
   return 0;
+}
+
+/**
+ * What the relay runs on, in one line: the socket backend, the data-plane workers, whether ICMP echo can leave
+ * (and how to allow it where it cannot), and the DNS upstreams in use.
+ */
+function runtimeSummary(
+  workers: number,
+  upstreams: string[],
+): { line: string; fields: Record<string, unknown> } {
+  const backend = epollAvailable() ? "own epoll loop" : "runtime sockets";
+  const ping = IcmpSocket.open();
+  ping.socket?.close();
+  const icmp = ping.socket
+    ? "ICMP echo through ping sockets"
+    : 'no ICMP echo beyond the gateway (allow ping sockets: sysctl -w net.ipv4.ping_group_range="0 2147483647")';
+  const dns = upstreams.length > 0 ? upstreams : new NodeHost().systemResolvers();
+  const dnsText = dns.length > 0
+    ? `DNS upstreams ${dns.join(", ")}`
+    : "no DNS upstream (guests get SERVFAIL)";
+  return {
+    line: `${backend}, ${workers} data-plane worker${workers === 1 ? "" : "s"}, ${icmp}, ${dnsText}` +
+      (upstreams.length > 0 ? "" : " (from /etc/resolv.conf)"),
+    fields: {
+      sockets: backend,
+      workers,
+      icmpEcho: ping.socket ? "available" : ping.reason,
+      dnsUpstreams: dns,
+      runtime: platform.name,
+    },
+  };
 }
 
 /** `--workers`: the count asked for, or one per core where our socket loop can run (Linux, FFI), else 0. */

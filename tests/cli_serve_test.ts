@@ -76,6 +76,11 @@ Deno.test("cli serve: --config file and flags, answers a guest over the stream p
   );
   await withServe(["--config", `${dir}/relay.json`], {}, async ({ child, port, text }) => {
     assert.match(text, /gateway 10\.9\.0\.2, DNS 10\.9\.0\.3/, "the config file's network is used");
+    // one line says what the relay runs on: socket backend, workers, ICMP echo, DNS upstreams
+    assert.match(
+      text,
+      /(own epoll loop|runtime sockets), 1 data-plane worker, (ICMP echo through ping sockets|no ICMP echo beyond the gateway \(allow ping sockets: sysctl -w net\.ipv4\.ping_group_range="0 2147483647"\)), DNS upstreams 127\.0\.0\.1:9\n/,
+    );
     assert.match(text, /-netdev stream,id=net0,server=off,addr.type=inet,addr.host=127.0.0.1/);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await sendFrame(conn, arpFrame(0x020000000001, ip("10.9.0.15"), ip("10.9.0.2")));

@@ -188,7 +188,10 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
       "process_open_fds",
       "process_resident_memory_bytes",
       "process_start_time_seconds",
+      "slirp_bytes_total",
       "slirp_external_memory_bytes",
+      "slirp_flows_opened_total",
+      "slirp_frames_total",
       "slirp_guests_connected",
       "slirp_heap_total_bytes",
       "slirp_heap_used_bytes",
@@ -196,6 +199,8 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
       "slirp_relay_flows_limit",
       "slirp_relay_tenants_limit",
       "slirp_scheduler_lane_frames",
+      "slirp_tcp_retransmits_total",
+      "slirp_tcp_syn_ack_retransmits_total",
       "slirp_tenant_bytes_total",
       "slirp_tenant_drops_total",
       "slirp_tenant_faults_total",
@@ -262,7 +267,17 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
     assert.ok(sample(text, "process_cpu_seconds_total")! > 0);
     // at least the listeners, the guest's socket and the admin connection
     assert.ok(sample(text, "process_open_fds")! >= 3);
+    // relay-wide totals match the tenant's, and keep its counts once it is deleted
+    assert.equal(sample(text, "slirp_frames_total", { direction: "from_guest" }), 5);
+    assert.equal(sample(text, "slirp_flows_opened_total", { protocol: "tcp" }), 1);
+    assert.equal(sample(text, "slirp_tcp_syn_ack_retransmits_total"), 0);
     g.close();
+    assert.equal((await api(relay, "DELETE", "/v1/tenants/m")).status, 204);
+    text = await read();
+    assert.equal(sample(text, "slirp_tenant_frames_total", { ...m, direction: "from_guest" }), undefined);
+    assert.equal(sample(text, "slirp_frames_total", { direction: "from_guest" }), 5);
+    assert.equal(sample(text, "slirp_frames_total", { direction: "to_guest" }), 3);
+    assert.equal(sample(text, "slirp_flows_opened_total", { protocol: "udp" }), 1);
   });
   server.close();
   echo.close();

@@ -425,3 +425,26 @@ Deno.test("TCP host reset: the guest gets a RST and the flow is freed", () => {
     g.close();
   }
 });
+
+Deno.test("SYN-RECEIVED: an unanswered SYN-ACK is sent again after the RTO (RFC 6298 §2.1: 1 s) and counted", () => {
+  const g = new ScriptedGuest();
+  try {
+    g.send(TCP_SYN, undefined, { ack: 0 });
+    g.socket.accept();
+    const [first] = g.sentSince(0);
+    assert.equal(first.tcp.flags, TCP_SYN | TCP_ACK_FLAG);
+    const before = g.h.out.length;
+    g.h.advance(999);
+    assert.equal(g.sentSince(before).length, 0, "nothing before the RTO");
+    g.h.advance(2);
+    const [again] = g.sentSince(before);
+    assert.equal(again.tcp.flags, TCP_SYN | TCP_ACK_FLAG);
+    assert.equal(again.tcp.seq, first.tcp.seq, "the same SYN-ACK");
+    assert.equal(g.h.stack.counters.tcpSynAckRetransmits, 1);
+    // a retransmitted SYN from the guest (our SYN-ACK lost) is answered with the SYN-ACK again, counted too
+    g.send(TCP_SYN, undefined, { ack: 0 });
+    assert.equal(g.h.stack.counters.tcpSynAckRetransmits, 2);
+  } finally {
+    g.close();
+  }
+});

@@ -2,6 +2,7 @@
  * Prometheus text exposition (format 0.0.4) of the relay and every tenant.
  * @module
  */
+import type { Counters } from "../stack/counters.ts";
 import type { RelayView } from "./relay_view.ts";
 import { uncaught } from "./last_resort.ts";
 import { platform } from "../platform/current.ts";
@@ -60,6 +61,34 @@ export function renderMetrics(r: RelayView): string {
     "counter",
     "Throws and rejections that escaped every tenant's boundary and were contained at the top.",
     [[{ kind: "exception" }, uncaught.errors], [{ kind: "rejection" }, uncaught.rejections]],
+  );
+  // relay-wide totals: live tenants plus those that have left (single-user mode makes a tenant per guest
+  // connection, so the per-tenant series alone lose everything a departed guest did)
+  const total = (get: (c: Counters) => number) =>
+    tenants.reduce((n, t) => n + get(t.counters), get(r.retiredCounters));
+  family("slirp_frames_total", "counter", "Ethernet frames by direction, every tenant ever served.", [
+    [{ direction: "from_guest" }, total((c) => c.framesIn)],
+    [{ direction: "to_guest" }, total((c) => c.framesOut)],
+  ]);
+  family("slirp_bytes_total", "counter", "Frame bytes by direction, every tenant ever served.", [
+    [{ direction: "from_guest" }, total((c) => c.bytesIn)],
+    [{ direction: "to_guest" }, total((c) => c.bytesOut)],
+  ]);
+  family("slirp_flows_opened_total", "counter", "Flows opened by protocol, every tenant ever served.", [
+    [{ protocol: "tcp" }, total((c) => c.tcpFlowsOpened)],
+    [{ protocol: "udp" }, total((c) => c.udpFlowsOpened)],
+  ]);
+  family(
+    "slirp_tcp_retransmits_total",
+    "counter",
+    "TCP segments retransmitted toward guests, every tenant ever served.",
+    [[{}, total((c) => c.tcpRetransmits)]],
+  );
+  family(
+    "slirp_tcp_syn_ack_retransmits_total",
+    "counter",
+    "SYN-ACKs sent again toward guests (a lost handshake, or a guest that does not answer).",
+    [[{}, total((c) => c.tcpSynAckRetransmits)]],
   );
   family(
     "slirp_tenant_faults_total",

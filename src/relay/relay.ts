@@ -41,6 +41,7 @@ import { Admission, endAtExpiry, RelayFullError, type WebSocketAdmission } from 
 import { carryRing, type RingCarrier } from "../transport/ring.ts";
 import type { FrameRing } from "../common/frame_ring.ts";
 import type { RelayView } from "./relay_view.ts";
+import { Counters } from "../stack/counters.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { HostAddresses } from "./host_addresses.ts";
 import type { ForwardOwner } from "./gvproxy_forwarder.ts";
@@ -171,6 +172,8 @@ export class Relay implements RelayView {
   #admission: Admission;
   /** Open flows across every tenant. */
   readonly flowLimit: FlowLimit;
+  /** What deleted tenants had counted (the relay-wide totals of the metrics keep it). */
+  readonly retiredCounters: Counters = new Counters();
   /** `--pcap`: every single-user guest's frames, from the first. */
   #pcap: PcapCapture | null = null;
   /** Frames refused at the transport (framing errors, oversize WebSocket messages). */
@@ -369,6 +372,7 @@ export class Relay implements RelayView {
           !this.#hostAddresses.has6(real) || (allowedByRule && !this.#isForwardPort(p, LOOPBACK_V4, port))
         : undefined,
       flowLimit: this.flowLimit,
+      retired: this.retiredCounters,
       portsChanged: () => this.#publishPorts(),
     }, admittedBy);
     this.tenants.set(t.id, t);
@@ -504,6 +508,7 @@ export class Relay implements RelayView {
       log: this.#opts.log,
       flowLimit: this.flowLimit,
       relayCapture: this.#pcap,
+      retired: this.retiredCounters,
     });
     this.tenants.set(id, t);
     return t;

@@ -8,6 +8,7 @@ import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
 import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { Tenant } from "./tenant.ts";
+import type { Counters } from "../stack/counters.ts";
 import type { ForwardOwner } from "./gvproxy_forwarder.ts";
 
 export interface RelayView {
@@ -29,6 +30,8 @@ export interface RelayView {
   /** Where a tenant is reached, for the admin API's replies. */
   tenantEndpoints(t: Tenant): Record<string, unknown>;
   parseForward(rule: string): HostForwardConfig;
+  /** What deleted tenants had counted. */
+  readonly retiredCounters: Counters;
   /** Single-user mode's port forwards (null in multi-tenant mode). */
   readonly singleUserForwards: ForwardOwner | null;
 }

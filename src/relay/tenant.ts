@@ -36,6 +36,8 @@ export interface TenantDeps {
   portsChanged?: () => void;
   /** A relay-wide capture (`--pcap`) that records every tenant's frames from the first. */
   relayCapture?: PcapCapture | null;
+  /** Where a deleted tenant's counts go, so that the relay-wide totals keep them. */
+  retired?: Counters;
 }
 
 export class Tenant {
@@ -92,6 +94,7 @@ export class Tenant {
       ? new TokenBucket(this.quotas.egressBytesPerSecond, this.quotas.egressBytesPerSecond, now)
       : null;
     const { host, wheel, log, egressGuard, egressGuard6, flowLimit } = deps;
+    this.#retired = deps.retired ?? null;
     this.session = new EthernetSession({
       stack: { host, wheel, log, egressGuard, egressGuard6, flowLimit, tenant: this.id },
       config,
@@ -222,9 +225,12 @@ export class Tenant {
     return this.link !== null || this.wispSessions.size > 0;
   }
 
+  #retired: Counters | null;
+
   delete(): void {
     if (this.#deleted) return;
     this.#deleted = true;
+    this.#retired?.absorb(this.counters);
     for (const w of [...this.wispSessions]) w.close();
     this.session.close();
     for (const f of this.forwards) f.close();

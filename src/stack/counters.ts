@@ -15,6 +15,8 @@ export class Counters {
   dhcpLeases = 0;
   icmpEchoes = 0;
   tcpRetransmits = 0;
+  /** Of those, SYN-ACKs sent again (the guest did not complete the handshake in time, or lost ours). */
+  tcpSynAckRetransmits = 0;
   udpFragmentedDatagrams = 0;
   tcpTimeouts = 0;
   tcpTailProbes = 0;
@@ -36,6 +38,14 @@ export class Counters {
     this.drops.set(reason, (this.drops.get(reason) ?? 0) + 1);
   }
 
+  /** Adds `other`'s counts to these (relay-wide totals keep what tenants that left had counted). */
+  absorb(other: Counters): void {
+    for (const [k, v] of Object.entries(other)) {
+      if (typeof v === "number") (this as unknown as Record<string, number>)[k] += v;
+    }
+    for (const [reason, n] of other.drops) this.drops.set(reason, (this.drops.get(reason) ?? 0) + n);
+  }
+
   /** A JSON-friendly snapshot. */
   snapshot(): Record<string, unknown> {
     return {
@@ -49,6 +59,7 @@ export class Counters {
       dhcpLeases: this.dhcpLeases,
       icmpEchoes: this.icmpEchoes,
       tcpRetransmits: this.tcpRetransmits,
+      tcpSynAckRetransmits: this.tcpSynAckRetransmits,
       tcpTimeouts: this.tcpTimeouts,
       tcpTailProbes: this.tcpTailProbes,
       tcpBytesToGuest: this.tcpBytesToGuest,

@@ -186,6 +186,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     // retransmitted SYN means our SYN-ACK was lost
     if (f & TCP_SYN) {
       if (this.state === TcpState.SYN_RECEIVED && seg.seq === this.irs) {
+        this.stack.counters.tcpSynAckRetransmits++;
         this.sendSyn(true);
       } else this.sendAck();
       return;

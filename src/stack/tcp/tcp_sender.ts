@@ -415,6 +415,7 @@ export abstract class TcpSender implements FaultOwner {
       case TcpState.SYN_SENT:
         if (++this.retries > MAX_SYN_RETRIES) return this.free(true);
         this.rtt.onTimeout();
+        if (this.state === TcpState.SYN_RECEIVED) this.stack.counters.tcpSynAckRetransmits++;
         this.sendSyn(this.state === TcpState.SYN_RECEIVED);
         this.armRto(this.rtt.current());
         return;

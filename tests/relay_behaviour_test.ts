@@ -10,6 +10,7 @@ import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
 import { StreamGuest } from "./_relay_process.ts";
 import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
 import { listenTcp, startUdpEcho } from "./_services.ts";
+import { e2eTest } from "./_netns_guest.ts";
 
 const MAC = 0x02000000000c;
 const GUEST = ip("10.0.2.15");
@@ -282,3 +283,33 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
   server.close();
   echo.close();
 });
+
+e2eTest(
+  "metrics: promtool check metrics finds nothing to complain of in the exposition",
+  ["promtool"],
+  async () => {
+    const echo = await startUdpEcho();
+    await withRelay({}, async (relay, dir) => {
+      await relay.createTenant({ id: "p", policy: { allow: ["127.0.0.1/32"] } });
+      const g = await guest(dir, "p");
+      await g.send(udpFrame(MAC, GUEST, GATEWAY, 40010, echo.port, new TextEncoder().encode("x")));
+      await g.waitFor((d) => d.udp?.dstPort === 40010);
+      const text = await (await api(relay, "GET", "/metrics")).text();
+      const child = new Deno.Command("promtool", {
+        args: ["check", "metrics"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = child.stdin.getWriter();
+      await w.write(new TextEncoder().encode(text));
+      await w.close();
+      const out = await child.output();
+      const said = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, said);
+      assert.equal(said.trim(), "", "no lint findings");
+      g.close();
+    });
+    echo.close();
+  },
+);

@@ -76,8 +76,8 @@ async function tcpEcho(conn: Conn, host: string, port: number): Promise<void> {
   stream.close();
 }
 
-async function udpEcho(conn: Conn, port: number): Promise<void> {
-  const stream = conn.create_stream("127.0.0.1", port, "udp");
+async function udpEcho(conn: Conn, port: number, host = "127.0.0.1"): Promise<void> {
+  const stream = conn.create_stream(host, port, "udp");
   const reply = collect(stream, 9);
   stream.send(new TextEncoder().encode("ping"));
   assert.equal(new TextDecoder().decode(await reply), "echo:ping");
@@ -106,7 +106,9 @@ for (const version of [1, 2] as const) {
   Deno.test(`Wisp v${version} (wisp-js client): TCP echo past the flow-control window, UDP, names from static records and the upstream, CLOSE reasons`, async () => {
     const { relay, dns } = await singleUserRelay();
     const echo = await listenTcp(echoConnection);
+    const echo6 = await listenTcp(echoConnection, "::1");
     const udp = await startUdpEcho();
+    const udp6 = await startUdpEcho("::1");
     const closedPort = await listenTcp(() => {});
     closedPort.close();
     const conn = await connect(`${relay.wsUrls[0]}/wisp/`, version);
@@ -115,6 +117,9 @@ for (const version of [1, 2] as const) {
       await tcpEcho(conn, "static.test", echo.port);
       await tcpEcho(conn, "upstream.test", echo.port);
       await udpEcho(conn, udp.port);
+      // an IPv6 literal goes through the tenant's IPv6 policy to the host's ::1
+      await tcpEcho(conn, "::1", echo6.port);
+      await udpEcho(conn, udp6.port, "::1");
       assert.equal(await closeReason(conn.create_stream("127.0.0.1", closedPort.port)), 0x44, "refused");
       assert.equal(await closeReason(conn.create_stream("nowhere.test", echo.port)), 0x42, "unresolvable");
       const t = [...relay.tenants.values()][0];
@@ -124,7 +129,9 @@ for (const version of [1, 2] as const) {
     } finally {
       conn.close();
       echo.close();
+      echo6.close();
       udp.close();
+      udp6.close();
       dns.close();
       await relay.stop();
     }
@@ -161,6 +168,9 @@ Deno.test("Wisp in multi-tenant mode: a token admits the client, the default pol
     const conn = await connect(`${relay.wsUrls[0]}/v1/tenants/w1/wisp/${token}/`, 2);
     try {
       assert.equal(await closeReason(conn.create_stream("127.0.0.1", echo.port)), 0x48);
+      // the IPv6 default denials too: the host's ::1, ULA
+      assert.equal(await closeReason(conn.create_stream("::1", echo.port)), 0x48);
+      assert.equal(await closeReason(conn.create_stream("fd12::1", 80)), 0x48);
       assert.equal(relay.tenants.get("w1")?.wispSessions.size, 1);
     } finally {
       conn.close();

@@ -15,6 +15,8 @@
  *
  * @module
  */
+import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
+import type { Egress6 } from "./context.ts";
 import { ipv4ToString, isWireError, parseIpv4Address } from "../wire/bytes.ts";
 import {
   parseWisp,
@@ -63,6 +65,10 @@ export interface WispContext {
   readonly tenant: string;
   readonly closed: boolean;
   allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;
+  /** IPv6 translation and policy in one call: where the flow goes, or the ICMPv6 code refusing it. */
+  egress6(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6;
+  /** Whether the tenant has IPv6 (an IPv6 literal is refused without it). */
+  readonly plan: { readonly v6: unknown };
   admitFlow(): boolean;
   readonly dns: { resolve(name: string, done: (address: number | null) => void): void };
 }
@@ -190,6 +196,8 @@ export class WispSession {
     this.#streams.set(id, s);
     const literal = c.hostname === "localhost" ? 0x7f000001 : parseIpv4Address(c.hostname);
     if (literal !== null) return this.#dial(s, ctx.translation.toReal(literal));
+    const literal6 = parseIpv6Address(c.hostname);
+    if (literal6) return this.#dial6(s, literal6);
     ctx.dns.resolve(c.hostname, (a) => {
       if (this.#streams.get(id) === s) this.#dial(s, a ?? -1);
     });
@@ -202,26 +210,51 @@ export class WispSession {
     if (real < 0) return this.#closeStream(s.id, WispClose.unreachable, "wisp-unresolved");
     const loopback = real >>> 24 === 127;
     if ((loopback && !ctx.config.gatewayToLoopback) || !ctx.allowEgress(proto, real, s.port)) {
-      ctx.log("info", "Wisp stream refused by policy", {
-        tenant: ctx.tenant,
-        to: ipv4ToString(real),
-        port: s.port,
-      });
-      return this.#closeStream(s.id, WispClose.blocked, `policy-denied-${proto}`);
+      return this.#refused(s, ipv4ToString(real));
     }
+    this.#open(s, ipv4ToString(real), s.port, 4);
+  }
+
+  /**
+   * An IPv6 literal (`[2001:db8::1]` or bare): the tenant's IPv6 translation and policy, as for a guest's
+   * IPv6 flow (the host's ::1 only where the gateway maps to loopback).
+   */
+  #dial6(s: Stream, a: Uint8Array): void {
+    const ctx = this.#ctx;
+    if (!ctx.plan.v6) return this.#closeStream(s.id, WispClose.unreachable, "wisp-ipv6-off");
+    const loopback = a.every((b, i) => b === (i === 15 ? 1 : 0));
+    const dest = loopback && !ctx.config.gatewayToLoopback
+      ? -1
+      : ctx.egress6(a, 0, s.udp ? "udp" : "tcp", s.port);
+    if (typeof dest === "number") return this.#refused(s, `[${ipv6ToString(a)}]`);
+    this.#open(s, dest.address, dest.port, dest.address.includes(":") ? 6 : 4);
+  }
+
+  #refused(s: Stream, to: string): void {
+    const ctx = this.#ctx;
+    const proto = s.udp ? "udp" : "tcp";
+    ctx.log("info", "Wisp stream refused by policy", { tenant: ctx.tenant, to, port: s.port });
+    this.#closeStream(s.id, WispClose.blocked, `policy-denied-${proto}`);
+  }
+
+  /** Limits, then the host socket to `address:port`. */
+  #open(s: Stream, address: string, port: number, family: 4 | 6): void {
+    const ctx = this.#ctx;
+    const proto = s.udp ? "udp" : "tcp";
     let open = 0;
     for (const o of this.#streams.values()) if (o.udp === s.udp && (o.tcp || o.udpSocket)) open++;
     if (open >= (s.udp ? ctx.config.maxUdpFlows : ctx.config.maxTcpFlows)) {
       return this.#closeStream(s.id, WispClose.throttled, `${proto}-flow-limit`);
     }
     if (!ctx.flowLimit.tryOpen()) return this.#closeStream(s.id, WispClose.throttled, "relay-flow-limit");
-    s.address = ipv4ToString(real);
+    s.address = address;
+    s.port = port;
     if (s.udp) {
       ctx.counters.udpFlowsOpened++;
       s.udpSocket = ctx.host.openUdp({
         onMessage: (data) => this.#toClient(s, data),
         onError: (code) => ctx.log("debug", "Wisp UDP stream error", { tenant: ctx.tenant, code }),
-      });
+      }, family);
       for (const d of s.early ?? []) s.udpSocket.sendTo(d, s.address, s.port);
       s.early = null;
       return;

@@ -133,7 +133,13 @@ async function iperf(
 async function probeServer(mode: string, host: string): Promise<{ port: number; child: Deno.ChildProcess }> {
   const child = new Deno.Command("python3", { args: [PROBE, mode, "0", host], stdout: "piped" }).spawn();
   const reader = child.stdout.getReader();
-  const line = new TextDecoder().decode((await reader.read()).value);
+  // the line may arrive in pieces ("ready", then the port): read to its end
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    line += new TextDecoder().decode(value);
+  }
   const port = Number(/ready (\d+)/.exec(line)?.[1]);
   if (!port) throw new Error(`probe ${mode} did not start: ${line}`);
   reader.releaseLock();

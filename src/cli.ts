@@ -66,6 +66,10 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
   --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
+  --drain-timeout SECONDS          on SIGTERM/SIGINT first drain: admit no new tenants or guests (/readyz
+                                   answers 503) and give live guests up to SECONDS to leave, then reset
+                                   what is left and exit (default 0: at once); POST /v1/drain does the first
+                                   half on demand
   --pcap FILE                      single-user mode: capture every guest's frames from the first (a boot's
                                    DHCP included) into FILE (overwritten; up to 256 MiB)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
@@ -179,6 +183,7 @@ interface ServeFlags {
   "duplicate-guest"?: string;
   "capture-dir"?: string;
   "pcap"?: string;
+  "drain-timeout"?: string | number;
   "ws-allow-origin"?: string[];
   "max-tenants"?: string | number;
   "max-flows"?: string | number;
@@ -317,6 +322,7 @@ const SERVE_OPTIONS = {
   "duplicate-guest": { type: "string" },
   "capture-dir": { type: "string" },
   "pcap": { type: "string" },
+  "drain-timeout": { type: "string" },
   "ws-allow-origin": { type: "string", multiple: true },
   "max-tenants": { type: "string" },
   "max-flows": { type: "string" },
@@ -476,6 +482,11 @@ async function serve(args: string[]): Promise<number> {
     maxFlows: positiveInt("--max-flows", merged["max-flows"]),
   };
   const workers = dataPlaneWorkers(merged.workers);
+  const drainSec = merged["drain-timeout"] === undefined ? 0 : Number(merged["drain-timeout"]);
+  if (!Number.isFinite(drainSec) || drainSec < 0 || drainSec > 86400) {
+    throw new Error(`Invalid --drain-timeout "${merged["drain-timeout"]}": seconds, 0..86400`);
+  }
+  const drainMs = drainSec * 1000;
   if (workers === 0 && !epollAvailable()) {
     log(
       "warn",
@@ -546,6 +557,16 @@ async function serve(args: string[]): Promise<number> {
     const stop = async () => {
       if (stopping) return;
       stopping = true;
+      if (drainMs > 0) {
+        // readiness goes false at once; live guests get up to --drain-timeout to finish, then RSTs
+        const deadline = Date.now() + drainMs;
+        let guests = await relay.drain();
+        log("info", "draining before shutdown", { guests, timeoutSec: drainMs / 1000 });
+        while (guests > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 100));
+          guests = await relay.drain();
+        }
+      }
       log("info", "shutting down");
       await relay.stop();
       resolve();

@@ -87,6 +87,8 @@ async function call(c: FrontCall): Promise<unknown> {
     case "wsAbandon":
       r.abandonWebSocket(c.tenant);
       return null;
+    case "drain":
+      return r.drain();
     case "stop":
       await r.stop();
       return null;

@@ -10,6 +10,8 @@
  *   POST   /v1/tenants/<id>/hostfwd              add a forward: {"rule": "tcp::2222-:22"}
  *   DELETE /v1/tenants/<id>/hostfwd/<proto>/<hostPort>
  *   POST   [/v1/tenants/<id>]/services/forwarder/expose|unexpose, GET …/all   gvproxy's forwarder API
+ *   POST   /v1/drain                             stop admitting (readiness false); live guests carry on
+ *   GET    /readyz                               200 "ready", 503 "draining" (no token, as /healthz)
  *   POST   /v1/tenants/<id>/capture              start a pcap capture: {"path"?} → {"path"}
  *   DELETE /v1/tenants/<id>/capture              stop it → {"path", "frames"}
  * Errors are JSON: {"error": "…"}.
@@ -83,6 +85,10 @@ export class AdminApi {
     const url = new URL(req.url);
     const path = url.pathname.replace(/\/+$/, "") || "/";
     if (path === "/healthz" && req.method === "GET") return new Response("ok\n");
+    // readiness (a balancer's probe): false once draining, while /healthz stays true until the process ends
+    if (path === "/readyz" && req.method === "GET") {
+      return this.#relay.draining ? new Response("draining\n", { status: 503 }) : new Response("ready\n");
+    }
     const auth = /^Bearer\s+(\S+)$/i.exec(req.headers.get("authorization") ?? "")?.[1];
     if (!this.#token || !auth || !sameSecret(auth, this.#token)) {
       this.#relay.log("warn", "admin request refused: missing or wrong bearer token", { path });
@@ -97,6 +103,9 @@ export class AdminApi {
 
   async #route(req: Request, path: string): Promise<Response> {
     const r = this.#relay;
+    if (path === "/v1/drain" && req.method === "POST") {
+      return json(202, { draining: true, guests: r.drain() });
+    }
     if (path === "/metrics" && req.method === "GET") {
       return new Response(renderMetrics(r), { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
@@ -111,6 +120,7 @@ export class AdminApi {
         const body = await req.json().catch(() => {
           throw new Error("Body is not JSON");
         });
+        if (r.draining) return json(503, { error: "The relay is draining: it admits no new tenants" });
         if (r.tenants.has(body?.id)) return json(409, { error: `Tenant "${body.id}" already exists` });
         if (r.atTenantLimit) {
           return json(503, { error: `The relay is at its limit of ${r.maxTenants} tenants` });

@@ -350,11 +350,38 @@ export class RelayFront {
     return this.#workers[id === null ? 0 : workerOf(id, this.#workers.length)];
   }
 
+  /**
+   * Stops admitting on every worker (and WebSocket upgrades here); resolves with the guests still connected.
+   * Called again, it only counts them.
+   */
+  async drain(): Promise<number> {
+    this.#draining = true;
+    const counts = await Promise.all(this.#workers.map((w) => w.call<number>({ op: "drain" })));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  #draining = false;
+
   async #admin(req: Request): Promise<Response> {
     if (this.#stopping) return json(503, { error: "shutting down" });
+    const adminPath = new URL(req.url).pathname.replace(/\/+$/, "");
+    // readiness is the front's: it holds the WebSocket listener a balancer sends to
+    if (adminPath === "/readyz" && req.method === "GET") {
+      return this.#draining ? new Response("draining\n", { status: 503 }) : new Response("ready\n");
+    }
     try {
       const request = await serializeRequest(req);
-      const path = new URL(req.url).pathname.replace(/\/+$/, "");
+      const path = adminPath;
+      if (path === "/v1/drain" && req.method === "POST") {
+        // authorised by the first worker's admin API, then every worker drains
+        const first = await this.#workers[0].call<SerializedResponse>({ op: "admin", request });
+        if (first.status !== 202) return responseFrom(first);
+        return json(202, { draining: true, guests: await this.drain() });
+      }
       const call = (w: DataPlaneWorker) => w.call<SerializedResponse>({ op: "admin", request });
       const named = /^\/v1\/tenants\/([^/]+)/.exec(path);
       let id: string | null = null;
@@ -391,7 +418,7 @@ export class RelayFront {
 
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
-    if (this.#stopping) return new Response("shutting down\n", { status: 503 });
+    if (this.#stopping || this.#draining) return new Response("shutting down\n", { status: 503 });
     const named = /^\/v1\/tenants\/([^/]+)\//.exec(new URL(req.url).pathname);
     let id: string | null = null;
     try {

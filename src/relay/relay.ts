@@ -165,6 +165,7 @@ export class Relay implements RelayView {
   #icmp: IcmpSocket | null = null;
   #forwards: BoundForward[] = [];
   #stopping = false;
+  #draining = false;
   #hostAddresses = new HostAddresses();
   #adminApi: AdminApi | null = null;
   /** Guests whose WebSocket lives on another thread. */
@@ -347,8 +348,31 @@ export class Relay implements RelayView {
 
   // ───────────────────────── tenants ─────────────────────────
 
+  /**
+   * Stops admitting: no new tenant, no new guest connection (stream, datagram, WebSocket, Wisp), readiness
+   * false — the live guests carry on until they leave or the relay stops. Returns the guests still connected.
+   */
+  drain(): number {
+    if (!this.#draining) this.#opts.log("info", "draining: no new tenants or guest connections");
+    this.#draining = true;
+    return this.guestsConnected;
+  }
+
+  /** Whether {@linkcode drain} was called. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Tenants with a guest attached (frames or Wisp). */
+  get guestsConnected(): number {
+    let n = 0;
+    for (const t of this.tenants.values()) if (t.hasGuest) n++;
+    return n;
+  }
+
   /** Creates a named tenant (admin API, config file, or token admission). Throws on a bad spec or a duplicate. */
   async createTenant(raw: unknown, admittedBy: "admin" | "token" = "admin"): Promise<Tenant> {
+    if (this.#draining) throw new RelayFullError("The relay is draining: it admits no new tenants");
     const spec = validateSpec(raw);
     if (this.tenants.has(spec.id)) throw new Error(`Tenant "${spec.id}" already exists`);
     if (this.atTenantLimit) {
@@ -562,6 +586,10 @@ export class Relay implements RelayView {
    */
   #framePeer(tenant: Tenant | null, remote: string): LinkPeer & { backlogLimit: number } | null {
     if (this.#stopping) return null;
+    if (this.#draining) {
+      this.#opts.log("info", "guest connection refused: the relay is draining", { remote });
+      return null;
+    }
     const t = this.#admission.stream(tenant, remote);
     if (typeof t === "string") {
       this.transportErrors++;
@@ -606,7 +634,7 @@ export class Relay implements RelayView {
   async #wsRequest(req: Request, listenHost: string): Promise<Response> {
     // read every header before the first await: the request may not be readable afterwards
     const remote = req.headers.get("x-forwarded-for") ?? "websocket";
-    if (this.#stopping) return new Response("shutting down\n", { status: 503 });
+    if (this.#stopping || this.#draining) return new Response("shutting down\n", { status: 503 });
     const admitted = await this.#admission.webSocket(req, listenHost);
     if (admitted instanceof Response) return admitted;
     const { tenant, protocol } = admitted;
@@ -662,7 +690,9 @@ export class Relay implements RelayView {
 
   /** Admits a WebSocket request whose socket lives on another thread (see {@linkcode carryRing}). */
   admitWebSocket(req: Request, listenHost: string): Promise<WebSocketAdmission | Response> {
-    if (this.#stopping) return Promise.resolve(new Response("shutting down\n", { status: 503 }));
+    if (this.#stopping || this.#draining) {
+      return Promise.resolve(new Response("shutting down\n", { status: 503 }));
+    }
     return this.#admission.webSocket(req, listenHost);
   }
 

@@ -30,6 +30,9 @@ export interface RelayView {
   /** Where a tenant is reached, for the admin API's replies. */
   tenantEndpoints(t: Tenant): Record<string, unknown>;
   parseForward(rule: string): HostForwardConfig;
+  /** Stops admitting new tenants and guests; returns the guests still connected. */
+  drain(): number;
+  readonly draining: boolean;
   /** What deleted tenants had counted. */
   readonly retiredCounters: Counters;
   /** Single-user mode's port forwards (null in multi-tenant mode). */

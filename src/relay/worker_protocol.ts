@@ -54,6 +54,7 @@ export type FrontCall =
       toMain: SharedArrayBuffer;
     }
     | { op: "wsAbandon"; tenant: string }
+    | { op: "drain" }
     | { op: "stop" }
   );
 

@@ -10,9 +10,10 @@
  *
  * @module
  */
+import type { RelayOptions } from "./relay_options.ts";
 import type { Logger } from "../common/logger.ts";
 import { after, type CancelTimer } from "../common/timers.ts";
-import { resolvePlan, type StackConfig } from "../stack/config.ts";
+import { resolvePlan } from "../stack/config.ts";
 import { TimerWheel } from "../stack/timer_wheel.ts";
 import { type HostSockets, hostSockets } from "../host/sockets.ts";
 import { IcmpSocket } from "../host/icmp_socket.ts";
@@ -49,69 +50,10 @@ import { LOOPBACK_V4 } from "../stack/translation.ts";
 import { descriptorLimit, FlowLimit } from "../stack/flow_limit.ts";
 import { platform } from "../platform/current.ts";
 import type { HttpServer } from "../platform/platform.ts";
-import { type SharedRelayBuffers, SharedRelayState } from "./shared_state.ts";
+import { SharedRelayState } from "./shared_state.ts";
 import { mapLargeBuffersOnOwnPages, openFileLimit, releaseFreedMemory } from "../host/libc.ts";
 
-export interface RelayOptions {
-  /** Stream listeners: tcp://HOST:PORT, unix:///PATH. */
-  listenQemu: string[];
-  /** WebSocket listeners: http://HOST:PORT. */
-  listenWs?: string[];
-  /** Admin API listener http://HOST:PORT, with its bearer token. */
-  admin?: string;
-  adminToken?: string;
-  /** Base stack config every tenant starts from. */
-  stack: StackConfig;
-  log: Logger;
-  multiTenant?: boolean;
-  /** HMAC secret for tenant tokens (multi-tenant mode). */
-  tokenSecret?: Uint8Array;
-  /** Directory for per-tenant stream sockets (multi-tenant mode). */
-  tenantSocketDir?: string;
-  /** UNIX datagram sockets (`unix:///path`) for guests that send one frame per datagram (QEMU dgram, vfkit, libkrun). */
-  listenDgram?: string[];
-  /** Tenants created at start. */
-  tenants?: TenantSpec[];
-  /** A second guest for a connected tenant: "replace" the first (default) or "refuse" it. */
-  duplicateGuest?: "replace" | "refuse";
-  /** How long a named tenant keeps its flows after its guest left. */
-  graceMs?: number;
-  /** Where pcap captures are written. */
-  captureDir?: string;
-  /** Single-user mode: capture every guest's frames into this file from the start (`--pcap`). */
-  pcap?: string;
-  /** Largest frame accepted from a guest. */
-  maxFrame?: number;
-  /** Test-only fault injection: drop this fraction (0..1) of guest-bound frames, pseudo-randomly. */
-  faults?: { guestBoundLoss?: number; seed?: number };
-  /** Parses QEMU hostfwd strings (the CLI's parser). */
-  parseForward?: (s: string) => HostForwardConfig;
-  /**
-   * Browser origins besides loopback pages that may open a WebSocket (`*` for all). Single-user mode
-   * checks `Origin` and `Host` always; multi-tenant mode (token-authenticated) checks `Origin` only when
-   * this is given.
-   */
-  wsAllowOrigin?: string[];
-  /**
-   * The thread's socket loop is the relay's own (a data-plane worker): it drives the timer wheel, so no
-   * runtime interval ticks it.
-   */
-  ownedLoop?: boolean;
-  /**
-   * Shared with the relay's other data-plane workers: relay-wide tenant and flow counts, and the host
-   * ports every worker's tenants hold (see shared_state.ts).
-   */
-  shared?: { buffers: SharedRelayBuffers; worker: number };
-  /** Ports of this host's relay listeners that live elsewhere (the main thread's WebSocket and admin). */
-  ownPorts?: number[];
-  /** Tenants at once (named and single-user sessions); beyond it new ones are refused. Default 4096. */
-  maxTenants?: number;
-  /**
-   * TCP and UDP flows at once across every tenant (each holds a descriptor). Default: the descriptor limit
-   * less {@linkcode DESCRIPTOR_RESERVE} for guest connections, listeners and DNS.
-   */
-  maxFlows?: number;
-}
+export type { RelayOptions } from "./relay_options.ts";
 
 /** Descriptors kept back from flows for guest connections, listeners and DNS queries. */
 export const DESCRIPTOR_RESERVE = 512;

@@ -58,7 +58,8 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --admin URL                      admin API, /metrics, /healthz: http://HOST:PORT
   --admin-token-file FILE          bearer token the admin API requires (default: a random one, printed)
   --multi-tenant                   named tenants, each isolated, default-deny toward loopback/private ranges
-  --token-secret-file FILE         HMAC secret for tenant tokens (see "token create")
+  --token-secret-file FILE         HMAC secret for tenant tokens (see "token create"); repeatable during a
+                                   rotation: a token signed with any of them is admitted
   --tenant-socket-dir DIR          each tenant gets a stream socket DIR/ID.sock and a datagram socket
                                    DIR/ID.dgram.sock (default
                                    $XDG_RUNTIME_DIR/slirp-relay, else /tmp/slirp-relay-UID; created 0700;
@@ -177,7 +178,8 @@ interface ServeFlags {
   "admin"?: string;
   "admin-token-file"?: string;
   "multi-tenant"?: boolean;
-  "token-secret-file"?: string;
+  /** One file, or several during a rotation (the first signs; every one verifies). */
+  "token-secret-file"?: string | string[];
   "tenant-socket-dir"?: string;
   "tenant-grace"?: string | number;
   "duplicate-guest"?: string;
@@ -316,7 +318,7 @@ const SERVE_OPTIONS = {
   "admin": { type: "string" },
   "admin-token-file": { type: "string" },
   "multi-tenant": { type: "boolean" },
-  "token-secret-file": { type: "string" },
+  "token-secret-file": { type: "string", multiple: true },
   "tenant-socket-dir": { type: "string" },
   "tenant-grace": { type: "string" },
   "duplicate-guest": { type: "string" },
@@ -448,7 +450,10 @@ async function serve(args: string[]): Promise<number> {
       '--hostfwd is for single-user mode; in multi-tenant mode give each tenant its own "hostfwd"',
     );
   }
-  const tokenSecret = merged["token-secret-file"] ? readSecretFile(merged["token-secret-file"]) : undefined;
+  const secretFiles = [merged["token-secret-file"] ?? []].flat();
+  // during a rotation two secrets verify (old tokens stay valid until they expire); `token create` signs
+  // with the first
+  const tokenSecret = secretFiles.length > 0 ? secretFiles.map(readSecretFile) : undefined;
   const socketDir = merged["tenant-socket-dir"] ?? (multi ? defaultSocketDir() : undefined);
   if (socketDir) prepareSocketDir(socketDir);
   const dup = merged["duplicate-guest"] ?? "replace";

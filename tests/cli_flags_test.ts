@@ -10,6 +10,7 @@ import { startDnsResponder, startUdpEcho } from "./_services.ts";
 import { parsePrometheus, sample } from "./_relay_api.ts";
 import { DhcpMessageType, DhcpOption, dhcpOption } from "../src/wire/dhcp.ts";
 import { TCP_SYN } from "../src/wire/tcp.ts";
+import { createToken } from "../src/relay/tokens.ts";
 import { ICMP_DEST_UNREACHABLE } from "../src/wire/icmpv4.ts";
 
 const MAC = 0x02000000000e;
@@ -42,6 +43,7 @@ Deno.test({
     const dir = await Deno.makeTempDir();
     await Deno.writeTextFile(`${dir}/admin`, "flag-admin-token\n");
     await Deno.writeTextFile(`${dir}/secret`, "0123456789abcdef0123456789abcdef");
+    await Deno.writeTextFile(`${dir}/old-secret`, "the-secret-being-rotated-out-0001");
     await Deno.mkdir(`${dir}/captures`);
     const relay = await RelayProcess.start([
       "--multi-tenant",
@@ -51,6 +53,8 @@ Deno.test({
       `${dir}/admin`,
       "--token-secret-file",
       `${dir}/secret`,
+      "--token-secret-file",
+      `${dir}/old-secret`,
       "--tenant-socket-dir",
       `${dir}/sockets`,
       "--tenant-grace",
@@ -151,6 +155,24 @@ Deno.test({
         await wsUpgradeStatus(ws, "/v1/tenants/a/ws", { ...host, Origin: "https://evil.example" }),
         403,
       );
+      // --token-secret-file twice (a rotation): a token signed with either secret is admitted, one signed
+      // with neither is not
+      const enc = (t: string) => new TextEncoder().encode(t);
+      const exp = Math.floor(Date.now() / 1000) + 600;
+      for (
+        const [secret, status] of [["0123456789abcdef0123456789abcdef", 101], [
+          "the-secret-being-rotated-out-0001",
+          101,
+        ], ["a-secret-nobody-configured-0002", 403]] as const
+      ) {
+        const token = await createToken(enc(secret), { tenant: "a", exp });
+        const path = `/v1/tenants/a/ws?token=${token}`;
+        assert.equal(
+          await wsUpgradeStatus(ws, path, { ...host, Origin: "https://app.example" }),
+          status,
+          secret,
+        );
+      }
     } finally {
       await relay.stop();
       dns.close();

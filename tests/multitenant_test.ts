@@ -126,6 +126,10 @@ Deno.test("tokens: signed claims verify; expired, forged and malformed tokens ar
     exp: now + 60,
   });
   assert.deepEqual(await verifyToken(SECRET, forged), { ok: false, reason: "Token signature is invalid" });
+  // a rotation: both secrets verify, each its own tokens
+  const rotated = [new TextEncoder().encode("another-secret-of-16-bytes!"), SECRET];
+  assert.equal((await verifyToken(rotated, forged)).ok, true, "the new secret's token");
+  assert.equal((await verifyToken(rotated, good)).ok, true, "the old secret's token");
   // a JWT: its header says HS256, its claims carry the tenant as sub
   const [header, body, sig] = good.split(".");
   const b64 = (o: unknown) =>

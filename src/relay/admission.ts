@@ -33,7 +33,8 @@ export interface AdmissionDeps {
   readonly maxTenants: number;
   readonly log: Logger;
   /** HMAC secret of tenant tokens; without it no token admits anyone. */
-  readonly tokenSecret?: Uint8Array;
+  /** The secrets a token may be signed with (several during a rotation). */
+  readonly tokenSecret?: Uint8Array | Uint8Array[];
   /** Web origins allowed besides loopback pages (--ws-allow-origin). */
   readonly wsAllowOrigin?: string[];
   /** How long a tenant outlives its guest. */

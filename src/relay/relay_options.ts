@@ -22,7 +22,7 @@ export interface RelayOptions {
   log: Logger;
   multiTenant?: boolean;
   /** HMAC secret for tenant tokens (multi-tenant mode). */
-  tokenSecret?: Uint8Array;
+  tokenSecret?: Uint8Array | Uint8Array[];
   /** Directory for per-tenant stream sockets (multi-tenant mode). */
   tenantSocketDir?: string;
   /** UNIX datagram sockets (`unix:///path`) for guests that send one frame per datagram (QEMU dgram, vfkit, libkrun). */

@@ -79,9 +79,12 @@ export async function createToken(secret: Uint8Array, claims: TokenClaims): Prom
 
 export type TokenCheck = { ok: true; claims: TokenClaims } | { ok: false; reason: string };
 
-/** Verifies signature, shape and expiry. `now` is Unix seconds. */
+/**
+ * Verifies signature, shape and expiry. `secret` may be several (a rotation: the token verifies under any
+ * of them). `now` is Unix seconds.
+ */
 export async function verifyToken(
-  secret: Uint8Array,
+  secret: Uint8Array | Uint8Array[],
   token: string,
   now = Date.now() / 1000,
 ): Promise<TokenCheck> {
@@ -101,12 +104,16 @@ export async function verifyToken(
   }
   // RFC 8725 §3.1: the algorithm is the relay's choice, never the token's
   if (alg !== "HS256") return { ok: false, reason: `Token algorithm ${JSON.stringify(alg)} is not HS256` };
-  const valid = await crypto.subtle.verify(
-    "HMAC",
-    await key(secret),
-    sig as Uint8Array<ArrayBuffer>,
-    new TextEncoder().encode(`${parts[0]}.${parts[1]}`),
-  );
+  let valid = false;
+  for (const s of Array.isArray(secret) ? secret : [secret]) {
+    valid = await crypto.subtle.verify(
+      "HMAC",
+      await key(s),
+      sig as Uint8Array<ArrayBuffer>,
+      new TextEncoder().encode(`${parts[0]}.${parts[1]}`),
+    );
+    if (valid) break;
+  }
   if (!valid) return { ok: false, reason: "Token signature is invalid" };
   let c: Record<string, unknown>;
   try {

@@ -220,7 +220,7 @@ const api = async (method: string, path: string, body?: unknown) => {
 /** One unlabelled sample of the relay's /metrics. */
 async function metric(name: string): Promise<number> {
   const text = await api("GET", "/metrics");
-  return Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+  return Number(new RegExp(`^${name}(?:\\{relay="[^"]*"\\})? (\\d+)`, "m").exec(text)?.[1] ?? 0);
 }
 
 /** The relay's V8 heap in use. */

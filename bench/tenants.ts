@@ -93,7 +93,8 @@ await new Promise((r) => setTimeout(r, 500));
 async function relayMemory(): Promise<{ heapUsed: number; heapTotal: number; external: number }> {
   const text =
     await (await fetch(`${admin}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
-  const get = (name: string) => Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? 0);
+  const get = (name: string) =>
+    Number(new RegExp(`^${name}(?:\\{relay="[^"]*"\\})? (\\d+)`, "m").exec(text)?.[1] ?? 0);
   return {
     heapUsed: get("slirp_heap_used_bytes"),
     heapTotal: get("slirp_heap_total_bytes"),
@@ -239,7 +240,7 @@ try {
   const byReason = new Map<string, number>();
   let retransmits = 0, timeouts = 0;
   for (const line of metrics.split("\n")) {
-    const d = /^slirp_tenant_drops_total\{tenant="[^"]*",reason="([^"]*)"\} (\d+)/.exec(line);
+    const d = /^slirp_tenant_drops_total\{relay="[^"]*",tenant="[^"]*",reason="([^"]*)"\} (\d+)/.exec(line);
     if (d) byReason.set(d[1], (byReason.get(d[1]) ?? 0) + Number(d[2]));
     const r = /^slirp_tenant_tcp_retransmits_total\{[^}]*\} (\d+)/.exec(line);
     if (r) retransmits += Number(r[1]);

@@ -67,6 +67,8 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
   --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
+  --instance NAME                  this relay's name in a fleet: the relay="NAME" label of every metric
+                                   (default: the host name)
   --drain-timeout SECONDS          on SIGTERM/SIGINT first drain: admit no new tenants or guests (/readyz
                                    answers 503) and give live guests up to SECONDS to leave, then reset
                                    what is left and exit (default 0: at once); POST /v1/drain does the first
@@ -186,6 +188,7 @@ interface ServeFlags {
   "capture-dir"?: string;
   "pcap"?: string;
   "drain-timeout"?: string | number;
+  "instance"?: string;
   "ws-allow-origin"?: string[];
   "max-tenants"?: string | number;
   "max-flows"?: string | number;
@@ -325,6 +328,7 @@ const SERVE_OPTIONS = {
   "capture-dir": { type: "string" },
   "pcap": { type: "string" },
   "drain-timeout": { type: "string" },
+  "instance": { type: "string" },
   "ws-allow-origin": { type: "string", multiple: true },
   "max-tenants": { type: "string" },
   "max-flows": { type: "string" },
@@ -366,7 +370,10 @@ function readConfigFile(path: string): ServeFlags {
     }
     const opt = SERVE_OPTIONS[k as keyof typeof SERVE_OPTIONS];
     const v = (data as Record<string, unknown>)[k];
-    if ("multiple" in opt && !Array.isArray(v)) throw new Error(`Key "${k}" in ${path} must be a list`);
+    // one secret file as a plain string stays valid (a rotation lists two)
+    if ("multiple" in opt && !Array.isArray(v) && !(k === "token-secret-file" && typeof v === "string")) {
+      throw new Error(`Key "${k}" in ${path} must be a list`);
+    }
   }
   return data as ServeFlags;
 }
@@ -481,6 +488,7 @@ async function serve(args: string[]): Promise<number> {
     graceMs: grace * 1000,
     captureDir: merged["capture-dir"],
     pcap: merged.pcap,
+    instance: merged.instance,
     parseForward: parseHostForward,
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
     maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),

@@ -67,11 +67,15 @@ export function parsePrometheus(text: string): Set<string> {
   return names;
 }
 
-/** The value of one sample (`name` with exactly `labels`), or undefined when absent. */
+/**
+ * The value of one sample (`name` with exactly `labels`, besides the `relay` label every series carries), or
+ * undefined when absent.
+ */
 export function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
   const l = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(",");
   const key = l ? `${name}{${l}} ` : `${name} `;
-  const line = text.split("\n").find((x) => x.startsWith(key));
+  const line = text.split("\n").map((x) => x.replace(/\{relay="(?:[^"\\]|\\.)*",?/, "{").replace("{}", ""))
+    .find((x) => x.startsWith(key));
   return line === undefined ? undefined : Number(line.slice(key.length));
 }
 

@@ -55,6 +55,8 @@ Deno.test({
       `${dir}/secret`,
       "--token-secret-file",
       `${dir}/old-secret`,
+      "--instance",
+      "relay-a",
       "--tenant-socket-dir",
       `${dir}/sockets`,
       "--tenant-grace",
@@ -98,6 +100,9 @@ Deno.test({
       parsePrometheus(metrics);
       assert.equal(sample(metrics, "slirp_relay_flows_limit"), 100);
       assert.equal(sample(metrics, "slirp_relay_tenants_limit"), 2);
+      // --instance: every series names this relay
+      const series = metrics.split("\n").filter((l) => l !== "" && !l.startsWith("#"));
+      assert.ok(series.length > 10 && series.every((l) => l.includes('{relay="relay-a"')), "relay label");
       assert.equal((await api("POST", "/v1/tenants", { id: "a" })).status, 201);
       assert.equal((await api("POST", "/v1/tenants", { id: "b" })).status, 201);
       assert.equal(

@@ -95,7 +95,10 @@ Deno.test("admin API: bearer token required; tenants created, listed, inspected,
     ) {
       assert.ok(names.has(n) || metrics.includes(`# TYPE ${n} `), `metrics lack ${n}`);
     }
-    assert.match(metrics, /slirp_tenant_frames_total\{tenant="ci-42",direction="from_guest"\} 1\n/);
+    assert.match(
+      metrics,
+      /slirp_tenant_frames_total\{relay="[^"]+",tenant="ci-42",direction="from_guest"\} 1\n/,
+    );
 
     assert.equal((await api(relay, "DELETE", "/v1/tenants/ci-42")).status, 204);
     assert.equal((await api(relay, "GET", "/v1/tenants/ci-42")).status, 404);

@@ -66,7 +66,7 @@ Deno.test("workers: one admin API and one exposition over tenants on two workers
     parsePrometheus(text);
     assert.equal(sample(text, "slirp_tenants"), 2, "each worker's tenants, summed");
     assert.equal(sample(text, "slirp_relay_tenants_limit"), 2, "a relay-wide figure, taken once");
-    assert.equal(text.split("\n").filter((l) => l.startsWith("slirp_relay_tenants_limit ")).length, 1);
+    assert.equal(text.split("\n").filter((l) => l.startsWith("slirp_relay_tenants_limit{")).length, 1);
     for (const id of [a, b]) {
       assert.equal(sample(text, "slirp_tenant_tcp_flows", { tenant: id }), 0, `${id} in the exposition`);
     }

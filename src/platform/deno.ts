@@ -38,6 +38,7 @@ export const denoPlatform: Platform = {
     const m = Deno.memoryUsage();
     return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external };
   },
+  hostname: () => Deno.hostname(),
   cpuSeconds(): number {
     const u = cpuUsage();
     return (u.user + u.system) / 1e6;

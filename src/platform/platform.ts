@@ -68,6 +68,8 @@ export interface Platform {
   /** Every address of the host's interfaces. */
   networkAddresses(): { family: string; address: string }[];
   memory(): MemoryFigures;
+  /** The host's name. */
+  hostname(): string;
   /** CPU time the process has used (user + system), in seconds. */
   cpuSeconds(): number;
   /** Open file descriptors of the process, or null where the runtime cannot tell. */

@@ -21,7 +21,9 @@ export function renderMetrics(r: RelayView): string {
   ) => {
     out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     for (const [labels, v] of samples) {
-      const l = Object.entries(labels).map(([k, x]) => `${k}="${esc(x)}"`).join(",");
+      // every series names its relay, so that one Prometheus scrapes a fleet
+      const l = [`relay="${esc(r.instance)}"`, ...Object.entries(labels).map(([k, x]) => `${k}="${esc(x)}"`)]
+        .join(",");
       out.push(`${name}${l ? `{${l}}` : ""} ${Number.isFinite(v) ? v : 0}`);
     }
   };

@@ -305,6 +305,11 @@ export class Relay implements RelayView {
     return this.#draining;
   }
 
+  /** This relay's name in a fleet (the metrics' `relay` label). */
+  get instance(): string {
+    return this.#opts.instance ?? platform.hostname();
+  }
+
   /** Tenants with a guest attached (frames or Wisp). */
   get guestsConnected(): number {
     let n = 0;

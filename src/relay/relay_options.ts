@@ -35,6 +35,8 @@ export interface RelayOptions {
   graceMs?: number;
   /** Where pcap captures are written. */
   captureDir?: string;
+  /** This relay's name in a fleet (the metrics' `relay` label); default: the host name. */
+  instance?: string;
   /** Single-user mode: capture every guest's frames into this file from the start (`--pcap`). */
   pcap?: string;
   /** Largest frame accepted from a guest. */

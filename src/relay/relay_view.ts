@@ -33,6 +33,8 @@ export interface RelayView {
   /** Stops admitting new tenants and guests; returns the guests still connected. */
   drain(): number;
   readonly draining: boolean;
+  /** This relay's name in a fleet: the `relay` label of every series (`--instance`, default the host name). */
+  readonly instance: string;
   /** What deleted tenants had counted. */
   readonly retiredCounters: Counters;
   /** Single-user mode's port forwards (null in multi-tenant mode). */

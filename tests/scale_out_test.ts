@@ -83,7 +83,7 @@ e2eTest(
     const port = freePort();
     const shipped = await Deno.readTextFile(SHIPPED);
     const cfg = shipped
-      .replace(/^    server .*\n/gm, "")
+      .replace(/^ {4}server .*\n/gm, "")
       .replace(/bind 127\.0\.0\.1:8088/, `bind 127.0.0.1:${port}`)
       .replace(/default-server inter 2s/, "default-server inter 200ms") +
       relays.map((r) => `    server ${r.name} 127.0.0.1:${r.ws} check port ${r.admin}\n`).join("");

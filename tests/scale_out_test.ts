@@ -1,14 +1,16 @@
 /**
- * Scale-out with an ordinary balancer (issue #15): two relay processes sharing a token secret behind HAProxy
- * configured as deploy/haproxy.cfg ships (its servers pointed at loopback ports). A tenant's connections
- * stick to one relay; a token minted once admits on every relay; a relay that drains (POST /v1/drain)
- * leaves the balancer's rotation while the tenants on the other relay keep their guests.
+ * Scale-out with an ordinary balancer (issue #15): three relay processes sharing a token secret behind HAProxy
+ * configured as deploy/haproxy.cfg ships (its servers pointed at loopback ports). Tenants spread and stick to
+ * one relay; a token minted once admits on every relay; a SIGKILLed relay leaves another's transfer
+ * byte-exact; a relay drained by SIGTERM leaves the balancer's rotation while its own guest finishes.
  * Everything listens on 127.0.0.1.
  */
 import assert from "node:assert/strict";
 import { multiTenantConfig, RelayProcess } from "./_relay_process.ts";
 import { e2eTest, must } from "./_netns_guest.ts";
 import { createToken } from "../src/relay/tokens.ts";
+import { client as wisp } from "@mercuryworkshop/wisp-js/client";
+import { listenTcp } from "./_services.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef"; // what multiTenantConfig writes
 const ADMIN = "scale-out-admin-token";
@@ -42,6 +44,8 @@ async function startRelay(dir: string, name: string): Promise<RelayNode> {
     `${dir}/admin-token`,
     "--instance",
     name,
+    "--drain-timeout",
+    "20",
     "--workers",
     "0",
   ], { ready: /admin API on http:\/\/127\.0\.0\.1:\d+/ });
@@ -71,14 +75,59 @@ function guest(port: number, id: string, token: string): Promise<WebSocket> {
   });
 }
 
+/** A Wisp connection to `url` (v2), open. */
+function wispConnect(url: string): Promise<InstanceType<typeof wisp.ClientConnection>> {
+  const conn = new wisp.ClientConnection(url, { wisp_version: 2 });
+  return new Promise((resolve, reject) => {
+    conn.onopen = () => resolve(conn);
+    conn.onerror = () => reject(new Error(`Wisp connection to ${url} failed`));
+  });
+}
+
+/** Sends `data` through a Wisp TCP stream to an echo server and resolves with what came back. */
+function echoThrough(
+  conn: InstanceType<typeof wisp.ClientConnection>,
+  port: number,
+  data: Uint8Array,
+  midway: () => void,
+) {
+  const stream = conn.create_stream("127.0.0.1", port);
+  const parts: Uint8Array[] = [];
+  let got = 0, fired = false;
+  const done = new Promise<Uint8Array>((resolve, reject) => {
+    stream.onmessage = (d: Uint8Array) => {
+      parts.push(d.slice());
+      got += d.length;
+      if (!fired && got >= data.length / 2) {
+        fired = true;
+        midway();
+      }
+      if (got >= data.length) {
+        const all = new Uint8Array(got);
+        let o = 0;
+        for (const p of parts) o += (all.set(p, o), p.length);
+        resolve(all);
+      }
+    };
+    stream.onclose = (reason: number) =>
+      reject(new Error(`the stream closed (0x${reason.toString(16)}) at ${got} bytes`));
+  });
+  for (let off = 0; off < data.length; off += 16384) stream.send(data.slice(off, off + 16384));
+  return done;
+}
+
 e2eTest(
-  "scale-out behind HAProxy: sticky by tenant, one token for every relay, a draining relay leaves the rotation",
+  "scale-out behind HAProxy: tenants spread and stick; a SIGKILLed relay leaves the others' transfers byte-exact; a SIGTERM-drained relay takes no new tenants while its guest finishes",
   ["haproxy"],
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "slirp-fleet-" });
-    await Deno.mkdir(`${dir}/a`);
-    await Deno.mkdir(`${dir}/b`);
-    const relays = [await startRelay(`${dir}/a`, "relay-a"), await startRelay(`${dir}/b`, "relay-b")];
+    const names = ["relay-a", "relay-b", "relay-c"];
+    const relays: RelayNode[] = [];
+    for (const name of names) {
+      await Deno.mkdir(`${dir}/${name}`);
+      relays.push(await startRelay(`${dir}/${name}`, name));
+    }
+    const byName = (n: string) => relays.find((r) => r.name === n)!;
     // the shipped configuration, its servers pointed at this test's relays and its bind at a free port
     const port = freePort();
     const shipped = await Deno.readTextFile(SHIPPED);
@@ -95,52 +144,91 @@ e2eTest(
       stdout: "null",
       stderr: "null",
     }).spawn();
+    const echo = await listenTcp((s) => {
+      s.on("error", () => s.destroy());
+      s.pipe(s);
+    });
     const open: WebSocket[] = [];
+    const wisps: { close(): void }[] = [];
     try {
       await new Promise((r) => setTimeout(r, 1000)); // the first health checks
       const exp = Math.floor(Date.now() / 1000) + 600;
       const secret = new TextEncoder().encode(SECRET);
-      const ids = ["t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8"];
-      const tokens = new Map<string, string>();
-      for (const id of ids) tokens.set(id, await createToken(secret, { tenant: id, exp }));
-      // every tenant through the balancer, twice: the second connection lands where the first did
+      const token = (tenant: string) =>
+        createToken(secret, { tenant, exp, policy: { allow: ["127.0.0.1/32"] } });
+      // spread and stick: every tenant through the balancer, twice; the second lands where the first did
+      const ids = Array.from({ length: 12 }, (_, i) => `t${i}`);
       const where = new Map<string, string>();
       for (const id of ids) {
-        const ws = await guest(port, id, tokens.get(id)!);
+        (await guest(port, id, await token(id))).close();
         const first = await holder(relays, id);
         assert.ok(first, `${id} was admitted somewhere`);
         where.set(id, first);
-        ws.close();
       }
       for (const id of ids) {
-        const ws = await guest(port, id, tokens.get(id)!);
-        open.push(ws);
+        open.push(await guest(port, id, await token(id)));
         assert.equal(await holder(relays, id), where.get(id), `${id} reconnected to the same relay`);
       }
+      const spread = new Set(where.values());
+      assert.ok(spread.size >= 2, `12 tenants spread over ${spread.size} relay(s)`);
       // a token minted once admits on every relay (no state shared between them but the secret)
-      const probe = await createToken(secret, { tenant: "anywhere", exp });
-      for (const r of relays) (await guest(r.ws, "anywhere", probe)).close();
+      const anywhere = await token("anywhere");
+      for (const r of relays) (await guest(r.ws, "anywhere", anywhere)).close();
 
-      // relay-a drains: the balancer stops sending to it; relay-b's tenants keep their guests
-      const onA = ids.filter((id) => where.get(id) === "relay-a");
-      const onB = ids.filter((id) => where.get(id) === "relay-b");
-      const drain = await fetch(`http://127.0.0.1:${relays[0].admin}/v1/drain`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${ADMIN}` },
-      });
-      assert.equal(drain.status, 202);
-      await drain.body?.cancel();
-      await new Promise((r) => setTimeout(r, 1000)); // health checks see 503
-      const fresh = await createToken(secret, { tenant: "after-drain", exp });
-      (await guest(port, "after-drain", fresh)).close();
-      assert.equal(await holder(relays, "after-drain"), "relay-b", "a new tenant goes to the ready relay");
-      for (const id of onB) {
-        const ws = open[ids.indexOf(id)];
-        assert.equal(ws.readyState, WebSocket.OPEN, `${id}'s guest on relay-b is still connected`);
+      // SIGKILL one relay in the middle of another relay's transfer: the transfer finishes byte-exact
+      let bulk = "", conn!: InstanceType<typeof wisp.ClientConnection>;
+      for (let k = 0; k < 40 && !bulk; k++) {
+        const id = `bulk${k}`;
+        const c = await wispConnect(`ws://127.0.0.1:${port}/v1/tenants/${id}/wisp/${await token(id)}/`);
+        const h = await holder(relays, id);
+        if (h === "relay-b") [bulk, conn] = [id, c];
+        else c.close();
       }
-      console.log(`tenants on relay-a: ${onA.length}, on relay-b: ${onB.length}`);
+      assert.ok(bulk, "a tenant on relay-b");
+      wisps.push(conn);
+      const victim = byName("relay-c");
+      const data = new Uint8Array(16 * 1024 * 1024);
+      for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+      const back = await echoThrough(conn, echo.port, data, () => victim.process.child.kill("SIGKILL"));
+      assert.equal(back.length, data.length);
+      assert.ok(
+        back.every((b, i) => b === data[i]),
+        "relay-b's transfer is byte-exact across relay-c's death",
+      );
+      await victim.process.child.status;
+      for (const id of ids.filter((id) => where.get(id) === "relay-b")) {
+        assert.equal(open[ids.indexOf(id)].readyState, WebSocket.OPEN, `${id} on relay-b is still connected`);
+      }
+
+      // SIGTERM with --drain-timeout: relay-a stops taking new tenants while its guest stays connected
+      const drained = byName("relay-a");
+      const live = ids.find((id) => where.get(id) === "relay-a");
+      drained.process.child.kill("SIGTERM");
+      await new Promise((r) => setTimeout(r, 1000)); // health checks see its /readyz 503
+      for (let k = 0; k < 6; k++) {
+        const id = `late${k}`;
+        (await guest(port, id, await token(id))).close();
+        assert.equal(
+          await holder([byName("relay-b")], id),
+          "relay-b",
+          `${id}: only the ready relay takes new tenants`,
+        );
+      }
+      if (live) {
+        assert.equal(
+          open[ids.indexOf(live)].readyState,
+          WebSocket.OPEN,
+          `${live}'s guest on the draining relay`,
+        );
+        assert.equal(drained.process.exited, false, "the draining relay waits for its guests");
+      }
+      for (const id of ids.filter((id) => where.get(id) === "relay-a")) open[ids.indexOf(id)].close();
+      for (let i = 0; i < 100 && !drained.process.exited; i++) await new Promise((r) => setTimeout(r, 50));
+      assert.ok(drained.process.exited, "the drained relay exits once its guests left");
     } finally {
       for (const ws of open) ws.close();
+      for (const w of wisps) w.close();
+      echo.close();
       try {
         proxy.kill("SIGTERM");
       } catch { /* ended */ }

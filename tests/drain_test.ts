@@ -8,6 +8,7 @@ import { arpFrame, ip } from "./_frames.ts";
 import { RelayProcess, StreamGuest, wsUpgradeStatus } from "./_relay_process.ts";
 import { api, multiRelay } from "./_relay_api.ts";
 import { ARP_OP_REPLY } from "../src/wire/arp.ts";
+import { createToken } from "../src/relay/tokens.ts";
 
 const MAC = 0x02000000000d;
 
@@ -92,6 +93,49 @@ Deno.test({
       for (let i = 0; i < 100 && !relay.exited; i++) await new Promise((r) => setTimeout(r, 50));
       assert.ok(relay.exited, "exits once its last guest left");
       assert.ok(Date.now() - t0 < 5000, `exit took ${Date.now() - t0} ms after the guest left`);
+    } finally {
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "secret rotation, last step: a relay given only the new secret refuses the old secret's tokens",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "slirp-rotate-" });
+    await Deno.writeTextFile(`${dir}/new-secret`, "the-new-secret-after-rotation-01");
+    const relay = await RelayProcess.start([
+      "--multi-tenant",
+      "--token-secret-file",
+      `${dir}/new-secret`,
+      "--tenant-socket-dir",
+      `${dir}/t`,
+      "--listen-ws",
+      "http://127.0.0.1:0",
+      "--dns-upstream",
+      "127.0.0.1:9",
+      "--workers",
+      "0",
+    ], { ready: /WebSocket on ws:\/\/127\.0\.0\.1:\d+/ });
+    try {
+      const ws = Number(/WebSocket on ws:\/\/127\.0\.0\.1:(\d+)/.exec(relay.stdout)![1]);
+      const exp = Math.floor(Date.now() / 1000) + 600;
+      const enc = (t: string) => new TextEncoder().encode(t);
+      const oldToken = await createToken(enc("the-old-secret-before-rotation-1"), { tenant: "r", exp });
+      const newToken = await createToken(enc("the-new-secret-after-rotation-01"), { tenant: "r", exp });
+      assert.equal(
+        await wsUpgradeStatus(ws, `/v1/tenants/r/ws?token=${oldToken}`),
+        403,
+        "old secret refused",
+      );
+      assert.equal(
+        await wsUpgradeStatus(ws, `/v1/tenants/r/ws?token=${newToken}`),
+        101,
+        "new secret admitted",
+      );
     } finally {
       await relay.stop();
       await Deno.remove(dir, { recursive: true });

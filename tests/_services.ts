@@ -145,3 +145,34 @@ export async function randomFile(
   f.close();
   return { path, sha256: h.digest("hex") };
 }
+
+/** A free TCP port on 127.0.0.1 (bound and released: the code under test binds it next). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/**
+ * What a guest's one-shot listener says through a port forward at `hostname:port`: connects until the
+ * forward answers (the guest's listener may not be up yet, and a forward to a closed guest port is reset),
+ * every 200 ms for up to 10 s. "" when it never did.
+ */
+export async function replyThroughForward(hostname: string, port: number): Promise<string> {
+  for (let i = 0; i < 50; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    try {
+      const c = await Deno.connect({ hostname, port });
+      const buf = new Uint8Array(64);
+      // longer than the first SYN retransmission (1 s), should the guest's reset come only after it
+      const n = await Promise.race([
+        c.read(buf).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), 2500)),
+      ]);
+      c.close();
+      if (n) return new TextDecoder().decode(buf.subarray(0, n)).trim();
+    } catch { /* not bound yet */ }
+  }
+  return "";
+}

@@ -9,34 +9,14 @@ import { defaultStackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { ADMIN, api, multiRelay } from "./_relay_api.ts";
-
-/** A free TCP port on 127.0.0.1 (bound and released). */
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { freePort, replyThroughForward } from "./_services.ts";
 
 /** Reads what the guest's one-shot listener on `guestPort` says to a client of host port `port`. */
 async function throughForward(guest: NetnsGuest, guestPort: number, port: number): Promise<string> {
   const listening = guest.exec(["sh", "-c", `echo hello-via-gvproxy-api | nc -l -N ${guestPort}`], {
     timeoutMs: 20_000,
   });
-  let reply = "";
-  for (let i = 0; i < 50 && !reply; i++) {
-    await new Promise((r) => setTimeout(r, 200));
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      const buf = new Uint8Array(64);
-      const n = await Promise.race([
-        c.read(buf).catch(() => null),
-        new Promise<null>((r) => setTimeout(() => r(null), 2500)),
-      ]);
-      reply = n ? new TextDecoder().decode(buf.subarray(0, n)).trim() : "";
-      c.close();
-    } catch { /* not bound yet */ }
-  }
+  const reply = await replyThroughForward("127.0.0.1", port);
   await listening;
   return reply;
 }

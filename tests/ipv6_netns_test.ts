@@ -9,7 +9,14 @@ import { Relay } from "../src/relay/relay.ts";
 import { defaultStackConfig, parseHostForward, type StackConfig } from "../src/stack/config.ts";
 import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
-import { listenTcp, randomFile, startDnsResponder, startHashServer, startUdpEcho } from "./_services.ts";
+import {
+  listenTcp,
+  randomFile,
+  replyThroughForward,
+  startDnsResponder,
+  startHashServer,
+  startUdpEcho,
+} from "./_services.ts";
 import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
@@ -136,19 +143,8 @@ e2eTest(
           timeoutMs: 20_000,
         });
         const fwd = relay.forwards[i];
-        let reply = "";
-        for (let k = 0; k < 50 && !reply.includes("reply"); k++) {
-          await new Promise((r) => setTimeout(r, 200));
-          const c = await Deno.connect({ hostname: fwd.hostAddress, port: fwd.hostPort });
-          const buf = new Uint8Array(64);
-          const n = await Promise.race([
-            c.read(buf).catch(() => null),
-            new Promise<null>((r) => setTimeout(() => r(null), 2500)),
-          ]);
-          reply = n ? new TextDecoder().decode(buf.subarray(0, n)) : "";
-          c.close();
-        }
-        assert.equal(reply.trim(), `reply-from-guest-${port}`, `forward ${fwd.hostAddress}:${fwd.hostPort}`);
+        const reply = await replyThroughForward(fwd.hostAddress, fwd.hostPort);
+        assert.equal(reply, `reply-from-guest-${port}`, `forward ${fwd.hostAddress}:${fwd.hostPort}`);
         await listening;
       }
       const s = relay.sessions.values().next().value!.stack;

@@ -7,22 +7,13 @@
 import assert from "node:assert/strict";
 import { dhcpFrame } from "./_frames.ts";
 import { RelayProcess, StreamGuest } from "./_relay_process.ts";
-import { listenTcp, startDnsResponder, startUdpEcho } from "./_services.ts";
+import { freePort, listenTcp, replyThroughForward, startDnsResponder, startUdpEcho } from "./_services.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { DhcpMessageType, dhcpMessageType } from "../src/wire/dhcp.ts";
 import { readPcap } from "../src/relay/pcap.ts";
 import { dissect } from "./_dissect.ts";
 
 const STATIC_MAC = "02:00:00:00:00:99";
-
-/** A free TCP port on 127.0.0.1 (bound and released: the relay binds it next). */
-async function freePort(): Promise<number> {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  await new Promise((r) => setTimeout(r, 10));
-  return port;
-}
 
 e2eTest(
   "QEMU-style settings: --domain, --dns-search, --dhcp-host, --dhcp-start; --guestfwd reaches a host service and --restrict stops everything else",
@@ -41,7 +32,7 @@ e2eTest(
       s.end("must not be reached");
       s.on("error", () => {});
     });
-    const forwardPort = await freePort();
+    const forwardPort = freePort();
     const relay = await RelayProcess.start([
       "--listen-qemu",
       `unix://${dir}/relay.sock`,
@@ -96,21 +87,7 @@ e2eTest(
       const listening = guest.exec(["sh", "-c", "echo from-the-guest | nc -l -N 5001"], {
         timeoutMs: 20_000,
       });
-      let reply = "";
-      for (let i = 0; i < 50 && !reply; i++) {
-        await new Promise((r) => setTimeout(r, 200));
-        try {
-          const c = await Deno.connect({ hostname: "127.0.0.1", port: forwardPort });
-          const buf = new Uint8Array(64);
-          const n = await Promise.race([
-            c.read(buf).catch(() => null),
-            new Promise<null>((r) => setTimeout(() => r(null), 2500)),
-          ]);
-          reply = n ? new TextDecoder().decode(buf.subarray(0, n)).trim() : "";
-          c.close();
-        } catch { /* not bound yet */ }
-      }
-      assert.equal(reply, "from-the-guest");
+      assert.equal(await replyThroughForward("127.0.0.1", forwardPort), "from-the-guest");
       await listening;
 
       // --dhcp-start: a guest without a static lease gets the first address from there

@@ -10,18 +10,11 @@ import { multiTenantConfig, RelayProcess } from "./_relay_process.ts";
 import { e2eTest, must } from "./_netns_guest.ts";
 import { createToken } from "../src/relay/tokens.ts";
 import { client as wisp } from "@mercuryworkshop/wisp-js/client";
-import { listenTcp } from "./_services.ts";
+import { freePort, listenTcp } from "./_services.ts";
 
 const SECRET = "0123456789abcdef0123456789abcdef"; // what multiTenantConfig writes
 const ADMIN = "scale-out-admin-token";
 const SHIPPED = new URL("../deploy/haproxy.cfg", import.meta.url).pathname;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 interface RelayNode {
   name: string;

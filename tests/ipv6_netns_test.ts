@@ -17,7 +17,8 @@ import {
   startHashServer,
   startUdpEcho,
 } from "./_services.ts";
-import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
+import { api, multiRelay, parsePrometheus, sample, within } from "./_relay_api.ts";
+import dgram from "node:dgram";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
@@ -53,7 +54,11 @@ e2eTest(
       c.dnsRecords.push({ name: "six.test", address: "2001:db8::6" });
       c.mtu = 1400;
       // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
-      c.hostfwd = [parseHostForward("tcp:[::1]:0-[::]:5001"), parseHostForward("tcp:127.0.0.1:0-[::]:5002")];
+      c.hostfwd = [
+        parseHostForward("tcp:[::1]:0-[::]:5001"),
+        parseHostForward("tcp:127.0.0.1:0-[::]:5002"),
+        parseHostForward("udp:[::1]:0-[::]:5003"),
+      ];
     });
     const http = Deno.serve(
       { hostname: "::1", port: 0, onListen() {} },
@@ -147,6 +152,25 @@ e2eTest(
         assert.equal(reply, `reply-from-guest-${port}`, `forward ${fwd.hostAddress}:${fwd.hostPort}`);
         await listening;
       }
+      // a UDP forward: a host client's datagram reaches the guest over IPv6, the guest's answer comes back
+      const udpFwd = relay.forwards[2];
+      const answering = guest.exec(["timeout", "8", "nc", "-6", "-u", "-l", "5003"], {
+        stdin: "answer-over-udp6\n",
+      });
+      const client = dgram.createSocket("udp6");
+      const got = new Promise<string>((resolve) =>
+        client.on("message", (m) => resolve(new TextDecoder().decode(m)))
+      );
+      await new Promise((r) => client.bind(0, "::1", () => r(null)));
+      const ask = setInterval(() => client.send("question\n", udpFwd.hostPort, "::1"), 300);
+      try {
+        assert.equal((await within(got, 8000, "the guest's UDP answer")).trim(), "answer-over-udp6");
+      } finally {
+        clearInterval(ask);
+        client.close();
+      }
+      await answering;
+
       const s = relay.sessions.values().next().value!.stack;
       assert.ok(s.counters.routerSolicitations >= 1, "the guest solicited the router");
       assert.ok(s.counters.ipv6PacketsIn > 1000);

@@ -9,6 +9,7 @@ import type { HostForwardConfig } from "../stack/config.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostNet, HostUdpSocket } from "../host/host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
+import { parseIpv6Address } from "../wire/ipv6.ts";
 
 /**
  * Binds a QEMU-style port forward on the host: TCP connections become our SYN toward the guest, UDP
@@ -42,13 +43,14 @@ export async function bindForward(
     bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
   } else {
     // parsed once, not per datagram
-    const guestIp = f.guestAddress ? parseIpv4Address(f.guestAddress)! : -1;
+    const guest6 = f.guestAddress.includes(":") ? parseIpv6Address(f.guestAddress) : null;
+    const guestIp = f.guestAddress && !guest6 ? parseIpv4Address(f.guestAddress)! : -1;
     const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
       onMessage: (data, address, port) => {
         const stack = target();
         if (!stack) return onNoGuest();
         try {
-          if (!stack.udpForwardInput(sock, guestIp, f.guestPort, data, address, port)) {
+          if (!stack.udpForwardInput(sock, guest6 ?? guestIp, f.guestPort, data, address, port)) {
             stack.drop("udp-forward-no-guest");
           }
         } catch (e) {

@@ -205,8 +205,7 @@ export function parseHostForward(text: string): HostForwardConfig {
 
 /**
  * Checks a port forward given as an object (admin API, config file) as strictly as the string form:
- * protocol, IPv4 or IPv6 addresses, ports in range; throws naming `what`. An IPv6 guest address is for TCP
- * only (a UDP forward reaches the guest's IPv4 address).
+ * protocol, IPv4 or IPv6 addresses, ports in range; throws naming `what`.
  */
 export function checkHostForward(f: unknown, what = "hostfwd"): HostForwardConfig {
   const o = f as Partial<HostForwardConfig> | null;
@@ -223,9 +222,6 @@ export function checkHostForward(f: unknown, what = "hostfwd"): HostForwardConfi
   const guest = o.guestAddress ?? "";
   if (typeof guest !== "string" || (guest !== "" && !isAddress(guest))) {
     throw bad('guestAddress must be an IPv4 or IPv6 address or ""');
-  }
-  if (o.protocol === "udp" && parseIpv6Address(guest) !== null) {
-    throw bad("a UDP forward reaches the guest over IPv4: guestAddress must be IPv4 or empty");
   }
   if (!Number.isInteger(o.guestPort) || o.guestPort! < 1 || o.guestPort! > 65535) {
     throw bad("guestPort must be 1..65535");

@@ -718,20 +718,28 @@ export class Stack implements StackContext {
   }
 
   /**
-   * A datagram from a host client of a `udp:` forward bound on `socket`, for `guestIp:guestPort` (guestIp -1:
-   * the guest that last took a lease). False when there is no such guest.
+   * A datagram from a host client of a `udp:` forward bound on `socket`, for `guestIp:guestPort` (-1: the
+   * guest that last took a lease; 16 bytes: an IPv6 guest, :: its latest SLAAC address). False when there is
+   * no such guest.
    */
   udpForwardInput(
     socket: HostUdpSocket,
-    guestIp: number,
+    guestIp: number | Uint8Array,
     guestPort: number,
     data: Uint8Array,
     address: string,
     port: number,
   ): boolean {
+    if (typeof guestIp !== "number") {
+      // an IPv6 guest address; :: is the guest's latest SLAAC address
+      const guest6 = guestIp.every((b) => b === 0) ? this.icmp6.guestAddress() : guestIp;
+      if (!guest6 || !this.plan.v6) return false;
+      this.udp.forwardInput(socket, -1, guest6, guestPort, data, address, port);
+      return true;
+    }
     const guest = guestIp >= 0 ? guestIp : this.dhcp.lastBoundAddress;
     if (guest < 0) return false;
-    this.udp.forwardInput(socket, guest, guestPort, data, address, port);
+    this.udp.forwardInput(socket, guest, null, guestPort, data, address, port);
     return true;
   }
 

@@ -58,6 +58,8 @@ interface ForwardPeer {
   address: string;
   port: number;
   guestIp: number;
+  /** An IPv6 guest's address (the forward then speaks IPv6 from prefix::2), else null. */
+  guest6: Uint8Array | null;
   guestPort: number;
   localPort: number;
   lastActive: number;
@@ -104,6 +106,15 @@ export class UdpNat {
    */
   input6(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void {
     const s = this.#stack;
+    if (this.#peers.size > 0 && ipv6Equal(buf, ip.dstOffset, s.plan.v6!.gateway, 0)) {
+      // a reply to a port-forward client leaves through the forward's own socket
+      const peer = this.#peers.get(((udp.srcPort << 16) | udp.dstPort) >>> 0);
+      if (peer?.guest6 && ipv6Equal(peer.guest6, 0, buf, ip.srcOffset)) {
+        peer.lastActive = s.wheel.now;
+        peer.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), peer.address, peer.port);
+        return;
+      }
+    }
     const dest = s.egress6(buf, ip.dstOffset, "udp", udp.dstPort);
     if (typeof dest === "number") return s.icmp6.unreachable(buf, ip, dest, "udp6-no-route");
     if (udp.dstPort === 0) return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "udp-port-zero");
@@ -134,7 +145,7 @@ export class UdpNat {
     if (ip.dst === s.plan.gateway && this.#peers.size > 0) {
       // a reply to a port-forward client leaves through the forward's own socket
       const peer = this.#peers.get(((udp.srcPort << 16) | udp.dstPort) >>> 0);
-      if (peer && peer.guestIp === ip.src) {
+      if (peer && !peer.guest6 && peer.guestIp === ip.src) {
         peer.lastActive = s.wheel.now;
         peer.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), peer.address, peer.port);
         return;
@@ -293,6 +304,7 @@ export class UdpNat {
   forwardInput(
     socket: HostUdpSocket,
     guestIp: number,
+    guest6: Uint8Array | null,
     guestPort: number,
     data: Uint8Array,
     address: string,
@@ -310,6 +322,7 @@ export class UdpNat {
         address,
         port,
         guestIp,
+        guest6,
         guestPort,
         localPort: port,
         lastActive: s.wheel.now,
@@ -324,7 +337,8 @@ export class UdpNat {
       peer = p;
     }
     peer.lastActive = s.wheel.now;
-    s.sendUdp(s.plan.gateway, guestIp, port, guestPort, data);
+    if (guest6) s.sendUdp6(s.plan.v6!.gateway, guest6, port, guestPort, data);
+    else s.sendUdp(s.plan.gateway, guestIp, port, guestPort, data);
   }
 
   #removePeer(p: ForwardPeer): void {

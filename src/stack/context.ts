@@ -10,7 +10,7 @@ import type { Logger } from "../common/logger.ts";
 import type { WireError } from "../wire/bytes.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import type { Ipv6Header } from "../wire/ipv6.ts";
-import type { Ipv6Path } from "./guest_path.ts";
+import type { Ipv6Path, PathSender } from "./guest_path.ts";
 import type { AddressPlan, StackConfig } from "./config.ts";
 import type { ContainedHost, FaultOwner } from "./containment.ts";
 import type { Counters } from "./counters.ts";
@@ -64,7 +64,7 @@ export interface Icmpv6Errors {
   ): void;
 }
 
-export interface StackContext extends FaultOwner {
+export interface StackContext extends FaultOwner, PathSender {
   readonly config: StackConfig;
   readonly plan: AddressPlan;
   /** The host's sockets, every callback inside this stack's fault boundary. */
@@ -119,30 +119,6 @@ export interface StackContext extends FaultOwner {
     l4Length: number,
     dstMac?: number,
     ttl?: number,
-  ): boolean;
-  /** The same for a frame built at `buf[base]` (TCP builds data segments next to its send ring). */
-  sendIpv4In(
-    buf: Uint8Array,
-    base: number,
-    src: number,
-    dst: number,
-    protocol: number,
-    l4Length: number,
-    dstMac?: number,
-    ttl?: number,
-  ): boolean;
-  /** Wraps the L4 bytes at `buf[base + 54]` in IPv6 and Ethernet toward the guest. */
-  sendIpv6In(
-    buf: Uint8Array,
-    base: number,
-    src: Uint8Array,
-    srcOff: number,
-    dst: Uint8Array,
-    dstOff: number,
-    protocol: number,
-    l4Length: number,
-    dstMac?: number,
-    hopLimit?: number,
   ): boolean;
   sendUdp6(src: Uint8Array, dst: Uint8Array, srcPort: number, dstPort: number, data: Uint8Array): boolean;
   sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean;

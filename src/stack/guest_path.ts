@@ -12,7 +12,10 @@ import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import { IPV4_HEADER_LEN } from "../wire/ipv4.ts";
 import { IPV6_HEADER_LEN, ipv6Equal, ipv6ToString } from "../wire/ipv6.ts";
 
-/** What a path needs of its stack: the two ways to wrap transport bytes in IP and Ethernet. */
+/**
+ * The two ways to wrap transport bytes at `buf[base + l4Offset]` in IP and Ethernet toward the guest: what a
+ * path needs of its stack (`StackContext` extends it). `dstMac` -1 looks the guest's MAC up.
+ */
 export interface PathSender {
   sendIpv4In(
     buf: Uint8Array,
@@ -21,6 +24,8 @@ export interface PathSender {
     dst: number,
     protocol: number,
     l4Length: number,
+    dstMac?: number,
+    ttl?: number,
   ): boolean;
   sendIpv6In(
     buf: Uint8Array,
@@ -31,6 +36,8 @@ export interface PathSender {
     dstOff: number,
     protocol: number,
     l4Length: number,
+    dstMac?: number,
+    hopLimit?: number,
   ): boolean;
 }
 

@@ -634,7 +634,8 @@ function dataPlaneWorkers(flag: string | number | undefined): number {
 
 export async function main(args: string[]): Promise<number> {
   if (args.includes("--version") || args[0] === "version") {
-    console.log(VERSION);
+    // the runtime too: a compiled binary carries its own (e.g. "0.1.0 (bun 1.4.5)")
+    console.log(`${VERSION} (${platform.name})`);
     return 0;
   }
   const wantsHelp = args.includes("--help") || args.includes("-h");

@@ -98,7 +98,11 @@ async function call(c: FrontCall): Promise<unknown> {
 self.onmessage = (e: MessageEvent) => {
   const m = e.data as WorkerInit | FrontCall;
   if (m.type === "init") {
-    init(m);
+    // a bad option throws before the loop exists: the front hears it at once, whatever the runtime does
+    // with an escaped rejection (Bun's last-resort guard would swallow it and the front wait 15 s)
+    init(m).catch((err) =>
+      self.postMessage({ type: "failed", error: (err as Error)?.message ?? String(err) })
+    );
     return;
   }
   // a call may wait on the runtime's own async work (crypto for tokens, timers in stop)

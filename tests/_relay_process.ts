@@ -10,6 +10,19 @@ import { must, run } from "./_netns_guest.ts";
 
 const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
 
+/**
+ * The command that runs `slirp-relay` in these tests: the source tree on Deno, or what SLIRP_RELAY_COMMAND
+ * names (space-separated) — `node_modules/.bin/bun src/cli.ts` for Bun, `dist/slirp-relay` for the compiled
+ * binary — so that one suite proves each way the relay ships.
+ */
+export function relayCommand(): string[] {
+  const chosen = Deno.env.get("SLIRP_RELAY_COMMAND")?.trim();
+  return chosen ? chosen.split(/\s+/) : [Deno.execPath(), "run", "-A", CLI];
+}
+
+/** Whether the relay under test is something other than this source tree on Deno. */
+export const relayFromElsewhere = Boolean(Deno.env.get("SLIRP_RELAY_COMMAND")?.trim());
+
 /** A private network namespace with only `lo` (up): nothing sent inside it can leave the machine. */
 export class PrivateNetns {
   static #serial = 0;
@@ -83,7 +96,7 @@ export class RelayProcess {
     args: string[],
     opts: { netns?: PrivateNetns; ready?: RegExp; timeoutMs?: number } = {},
   ): Promise<RelayProcess> {
-    const argv = [Deno.execPath(), "run", "-A", CLI, "serve", ...args];
+    const argv = [...relayCommand(), "serve", ...args];
     const full = opts.netns ? opts.netns.wrap(argv) : argv;
     const child = new Deno.Command(full[0], { args: full.slice(1), stdout: "piped", stderr: "piped" })
       .spawn();

@@ -7,15 +7,14 @@ import { TCP_ACK_FLAG, TCP_PSH, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
 import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
-
-const CLI = new URL("../src/cli.ts", import.meta.url).pathname;
+import { relayCommand } from "./_relay_process.ts";
 
 /**
  * Starts `slirp-relay serve` with `args` (under `wrapper`, e.g. prlimit, when given) and waits for its
  * stream listener's line; returns the child, the port, what it printed so far and its stdout reader.
  */
 async function startServe(args: string[], opts: { wrapper?: string[]; stderr?: "piped" | "null" } = {}) {
-  const argv = [Deno.execPath(), "run", "-A", CLI, "serve", "--listen-qemu", "tcp://127.0.0.1:0", ...args];
+  const argv = [...relayCommand(), "serve", "--listen-qemu", "tcp://127.0.0.1:0", ...args];
   const [cmd, ...rest] = [...(opts.wrapper ?? []), ...argv];
   const child = new Deno.Command(cmd, { args: rest, stdout: "piped", stderr: opts.stderr ?? "piped" })
     .spawn();
@@ -106,8 +105,9 @@ Deno.test("cli serve: --config file and flags, answers a guest over the stream p
 
 Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --help lists the contract", async () => {
   const run = async (args: string[]) => {
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", CLI, ...args],
+    const [cmd, ...pre] = relayCommand();
+    const r = await new Deno.Command(cmd, {
+      args: [...pre, ...args],
       stdout: "piped",
       stderr: "piped",
     }).output();
@@ -166,7 +166,7 @@ Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --
     (await run(["token", "create", "--tenant", "../x", "--token-secret-file", `${dir}/secret`])).code,
     2,
   );
-  assert.match((await run(["--version"])).out, /^\d+\.\d+\.\d+/);
+  assert.match((await run(["--version"])).out, /^\d+\.\d+\.\d+ \((deno|bun) \d+\.\d+\.\d+\)/);
   await Deno.remove(dir, { recursive: true });
 });
 

@@ -21,6 +21,7 @@ import { setImmediate } from "node:timers";
 import { after, nextTimerDeadline, ownTurns, runTurnWork, turnWorkPending } from "../common/timers.ts";
 import { EAGAIN, errno, libc, size } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
+import { platform } from "../platform/current.ts";
 import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 
 const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
@@ -47,8 +48,8 @@ const MAX_EVENTS = 512;
  */
 const OWNED_MAX_SLEEP_MS = 100;
 /** sizeof(struct epoll_event): 12 on x86-64 (packed), 16 elsewhere (aarch64); the data field follows. */
-const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
-const EVENT_DATA = Deno.build.arch === "x86_64" ? 4 : 8;
+const EVENT_SIZE = platform.arch === "x86_64" ? 12 : 16;
+const EVENT_DATA = platform.arch === "x86_64" ? 4 : 8;
 
 /** A failed socket call, with the errno's name as `code` (as node's errors carry it). */
 export class SocketError extends Error {
@@ -68,9 +69,9 @@ function fail(what: string, e = errno()): SocketError {
  * forces the runtime's own sockets (an escape hatch, and a way to compare).
  */
 export function epollAvailable(): boolean {
-  if (Deno.build.os !== "linux") return false;
+  if (platform.os !== "linux") return false;
   try {
-    if (Deno.env.get("SLIRP_SOCKETS") === "runtime") return false;
+    if (platform.env("SLIRP_SOCKETS") === "runtime") return false;
   } catch { /* no env permission: the default */ }
   try {
     L();

@@ -1,9 +1,11 @@
 /**
- * The libc calls the relay makes through Deno FFI (`--allow-ffi`): its socket loop, ping sockets, TAP devices.
- * Opened once, on first use; Linux with glibc only.
+ * The libc calls the relay makes through the runtime's FFI (Deno `--allow-ffi`, `bun:ffi`): its socket loop,
+ * ping sockets, TAP devices. Opened once per thread, on first use; Linux with glibc only.
  *
  * @module
  */
+import { platform } from "../platform/current.ts";
+import type { ForeignFunctions } from "../platform/platform.ts";
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -40,22 +42,22 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
 
-export type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+export type Libc = ForeignFunctions<typeof SYMBOLS>;
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+let lib: Libc | null = null;
 
 /** The libc symbols; throws when FFI or libc.so.6 is unavailable. */
 export function libc(): Libc {
-  if (!lib) lib = Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
+  lib ??= platform.openLibrary("libc.so.6", SYMBOLS);
+  return lib;
 }
 
-let errnoView: Deno.UnsafePointerView | null = null;
+let errnoAt: unknown = null;
 
-/** errno of the main thread after a failed call (every call but the nonblocking ones runs there). */
+/** errno of this thread after a failed call (every call but the nonblocking ones runs on it). */
 export function errno(): number {
-  errnoView ??= new Deno.UnsafePointerView(libc().__errno_location()!);
-  return errnoView.getInt32();
+  errnoAt ??= libc().__errno_location();
+  return platform.readInt32(errnoAt);
 }
 
 /** A size_t argument: the FFI takes a plain number too (typed bigint; BigInt() would allocate per call). */

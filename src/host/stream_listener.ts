@@ -1,12 +1,14 @@
 /**
  * Listening byte-stream sockets for the stream transport: `tcp://host:port` and `unix:///path`. On Linux
  * with FFI allowed they run on our epoll loop (fair service of thousands of guests, see epoll.ts), else
- * on Deno's native listeners. Either way reads go straight into our buffers.
+ * on the runtime's own listeners. Either way reads go straight into our buffers.
  *
  * @module
  */
 import type { ByteStream } from "./host.ts";
 import { EpollListener, type EpollSocket } from "./epoll.ts";
+import { platform } from "../platform/current.ts";
+import type { StreamAddress } from "../platform/platform.ts";
 
 /** A guest connection as accepted: a byte stream and a printable remote address. */
 export type AcceptedStream = ByteStream & { remote: string };
@@ -18,9 +20,7 @@ export interface StreamListener {
 }
 
 /** Parses a listen URL; throws a clear Error for anything else. */
-export function parseListenUrl(
-  url: string,
-): { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string } {
+export function parseListenUrl(url: string): StreamAddress {
   const tcp = /^tcp:\/\/(\[[^\]]+\]|[^:/]+):(\d{1,5})\/?$/.exec(url);
   if (tcp) {
     const port = Number(tcp[2]);
@@ -76,7 +76,7 @@ function bindEpoll(url: string, onAccept: (c: AcceptedStream) => void): StreamLi
       listener.close();
       if (a.kind === "unix") {
         try {
-          Deno.removeSync(a.path);
+          platform.removeFile(a.path);
         } catch { /* gone */ }
       }
     },
@@ -86,45 +86,24 @@ function bindEpoll(url: string, onAccept: (c: AcceptedStream) => void): StreamLi
 /** A stale socket file from a previous run would make bind fail with EADDRINUSE. */
 function removeStaleSocket(path: string): void {
   try {
-    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+    if (platform.lstat(path).isSocket) platform.removeFile(path);
   } catch { /* absent */ }
 }
 
 function bind(url: string, onAccept: (c: AcceptedStream) => void): StreamListener {
   const a = parseListenUrl(url);
-  let listener: Deno.Listener;
-  let bound: string;
-  if (a.kind === "tcp") {
-    const l = Deno.listen({ transport: "tcp", hostname: a.host, port: a.port });
-    listener = l;
-    bound = `tcp://${a.host.includes(":") ? `[${a.host}]` : a.host}:${l.addr.port}`;
-  } else {
-    removeStaleSocket(a.path);
-    listener = Deno.listen({ transport: "unix", path: a.path });
-    bound = `unix://${a.path}`;
-  }
-  (async () => {
-    for (;;) {
-      let conn: Deno.Conn;
-      try {
-        conn = await listener.accept();
-      } catch {
-        return; // closed
-      }
-      if (a.kind === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
-      const r = conn.remoteAddr;
-      onAccept(Object.assign(conn, { remote: r.transport === "tcp" ? `${r.hostname}:${r.port}` : "unix" }));
-    }
-  })();
+  if (a.kind === "unix") removeStaleSocket(a.path);
+  const listener = platform.listenStream(a, onAccept);
+  const bound = a.kind === "tcp"
+    ? `tcp://${a.host.includes(":") ? `[${a.host}]` : a.host}:${listener.port}`
+    : `unix://${a.path}`;
   return {
     url: bound,
     close() {
-      try {
-        listener.close();
-      } catch { /* closed */ }
+      listener.close();
       if (a.kind === "unix") {
         try {
-          Deno.removeSync(a.path);
+          platform.removeFile(a.path);
         } catch { /* gone */ }
       }
     },

@@ -6,6 +6,7 @@
  */
 import type { HostDatagramSocket } from "./host.ts";
 import { errno, libc, size } from "./libc.ts";
+import { platform } from "../platform/current.ts";
 import { sockaddrUn, SocketError, watchReadable } from "./epoll.ts";
 import { errnoName } from "./errno_names.ts";
 
@@ -108,7 +109,7 @@ class UnixDatagramSocket implements HostDatagramSocket {
     this.#closed = true;
     libc().close(this.#fd);
     try {
-      Deno.removeSync(this.path);
+      platform.removeFile(this.path);
     } catch { /* gone */ }
   }
 }
@@ -125,7 +126,7 @@ export function bindUnixDatagram(path: string): HostDatagramSocket {
   const L = libc();
   const sa = sockaddrUn(path);
   try {
-    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+    if (platform.lstat(path).isSocket) platform.removeFile(path);
   } catch { /* absent */ }
   const fd = L.socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw new SocketError(errnoName(errno()), "socket");

@@ -4,10 +4,22 @@
  * @module
  */
 import { cpuUsage } from "node:process";
-import type { FileInfo, FileSink, HttpServer, MemoryFigures, Platform } from "./platform.ts";
+import type {
+  FileInfo,
+  FileSink,
+  ForeignSymbols,
+  HttpServer,
+  MemoryFigures,
+  Platform,
+  RuntimeConn,
+  RuntimeListener,
+  StreamAddress,
+} from "./platform.ts";
 
 export const denoPlatform: Platform = {
   name: `deno ${Deno.version.deno}`,
+  os: Deno.build.os,
+  arch: Deno.build.arch,
   env: (name) => Deno.env.get(name),
   args: () => Deno.args,
   exit: (code) => Deno.exit(code),
@@ -29,9 +41,10 @@ export const denoPlatform: Platform = {
   realPath: (path) => Deno.realPathSync(path),
   lstat(path: string): FileInfo {
     const st = Deno.lstatSync(path);
-    return { isDirectory: st.isDirectory, uid: st.uid, mode: st.mode };
+    return { isDirectory: st.isDirectory, uid: st.uid, mode: st.mode, isSocket: st.isSocket === true };
   },
   mkdir: (path, mode) => Deno.mkdirSync(path, { recursive: true, mode }),
+  removeFile: (path) => Deno.removeSync(path),
   uid: () => Deno.uid(),
   networkAddresses: () => Deno.networkInterfaces(),
   memory(): MemoryFigures {
@@ -51,6 +64,34 @@ export const denoPlatform: Platform = {
     } catch {
       return null;
     }
+  },
+  openLibrary: <S extends ForeignSymbols>(path: string, symbols: S) => Deno.dlopen(path, symbols).symbols,
+  readInt32: (pointer) => new Deno.UnsafePointerView(pointer as Deno.PointerObject).getInt32(),
+  listenStream(a: StreamAddress, onAccept: (c: RuntimeConn) => void): RuntimeListener {
+    const listener = a.kind === "tcp"
+      ? Deno.listen({ transport: "tcp", hostname: a.host, port: a.port })
+      : Deno.listen({ transport: "unix", path: a.path });
+    (async () => {
+      for (;;) {
+        let conn: Deno.Conn;
+        try {
+          conn = await listener.accept();
+        } catch {
+          return; // closed
+        }
+        if (a.kind === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+        const r = conn.remoteAddr;
+        onAccept(Object.assign(conn, { remote: r.transport === "tcp" ? `${r.hostname}:${r.port}` : "unix" }));
+      }
+    })();
+    return {
+      port: listener.addr.transport === "tcp" ? listener.addr.port : 0,
+      close() {
+        try {
+          listener.close();
+        } catch { /* closed */ }
+      },
+    };
   },
   serveHttp(hostname, port, handler): HttpServer {
     let bound: { hostname: string; port: number } | null = null;

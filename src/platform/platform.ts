@@ -1,8 +1,9 @@
 /**
  * The runtime seam: what the relay needs from the runtime it runs on (files, environment, signals, memory
- * figures, the host's addresses, an HTTP server with WebSocket upgrades), as one interface. The Deno
- * implementation is platform/deno.ts; platform/current.ts chooses the one in use, in one place. Sockets and
- * FFI are the host room's (src/host/), whose own seam is the host interface (host/host.ts).
+ * figures, the host's addresses, an HTTP server with WebSocket upgrades, a C library through FFI, listening
+ * sockets for the fallback without FFI), as one interface. Implementations: platform/deno.ts and
+ * platform/bun.ts; platform/current.ts chooses the one in use, in one place. The host room (src/host/) builds
+ * its sockets on these (its own seam toward the stack is host/host.ts).
  *
  * @module
  */
@@ -19,7 +20,35 @@ export interface FileInfo {
   uid: number | null;
   /** Permission bits, or null where the runtime cannot tell. */
   mode: number | null;
+  isSocket: boolean;
 }
+
+/** What a listen URL names (host/stream_listener.ts parses it). */
+export type StreamAddress = { kind: "tcp"; host: string; port: number } | { kind: "unix"; path: string };
+
+/** A connection accepted by the runtime's own listener (the fallback without FFI). */
+export interface RuntimeConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+  /** `host:port`, or "unix". */
+  readonly remote: string;
+}
+
+/** A listener of the runtime's own. */
+export interface RuntimeListener {
+  /** The bound port (tcp), or 0. */
+  readonly port: number;
+  close(): void;
+}
+
+/**
+ * C functions described in Deno's FFI vocabulary (parameters "i32", "buffer", "usize"…; `nonblocking: true`
+ * for a call that may block, which then returns a promise). Each runtime translates it to its own FFI.
+ */
+export type ForeignSymbols = Deno.ForeignLibraryInterface;
+/** The callable symbols of a library opened with {@linkcode ForeignSymbols}. */
+export type ForeignFunctions<S extends ForeignSymbols> = Deno.DynamicLibrary<S>["symbols"];
 
 /** Memory of the process, in bytes. */
 export interface MemoryFigures {
@@ -40,8 +69,11 @@ export interface HttpServer {
 }
 
 export interface Platform {
-  /** The runtime, for logs and for the rare behaviour that differs. */
+  /** The runtime and its version ("deno 2.9.6", "bun 1.4.5"), for logs and `--version`. */
   readonly name: string;
+  /** The operating system ("linux", "darwin", …) and CPU ("x86_64", "aarch64"), as Deno names them. */
+  readonly os: string;
+  readonly arch: string;
   env(name: string): string | undefined;
   args(): string[];
   exit(code: number): never;
@@ -63,6 +95,8 @@ export interface Platform {
   /** Facts about `path` itself (a symlink is not followed). */
   lstat(path: string): FileInfo;
   mkdir(path: string, mode: number): void;
+  /** Removes a file; throws when it cannot. */
+  removeFile(path: string): void;
   /** The process's user id, or null where there is none. */
   uid(): number | null;
   /** Every address of the host's interfaces. */
@@ -80,6 +114,16 @@ export interface Platform {
     port: number,
     handler: (req: Request) => Response | Promise<Response>,
   ): HttpServer;
+  /**
+   * Opens a shared library (FFI); throws when FFI is not allowed or the library is missing. A nonblocking
+   * symbol must not block the calling thread: where the runtime cannot run it on another thread (Bun), it is
+   * polled with a zero timeout (its last parameter) every millisecond until it has an answer.
+   */
+  openLibrary<S extends ForeignSymbols>(path: string, symbols: S): ForeignFunctions<S>;
+  /** The 32-bit integer at a pointer a foreign function returned (errno). */
+  readInt32(pointer: unknown): number;
+  /** Listens with the runtime's own sockets (the fallback where the relay's socket loop cannot run). */
+  listenStream(address: StreamAddress, onAccept: (c: RuntimeConn) => void): RuntimeListener;
   /** Accepts a WebSocket upgrade of `req`, answering with `protocol` when given; throws on a bad upgrade. */
   upgradeWebSocket(req: Request, protocol?: string): { socket: WebSocket; response: Response };
 }

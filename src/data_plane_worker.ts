@@ -113,4 +113,6 @@ self.onmessage = (e: MessageEvent) => {
   ).finally(release);
 };
 
+self.postMessage({ type: "loaded" });
+
 export type { SerializedResponse };

@@ -45,6 +45,8 @@ interface BunGlobal {
     hostname: string;
     port: number;
     idleTimeout: number;
+    development: boolean;
+    error(e: Error): Response;
     fetch(req: Request, server: BunServer): Promise<Response | undefined>;
     websocket: {
       idleTimeout: number;
@@ -151,15 +153,27 @@ class ServerSideWebSocket {
     this.#ws?.close(code, reason);
   }
 
+  /**
+   * Bun may open the socket inside `server.upgrade()`, before the caller has set `onopen` (Deno's socket
+   * opens only after the handler returned): the open event, and messages until then, wait one microtask.
+   */
   opened(ws: BunSocket): void {
     this.#ws = ws;
     if (this.readyState === WebSocket.CLOSING) return ws.close(1000);
     this.readyState = WebSocket.OPEN;
-    this.onopen?.(new Event("open"));
+    queueMicrotask(() => {
+      this.onopen?.(new Event("open"));
+      const early = this.#early;
+      this.#early = null;
+      for (const data of early ?? []) this.message(data);
+    });
   }
 
+  #early: (string | ArrayBuffer)[] | null = [];
+
   message(data: string | ArrayBuffer): void {
-    this.onmessage?.(new MessageEvent("message", { data }));
+    if (this.#early) this.#early.push(data);
+    else this.onmessage?.(new MessageEvent("message", { data }));
   }
 
   closed(code: number, reason: string): void {
@@ -292,7 +306,17 @@ export const bunPlatform: Platform = {
       port,
       // no idle limit, as with Deno's server: the relay's own deadlines apply
       idleTimeout: 0,
-      async fetch(req, srv) {
+      // never Bun's developer error page (it shows source code to whoever asked)
+      development: false,
+      error: (e) => {
+        console.error(`slirp-relay: HTTP handler failed: ${e?.stack ?? e}`);
+        return new Response("internal error\n", { status: 500 });
+      },
+      async fetch(request, srv) {
+        // a request without Host (HTTP/1.0, HAProxy's health checks) has a bare path for its URL here
+        const req = URL.canParse(request.url)
+          ? request
+          : new Request(new URL(request.url, `http://${hostOf(srv)}`), request);
         servedBy.set(req, srv);
         const res = await handler(req);
         // an upgraded request is answered by the upgrade itself
@@ -324,6 +348,11 @@ export const bunPlatform: Platform = {
     return { socket: socket as unknown as WebSocket, response: new Response(null) };
   },
 };
+
+/** The server's address as an authority (IPv6 literals in brackets). */
+function hostOf(server: BunServer): string {
+  return `${server.hostname.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`;
+}
 
 function fileSink(fd: number): FileSink {
   return {

@@ -28,6 +28,7 @@ import {
   responseFrom,
   type SerializedResponse,
   serializeRequest,
+  type WorkerInit,
   type WorkerMessage,
   type WorkerRelayOptions,
   type WsAdmitReply,
@@ -83,7 +84,9 @@ class DataPlaneWorker {
     this.#ready = new Promise((resolve, reject) => (settle = { resolve, reject }));
     this.worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
       const m = e.data;
-      if (m.type === "ready") {
+      // a message posted before the worker's module finished loading may be lost (Bun): wait for it
+      if (m.type === "loaded") this.worker.postMessage(this.#init);
+      else if (m.type === "ready") {
         this.wakeFd = m.wakeFd;
         settle.resolve(m);
       } else if (m.type === "failed") settle.reject(new Error(m.error));
@@ -102,15 +105,17 @@ class DataPlaneWorker {
       for (const c of this.#calls.values()) c.reject(new Error("data-plane worker failed"));
       this.#calls.clear();
     };
-    this.worker.postMessage({
+    this.#init = {
       type: "init",
       index,
       options,
       logLevel,
       bell: this.bell.buffer as SharedArrayBuffer,
       mail: this.#mail.buffer as SharedArrayBuffer,
-    });
+    };
   }
+
+  #init: WorkerInit;
 
   ready(): Promise<Extract<WorkerMessage, { type: "ready" }>> {
     return withTimeout(this.#ready, "start");

@@ -71,6 +71,8 @@ export interface WsAdmitted {
 export type WsAdmitReply = { response: SerializedResponse } | WsAdmitted;
 
 export type WorkerMessage =
+  /** The worker's module has loaded and listens: only now may `init` be sent (Bun drops earlier messages). */
+  | { type: "loaded" }
   | { type: "ready"; wakeFd: number; urls: string[]; forwards: HostForwardConfig[]; flowLimit: number }
   | { type: "failed"; error: string }
   | { type: "reply"; id: number; value?: unknown; error?: string };

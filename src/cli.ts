@@ -128,6 +128,8 @@ Usage:
 }/ for v86, both on 127.0.0.1 only)
   slirp-relay token create --tenant ID --ttl 1h --token-secret-file FILE [--policy JSON] [--quotas JSON]
                                    print a signed token that admits tenant ID (multi-tenant mode)
+  slirp-relay health URL           exit 0 when URL (e.g. http://127.0.0.1:8081/healthz) answers 200 within
+                                   2 s, else 1 (a container's HEALTHCHECK, where no curl exists)
   slirp-relay --version | --help
 
 ${SERVE_FLAGS}
@@ -632,6 +634,22 @@ function dataPlaneWorkers(flag: string | number | undefined): number {
   return n;
 }
 
+/** `slirp-relay health URL`: 0 when URL answers 200 within 2 s, else 1 (with the reason on stderr). */
+async function healthCommand(url: string | undefined): Promise<number> {
+  if (!url || !/^https?:\/\//.test(url)) {
+    throw new Error("health needs a URL: slirp-relay health http://HOST:PORT/healthz");
+  }
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+    await res.body?.cancel();
+    if (res.status === 200) return 0;
+    console.error(`slirp-relay: ${url} answered ${res.status}`);
+  } catch (e) {
+    console.error(`slirp-relay: ${url}: ${(e as Error).message}`);
+  }
+  return 1;
+}
+
 export async function main(args: string[]): Promise<number> {
   if (args.includes("--version") || args[0] === "version") {
     // the runtime too: a compiled binary carries its own (e.g. "0.1.0 (bun 1.4.5)")
@@ -650,6 +668,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     if (args[0] === "serve") return await serve(args.slice(1));
     if (args[0] === "token") return await tokenCommand(args.slice(1));
+    if (args[0] === "health") return await healthCommand(args[1]);
   } catch (e) {
     console.error(`slirp-relay: ${(e as Error).message}`);
     return 2;

@@ -103,12 +103,14 @@ function completeLines(text: string): string[] {
   return text.slice(0, text.lastIndexOf("\n") + 1).split(/\r?\n/);
 }
 
-/** Boots a guest and returns at once; its console is watched line by line. */
-export async function startGuest(netdev: string, script: string): Promise<RunningGuest> {
+/** Boots a guest (under `wrap` when given) and returns at once; its console is watched line by line. */
+export async function startGuest(netdev: string, script: string, wrap: string[] = []): Promise<RunningGuest> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-qemu-" });
   const image = await buildInitrd(dir, script);
-  const child = new Deno.Command("qemu-system-x86_64", {
-    args: qemuArgs(image, dir, netdev),
+  // `wrap`: a prefix such as `ip netns exec NS` (QEMU then dials inside that namespace)
+  const [cmd, ...args] = [...wrap, "qemu-system-x86_64", ...qemuArgs(image, dir, netdev)];
+  const child = new Deno.Command(cmd, {
+    args,
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

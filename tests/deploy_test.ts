@@ -92,3 +92,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test("docker/: the Dockerfile's runtime stage is non-root with exec-form entrypoint and health check; compose.yaml parses and wires the guest to the relay", async () => {
+  const dockerfile = await Deno.readTextFile(new URL("../docker/Dockerfile", import.meta.url));
+  const final = dockerfile.slice(dockerfile.lastIndexOf("\nFROM "));
+  assert.match(final, /\nUSER \d+:\d+\n/);
+  assert.doesNotMatch(final, /\nUSER 0/);
+  assert.match(final, /\nENTRYPOINT \["\/slirp-relay"\]\n/, "exec form: the relay is PID 1 and gets SIGTERM");
+  assert.match(
+    final,
+    /\nHEALTHCHECK [^\n]*CMD \["\/slirp-relay", "health", "http:\/\/127\.0\.0\.1:8081\/healthz"\]/,
+  );
+  // the CMD's admin listener is the one the health check asks
+  assert.match(final, /"--admin", "http:\/\/127\.0\.0\.1:8081"/);
+  const [doc] = parseAllDocuments(
+    await Deno.readTextFile(new URL("../docker/compose.yaml", import.meta.url)),
+  );
+  const compose = doc.toJS() as {
+    services: Record<string, { command?: string[]; ports?: string[]; depends_on?: Record<string, unknown> }>;
+  };
+  assert.ok(compose.services.relay.ports?.includes("127.0.0.1:8022:8022"));
+  assert.ok("relay" in (compose.services.guest.depends_on ?? {}));
+  assert.match(compose.services.guest.command!.join(" "), /addr\.host=relay,addr\.port=8022/);
+});

@@ -34,7 +34,7 @@ async function assembleRootfs(root: string): Promise<void> {
 }
 
 e2eTest(
-  "container image: buildah builds it from the binary, podman runs it as a non-root user, healthy; a QEMU guest gets a lease and fetches a file through it; SIGTERM ends it with status 0",
+  "container image: buildah builds it from the binary, podman runs it as a non-root user on a read-only root, healthy; a QEMU guest gets a lease and fetches a file through it; SIGTERM ends it with status 0",
   ["buildah", "podman", "runc", "ldd", "qemu-system-x86_64", "cpio", "python3"],
   async () => {
     const missing = qemuMissing();
@@ -90,6 +90,8 @@ e2eTest(
         "nofile=4096:4096",
         "--ulimit",
         "nproc=4096:4096",
+        // as deploy/kubernetes.yaml runs it: a read-only root filesystem
+        "--read-only",
         IMAGE,
         "serve",
         "--listen-qemu",

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import { qemuMissing, startGuest } from "./_qemu.ts";
 import { RelayProcess } from "./_relay_process.ts";
-import { listenTcp, randomFile, startDnsResponder, startHashServer } from "./_services.ts";
+import { freePort, listenTcp, randomFile, startDnsResponder, startHashServer } from "./_services.ts";
 import { parsePrometheus } from "./_relay_api.ts";
 import { createToken } from "../src/relay/tokens.ts";
 
@@ -26,6 +26,22 @@ async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, u
   } catch {
     throw new Error(`tool ${args[0]} failed: ${r.stdout} ${r.stderr}`);
   }
+}
+
+/** Waits until something in `guest` listens on TCP `port`. */
+async function listening(guest: NetnsGuest, port: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await guest.exec(["ss", "-Hltn", `sport = :${port}`])).stdout.trim() !== "") return;
+    await new Promise((res) => setTimeout(res, 100));
+  }
+  throw new Error(`nothing listens on ${port} in the guest`);
+}
+
+/** Sends `data` to 127.0.0.1:`port` and closes. */
+async function sendTo(port: number, data: Uint8Array): Promise<void> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  for (let off = 0; off < data.length;) off += await c.write(data.subarray(off, off + 256 * 1024));
+  c.close();
 }
 
 e2eTest(
@@ -81,13 +97,16 @@ echo "RESULT wget $? $(md5sum /tmp/payload | cut -d' ' -f1)"
 );
 
 e2eTest(
-  "shipped relay: a Linux guest over WebSocket (one frame per message) sends 32 MiB byte-exact over IPv4 and over IPv6",
+  "shipped relay: a Linux guest over WebSocket (one frame per message) sends and receives 32 MiB byte-exact over IPv4, and sends it over IPv6",
   [],
   async () => {
     const dir = await Deno.makeTempDir();
+    const forward = freePort();
     const relay = await RelayProcess.start([
       "--listen-qemu",
       "tcp://127.0.0.1:0",
+      "--hostfwd",
+      `tcp:127.0.0.1:${forward}-:5001`,
       "--listen-ws",
       "http://127.0.0.1:0",
       "--dns-upstream",
@@ -105,6 +124,17 @@ e2eTest(
       const up = await randomFile(dir, 32 * MiB);
       const sent = await tool(guest, ["send", "10.0.2.2", String(hs.port), up.path]);
       assert.equal(sent.reply, up.sha256, "guest → host byte-exact");
+
+      // host → guest through a port forward: guest-bound bulk over the WebSocket, through the data-plane
+      // worker's ring (a paced TCP sender once waited here for a wake-up that never came)
+      const down = new Uint8Array(32 * MiB);
+      for (let i = 0; i < down.length; i += 65536) crypto.getRandomValues(down.subarray(i, i + 65536));
+      const receiver = tool(guest, ["listen", "5001"]);
+      await listening(guest, 5001);
+      await sendTo(forward, down);
+      const got = await receiver;
+      assert.equal(got.bytes, down.length);
+      assert.equal(got.sha256, createHash("sha256").update(down).digest("hex"), "host → guest byte-exact");
 
       // IPv6: SLAAC from the relay's router advertisement, then the same upload to the host's ::1
       const v6 = await guest.slaac();

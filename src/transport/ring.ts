@@ -61,9 +61,12 @@ export function carryRing(
       if (closed || backlog() + f.length > limit) return false;
       const pushed = toMain.push(f);
       if (pushed && rate) rate.spend(f.length, performance.now());
-      // a full ring, or a backlog past half: the sender hears when the main thread made room. The wish is
-      // stored before the bell rings, so the main thread, which reads it after answering, cannot miss it
-      if ((!pushed || backlog() > limit / 2) && !waiting) {
+      // anything waiting on either side: the sender hears when the main thread has sent it all. Senders
+      // pace themselves on `backlog` at levels of their own (TCP stops at 128 KiB), so asking only past some
+      // higher mark left a paced sender waiting for a wake-up nobody was asked for (a download stalled at
+      // 128 KiB of WebSocket backlog). The wish is stored before the bell rings, so the main thread, which
+      // reads it after answering, cannot miss it
+      if ((!pushed || backlog() > 0) && !waiting) {
         waiting = true;
         toMain.wantRoom();
       }
@@ -134,9 +137,15 @@ export function carryRing(
       if (closed) return;
       toWorker.answer();
       if (!feeding) pump();
-      if (waiting && backlog() <= limit / 2) {
-        waiting = false;
-        peer.drained(link);
+      if (waiting) {
+        if (backlog() === 0) {
+          waiting = false;
+          peer.drained(link);
+        } else {
+          // woken with bytes still waiting: the main thread took the wish, so make it again
+          toMain.wantRoom();
+          if (toMain.ring()) opts.ringBell();
+        }
       }
       // the main thread closed it (the WebSocket went); a pump under way finishes it when done
       if (toWorker.closed && !feeding) finish();

@@ -418,3 +418,22 @@ export class NetnsGuest {
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
+
+const TCP_TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
+
+/**
+ * Runs guest_tools/tcp_tool.ts MODE ARGS inside `guest`'s namespace and returns the JSON line it printed
+ * last; throws with its output when there is none.
+ */
+export async function guestTool(
+  guest: NetnsGuest,
+  args: string[],
+  timeoutMs = 120_000,
+): Promise<Record<string, unknown>> {
+  const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TCP_TOOL, ...args], { timeoutMs });
+  try {
+    return JSON.parse(r.stdout.trim().split("\n").pop()!);
+  } catch {
+    throw new Error(`tool ${args[0]} failed: ${r.stdout} ${r.stderr}`);
+  }
+}

@@ -6,12 +6,11 @@
 import assert from "node:assert/strict";
 import { api, multiRelay, parsePrometheus, SECRET } from "./_relay_api.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
-import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
+import { e2eTest, guestTool as tool, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 import { dhcpFrame } from "./_frames.ts";
 import { readFrames } from "../src/transport/stream.ts";
 
-const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 
 Deno.test("admin API: bearer token required; tenants created, listed, inspected, deleted; forwards; metrics", async () => {
@@ -199,17 +198,6 @@ print((h+b"."+c+b"."+s).decode())`,
 
 const listen = listenTcp;
 const hashServer = startHashServer;
-
-async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, unknown>> {
-  const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], {
-    timeoutMs: 120_000,
-  });
-  try {
-    return JSON.parse(r.stdout.trim().split("\n").pop()!);
-  } catch {
-    throw new Error(`tool ${args[0]} failed: ${r.stdout} ${r.stderr}`);
-  }
-}
 
 e2eTest(
   "two tenants with the same 10.0.2.15 transfer at once byte-exact; isolation and default-deny egress",

@@ -7,26 +7,14 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { e2eTest, guestTool as tool, NetnsGuest } from "./_netns_guest.ts";
 import { qemuMissing, startGuest } from "./_qemu.ts";
 import { RelayProcess } from "./_relay_process.ts";
 import { freePort, listenTcp, randomFile, startDnsResponder, startHashServer } from "./_services.ts";
 import { parsePrometheus } from "./_relay_api.ts";
 import { createToken } from "../src/relay/tokens.ts";
 
-const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
-
-async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, unknown>> {
-  const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], {
-    timeoutMs: 120_000,
-  });
-  try {
-    return JSON.parse(r.stdout.trim().split("\n").pop()!);
-  } catch {
-    throw new Error(`tool ${args[0]} failed: ${r.stdout} ${r.stderr}`);
-  }
-}
 
 /** Waits until something in `guest` listens on TCP `port`. */
 async function listening(guest: NetnsGuest, port: number): Promise<void> {

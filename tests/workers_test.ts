@@ -8,10 +8,11 @@ import { RelayFront } from "../src/relay/front.ts";
 import { workerOf } from "../src/relay/shared_state.ts";
 import { createToken } from "../src/relay/tokens.ts";
 import { multiTenantOptions, parsePrometheus, sample, SECRET } from "./_relay_api.ts";
-import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { e2eTest, guestTool, NetnsGuest } from "./_netns_guest.ts";
+
+const tool = (guest: NetnsGuest, args: string[]) => guestTool(guest, args, 60_000);
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 
-const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const ADMIN = "admin-workers-token";
 const WORKERS = 2;
 
@@ -37,11 +38,6 @@ function api(f: RelayFront, method: string, path: string, body?: unknown): Promi
     headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-}
-
-async function tool(guest: NetnsGuest, args: string[]): Promise<Record<string, unknown>> {
-  const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], { timeoutMs: 60_000 });
-  return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
 
 Deno.test("workers: one admin API and one exposition over tenants on two workers; relay-wide tenant limit", async () => {

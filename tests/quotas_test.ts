@@ -17,7 +17,8 @@ import { NodeHost } from "../src/host/node_host.ts";
 import { ERROR_REPLIES_PER_SECOND, Stack } from "../src/stack/stack.ts";
 import { MIN_BLOCK as REASSEMBLY_MIN_BLOCK } from "../src/stack/tcp/reassembly.ts";
 import { FrameScheduler } from "../src/relay/scheduler.ts";
-import { FrameWriter } from "../src/transport/stream.ts";
+import { shapedLink } from "../src/transport/link_wrappers.ts";
+import type { GuestLink, LinkPeer } from "../src/transport/link.ts";
 import { TokenBucket } from "../src/common/token_bucket.ts";
 
 const MAC = 0x02000000000d;
@@ -304,30 +305,63 @@ Deno.test("error replies are rate-limited (RFC 1812 §4.3.2.8): a SYN flood past
   }
 });
 
-Deno.test("quota egressBytesPerSecond on the manual clock: the writer goes into debt once, then waits until it is repaid", async () => {
+Deno.test("quota egressBytesPerSecond on the manual clock: the shaped link sends within the bucket, queues the rest and releases it as tokens come back", async () => {
   let now = 0;
-  let written = 0;
-  const stream = {
-    read: () => Promise.resolve(null),
-    write: (p: Uint8Array) => Promise.resolve((written += p.length, p.length)),
+  const sent: Uint8Array[] = [];
+  let acceptsMore = true;
+  const carrier: GuestLink = {
+    kind: "stream",
+    remote: "test",
+    send: (f) => acceptsMore && (sent.push(f), true),
+    backlog: 0,
     close: () => {},
   };
-  const w = new FrameWriter(stream, 1 << 20, () => {}, { clock: () => now });
-  w.rate = new TokenBucket(10_000, 10_000, now); // 10 kB/s, one second's burst
-  const frame = new Uint8Array(996); // 1000 bytes with its length prefix
+  let drained = 0;
+  const dropped: string[] = [];
+  const peer: LinkPeer = {
+    opened: () => null,
+    closed: () => {},
+    protocolError: () => {},
+    dropped: (r) => dropped.push(r),
+    drained: () => drained++,
+  };
+  const bucket = new TokenBucket(10_000, 10_000, now); // 10 kB/s, one second's burst
+  const link = shapedLink(carrier, bucket, peer, 15_000, () => now);
+  const bytes = () => sent.reduce((n, f) => n + f.length, 0);
   const settle = () => new Promise((r) => setTimeout(r, 30));
-  for (let i = 0; i < 30; i++) w.push(frame);
+  const frame = (i: number) => new Uint8Array(1000).fill(i);
+  for (let i = 0; i < 30; i++) assert.equal(link.send(frame(i)), i < 25, `frame ${i} taken or refused`);
+  // one second's burst goes at once, the rest waits in order and counts as backlog (TCP paces on it)
+  assert.equal(bytes(), 10_000);
+  assert.equal(link.backlog, 15_000);
   await settle();
-  // above the limit at once: the backlog that was waiting goes out and leaves the bucket 20 kB in debt
-  assert.equal(written, 30_000);
-  for (let i = 0; i < 5; i++) w.push(frame);
+  assert.equal(bytes(), 10_000, "the bucket is empty: nothing more");
+  now += 1000;
   await settle();
-  assert.equal(written, 30_000, "in debt: nothing more");
-  now += 2_000; // the debt is repaid, not yet a token more
+  assert.equal(bytes(), 20_000, "a second later, a second's worth");
+  assert.equal(drained, 0);
+  now += 0.1; // one token: a frame is never split, so the next one takes the bucket into debt
   await settle();
-  assert.equal(written, 30_000, "at zero: still waiting for the first token");
-  now += 1;
+  assert.equal(bytes(), 21_000);
+  now += 100.1; // the debt (999 bytes) repaid and a token more
   await settle();
-  assert.equal(written, 35_000, "out of debt: the waiting frames go");
-  w.close();
+  assert.equal(bytes(), 22_000);
+  now += 1000;
+  await settle();
+  assert.equal(bytes(), 25_000, "every queued frame went");
+  assert.deepEqual(sent.map((f) => f[0]), Array.from({ length: 25 }, (_, i) => i), "in order");
+  assert.equal(link.backlog, 0);
+  assert.equal(drained, 1, "told the peer once the queue emptied");
+  // a carrier refusing a frame released from the queue: counted, not lost silently
+  for (let i = 0; i < 20; i++) link.send(frame(i));
+  const waiting = link.backlog / 1000;
+  assert.ok(waiting > 0, "past the bucket, frames wait");
+  acceptsMore = false;
+  for (let i = 0; i < 2; i++) {
+    now += 1000; // at most a bucket a second
+    await settle();
+  }
+  assert.equal(dropped.length, waiting);
+  assert.ok(dropped.every((r) => r === "guest-backlog-full"));
+  link.close();
 });

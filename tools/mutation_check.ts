@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "egress quota: the shaped link no longer waits for tokens",
+    file: "src/transport/link_wrappers.ts",
+    from: "if (head === queue.length && rate.waitMs(1, clock()) === 0) {",
+    to: "if (head === queue.length) {",
+    tests: ["tests/quotas_test.ts", "tests/multitenant_test.ts"],
+  },
+  {
     name: "--restrict lets IPv4 flows out",
     file: "src/stack/policy.ts",
     from: "    if (this.restricted) return false;\n    for (const r of this.#rules) {",

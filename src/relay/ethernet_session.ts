@@ -10,21 +10,16 @@ import { after, type CancelTimer } from "../common/timers.ts";
 import { Stack, type StackDeps } from "../stack/stack.ts";
 import type { StackConfig } from "../stack/config.ts";
 import type { Counters } from "../stack/counters.ts";
-import type { TokenBucket } from "../common/token_bucket.ts";
 import type { GuestLink } from "../transport/link.ts";
 import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import type { Lane } from "./scheduler.ts";
 
-/** What a session is built from: the tenant's config, counters and egress shaping, and where frames are seen. */
+/** What a session is built from: the tenant's config and counters. */
 export interface SessionDeps {
   /** The stack's sockets, clock, logs and limits (output, counters and the backlog are the session's). */
   stack: Omit<StackDeps, "output" | "counters" | "guestBacklog" | "onFault">;
   config: StackConfig;
   counters: Counters;
-  /** Egress quota, applied to every link attached. */
-  egress: TokenBucket | null;
-  /** Every frame each way (pcap capture), or nothing. */
-  record: (frame: Uint8Array) => void;
 }
 
 export class EthernetSession {
@@ -48,7 +43,6 @@ export class EthernetSession {
       counters: d.counters,
       guestBacklog: () => this.link?.backlog ?? 0,
       output: (f) => {
-        d.record(f);
         if (!this.link) return d.counters.drop("no-guest-link");
         if (!this.link.send(f)) d.counters.drop("guest-backlog-full");
       },
@@ -72,7 +66,6 @@ export class EthernetSession {
     // (a NIC with offloads — libkrun — sends up to 64 KiB, as its segmentation offload would)
     const mtu = this.link?.offloads ? 65535 : this.#d.config.mtu;
     if (len > ETH_HEADER_LEN + 4 + mtu) return this.#d.counters.drop("frame-over-mtu");
-    this.#d.record(buf.subarray(off, off + len));
     stack.input(buf, off, len);
   }
 
@@ -83,7 +76,6 @@ export class EthernetSession {
     const old = this.link;
     this.link = link;
     if (old && old !== link) old.close();
-    link.setRate(this.#d.egress);
     this.ensureStack().guestOffloads = link.offloads ?? false;
   }
 

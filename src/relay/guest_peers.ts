@@ -7,7 +7,8 @@
  * @module
  */
 import type { Logger } from "../common/logger.ts";
-import { type FrameFeed, type GuestLink, type LinkPeer, lossyLink } from "../transport/link.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "../transport/link.ts";
+import { lossyLink, recordingFeed, recordingLink, shapedLink } from "../transport/link_wrappers.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import type { Tenant } from "./tenant.ts";
 import { type WispGuestDeps, wispPeer } from "./wisp_guest.ts";
@@ -31,15 +32,22 @@ export interface PeerContext {
   readonly wisp: Omit<WispGuestDeps, "log" | "protocolError">;
 }
 
-/** The peer of a frame carrier's guest of `t`; `logCloses`: a close with a reason is logged. */
+/**
+ * The peer of a frame carrier's guest of `t`; `logCloses`: a close with a reason is logged. The tenant sees
+ * the carrier's link through the wrappers of link_wrappers.ts: its egress quota, faults (tests), capture.
+ */
 export function framePeer(ctx: PeerContext, t: Tenant, logCloses: boolean): LinkPeer {
   let attached: GuestLink | null = null;
-  return {
+  const peer: LinkPeer = {
     opened: (link) => {
-      attached = withFaults(ctx, t, link);
+      const shaped = t.egress ? shapedLink(link, t.egress, peer, t.linkBacklogLimit) : link;
+      attached = recordingLink(withFaults(ctx, t, shaped), t.recorder);
       const feed = ctx.attach(t, attached);
-      if (!feed) ctx.dropEphemeral(t);
-      return feed;
+      if (!feed) {
+        ctx.dropEphemeral(t);
+        return null;
+      }
+      return recordingFeed(feed, t.recorder);
     },
     closed: (link, reason) => {
       if (reason && logCloses && !ctx.stopping) {
@@ -56,6 +64,7 @@ export function framePeer(ctx: PeerContext, t: Tenant, logCloses: boolean): Link
       if (t.link === (attached ?? link)) t.session.guestDrained();
     },
   };
+  return peer;
 }
 
 /** The peer of a WebSocket guest of `t`: frames to the tenant's stack, or Wisp packets to a session. */

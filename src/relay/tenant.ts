@@ -10,6 +10,7 @@ import type { WispSession } from "../stack/wisp_service.ts";
 import type { Stack } from "../stack/stack.ts";
 import { EthernetSession } from "./ethernet_session.ts";
 import type { GuestLink } from "../transport/link.ts";
+import type { FrameRecorder } from "../transport/link_wrappers.ts";
 import type { Logger } from "../common/logger.ts";
 import type { HostForwardConfig, StackConfig } from "../stack/config.ts";
 import { Counters } from "../stack/counters.ts";
@@ -99,13 +100,6 @@ export class Tenant {
       stack: { host, wheel, log, egressGuard, egressGuard6, flowLimit, tenant: this.id },
       config,
       counters: this.counters,
-      egress: this.egress,
-      record: deps.relayCapture
-        ? (f) => {
-          this.capture?.record(f);
-          deps.relayCapture!.record(f);
-        }
-        : (f) => this.capture?.record(f),
     });
   }
 
@@ -193,6 +187,18 @@ export class Tenant {
     this.capture = null;
     return c;
   }
+
+  /** Where the guest's frames are recorded right now: this tenant's capture, the relay's `--pcap`, both, or null. */
+  readonly recorder = (): FrameRecorder | null => {
+    const own = this.capture, relay = this.#deps.relayCapture ?? null;
+    return own && relay ? this.#bothCaptures : own ?? relay;
+  };
+  readonly #bothCaptures: FrameRecorder = {
+    record: (f) => {
+      this.capture?.record(f);
+      this.#deps.relayCapture?.record(f);
+    },
+  };
 
   /** Everything an operator wants to see. */
   stats(): Record<string, unknown> {

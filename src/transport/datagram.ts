@@ -16,10 +16,9 @@
  * @module
  */
 import { after, type CancelTimer } from "../common/timers.ts";
-import type { TokenBucket } from "../common/token_bucket.ts";
 import type { HostDatagramSocket } from "../host/host.ts";
 import { MIN_FRAME } from "./framing.ts";
-import { type FrameFeed, type GuestLink, type LinkPeer, wakeWhileRateLimited } from "./link.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
 
 /** vfkit's greeting ("VFKT"): tells the relay the guest's address, carries no frame. */
 const VFKT = [0x56, 0x46, 0x4b, 0x54];
@@ -125,8 +124,6 @@ function datagramLink(
   let queued = 0;
   let closed = false;
   let retry: CancelTimer | undefined;
-  let rate: TokenBucket | null = null;
-  let cancelRate: CancelTimer | undefined;
 
   /** Offers the queued frames again; false when the guest's socket is gone (the link then closes). */
   const flush = (): void => {
@@ -147,7 +144,6 @@ function datagramLink(
     if (closed) return;
     closed = true;
     retry?.();
-    cancelRate?.();
     queue.length = 0;
     queued = 0;
     ended();
@@ -160,7 +156,6 @@ function datagramLink(
     offloads: true,
     send(f) {
       if (closed || queued + f.length > limit) return false;
-      if (rate) rate.spend(f.length, performance.now());
       if (queue.length === 0) {
         const err = socket.sendTo(f, path);
         if (!err) return true;
@@ -175,15 +170,7 @@ function datagramLink(
       return true;
     },
     get backlog() {
-      // egress quota in debt looks like a full backlog: TCP toward the guest waits
-      if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
       return queued;
-    },
-    setRate(r) {
-      rate = r;
-      cancelRate?.();
-      cancelRate = undefined;
-      if (r) cancelRate = wakeWhileRateLimited(r, () => rate === r && !closed, peer, link);
     },
     close: () => closeWith(),
   };

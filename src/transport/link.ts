@@ -1,38 +1,11 @@
 /**
  * The guest-link contract: what a tenant needs of the carrier that brings its guest's frames (a stream
  * socket, a WebSocket, …), and what a carrier tells its owner. A new carrier is a new file in this folder
- * that returns a {@linkcode GuestLink} and calls a {@linkcode LinkPeer}; the relay does not change.
+ * that returns a {@linkcode GuestLink} and calls a {@linkcode LinkPeer}; the relay does not change. What is
+ * done to every carrier's frames alike (capture, shaping, fault injection) wraps a link: link_wrappers.ts.
  *
  * @module
  */
-import type { TokenBucket } from "../common/token_bucket.ts";
-import { after, type CancelTimer } from "../common/timers.ts";
-
-/** How often a rate-limited link wakes its senders while the bucket refills. */
-const RATE_POLL_MS = 10;
-
-/**
- * Keeps telling `link`'s peer it drained while egress quota `rate` has tokens, every
- * {@linkcode RATE_POLL_MS}, for as long as `current()` (the link still uses that bucket and is open): TCP
- * toward the guest waits on a bucket in debt and needs a nudge once it refills. Returns the cancel.
- */
-export function wakeWhileRateLimited(
-  rate: TokenBucket,
-  current: () => boolean,
-  peer: LinkPeer,
-  link: GuestLink,
-): CancelTimer {
-  let cancel: CancelTimer = () => {};
-  const poll = () => {
-    cancel = after(RATE_POLL_MS, () => {
-      if (!current()) return;
-      if (rate.available(performance.now()) >= 0) peer.drained(link);
-      poll();
-    });
-  };
-  poll();
-  return () => cancel();
-}
 
 /** Which carrier a guest came by (shown in the tenant's state and the logs). */
 export type GuestLinkKind = "stream" | "gvforwarder" | "websocket" | "websocket-stream" | "datagram" | "wisp";
@@ -50,8 +23,6 @@ export interface GuestLink {
   send(frame: Uint8Array): boolean;
   /** Bytes queued toward the guest (the carrier tells its peer when it drained). */
   readonly backlog: number;
-  /** Egress shaping, applied by the link's writer. */
-  setRate(rate: TokenBucket | null): void;
   close(): void;
 }
 
@@ -70,36 +41,4 @@ export interface LinkPeer {
   dropped(reason: string): void;
   /** The backlog toward the guest drained: senders paced on it may go on. */
   drained(link: GuestLink): void;
-}
-
-/**
- * A link that drops a share of the frames sent toward the guest (tests of loss recovery): reproducible
- * (xorshift32 from `seed`), counted through `dropped`. A wrapper, as smoltcp's `phy/fault_injector.rs`.
- */
-export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: () => void): GuestLink {
-  let x = seed >>> 0 || 1;
-  return {
-    get kind() {
-      return link.kind;
-    },
-    remote: link.remote,
-    offloads: link.offloads,
-    send(frame) {
-      x ^= x << 13;
-      x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      if (x / 0x1_0000_0000 < loss) {
-        dropped();
-        return true;
-      }
-      return link.send(frame);
-    },
-    get backlog() {
-      return link.backlog;
-    },
-    setRate: (rate) => link.setRate(rate),
-    close: () => link.close(),
-  };
 }

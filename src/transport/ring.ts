@@ -8,10 +8,8 @@
  *
  * @module
  */
-import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameRing, RingCursor } from "../common/frame_ring.ts";
-import type { CancelTimer } from "../common/timers.ts";
-import { type FrameFeed, type GuestLink, type LinkPeer, wakeWhileRateLimited } from "./link.ts";
+import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
 import { linkKindOf, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** Frames fed to the scheduler per batch. */
@@ -42,8 +40,6 @@ export function carryRing(
   peer: LinkPeer,
 ): RingCarrier {
   const limit = opts.backlogLimit;
-  let rate: TokenBucket | null = null;
-  let cancelRate: CancelTimer | undefined;
   let waiting = false;
   let closed = false;
   let feed: FrameFeed | null = null;
@@ -60,7 +56,6 @@ export function carryRing(
     send(f) {
       if (closed || backlog() + f.length > limit) return false;
       const pushed = toMain.push(f);
-      if (pushed && rate) rate.spend(f.length, performance.now());
       // anything waiting on either side: the sender hears when the main thread has sent it all. Senders
       // pace themselves on `backlog` at levels of their own (TCP stops at 128 KiB), so asking only past some
       // higher mark left a paced sender waiting for a wake-up nobody was asked for (a download stalled at
@@ -74,15 +69,7 @@ export function carryRing(
       return pushed;
     },
     get backlog() {
-      // egress quota in debt looks like a full backlog: TCP toward the guest waits
-      if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
       return backlog();
-    },
-    setRate(r) {
-      rate = r;
-      cancelRate?.();
-      cancelRate = undefined;
-      if (r) cancelRate = wakeWhileRateLimited(r, () => rate === r && !closed, peer, link);
     },
     close() {
       if (closed) return;
@@ -95,7 +82,6 @@ export function carryRing(
   const finish = () => {
     if (closed) return;
     closed = true;
-    cancelRate?.();
     feed = null;
     toWorker.close();
     peer.closed(link);

@@ -11,8 +11,6 @@
  * @module
  */
 
-import { after } from "../common/timers.ts";
-import type { TokenBucket } from "../common/token_bucket.ts";
 import type { ByteStream } from "../host/host.ts";
 import type { GuestLink, GuestLinkKind, LinkPeer } from "./link.ts";
 import { FramingError, type LengthPrefix, splitFrames, U16_LE, U32_BE } from "./framing.ts";
@@ -20,8 +18,6 @@ import { gvforwarderRequestLength } from "./gvforwarder.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;
-/** Longest sleep of a writer waiting for its egress quota before it looks at the bucket again. */
-const RATE_RECHECK_MS = 10;
 export interface StreamLinkOptions {
   remote: string;
   /** Largest frame accepted from the guest; larger (or zero) lengths close the connection. */
@@ -42,11 +38,8 @@ export class FrameWriter {
   #onError: (e: unknown) => void;
   /** Called after a flush empties the backlog (senders paced on it may continue). */
   readonly #onDrain: (() => void) | undefined;
-  /** Egress shaping (tenant quota): flushes wait for tokens; the backlog then paces TCP. */
-  rate: TokenBucket | null = null;
   /** When to flush: after the current task by default; the relay puts it off until its socket loop idles. */
   readonly #schedule: (flush: () => void) => void;
-  readonly #clock: () => number;
   /** The length prefix written before each frame (a carrier may learn it from the guest's first bytes). */
   prefix: LengthPrefix;
 
@@ -61,13 +54,10 @@ export class FrameWriter {
     opts: {
       onDrain?: () => void;
       schedule?: (flush: () => void) => void;
-      /** The egress quota's clock (default performance.now; a test's manual one). */
-      clock?: () => number;
       prefix?: LengthPrefix;
     } = {},
   ) {
     this.prefix = opts.prefix ?? U32_BE;
-    this.#clock = opts.clock ?? (() => performance.now());
     this.#onDrain = opts.onDrain;
     this.#schedule = opts.schedule ?? queueMicrotask;
     this.#stream = stream;
@@ -119,14 +109,6 @@ export class FrameWriter {
     try {
       while (this.#fill > 0 && !this.#closed) {
         const len = this.#fill;
-        if (this.rate && !this.rate.unlimited) {
-          // out of the quota's debt first; checked again after each sleep (a timer may fire early, and the
-          // quota's clock may be a test's)
-          for (let wait; (wait = this.rate.waitMs(1, this.#clock())) > 0 && !this.#closed;) {
-            await new Promise<void>((r) => after(Math.min(wait, RATE_RECHECK_MS), r));
-          }
-          this.rate.spend(len, this.#clock());
-        }
         let off = 0;
         while (off < len) off += await this.#stream.write(this.#pending.subarray(off, len));
         const b = this.#pending;
@@ -287,7 +269,6 @@ export async function carryStream(conn: ByteStream, opts: StreamLinkOptions, pee
     get backlog() {
       return writer.backlog;
     },
-    setRate: (r: TokenBucket | null) => (writer.rate = r),
     close: () => {
       writer.close();
       closeConn();

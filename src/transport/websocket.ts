@@ -6,14 +6,11 @@
  *
  * @module
  */
-import type { TokenBucket } from "../common/token_bucket.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "./link.ts";
 import { linkKindOf, messageFraming, type WebSocketFramingKind } from "./websocket_framing.ts";
 
 /** How often a link with a backlog checks whether it drained (WebSocket has no drain event). */
 const DRAIN_POLL_MS = 2;
-/** How often a rate-limited link wakes its senders while the bucket refills. */
-const RATE_POLL_MS = 10;
 
 export interface WebSocketLinkOptions {
   remote: string;
@@ -31,8 +28,6 @@ export interface WebSocketLinkOptions {
 export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: LinkPeer): GuestLink {
   const limit = opts.backlogLimit;
   let drainTimer: ReturnType<typeof setTimeout> | undefined;
-  let rateTimer: ReturnType<typeof setInterval> | undefined;
-  let rate: TokenBucket | null = null;
   const watchDrain = () => {
     if (drainTimer !== undefined) return;
     drainTimer = setTimeout(() => {
@@ -48,27 +43,12 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
     send: (f) => {
       if (ws.readyState !== WebSocket.OPEN) return false;
       if (ws.bufferedAmount + f.length > limit) return false;
-      if (rate) rate.spend(f.length, performance.now());
       ws.send(framing.toGuest(f));
       if (ws.bufferedAmount > 0) watchDrain();
       return true;
     },
     get backlog() {
-      // egress quota in debt looks like a full backlog: TCP toward the guest waits
-      if (rate && rate.available(performance.now()) < 0) return Number.MAX_SAFE_INTEGER;
       return ws.bufferedAmount;
-    },
-    setRate: (r) => {
-      rate = r;
-      if (rateTimer !== undefined) clearInterval(rateTimer);
-      rateTimer = undefined;
-      // keep waking senders while the bucket refills
-      if (r) {
-        rateTimer = setInterval(
-          () => r.available(performance.now()) >= 0 && peer.drained(link),
-          RATE_POLL_MS,
-        );
-      }
     },
     close: () => {
       try {
@@ -115,7 +95,6 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
   ws.onclose = () => {
     feed = null;
     if (drainTimer !== undefined) clearTimeout(drainTimer);
-    if (rateTimer !== undefined) clearInterval(rateTimer);
     peer.closed(link);
   };
   ws.onerror = () => {};

@@ -31,6 +31,7 @@ import { defaultSocketDir, prepareSocketDir } from "./relay/socket_dir.ts";
 import { datagramPath, parseListenUrl } from "./host/stream_listener.ts";
 import { createToken, parseDuration, readSecretFile } from "./relay/tokens.ts";
 import { type TenantSpec, validateSpec } from "./relay/tenant_config.ts";
+import { wispCredentials } from "./relay/wisp_guest.ts";
 import { platform } from "./platform/current.ts";
 
 const DEFAULT_LISTEN = "tcp://127.0.0.1:8022";
@@ -73,6 +74,9 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
                                    answers 503) and give live guests up to SECONDS to leave, then reset
                                    what is left and exit (default 0: at once); POST /v1/drain does the first
                                    half on demand
+  --wisp-motd TEXT                 message of the day for Wisp v2 clients (the MOTD extension)
+  --wisp-credentials FILE          Wisp clients must authenticate (v2 password extension) as one of the
+                                   USERNAME:PASSWORD lines of FILE; v1 clients are then refused
   --pcap FILE                      single-user mode: capture every guest's frames from the first (a boot's
                                    DHCP included) into FILE (overwritten; up to 256 MiB)
   --net CIDR                       guest network (default 10.0.2.0/24; gateway .2, DNS .3, DHCP from .15)
@@ -189,6 +193,8 @@ interface ServeFlags {
   "duplicate-guest"?: string;
   "capture-dir"?: string;
   "pcap"?: string;
+  "wisp-motd"?: string;
+  "wisp-credentials"?: string;
   "drain-timeout"?: string | number;
   "instance"?: string;
   "ws-allow-origin"?: string[];
@@ -329,6 +335,8 @@ const SERVE_OPTIONS = {
   "duplicate-guest": { type: "string" },
   "capture-dir": { type: "string" },
   "pcap": { type: "string" },
+  "wisp-motd": { type: "string" },
+  "wisp-credentials": { type: "string" },
   "drain-timeout": { type: "string" },
   "instance": { type: "string" },
   "ws-allow-origin": { type: "string", multiple: true },
@@ -471,6 +479,16 @@ async function serve(args: string[]): Promise<number> {
   }
   const grace = merged["tenant-grace"] !== undefined ? Number(merged["tenant-grace"]) : 30;
   if (!(grace >= 0)) throw new Error(`Invalid --tenant-grace "${merged["tenant-grace"]}"`);
+  const wispCredentialText = merged["wisp-credentials"]
+    ? readText("--wisp-credentials", merged["wisp-credentials"])
+    : undefined;
+  if (wispCredentialText !== undefined) {
+    try {
+      wispCredentials(wispCredentialText); // refused at start, with the file's name
+    } catch (e) {
+      throw new Error(`Invalid --wisp-credentials ${merged["wisp-credentials"]}: ${(e as Error).message}`);
+    }
+  }
   const dgram = merged["listen-dgram"]?.length ? merged["listen-dgram"] : undefined;
   for (const url of dgram ?? []) datagramPath(url);
   const relayOptions: RelayOptions = {
@@ -490,6 +508,8 @@ async function serve(args: string[]): Promise<number> {
     graceMs: grace * 1000,
     captureDir: merged["capture-dir"],
     pcap: merged.pcap,
+    wispMotd: merged["wisp-motd"],
+    wispCredentials: wispCredentialText,
     instance: merged.instance,
     parseForward: parseHostForward,
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),

@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "Wisp: any password passes --wisp-credentials",
+    file: "src/relay/wisp_guest.ts",
+    from: "return want !== undefined && same;",
+    to: "return want !== undefined || !same;",
+    tests: ["tests/wisp_test.ts"],
+  },
+  {
     name: "egress quota: the shaped link no longer waits for tokens",
     file: "src/transport/link_wrappers.ts",
     from: "if (head === queue.length && rate.waitMs(1, clock()) === 0) {",

@@ -28,6 +28,7 @@ import type { FrameFeed, GuestLink, LinkPeer } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
 import { carryDatagrams } from "../transport/datagram.ts";
 import { framePeer, type PeerContext, webSocketPeer } from "./guest_peers.ts";
+import { wispCredentials } from "./wisp_guest.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
 import {
   compilePolicy,
@@ -175,6 +176,8 @@ export class Relay implements RelayView {
         tenants: this.tenants,
         deleteTenant: (id) => this.deleteTenant(id),
         graceMs: opts.graceMs ?? 30_000,
+        motd: opts.wispMotd,
+        authenticate: opts.wispCredentials ? wispCredentials(opts.wispCredentials) : undefined,
       },
     };
   }

@@ -39,6 +39,13 @@ export interface RelayOptions {
   instance?: string;
   /** Single-user mode: capture every guest's frames into this file from the start (`--pcap`). */
   pcap?: string;
+  /** Wisp v2: the message of the day (`--wisp-motd`). */
+  wispMotd?: string;
+  /**
+   * Wisp: `username:password` lines (`--wisp-credentials` file's text); set, every Wisp client must pass the
+   * password extension. Text, not a function, so that it crosses to the data-plane workers.
+   */
+  wispCredentials?: string;
   /** Largest frame accepted from a guest. */
   maxFrame?: number;
   /** Test-only fault injection: drop this fraction (0..1) of guest-bound frames, pseudo-randomly. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { createHash, timingSafeEqual } from "node:crypto";
 import type { Logger } from "../common/logger.ts";
 import { after } from "../common/timers.ts";
 import type { FrameFeed, LinkPeer } from "../transport/link.ts";
@@ -20,6 +21,44 @@ export interface WispGuestDeps {
   deleteTenant(id: string): void;
   /** How long a token-made tenant outlives its last guest. */
   readonly graceMs: number;
+  /** The message of the day for v2 clients (`--wisp-motd`). */
+  readonly motd?: string;
+  /** Set: clients must authenticate with the password extension (`--wisp-credentials`). */
+  readonly authenticate?: (username: string, password: string) => boolean;
+}
+
+/**
+ * The check behind `--wisp-credentials`: `text` holds `username:password` lines (blank lines and `#`
+ * comments skipped; the password is everything after the first colon). Passwords are compared as SHA-256
+ * digests in constant time, so the time taken says nothing about how much of one matched.
+ */
+export function wispCredentials(text: string): (username: string, password: string) => boolean {
+  const users = new Map<string, Uint8Array>();
+  for (const [i, raw] of text.split("\n").entries()) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const colon = line.indexOf(":");
+    if (colon <= 0 || colon === line.length - 1) {
+      throw new Error(`line ${i + 1}: expected USERNAME:PASSWORD`);
+    }
+    const name = line.slice(0, colon);
+    if (new TextEncoder().encode(name).length > 255) {
+      throw new Error(`line ${i + 1}: username over 255 bytes`);
+    }
+    users.set(name, digest(line.slice(colon + 1)));
+  }
+  if (users.size === 0) throw new Error("no USERNAME:PASSWORD line");
+  const nobody = digest("");
+  return (username, password) => {
+    const want = users.get(username);
+    // compared even for an unknown name, so that a miss takes as long as a wrong password
+    const same = timingSafeEqual(want ?? nobody, digest(password));
+    return want !== undefined && same;
+  };
+}
+
+function digest(s: string): Uint8Array {
+  return createHash("sha256").update(s).digest();
 }
 
 const taken = Promise.resolve();
@@ -36,7 +75,7 @@ export function wispPeer(t: Tenant, version: 1 | 2, d: WispGuestDeps): LinkPeer 
         },
         backlogLimit: t.linkBacklogLimit,
         close: () => link.close(),
-      }, { version });
+      }, { version, motd: d.motd, authenticate: d.authenticate });
       session = s;
       t.wispSessions.add(s);
       d.log("info", "Wisp client connected", { tenant: t.id, version, remote: link.remote });

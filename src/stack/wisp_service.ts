@@ -22,10 +22,12 @@ import {
   parseWisp,
   parseWispConnect,
   parseWispInfo,
+  parseWispPassword,
   WISP_CLOSE,
   WISP_CONNECT,
   WISP_DATA,
   WISP_EXT_MOTD,
+  WISP_EXT_PASSWORD,
   WISP_EXT_UDP,
   WISP_HEADER_LEN,
   WISP_INFO,
@@ -85,8 +87,13 @@ export interface WispOutput {
 export interface WispOptions {
   /** 2 when the client offered Wisp v2 (its subprotocol): INFO first, extensions. */
   version: 1 | 2;
-  /** The message of the day sent to v2 clients. */
+  /** The message of the day sent to v2 clients (the MOTD extension). */
   motd?: string;
+  /**
+   * Set: every client must pass the password extension (v2) with a username and password this accepts; a v1
+   * client, which cannot, is refused at once.
+   */
+  authenticate?: (username: string, password: string) => boolean;
 }
 
 interface Stream {
@@ -120,13 +127,23 @@ export class WispSession {
     this.#ctx = ctx;
     this.#out = out;
     this.#opts = opts;
-    this.#ready = opts.version === 1;
+    this.#ready = opts.version === 1 && !opts.authenticate;
     // v1 has no extensions: UDP streams are simply allowed; v2 enables them by the extension
     this.#udpEnabled = opts.version === 1;
     if (opts.version === 2) {
       const ext = [{ id: WISP_EXT_UDP, payload: new Uint8Array(0) }];
+      // the password extension's server payload: u8 "required"
+      if (opts.authenticate) ext.push({ id: WISP_EXT_PASSWORD, payload: Uint8Array.of(1) });
       if (opts.motd) ext.push({ id: WISP_EXT_MOTD, payload: new TextEncoder().encode(opts.motd) });
       out.send(wispInfo(2, 0, ext));
+    } else if (opts.authenticate) {
+      // not from inside the constructor: the owner holds the session before it hears of the close
+      queueMicrotask(() =>
+        this.#refuseSession(
+          WispClose.authMissingCredentials,
+          "Wisp v1 client refused: credentials are required (v2)",
+        )
+      );
     } else {
       out.send(wispContinue(0, WISP_STREAM_BUFFER));
     }
@@ -162,9 +179,30 @@ export class WispSession {
     }
     const info = parseWispInfo(p, buf);
     if (isWireError(info)) return this.close();
+    if (this.#opts.authenticate) {
+      const ext = info.extensions.find((e) => e.id === WISP_EXT_PASSWORD);
+      if (!ext) {
+        return this.#refuseSession(WispClose.authMissingCredentials, "Wisp client sent no credentials");
+      }
+      const c = parseWispPassword(ext.payload);
+      if (isWireError(c) || !this.#opts.authenticate(c.username, c.password)) {
+        return this.#refuseSession(WispClose.authBadPassword, "Wisp client failed password authentication", {
+          username: isWireError(c) ? null : c.username,
+        });
+      }
+    }
     this.#udpEnabled = info.extensions.some((e) => e.id === WISP_EXT_UDP);
     this.#ready = true;
     this.#send(wispContinue(0, WISP_STREAM_BUFFER));
+  }
+
+  /** Ends the session before any stream: CLOSE on stream 0 with `reason`, logged and counted. */
+  #refuseSession(reason: number, message: string, fields: Record<string, unknown> = {}): void {
+    if (this.#closed) return;
+    this.#ctx.log("warn", message, { tenant: this.#ctx.tenant, ...fields });
+    this.#ctx.counters.drop("wisp-auth-failed");
+    this.#out.send(wispClose(0, reason));
+    this.close();
   }
 
   #connect(p: WispPacket, buf: Uint8Array): void {

@@ -15,14 +15,18 @@
  * installed.
  *
  * slirp-relay-dgram is the relay with the guest on a UNIX datagram socket (--listen-dgram, as QEMU's
- * -netdev dgram), bridged by the same C bridge in its datagram mode. slirp-relay-v6 is the relay measured
+ * -netdev dgram), bridged by the same C bridge in its datagram mode; slirp-relay-gvforwarder the same
+ * stream socket spoken as gvforwarder does (POST /connect, u16 LE lengths); slirp-relay-ws a WebSocket
+ * guest with one frame per message (v86), slirp-relay-wsbin one with QEMU's framing as a byte stream
+ * (container2wasm) — both through the relay's main thread and the rings to its worker. slirp-relay-v6 is the relay measured
  * over IPv6: the guest takes fd00::/64 by SLAAC and every probe goes to fd00::2, the host's ::1.
  *
- *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-v6,slirp-relay-w0,slirp-relay-dgram,passt,libslirp] [--cpu-prof]
+ *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-v6,slirp-relay-w0,slirp-relay-dgram,slirp-relay-gvforwarder,slirp-relay-ws,slirp-relay-wsbin,passt,libslirp] [--cpu-prof]
  */
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
 import { cTapBridge, libslirpAvailable, libslirpDriver, spawnRelay, waitForSocket } from "./_harness.ts";
+import { freePort } from "../tests/_services.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -57,6 +61,7 @@ async function startTarget(
   mtu: number,
   sock: string,
   profDir: string,
+  wsPort: number,
 ): Promise<Deno.ChildProcess> {
   await Deno.remove(sock).catch(() => {});
   let child: Deno.ChildProcess;
@@ -64,6 +69,7 @@ async function startTarget(
     child = spawnRelay([
       target === "slirp-relay-dgram" ? "--listen-dgram" : "--listen-qemu",
       `unix://${sock}`,
+      ...(target.startsWith("slirp-relay-ws") ? ["--listen-ws", `http://127.0.0.1:${wsPort}`] : []),
       "--mtu",
       String(mtu),
       "--dns-upstream",
@@ -154,7 +160,8 @@ async function probe(guest: NetnsGuest, args: string[]): Promise<Record<string, 
 
 async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   const sock = `${dir}/${target}.sock`;
-  const child = await startTarget(target, mtu, sock, dir);
+  const wsPort = freePort();
+  const child = await startTarget(target, mtu, sock, dir, wsPort);
   const v6 = target === "slirp-relay-v6";
   const loopback = v6 ? "::1" : "127.0.0.1";
   const iperfPort = 5201 + Math.floor(Math.random() * 1000);
@@ -165,7 +172,12 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   }).spawn();
   const answer = await probeServer("tcp-answer-server", loopback);
   const udpEcho = await probeServer("udp-echo-server", loopback);
-  const url = target === "slirp-relay-dgram" ? `unixgram://${sock}` : `unix://${sock}`;
+  const url = ({
+    "slirp-relay-dgram": `unixgram://${sock}`,
+    "slirp-relay-gvforwarder": `gvforwarder://${sock}`,
+    "slirp-relay-ws": `ws://127.0.0.1:${wsPort}/`,
+    "slirp-relay-wsbin": `wsbin://127.0.0.1:${wsPort}/stream`,
+  } as Record<string, string>)[target] ?? `unix://${sock}`;
   const guest = await NetnsGuest.create(url, { bridgeCommand: await cTapBridge() });
   try {
     const lease = await guest.dhcp();

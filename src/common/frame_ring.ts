@@ -21,6 +21,8 @@ const FAR_BACKLOG = 3;
 const WANT_ROOM = 4;
 /** The producer rang the consumer's bell and the consumer has not looked yet (one wake-up per batch). */
 const RUNG = 5;
+/** Frames the producer dropped for want of room since the consumer last counted them. */
+const DROPPED = 6;
 const HEADER_BYTES = 64;
 const SKIP = 0xffff_ffff;
 
@@ -71,6 +73,16 @@ export class FrameRing {
 
   takeWantRoom(): boolean {
     return Atomics.exchange(this.#h, WANT_ROOM, 0) !== 0;
+  }
+
+  /** Producer: counts a frame it dropped (the ring and its own wait were full). */
+  countDrop(): void {
+    Atomics.add(this.#h, DROPPED, 1);
+  }
+
+  /** Consumer: the drops counted since it last asked. */
+  takeDrops(): number {
+    return Atomics.exchange(this.#h, DROPPED, 0);
   }
 
   /** Producer: true when the bell must be rung (the consumer has not been told since it last looked). */

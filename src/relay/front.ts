@@ -44,6 +44,10 @@ const DRAIN_POLL_MS = 2;
  * 64 KiB (8 MiB), and a client may spend several streams' at once; beyond this it ignores flow control.
  */
 const WAITING_LIMIT = 32 * 1024 * 1024;
+/** How long waiting frames sit before the main thread looks at their ring again without a bell. */
+const WAITING_RETRY_MS = 50;
+/** Bytes of a frame guest's frames that may wait for room in its ring (past it they are dropped). */
+const FRAME_WAITING_LIMIT = 1024 * 1024;
 /** How long a worker may take to start or stop. */
 const WORKER_CALL_MS = 15_000;
 
@@ -143,7 +147,10 @@ class DataPlaneWorker {
       const w = Atomics.waitAsync(this.bell, 0, seen);
       if (w.async) await w.value;
       seen = Atomics.load(this.bell, 0);
-      for (const b of this.bridges) b.toGuest();
+      for (const b of this.bridges) {
+        b.toGuest();
+        b.pushWaiting();
+      }
     }
   }
 
@@ -184,10 +191,7 @@ class WsBridge {
   ) {
     this.#cursor = this.toMain.cursor();
     this.#bytes = new Uint8Array(this.toMain.sab);
-    // a frame guest that outruns its worker loses frames, as it would on a full link
-    const push = lossless
-      ? (m: Uint8Array) => this.#pushLossless(m, ws)
-      : (frame: Uint8Array) => void this.toWorker.push(frame);
+    const push = (m: Uint8Array) => this.#push(m, ws, lossless);
     ws.onmessage = (e) => {
       if (typeof e.data === "string") return;
       const broken = framing.fromGuest(new Uint8Array(e.data as ArrayBuffer), push);
@@ -206,25 +210,51 @@ class WsBridge {
   #waitingBytes = 0;
   #retry: ReturnType<typeof setTimeout> | undefined;
 
-  #pushLossless(m: Uint8Array, ws: WebSocket): void {
+  /**
+   * Into the ring toward the worker, or, while it is full, into a bounded wait here that the worker's bell
+   * empties (it rings once it took frames and saw the wish for room). A WebSocket cannot be paused, so past
+   * the wait a frame guest's frame is dropped and counted, as on a full NIC ring; Wisp packets are a stream's
+   * bytes, so a Wisp client that far past its credit is disconnected instead.
+   */
+  #push(m: Uint8Array, ws: WebSocket, lossless: boolean): void {
     if (this.#waiting.length === 0 && this.toWorker.push(m)) return;
-    if (this.#waitingBytes + m.length > WAITING_LIMIT) {
-      ws.close(1008, "the client ignores Wisp flow control");
+    const limit = lossless ? WAITING_LIMIT : FRAME_WAITING_LIMIT;
+    if (this.#waitingBytes + m.length > limit) {
+      if (lossless) ws.close(1008, "the client ignores Wisp flow control");
+      else this.toWorker.countDrop();
       return;
     }
-    this.#waiting.push(m);
+    // a copy: the framing may hand out views into a buffer it reuses
+    this.#waiting.push(m.slice());
     this.#waitingBytes += m.length;
-    this.#retry ??= setTimeout(() => this.#pushWaiting(), DRAIN_POLL_MS);
+    if (this.#waiting.length === 1) this.pushWaiting();
   }
 
-  /** Moves waiting packets into the ring as the worker makes room. */
-  #pushWaiting(): void {
-    this.#retry = undefined;
+  /** Moves waiting frames or packets into the ring as the worker makes room (on its bell). */
+  pushWaiting(): void {
+    let moved = this.#moveWaiting();
+    if (this.#waiting.length > 0) {
+      this.toWorker.wantRoom();
+      // the worker may have emptied the ring before it saw the wish: look once more
+      moved = this.#moveWaiting() || moved;
+    }
+    if (moved && this.toWorker.ring()) this.worker.wake();
+    // a safety net only: the worker's bell is what moves the wait on
+    if (this.#waiting.length > 0) {
+      this.#retry ??= setTimeout(() => {
+        this.#retry = undefined;
+        this.pushWaiting();
+      }, WAITING_RETRY_MS);
+    }
+  }
+
+  #moveWaiting(): boolean {
+    let moved = false;
     while (this.#waiting.length > 0 && this.toWorker.push(this.#waiting[0])) {
       this.#waitingBytes -= this.#waiting.shift()!.length;
+      moved = true;
     }
-    if (this.toWorker.ring()) this.worker.wake();
-    if (this.#waiting.length > 0) this.#retry = setTimeout(() => this.#pushWaiting(), DRAIN_POLL_MS);
+    return moved;
   }
 
   /** Frames the worker queued toward the guest, onto the WebSocket. */

@@ -100,6 +100,8 @@ export function carryRing(
         if (n === 0) break;
         await feed(bytes, offs, lens, n);
         toWorker.release(cursor);
+        // the main thread holds frames back until there is room: tell it there is
+        if (toWorker.takeWantRoom()) opts.ringBell();
       }
     } finally {
       feeding = false;
@@ -122,6 +124,8 @@ export function carryRing(
     service() {
       if (closed) return;
       toWorker.answer();
+      // frames the main thread had to drop (its wait was full too): counted as the tenant's
+      for (let d = toWorker.takeDrops(); d > 0; d--) peer.dropped("guest-ring-full");
       if (!feeding) pump();
       if (waiting) {
         if (backlog() === 0) {

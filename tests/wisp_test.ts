@@ -320,3 +320,99 @@ Deno.test({
     await Deno.remove(dir, { recursive: true });
   },
 });
+
+/** The reference server (wisp-js's, under Node) on a loopback port, resolving through `dns`. */
+async function startReferenceServer(dns: string): Promise<{ url: string; stop(): Promise<void> }> {
+  const script = new URL("./guest_tools/wisp_js_server.mjs", import.meta.url).pathname;
+  const child = new Deno.Command("node", { args: [script, dns], stdout: "piped", stderr: "inherit" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!/ready \d+/.test(out)) {
+    const r = await within(reader.read(), 10_000, "wisp-js server start");
+    if (r.done) throw new Error(`wisp-js server did not start: ${out}`);
+    out += r.value;
+  }
+  reader.cancel();
+  return {
+    url: `ws://127.0.0.1:${/ready (\d+)/.exec(out)![1]}/`,
+    async stop() {
+      child.kill();
+      await child.status;
+    },
+  };
+}
+
+Deno.test({
+  name:
+    "Wisp differential: one wisp-js client script against the relay and against wisp-js's own server gives the same bytes (v1 and v2: TCP echo by IP and by name, UDP echo); both close refused and unresolvable streams",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dns = await startDnsResponder({ "upstream.test": "127.0.0.1" });
+    const stack = defaultStackConfig();
+    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
+    const relay = new Relay({
+      listenQemu: [],
+      listenWs: ["http://127.0.0.1:0"],
+      stack,
+      log: jsonLogger("error"),
+    });
+    await relay.start();
+    const reference = await startReferenceServer(`127.0.0.1:${dns.port}`);
+    const echo = await listenTcp(echoConnection);
+    const udp = await startUdpEcho();
+    const closedPort = await listenTcp(() => {});
+    closedPort.close();
+    /** What the client sees, as a value two servers can be compared by. */
+    const script = async (url: string, version: 1 | 2) => {
+      const conn = await connect(url, version);
+      try {
+        const seen: Record<string, unknown> = {};
+        for (const host of ["127.0.0.1", "upstream.test"]) {
+          const stream = conn.create_stream(host, echo.port);
+          const sent = new Uint8Array(256 * 1024).map((_, i) => (i * 7) ^ (i >> 8));
+          const echoed = collect(stream, sent.length);
+          for (let off = 0; off < sent.length; off += 8192) stream.send(sent.slice(off, off + 8192));
+          const got = await echoed;
+          seen[`tcp ${host}`] = got.length === sent.length && got.every((b, i) => b === sent[i]);
+          stream.close();
+        }
+        const u = conn.create_stream("127.0.0.1", udp.port, "udp");
+        const reply = collect(u, 9);
+        u.send(new TextEncoder().encode("ping"));
+        seen.udp = new TextDecoder().decode(await reply);
+        u.close();
+        const refused = await closeReason(conn.create_stream("127.0.0.1", closedPort.port));
+        const unresolvable = await closeReason(conn.create_stream("nowhere.test", echo.port));
+        return { seen, reasons: { refused, unresolvable } };
+      } finally {
+        conn.close();
+      }
+    };
+    try {
+      for (const version of [1, 2] as const) {
+        const ours = await script(`${relay.wsUrls[0]}/wisp/`, version);
+        const theirs = await script(reference.url, version);
+        assert.deepEqual(ours.seen, theirs.seen, `v${version}: the same bytes through either server`);
+        assert.deepEqual(ours.seen, { "tcp 127.0.0.1": true, "tcp upstream.test": true, udp: "echo:ping" });
+        // the spec's reasons where wisp-js says only "network error" (0x03): both close, ours says why
+        assert.deepEqual(ours.reasons, { refused: 0x44, unresolvable: 0x42 });
+        assert.ok(
+          theirs.reasons.refused > 0 && theirs.reasons.unresolvable > 0,
+          JSON.stringify(theirs.reasons),
+        );
+        console.log(
+          `v${version} close reasons: relay ${JSON.stringify(ours.reasons)}, wisp-js ${
+            JSON.stringify(theirs.reasons)
+          }`,
+        );
+      }
+    } finally {
+      echo.close();
+      udp.close();
+      dns.close();
+      await reference.stop();
+      await relay.stop();
+    }
+  },
+});

@@ -88,3 +88,39 @@ Deno.test("carryRing: after taking frames the worker rings the main thread's bel
   assert.ok(toWorker.push(frame(9, 300)), "room again");
   carrier.link.close();
 });
+
+Deno.test("carryRing: a backlog seen after 'drained' fired asks for the next drain (the bytes moved from the ring to the WebSocket's buffer between two looks)", () => {
+  const toWorker = new FrameRing(1024), toMain = new FrameRing(4096);
+  let drained = 0, bells = 0;
+  const peer: LinkPeer = {
+    opened: () => () => Promise.resolve(),
+    closed: () => {},
+    protocolError: () => {},
+    dropped: () => {},
+    drained: () => drained++,
+  };
+  const carrier = carryRing(toWorker, toMain, {
+    remote: "test",
+    framing: "frame-per-message",
+    backlogLimit: 1 << 20,
+    ringBell: () => bells++,
+  }, peer);
+  assert.ok(carrier.link.send(frame(1, 1000)));
+  // the main thread takes the frame and the wish, but stores what its WebSocket buffers only later
+  toMain.answer();
+  const cursor = toMain.cursor();
+  assert.ok(toMain.next(cursor));
+  toMain.release(cursor);
+  assert.equal(toMain.takeWantRoom(), true);
+  carrier.service();
+  assert.equal(drained, 1, "nothing queued anywhere at that look: drained");
+  toMain.farBacklog = 1000; // ...and now the bytes show up in the WebSocket's buffer
+  bells = 0;
+  assert.equal(carrier.link.backlog, 1000);
+  assert.equal(toMain.takeWantRoom(), true, "a sender that saw the backlog will hear of its drain");
+  assert.equal(bells, 1, "the main thread was told to look");
+  toMain.farBacklog = 0;
+  carrier.service();
+  assert.equal(drained, 2);
+  carrier.link.close();
+});

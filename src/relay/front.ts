@@ -270,6 +270,9 @@ class WsBridge {
       }
       n++;
     }
+    // the bytes sent count in the WebSocket's buffer before they leave the ring: the worker never sees them
+    // in neither place
+    this.toMain.farBacklog = this.ws.bufferedAmount;
     if (n > 0) r.release(this.#cursor);
     if (r.takeWantRoom()) this.#wakeWhenDrained = true;
     this.#watchDrain();

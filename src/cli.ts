@@ -25,6 +25,7 @@ import { epollAvailable } from "./host/epoll.ts";
 import { IcmpSocket } from "./host/icmp_socket.ts";
 import { NodeHost } from "./host/node_host.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
+import type { Logger } from "./common/logger.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { checkAllowedOrigin } from "./relay/web_origin.ts";
 import { defaultSocketDir, prepareSocketDir } from "./relay/socket_dir.ts";
@@ -430,7 +431,26 @@ async function tokenCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-async function serve(args: string[]): Promise<number> {
+/** What `serve ARGS` runs: the relay its flags describe (not started yet), and what the start-up lines say. */
+export interface ServeSetup {
+  relay: Relay | RelayFront;
+  log: Logger;
+  stack: StackConfig;
+  multi: boolean;
+  workers: number;
+  drainMs: number;
+  adminToken: string | undefined;
+  generatedAdminToken: boolean;
+  adminTokenFile: string | undefined;
+  socketDir: string | undefined;
+  dgram: string[] | undefined;
+}
+
+/**
+ * The relay `serve ARGS` would run, built from the same flags and config file (throws a clear error for a bad
+ * one): the CLI starts it, and tests run it in-process from the very command line a user would type.
+ */
+export function relayFromServeArgs(args: string[]): ServeSetup {
   const { values } = parseArgs({ args, options: SERVE_OPTIONS, strict: true, allowPositionals: false });
   const fromFile = values.config ? readConfigFile(values.config) : {};
   const merged: ServeFlags = { ...fromFile };
@@ -439,7 +459,6 @@ async function serve(args: string[]): Promise<number> {
   }
   const cfg = buildServeConfig(merged);
   const log = jsonLogger(cfg.logLevel);
-  installLastResortGuards(log);
   const multi = merged["multi-tenant"] === true;
   const readText = (flag: string, p: string) => {
     try {
@@ -536,11 +555,41 @@ async function serve(args: string[]): Promise<number> {
       workers,
     })
     : new Relay(relayOptions);
+  return {
+    relay,
+    log,
+    stack: cfg.stack,
+    multi,
+    workers,
+    drainMs,
+    adminToken,
+    generatedAdminToken,
+    adminTokenFile: merged["admin-token-file"],
+    socketDir,
+    dgram,
+  };
+}
+
+async function serve(args: string[]): Promise<number> {
+  const {
+    relay,
+    log,
+    stack,
+    multi,
+    workers,
+    drainMs,
+    adminToken,
+    generatedAdminToken,
+    adminTokenFile,
+    socketDir,
+    dgram,
+  } = relayFromServeArgs(args);
+  installLastResortGuards(log);
   const urls = await relay.start();
   // single-user mode runs on one worker whatever --workers says (its guests share one tenant table)
-  const runtime = runtimeSummary(multi ? workers : Math.min(workers, 1), cfg.stack.dnsUpstreams);
+  const runtime = runtimeSummary(multi ? workers : Math.min(workers, 1), stack.dnsUpstreams);
   const lines = [
-    `slirp-relay ${VERSION} serving guests on ${cfg.stack.net} (gateway ${cfg.stack.gateway}, DNS ${cfg.stack.dns})` +
+    `slirp-relay ${VERSION} serving guests on ${stack.net} (gateway ${stack.gateway}, DNS ${stack.dns})` +
     (multi ? " — multi-tenant mode" : ""),
     `  ${runtime.line}`,
   ];
@@ -567,9 +616,7 @@ async function serve(args: string[]): Promise<number> {
     lines.push(
       generatedAdminToken
         ? `  admin API on ${relay.adminUrl} (Authorization: Bearer ${adminToken} — generated for this run; --admin-token-file sets one)`
-        : `  admin API on ${relay.adminUrl} (Authorization: Bearer <token from ${
-          merged["admin-token-file"]
-        }>)`,
+        : `  admin API on ${relay.adminUrl} (Authorization: Bearer <token from ${adminTokenFile}>)`,
     );
   }
   if (multi) {

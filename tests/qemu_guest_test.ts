@@ -1,15 +1,14 @@
 /**
  * A QEMU virtual machine (Debian kernel, busybox userland, TCG) connects with QEMU's own netdev
- * backends — `-netdev stream` and the legacy `-netdev socket` — and gets online through the relay.
+ * backends — `-netdev stream`, the legacy `-netdev socket` and `-netdev dgram` — and gets online through the
+ * relay (started from its command line: in this process on Deno, as its own process on Bun and the binary).
  */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
+import { startTestRelay } from "./_test_relay.ts";
 import { e2eTest } from "./_netns_guest.ts";
 import { bootGuest, qemuMissing, results, startGuest } from "./_qemu.ts";
 import { createHash } from "node:crypto";
-import { startDnsResponder } from "./_services.ts";
+import { freePort, startDnsResponder } from "./_services.ts";
 
 const SCRIPT = `
 echo "RESULT t_before_dhcp $(cut -d' ' -f1 /proc/uptime)"
@@ -25,11 +24,11 @@ for (const variant of ["stream", "socket"] as const) {
     const missing = qemuMissing();
     if (missing) throw new Error(missing);
     const dns = await startDnsResponder({ "www.example.test": "192.0.2.33" });
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
-    const [url] = await relay.start();
-    const port = url.split(":").pop();
+    const relay = await startTestRelay([
+      ...["--listen-qemu", "tcp://127.0.0.1:0", "--dns-upstream", `127.0.0.1:${dns.port}`],
+      ...["--workers", "0", "--log-level", "warn"],
+    ]);
+    const port = relay.streamUrls[0].split(":").pop();
     const netdev = variant === "stream"
       ? `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${port}`
       : `socket,id=n0,connect=127.0.0.1:${port}`;
@@ -64,19 +63,15 @@ e2eTest(
     for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
     const md5 = createHash("md5").update(payload).digest("hex");
     const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = ["127.0.0.1:9"];
-    stack.hostfwd = [{
-      protocol: "tcp",
-      hostAddress: "127.0.0.1",
-      hostPort: 0,
-      guestAddress: "",
-      guestPort: 80,
-    }];
-    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
-    const [url] = await relay.start();
+    const forwardPort = freePort();
+    const relay = await startTestRelay([
+      ...["--listen-qemu", "tcp://127.0.0.1:0", "--dns-upstream", "127.0.0.1:9"],
+      ...["--hostfwd", `tcp:127.0.0.1:${forwardPort}-:80`, "--log-level", "warn"],
+    ]);
     const guest = await startGuest(
-      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${url.split(":").pop()}`,
+      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${
+        relay.streamUrls[0].split(":").pop()
+      }`,
       `
 udhcpc -i eth0 -n -q -f -t 10 -T 2 -s /udhcpc.sh
 wget -q -O /tmp/payload http://10.0.2.2:${http.addr.port}/payload
@@ -91,7 +86,7 @@ sleep 300
       const wget = await guest.waitFor(/RESULT wget/);
       assert.match(wget, new RegExp(`RESULT wget 0 ${md5}`));
       await guest.waitFor(/RESULT httpd_ready/);
-      const res = await fetch(`http://127.0.0.1:${relay.forwards[0].hostPort}/index.html`);
+      const res = await fetch(`http://127.0.0.1:${forwardPort}/index.html`);
       assert.equal(await res.text(), "hello-from-the-guest\n");
     } finally {
       await guest.kill();
@@ -111,12 +106,14 @@ e2eTest(
     for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
     const md5 = createHash("md5").update(payload).digest("hex");
     const http = Deno.serve({ hostname: "::1", port: 0, onListen() {} }, () => new Response(payload));
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = ["127.0.0.1:9"];
-    const relay = new Relay({ listenQemu: ["tcp://127.0.0.1:0"], stack, log: jsonLogger("warn") });
-    const [url] = await relay.start();
+    const relay = await startTestRelay([
+      ...["--listen-qemu", "tcp://127.0.0.1:0", "--dns-upstream", "127.0.0.1:9", "--workers", "0"],
+      ...["--log-level", "warn"],
+    ]);
     const guest = await startGuest(
-      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${url.split(":").pop()}`,
+      `stream,id=n0,server=off,addr.type=inet,addr.host=127.0.0.1,addr.port=${
+        relay.streamUrls[0].split(":").pop()
+      }`,
       `
 for i in $(seq 1 100); do
   a=$(ip -6 addr show dev eth0 scope global | grep -v tentative | grep -o 'fd00::[0-9a-f:]*')
@@ -153,16 +150,11 @@ e2eTest(
     for (let i = 0; i < payload.length; i += 65536) crypto.getRandomValues(payload.subarray(i, i + 65536));
     const md5 = createHash("md5").update(payload).digest("hex");
     const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
     const relayPath = `${dir}/relay.dgram`;
-    const relay = new Relay({
-      listenQemu: [],
-      listenDgram: [`unix://${relayPath}`],
-      stack,
-      log: jsonLogger("warn"),
-    });
-    await relay.start();
+    const relay = await startTestRelay([
+      ...["--listen-dgram", `unix://${relayPath}`, "--dns-upstream", `127.0.0.1:${dns.port}`],
+      ...["--log-level", "warn"],
+    ]);
     try {
       const { console: out } = await bootGuest(
         `dgram,id=n0,local.type=unix,local.path=${dir}/guest.dgram,remote.type=unix,remote.path=${relayPath}`,

@@ -1,0 +1,99 @@
+/**
+ * A relay for an end-to-end test, described by the command line a user would type (`serve` flags): on Deno
+ * it runs in this process from those flags (`relayFromServeArgs`, the CLI's own parser), and when
+ * SLIRP_RELAY_COMMAND names another way it ships (Bun, the compiled binary) it runs as that process. Either
+ * way the test sees it through its listeners and its admin API — never through its objects — so one test
+ * body proves every runtime.
+ */
+import { relayFromServeArgs } from "../src/cli.ts";
+import type { Relay } from "../src/relay/relay.ts";
+import type { RelayFront } from "../src/relay/front.ts";
+import { relayFromElsewhere, RelayProcess } from "./_relay_process.ts";
+
+/** What the admin API says of a tenant (`GET /v1/tenants/<id>`; the fields the tests read). */
+export interface TenantState {
+  id: string;
+  connected: boolean;
+  tcpFlows: number;
+  udpFlows: number;
+  forwards: { protocol: string; hostAddress: string; hostPort: number; guestPort: number }[];
+  counters: Record<string, number> & { drops: Record<string, number> };
+}
+
+export interface TestRelay {
+  /** Stream listeners (`tcp://…`, `unix://…`), as the relay printed them. */
+  readonly streamUrls: string[];
+  /** WebSocket listeners (`ws://HOST:PORT`). */
+  readonly wsUrls: string[];
+  readonly adminUrl: string;
+  /** The relay itself when it runs in this process (Deno); null when it is its own process. */
+  readonly local: Relay | RelayFront | null;
+  /** An admin API request (the bearer token added). */
+  api(path: string, init?: RequestInit): Promise<Response>;
+  /** A tenant's state; without `id` the only tenant (single-user mode's guest session). */
+  tenant(id?: string): Promise<TenantState>;
+  /** Until `ok(state)` holds for the tenant (polled), or throws after `ms` with the last state. */
+  waitForTenant(ok: (t: TenantState) => boolean, ms?: number, id?: string): Promise<TenantState>;
+  stop(): Promise<void>;
+}
+
+const ADMIN_TOKEN = "test-admin-token";
+
+/** Starts `slirp-relay serve ARGS` (plus an admin API on a free port) and waits until it listens. */
+export async function startTestRelay(args: string[]): Promise<TestRelay> {
+  const dir = await Deno.makeTempDir({ prefix: "slirp-test-relay-" });
+  await Deno.writeTextFile(`${dir}/admin-token`, ADMIN_TOKEN);
+  const full = [...args, "--admin", "http://127.0.0.1:0", "--admin-token-file", `${dir}/admin-token`];
+  let local: Relay | RelayFront | null = null;
+  let proc: RelayProcess | null = null;
+  let streamUrls: string[], wsUrls: string[], adminUrl: string;
+  if (relayFromElsewhere) {
+    proc = await RelayProcess.start(full, { ready: /admin API on \S+/ });
+    const out = proc.stdout;
+    streamUrls = [...out.matchAll(/listening on (\S+);/g)].map((m) => m[1]);
+    wsUrls = [...out.matchAll(/WebSocket on (ws:\/\/[^/\s]+)/g)].map((m) => m[1]);
+    adminUrl = /admin API on (\S+)/.exec(out)![1];
+  } else {
+    local = relayFromServeArgs(full).relay;
+    streamUrls = await local.start();
+    wsUrls = local.wsUrls;
+    adminUrl = local.adminUrl!;
+  }
+  const api = (path: string, init: RequestInit = {}) =>
+    fetch(`${adminUrl}${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(init.headers ?? {}) },
+    });
+  const tenant = async (id?: string): Promise<TenantState> => {
+    if (id === undefined) {
+      const list = await (await api("/v1/tenants")).json() as { id: string }[];
+      if (list.length !== 1) throw new Error(`expected one tenant, the relay has ${list.length}`);
+      id = list[0].id;
+    }
+    const r = await api(`/v1/tenants/${encodeURIComponent(id)}`);
+    if (!r.ok) throw new Error(`GET /v1/tenants/${id}: ${r.status} ${await r.text()}`);
+    return await r.json() as TenantState;
+  };
+  return {
+    streamUrls,
+    wsUrls,
+    adminUrl,
+    local,
+    api,
+    tenant,
+    async waitForTenant(ok, ms = 5000, id) {
+      const deadline = Date.now() + ms;
+      for (;;) {
+        const t = await tenant(id);
+        if (ok(t)) return t;
+        if (Date.now() > deadline) throw new Error(`tenant state never came: ${JSON.stringify(t)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    async stop() {
+      if (local) await local.stop();
+      if (proc) await proc.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}

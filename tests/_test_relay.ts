@@ -9,6 +9,7 @@ import { relayFromServeArgs } from "../src/cli.ts";
 import type { Relay } from "../src/relay/relay.ts";
 import type { RelayFront } from "../src/relay/front.ts";
 import { relayFromElsewhere, RelayProcess } from "./_relay_process.ts";
+import { SECRET } from "./_relay_api.ts";
 
 /** What the admin API says of a tenant (`GET /v1/tenants/<id>`; the fields the tests read). */
 export interface TenantState {
@@ -16,6 +17,8 @@ export interface TenantState {
   connected: boolean;
   tcpFlows: number;
   udpFlows: number;
+  dhcpLeases: number;
+  dhcp6Leases: number;
   forwards: { protocol: string; hostAddress: string; hostPort: number; guestPort: number }[];
   counters: Record<string, number> & { drops: Record<string, number> };
 }
@@ -30,6 +33,8 @@ export interface TestRelay {
   readonly local: Relay | RelayFront | null;
   /** An admin API request (the bearer token added). */
   api(path: string, init?: RequestInit): Promise<Response>;
+  /** An admin API request with a JSON body. */
+  request(method: string, path: string, body?: unknown): Promise<Response>;
   /** A tenant's state; without `id` the only tenant (single-user mode's guest session). */
   tenant(id?: string): Promise<TenantState>;
   /** Until `ok(state)` holds for the tenant (polled), or throws after `ms` with the last state. */
@@ -80,6 +85,12 @@ export async function startTestRelay(args: string[]): Promise<TestRelay> {
     adminUrl,
     local,
     api,
+    request: (method, path, body) =>
+      api(path, {
+        method,
+        headers: { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      }),
     tenant,
     async waitForTenant(ok, ms = 5000, id) {
       const deadline = Date.now() + ms;
@@ -96,4 +107,18 @@ export async function startTestRelay(args: string[]): Promise<TestRelay> {
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
+}
+
+/**
+ * The flags of a multi-tenant relay for tests: tenant sockets and captures in `dir`, the tests' token secret
+ * (tests/_relay_api.ts SECRET, written to `dir/secret`), a WebSocket listener, no grace period, a DNS
+ * upstream that answers nothing.
+ */
+export async function multiTenantArgs(dir: string): Promise<string[]> {
+  await Deno.writeFile(`${dir}/secret`, SECRET);
+  return [
+    ...["--multi-tenant", "--token-secret-file", `${dir}/secret`, "--tenant-socket-dir", dir],
+    ...["--capture-dir", dir, "--tenant-grace", "0", "--listen-ws", "http://127.0.0.1:0"],
+    ...["--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+  ];
 }

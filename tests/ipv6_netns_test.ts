@@ -5,11 +5,9 @@
  * the host's loopback and private IPv6 space. Every host service listens on ::1 or 127.0.0.1.
  */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig, parseHostForward, type StackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
 import {
+  freePort,
   listenTcp,
   randomFile,
   replyThroughForward,
@@ -17,25 +15,21 @@ import {
   startHashServer,
   startUdpEcho,
 } from "./_services.ts";
-import { api, multiRelay, parsePrometheus, sample, within } from "./_relay_api.ts";
+import { parsePrometheus, sample, within } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay } from "./_test_relay.ts";
 import dgram from "node:dgram";
 
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
 
-async function startRelay(dir: string, edit: (c: StackConfig) => void = () => {}, multiTenant = false) {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  edit(stack);
-  const relay = new Relay({
-    listenQemu: [`unix://${dir}/relay.sock`],
-    stack,
-    log: jsonLogger("warn"),
-    multiTenant,
-  });
-  await relay.start();
-  return relay;
+/** A single-user relay on `dir/relay.sock` (the runtime's sockets on one thread, as before the workers). */
+function startRelay(dir: string, extra: string[] = []) {
+  return startTestRelay([
+    ...["--listen-qemu", `unix://${dir}/relay.sock`, "--workers", "0", "--log-level", "warn"],
+    ...(extra.includes("--dns-upstream") ? [] : ["--dns-upstream", "127.0.0.1:9"]),
+    ...extra,
+  ]);
 }
 
 e2eTest(
@@ -48,18 +42,19 @@ e2eTest(
       "v4.example.test": "192.0.2.10",
     });
     const echo = await startUdpEcho("::1");
-    const relay = await startRelay(dir, (c) => {
-      c.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-      c.searchDomains = ["example.test"];
-      c.dnsRecords.push({ name: "six.test", address: "2001:db8::6" });
-      c.mtu = 1400;
-      // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
-      c.hostfwd = [
-        parseHostForward("tcp:[::1]:0-[::]:5001"),
-        parseHostForward("tcp:127.0.0.1:0-[::]:5002"),
-        parseHostForward("udp:[::1]:0-[::]:5003"),
-      ];
-    });
+    // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
+    const forwards = [
+      { hostAddress: "::1", hostPort: freePort() },
+      { hostAddress: "127.0.0.1", hostPort: freePort() },
+      { hostAddress: "::1", hostPort: freePort() },
+    ];
+    const relay = await startRelay(dir, [
+      ...["--dns-upstream", `127.0.0.1:${dns.port}`, "--dns-search", "example.test"],
+      ...["--dns-record", "six.test=2001:db8::6", "--mtu", "1400"],
+      ...["--hostfwd", `tcp:[::1]:${forwards[0].hostPort}-[::]:5001`],
+      ...["--hostfwd", `tcp:127.0.0.1:${forwards[1].hostPort}-[::]:5002`],
+      ...["--hostfwd", `udp:[::1]:${forwards[2].hostPort}-[::]:5003`],
+    ]);
     const http = Deno.serve(
       { hostname: "::1", port: 0, onListen() {} },
       (req) => new Response(`hello over v6 from ${new URL(req.url).pathname}`),
@@ -147,13 +142,13 @@ e2eTest(
         const listening = guest.exec(["sh", "-c", `echo reply-from-guest-${port} | nc -6 -l -N ${port}`], {
           timeoutMs: 20_000,
         });
-        const fwd = relay.forwards[i];
+        const fwd = forwards[i];
         const reply = await replyThroughForward(fwd.hostAddress, fwd.hostPort);
         assert.equal(reply, `reply-from-guest-${port}`, `forward ${fwd.hostAddress}:${fwd.hostPort}`);
         await listening;
       }
       // a UDP forward: a host client's datagram reaches the guest over IPv6, the guest's answer comes back
-      const udpFwd = relay.forwards[2];
+      const udpFwd = forwards[2];
       const answering = guest.exec(["timeout", "8", "nc", "-6", "-u", "-l", "5003"], {
         stdin: "answer-over-udp6\n",
       });
@@ -171,11 +166,11 @@ e2eTest(
       }
       await answering;
 
-      const s = relay.sessions.values().next().value!.stack;
-      assert.ok(s.counters.routerSolicitations >= 1, "the guest solicited the router");
-      assert.ok(s.counters.ipv6PacketsIn > 1000);
-      assert.ok(s.counters.tcpFlowsOpened6 >= 3, `IPv6 TCP flows: ${s.counters.tcpFlowsOpened6}`);
-      assert.ok(s.counters.udpFlowsOpened6 >= 1, `IPv6 UDP flows: ${s.counters.udpFlowsOpened6}`);
+      const { counters } = await relay.tenant();
+      assert.ok(counters.routerSolicitations >= 1, "the guest solicited the router");
+      assert.ok(counters.ipv6PacketsIn > 1000);
+      assert.ok(counters.tcpFlowsOpened6 >= 3, `IPv6 TCP flows: ${counters.tcpFlowsOpened6}`);
+      assert.ok(counters.udpFlowsOpened6 >= 1, `IPv6 UDP flows: ${counters.udpFlowsOpened6}`);
     } finally {
       await guest.close();
       await http.shutdown();
@@ -203,7 +198,7 @@ e2eTest(
       s.end("v4-host-service");
       s.on("error", () => {});
     });
-    const relay = await multiRelay(dir);
+    const relay = await startTestRelay(await multiTenantArgs(dir));
     const guests: NetnsGuest[] = [];
     try {
       // "open" allows the host's loopback in both families (all ports); "closed" keeps the default policy;
@@ -215,9 +210,9 @@ e2eTest(
           { id: "other", hostfwd: ["tcp:127.0.0.1:0-:22"] },
         ]
       ) {
-        assert.equal((await api(relay, "POST", "/v1/tenants", spec)).status, 201);
+        assert.equal((await relay.request("POST", "/v1/tenants", spec)).status, 201);
       }
-      const otherForward = relay.tenants.get("other")!.forwards[0].config.hostPort;
+      const otherForward = (await relay.tenant("other")).forwards[0].hostPort;
       const open = await NetnsGuest.create(`unix://${dir}/open.sock`);
       guests.push(open);
       const closed = await NetnsGuest.create(`unix://${dir}/closed.sock`);
@@ -246,11 +241,11 @@ e2eTest(
         const r = await curl(closed, url);
         assert.notEqual(r.code, 0, `${url} must be refused: ${r.stdout}`);
       }
-      const t = relay.tenants.get("closed")!.counters;
-      assert.ok((t.drops.get("tcp6-no-route") ?? 0) >= refused.length, JSON.stringify(t.snapshot().drops));
+      const { drops } = (await relay.tenant("closed")).counters;
+      assert.ok((drops["tcp6-no-route"] ?? 0) >= refused.length, JSON.stringify(drops));
       assert.equal(accepted6, 1, "no refused flow reached the IPv6 host service");
       // the exposition counts IPv6 flows per tenant
-      const text = await (await api(relay, "GET", "/metrics")).text();
+      const text = await (await relay.api("/metrics")).text();
       parsePrometheus(text);
       assert.equal(
         sample(text, "slirp_tenant_ipv6_flows_opened_total", { tenant: "open", protocol: "tcp" }),
@@ -277,7 +272,7 @@ e2eTest(
   ["dhclient"],
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "slirp-dhcp6-" });
-    const relay = await startRelay(dir, (c) => (c.searchDomains = ["guest.test", "example.test"]));
+    const relay = await startRelay(dir, ["--dns-search", "guest.test", "--dns-search", "example.test"]);
     const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
     try {
       await guest.slaac();
@@ -316,8 +311,7 @@ e2eTest(
       env = await Deno.readTextFile(`${dir}/dhclient.env`);
       assert.match(env, /new_ip6_address=fd00::100/, env);
       await run(["kill", (await Deno.readTextFile(`${dir}/dhclient6.pid`).catch(() => "")).trim() || "0"]);
-      const s = relay.sessions.values().next().value!.stack;
-      assert.equal(s.dhcp6.size, 1);
+      assert.equal((await relay.tenant()).dhcp6Leases, 1);
     } finally {
       await guest.close();
       await relay.stop();

@@ -217,6 +217,7 @@ export class Tenant {
       tcpFlows: s?.flowCounts.tcp ?? 0,
       udpFlows: s?.flowCounts.udp ?? 0,
       dhcpLeases: s?.flowCounts.dhcpLeases ?? 0,
+      dhcp6Leases: s?.flowCounts.dhcp6Leases ?? 0,
       laneQueuedFrames: this.lane?.pending ?? 0,
       laneHoldsBatch: this.lane?.holding ?? false,
       guestBacklogBytes: this.link?.backlog ?? 0,

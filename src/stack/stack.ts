@@ -693,8 +693,13 @@ export class Stack implements StackContext {
   // ───────── what the relay asks of a tenant's stack (it does not reach into the services) ─────────
 
   /** Open TCP and UDP flows. */
-  get flowCounts(): { tcp: number; udp: number; dhcpLeases: number } {
-    return { tcp: this.tcp.size, udp: this.udp.size, dhcpLeases: this.dhcp.size };
+  get flowCounts(): { tcp: number; udp: number; dhcpLeases: number; dhcp6Leases: number } {
+    return {
+      tcp: this.tcp.size,
+      udp: this.udp.size,
+      dhcpLeases: this.dhcp.size,
+      dhcp6Leases: this.dhcp6.size,
+    };
   }
 
   /** Every TCP connection's state (the admin API's `/flows`: what `ss -ti` shows). */

@@ -450,7 +450,7 @@ export interface ServeSetup {
  * The relay `serve ARGS` would run, built from the same flags and config file (throws a clear error for a bad
  * one): the CLI starts it, and tests run it in-process from the very command line a user would type.
  */
-export function relayFromServeArgs(args: string[]): ServeSetup {
+export function relayFromServeArgs(args: string[], testHooks: Pick<RelayOptions, "faults"> = {}): ServeSetup {
   const { values } = parseArgs({ args, options: SERVE_OPTIONS, strict: true, allowPositionals: false });
   const fromFile = values.config ? readConfigFile(values.config) : {};
   const merged: ServeFlags = { ...fromFile };
@@ -534,6 +534,7 @@ export function relayFromServeArgs(args: string[]): ServeSetup {
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
     maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),
     maxFlows: positiveInt("--max-flows", merged["max-flows"]),
+    ...testHooks,
   };
   const workers = dataPlaneWorkers(merged.workers);
   const drainSec = merged["drain-timeout"] === undefined ? 0 : Number(merged["drain-timeout"]);

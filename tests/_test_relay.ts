@@ -6,7 +6,7 @@
  * body proves every runtime.
  */
 import { relayFromServeArgs } from "../src/cli.ts";
-import type { Relay } from "../src/relay/relay.ts";
+import type { Relay, RelayOptions } from "../src/relay/relay.ts";
 import type { RelayFront } from "../src/relay/front.ts";
 import { relayFromElsewhere, RelayProcess } from "./_relay_process.ts";
 import { SECRET } from "./_relay_api.ts";
@@ -44,8 +44,15 @@ export interface TestRelay {
 
 const ADMIN_TOKEN = "test-admin-token";
 
-/** Starts `slirp-relay serve ARGS` (plus an admin API on a free port) and waits until it listens. */
-export async function startTestRelay(args: string[]): Promise<TestRelay> {
+/**
+ * Starts `slirp-relay serve ARGS` (plus an admin API on a free port) and waits until it listens.
+ * `inProcessHooks` (fault injection) exist only in this process: a test that needs them runs on Deno alone.
+ */
+export async function startTestRelay(
+  args: string[],
+  inProcessHooks?: Pick<RelayOptions, "faults">,
+): Promise<TestRelay> {
+  if (inProcessHooks && relayFromElsewhere) throw new Error("test hooks need the relay in this process");
   const dir = await Deno.makeTempDir({ prefix: "slirp-test-relay-" });
   await Deno.writeTextFile(`${dir}/admin-token`, ADMIN_TOKEN);
   const full = [...args, "--admin", "http://127.0.0.1:0", "--admin-token-file", `${dir}/admin-token`];
@@ -59,7 +66,7 @@ export async function startTestRelay(args: string[]): Promise<TestRelay> {
     wsUrls = [...out.matchAll(/WebSocket on (ws:\/\/[^/\s]+)/g)].map((m) => m[1]);
     adminUrl = /admin API on (\S+)/.exec(out)![1];
   } else {
-    local = relayFromServeArgs(full).relay;
+    local = relayFromServeArgs(full, inProcessHooks).relay;
     streamUrls = await local.start();
     wsUrls = local.wsUrls;
     adminUrl = local.adminUrl!;

@@ -2,12 +2,14 @@
  * TCP through the relay with a real Linux guest (network namespace behind a TAP): byte-exact bulk
  * transfers both ways, under netem impairment and injected loss, many concurrent connections,
  * half-close, refusal and reset. All host servers listen on 127.0.0.1; the guest reaches them as 10.0.2.2.
+ * The relay starts from its command line (tests/_test_relay.ts): in this process on Deno, as its own process
+ * on Bun and the binary.
  */
 import assert from "node:assert/strict";
-import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
-import { listenTcp, randomFile, startHashServer } from "./_services.ts";
+import type { RelayOptions } from "../src/relay/relay.ts";
+import { freePort, listenTcp, randomFile, startHashServer } from "./_services.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
+import { relayFromElsewhere } from "./_relay_process.ts";
 import { e2eTest, type Impairment, must, netemAvailable, NetnsGuest } from "./_netns_guest.ts";
 import { CONNECT_TIMEOUT_MS } from "../src/stack/tcp/state.ts";
 
@@ -16,6 +18,11 @@ const MiB = 1024 * 1024;
 const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
 
 const listen = listenTcp;
+
+/** Registered but not run (a test that needs what only the relay in this process has). */
+function ignoredTest(name: string): void {
+  Deno.test({ name: `${name} (skipped: needs the relay in this process)`, ignore: true, fn() {} });
+}
 const hashServer = startHashServer;
 
 const echoServer = () =>
@@ -41,7 +48,7 @@ const resetServer = () =>
   });
 
 interface Env {
-  relay: Relay;
+  relay: TestRelay;
   guest: NetnsGuest;
   dir: string;
   tool(args: string[], timeoutMs?: number): Promise<Record<string, unknown>>;
@@ -49,32 +56,37 @@ interface Env {
   close(): Promise<void>;
 }
 
+/**
+ * A relay (the runtime's sockets on one thread, `--workers 0`) with a port forward into the guest's port
+ * 5001, and a netns Linux guest with its lease. `bufferedBytes`: the guest is a tenant of a multi-tenant
+ * relay with that memory quota (a single-user relay has no flag for it), allowed to reach 127.0.0.1.
+ */
 async function setup(
-  opts: Partial<RelayOptions> = {},
-  mtu = 1500,
-  impair?: Impairment,
-  bufferedBytes?: number,
+  opts: { mtu?: number; impair?: Impairment; bufferedBytes?: number; faults?: RelayOptions["faults"] } = {},
 ): Promise<Env> {
   const dir = await Deno.makeTempDir({ prefix: "slirp-tcp-" });
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  stack.mtu = mtu;
-  if (bufferedBytes !== undefined) stack.bufferedBytes = bufferedBytes;
-  stack.hostfwd = [{
-    protocol: "tcp",
-    hostAddress: "127.0.0.1",
-    hostPort: 0,
-    guestAddress: "",
-    guestPort: 5001,
-  }];
-  const relay = new Relay({
-    listenQemu: [`unix://${dir}/relay.sock`],
-    stack,
-    log: jsonLogger("warn"),
-    ...opts,
-  });
-  await relay.start();
-  const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`, { impair });
+  const forwardPort = freePort();
+  const common = ["--mtu", String(opts.mtu ?? 1500), "--workers", "0", "--log-level", "warn"];
+  let relay: TestRelay, socket: string;
+  if (opts.bufferedBytes === undefined) {
+    relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--hostfwd", `tcp:127.0.0.1:${forwardPort}-:5001`, ...common],
+    ], opts.faults ? { faults: opts.faults } : undefined);
+    socket = `${dir}/relay.sock`;
+  } else {
+    relay = await startTestRelay([...await multiTenantArgs(dir), ...common]);
+    const created = await relay.request("POST", "/v1/tenants", {
+      id: "guest",
+      policy: { allow: ["127.0.0.1/32"] },
+      // the single-user relay this test had has no new-flow rate: 500 at once must pass
+      quotas: { bufferedBytes: opts.bufferedBytes, newFlowsPerSecond: 1000 },
+      hostfwd: [`tcp:127.0.0.1:${forwardPort}-:5001`],
+    });
+    assert.equal(created.status, 201, await created.text());
+    socket = `${dir}/guest.sock`;
+  }
+  const guest = await NetnsGuest.create(`unix://${socket}`, { impair: opts.impair });
   await guest.dhcp();
   const tool = async (args: string[], timeoutMs = 300_000) => {
     const r = await guest.exec([Deno.execPath(), "run", "-A", "--quiet", TOOL, ...args], { timeoutMs });
@@ -90,7 +102,7 @@ async function setup(
     guest,
     dir,
     tool,
-    forwardPort: relay.forwards[0].hostPort,
+    forwardPort,
     async close() {
       await guest.close();
       await relay.stop();
@@ -177,7 +189,7 @@ e2eTest(
     // tc netem where the kernel has it; otherwise the same impairment applied by the TAP bridge
     const netem = await netemAvailable();
     const impair = netem ? undefined : { loss: 0.03, reorder: 0.1, duplicate: 0.01, seed: 99 };
-    const env = await setup({}, 1500, impair);
+    const env = await setup({ impair });
     try {
       if (netem) {
         await must([
@@ -210,17 +222,22 @@ e2eTest(
   },
 );
 
-e2eTest("TCP: byte-exact with 3% of the relay's guest-bound frames dropped", [], async () => {
-  const env = await setup({ faults: { guestBoundLoss: 0.03, seed: 12345 } });
-  try {
-    await bulkBothWays(env, "relay-loss");
-    const stack = env.relay.sessions.values().next().value!.stack;
-    assert.ok((stack.counters.drops.get("fault-injected") ?? 0) > 1000, "loss was really injected");
-    assert.ok(stack.counters.tcpRetransmits > 0);
-  } finally {
-    await env.close();
-  }
-});
+// fault injection is a hook of the relay in this process, not a flag: this one runs on Deno alone
+(relayFromElsewhere ? ignoredTest : e2eTest)(
+  "TCP: byte-exact with 3% of the relay's guest-bound frames dropped",
+  [],
+  async () => {
+    const env = await setup({ faults: { guestBoundLoss: 0.03, seed: 12345 } });
+    try {
+      await bulkBothWays(env, "relay-loss");
+      const { counters } = await env.relay.tenant();
+      assert.ok((counters.drops["fault-injected"] ?? 0) > 1000, "loss was really injected");
+      assert.ok(counters.tcpRetransmits > 0);
+    } finally {
+      await env.close();
+    }
+  },
+);
 
 e2eTest("TCP: 500 concurrent connections each echo 64 KiB; half-close; refusal; host reset", [], async () => {
   const env = await setup();
@@ -236,21 +253,19 @@ e2eTest("TCP: 500 concurrent connections each echo 64 KiB; half-close; refusal; 
     const closed = await listen(() => {});
     const closedPort = closed.port;
     closed.close();
-    const counters = env.relay.sessions.values().next().value!.stack.counters;
-    const dialsBefore = counters.tcpFlowsOpened;
+    const dialsBefore = (await env.relay.tenant()).counters.tcpFlowsOpened;
     const refused = await env.tool(["refused", "10.0.2.2", String(closedPort)]);
     assert.equal(refused.error, "ConnectionRefused");
     console.log(`refused connect took ${Number(refused.ms).toFixed(1)} ms`);
     // refused at the first SYN: a guest that had to retransmit it (1 s later) would have dialled twice
-    assert.equal(counters.tcpFlowsOpened - dialsBefore, 1, "one SYN, one dial, one RST");
+    const dials = (await env.relay.tenant()).counters.tcpFlowsOpened - dialsBefore;
+    assert.equal(dials, 1, "one SYN, one dial, one RST");
     // ...and not the reset of a dial left hanging until the relay's connect timeout (20 s)
     assert.ok(Number(refused.ms) < CONNECT_TIMEOUT_MS / 2, `refused after ${refused.ms} ms`);
     const reset = await env.tool(["reset", "10.0.2.2", String(rst.port)]);
     assert.equal(reset.error, "ConnectionReset");
     // every flow was freed
-    const stack = env.relay.sessions.values().next().value!.stack;
-    for (let i = 0; i < 100 && stack.tcp.size > 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(stack.tcp.size, 0, "no connection left behind");
+    await env.relay.waitForTenant((t) => t.tcpFlows === 0, 5000);
   } finally {
     echo.close();
     half.close();
@@ -263,7 +278,7 @@ e2eTest(
   "TCP: 500 concurrent echoes under a 1 MiB memory budget all finish (every flow keeps a small ring and window)",
   [],
   async () => {
-    const env = await setup({}, 1500, undefined, 1024 * 1024);
+    const env = await setup({ bufferedBytes: 1024 * 1024 });
     const echo = await echoServer();
     try {
       const many = await env.tool(["many", "10.0.2.2", String(echo.port), "500", String(64 * 1024)]);

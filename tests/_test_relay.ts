@@ -15,6 +15,10 @@ import { SECRET } from "./_relay_api.ts";
 export interface TenantState {
   id: string;
   connected: boolean;
+  /** The carrier of its guest ("stream", "websocket", …), or null. */
+  transport: string | null;
+  /** Its own TCP stream listener (tcp://HOST:PORT), or null. */
+  streamTcp: string | null;
   tcpFlows: number;
   udpFlows: number;
   dhcpLeases: number;

@@ -4,26 +4,35 @@
  * guest is needed.
  */
 import assert from "node:assert/strict";
-import { api, multiRelay, parsePrometheus, SECRET } from "./_relay_api.ts";
+import { parsePrometheus, SECRET } from "./_relay_api.ts";
 import { createToken, verifyToken } from "../src/relay/tokens.ts";
 import { e2eTest, guestTool as tool, NetnsGuest, run } from "./_netns_guest.ts";
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 import { dhcpFrame } from "./_frames.ts";
 import { readFrames } from "../src/transport/stream.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
+
+/** Creates a tenant through the admin API, as an operator would. */
+async function createTenant(relay: TestRelay, spec: Record<string, unknown>): Promise<void> {
+  const r = await relay.request("POST", "/v1/tenants", spec);
+  assert.equal(r.status, 201, await r.text());
+}
 
 const MiB = 1024 * 1024;
 
 Deno.test("admin API: bearer token required; tenants created, listed, inspected, deleted; forwards; metrics", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await multiRelay(dir);
+  const relay = await startTestRelay(await multiTenantArgs(dir));
   try {
     assert.equal(await (await fetch(`${relay.adminUrl}/healthz`)).text(), "ok\n");
-    const noAuth = await api(relay, "GET", "/v1/tenants", undefined, "");
+    const noAuth = await fetch(`${relay.adminUrl}/v1/tenants`);
     assert.equal(noAuth.status, 401);
     assert.match((await noAuth.json()).error, /bearer token/);
-    assert.equal((await api(relay, "GET", "/v1/tenants", undefined, "wrong")).status, 401);
+    const wrong = await fetch(`${relay.adminUrl}/v1/tenants`, { headers: { authorization: "Bearer wrong" } });
+    await wrong.body?.cancel();
+    assert.equal(wrong.status, 401);
 
-    const created = await api(relay, "POST", "/v1/tenants", {
+    const created = await relay.request("POST", "/v1/tenants", {
       id: "ci-42",
       quotas: { maxTcpFlows: 10 },
       hostfwd: ["tcp:127.0.0.1:0-:22"],
@@ -47,41 +56,45 @@ Deno.test("admin API: bearer token required; tenants created, listed, inspected,
       );
     });
     assert.ok(offered, "a DHCP offer came back over the tenant's TCP port");
-    assert.equal((await api(relay, "GET", "/v1/tenants/ci-42")).status, 200);
-    assert.equal((await (await api(relay, "GET", "/v1/tenants/ci-42")).json()).transport, "stream");
+    assert.equal((await relay.request("GET", "/v1/tenants/ci-42")).status, 200);
+    assert.equal((await (await relay.request("GET", "/v1/tenants/ci-42")).json()).transport, "stream");
     qemu.close();
     // the relay notices the guest leaving
-    for (let i = 0; i < 100 && (await (await api(relay, "GET", "/v1/tenants/ci-42")).json()).connected; i++) {
+    for (
+      let i = 0;
+      i < 100 && (await (await relay.request("GET", "/v1/tenants/ci-42")).json()).connected;
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(
-      (await api(relay, "POST", "/v1/tenants", { id: "bad-port", streamTcp: "nope:1" })).status,
+      (await relay.request("POST", "/v1/tenants", { id: "bad-port", streamTcp: "nope:1" })).status,
       400,
     );
     assert.equal(body.websocketPath, "/v1/tenants/ci-42/ws");
     assert.equal(body.forwards[0].guestPort, 22);
     assert.ok(Deno.statSync(`${dir}/ci-42.sock`).isSocket);
-    assert.equal((await api(relay, "POST", "/v1/tenants", { id: "ci-42" })).status, 409);
-    const bad = await api(relay, "POST", "/v1/tenants", { id: "../etc" });
+    assert.equal((await relay.request("POST", "/v1/tenants", { id: "ci-42" })).status, 409);
+    const bad = await relay.request("POST", "/v1/tenants", { id: "../etc" });
     assert.equal(bad.status, 400);
     assert.match((await bad.json()).error, /Invalid tenant id/);
     assert.equal(
-      (await api(relay, "POST", "/v1/tenants", { id: "x", policy: { allow: ["nope"] } })).status,
+      (await relay.request("POST", "/v1/tenants", { id: "x", policy: { allow: ["nope"] } })).status,
       400,
     );
 
-    const list = await (await api(relay, "GET", "/v1/tenants")).json();
+    const list = await (await relay.request("GET", "/v1/tenants")).json();
     assert.deepEqual(list.map((t: { id: string }) => t.id), ["ci-42"]);
-    const one = await (await api(relay, "GET", "/v1/tenants/ci-42")).json();
+    const one = await (await relay.request("GET", "/v1/tenants/ci-42")).json();
     assert.equal(one.connected, false);
     assert.equal(one.quotas.maxTcpFlows, 10);
-    const fwd = await api(relay, "POST", "/v1/tenants/ci-42/hostfwd", { rule: "udp:127.0.0.1:0-:53" });
+    const fwd = await relay.request("POST", "/v1/tenants/ci-42/hostfwd", { rule: "udp:127.0.0.1:0-:53" });
     assert.equal(fwd.status, 201);
     const f = await fwd.json();
-    assert.equal((await api(relay, "DELETE", `/v1/tenants/ci-42/hostfwd/udp/${f.hostPort}`)).status, 204);
-    assert.equal((await api(relay, "DELETE", `/v1/tenants/ci-42/hostfwd/udp/${f.hostPort}`)).status, 404);
+    assert.equal((await relay.request("DELETE", `/v1/tenants/ci-42/hostfwd/udp/${f.hostPort}`)).status, 204);
+    assert.equal((await relay.request("DELETE", `/v1/tenants/ci-42/hostfwd/udp/${f.hostPort}`)).status, 404);
 
-    const metrics = await (await api(relay, "GET", "/metrics")).text();
+    const metrics = await (await relay.request("GET", "/metrics")).text();
     const names = parsePrometheus(metrics);
     for (
       const n of [
@@ -99,8 +112,8 @@ Deno.test("admin API: bearer token required; tenants created, listed, inspected,
       /slirp_tenant_frames_total\{relay="[^"]+",tenant="ci-42",direction="from_guest"\} 1\n/,
     );
 
-    assert.equal((await api(relay, "DELETE", "/v1/tenants/ci-42")).status, 204);
-    assert.equal((await api(relay, "GET", "/v1/tenants/ci-42")).status, 404);
+    assert.equal((await relay.request("DELETE", "/v1/tenants/ci-42")).status, 204);
+    assert.equal((await relay.request("GET", "/v1/tenants/ci-42")).status, 404);
     assert.throws(() => Deno.statSync(`${dir}/ci-42.sock`), "the tenant's socket is removed with it");
     await assert.rejects(
       Deno.connect({ hostname: "127.0.0.1", port: streamPort }),
@@ -170,7 +183,7 @@ print((h+b"."+c+b"."+s).decode())`,
   });
 
   const dir = await Deno.makeTempDir();
-  const relay = await multiRelay(dir);
+  const relay = await startTestRelay(await multiTenantArgs(dir));
   const base = relay.wsUrls[0].replace("ws://", "http://");
   try {
     const status = async (path: string, headers: Record<string, string> = {}) => {
@@ -189,7 +202,7 @@ print((h+b"."+c+b"."+s).decode())`,
       "good token, but not a WebSocket",
     );
     assert.equal(await status("/"), 404, "no anonymous tenants in multi-tenant mode");
-    assert.equal(relay.tenants.size, 0, "refused requests create nothing");
+    assert.deepEqual(await (await relay.api("/v1/tenants")).json(), [], "refused requests create nothing");
   } finally {
     await relay.stop();
     await Deno.remove(dir, { recursive: true });
@@ -205,13 +218,13 @@ e2eTest(
   async () => {
     const dir = await Deno.makeTempDir();
     await Deno.chmod(dir, 0o755);
-    const relay = await multiRelay(dir);
+    const relay = await startTestRelay(await multiTenantArgs(dir));
     const hs = await hashServer();
     const other = await listen((s) => s.end("loopback-secret"));
     try {
       // A may reach all of the host's loopback; B only the hash server's port
-      await relay.createTenant({ id: "tenant-a", policy: { allow: ["127.0.0.1/32"] } });
-      await relay.createTenant({
+      await createTenant(relay, { id: "tenant-a", policy: { allow: ["127.0.0.1/32"] } });
+      await createTenant(relay, {
         id: "tenant-b",
         policy: { allow: [`127.0.0.1/32:${hs.port}`] },
         hostfwd: ["tcp:127.0.0.1:0-:5001"],
@@ -233,28 +246,29 @@ e2eTest(
         assert.equal(rb.reply, fb.sha256, "tenant B byte-exact");
 
         // A is allowed the loopback, but never another tenant's port forward
-        const bForward = relay.tenants.get("tenant-b")!.forwards[0].config.hostPort;
+        const tenantB = await relay.tenant("tenant-b");
+        const bForward = tenantB.forwards[0].hostPort;
         const toB = await tool(a, ["refused", "10.0.2.2", String(bForward)]);
         assert.notEqual(toB.error, null, "A reached B's forward");
         // ...nor its stream port (A's guest would become B's guest)
         const toBStream = await tool(a, [
           "refused",
           "10.0.2.2",
-          String(relay.tenants.get("tenant-b")!.streamTcpPort),
+          tenantB.streamTcp!.split(":").pop()!,
         ]);
         assert.notEqual(toBStream.error, null, "A reached B's stream port");
-        assert.ok((relay.tenants.get("tenant-a")!.counters.drops.get("policy-denied-tcp") ?? 0) >= 1);
+        assert.ok(((await relay.tenant("tenant-a")).counters.drops["policy-denied-tcp"] ?? 0) >= 1);
         // ...while A does reach an ordinary loopback server (allow-listed)
         const allowed = await tool(a, ["halfclose", "10.0.2.2", String(other.port)]);
         assert.equal(allowed.reply, "loopback-secret");
 
         // B: the default policy denies the host's loopback off its allowed port (metadata and private ranges
         // are tested where nothing can leave: tests/policy_table_test.ts, tests/policy_netns_test.ts)
-        const bCounters = relay.tenants.get("tenant-b")!.counters;
-        const before = bCounters.drops.get("policy-denied-tcp") ?? 0;
+        const deniedB = async () => (await relay.tenant("tenant-b")).counters.drops["policy-denied-tcp"] ?? 0;
+        const before = await deniedB();
         const r = await tool(b, ["refused", "10.0.2.2", String(other.port)]);
         assert.notEqual(r.error, null, "B reached a loopback port it is not allowed");
-        assert.equal(bCounters.drops.get("policy-denied-tcp"), before + 1, "denied by policy");
+        assert.equal(await deniedB(), before + 1, "denied by policy");
       } finally {
         await a.close();
         await b.close();
@@ -272,17 +286,17 @@ e2eTest("quotas: a rate-limited tenant stays under its rate while another tenant
   "curl",
 ], async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await multiRelay(dir);
+  const relay = await startTestRelay(await multiTenantArgs(dir));
   const payload = new Uint8Array(24 * MiB);
   const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
   const RATE = 2 * MiB;
   try {
-    await relay.createTenant({
+    await createTenant(relay, {
       id: "slow",
       policy: { allow: ["127.0.0.1/32"] },
       quotas: { egressBytesPerSecond: RATE },
     });
-    await relay.createTenant({ id: "fast", policy: { allow: ["127.0.0.1/32"] } });
+    await createTenant(relay, { id: "fast", policy: { allow: ["127.0.0.1/32"] } });
     const slow = await NetnsGuest.create(`unix://${dir}/slow.sock`);
     const fast = await NetnsGuest.create(`unix://${dir}/fast.sock`);
     try {
@@ -335,7 +349,7 @@ e2eTest(
   async () => {
     const dir = await Deno.makeTempDir();
     await Deno.chmod(dir, 0o755);
-    const relay = await multiRelay(dir);
+    const relay = await startTestRelay(await multiTenantArgs(dir));
     const http = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
       () => new Response("hello over websocket"),
@@ -349,17 +363,15 @@ e2eTest(
       // the tenant is admitted by its token alone (no admin call); capture starts once it exists
       const g = await NetnsGuest.create(`${relay.wsUrls[0]}/v1/tenants/browser-1/ws?token=${token}`);
       try {
-        for (let i = 0; i < 50 && !relay.tenants.get("browser-1")?.link; i++) {
-          await new Promise((r) => setTimeout(r, 20));
-        }
-        const cap = await api(relay, "POST", "/v1/tenants/browser-1/capture", {});
+        await relay.waitForTenant((t) => t.connected, 5000, "browser-1");
+        const cap = await relay.request("POST", "/v1/tenants/browser-1/capture", {});
         assert.equal(cap.status, 201);
         const { path } = await cap.json();
         const lease = await g.dhcp();
         assert.equal(lease.ip, "10.0.2.15");
         const r = await g.exec(["curl", "-sS", "-m", "10", `http://10.0.2.2:${http.addr.port}/`]);
         assert.equal(r.stdout, "hello over websocket", r.stderr);
-        const stopped = await (await api(relay, "DELETE", "/v1/tenants/browser-1/capture")).json();
+        const stopped = await (await relay.request("DELETE", "/v1/tenants/browser-1/capture")).json();
         assert.ok(stopped.frames > 4);
         const t = await run(["tshark", "-r", path, "-Y", "dhcp"], { timeoutMs: 60_000 });
         assert.equal(t.code, 0, t.stderr);
@@ -369,7 +381,7 @@ e2eTest(
             new RegExp(kind),
           );
         }
-        assert.equal(relay.tenants.get("browser-1")!.link?.kind, "websocket");
+        assert.equal((await relay.tenant("browser-1")).transport, "websocket");
       } finally {
         await g.close();
       }

@@ -1,14 +1,14 @@
-/** The WebSocket transport at frame level with a real WebSocket client (no root needed). */
+/**
+ * The WebSocket transport at frame level with a real WebSocket client (no root needed), the relay started
+ * from its command line (tests/_test_relay.ts: in this process on Deno, its own process on Bun/the binary).
+ */
 import assert from "node:assert/strict";
-import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { createToken } from "../src/relay/tokens.ts";
+import { multiTenantArgs, startTestRelay } from "./_test_relay.ts";
+import { SECRET } from "./_relay_api.ts";
 import { dhcpFrame } from "./_frames.ts";
 import { dissect } from "./_dissect.ts";
 import { DhcpMessageType, dhcpMessageType } from "../src/wire/dhcp.ts";
-
-const SECRET = new TextEncoder().encode("websocket-test-secret-16+");
 
 function open(url: string, protocols?: string[]): Promise<WebSocket> {
   const ws = new WebSocket(url, protocols);
@@ -27,27 +27,15 @@ function nextFrame(ws: WebSocket): Promise<Uint8Array> {
   });
 }
 
-/** A started relay with a WebSocket listener on a free port (and whatever else `extra` sets). */
-async function wsRelay(extra: Partial<RelayOptions> = {}): Promise<Relay> {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
-    ...extra,
-  });
-  await relay.start();
-  return relay;
-}
-
 function closed(ws: WebSocket): Promise<number> {
   return new Promise((resolve) => (ws.onclose = (e) => resolve(e.code)));
 }
 
 Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is ignored; oversize closes only that socket", async () => {
-  const relay = await wsRelay();
+  const relay = await startTestRelay([
+    ...["--listen-ws", "http://127.0.0.1:0", "--listen-qemu", "tcp://127.0.0.1:0"],
+    ...["--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+  ]);
   try {
     const a = await open(`${relay.wsUrls[0]}/`);
     const b = await open(`${relay.wsUrls[0]}/`);
@@ -56,7 +44,7 @@ Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is 
     a.send(dhcpFrame(0x020000000001, DhcpMessageType.DISCOVER));
     const d = dissect(await offer);
     assert.equal(dhcpMessageType(d.dhcp!), DhcpMessageType.OFFER);
-    assert.equal(relay.sessions.size, 2, "two anonymous tenants");
+    assert.equal((await (await relay.api("/v1/tenants")).json()).length, 2, "two anonymous tenants");
     const bClosed = closed(b);
     b.send(new Uint8Array(70_000));
     assert.equal(await bClosed, 1009);
@@ -74,12 +62,7 @@ Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is 
 
 Deno.test("WebSocket: multi-tenant guest admitted by a token in Sec-WebSocket-Protocol; a duplicate guest is refused when configured", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await wsRelay({
-    multiTenant: true,
-    tokenSecret: SECRET,
-    tenantSocketDir: dir,
-    duplicateGuest: "refuse",
-  });
+  const relay = await startTestRelay([...await multiTenantArgs(dir), "--duplicate-guest", "refuse"]);
   try {
     const token = await createToken(SECRET, { tenant: "v86-1", exp: Math.floor(Date.now() / 1000) + 60 });
     const ws = await open(`${relay.wsUrls[0]}/v1/tenants/v86-1/ws`, [token]);
@@ -87,10 +70,10 @@ Deno.test("WebSocket: multi-tenant guest admitted by a token in Sec-WebSocket-Pr
     const offer = nextFrame(ws);
     ws.send(dhcpFrame(0x020000000002, DhcpMessageType.DISCOVER));
     assert.equal(dhcpMessageType(dissect(await offer).dhcp!), DhcpMessageType.OFFER);
-    assert.equal(relay.tenants.get("v86-1")!.link?.kind, "websocket");
+    assert.equal((await relay.tenant("v86-1")).transport, "websocket");
     const second = await open(`${relay.wsUrls[0]}/v1/tenants/v86-1/ws?token=${token}`);
     assert.equal(await closed(second), 4409, "second guest refused");
-    assert.equal(relay.tenants.get("v86-1")!.link?.kind, "websocket", "first guest still attached");
+    assert.equal((await relay.tenant("v86-1")).transport, "websocket", "first guest still attached");
     const c = closed(ws);
     ws.close();
     await c;

@@ -19,6 +19,10 @@ export interface TenantState {
   transport: string | null;
   /** Its own TCP stream listener (tcp://HOST:PORT), or null. */
   streamTcp: string | null;
+  /** Where its guest connected from, or null. */
+  remote: string | null;
+  /** Its own UNIX datagram socket (multi-tenant mode), or null. */
+  datagramSocket: string | null;
   tcpFlows: number;
   udpFlows: number;
   dhcpLeases: number;
@@ -41,6 +45,8 @@ export interface TestRelay {
   request(method: string, path: string, body?: unknown): Promise<Response>;
   /** A tenant's state; without `id` the only tenant (single-user mode's guest session). */
   tenant(id?: string): Promise<TenantState>;
+  /** The tenant whose guest is connected (single-user mode: the live session among closed ones). */
+  connectedTenant(): Promise<TenantState>;
   /** Until `ok(state)` holds for the tenant (polled), or throws after `ms` with the last state. */
   waitForTenant(ok: (t: TenantState) => boolean, ms?: number, id?: string): Promise<TenantState>;
   stop(): Promise<void>;
@@ -103,6 +109,12 @@ export async function startTestRelay(
         body: body === undefined ? undefined : JSON.stringify(body),
       }),
     tenant,
+    async connectedTenant() {
+      const list = await (await api("/v1/tenants")).json() as { id: string; connected: boolean }[];
+      const live = list.filter((t) => t.connected);
+      if (live.length !== 1) throw new Error(`expected one connected tenant: ${JSON.stringify(list)}`);
+      return await tenant(live[0].id);
+    },
     async waitForTenant(ok, ms = 5000, id) {
       const deadline = Date.now() + ms;
       for (;;) {

@@ -2,26 +2,34 @@
  * The carriers beyond QEMU's stream framing, each through a relay with a simulated guest built from our
  * wire codecs: gvforwarder (`POST /connect`, then u16 LE frames) on the ordinary stream sockets, the
  * WebSocket byte stream (container2wasm, emscripten QEMU) and datagram sockets (QEMU dgram, vfkit, libkrun).
+ * The relay starts from its command line (tests/_test_relay.ts), on whatever runtime SLIRP_RELAY_COMMAND says.
  */
 import assert from "node:assert/strict";
-import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { type FrameChannel, SimGuest } from "./_sim_guest.ts";
 import { rng } from "./_rng.ts";
 import { epollAvailable } from "../src/host/epoll.ts";
 import { bindUnixDatagram } from "../src/host/unix_datagram.ts";
-import { multiTenantOptions, singleUserFront, within } from "./_relay_api.ts";
+import { parsePrometheus, sample, within } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
 
 const LEASE = 0x0a00020f; // 10.0.2.15
 
-/** A single-user relay (10.0.2.2 reaches 127.0.0.1) with the listeners `extra` names. */
-async function relayWith(extra: Partial<RelayOptions>): Promise<Relay> {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({ listenQemu: [], stack, log: jsonLogger("error"), ...extra });
-  await relay.start();
-  return relay;
+/**
+ * A single-user relay (10.0.2.2 reaches 127.0.0.1) with the listeners `listeners` names, on the main thread's
+ * socket loop unless `workers` says otherwise.
+ */
+function relayWith(listeners: string[], workers = 0): Promise<TestRelay> {
+  return startTestRelay([
+    ...listeners,
+    ...["--dns-upstream", "127.0.0.1:9", "--workers", String(workers), "--log-level", "error"],
+  ]);
+}
+
+/** Guest connections the relay closed for breaking their protocol (the metric). */
+async function transportErrors(relay: TestRelay): Promise<number> {
+  const text = await (await relay.api("/metrics")).text();
+  parsePrometheus(text);
+  return sample(text, "slirp_transport_errors_total", {}) ?? 0;
 }
 
 /** A TCP echo server on 127.0.0.1. */
@@ -68,21 +76,20 @@ export async function leaseAndEcho(g: SimGuest, echoPort: number, rounds = 8): P
 Deno.test("gvforwarder: POST /connect, then u16 little-endian frames on an ordinary stream socket — a lease and a byte-exact TCP echo; a request for another path closes only that connection", async () => {
   const dir = await Deno.makeTempDir();
   const path = `${dir}/relay.sock`;
-  const relay = await relayWith({ listenQemu: [`unix://${path}`] });
+  const relay = await relayWith(["--listen-qemu", `unix://${path}`]);
   const echo = echoServer();
   const g = new SimGuest(0);
   try {
     await g.connect(path, "gvforwarder");
     await leaseAndEcho(g, echo.port);
-    const t = [...relay.tenants.values()].find((t) => t.link);
-    assert.equal(t?.link?.kind, "gvforwarder");
+    assert.equal((await relay.connectedTenant()).transport, "gvforwarder");
 
     // a request gvproxy would not hijack: the relay closes that connection and counts the error
     const bad = await Deno.connect({ transport: "unix", path });
     await bad.write(new TextEncoder().encode("POST /services/forwarder/all HTTP/1.1\r\nHost: x\r\n\r\n"));
     assert.equal(await bad.read(new Uint8Array(16)), null, "closed by the relay");
     bad.close();
-    assert.equal(relay.transportErrors, 1);
+    assert.equal(await transportErrors(relay), 1);
     // the first guest goes on
     await g.ping();
   } finally {
@@ -166,7 +173,7 @@ async function byteStreamGuest(
 }
 
 Deno.test("WebSocket byte stream: a guest that cuts its stream at random message boundaries gets a lease and a byte-exact TCP echo — by the binary subprotocol (echoed) and by path; a bad length closes it", async () => {
-  const relay = await relayWith({ listenWs: ["http://127.0.0.1:0"] });
+  const relay = await relayWith(["--listen-ws", "http://127.0.0.1:0", "--listen-qemu", "tcp://127.0.0.1:0"]);
   const echo = echoServer();
   try {
     await byteStreamGuest(`${relay.wsUrls[0]}/`, ["binary"], echo.port);
@@ -182,13 +189,16 @@ Deno.test("WebSocket byte stream: a guest that cuts its stream at random message
 });
 
 Deno.test("WebSocket byte stream through a data-plane worker: the front cuts the stream into frames for the rings", async () => {
-  const front = await singleUserFront("127.0.0.1:9");
+  const relay = await relayWith(
+    ["--listen-ws", "http://127.0.0.1:0", "--listen-qemu", "tcp://127.0.0.1:0"],
+    1,
+  );
   const echo = echoServer();
   try {
-    await byteStreamGuest(`${front.wsUrls[0]}/`, ["binary"], echo.port);
+    await byteStreamGuest(`${relay.wsUrls[0]}/`, ["binary"], echo.port);
   } finally {
     echo.close();
-    await front.stop();
+    await relay.stop();
   }
 });
 
@@ -199,7 +209,7 @@ Deno.test({
   async fn() {
     const dir = await Deno.makeTempDir();
     const relayPath = `${dir}/relay.dgram`;
-    const relay = await relayWith({ listenDgram: [`unix://${relayPath}`] });
+    const relay = await relayWith(["--listen-dgram", `unix://${relayPath}`]);
     const echo = echoServer();
     // the guest's side: a datagram socket of its own, as QEMU's local.path or vfkit's socket
     const guestSocket = bindUnixDatagram(`${dir}/guest.dgram`);
@@ -216,9 +226,9 @@ Deno.test({
     try {
       assert.equal(guestSocket.sendTo(new TextEncoder().encode("VFKT"), relayPath), null);
       await leaseAndEcho(g, echo.port);
-      const t = [...relay.tenants.values()].find((t) => t.link);
-      assert.equal(t?.link?.kind, "datagram");
-      assert.equal(t?.link?.remote, `unixgram:${dir}/guest.dgram`);
+      const t = await relay.connectedTenant();
+      assert.equal(t.transport, "datagram");
+      assert.equal(t.remote, `unixgram:${dir}/guest.dgram`);
 
       // one 60,000-byte segment in one frame, its checksum left to a NIC: echoed byte for byte
       g.partialChecksums = true;
@@ -230,7 +240,7 @@ Deno.test({
       for (const b of g.receivedBytes) off += (got.set(b, off), b.length);
       assert.equal(off, big.length);
       assert.deepEqual(got, big);
-      assert.equal(t?.counters.drops.get("tcp-malformed") ?? 0, 0);
+      assert.equal((await relay.tenant(t.id)).counters.drops["tcp-malformed"] ?? 0, 0);
     } finally {
       g.close();
       echo.close();
@@ -246,13 +256,12 @@ Deno.test({
   ignore: !epollAvailable(),
   async fn() {
     const dir = await Deno.makeTempDir();
-    const relay = new Relay(multiTenantOptions(dir));
-    await relay.start();
+    const relay = await startTestRelay(await multiTenantArgs(dir));
     const guestSocket = bindUnixDatagram(`${dir}/guest.dgram`);
     try {
-      const t = await relay.createTenant({ id: "dg1" });
-      assert.equal(t.datagramSocketPath, `${dir}/dg1.dgram.sock`);
-      const path = t.datagramSocketPath!;
+      assert.equal((await relay.request("POST", "/v1/tenants", { id: "dg1" })).status, 201);
+      const path = (await relay.tenant("dg1")).datagramSocket!;
+      assert.equal(path, `${dir}/dg1.dgram.sock`);
       const g = new SimGuest(3);
       const rx = new Uint8Array(70000);
       guestSocket.watch(() => {
@@ -261,8 +270,8 @@ Deno.test({
       g.attach({ send: (f) => guestSocket.sendTo(f, path) === null, backlog: 0, close: () => {} });
       g.dhcp(1);
       await within(g.leased, 10_000, "DHCP");
-      assert.equal(relay.tenants.get("dg1")?.link?.kind, "datagram");
-      relay.deleteTenant("dg1");
+      assert.equal((await relay.tenant("dg1")).transport, "datagram");
+      assert.equal((await relay.request("DELETE", "/v1/tenants/dg1")).status, 204);
       assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound);
     } finally {
       guestSocket.close();

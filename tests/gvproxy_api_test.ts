@@ -4,11 +4,8 @@
  * user mode at the top of the API, multi-tenant mode under the tenant's path.
  */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
-import { ADMIN, api, multiRelay } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay } from "./_test_relay.ts";
 import { freePort, replyThroughForward } from "./_services.ts";
 
 /** Reads what the guest's one-shot listener on `guestPort` says to a client of host port `port`. */
@@ -25,39 +22,32 @@ e2eTest("gvproxy forwarder API, single-user: expose reaches the guest, all lists
   "nc",
 ], async () => {
   const dir = await Deno.makeTempDir({ prefix: "slirp-gvapi-" });
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
-    listenQemu: [`unix://${dir}/relay.sock`],
-    admin: "http://127.0.0.1:0",
-    adminToken: ADMIN,
-    stack,
-    log: jsonLogger("warn"),
-  });
-  await relay.start();
+  const relay = await startTestRelay([
+    ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9", "--log-level", "warn"],
+  ]);
   const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
   try {
     const lease = await guest.dhcp();
     const port = freePort();
-    const expose = await api(relay, "POST", "/services/forwarder/expose", {
+    const expose = await relay.request("POST", "/services/forwarder/expose", {
       local: `127.0.0.1:${port}`,
       remote: `${lease.ip}:5001`,
       protocol: "tcp",
     });
     assert.equal(expose.status, 200, await expose.text());
     assert.equal(await throughForward(guest, 5001, port), "hello-via-gvproxy-api");
-    const all = await (await api(relay, "GET", "/services/forwarder/all")).json();
+    const all = await (await relay.request("GET", "/services/forwarder/all")).json();
     assert.deepEqual(all, [{ local: `127.0.0.1:${port}`, remote: `${lease.ip}:5001`, protocol: "tcp" }]);
     assert.equal(
-      (await api(relay, "POST", "/services/forwarder/unexpose", {
+      (await relay.request("POST", "/services/forwarder/unexpose", {
         local: `127.0.0.1:${port}`,
         protocol: "tcp",
       })).status,
       200,
     );
-    assert.deepEqual(await (await api(relay, "GET", "/services/forwarder/all")).json(), []);
+    assert.deepEqual(await (await relay.request("GET", "/services/forwarder/all")).json(), []);
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), "the host port is closed again");
-    const bad = await api(relay, "POST", "/services/forwarder/expose", {
+    const bad = await relay.request("POST", "/services/forwarder/expose", {
       local: "nonsense",
       remote: "10.0.2.15:22",
     });
@@ -75,21 +65,21 @@ e2eTest(
   ["nc"],
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "slirp-gvapi-mt-" });
-    const relay = await multiRelay(dir);
+    const relay = await startTestRelay(await multiTenantArgs(dir));
     try {
-      assert.equal((await api(relay, "POST", "/v1/tenants", { id: "pm" })).status, 201);
-      assert.equal((await api(relay, "GET", "/services/forwarder/all")).status, 404);
+      assert.equal((await relay.request("POST", "/v1/tenants", { id: "pm" })).status, 201);
+      assert.equal((await relay.request("GET", "/services/forwarder/all")).status, 404);
       const guest = await NetnsGuest.create(`unix://${dir}/pm.sock`);
       try {
         const lease = await guest.dhcp();
         const port = freePort();
-        const expose = await api(relay, "POST", "/v1/tenants/pm/services/forwarder/expose", {
+        const expose = await relay.request("POST", "/v1/tenants/pm/services/forwarder/expose", {
           local: `:${port}`,
           remote: `${lease.ip}:5002`,
         });
         assert.equal(expose.status, 200, await expose.text());
         assert.equal(await throughForward(guest, 5002, port), "hello-via-gvproxy-api");
-        const all = await (await api(relay, "GET", "/v1/tenants/pm/services/forwarder/all")).json();
+        const all = await (await relay.request("GET", "/v1/tenants/pm/services/forwarder/all")).json();
         assert.deepEqual(all, [{ local: `127.0.0.1:${port}`, remote: `${lease.ip}:5002`, protocol: "tcp" }]);
       } finally {
         await guest.close();

@@ -4,16 +4,15 @@
  * limits, and never reach each other's ports; a WebSocket guest's frames cross to its worker in rings.
  */
 import assert from "node:assert/strict";
-import { RelayFront } from "../src/relay/front.ts";
 import { workerOf } from "../src/relay/shared_state.ts";
 import { createToken } from "../src/relay/tokens.ts";
-import { multiTenantOptions, parsePrometheus, sample, SECRET } from "./_relay_api.ts";
+import { parsePrometheus, sample, SECRET } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
 import { e2eTest, guestTool, NetnsGuest } from "./_netns_guest.ts";
 
 const tool = (guest: NetnsGuest, args: string[]) => guestTool(guest, args, 60_000);
 import { listenTcp, randomFile, startHashServer } from "./_services.ts";
 
-const ADMIN = "admin-workers-token";
 const WORKERS = 2;
 
 /** A tenant id that lives on worker `w`. */
@@ -21,23 +20,12 @@ function idOn(w: number, prefix: string): string {
   for (let i = 0;; i++) if (workerOf(`${prefix}-${i}`, WORKERS) === w) return `${prefix}-${i}`;
 }
 
-async function front(dir: string, maxTenants = 16): Promise<RelayFront> {
-  const f = new RelayFront({
-    ...multiTenantOptions(dir, { adminToken: ADMIN, maxTenants }),
-    logLevel: "error",
-    workerUrl: new URL("../src/data_plane_worker.ts", import.meta.url),
-    workers: WORKERS,
-  });
-  await f.start();
-  return f;
-}
-
-function api(f: RelayFront, method: string, path: string, body?: unknown): Promise<Response> {
-  return fetch(`${f.adminUrl}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+/** A multi-tenant relay with two data-plane workers, as `serve --workers 2` runs it. */
+async function front(dir: string, maxTenants = 16): Promise<TestRelay> {
+  return await startTestRelay([
+    ...await multiTenantArgs(dir),
+    ...["--workers", String(WORKERS), "--max-tenants", String(maxTenants)],
+  ]);
 }
 
 Deno.test("workers: one admin API and one exposition over tenants on two workers; relay-wide tenant limit", async () => {
@@ -45,20 +33,20 @@ Deno.test("workers: one admin API and one exposition over tenants on two workers
   const f = await front(dir, 2);
   try {
     const a = idOn(0, "a"), b = idOn(1, "b");
-    assert.equal((await api(f, "POST", "/v1/tenants", { id: a })).status, 201);
-    assert.equal((await api(f, "POST", "/v1/tenants", { id: b })).status, 201);
-    assert.equal((await api(f, "POST", "/v1/tenants", { id: b })).status, 409, "duplicate, on its worker");
+    assert.equal((await f.request("POST", "/v1/tenants", { id: a })).status, 201);
+    assert.equal((await f.request("POST", "/v1/tenants", { id: b })).status, 201);
+    assert.equal((await f.request("POST", "/v1/tenants", { id: b })).status, 409, "duplicate, on its worker");
     // the limit counts both workers' tenants, whichever worker the third would land on
     for (const w of [0, 1]) {
-      const r = await api(f, "POST", "/v1/tenants", { id: idOn(w, "c") });
+      const r = await f.request("POST", "/v1/tenants", { id: idOn(w, "c") });
       assert.equal(r.status, 503, `third tenant on worker ${w} refused at the relay-wide limit of 2`);
       await r.body?.cancel();
     }
-    const list = await (await api(f, "GET", "/v1/tenants")).json();
+    const list = await (await f.request("GET", "/v1/tenants")).json();
     assert.deepEqual(list.map((t: { id: string }) => t.id).sort(), [a, b].sort());
-    const one = await api(f, "GET", `/v1/tenants/${b}`);
+    const one = await f.request("GET", `/v1/tenants/${b}`);
     assert.equal((await one.json()).id, b, "a named tenant's request reaches its worker");
-    const text = await (await api(f, "GET", "/metrics")).text();
+    const text = await (await f.request("GET", "/metrics")).text();
     parsePrometheus(text);
     assert.equal(sample(text, "slirp_tenants"), 2, "each worker's tenants, summed");
     assert.equal(sample(text, "slirp_relay_tenants_limit"), 2, "a relay-wide figure, taken once");
@@ -66,8 +54,8 @@ Deno.test("workers: one admin API and one exposition over tenants on two workers
     for (const id of [a, b]) {
       assert.equal(sample(text, "slirp_tenant_tcp_flows", { tenant: id }), 0, `${id} in the exposition`);
     }
-    assert.equal((await api(f, "DELETE", `/v1/tenants/${a}`)).status, 204);
-    const again = await api(f, "POST", "/v1/tenants", { id: idOn(1, "d") });
+    assert.equal((await f.request("DELETE", `/v1/tenants/${a}`)).status, 204);
+    const again = await f.request("POST", "/v1/tenants", { id: idOn(1, "d") });
     assert.equal(again.status, 201, "a deleted tenant frees its place relay-wide");
     await again.body?.cancel();
   } finally {
@@ -87,9 +75,9 @@ e2eTest(
     const other = await listenTcp((s) => s.end("loopback-secret"));
     try {
       const a = idOn(0, "a"), b = idOn(1, "b");
-      await (await api(f, "POST", "/v1/tenants", { id: a, policy: { allow: ["127.0.0.1/32"] } })).body
+      await (await f.request("POST", "/v1/tenants", { id: a, policy: { allow: ["127.0.0.1/32"] } })).body
         ?.cancel();
-      const bInfo = await (await api(f, "POST", "/v1/tenants", {
+      const bInfo = await (await f.request("POST", "/v1/tenants", {
         id: b,
         policy: { allow: [`127.0.0.1/32:${hs.port}`] },
         hostfwd: ["tcp:127.0.0.1:0-:5001"],

@@ -1,8 +1,6 @@
 /** The stream transport over real sockets: framing, coalescing, and protocol errors confined to one guest. */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
+import { startTestRelay } from "./_test_relay.ts";
 import { arpFrame, ip } from "./_frames.ts";
 import { FramingError, splitFrames } from "../src/transport/framing.ts";
 import { readFrames } from "../src/transport/stream.ts";
@@ -34,13 +32,10 @@ Deno.test("splitFrames: whole frames out, partial frame kept, bad lengths refuse
 });
 
 Deno.test("relay: frames in both directions over TCP; a broken guest is closed without touching another", async () => {
-  const relay = new Relay({
-    listenQemu: ["tcp://127.0.0.1:0"],
-    stack: defaultStackConfig(),
-    log: jsonLogger("error"),
-  });
-  const [url] = await relay.start();
-  const port = Number(url.split(":").pop());
+  const relay = await startTestRelay([
+    ...["--listen-qemu", "tcp://127.0.0.1:0", "--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+  ]);
+  const port = Number(relay.streamUrls[0].split(":").pop());
   const good = await Deno.connect({ hostname: "127.0.0.1", port });
   const bad = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
@@ -63,7 +58,8 @@ Deno.test("relay: frames in both directions over TCP; a broken guest is closed w
     await good.write(prefixed(arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2"))));
     for (let i = 0; i < 200 && replies.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(replies, [ip("10.0.2.2"), ip("10.0.2.3"), ip("10.0.2.2")]);
-    assert.equal(relay.sessions.size, 1);
+    const sessions = await (await relay.api("/v1/tenants")).json();
+    assert.equal(sessions.length, 1, "the bad guest's session is gone, the good one's stays");
     good.close();
     await reading.catch(() => {});
   } finally {

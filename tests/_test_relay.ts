@@ -23,6 +23,8 @@ export interface TenantState {
   remote: string | null;
   /** Its own UNIX datagram socket (multi-tenant mode), or null. */
   datagramSocket: string | null;
+  /** Wisp clients' sessions on its stack. */
+  wispSessions: number;
   tcpFlows: number;
   udpFlows: number;
   dhcpLeases: number;

@@ -1,17 +1,16 @@
 /**
  * Wisp through the relay with MercuryWorkshop's own client (`@mercuryworkshop/wisp-js`, v1 and v2): TCP
  * and UDP streams to loopback servers, hostnames through the tenant's DNS, flow control past one window,
- * CLOSE reasons, and the multi-tenant rules (policy, tokens).
+ * CLOSE reasons, and the multi-tenant rules (policy, tokens). The relay starts from its command line
+ * (tests/_test_relay.ts), on whatever runtime SLIRP_RELAY_COMMAND says.
  */
 import assert from "node:assert/strict";
 import { client as wisp, extensions as wispExtensions } from "@mercuryworkshop/wisp-js/client";
-import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { createToken } from "../src/relay/tokens.ts";
 import { freePort, listenTcp, startDnsResponder, startUdpEcho } from "./_services.ts";
 import { RelayProcess, wsUpgradeStatus } from "./_relay_process.ts";
-import { multiTenantOptions, SECRET, singleUserFront, within } from "./_relay_api.ts";
+import { parsePrometheus, sample, SECRET, within } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
 
 type Conn = InstanceType<typeof wisp.ClientConnection>;
 type Stream = ReturnType<Conn["create_stream"]>;
@@ -97,21 +96,16 @@ async function udpEcho(conn: Conn, port: number, host = "127.0.0.1"): Promise<vo
   stream.close();
 }
 
+/** A single-user relay with a WebSocket listener, resolving through a test DNS responder. */
 async function singleUserRelay(
-  extra: Partial<RelayOptions> = {},
-): Promise<{ relay: Relay; dns: { close(): void } }> {
+  workers = 0,
+): Promise<{ relay: TestRelay; dns: { port: number; close(): void } }> {
   const dns = await startDnsResponder({ "upstream.test": "127.0.0.1" });
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-  stack.dnsRecords = [{ name: "static.test", address: "127.0.0.1" }];
-  const relay = new Relay({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
-    ...extra,
-  });
-  await relay.start();
+  const relay = await startTestRelay([
+    ...["--listen-ws", "http://127.0.0.1:0", "--listen-qemu", "tcp://127.0.0.1:0"],
+    ...["--dns-upstream", `127.0.0.1:${dns.port}`, "--dns-record", "static.test=127.0.0.1"],
+    ...["--workers", String(workers), "--log-level", "error"],
+  ]);
   return { relay, dns };
 }
 
@@ -135,10 +129,12 @@ for (const version of [1, 2] as const) {
       await udpEcho(conn, udp6.port, "::1");
       assert.equal(await closeReason(conn.create_stream("127.0.0.1", closedPort.port)), 0x44, "refused");
       assert.equal(await closeReason(conn.create_stream("nowhere.test", echo.port)), 0x42, "unresolvable");
-      const t = [...relay.tenants.values()][0];
-      assert.equal(t.wispSessions.size, 1);
-      assert.equal(t.stats().connected, false, "no frame guest");
-      assert.equal(t.hasGuest, true, "a Wisp client counts as the tenant's guest");
+      const t = await relay.tenant();
+      assert.equal(t.wispSessions, 1);
+      assert.equal(t.connected, false, "no frame guest");
+      const text = await (await relay.api("/metrics")).text();
+      parsePrometheus(text);
+      assert.equal(sample(text, "slirp_guests_connected"), 1, "a Wisp client counts as the tenant's guest");
     } finally {
       conn.close();
       echo.close();
@@ -152,8 +148,7 @@ for (const version of [1, 2] as const) {
 }
 
 Deno.test("Wisp through a data-plane worker: the front carries Wisp packets in the rings, none lost under flow control", async () => {
-  const dns = await startDnsResponder({});
-  const front = await singleUserFront(`127.0.0.1:${dns.port}`);
+  const { relay: front, dns } = await singleUserRelay(1);
   const echo = await listenTcp(echoConnection);
   const udp = await startUdpEcho();
   const conn = await connect(`${front.wsUrls[0]}/wisp/`, 2);
@@ -171,8 +166,7 @@ Deno.test("Wisp through a data-plane worker: the front carries Wisp packets in t
 
 Deno.test("Wisp in multi-tenant mode: a token admits the client, the default policy blocks loopback (CLOSE 0x48), a token-less upgrade is 401", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = new Relay({ ...multiTenantOptions(dir), listenWs: ["http://127.0.0.1:0"] });
-  await relay.start();
+  const relay = await startTestRelay(await multiTenantArgs(dir));
   const echo = await listenTcp(echoConnection);
   const port = Number(relay.wsUrls[0].split(":").pop());
   try {
@@ -184,7 +178,7 @@ Deno.test("Wisp in multi-tenant mode: a token admits the client, the default pol
       // the IPv6 default denials too: the host's ::1, ULA
       assert.equal(await closeReason(conn.create_stream("::1", echo.port)), 0x48);
       assert.equal(await closeReason(conn.create_stream("fd12::1", 80)), 0x48);
-      assert.equal(relay.tenants.get("w1")?.wispSessions.size, 1);
+      assert.equal((await relay.tenant("w1")).wispSessions, 1);
     } finally {
       conn.close();
     }
@@ -348,16 +342,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const dns = await startDnsResponder({ "upstream.test": "127.0.0.1" });
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-    const relay = new Relay({
-      listenQemu: [],
-      listenWs: ["http://127.0.0.1:0"],
-      stack,
-      log: jsonLogger("error"),
-    });
-    await relay.start();
+    const { relay, dns } = await singleUserRelay();
     const reference = await startReferenceServer(`127.0.0.1:${dns.port}`);
     const echo = await listenTcp(echoConnection);
     const udp = await startUdpEcho();

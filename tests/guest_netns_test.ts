@@ -4,11 +4,9 @@
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { e2eTest, must, NetnsGuest } from "./_netns_guest.ts";
-import { startDnsResponder, startUdpEcho } from "./_services.ts";
+import { freePort, startDnsResponder, startUdpEcho } from "./_services.ts";
+import { startTestRelay } from "./_test_relay.ts";
 import { PrivateNetns, RelayProcess } from "./_relay_process.ts";
 
 e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a host service", [
@@ -19,13 +17,18 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
   const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" });
   const echo = await startUdpEcho();
   const dir = await Deno.makeTempDir();
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = [`127.0.0.1:${dns.port}`];
-  stack.mtu = 1400;
-  stack.domainName = "guest.test";
-  stack.searchDomains = ["guest.test", "example.test"];
-  const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
-  await relay.start();
+  const relay = await startTestRelay([
+    ...[
+      "--listen-qemu",
+      `unix://${dir}/relay.sock`,
+      "--dns-upstream",
+      `127.0.0.1:${dns.port}`,
+      "--mtu",
+      "1400",
+    ],
+    ...["--domain", "guest.test", "--dns-search", "guest.test", "--dns-search", "example.test"],
+    ...["--workers", "0", "--log-level", "warn"],
+  ]);
   const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
   try {
     const lease = await guest.dhcp();
@@ -70,8 +73,7 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
     assert.doesNotMatch(neigh.stdout, /lladdr/);
     const gw = await guest.exec(["ip", "neigh", "show", "10.0.2.2"]);
     assert.match(gw.stdout, /lladdr 52:55:0a:00:02:02/);
-    const s = relay.sessions.values().next().value!.stack;
-    assert.equal(s.counters.dhcpLeases, 1);
+    assert.equal((await relay.tenant()).counters.dhcpLeases, 1);
   } finally {
     await guest.close();
     await relay.stop();
@@ -126,17 +128,11 @@ e2eTest(
   [],
   async () => {
     const dir = await Deno.makeTempDir();
-    const stack = defaultStackConfig();
-    stack.dnsUpstreams = ["127.0.0.1:9"];
-    stack.hostfwd = [{
-      protocol: "udp",
-      hostAddress: "127.0.0.1",
-      hostPort: 0,
-      guestAddress: "",
-      guestPort: 7777,
-    }];
-    const relay = new Relay({ listenQemu: [`unix://${dir}/relay.sock`], stack, log: jsonLogger("warn") });
-    await relay.start();
+    const port = freePort(); // free for TCP, and as good as certainly for UDP
+    const relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--hostfwd", `udp:127.0.0.1:${port}-:7777`, "--workers", "0", "--log-level", "warn"],
+    ]);
     const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
     const client = dgram.createSocket("udp4");
     try {
@@ -149,7 +145,6 @@ e2eTest(
         "d, a = s.recvfrom(65535)\ns.sendto(b'guest:' + d, a)\n",
       ], { timeoutMs: 20_000 });
       await new Promise<void>((r) => client.bind(0, "127.0.0.1", () => r()));
-      const port = relay.forwards[0].hostPort;
       const replies: { text: string; from: number }[] = [];
       client.on("message", (m, r) => replies.push({ text: new TextDecoder().decode(m), from: r.port }));
       for (let i = 0; i < 50 && replies.length === 0; i++) {

@@ -25,6 +25,8 @@ export interface TenantState {
   datagramSocket: string | null;
   /** Wisp clients' sessions on its stack. */
   wispSessions: number;
+  /** Its limits (the defaults, its spec's, or its token's claims). */
+  quotas: Record<string, number>;
   tcpFlows: number;
   udpFlows: number;
   dhcpLeases: number;
@@ -55,6 +57,8 @@ export interface TestRelay {
 }
 
 const ADMIN_TOKEN = "test-admin-token";
+/** A `--token-secret-file` value that stands for the tests' secret (SECRET), written where the relay's own files go. */
+export const TEST_SECRET_FILE = "@test-secret";
 
 /**
  * Starts `slirp-relay serve ARGS` (plus an admin API on a free port) and waits until it listens.
@@ -67,7 +71,11 @@ export async function startTestRelay(
   if (inProcessHooks && relayFromElsewhere) throw new Error("test hooks need the relay in this process");
   const dir = await Deno.makeTempDir({ prefix: "slirp-test-relay-" });
   await Deno.writeTextFile(`${dir}/admin-token`, ADMIN_TOKEN);
-  const full = [...args, "--admin", "http://127.0.0.1:0", "--admin-token-file", `${dir}/admin-token`];
+  await Deno.writeFile(`${dir}/secret`, SECRET);
+  const full = [
+    ...args.map((a) => a === TEST_SECRET_FILE ? `${dir}/secret` : a),
+    ...["--admin", "http://127.0.0.1:0", "--admin-token-file", `${dir}/admin-token`],
+  ];
   let local: Relay | RelayFront | null = null;
   let proc: RelayProcess | null = null;
   let streamUrls: string[], wsUrls: string[], adminUrl: string;
@@ -135,14 +143,13 @@ export async function startTestRelay(
 }
 
 /**
- * The flags of a multi-tenant relay for tests: tenant sockets and captures in `dir`, the tests' token secret
- * (tests/_relay_api.ts SECRET, written to `dir/secret`), a WebSocket listener, no grace period, a DNS
+ * The flags of a multi-tenant relay for tests: tenant sockets and captures in `dir` (nothing else goes
+ * there), the tests' token secret (tests/_relay_api.ts SECRET), a WebSocket listener, no grace period, a DNS
  * upstream that answers nothing.
  */
-export async function multiTenantArgs(dir: string): Promise<string[]> {
-  await Deno.writeFile(`${dir}/secret`, SECRET);
+export function multiTenantArgs(dir: string): string[] {
   return [
-    ...["--multi-tenant", "--token-secret-file", `${dir}/secret`, "--tenant-socket-dir", dir],
+    ...["--multi-tenant", "--token-secret-file", TEST_SECRET_FILE, "--tenant-socket-dir", dir],
     ...["--capture-dir", dir, "--tenant-grace", "0", "--listen-ws", "http://127.0.0.1:0"],
     ...["--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
   ];

@@ -256,7 +256,7 @@ Deno.test({
   ignore: !epollAvailable(),
   async fn() {
     const dir = await Deno.makeTempDir();
-    const relay = await startTestRelay(await multiTenantArgs(dir));
+    const relay = await startTestRelay(multiTenantArgs(dir));
     const guestSocket = bindUnixDatagram(`${dir}/guest.dgram`);
     try {
       assert.equal((await relay.request("POST", "/v1/tenants", { id: "dg1" })).status, 201);

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { arpFrame, ip } from "./_frames.ts";
 import { RelayProcess, StreamGuest, wsUpgradeStatus } from "./_relay_process.ts";
-import { api, multiRelay } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay } from "./_test_relay.ts";
 import { ARP_OP_REPLY } from "../src/wire/arp.ts";
 import { createToken } from "../src/relay/tokens.ts";
 
@@ -18,23 +18,23 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "slirp-drain-" });
-    const relay = await multiRelay(dir);
+    const relay = await startTestRelay(multiTenantArgs(dir));
     const ready = () => fetch(`${relay.adminUrl}/readyz`).then(async (r) => `${r.status} ${await r.text()}`);
     try {
       for (const id of ["live", "idle"]) {
-        assert.equal((await api(relay, "POST", "/v1/tenants", { id })).status, 201);
+        assert.equal((await relay.request("POST", "/v1/tenants", { id })).status, 201);
       }
       assert.equal(await ready(), "200 ready\n");
       const g = await StreamGuest.connect({ path: `${dir}/live.sock` });
       await g.send(arpFrame(MAC, ip("10.0.2.15"), ip("10.0.2.2")));
       await g.waitFor((d) => d.arp?.op === ARP_OP_REPLY);
 
-      const drain = await api(relay, "POST", "/v1/drain");
+      const drain = await relay.request("POST", "/v1/drain");
       assert.equal(drain.status, 202);
       assert.deepEqual(await drain.json(), { draining: true, guests: 1 });
       assert.equal(await ready(), "503 draining\n");
       assert.equal((await fetch(`${relay.adminUrl}/healthz`)).status, 200, "alive while draining");
-      assert.equal((await api(relay, "POST", "/v1/tenants", { id: "late" })).status, 503);
+      assert.equal((await relay.request("POST", "/v1/tenants", { id: "late" })).status, 503);
       // a new guest on another tenant's socket is closed at once
       const late = await Deno.connect({ transport: "unix", path: `${dir}/idle.sock` });
       const n = await Promise.race([

@@ -65,7 +65,7 @@ e2eTest(
   ["nc"],
   async () => {
     const dir = await Deno.makeTempDir({ prefix: "slirp-gvapi-mt-" });
-    const relay = await startTestRelay(await multiTenantArgs(dir));
+    const relay = await startTestRelay(multiTenantArgs(dir));
     try {
       assert.equal((await relay.request("POST", "/v1/tenants", { id: "pm" })).status, 201);
       assert.equal((await relay.request("GET", "/services/forwarder/all")).status, 404);

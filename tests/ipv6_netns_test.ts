@@ -198,7 +198,7 @@ e2eTest(
       s.end("v4-host-service");
       s.on("error", () => {});
     });
-    const relay = await startTestRelay(await multiTenantArgs(dir));
+    const relay = await startTestRelay(multiTenantArgs(dir));
     const guests: NetnsGuest[] = [];
     try {
       // "open" allows the host's loopback in both families (all ports); "closed" keeps the default policy;

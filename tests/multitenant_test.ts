@@ -22,7 +22,7 @@ const MiB = 1024 * 1024;
 
 Deno.test("admin API: bearer token required; tenants created, listed, inspected, deleted; forwards; metrics", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await startTestRelay(await multiTenantArgs(dir));
+  const relay = await startTestRelay(multiTenantArgs(dir));
   try {
     assert.equal(await (await fetch(`${relay.adminUrl}/healthz`)).text(), "ok\n");
     const noAuth = await fetch(`${relay.adminUrl}/v1/tenants`);
@@ -183,7 +183,7 @@ print((h+b"."+c+b"."+s).decode())`,
   });
 
   const dir = await Deno.makeTempDir();
-  const relay = await startTestRelay(await multiTenantArgs(dir));
+  const relay = await startTestRelay(multiTenantArgs(dir));
   const base = relay.wsUrls[0].replace("ws://", "http://");
   try {
     const status = async (path: string, headers: Record<string, string> = {}) => {
@@ -218,7 +218,7 @@ e2eTest(
   async () => {
     const dir = await Deno.makeTempDir();
     await Deno.chmod(dir, 0o755);
-    const relay = await startTestRelay(await multiTenantArgs(dir));
+    const relay = await startTestRelay(multiTenantArgs(dir));
     const hs = await hashServer();
     const other = await listen((s) => s.end("loopback-secret"));
     try {
@@ -286,7 +286,7 @@ e2eTest("quotas: a rate-limited tenant stays under its rate while another tenant
   "curl",
 ], async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await startTestRelay(await multiTenantArgs(dir));
+  const relay = await startTestRelay(multiTenantArgs(dir));
   const payload = new Uint8Array(24 * MiB);
   const http = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(payload));
   const RATE = 2 * MiB;
@@ -349,7 +349,7 @@ e2eTest(
   async () => {
     const dir = await Deno.makeTempDir();
     await Deno.chmod(dir, 0o755);
-    const relay = await startTestRelay(await multiTenantArgs(dir));
+    const relay = await startTestRelay(multiTenantArgs(dir));
     const http = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen() {} },
       () => new Response("hello over websocket"),

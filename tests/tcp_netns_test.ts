@@ -75,7 +75,7 @@ async function setup(
     ], opts.faults ? { faults: opts.faults } : undefined);
     socket = `${dir}/relay.sock`;
   } else {
-    relay = await startTestRelay([...await multiTenantArgs(dir), ...common]);
+    relay = await startTestRelay([...multiTenantArgs(dir), ...common]);
     const created = await relay.request("POST", "/v1/tenants", {
       id: "guest",
       policy: { allow: ["127.0.0.1/32"] },

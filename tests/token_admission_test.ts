@@ -3,39 +3,17 @@
  * its token expires, and a token-created tenant with no guest leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import { Relay } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
-import { parseHostForward } from "../src/cli.ts";
 import { createToken, type TokenClaims } from "../src/relay/tokens.ts";
 import { wsUpgradeStatus } from "./_relay_process.ts";
-
-const SECRET = new TextEncoder().encode("admission-secret-of-at-least-16");
-
-async function tokenRelay(dir: string, graceMs = 0): Promise<Relay> {
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const relay = new Relay({
-    listenQemu: [],
-    listenWs: ["http://127.0.0.1:0"],
-    stack,
-    log: jsonLogger("error"),
-    multiTenant: true,
-    tokenSecret: SECRET,
-    tenantSocketDir: dir,
-    parseForward: parseHostForward,
-    graceMs,
-  });
-  await relay.start();
-  return relay;
-}
+import { SECRET } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
 
 function token(tenant: string, extra: Partial<Omit<TokenClaims, "v" | "tenant">> = {}): Promise<string> {
   return createToken(SECRET, { tenant, exp: Math.floor(Date.now() / 1000) + 3600, ...extra });
 }
 
 /** Opens a guest WebSocket; resolves with it once open, or with the HTTP status of a refused upgrade. */
-async function connect(relay: Relay, id: string, tok: string): Promise<WebSocket | number> {
+async function connect(relay: TestRelay, id: string, tok: string): Promise<WebSocket | number> {
   const path = `/v1/tenants/${id}/ws?token=${tok}`;
   const ws = new WebSocket(`${relay.wsUrls[0]}${path}`);
   const opened = await new Promise<boolean>((resolve) => {
@@ -52,9 +30,17 @@ function closed(ws: WebSocket): Promise<number> {
   });
 }
 
-async function until(pred: () => boolean, what: string, ms = 3000): Promise<void> {
+async function tenantIds(relay: TestRelay): Promise<string[]> {
+  return (await (await relay.api("/v1/tenants")).json() as { id: string }[]).map((t) => t.id);
+}
+
+async function maxTcpFlows(relay: TestRelay, id: string): Promise<number> {
+  return (await relay.tenant(id)).quotas.maxTcpFlows;
+}
+
+async function until(pred: () => Promise<boolean>, what: string, ms = 3000): Promise<void> {
   const end = Date.now() + ms;
-  while (!pred()) {
+  while (!(await pred())) {
     if (Date.now() > end) throw new Error(`Timed out waiting: ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
@@ -62,7 +48,7 @@ async function until(pred: () => boolean, what: string, ms = 3000): Promise<void
 
 Deno.test("token tenants: 50 distinct ids come and go and leave no tenant and no socket behind", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await tokenRelay(dir);
+  const relay = await startTestRelay(multiTenantArgs(dir));
   try {
     for (let i = 0; i < 50; i++) {
       const ws = await connect(relay, `guest-${i}`, await token(`guest-${i}`));
@@ -71,7 +57,7 @@ Deno.test("token tenants: 50 distinct ids come and go and leave no tenant and no
       ws.close();
       await c;
     }
-    await until(() => relay.tenants.size === 0, "every token tenant removed");
+    await until(async () => (await tenantIds(relay)).length === 0, "every token tenant removed");
     assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name), []);
   } finally {
     await relay.stop();
@@ -81,35 +67,37 @@ Deno.test("token tenants: 50 distinct ids come and go and leave no tenant and no
 
 Deno.test("token tenants: the token's claims are applied; different claims are refused while a guest is live, applied once it left", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await tokenRelay(dir);
+  const relay = await startTestRelay(multiTenantArgs(dir));
   try {
     const ws = await connect(relay, "c1", await token("c1", { quotas: { maxTcpFlows: 7 } }));
     assert.ok(ws instanceof WebSocket);
-    assert.equal(relay.tenants.get("c1")!.quotas.maxTcpFlows, 7);
-    assert.equal(relay.tenants.get("c1")!.config.maxTcpFlows, 7);
+    assert.equal(await maxTcpFlows(relay, "c1"), 7);
     // the same claims are fine (a v86 reconnect); other claims are not, while the guest is live
     assert.equal(await connect(relay, "c1", await token("c1", { quotas: { maxTcpFlows: 9 } })), 409);
-    assert.equal(relay.tenants.get("c1")!.quotas.maxTcpFlows, 7);
+    assert.equal(await maxTcpFlows(relay, "c1"), 7);
     const c = closed(ws);
     ws.close();
     await c;
-    await until(() => !relay.tenants.has("c1"), "c1 removed after its guest left");
+    await until(async () => !(await tenantIds(relay)).includes("c1"), "c1 removed after its guest left");
     const ws2 = await connect(relay, "c1", await token("c1", { quotas: { maxTcpFlows: 9 } }));
     assert.ok(ws2 instanceof WebSocket);
-    assert.equal(relay.tenants.get("c1")!.quotas.maxTcpFlows, 9);
+    assert.equal(await maxTcpFlows(relay, "c1"), 9);
     const c2 = closed(ws2);
     ws2.close();
     await c2;
     // an operator's tenant: a token claiming nothing is admitted, one claiming other quotas is not
-    await relay.createTenant({ id: "ops", quotas: { maxTcpFlows: 3 } });
+    assert.equal(
+      (await relay.request("POST", "/v1/tenants", { id: "ops", quotas: { maxTcpFlows: 3 } })).status,
+      201,
+    );
     assert.equal(await connect(relay, "ops", await token("ops", { quotas: { maxTcpFlows: 300 } })), 409);
     const ws3 = await connect(relay, "ops", await token("ops"));
     assert.ok(ws3 instanceof WebSocket);
-    assert.equal(relay.tenants.get("ops")!.quotas.maxTcpFlows, 3);
+    assert.equal(await maxTcpFlows(relay, "ops"), 3);
     const c3 = closed(ws3);
     ws3.close();
     await c3;
-    assert.ok(relay.tenants.has("ops"), "an operator's tenant stays");
+    assert.ok((await tenantIds(relay)).includes("ops"), "an operator's tenant stays");
   } finally {
     await relay.stop();
     await Deno.remove(dir, { recursive: true });
@@ -118,7 +106,7 @@ Deno.test("token tenants: the token's claims are applied; different claims are r
 
 Deno.test("token tenants: the session ends when its token expires; the tenant goes with it", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await tokenRelay(dir);
+  const relay = await startTestRelay(multiTenantArgs(dir));
   try {
     const exp = Math.floor(Date.now() / 1000) + 2;
     const ws = await connect(relay, "short", await token("short", { exp }));
@@ -126,7 +114,7 @@ Deno.test("token tenants: the session ends when its token expires; the tenant go
     const code = await closed(ws);
     assert.equal(code, 4401);
     assert.ok(Date.now() >= (exp - 1) * 1000, "not before the token expired");
-    await until(() => !relay.tenants.has("short"), "the tenant removed");
+    await until(async () => !(await tenantIds(relay)).includes("short"), "the tenant removed");
   } finally {
     await relay.stop();
     await Deno.remove(dir, { recursive: true });

@@ -62,7 +62,7 @@ Deno.test("WebSocket: an anonymous single-user guest gets a DHCP offer; text is 
 
 Deno.test("WebSocket: multi-tenant guest admitted by a token in Sec-WebSocket-Protocol; a duplicate guest is refused when configured", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await startTestRelay([...await multiTenantArgs(dir), "--duplicate-guest", "refuse"]);
+  const relay = await startTestRelay([...multiTenantArgs(dir), "--duplicate-guest", "refuse"]);
   try {
     const token = await createToken(SECRET, { tenant: "v86-1", exp: Math.floor(Date.now() / 1000) + 60 });
     const ws = await open(`${relay.wsUrls[0]}/v1/tenants/v86-1/ws`, [token]);

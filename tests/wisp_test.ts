@@ -166,7 +166,7 @@ Deno.test("Wisp through a data-plane worker: the front carries Wisp packets in t
 
 Deno.test("Wisp in multi-tenant mode: a token admits the client, the default policy blocks loopback (CLOSE 0x48), a token-less upgrade is 401", async () => {
   const dir = await Deno.makeTempDir();
-  const relay = await startTestRelay(await multiTenantArgs(dir));
+  const relay = await startTestRelay(multiTenantArgs(dir));
   const echo = await listenTcp(echoConnection);
   const port = Number(relay.wsUrls[0].split(":").pop());
   try {

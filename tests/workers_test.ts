@@ -23,7 +23,7 @@ function idOn(w: number, prefix: string): string {
 /** A multi-tenant relay with two data-plane workers, as `serve --workers 2` runs it. */
 async function front(dir: string, maxTenants = 16): Promise<TestRelay> {
   return await startTestRelay([
-    ...await multiTenantArgs(dir),
+    ...multiTenantArgs(dir),
     ...["--workers", String(WORKERS), "--max-tenants", String(maxTenants)],
   ]);
 }

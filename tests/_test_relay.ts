@@ -45,7 +45,7 @@ export interface TestRelay {
   readonly local: Relay | RelayFront | null;
   /** An admin API request (the bearer token added). */
   api(path: string, init?: RequestInit): Promise<Response>;
-  /** An admin API request with a JSON body. */
+  /** An admin API request with a JSON body (a string is sent as it is). */
   request(method: string, path: string, body?: unknown): Promise<Response>;
   /** A tenant's state; without `id` the only tenant (single-user mode's guest session). */
   tenant(id?: string): Promise<TenantState>;
@@ -116,7 +116,8 @@ export async function startTestRelay(
       api(path, {
         method,
         headers: { "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
+        // a string goes as it is (a test of a malformed body), anything else as JSON
+        body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
       }),
     tenant,
     async connectedTenant() {

@@ -4,17 +4,23 @@
  * admin API's routes and bodies, and metrics that move with the traffic.
  */
 import assert from "node:assert/strict";
-import type { Relay } from "../src/relay/relay.ts";
 import { arpFrame, ip, tcpFrame, udpFrame } from "./_frames.ts";
 import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
 import { StreamGuest } from "./_relay_process.ts";
-import { api, multiRelay, parsePrometheus, sample } from "./_relay_api.ts";
+import { parsePrometheus, sample } from "./_relay_api.ts";
+import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";
 import { listenTcp, startUdpEcho } from "./_services.ts";
 import { e2eTest } from "./_netns_guest.ts";
 
 const MAC = 0x02000000000c;
 const GUEST = ip("10.0.2.15");
 const GATEWAY = ip("10.0.2.2");
+
+/** Creates a tenant through the admin API. */
+async function createTenant(relay: TestRelay, spec: Record<string, unknown>): Promise<void> {
+  const r = await relay.request("POST", "/v1/tenants", spec);
+  assert.equal(r.status, 201, await r.text());
+}
 
 /** A guest on tenant `id`'s socket whose ARP for the gateway was answered (the relay serves it). */
 async function guest(dir: string, id: string): Promise<StreamGuest> {
@@ -46,12 +52,13 @@ async function until(what: string, pred: () => boolean | Promise<boolean>, timeo
   }
 }
 
+/** A multi-tenant relay with `flags` beyond the tests' defaults, for `fn`; stopped and cleaned up after. */
 async function withRelay(
-  extra: Parameters<typeof multiRelay>[1],
-  fn: (relay: Relay, dir: string) => Promise<void>,
+  flags: string[],
+  fn: (relay: TestRelay, dir: string) => Promise<void>,
 ): Promise<void> {
   const dir = await Deno.makeTempDir();
-  const relay = await multiRelay(dir, extra);
+  const relay = await startTestRelay([...multiTenantArgs(dir), ...flags]);
   try {
     await fn(relay, dir);
   } finally {
@@ -61,20 +68,20 @@ async function withRelay(
 }
 
 Deno.test("duplicate guest, replace (default): the second guest takes the tenant over, the first is closed", async () => {
-  await withRelay({}, async (relay, dir) => {
-    await relay.createTenant({ id: "d" });
+  await withRelay([], async (relay, dir) => {
+    await createTenant(relay, { id: "d" });
     const first = await guest(dir, "d");
     const second = await guest(dir, "d");
     await first.waitClosed();
     await served(second);
-    assert.equal(relay.tenants.get("d")!.link?.kind, "stream");
+    assert.equal((await relay.tenant("d")).transport, "stream");
     second.close();
   });
 });
 
 Deno.test("duplicate guest, refuse: the second guest is closed, the first keeps being served", async () => {
-  await withRelay({ duplicateGuest: "refuse" }, async (relay, dir) => {
-    await relay.createTenant({ id: "d" });
+  await withRelay(["--duplicate-guest", "refuse"], async (relay, dir) => {
+    await createTenant(relay, { id: "d" });
     const first = await guest(dir, "d");
     const second = await StreamGuest.connect({ path: `${dir}/d.sock` });
     await second.waitClosed();
@@ -89,36 +96,36 @@ Deno.test("grace period: a guest that reconnects in time finds its flows; past t
     s.on("error", () => {}); // the relay may reset it on release
     s.on("close", () => peerClosed++);
   });
-  await withRelay({ graceMs: 400 }, async (relay, dir) => {
-    await relay.createTenant({ id: "g", policy: { allow: ["127.0.0.1/32"] } });
-    const t = () => relay.tenants.get("g")!;
+  await withRelay(["--tenant-grace", "0.4"], async (relay, dir) => {
+    await createTenant(relay, { id: "g", policy: { allow: ["127.0.0.1/32"] } });
+    const t = () => relay.tenant("g");
     const a = await guest(dir, "g");
     await connect(a, 40001, server.port);
-    assert.equal(t().stack!.tcp.size, 1);
+    assert.equal((await t()).tcpFlows, 1);
     a.close();
-    await until("the relay sees the guest leave", () => t().link === null);
+    await until("the relay sees the guest leave", async () => !(await t()).connected);
     // within the grace period the tenant keeps its stack and its flow
     const b = await guest(dir, "g");
-    assert.equal(t().stack!.tcp.size, 1, "the flow survived the reconnect");
+    assert.equal((await t()).tcpFlows, 1, "the flow survived the reconnect");
     await new Promise((r) => setTimeout(r, 600)); // longer than the grace: a live guest stops the clock
-    assert.equal(t().stack!.tcp.size, 1, "no release while a guest is connected");
+    assert.equal((await t()).tcpFlows, 1, "no release while a guest is connected");
     assert.equal(peerClosed, 0);
     b.close();
-    await until("the relay sees the guest leave", () => t().link === null);
-    assert.ok(t().stack !== null, "state is kept during the grace period");
-    await until("the flows are released after the grace", () => t().stack === null, 3000);
+    await until("the relay sees the guest leave", async () => !(await t()).connected);
+    assert.equal((await t()).tcpFlows, 1, "state is kept during the grace period");
+    await until("the flows are released after the grace", async () => (await t()).tcpFlows === 0, 3000);
     await until("the host peer sees its connection closed", () => peerClosed === 1);
-    assert.ok(relay.tenants.has("g"), "an operator's tenant outlives its guest");
+    assert.equal((await relay.api("/v1/tenants/g")).status, 200, "an operator's tenant outlives its guest");
   });
   server.close();
 });
 
 Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and non-JSON bodies", async () => {
   const server = await listenTcp((s) => s.on("error", () => {}));
-  await withRelay({}, async (relay, dir) => {
-    await relay.createTenant({ id: "m", policy: { allow: ["127.0.0.1/32"] } });
+  await withRelay([], async (relay, dir) => {
+    await createTenant(relay, { id: "m", policy: { allow: ["127.0.0.1/32"] } });
     const metrics = async () => {
-      const text = await (await api(relay, "GET", "/metrics")).text();
+      const text = await (await relay.request("GET", "/metrics")).text();
       parsePrometheus(text);
       return text;
     };
@@ -131,13 +138,13 @@ Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and no
     await connect(g, 40002, server.port);
     let flows = { tcp: [] as Record<string, unknown>[] };
     await until("the connection is established", async () => {
-      flows = await (await api(relay, "GET", "/v1/tenants/m/flows")).json();
+      flows = await (await relay.request("GET", "/v1/tenants/m/flows")).json();
       return flows.tcp[0]?.state === "ESTABLISHED";
     });
     assert.equal(flows.tcp.length, 1);
     assert.equal(flows.tcp[0].guest, "10.0.2.15:40002");
     assert.equal(flows.tcp[0].remote, `10.0.2.2:${server.port}`);
-    const stats = await (await api(relay, "GET", "/v1/tenants/m/stats")).json();
+    const stats = await (await relay.request("GET", "/v1/tenants/m/stats")).json();
     assert.equal(stats.connected, true);
     assert.equal(stats.tcpFlows, 1);
     assert.equal(stats.counters.tcpFlowsOpened, 1);
@@ -157,18 +164,18 @@ Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and no
     });
 
     // errors: unknown tenant, unknown route, wrong method, bodies that are not JSON
-    assert.equal((await api(relay, "GET", "/v1/tenants/nope/flows")).status, 404);
-    assert.equal((await api(relay, "GET", "/v2/things")).status, 404);
-    assert.equal((await api(relay, "PUT", "/v1/tenants")).status, 405);
-    assert.equal((await api(relay, "PUT", "/v1/tenants/m")).status, 405);
-    assert.equal((await api(relay, "POST", "/v1/tenants/m/flows")).status, 405);
-    const notJson = await api(relay, "POST", "/v1/tenants", "{not json");
+    assert.equal((await relay.request("GET", "/v1/tenants/nope/flows")).status, 404);
+    assert.equal((await relay.request("GET", "/v2/things")).status, 404);
+    assert.equal((await relay.request("PUT", "/v1/tenants")).status, 405);
+    assert.equal((await relay.request("PUT", "/v1/tenants/m")).status, 405);
+    assert.equal((await relay.request("POST", "/v1/tenants/m/flows")).status, 405);
+    const notJson = await relay.request("POST", "/v1/tenants", "{not json");
     assert.equal(notJson.status, 400);
     assert.match((await notJson.json()).error, /not JSON/);
-    const badRule = await api(relay, "POST", "/v1/tenants/m/hostfwd", "[]");
+    const badRule = await relay.request("POST", "/v1/tenants/m/hostfwd", "[]");
     assert.equal(badRule.status, 400);
     assert.match((await badRule.json()).error, /"rule"/);
-    assert.equal((await api(relay, "DELETE", "/v1/tenants/m/capture")).status, 404);
+    assert.equal((await relay.request("DELETE", "/v1/tenants/m/capture")).status, 404);
   });
   server.close();
 });
@@ -176,10 +183,10 @@ Deno.test("admin API: flows, stats, metrics moving with traffic; 404, 405 and no
 Deno.test("metrics: every family is exposed, and each per-tenant one moves exactly as the guest's traffic does", async () => {
   const server = await listenTcp((sock) => sock.on("error", () => {}));
   const echo = await startUdpEcho();
-  await withRelay({}, async (relay, dir) => {
-    await relay.createTenant({ id: "m", policy: { allow: ["127.0.0.1/32"] } });
+  await withRelay([], async (relay, dir) => {
+    await createTenant(relay, { id: "m", policy: { allow: ["127.0.0.1/32"] } });
     const read = async () => {
-      const text = await (await api(relay, "GET", "/metrics")).text();
+      const text = await (await relay.request("GET", "/metrics")).text();
       parsePrometheus(text);
       return text;
     };
@@ -273,7 +280,7 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
     assert.equal(sample(text, "slirp_flows_opened_total", { protocol: "tcp" }), 1);
     assert.equal(sample(text, "slirp_tcp_syn_ack_retransmits_total"), 0);
     g.close();
-    assert.equal((await api(relay, "DELETE", "/v1/tenants/m")).status, 204);
+    assert.equal((await relay.request("DELETE", "/v1/tenants/m")).status, 204);
     text = await read();
     assert.equal(sample(text, "slirp_tenant_frames_total", { ...m, direction: "from_guest" }), undefined);
     assert.equal(sample(text, "slirp_frames_total", { direction: "from_guest" }), 5);
@@ -289,12 +296,12 @@ e2eTest(
   ["promtool"],
   async () => {
     const echo = await startUdpEcho();
-    await withRelay({}, async (relay, dir) => {
-      await relay.createTenant({ id: "p", policy: { allow: ["127.0.0.1/32"] } });
+    await withRelay([], async (relay, dir) => {
+      await createTenant(relay, { id: "p", policy: { allow: ["127.0.0.1/32"] } });
       const g = await guest(dir, "p");
       await g.send(udpFrame(MAC, GUEST, GATEWAY, 40010, echo.port, new TextEncoder().encode("x")));
       await g.waitFor((d) => d.udp?.dstPort === 40010);
-      const text = await (await api(relay, "GET", "/metrics")).text();
+      const text = await (await relay.request("GET", "/metrics")).text();
       const child = new Deno.Command("promtool", {
         args: ["check", "metrics"],
         stdin: "piped",

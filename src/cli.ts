@@ -450,7 +450,10 @@ export interface ServeSetup {
  * The relay `serve ARGS` would run, built from the same flags and config file (throws a clear error for a bad
  * one): the CLI starts it, and tests run it in-process from the very command line a user would type.
  */
-export function relayFromServeArgs(args: string[], testHooks: Pick<RelayOptions, "faults"> = {}): ServeSetup {
+export function relayFromServeArgs(
+  args: string[],
+  testHooks: { faults?: RelayOptions["faults"]; logTo?: (line: string) => void } = {},
+): ServeSetup {
   const { values } = parseArgs({ args, options: SERVE_OPTIONS, strict: true, allowPositionals: false });
   const fromFile = values.config ? readConfigFile(values.config) : {};
   const merged: ServeFlags = { ...fromFile };
@@ -458,7 +461,7 @@ export function relayFromServeArgs(args: string[], testHooks: Pick<RelayOptions,
     if (v !== undefined) (merged as Record<string, unknown>)[k] = v;
   }
   const cfg = buildServeConfig(merged);
-  const log = jsonLogger(cfg.logLevel);
+  const log = jsonLogger(cfg.logLevel, testHooks.logTo);
   const multi = merged["multi-tenant"] === true;
   const readText = (flag: string, p: string) => {
     try {
@@ -534,7 +537,7 @@ export function relayFromServeArgs(args: string[], testHooks: Pick<RelayOptions,
     wsAllowOrigin: merged["ws-allow-origin"]?.map(checkAllowedOrigin),
     maxTenants: positiveInt("--max-tenants", merged["max-tenants"]),
     maxFlows: positiveInt("--max-flows", merged["max-flows"]),
-    ...testHooks,
+    faults: testHooks.faults,
   };
   const workers = dataPlaneWorkers(merged.workers);
   const drainSec = merged["drain-timeout"] === undefined ? 0 : Number(merged["drain-timeout"]);

@@ -43,6 +43,11 @@ export interface TestRelay {
   readonly adminUrl: string;
   /** The relay itself when it runs in this process (Deno); null when it is its own process. */
   readonly local: Relay | RelayFront | null;
+  /**
+   * The relay's log lines (JSON) so far: its stderr, or in this process what its main thread logged (a
+   * data-plane worker's lines go to stderr: tests that read logs use `--workers 0`).
+   */
+  logs(): string[];
   /** An admin API request (the bearer token added). */
   api(path: string, init?: RequestInit): Promise<Response>;
   /** An admin API request with a JSON body (a string is sent as it is). */
@@ -77,6 +82,7 @@ export async function startTestRelay(
     ...["--admin", "http://127.0.0.1:0", "--admin-token-file", `${dir}/admin-token`],
   ];
   let local: Relay | RelayFront | null = null;
+  const localLogs: string[] = [];
   let proc: RelayProcess | null = null;
   let streamUrls: string[], wsUrls: string[], adminUrl: string;
   if (relayFromElsewhere) {
@@ -86,7 +92,7 @@ export async function startTestRelay(
     wsUrls = [...out.matchAll(/WebSocket on (ws:\/\/[^/\s]+)/g)].map((m) => m[1]);
     adminUrl = /admin API on (\S+)/.exec(out)![1];
   } else {
-    local = relayFromServeArgs(full, inProcessHooks).relay;
+    local = relayFromServeArgs(full, { ...inProcessHooks, logTo: (l) => localLogs.push(l) }).relay;
     streamUrls = await local.start();
     wsUrls = local.wsUrls;
     adminUrl = local.adminUrl!;
@@ -112,6 +118,7 @@ export async function startTestRelay(
     adminUrl,
     local,
     api,
+    logs: () => proc ? proc.stderr : localLogs,
     request: (method, path, body) =>
       api(path, {
         method,

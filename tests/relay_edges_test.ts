@@ -1,40 +1,33 @@
 /**
- * The relay's edges against a hostile guest or client, in-process over real sockets: frames over the MTU,
- * WebSocket origins and hosts, admin API input, configuration that cannot work.
+ * The relay's edges against a hostile guest or client, over real sockets: frames over the MTU, WebSocket
+ * origins and hosts, admin API input, configuration that cannot work. Relays start from their command line
+ * (tests/_test_relay.ts), on whatever runtime SLIRP_RELAY_COMMAND says.
  */
 import assert from "node:assert/strict";
-import { Relay, type RelayOptions } from "../src/relay/relay.ts";
-import { defaultStackConfig } from "../src/stack/config.ts";
-import { jsonLogger } from "../src/relay/log.ts";
 import { arpFrame, ip } from "./_frames.ts";
 import { StreamGuest, wsUpgradeStatus } from "./_relay_process.ts";
-import { buildServeConfig, parseHostForward } from "../src/cli.ts";
+import { buildServeConfig } from "../src/cli.ts";
+import { startTestRelay, TEST_SECRET_FILE, type TestRelay } from "./_test_relay.ts";
 import { prepareSocketDir } from "../src/relay/socket_dir.ts";
 
 const MAC = 0x02000000000c;
 
-/** A relay on a UNIX socket in a fresh directory, with `patch` applied to its options. */
-export async function startRelay(
-  patch: (o: RelayOptions) => void = () => {},
-): Promise<{ relay: Relay; dir: string; sock: string; logs: string[]; stop(): Promise<void> }> {
+/**
+ * A single-user relay on a UNIX socket in a fresh directory (main-thread socket loop, debug logs) with
+ * `flags` besides.
+ */
+async function startRelay(
+  flags: string[] = [],
+): Promise<{ relay: TestRelay; dir: string; sock: string; stop(): Promise<void> }> {
   const dir = await Deno.makeTempDir();
-  const stack = defaultStackConfig();
-  stack.dnsUpstreams = ["127.0.0.1:9"];
-  const logs: string[] = [];
-  const opts: RelayOptions = {
-    listenQemu: [`unix://${dir}/r.sock`],
-    stack,
-    log: jsonLogger("debug", (l) => logs.push(l)),
-    parseForward: parseHostForward,
-  };
-  patch(opts);
-  const relay = new Relay(opts);
-  await relay.start();
+  const relay = await startTestRelay([
+    ...["--listen-qemu", `unix://${dir}/r.sock`, "--dns-upstream", "127.0.0.1:9"],
+    ...["--workers", "0", "--log-level", "debug", ...flags],
+  ]);
   return {
     relay,
     dir,
     sock: `${dir}/r.sock`,
-    logs,
     async stop() {
       await relay.stop();
       await Deno.remove(dir, { recursive: true });
@@ -42,8 +35,11 @@ export async function startRelay(
   };
 }
 
+/** The port of a relay's first WebSocket listener. */
+const wsPort = (r: TestRelay) => Number(/:(\d+)$/.exec(r.wsUrls[0])![1]);
+
 Deno.test("relay: a frame larger than the MTU is dropped and counted; the guest's link stays up", async () => {
-  const r = await startRelay((o) => (o.stack.mtu = 1500));
+  const r = await startRelay(["--mtu", "1500"]);
   const g = await StreamGuest.connect({ path: r.sock });
   try {
     const big = new Uint8Array(1600);
@@ -51,8 +47,7 @@ Deno.test("relay: a frame larger than the MTU is dropped and counted; the guest'
     await g.send(big, arpFrame(MAC, ip("10.0.2.15"), ip("10.0.2.2")));
     await g.waitFor((d) => d.arp !== undefined);
     assert.equal(g.out.filter((d) => d.arp).length, 1, "only the honest frame was answered");
-    const t = [...r.relay.tenants.values()][0];
-    assert.equal(t.counters.drops.get("frame-over-mtu"), 1);
+    assert.equal((await r.relay.tenant()).counters.drops["frame-over-mtu"], 1);
     assert.ok(!g.closed);
   } finally {
     g.close();
@@ -61,12 +56,9 @@ Deno.test("relay: a frame larger than the MTU is dropped and counted; the guest'
 });
 
 Deno.test("WebSocket (single-user): pages from other sites and rebinding names are refused with 403; loopback pages and non-browsers get 101", async () => {
-  const r = await startRelay((o) => {
-    o.listenQemu = [];
-    o.listenWs = ["http://127.0.0.1:0"];
-  });
+  const r = await startRelay(["--listen-ws", "http://127.0.0.1:0"]);
   try {
-    const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
+    const port = wsPort(r.relay);
     const host = `127.0.0.1:${port}`;
     const cases: [Record<string, string>, number, string][] = [
       [{ Host: host }, 101, "no Origin: not a browser"],
@@ -82,7 +74,7 @@ Deno.test("WebSocket (single-user): pages from other sites and rebinding names a
       assert.equal(await wsUpgradeStatus(port, "/", headers), want, why);
     }
     assert.ok(
-      r.logs.some((l) => /WebSocket refused: origin https:\/\/evil\.example/.test(l)),
+      r.relay.logs().some((l) => /WebSocket refused: origin https:\/\/evil\.example/.test(l)),
       "refusals are logged",
     );
     assert.equal(
@@ -96,18 +88,14 @@ Deno.test("WebSocket (single-user): pages from other sites and rebinding names a
 });
 
 Deno.test("WebSocket: --ws-allow-origin admits a named origin (exact or any port), and * admits all", async () => {
-  const r = await startRelay((o) => {
-    o.listenQemu = [];
-    o.listenWs = ["http://127.0.0.1:0"];
-    o.wsAllowOrigin = ["https://vm.example", "http://lab.example:*"];
-  });
-  const all = await startRelay((o) => {
-    o.listenQemu = [];
-    o.listenWs = ["http://127.0.0.1:0"];
-    o.wsAllowOrigin = ["*"];
-  });
+  const ws = ["--listen-ws", "http://127.0.0.1:0"];
+  const r = await startRelay([
+    ...ws,
+    ...["--ws-allow-origin", "https://vm.example", "--ws-allow-origin", "http://lab.example:*"],
+  ]);
+  const all = await startRelay([...ws, "--ws-allow-origin", "*"]);
   try {
-    const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
+    const port = wsPort(r.relay);
     const h = { Host: `127.0.0.1:${port}` };
     assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://vm.example" }), 101);
     assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://vm.example:8443" }), 403);
@@ -118,7 +106,7 @@ Deno.test("WebSocket: --ws-allow-origin admits a named origin (exact or any port
       "scheme differs",
     );
     assert.equal(await wsUpgradeStatus(port, "/", { ...h, Origin: "https://evil.example" }), 403);
-    const p2 = Number(/:(\d+)$/.exec(all.relay.wsUrls[0])![1]);
+    const p2 = wsPort(all.relay);
     assert.equal(
       await wsUpgradeStatus(p2, "/", { Host: `127.0.0.1:${p2}`, Origin: "https://evil.example" }),
       101,
@@ -129,29 +117,15 @@ Deno.test("WebSocket: --ws-allow-origin admits a named origin (exact or any port
   }
 });
 
-const ADMIN = "edges-admin-token";
-const SECRET = new TextEncoder().encode("edges-secret-of-at-least-16-bytes");
-
-function api(url: string, method: string, path: string, body?: unknown, token: string | null = ADMIN) {
-  return fetch(`${url}${path}`, {
-    method,
-    headers: token ? { authorization: `Bearer ${token}`, "content-type": "application/json" } : {},
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-}
-
 Deno.test("admin API: forwards as objects are validated like strings; captures stay inside --capture-dir; bad %-encoding is a 400", async () => {
   const captures = await Deno.makeTempDir();
   const elsewhere = await Deno.makeTempDir();
-  const r = await startRelay((o) => {
-    o.listenQemu = [];
-    o.admin = "http://127.0.0.1:0";
-    o.adminToken = ADMIN;
-    o.multiTenant = true;
-    o.tokenSecret = SECRET;
-    o.captureDir = captures;
-  });
-  const url = r.relay.adminUrl!;
+  const sockets = await Deno.makeTempDir();
+  const relay = await startTestRelay([
+    ...["--multi-tenant", "--token-secret-file", TEST_SECRET_FILE, "--tenant-socket-dir", sockets],
+    ...["--capture-dir", captures, "--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+  ]);
+  const url = relay.adminUrl;
   try {
     const bad: [unknown, RegExp][] = [
       [
@@ -178,11 +152,11 @@ Deno.test("admin API: forwards as objects are validated like strings; captures s
       [42, /object or a string/],
     ];
     for (const [f, why] of bad) {
-      const res = await api(url, "POST", "/v1/tenants", { id: "fwd", hostfwd: [f] });
+      const res = await relay.request("POST", "/v1/tenants", { id: "fwd", hostfwd: [f] });
       assert.equal(res.status, 400, JSON.stringify(f));
       assert.match((await res.json()).error, why);
     }
-    const ok = await api(url, "POST", "/v1/tenants", {
+    const ok = await relay.request("POST", "/v1/tenants", {
       id: "fwd",
       hostfwd: [{ protocol: "tcp", hostAddress: "127.0.0.1", hostPort: 0, guestAddress: "", guestPort: 22 }],
     });
@@ -190,36 +164,37 @@ Deno.test("admin API: forwards as objects are validated like strings; captures s
     assert.equal((await ok.json()).forwards.length, 1);
 
     // captures: a name lands in the capture dir; a path elsewhere, or through "..", is refused
-    const named = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
+    const named = await relay.request("POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
     assert.equal(named.status, 201);
     assert.equal((await named.json()).path, `${Deno.realPathSync(captures)}/boot.pcap`);
-    await api(url, "DELETE", "/v1/tenants/fwd/capture");
+    await relay.request("DELETE", "/v1/tenants/fwd/capture");
     for (const p of [`${elsewhere}/x.pcap`, `${captures}/../x.pcap`, "/etc/passwd", "../x.pcap", ".hidden"]) {
-      const res = await api(url, "POST", "/v1/tenants/fwd/capture", { path: p });
+      const res = await relay.request("POST", "/v1/tenants/fwd/capture", { path: p });
       assert.equal(res.status, 400, p);
       await res.body?.cancel();
     }
     // an existing file or a planted symlink is never opened (exclusive create)
     await Deno.symlink("/etc/passwd", `${captures}/planted.pcap`);
-    const planted = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "planted.pcap" });
+    const planted = await relay.request("POST", "/v1/tenants/fwd/capture", { path: "planted.pcap" });
     assert.equal(planted.status, 409);
     await planted.body?.cancel();
-    const again = await api(url, "POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
+    const again = await relay.request("POST", "/v1/tenants/fwd/capture", { path: "boot.pcap" });
     assert.equal(again.status, 409, "an existing capture is not overwritten");
     await again.body?.cancel();
     assert.deepEqual([...Deno.readDirSync(elsewhere)], []);
 
     // bad %-encoding: 400 with the token, 401 without; never a 500
-    const enc = await api(url, "GET", "/v1/tenants/%E0%A4%A");
+    const enc = await relay.request("GET", "/v1/tenants/%E0%A4%A");
     assert.equal(enc.status, 400);
     await enc.body?.cancel();
-    const anon = await api(url, "GET", "/v1/tenants/%E0%A4%A", undefined, null);
+    const anon = await fetch(`${url}/v1/tenants/%E0%A4%A`);
     assert.equal(anon.status, 401);
     await anon.body?.cancel();
   } finally {
-    await r.stop();
+    await relay.stop();
     await Deno.remove(captures, { recursive: true });
     await Deno.remove(elsewhere, { recursive: true });
+    await Deno.remove(sockets, { recursive: true });
   }
 });
 
@@ -254,10 +229,7 @@ Deno.test("tenant socket dir: created 0700; refused when writable by others or o
 });
 
 Deno.test("relay: at --max-tenants a new single-user guest is refused (stream closed, WebSocket 503); a freed place is reused", async () => {
-  const r = await startRelay((o) => {
-    o.maxTenants = 2;
-    o.listenWs = ["http://127.0.0.1:0"];
-  });
+  const r = await startRelay(["--max-tenants", "2", "--listen-ws", "http://127.0.0.1:0"]);
   try {
     const a = await StreamGuest.connect({ path: r.sock });
     const b = await StreamGuest.connect({ path: r.sock });
@@ -267,11 +239,12 @@ Deno.test("relay: at --max-tenants a new single-user guest is refused (stream cl
     }
     const c = await StreamGuest.connect({ path: r.sock });
     await c.waitClosed();
-    const port = Number(/:(\d+)$/.exec(r.relay.wsUrls[0])![1]);
+    const port = wsPort(r.relay);
     assert.equal(await wsUpgradeStatus(port, "/", { Host: `127.0.0.1:${port}` }), 503);
-    assert.ok(r.logs.some((l) => /at its tenant limit/.test(l)));
+    assert.ok(r.relay.logs().some((l) => /at its tenant limit/.test(l)));
     a.close();
-    for (let i = 0; i < 100 && r.relay.tenants.size > 1; i++) await new Promise((res) => setTimeout(res, 10));
+    const sessions = async () => (await (await r.relay.api("/v1/tenants")).json()).length;
+    for (let i = 0; i < 100 && await sessions() > 1; i++) await new Promise((res) => setTimeout(res, 10));
     const d = await StreamGuest.connect({ path: r.sock });
     await d.send(arpFrame(MAC, ip("10.0.2.15"), ip("10.0.2.2")));
     await d.waitFor((x) => x.arp !== undefined);

@@ -515,7 +515,7 @@ export function relayFromServeArgs(
   for (const url of dgram ?? []) datagramPath(url);
   const relayOptions: RelayOptions = {
     // the default listeners only when no guest listener was named
-    listenQemu: merged["listen-qemu"] || (!multi && !dgram) ? cfg.listen : [],
+    listenQemu: merged["listen-qemu"] || (!multi && !dgram && !merged["listen-ws"]) ? cfg.listen : [],
     listenDgram: dgram,
     listenWs: merged["listen-ws"] ?? (!merged["listen-qemu"] && !dgram && !multi ? [DEFAULT_LISTEN_WS] : []),
     admin: merged.admin,
@@ -628,17 +628,8 @@ async function serve(args: string[]): Promise<number> {
       `  tenant stream sockets in ${socketDir}/<id>.sock, datagram sockets in ${socketDir}/<id>.dgram.sock`,
     );
   }
-  console.log(lines.join("\n"));
-  log("info", "relay started", {
-    ...runtime.fields,
-    listen: urls,
-    websocket: relay.wsUrls,
-    admin: relay.adminUrl,
-    multiTenant: multi,
-    maxTenants: relay.maxTenants,
-    maxFlows: relay.flowLimit.max || "unlimited",
-  });
-  await new Promise<void>((resolve) => {
+  // the handlers come before the lines that say the relay is up: a SIGTERM sent on reading them is a clean stop
+  const stopped = new Promise<void>((resolve) => {
     let stopping = false;
     const stop = async () => {
       if (stopping) return;
@@ -660,6 +651,17 @@ async function serve(args: string[]): Promise<number> {
     platform.onSignal("SIGINT", stop);
     platform.onSignal("SIGTERM", stop);
   });
+  console.log(lines.join("\n"));
+  log("info", "relay started", {
+    ...runtime.fields,
+    listen: urls,
+    websocket: relay.wsUrls,
+    admin: relay.adminUrl,
+    multiTenant: multi,
+    maxTenants: relay.maxTenants,
+    maxFlows: relay.flowLimit.max || "unlimited",
+  });
+  await stopped;
   return 0;
 }
 

@@ -7,7 +7,7 @@ import { TCP_ACK_FLAG, TCP_PSH, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
 import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
-import { relayCommand } from "./_relay_process.ts";
+import { relayCommand, RelayProcess } from "./_relay_process.ts";
 
 /**
  * Starts `slirp-relay serve` with `args` (under `wrapper`, e.g. prlimit, when given) and waits for its
@@ -254,4 +254,25 @@ Deno.test("cli serve: out of file descriptors, the relay refuses for a moment an
       assert.match(err, /accept failed \(EMFILE\); retrying in 100 ms/);
     },
   );
+});
+
+Deno.test({
+  name: "cli serve: the default stream listener (127.0.0.1:5555) comes only when no guest listener was named",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const relay = await RelayProcess.start(
+      ["--listen-ws", "http://127.0.0.1:0", "--dns-upstream", "127.0.0.1:9", "--workers", "0"],
+      { ready: /WebSocket on ws:\/\/127\.0\.0\.1:\d+/ },
+    );
+    try {
+      assert.doesNotMatch(
+        relay.stdout,
+        /listening on/,
+        "a WebSocket listener alone: no stream listener beside it",
+      );
+    } finally {
+      assert.equal((await relay.stop()).code, 0);
+    }
+  },
 });

@@ -31,6 +31,8 @@ export interface TenantState {
   udpFlows: number;
   dhcpLeases: number;
   dhcp6Leases: number;
+  /** Bytes its flows hold against its `bufferedBytes` quota. */
+  bufferedBytesUsed: number;
   forwards: { protocol: string; hostAddress: string; hostPort: number; guestPort: number }[];
   counters: Record<string, number> & { drops: Record<string, number> };
 }

@@ -401,3 +401,70 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "Wisp bytes held for a host that does not read count against the tenant's bufferedBytes: the admin API shows them, past the quota new streams get CLOSE 0x49, and once the host reads the stream finishes byte-exact",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const relay = await startTestRelay(multiTenantArgs(dir));
+    const QUOTA = 1024 * 1024;
+    // a host service that takes the connection but reads nothing until told to
+    let received = 0;
+    const sockets: import("node:net").Socket[] = [];
+    const sink = await listenTcp((s) => {
+      s.pause();
+      s.on("data", (d) => (received += d.length));
+      s.on("error", () => {});
+      sockets.push(s);
+    });
+    try {
+      const created = await relay.request("POST", "/v1/tenants", {
+        id: "w2",
+        policy: { allow: ["127.0.0.1/32"] },
+        quotas: { bufferedBytes: QUOTA },
+      });
+      assert.equal(created.status, 201);
+      const token = await createToken(SECRET, { tenant: "w2", exp: Math.floor(Date.now() / 1000) + 600 });
+      const conn = await connect(`${relay.wsUrls[0]}/v1/tenants/w2/wisp/${token}/`, 2);
+      try {
+        const stream = conn.create_stream("127.0.0.1", sink.port);
+        let closedWith: number | null = null;
+        stream.onclose = (r: number) => (closedWith = r);
+        // far more than the kernel's loopback buffers and the quota together: bytes pile up in the relay
+        const TOTAL = 48 * 1024 * 1024, PACKET = 64 * 1024;
+        for (let off = 0; off < TOTAL; off += PACKET) {
+          stream.send(new Uint8Array(PACKET).fill(off / PACKET & 0xff));
+        }
+        let used = 0;
+        for (let i = 0; i < 40; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          used = (await relay.tenant("w2")).bufferedBytesUsed;
+        }
+        assert.equal(closedWith, null, "the stream is held back, not closed");
+        // one grant of credit (128 packets of 64 KiB) may be in flight beyond the budget: no further grant
+        assert.ok(used <= QUOTA + 128 * PACKET, `the tenant holds ${used} bytes for the host`);
+        assert.ok(used > QUOTA / 2, `the budget was really reached (${used} bytes held)`);
+        assert.equal(
+          await closeReason(conn.create_stream("127.0.0.1", sink.port)),
+          0x49,
+          "no new stream while the budget is spent",
+        );
+        // the host reads: the bytes go, the budget comes back, the held stream gets its credit and finishes
+        for (const s of sockets) s.resume();
+        for (let i = 0; i < 300 && received < TOTAL; i++) await new Promise((r) => setTimeout(r, 100));
+        assert.equal(received, TOTAL, "every byte reached the host");
+        assert.equal(closedWith, null);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      sink.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -218,6 +218,8 @@ export class Tenant {
       udpFlows: s?.flowCounts.udp ?? 0,
       dhcpLeases: s?.flowCounts.dhcpLeases ?? 0,
       dhcp6Leases: s?.flowCounts.dhcp6Leases ?? 0,
+      // what its flows hold against its bufferedBytes quota (data for the host or the guest, out-of-order)
+      bufferedBytesUsed: s?.memory.used ?? 0,
       laneQueuedFrames: this.lane?.pending ?? 0,
       laneHoldsBatch: this.lane?.holding ?? false,
       guestBacklogBytes: this.link?.backlog ?? 0,

@@ -46,6 +46,8 @@ import type { StackConfig } from "./config.ts";
 import type { Counters } from "./counters.ts";
 import type { FlowLimit } from "./flow_limit.ts";
 import type { TranslationTable } from "./translation.ts";
+import type { MemoryBudget } from "./memory_budget.ts";
+import { after, type CancelTimer } from "../common/timers.ts";
 
 /** Packets a stream may send before the next CONTINUE (wisp-js's server uses 128). */
 export const WISP_STREAM_BUFFER = 128;
@@ -53,6 +55,8 @@ export const WISP_STREAM_BUFFER = 128;
 const WISP_STREAM_HELD_BYTES = 16 * 1024 * 1024;
 /** Streams one session may hold open. */
 const MAX_STREAMS = 1024;
+/** How often streams held back by the tenant's memory budget look again (only while any is held). */
+const BUDGET_RECHECK_MS = 20;
 /** Bytes per DATA packet toward the client: one host read, cut to fit a WebSocket message comfortably. */
 const MAX_DATA = 64 * 1024;
 
@@ -63,6 +67,8 @@ export interface WispContext {
   readonly translation: TranslationTable;
   readonly counters: Counters;
   readonly flowLimit: FlowLimit;
+  /** The tenant's memory budget (`bufferedBytes`): bytes held for host sockets are charged to it. */
+  readonly memory: MemoryBudget;
   readonly log: Logger;
   readonly tenant: string;
   readonly closed: boolean;
@@ -109,6 +115,8 @@ interface Stream {
   paused: boolean;
   /** DATA that arrived while the host address was being resolved. */
   early: Uint8Array[] | null;
+  /** Bytes of its host socket's backlog charged to the tenant's memory budget. */
+  charged: number;
 }
 
 export class WispSession {
@@ -218,6 +226,7 @@ export class WispSession {
     const udp = c.streamType === WISP_STREAM_UDP;
     if (udp && !this.#udpEnabled) return this.#refuse(id, WispClose.invalid, "wisp-udp-not-negotiated");
     if (this.#streams.size >= MAX_STREAMS) return this.#refuse(id, WispClose.throttled, "wisp-stream-limit");
+    if (ctx.memory.available <= 0) return this.#refuse(id, WispClose.throttled, "wisp-memory-budget");
     if (!ctx.admitFlow()) return this.#refuse(id, WispClose.throttled, "wisp-flow-rate-limit");
     const s: Stream = {
       id,
@@ -230,6 +239,7 @@ export class WispSession {
       blocked: false,
       paused: false,
       early: [],
+      charged: 0,
     };
     this.#streams.set(id, s);
     const literal = c.hostname === "localhost" ? 0x7f000001 : parseIpv4Address(c.hostname);
@@ -311,6 +321,7 @@ export class WispSession {
       },
       onClose: () => this.#closeStream(s.id, WispClose.voluntary),
       onDrain: () => {
+        this.#account(s);
         if (!s.blocked || this.#streams.get(s.id) !== s) return;
         s.blocked = false;
         this.#grant(s);
@@ -340,6 +351,8 @@ export class WispSession {
    */
   #grant(s: Stream): void {
     if (s.taken < WISP_STREAM_BUFFER) return;
+    // the tenant's memory budget is spent: no more credit until the host sockets have taken some back
+    if (this.#ctx.memory.available <= 0) return this.#holdForBudget(s);
     s.taken = 0;
     this.#send(wispContinue(s.id, WISP_STREAM_BUFFER));
   }
@@ -349,12 +362,39 @@ export class WispSession {
     this.#ctx.counters.tcpBytesFromGuest += data.length;
     // over its high-water mark the host socket holds the rest; the next CONTINUE waits for its drain
     if (!s.tcp.write(data)) s.blocked = true;
+    this.#account(s);
     // credit is counted in packets and a CONTINUE resets the client's count when it arrives, not when it
     // left, so packets in flight come on top: no count tells an honest client from one that ignores its
     // credit. What it would cost is bytes held for the host, so those are bounded instead
     if (s.tcp.bufferedAmount > WISP_STREAM_HELD_BYTES) {
       this.#closeStream(s.id, WispClose.throttled, "wisp-credit-exceeded");
     }
+  }
+
+  /** Keeps the tenant's budget charged for the bytes `s`'s host socket still holds. */
+  #account(s: Stream): void {
+    const now = s.tcp && this.#streams.get(s.id) === s ? s.tcp.bufferedAmount : 0;
+    const d = now - s.charged;
+    if (d > 0) this.#ctx.memory.charge(d);
+    else if (d < 0) this.#ctx.memory.credit(-d);
+    s.charged = now;
+  }
+
+  /** Streams whose next CONTINUE waits for room in the tenant's budget, and the one timer that looks again. */
+  #heldForBudget = new Set<Stream>();
+  #budgetTimer: CancelTimer | undefined;
+
+  #holdForBudget(s: Stream): void {
+    this.#heldForBudget.add(s);
+    this.#budgetTimer ??= after(BUDGET_RECHECK_MS, () => {
+      this.#budgetTimer = undefined;
+      if (this.#closed) return;
+      // what the host sockets took meanwhile comes back to the budget, then the held streams try again
+      for (const x of this.#streams.values()) if (!x.udp) this.#account(x);
+      const held = [...this.#heldForBudget];
+      this.#heldForBudget.clear();
+      for (const x of held) if (this.#streams.get(x.id) === x && !x.blocked) this.#grant(x);
+    });
   }
 
   #toClient(s: Stream, data: Uint8Array): void {
@@ -405,6 +445,9 @@ export class WispSession {
     this.#streams.delete(id);
     if (drop) this.#ctx.counters.drop(drop);
     if (s.tcp || s.udpSocket) this.#ctx.flowLimit.release();
+    this.#ctx.memory.credit(s.charged);
+    s.charged = 0;
+    this.#heldForBudget.delete(s);
     s.tcp?.destroy();
     s.udpSocket?.close();
     // what still waits for the client must not follow the client's own CLOSE
@@ -418,6 +461,7 @@ export class WispSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#budgetTimer?.();
     this.#queued = [];
     for (const id of [...this.#streams.keys()]) this.#closeStream(id, null);
     this.#out.close();

@@ -7,7 +7,7 @@ import { TCP_ACK_FLAG, TCP_PSH, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
 import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
-import { relayCommand, RelayProcess } from "./_relay_process.ts";
+import { relayCommand, RelayProcess, StreamGuest } from "./_relay_process.ts";
 
 /**
  * Starts `slirp-relay serve` with `args` (under `wrapper`, e.g. prlimit, when given) and waits for its
@@ -273,6 +273,55 @@ Deno.test({
       );
     } finally {
       assert.equal((await relay.stop()).code, 0);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cli serve under a CPU profiler (--cpu-prof: SIGPROF interrupts epoll_wait all the time): the worker's loop goes on and answers the guest",
+  // the profiler flag is Deno's: the relay runs from this source tree on Deno here whatever the suite runs
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const cli = new URL("../src/cli.ts", import.meta.url).pathname;
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", "-A", "--cpu-prof", `--cpu-prof-dir=${dir}/prof`, cli, "serve"],
+        ...["--listen-qemu", `unix://${dir}/r.sock`, "--dns-upstream", "127.0.0.1:9", "--workers", "1"],
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const errors = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    let stderr = "";
+    const pump = (async () => {
+      for (let r; !(r = await errors.read()).done;) stderr += r.value;
+    })();
+    try {
+      const out = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      for (let text = ""; !text.includes("listening on");) {
+        const r = await out.read();
+        if (r.done) throw new Error(`relay did not start: ${stderr}`);
+        text += r.value;
+      }
+      out.cancel();
+      // a second of idle loop under the profiler: a hundred interrupted waits once killed the loop here
+      await new Promise((r) => setTimeout(r, 1000));
+      const g = await StreamGuest.connect({ path: `${dir}/r.sock` });
+      try {
+        await g.send(arpFrame(0x020000000001, ip("10.0.2.15"), ip("10.0.2.2")));
+        await g.waitFor((d) => d.arp?.senderIp === ip("10.0.2.2"), 5000);
+      } finally {
+        g.close();
+      }
+      assert.doesNotMatch(stderr, /epoll_wait keeps failing/);
+    } finally {
+      child.kill("SIGTERM");
+      await child.status;
+      await pump;
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

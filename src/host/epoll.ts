@@ -231,11 +231,17 @@ class EpollLoop {
           this.#turn += HOT_TURNS + 1;
         }
         if (k < 0) {
-          // EINTR; a lasting failure would spin, so give up then
-          if (++failures > 100) throw new Error("epoll_wait keeps failing");
-          continue;
+          // a signal (a profiler's SIGPROF, a debugger) interrupted the wait: a turn with no events, the timers
+          // still due. Any other error would spin, so a lasting one gives up
+          const e = errno();
+          if (e !== EINTR) {
+            if (++failures > 100) throw new Error(`epoll_wait keeps failing (${errnoName(e)})`);
+            continue;
+          }
+          k = 0;
+        } else {
+          failures = 0;
         }
-        failures = 0;
         this.#turn++;
         if (k > 0) {
           idleTurns = 0;

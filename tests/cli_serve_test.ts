@@ -257,7 +257,7 @@ Deno.test("cli serve: out of file descriptors, the relay refuses for a moment an
 });
 
 Deno.test({
-  name: "cli serve: the default stream listener (127.0.0.1:5555) comes only when no guest listener was named",
+  name: "cli serve: the default stream listener (127.0.0.1:8022) comes only when no guest listener was named",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {

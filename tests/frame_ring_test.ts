@@ -10,6 +10,23 @@ import type { LinkPeer } from "../src/transport/link.ts";
 
 const frame = (n: number, len: number) => new Uint8Array(len).fill(n);
 
+/** The worker's side of a frame guest's rings, reporting to a peer that does what `peer` says and no more. */
+function ringCarrier(toWorker: FrameRing, toMain: FrameRing, ringBell: () => void, peer: Partial<LinkPeer>) {
+  return carryRing(toWorker, toMain, {
+    remote: "test",
+    framing: "frame-per-message",
+    backlogLimit: 1 << 20,
+    ringBell,
+  }, {
+    opened: () => () => Promise.resolve(),
+    closed: () => {},
+    protocolError: () => {},
+    dropped: () => {},
+    drained: () => {},
+    ...peer,
+  });
+}
+
 Deno.test("FrameRing: frames come out in order as views, a record never splits at the end, a full ring refuses", () => {
   const r = new FrameRing(1024);
   const bytes = new Uint8Array(r.sab);
@@ -55,23 +72,14 @@ Deno.test("carryRing: after taking frames the worker rings the main thread's bel
   const dropped: string[] = [];
   let bells = 0;
   let release: () => void = () => {};
-  const peer: LinkPeer = {
+  const carrier = ringCarrier(toWorker, toMain, () => bells++, {
     // the scheduler takes each batch only when the test says so
     opened: () => (buf, offs, _lens, n) => {
       for (let i = 0; i < n; i++) fed.push(buf[offs[i]]);
       return new Promise<void>((r) => (release = r));
     },
-    closed: () => {},
-    protocolError: () => {},
     dropped: (reason) => dropped.push(reason),
-    drained: () => {},
-  };
-  const carrier = carryRing(toWorker, toMain, {
-    remote: "test",
-    framing: "frame-per-message",
-    backlogLimit: 1 << 20,
-    ringBell: () => bells++,
-  }, peer);
+  });
   // the main thread fills the ring, keeps the rest waiting and says so; one frame it had to drop
   let n = 0;
   while (toWorker.push(frame(n, 300))) n++;
@@ -92,19 +100,7 @@ Deno.test("carryRing: after taking frames the worker rings the main thread's bel
 Deno.test("carryRing: a backlog seen after 'drained' fired asks for the next drain (the bytes moved from the ring to the WebSocket's buffer between two looks)", () => {
   const toWorker = new FrameRing(1024), toMain = new FrameRing(4096);
   let drained = 0, bells = 0;
-  const peer: LinkPeer = {
-    opened: () => () => Promise.resolve(),
-    closed: () => {},
-    protocolError: () => {},
-    dropped: () => {},
-    drained: () => drained++,
-  };
-  const carrier = carryRing(toWorker, toMain, {
-    remote: "test",
-    framing: "frame-per-message",
-    backlogLimit: 1 << 20,
-    ringBell: () => bells++,
-  }, peer);
+  const carrier = ringCarrier(toWorker, toMain, () => bells++, { drained: () => drained++ });
   assert.ok(carrier.link.send(frame(1, 1000)));
   // the main thread takes the frame and the wish, but stores what its WebSocket buffers only later
   toMain.answer();

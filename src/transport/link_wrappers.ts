@@ -23,21 +23,12 @@ export interface FrameRecorder {
  * frames. Costs one call and a null check per frame while nothing captures.
  */
 export function recordingLink(link: GuestLink, recorder: () => FrameRecorder | null): GuestLink {
-  return {
-    get kind() {
-      return link.kind;
-    },
-    remote: link.remote,
-    offloads: link.offloads,
+  return around(link, {
     send(frame) {
       recorder()?.record(frame);
       return link.send(frame);
     },
-    get backlog() {
-      return link.backlog;
-    },
-    close: () => link.close(),
-  };
+  });
 }
 
 /** Records every frame from the guest (as {@linkcode recordingLink}), then hands the batch to `feed`. */
@@ -55,12 +46,7 @@ export function recordingFeed(feed: FrameFeed, recorder: () => FrameRecorder | n
  */
 export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: () => void): GuestLink {
   let x = seed >>> 0 || 1;
-  return {
-    get kind() {
-      return link.kind;
-    },
-    remote: link.remote,
-    offloads: link.offloads,
+  return around(link, {
     send(frame) {
       x ^= x << 13;
       x >>>= 0;
@@ -73,11 +59,7 @@ export function lossyLink(link: GuestLink, loss: number, seed: number, dropped: 
       }
       return link.send(frame);
     },
-    get backlog() {
-      return link.backlog;
-    },
-    close: () => link.close(),
-  };
+  });
 }
 
 /** Longest sleep of a shaped link waiting for tokens before it looks at the bucket again. */
@@ -124,12 +106,7 @@ export function shapedLink(
     peer.drained(shaped);
   };
 
-  const shaped: GuestLink = {
-    get kind() {
-      return link.kind;
-    },
-    remote: link.remote,
-    offloads: link.offloads,
+  const shaped: GuestLink = around(link, {
     send(frame) {
       if (closed) return false;
       if (head === queue.length && rate.waitMs(1, clock()) === 0) {
@@ -143,9 +120,7 @@ export function shapedLink(
       cancel ??= after(Math.min(rate.waitMs(1, clock()), RATE_RECHECK_MS), release);
       return true;
     },
-    get backlog() {
-      return queued + link.backlog;
-    },
+    backlog: () => queued + link.backlog,
     close() {
       closed = true;
       cancel?.();
@@ -153,8 +128,28 @@ export function shapedLink(
       queue.length = head = queued = 0;
       link.close();
     },
-  };
+  });
   return shaped;
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** `link` with what a wrapper does itself: `send` always, its own `backlog` and `close` where given. */
+function around(
+  link: GuestLink,
+  own: { send(frame: Uint8Array): boolean; backlog?: () => number; close?: () => void },
+): GuestLink {
+  const backlog = own.backlog;
+  return {
+    get kind() {
+      return link.kind;
+    },
+    remote: link.remote,
+    offloads: link.offloads,
+    send: own.send,
+    get backlog() {
+      return backlog ? backlog() : link.backlog;
+    },
+    close: own.close ?? (() => link.close()),
+  };
+}

@@ -175,3 +175,78 @@ Deno.test({
     assert.ok(outcomes.includes("echoed") && outcomes.includes("reset") && outcomes.includes("closed"));
   },
 });
+
+Deno.test({
+  name:
+    "stream frames: split across odd reads they arrive whole and in order, a held batch stops reads until taken, EOF ends the reader — on the socket loop's turn and through promises alike",
+  ignore: skip,
+  async fn() {
+    const { readFrameBatches } = await import("../src/transport/stream.ts");
+    const { FramingError } = await import("../src/transport/framing.ts");
+    const frames = Array.from({ length: 300 }, (_, i) => {
+      const f = new Uint8Array(14 + ((i * 977) % 3000));
+      for (let j = 0; j < f.length; j++) f[j] = (i + j * 31) & 0xff;
+      return f;
+    });
+    const wire = new Uint8Array(frames.reduce((n, f) => n + 4 + f.length, 0));
+    let pos = 0;
+    for (const f of frames) {
+      new DataView(wire.buffer).setUint32(pos, f.length);
+      wire.set(f, pos + 4);
+      pos += 4 + f.length;
+    }
+    for (const onTurn of [true, false]) {
+      const pair = () =>
+        new Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }>((resolve) => {
+          const l = EpollListener.tcp("127.0.0.1", 0, (s) => resolve({ s, c, l }));
+          const c = connectTcp("127.0.0.1", l.port);
+        });
+      const server = await pair();
+      const { s, c } = server;
+      await c.waitConnected();
+      // the promise path: the same socket seen without its loop-turn reading
+      const stream = onTurn
+        ? s
+        : { read: (p: Uint8Array) => s.read(p), write: s.write.bind(s), close: () => s.close() };
+      const got: Uint8Array[] = [];
+      let holding = false, batches = 0, heldOnce = 0;
+      const reading = readFrameBatches(stream, 70000, (buf, offs, lens, n) => {
+        assert.ok(!holding, "no batch while the previous one is held");
+        for (let i = 0; i < n; i++) got.push(buf.slice(offs[i], offs[i] + lens[i]));
+        if (++batches % 3 !== 0) return;
+        holding = true;
+        heldOnce++;
+        return new Promise<void>((r) => setTimeout(() => (holding = false, r()), 2));
+      });
+      // odd-sized writes with pauses: prefixes and frames split across reads
+      for (let off = 0; off < wire.length;) {
+        const n = Math.min(wire.length - off, 1 + ((off * 13) % 5000));
+        await writeAll(c, wire.subarray(off, off + n));
+        off += n;
+        if (off % 7 === 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      await c.closeWrite();
+      await reading;
+      assert.ok(heldOnce > 0, "some batches were held");
+      assert.equal(got.length, frames.length, `all frames (${onTurn ? "loop turn" : "promises"})`);
+      for (let i = 0; i < frames.length; i++) assert.deepEqual(got[i], frames[i], `frame ${i}`);
+      // a zero length breaks the framing: the reader fails with FramingError
+      const bad = await pair();
+      await bad.c.waitConnected();
+      const broken = readFrameBatches(
+        onTurn ? bad.s : {
+          read: (p: Uint8Array) => bad.s.read(p),
+          write: bad.s.write.bind(bad.s),
+          close: () => bad.s.close(),
+        },
+        70000,
+        () => {},
+      );
+      await writeAll(bad.c, Uint8Array.of(0, 0, 0, 0));
+      await assert.rejects(broken, FramingError);
+      for (const x of [c, s, bad.c, bad.s]) x.close();
+      server.l.close();
+      bad.l.close();
+    }
+  },
+});

@@ -14,6 +14,14 @@ export interface ByteStream {
   read(p: Uint8Array): Promise<number | null>;
   write(p: Uint8Array): Promise<number>;
   close(): void;
+  /**
+   * Optional, with {@linkcode readNow}: reading on the socket loop's turn instead of a promise per read.
+   * `onReadable` runs on each turn in which the stream has bytes or has ended (and once when it is closed),
+   * until `watch(null)`.
+   */
+  watch?(onReadable: (() => void) | null): void;
+  /** What can be read at once: bytes read, 0 when nothing is there yet, null at the end; throws on errors. */
+  readNow?(p: Uint8Array): number | null;
 }
 
 /** Receives datagrams for one UDP flow. */

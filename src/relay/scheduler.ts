@@ -60,13 +60,19 @@ export class Lane {
   }
 
   /** @internal */
-  load(buf: Uint8Array, offs: number[], lens: number[], n: number, resolve: () => void): void {
+  load(buf: Uint8Array, offs: number[], lens: number[], n: number): void {
     this.#buf = buf;
     this.#offs = offs;
     this.#lens = lens;
     this.#i = 0;
     this.#n = n;
-    this.#resolve = resolve;
+  }
+
+  /** @internal Resolves when the batch held now has been consumed (or the lane closed). */
+  taken(): Promise<void> {
+    return new Promise((resolve) => {
+      this.#resolve = resolve;
+    });
   }
 
   /** Length of the next frame, or 0 when empty. */
@@ -144,14 +150,20 @@ export class FrameScheduler {
     l.finish();
   }
 
-  /** Queues a batch on `lane`; resolves once every frame has been delivered. */
-  submit(lane: Lane, buf: Uint8Array, offs: number[], lens: number[], n: number): Promise<void> {
-    if (lane.closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      lane.load(buf, offs, lens, n, resolve);
-      this.#active.push(lane);
-      this.#kick();
-    });
+  /**
+   * Queues a batch on `lane`. When no pass is under way or due, the pass runs at once, in this call: then,
+   * if every frame was delivered, nothing is returned (no promise, no microtask per guest read — the
+   * common case of a guest alone on its worker); otherwise the promise resolves once every frame has been.
+   */
+  submit(lane: Lane, buf: Uint8Array, offs: number[], lens: number[], n: number): Promise<void> | void {
+    if (lane.closed) return;
+    lane.load(buf, offs, lens, n);
+    this.#active.push(lane);
+    if (!this.#running && this.#timer === undefined) {
+      this.#running = true;
+      this.#run();
+    }
+    if (lane.holding) return lane.taken();
   }
 
   #kick(): void {

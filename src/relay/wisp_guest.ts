@@ -61,8 +61,6 @@ function digest(s: string): Uint8Array {
   return createHash("sha256").update(s).digest();
 }
 
-const taken = Promise.resolve();
-
 /** The peer a carrier reports a Wisp client of `t` to. */
 export function wispPeer(t: Tenant, version: 1 | 2, d: WispGuestDeps): LinkPeer {
   let session: WispSession | null = null;
@@ -82,7 +80,6 @@ export function wispPeer(t: Tenant, version: 1 | 2, d: WispGuestDeps): LinkPeer 
       // packets are handled as they come: the session copies what it keeps
       return (buf, offs, lens, n) => {
         for (let i = 0; i < n; i++) s.input(buf.subarray(offs[i], offs[i] + lens[i]));
-        return taken;
       };
     },
     closed() {

@@ -106,8 +106,10 @@ export function carryDatagrams(socket: HostDatagramSocket, maxFrame: number, gue
     }
     if (n === 0 || !to) return;
     // the buffer is reused only once the stack took the frames: until then the socket is not read
+    const held = to.feed(buf, offs, lens, n);
+    if (!held) return;
     socket.pause();
-    to.feed(buf, offs, lens, n).finally(() => socket.watch(readSome));
+    held.finally(() => socket.watch(readSome));
   };
   socket.watch(readSome);
 }

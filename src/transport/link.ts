@@ -26,8 +26,12 @@ export interface GuestLink {
   close(): void;
 }
 
-/** A batch of guest frames `buf[offs[i], offs[i]+lens[i])`, i < n; resolves when the frames were taken. */
-export type FrameFeed = (buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void>;
+/**
+ * A batch of guest frames `buf[offs[i], offs[i]+lens[i])`, i < n. Returns nothing when the frames were taken
+ * before it returned (the usual case: no promise per read), else a promise that resolves when they were; the
+ * carrier must not reuse `buf` before then.
+ */
+export type FrameFeed = (buf: Uint8Array, offs: number[], lens: number[], n: number) => Promise<void> | void;
 
 /** What a carrier reports to its owner. */
 export interface LinkPeer {

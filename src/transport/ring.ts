@@ -109,7 +109,8 @@ export function carryRing(
           n++;
         }
         if (n === 0) break;
-        await feed(bytes, offs, lens, n);
+        const held = feed(bytes, offs, lens, n);
+        if (held) await held;
         toWorker.release(cursor);
         // the main thread holds frames back until there is room: tell it there is
         if (toWorker.takeWantRoom()) opts.ringBell();

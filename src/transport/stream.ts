@@ -146,64 +146,144 @@ export interface StreamFraming {
   opening?: (buf: Uint8Array, filled: number) => number | null;
 }
 
+/** A batch of whole frames, `buf[offs[i], offs[i]+lens[i])` for i < n; a promise while it holds `buf`. */
+type BatchSink = (buf: Uint8Array, offs: number[], lens: number[], n: number) => void | Promise<void>;
+
+/**
+ * The receive side of a framed byte stream: reads land in {@linkcode room}, whole frames come out of
+ * {@linkcode received} as (offset, length) pairs into the one buffer, and {@linkcode release} drops them
+ * once they were taken. Shared by the promise reader and the socket-loop reader below.
+ */
+class FrameReceiveBuffer {
+  // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
+  buf = new Uint8Array(1024);
+  readonly offs: number[] = [];
+  readonly lens: number[] = [];
+  #filled = 0;
+  #used = 0;
+  #count = 0;
+  readonly #cap: number;
+  #opening: StreamFraming["opening"];
+  readonly #collect = (_b: Uint8Array, off: number, len: number) => {
+    this.offs[this.#count] = off;
+    this.lens[this.#count] = len;
+    this.#count++;
+  };
+
+  constructor(readonly maxFrame: number, readonly framing: StreamFraming) {
+    this.#cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
+    this.#opening = framing.opening;
+  }
+
+  /** Where the next read goes; the buffer grows first when it is full or a frame needs more room. */
+  room(): Uint8Array {
+    const prefix = this.framing.prefix;
+    const opening = this.#opening;
+    const filled = this.#filled;
+    if (filled === this.buf.length || (!opening && needs(this.buf, filled, prefix) > this.buf.length)) {
+      const want = opening ? 0 : needs(this.buf, filled, prefix);
+      const bigger = new Uint8Array(Math.min(this.#cap, Math.max(this.buf.length * 2, want)));
+      bigger.set(this.buf.subarray(0, filled));
+      this.buf = bigger;
+    }
+    return this.buf.subarray(filled);
+  }
+
+  /**
+   * Takes `n` bytes just read into {@linkcode room}: how many whole frames are ready (in `offs`/`lens`).
+   * Throws {@linkcode FramingError} on a broken length or preamble.
+   */
+  received(n: number): number {
+    this.#filled += n;
+    let from = 0;
+    if (this.#opening) {
+      const took = this.#opening(this.buf, this.#filled);
+      if (took === null) return 0;
+      this.#opening = undefined;
+      from = took;
+    }
+    this.#count = 0;
+    this.#used = splitFrames(this.buf, this.#filled, this.maxFrame, this.#collect, this.framing.prefix, from);
+    return this.#count;
+  }
+
+  /** The frames (and any preamble) of the last {@linkcode received} were taken: their bytes go. */
+  release(): void {
+    const used = this.#used;
+    if (used === 0) return;
+    this.buf.copyWithin(0, used, this.#filled);
+    this.#filled -= used;
+    this.#used = 0;
+  }
+}
+
 /**
  * Reads frames from `stream` in batches: every whole frame of one read is handed over at once as
  * (offset, length) pairs into the receive buffer, and the next read waits until `onBatch`'s promise
  * settles — the buffer is reused only after the scheduler consumed the frames (zero-copy backpressure).
+ * A stream that can be read on the socket loop's turn ({@linkcode ByteStream.watch}) is read that way: no
+ * promise per read.
  */
-export async function readFrameBatches(
+export function readFrameBatches(
   stream: ByteStream,
   maxFrame: number,
-  onBatch: (buf: Uint8Array, offs: number[], lens: number[], n: number) => void | Promise<void>,
+  onBatch: BatchSink,
   framing: StreamFraming = { prefix: U32_BE },
 ): Promise<void> {
-  // starts small (idle guests are cheap), grows while reads fill it, up to room for two maximal frames
-  const cap = Math.max(256 * 1024, 2 * (maxFrame + 4));
-  let buf = new Uint8Array(1024);
-  const offs: number[] = [];
-  const lens: number[] = [];
-  let filled = 0;
-  let opening = framing.opening;
+  const rx = new FrameReceiveBuffer(maxFrame, framing);
+  return stream.watch ? pumpFrameBatches(stream, rx, onBatch) : awaitFrameBatches(stream, rx, onBatch);
+}
+
+async function awaitFrameBatches(
+  stream: ByteStream,
+  rx: FrameReceiveBuffer,
+  onBatch: BatchSink,
+): Promise<void> {
   for (;;) {
-    const prefix = framing.prefix;
-    if (filled === buf.length || (!opening && needs(buf, filled, prefix) > buf.length)) {
-      const want = opening ? 0 : needs(buf, filled, prefix);
-      const bigger = new Uint8Array(Math.min(cap, Math.max(buf.length * 2, want)));
-      bigger.set(buf.subarray(0, filled));
-      buf = bigger;
-    }
-    const n = await stream.read(buf.subarray(filled));
+    const n = await stream.read(rx.room());
     if (n === null) return;
-    filled += n;
-    let from = 0;
-    if (opening) {
-      const took = opening(buf, filled);
-      if (took === null) continue;
-      opening = undefined;
-      from = took;
-    }
-    let count = 0;
-    const used = splitFrames(
-      buf,
-      filled,
-      maxFrame,
-      (_b, off, len) => {
-        offs[count] = off;
-        lens[count] = len;
-        count++;
-      },
-      framing.prefix,
-      from,
-    );
+    const count = rx.received(n);
     if (count > 0) {
-      const r = onBatch(buf, offs, lens, count);
+      const r = onBatch(rx.buf, rx.offs, rx.lens, count);
       if (r) await r;
     }
-    if (used > 0) {
-      buf.copyWithin(0, used, filled);
-      filled -= used;
-    }
+    rx.release();
   }
+}
+
+/**
+ * The socket loop calls back while `stream` has bytes: one read per turn (every guest gets its turn), the
+ * frames handed on at once; while `onBatch` holds the buffer the stream is not watched.
+ */
+function pumpFrameBatches(stream: ByteStream, rx: FrameReceiveBuffer, onBatch: BatchSink): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const fail = (e: unknown) => {
+      stream.watch!(null);
+      reject(e);
+    };
+    const onReadable = () => {
+      let count: number;
+      try {
+        const n = stream.readNow!(rx.room());
+        if (n === null) {
+          stream.watch!(null);
+          return resolve();
+        }
+        if (n === 0) return;
+        count = rx.received(n);
+      } catch (e) {
+        return fail(e);
+      }
+      const held = count > 0 ? onBatch(rx.buf, rx.offs, rx.lens, count) : undefined;
+      if (!held) return rx.release();
+      stream.watch!(null);
+      held.then(() => {
+        rx.release();
+        stream.watch!(onReadable);
+      }, fail);
+    };
+    stream.watch!(onReadable);
+  });
 }
 
 /**

@@ -69,7 +69,8 @@ export function carryWebSocket(ws: WebSocket, opts: WebSocketLinkOptions, peer: 
       const f = queue.shift()!;
       queuedBytes -= f.length;
       lens[0] = f.length;
-      await feed(f, offs, lens, 1);
+      const held = feed(f, offs, lens, 1);
+      if (held) await held;
     }
     pumping = false;
   };

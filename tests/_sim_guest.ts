@@ -176,8 +176,11 @@ export class SimGuest {
     return p;
   }
 
-  /** Sends `data` and resolves when `expect` bytes have come back. */
-  request(data: Uint8Array, expect: number): Promise<void> {
+  /**
+   * Sends `data` and resolves when `expect` bytes have come back. `push: false` leaves PSH off the segment,
+   * as a sender whose write goes on in the next segments does.
+   */
+  request(data: Uint8Array, expect: number, push = true): Promise<void> {
     return new Promise((resolve) => {
       let got = 0;
       this.#onData = (n) => {
@@ -187,7 +190,7 @@ export class SimGuest {
           resolve();
         }
       };
-      this.#sendTcp(TCP_ACK_FLAG | TCP_PSH, data);
+      this.#sendTcp(TCP_ACK_FLAG | (push ? TCP_PSH : 0), data);
       this.sndNxt = (this.sndNxt + data.length) >>> 0;
     });
   }

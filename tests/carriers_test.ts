@@ -100,6 +100,53 @@ Deno.test("gvforwarder: POST /connect, then u16 little-endian frames on an ordin
   }
 });
 
+Deno.test({
+  name:
+    "TCP from the guest without PSH (a write that goes on in the next segments) reaches the host: held to gather the rest, never left behind — alone, in a run closed by PSH, and as the last bytes before silence",
+  ignore: !epollAvailable(),
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/relay.sock`;
+    // through a data-plane worker: its own loop holds such bytes until it is quiet
+    const relay = await relayWith(["--listen-qemu", `unix://${path}`], 1);
+    const echo = echoServer();
+    const g = new SimGuest(2);
+    try {
+      await g.connect(path);
+      g.dhcp(1);
+      await within(g.leased, 10_000, "DHCP");
+      g.receivedBytes = [];
+      await within(g.open(echo.port, 41000), 10_000, "TCP handshake");
+      const sent: number[] = [];
+      const chunk = (i: number) => new Uint8Array(700 + i).map((_, j) => (j * 13 + i) & 0xff);
+      // one segment without PSH, then nothing: it must not wait for a PSH that never comes
+      const lone = chunk(0);
+      sent.push(...lone);
+      await within(g.request(lone, lone.length, false), 5_000, "a lone segment without PSH");
+      // a run of segments without PSH closed by one with it, then more runs ending without it
+      for (let run = 0; run < 3; run++) {
+        const parts = Array.from({ length: 20 }, (_, i) => chunk(run * 20 + i + 1));
+        const total = parts.reduce((n, p) => n + p.length, 0);
+        // sent back to back; the last request counts every echoed byte of the run from here on
+        let last: Promise<void> = Promise.resolve();
+        parts.forEach((p, i) => {
+          sent.push(...p);
+          const end = i === parts.length - 1;
+          last = g.request(p, end ? total : Infinity, run === 0 && end);
+        });
+        await within(last, 5_000, `run ${run}`);
+      }
+      const got = g.receivedBytes.flatMap((b) => [...b]);
+      assert.deepEqual(got, sent, "every byte echoed, in order");
+    } finally {
+      g.close();
+      echo.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
 /**
  * A WebSocket byte-stream guest's channel, as emscripten's socket layer behaves at worst: the length-prefixed
  * frames of one turn are cut into messages of random sizes (a message may hold part of a frame or several).

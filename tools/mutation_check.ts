@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "TCP data without PSH held by the host socket until more comes (never flushed when quiet)",
+    file: "src/host/epoll.ts",
+    from: "            this.#runQuiet();",
+    to: "",
+    tests: ["tests/carriers_test.ts"],
+  },
+  {
     name: "Wisp: any password passes --wisp-credentials",
     file: "src/relay/wisp_guest.ts",
     from: "return want !== undefined && same;",

@@ -40,6 +40,11 @@ const DEFER_TURNS = 4;
 const HOT_TURNS = 2;
 /** Pause after an accept failure such as EMFILE. */
 const ACCEPT_RETRY_MS = 100;
+/**
+ * How long an owned loop holds work put off "until quiet" (the bytes of a guest's TCP write whose last
+ * segment has not come yet): it runs when a sleep of this long found nothing, or once it is this old.
+ */
+const QUIET_MS = 1;
 /** Busy turns of an owned loop between two macrotasks (the runtime's timers and messages run in those). */
 const BUSY_TURNS_PER_MACROTASK = 16;
 /** Events taken per epoll_wait. */
@@ -109,6 +114,9 @@ class EpollLoop {
   /** Work put off until the loop is idle or a few turns have passed (coalesced host writes). */
   #deferred: (() => void)[] = [];
   #turnsSinceDeferred = 0;
+  /** Work that waits for a quiet loop (see deferUntilQuiet), and since when the oldest of it waits. */
+  #quiet: (() => void)[] = [];
+  #quietSince = 0;
   /** Loop turns, and the turn each deferred function last ran in (hot or cold). */
   #turn = 0;
   #lastRun = new WeakMap<() => void, number>();
@@ -221,12 +229,10 @@ class EpollLoop {
         // couple of polls found nothing. Neither blocks with deferred writes or next-turn work waiting.
         const mayBlock = this.#deferred.length === 0 && !turnWorkPending() && this.#runtimeHolds === 0 &&
           settled;
-        let k = l.epoll_wait_now(
-          this.#ep,
-          this.#events,
-          MAX_EVENTS,
-          this.#clock && mayBlock ? this.#sleepMs() : 0,
-        );
+        const sleepMs = this.#clock && mayBlock
+          ? (this.#quiet.length > 0 ? Math.min(this.#sleepMs(), QUIET_MS) : this.#sleepMs())
+          : 0;
+        let k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, sleepMs);
         if (this.#clock) {
           if (k === 0 && mayBlock) this.#turn += HOT_TURNS + 1; // a sleep: nothing is a stream any more
         } else if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
@@ -255,8 +261,13 @@ class EpollLoop {
           this.#dispatch(k);
         }
         if (this.#clock) {
-          this.#clock.advance(performance.now());
+          const now = performance.now();
+          this.#clock.advance(now);
           runTurnWork();
+          // a sleep found nothing, or the oldest has waited long enough
+          if (this.#quiet.length > 0 && ((k === 0 && sleepMs > 0) || now - this.#quietSince >= QUIET_MS)) {
+            this.#runQuiet();
+          }
         }
         if (this.#deferred.length > 0 && (k === 0 || ++this.#turnsSinceDeferred >= DEFER_TURNS)) {
           this.#runDeferred();
@@ -315,6 +326,30 @@ class EpollLoop {
     });
   }
 
+  /**
+   * In an owned loop, runs `fn` once the loop has been quiet for {@linkcode QUIET_MS} (a sleep that long found
+   * nothing) or after that long whatever happens; elsewhere as {@linkcode defer}. For work that gains from
+   * waiting for more of the same (a TCP write whose end has not come) and that a caller will hurry when it
+   * must (by calling `defer` as well).
+   */
+  deferUntilQuiet(fn: () => void): void {
+    if (!this.#clock) return this.defer(fn);
+    if (this.#quiet.length === 0) this.#quietSince = performance.now();
+    this.#quiet.push(fn);
+  }
+
+  #runQuiet(): void {
+    const list = this.#quiet;
+    this.#quiet = [];
+    for (const fn of list) {
+      try {
+        fn();
+      } catch (e) {
+        console.error(`slirp-relay: deferred socket work failed: ${(e as Error)?.stack ?? e}`);
+      }
+    }
+  }
+
   #runDeferred(): void {
     const list = this.#deferred;
     this.#deferred = [];
@@ -367,6 +402,14 @@ function epollLoop(): EpollLoop {
  */
 export function deferUntilIdle(fn: () => void): void {
   epollLoop().defer(fn);
+}
+
+/**
+ * Runs `fn` once the socket loop has been quiet for a moment (an owned loop: about a millisecond, or that
+ * long at most), for writes worth gathering with what follows; see `EpollLoop.deferUntilQuiet`.
+ */
+export function deferUntilQuiet(fn: () => void): void {
+  epollLoop().deferUntilQuiet(fn);
 }
 
 /**
@@ -606,6 +649,17 @@ export class EpollSocket implements Watcher {
       this.#rejoin();
       this.#want(this.#interest | EPOLLIN | EPOLLRDHUP);
     });
+  }
+
+  /** Writes what the socket takes of `p` at once: bytes written, 0 when it is full; throws on errors. */
+  writeNow(p: Uint8Array): number {
+    if (this.#closed) throw new SocketError("EPIPE", "send on a closed socket");
+    if (this.#writer) return 0; // a write waits for room: bytes must not overtake it
+    const n = Number(L().send(this.#fd, p, size(p.length), MSG_NOSIGNAL));
+    if (n >= 0) return n;
+    const e = errno();
+    if (e === EAGAIN || e === EINTR) return 0;
+    throw fail("send", e);
   }
 
   /** Writes some of `p` (at least one byte unless it fails); waits only while the socket is full. */

@@ -11,7 +11,7 @@
 import type { HostListener, HostTcpSocket, HostUdpSocket, TcpHandlers, UdpHandlers } from "./host.ts";
 import { EpollUdpSocket } from "./epoll_udp.ts";
 import { errCode, NodeHost } from "./node_host.ts";
-import { connectTcp, deferUntilIdle, EpollListener, type EpollSocket } from "./epoll.ts";
+import { connectTcp, deferUntilIdle, deferUntilQuiet, EpollListener, type EpollSocket } from "./epoll.ts";
 
 /** Read buffer for handlers without a buffer of their own. */
 const READ_BUFFER_BYTES = 16 * 1024;
@@ -25,6 +25,8 @@ const WRITE_BUFFER_KEEP = 64 * 1024;
 /** What a host TCP socket needs of a connected stream (an EpollSocket). */
 interface Conn {
   read(p: Uint8Array): Promise<number | null>;
+  /** Writes some of `p` at once: bytes written, 0 when the socket is full; throws on errors. */
+  writeNow(p: Uint8Array): number;
   write(p: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;
@@ -38,18 +40,24 @@ class StreamTcpSocket implements HostTcpSocket {
   #paused: boolean;
   #reading = false;
   #readBuf: Uint8Array | null = null;
-  // bytes toward the peer: appended to #pend, which one send flushes; while a send waits for room the
-  // next bytes gather in the other buffer (#spare)
+  // bytes toward the peer: #pend[#sent, #fill), appended at #fill; a send that waits for room holds a view of
+  // [#sent, #fill) then, which appends never touch (a grown buffer keeps the offsets, the old one the bytes)
   #pend = new Uint8Array(0);
-  #spare = new Uint8Array(0);
+  #sent = 0;
   #fill = 0;
-  #queued = 0;
+  /** A send waits for room in the socket. */
   #writing = false;
   #flushQueued = false;
   /** One function per socket, so the loop can tell a stream of writes from a lone one. */
   readonly #deferredFlush = () => {
     this.#flushQueued = false;
     this.#flush();
+  };
+  /** A flush that waits for the rest of the peer's write (see `write`'s `more`). */
+  #gatherQueued = false;
+  readonly #gatheredFlush = () => {
+    this.#gatherQueued = false;
+    if (!this.#flushQueued) this.#flush();
   };
   #aboveHighWater = false;
   #ending = false;
@@ -69,7 +77,7 @@ class StreamTcpSocket implements HostTcpSocket {
     this.remoteAddress = remoteAddress;
     this.remotePort = remotePort;
     if (this.#closed) return this.#release();
-    if (this.#queued > 0) this.#scheduleFlush();
+    if (this.#fill > this.#sent) this.#scheduleFlush();
     if (this.#ending) this.#maybeCloseWrite();
     this.#startReading();
   }
@@ -84,10 +92,10 @@ class StreamTcpSocket implements HostTcpSocket {
   }
 
   get bufferedAmount(): number {
-    return this.#queued;
+    return this.#fill - this.#sent;
   }
 
-  write(data: Uint8Array): boolean {
+  write(data: Uint8Array, more = false): boolean {
     if (this.#closed || this.#ending || data.length === 0) return !this.#aboveHighWater;
     // a copy: the caller's bytes are a view into a guest frame
     const need = this.#fill + data.length;
@@ -98,10 +106,18 @@ class StreamTcpSocket implements HostTcpSocket {
     }
     this.#pend.set(data, this.#fill);
     this.#fill = need;
-    this.#queued += data.length;
-    if (this.#queued > WRITE_HIGH_WATER) this.#aboveHighWater = true;
-    this.#scheduleFlush();
+    if (this.#fill - this.#sent > WRITE_HIGH_WATER) this.#aboveHighWater = true;
+    // the rest of the peer's write is coming: one send for all of it (a segment per send would cost a
+    // loopback delivery, and a wake-up of the reader, per 1448 bytes)
+    if (more && this.#fill - this.#sent < FLUSH_NOW_BYTES) this.#scheduleGatheredFlush();
+    else this.#scheduleFlush();
     return !this.#aboveHighWater;
+  }
+
+  #scheduleGatheredFlush(): void {
+    if (this.#writing || !this.#conn || this.#flushQueued || this.#gatherQueued) return;
+    this.#gatherQueued = true;
+    deferUntilQuiet(this.#gatheredFlush);
   }
 
   /**
@@ -110,7 +126,7 @@ class StreamTcpSocket implements HostTcpSocket {
    */
   #scheduleFlush(): void {
     if (this.#writing || !this.#conn) return;
-    if (this.#fill >= FLUSH_NOW_BYTES) {
+    if (this.#fill - this.#sent >= FLUSH_NOW_BYTES) {
       this.#flush();
       return;
     }
@@ -149,8 +165,8 @@ class StreamTcpSocket implements HostTcpSocket {
 
   #release(): void {
     if (!this.#conn) this.onDestroy?.();
-    this.#pend = this.#spare = new Uint8Array(0);
-    this.#fill = this.#queued = 0;
+    this.#pend = new Uint8Array(0);
+    this.#fill = this.#sent = 0;
     try {
       this.#conn?.close();
     } catch { /* closed */ }
@@ -192,41 +208,62 @@ class StreamTcpSocket implements HostTcpSocket {
     }
   }
 
-  async #flush(): Promise<void> {
-    if (this.#writing || !this.#conn) return;
-    this.#writing = true;
+  /**
+   * Sends what is queued, at once while the socket takes it; when it is full, one send waits for room and
+   * the rest follows from there.
+   */
+  #flush(): void {
+    if (this.#writing || !this.#conn || this.#closed) return;
     const conn = this.#conn;
     try {
-      while (this.#fill > 0 && !this.#closed) {
-        const out = this.#pend, len = this.#fill;
-        this.#pend = this.#spare;
-        this.#spare = out;
-        this.#fill = 0;
-        let off = 0;
-        while (off < len) {
-          off += await conn.write(out.subarray(off, len));
-          if (this.#closed) return;
-        }
-        this.#queued -= len;
-        if (this.#aboveHighWater && this.#queued <= WRITE_HIGH_WATER / 2) {
-          this.#aboveHighWater = false;
-          this.#h?.onDrain();
-        }
+      while (this.#sent < this.#fill) {
+        const n = conn.writeNow(this.#pend.subarray(this.#sent, this.#fill));
+        if (n === 0) break;
+        this.#sent += n;
       }
-      if (this.#spare.length > WRITE_BUFFER_KEEP) this.#spare = new Uint8Array(0);
-      if (this.#pend.length > WRITE_BUFFER_KEEP && this.#fill === 0) this.#pend = new Uint8Array(0);
     } catch (e) {
-      this.#fail(e);
+      // reported after the current task: the writer may be inside the handler that would be told
+      this.#writing = true;
+      queueMicrotask(() => this.#fail(e));
       return;
-    } finally {
-      this.#writing = false;
     }
+    if (this.#sent < this.#fill) {
+      this.#writing = true;
+      conn.write(this.#pend.subarray(this.#sent, this.#fill)).then((n) => {
+        this.#writing = false;
+        if (this.#closed) return;
+        this.#sent += n;
+        this.#flush();
+      }, (e) => {
+        this.#writing = false;
+        this.#fail(e);
+      });
+      this.#wrote();
+      return;
+    }
+    this.#wrote();
     if (this.#ending) this.#maybeCloseWrite();
+  }
+
+  /** After a send: the buffer starts over once empty, and a writer held above the high-water mark goes on. */
+  #wrote(): void {
+    if (this.#sent === this.#fill) {
+      this.#sent = this.#fill = 0;
+      if (this.#pend.length > WRITE_BUFFER_KEEP) this.#pend = new Uint8Array(0);
+    } else if (!this.#writing && this.#sent > 0) {
+      this.#pend.copyWithin(0, this.#sent, this.#fill);
+      this.#fill -= this.#sent;
+      this.#sent = 0;
+    }
+    if (this.#aboveHighWater && this.#fill - this.#sent <= WRITE_HIGH_WATER / 2) {
+      this.#aboveHighWater = false;
+      this.#h?.onDrain();
+    }
   }
 
   /** FIN toward the peer once everything queued is written. */
   #maybeCloseWrite(): void {
-    if (this.#writeClosed || this.#closed || this.#writing || this.#queued > 0 || !this.#conn) return;
+    if (this.#writeClosed || this.#closed || this.#writing || this.#fill > this.#sent || !this.#conn) return;
     this.#writeClosed = true;
     this.#conn.closeWrite().then(() => this.#maybeFinish(), (e) => this.#fail(e));
   }

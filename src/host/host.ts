@@ -75,8 +75,12 @@ export interface TcpHandlers {
 
 /** A host TCP connection. */
 export interface HostTcpSocket {
-  /** Queues bytes (copied); returns false when the write queue is above its high-water mark. */
-  write(data: Uint8Array): boolean;
+  /**
+   * Queues bytes (copied); returns false when the write queue is above its high-water mark. With `more`, the
+   * peer's data goes on (a TCP segment without PSH, RFC 9293 §3.9.1.2): the host may hold the bytes briefly
+   * to send them with what follows; without it they leave as soon as the socket loop is idle.
+   */
+  write(data: Uint8Array, more?: boolean): boolean;
   /** Bytes queued but not yet written to the kernel. */
   readonly bufferedAmount: number;
   /** Sends FIN after queued data. */

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
 import type { TcpHandlers } from "../../host/host.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { Reassembly } from "./reassembly.ts";
@@ -222,7 +222,9 @@ export class TcpConn extends TcpSender implements TcpHandlers {
       (this.state === TcpState.ESTABLISHED || this.state === TcpState.FIN_WAIT_1 ||
         this.state === TcpState.FIN_WAIT_2)
     ) {
-      this.#receiveData(seg.seq, buf.subarray(seg.payloadOffset, seg.payloadEnd), wnd);
+      // no PSH, no FIN: the guest's write goes on in the next segments (RFC 9293 §3.9.1.2)
+      const more = (f & (TCP_PSH | TCP_FIN)) === 0;
+      this.#receiveData(seg.seq, buf.subarray(seg.payloadOffset, seg.payloadEnd), wnd, more);
     } else if (stale) {
       this.sendAck();
     }
@@ -380,7 +382,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     }
   }
 
-  #receiveData(seq: number, data: Uint8Array, wnd: number): void {
+  #receiveData(seq: number, data: Uint8Array, wnd: number, more: boolean): void {
     // trim what we already have, and what lies beyond the window
     if (seqLt(seq, this.rcvNxt)) {
       const skip = seqDiff(this.rcvNxt, seq);
@@ -391,10 +393,10 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     if (data.length > room) data = data.subarray(0, room);
     if (data.length === 0) return;
     if (seq === this.rcvNxt) {
-      this.#deliver(data);
+      this.#deliver(data, more);
       this.rcvNxt = seqAdd(this.rcvNxt, data.length);
       if (this.ooo && !this.ooo.empty) {
-        this.rcvNxt = this.ooo.drain(this.rcvNxt, (d) => this.#deliver(d));
+        this.rcvNxt = this.ooo.drain(this.rcvNxt, (d) => this.#deliver(d, false));
         this.sendAck(); // RFC 5681 §4.2: ACK at once when a hole is filled
         return;
       }
@@ -411,10 +413,11 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     this.sendAck();
   }
 
-  #deliver(data: Uint8Array): void {
+  /** `more`: the guest's write continues in the next segments, so the host write may wait to gather them. */
+  #deliver(data: Uint8Array, more: boolean): void {
     if (!this.host || this.#hostClosed) return;
     this.stack.counters.tcpBytesFromGuest += data.length;
-    this.host.write(data);
+    this.host.write(data, more);
     this.chargeHostBacklog();
   }
 

@@ -47,11 +47,11 @@ export class RttEstimator {
 
   /** The timer to arm now: RTO doubled per consecutive timeout (5.5), capped. */
   current(): number {
-    return Math.min(MAX_RTO_MS, this.rto * 2 ** this.backoff);
+    return Math.min(MAX_RTO_MS, this.rto * (1 << this.backoff));
   }
 
   /** Records a timeout (5.5). */
   onTimeout(): void {
-    if (this.rto * 2 ** this.backoff < MAX_RTO_MS) this.backoff++;
+    if (this.rto * (1 << this.backoff) < MAX_RTO_MS) this.backoff++;
   }
 }

@@ -290,7 +290,7 @@ export abstract class TcpSender implements FaultOwner {
     // the tenant's budget bounds what all its flows may be sent at once; a spent budget still leaves each
     // flow a small window, so that no flow waits forever for others that wait for it
     wnd = Math.min(wnd, Math.max(GUARANTEED_RING, this.stack.memory.available));
-    wnd = Math.min(wnd, 65535 * 2 ** this.rcvWscale);
+    wnd = Math.min(wnd, 65535 * (1 << this.rcvWscale));
     // never shrink the window already offered (RFC 9293 §3.8.6.2.2)
     const offered = seqDiff(this.#rcvAdvertisedEnd, this.rcvNxt);
     if (seqGt(this.#rcvAdvertisedEnd, this.rcvNxt) && offered > wnd) wnd = offered;
@@ -331,8 +331,8 @@ export abstract class TcpSender implements FaultOwner {
       ? this.ooo.sackBlocks(h.sackBlocks, h.hasTimestamps ? 3 : 4)
       : 0;
     const wnd = syn ? Math.min(this.receiveWindow(), 65535) : this.receiveWindow();
-    h.window = syn ? wnd : Math.min(65535, Math.floor(wnd / 2 ** this.rcvWscale));
-    const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * 2 ** this.rcvWscale);
+    h.window = syn ? wnd : Math.min(65535, Math.floor(wnd / (1 << this.rcvWscale)));
+    const right = seqAdd(this.rcvNxt, syn ? wnd : h.window * (1 << this.rcvWscale));
     if (seqGt(right, this.#rcvAdvertisedEnd) || this.#rcvAdvertisedEnd === 0) this.#rcvAdvertisedEnd = right;
     const hl = tcpHeaderLength(h);
     const path = this.path;

@@ -39,7 +39,7 @@ import { emitIpv6, IPV6_HEADER_LEN } from "../wire/ipv6.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
 import { L4_OFFSET } from "./frame.ts";
-import { checksumSum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/checksum.ts";
+import { checksumSum, frameScratch, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
 import type { HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
 import type { Logger } from "../common/logger.ts";
@@ -108,7 +108,9 @@ export interface StackDeps {
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
 const TX_SLACK = 128;
-let sharedTx = new Uint8Array(0);
+/** Where frames are built: inside the checksum module's memory, so that their sums need no copy. */
+let sharedTx: Uint8Array = new Uint8Array(0);
+let sharedTxSize = 0;
 /** The frame handed to `output`: one view for a run of equal-size frames (output copies it). */
 const outputView = new ViewCache();
 /** The IPv4 header of every frame sendIpv4 builds (no object per frame). */
@@ -143,6 +145,8 @@ export class Stack implements StackContext {
    * need not hold a thousand of them.
    */
   get tx(): Uint8Array {
+    // a view reads length 0 once a growth of that memory detached it
+    if (sharedTx.length === 0) sharedTx = frameScratch(sharedTxSize);
     return sharedTx;
   }
   output: FrameSink;
@@ -207,8 +211,9 @@ export class Stack implements StackContext {
     this.#guard6 = deps.egressGuard6;
     this.#onFault = deps.onFault;
     this.guestBacklog = deps.guestBacklog ?? (() => 0);
-    if (sharedTx.length < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
-      sharedTx = new Uint8Array(ETH_HEADER_LEN + this.plan.mtu + TX_SLACK);
+    if (sharedTxSize < ETH_HEADER_LEN + this.plan.mtu + TX_SLACK) {
+      sharedTxSize = ETH_HEADER_LEN + this.plan.mtu + TX_SLACK;
+      sharedTx = frameScratch(sharedTxSize);
     }
     this.#reassembly = new Ipv4Reassembly(deps.wheel, (reason) => this.counters.drop(reason), this);
     this.flowLimit = deps.flowLimit ?? UNLIMITED_FLOWS;

@@ -8,9 +8,9 @@
  * @module
  */
 
-import { fold, sumBytesUnrolled, sumWasmSimd } from "./checksum_variants.ts";
+import { fold, frameScratch, sumBytesUnrolled, sumWasmSimd } from "./checksum_variants.ts";
 
-export { fold };
+export { fold, frameScratch };
 
 /**
  * Below this many bytes the unrolled byte loop wins (no call into WebAssembly, no copy); at or above it,

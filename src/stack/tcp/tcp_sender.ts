@@ -40,6 +40,9 @@ import {
   type TcpStateValue,
 } from "./state.ts";
 
+/** Segments of this many payload bytes or more are built in the stack's tx buffer (see `emit`). */
+const BUILD_IN_TX_FROM = 8 * 1024;
+
 /** What a connection needs of its tenant's TCP service (TcpService implements it). */
 export interface TcpConnOwner {
   /** Reused header for every segment a connection emits. */
@@ -339,8 +342,12 @@ export abstract class TcpSender implements FaultOwner {
     const l4 = path.l4Offset;
     const pseudo = path.pseudoSum(IPPROTO_TCP, hl + len);
     // a data segment is built next to the send ring and its payload copied within that one buffer: the copy
-    // into the shared tx buffer needs a view per segment, which was half of what the relay allocated
-    const area = len > 0 ? this.queue.frameArea(l4 + hl + Math.max(len, ETH_PAD_ROOM)) : null;
+    // into the shared tx buffer needs a view per segment, which was half of what the relay allocated. A large
+    // one goes to the tx buffer all the same: that buffer lies in the checksum's wasm memory, so its sum needs
+    // no copy of the segment (the view is nothing beside a 64 KiB memmove)
+    const area = len > 0 && len < BUILD_IN_TX_FROM
+      ? this.queue.frameArea(l4 + hl + Math.max(len, ETH_PAD_ROOM))
+      : null;
     if (area) {
       const { buf, off } = area;
       this.queue.copyToFrame(queueOffset, len, off + l4 + hl);

@@ -24,7 +24,10 @@ const WRITE_BUFFER_KEEP = 64 * 1024;
 
 /** What a host TCP socket needs of a connected stream (an EpollSocket). */
 interface Conn {
-  read(p: Uint8Array): Promise<number | null>;
+  /** Calls `onReadable` on each loop turn in which the socket has bytes or has ended, until `watch(null)`. */
+  watch(onReadable: (() => void) | null): void;
+  /** Reads what is there: bytes read, 0 when nothing is yet, null at the end; throws on errors. */
+  readNow(p: Uint8Array): number | null;
   /** Writes some of `p` at once: bytes written, 0 when the socket is full; throws on errors. */
   writeNow(p: Uint8Array): number;
   write(p: Uint8Array): Promise<number>;
@@ -153,6 +156,10 @@ class StreamTcpSocket implements HostTcpSocket {
 
   pause(): void {
     this.#paused = true;
+    if (this.#reading) {
+      this.#reading = false;
+      this.#conn?.watch(null);
+    }
   }
 
   resume(): void {
@@ -180,33 +187,44 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#h?.onClose();
   }
 
-  async #startReading(): Promise<void> {
+  /** Reads on the socket loop's turn (one read per turn, as every socket gets) while not paused. */
+  #startReading(): void {
     if (this.#reading || this.#paused || this.#eof || this.#closed || !this.#conn || !this.#h) return;
     this.#reading = true;
-    const conn = this.#conn;
-    const h = this.#h;
+    this.#conn.watch(this.#onReadable);
+  }
+
+  readonly #onReadable = (): void => {
+    const conn = this.#conn, h = this.#h;
+    if (!conn || !h || this.#closed || this.#paused) return;
+    // into the handler's own buffer when it offers one (the TCP send queue), else into ours
+    const direct = h.readBuffer !== undefined && h.onRead !== undefined;
+    const buf = direct ? h.readBuffer!() : (this.#readBuf ??= new Uint8Array(READ_BUFFER_BYTES));
+    let n: number | null;
     try {
-      while (!this.#paused && !this.#closed) {
-        // into the handler's own buffer when it offers one (the TCP send queue), else into ours
-        const direct = h.readBuffer !== undefined && h.onRead !== undefined;
-        const buf = direct ? h.readBuffer!() : (this.#readBuf ??= new Uint8Array(READ_BUFFER_BYTES));
-        const n = await conn.read(buf);
-        if (this.#closed) return;
-        if (n === null) {
-          this.#eof = true;
-          h.onEnd();
-          this.#maybeFinish();
-          return;
-        }
-        if (direct) h.onRead!(n);
-        else h.onData(buf.subarray(0, n));
-      }
+      n = conn.readNow(buf);
+    } catch (e) {
+      this.#reading = false;
+      conn.watch(null);
+      return this.#fail(e);
+    }
+    if (n === 0) return;
+    if (n === null) {
+      this.#reading = false;
+      conn.watch(null);
+      if (this.#closed) return;
+      this.#eof = true;
+      h.onEnd();
+      this.#maybeFinish();
+      return;
+    }
+    try {
+      if (direct) h.onRead!(n);
+      else h.onData(buf.subarray(0, n));
     } catch (e) {
       this.#fail(e);
-    } finally {
-      this.#reading = false;
     }
-  }
+  };
 
   /**
    * Sends what is queued, at once while the socket takes it; when it is full, one send waits for room and

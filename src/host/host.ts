@@ -22,6 +22,8 @@ export interface ByteStream {
   watch?(onReadable: (() => void) | null): void;
   /** What can be read at once: bytes read, 0 when nothing is there yet, null at the end; throws on errors. */
   readNow?(p: Uint8Array): number | null;
+  /** Optional: writes what the stream takes of `p` at once — bytes written, 0 when it is full; throws on errors. */
+  writeNow?(p: Uint8Array): number;
 }
 
 /** Receives datagrams for one UDP flow. */

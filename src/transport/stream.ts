@@ -45,7 +45,7 @@ export class FrameWriter {
 
   #max: number;
   /** The same function every time (a scheduler may tell a stream of flushes from a lone one). */
-  readonly #flushLater = () => void this.#flush();
+  readonly #flushLater = () => this.#flush();
 
   constructor(
     stream: ByteStream,
@@ -105,15 +105,45 @@ export class FrameWriter {
    * Writes the backlog from its one buffer. Frames pushed meanwhile are appended behind the bytes being
    * written (never over them), and the written prefix is dropped afterwards: one buffer per guest, not two.
    */
-  async #flush(): Promise<void> {
+  #flush(): void {
+    if (this.#closed) {
+      this.#writing = false;
+      return;
+    }
+    // at once while the stream takes the bytes (no promise per flush); a full stream is waited for
+    let off = 0;
+    if (this.#stream.writeNow) {
+      try {
+        while (off < this.#fill) {
+          const n = this.#stream.writeNow(this.#pending.subarray(off, this.#fill));
+          if (n === 0) break;
+          off += n;
+        }
+      } catch (e) {
+        this.#closed = true;
+        this.#writing = false;
+        return this.#onError(e);
+      }
+      if (off === this.#fill) {
+        this.#fill = 0;
+        this.#writing = false;
+        if (!this.#closed) this.#onDrain?.();
+        return;
+      }
+    }
+    void this.#flushWaiting(off);
+  }
+
+  /** The rest of a flush, from `off`, waiting for room in the stream. */
+  async #flushWaiting(off: number): Promise<void> {
     try {
       while (this.#fill > 0 && !this.#closed) {
         const len = this.#fill;
-        let off = 0;
         while (off < len) off += await this.#stream.write(this.#pending.subarray(off, len));
         const b = this.#pending;
         b.copyWithin(0, len, this.#fill);
         this.#fill -= len;
+        off = 0;
       }
     } catch (e) {
       this.#closed = true;

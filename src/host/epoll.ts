@@ -38,6 +38,8 @@ const EINTR = 4, EINPROGRESS = 115;
 const DEFER_TURNS = 4;
 /** A deferred function that ran within this many turns is hot (a stream of writes worth gathering). */
 const HOT_TURNS = 2;
+/** A wait longer than this ends a stream: the next write is a lone one again (see `defer`). */
+const STREAM_GAP_MS = 1;
 /** Pause after an accept failure such as EMFILE. */
 const ACCEPT_RETRY_MS = 100;
 /**
@@ -232,9 +234,13 @@ class EpollLoop {
         const sleepMs = this.#clock && mayBlock
           ? (this.#quiet.length > 0 ? Math.min(this.#sleepMs(), QUIET_MS) : this.#sleepMs())
           : 0;
+        const sleptFrom = sleepMs > 0 ? performance.now() : 0;
         let k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, sleepMs);
         if (this.#clock) {
-          if (k === 0 && mayBlock) this.#turn += HOT_TURNS + 1; // a sleep: nothing is a stream any more
+          // a sleep (one that ended without events, or after a while): nothing is a stream any more, and what
+          // it woke for goes out at once instead of waiting for the next idle poll
+          if (k === 0 && mayBlock) this.#turn += HOT_TURNS + 1;
+          else if (sleepMs > 0 && performance.now() - sleptFrom > STREAM_GAP_MS) this.#turn += HOT_TURNS + 1;
         } else if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
           this.#blocked = true;
           k = await l.epoll_wait(this.#ep, this.#events, MAX_EVENTS, -1);

@@ -21,7 +21,7 @@ import { parseIpv4Address } from "./wire/bytes.ts";
 import { parseIpv6Address } from "./wire/ipv6.ts";
 import { Relay, type RelayOptions } from "./relay/relay.ts";
 import { RelayFront } from "./relay/front.ts";
-import { epollAvailable } from "./host/epoll.ts";
+import { epollAvailable } from "./host/epoll_loop.ts";
 import { IcmpSocket } from "./host/icmp_socket.ts";
 import { NodeHost } from "./host/node_host.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";

@@ -10,7 +10,7 @@ import { Relay } from "./relay/relay.ts";
 import { jsonLogger } from "./relay/log.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
 import { parseHostForward } from "./stack/config.ts";
-import { holdRuntimeTurns, ownSocketLoop, runtimeTurnSoon } from "./host/epoll.ts";
+import { holdRuntimeTurns, ownSocketLoop, runtimeTurnSoon } from "./host/epoll_loop.ts";
 import { FrameRing } from "./common/frame_ring.ts";
 import {
   type FrontCall,

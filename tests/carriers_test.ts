@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type FrameChannel, SimGuest } from "./_sim_guest.ts";
 import { rng } from "./_rng.ts";
-import { epollAvailable } from "../src/host/epoll.ts";
+import { epollAvailable } from "../src/host/epoll_loop.ts";
 import { bindUnixDatagram } from "../src/host/unix_datagram.ts";
 import { parsePrometheus, sample, within } from "./_relay_api.ts";
 import { multiTenantArgs, startTestRelay, type TestRelay } from "./_test_relay.ts";

@@ -1,12 +1,7 @@
-/** The relay's own socket loop (src/host/epoll.ts) against the kernel's TCP and UNIX sockets. */
+/** The relay's own socket loop (src/host/epoll_loop.ts, epoll.ts) against the kernel's TCP and UNIX sockets. */
 import assert from "node:assert/strict";
-import {
-  connectTcp,
-  epollAvailable,
-  EpollListener,
-  type EpollSocket,
-  SocketError,
-} from "../src/host/epoll.ts";
+import { connectTcp, EpollListener, type EpollSocket } from "../src/host/epoll.ts";
+import { epollAvailable, SocketError } from "../src/host/epoll_loop.ts";
 
 const skip = !epollAvailable();
 

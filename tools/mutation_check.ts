@@ -25,7 +25,7 @@ interface Mutant {
 const MUTANTS: Mutant[] = [
   {
     name: "TCP data without PSH held by the host socket until more comes (never flushed when quiet)",
-    file: "src/host/epoll.ts",
+    file: "src/host/epoll_loop.ts",
     from: "            this.#runQuiet();",
     to: "",
     tests: ["tests/carriers_test.ts"],

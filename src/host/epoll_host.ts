@@ -1,6 +1,6 @@
 /**
  * {@linkcode HostNet} whose TCP and UDP sockets run on our epoll loop ({@link ./epoll.ts}); the resolver
- * configuration comes from {@linkcode NodeHost}. See epoll.ts for why the runtime's own sockets
+ * configuration comes from {@linkcode NodeHost}. See epoll_loop.ts for why the runtime's own sockets
  * are not used for the relay's busiest traffic.
  *
  * Reads go straight into the TCP connection's send queue (no buffer allocated per read); writes gather in
@@ -11,7 +11,8 @@
 import type { HostListener, HostTcpSocket, HostUdpSocket, TcpHandlers, UdpHandlers } from "./host.ts";
 import { EpollUdpSocket } from "./epoll_udp.ts";
 import { errCode, NodeHost } from "./node_host.ts";
-import { connectTcp, deferUntilIdle, deferUntilQuiet, EpollListener, type EpollSocket } from "./epoll.ts";
+import { connectTcp, EpollListener, type EpollSocket } from "./epoll.ts";
+import { deferUntilIdle, deferUntilQuiet } from "./epoll_loop.ts";
 
 /** Read buffer for handlers without a buffer of their own. */
 const READ_BUFFER_BYTES = 16 * 1024;

@@ -7,7 +7,7 @@
  */
 import type { HostUdpSocket, UdpHandlers } from "./host.ts";
 import { EAGAIN, errno, libc, size } from "./libc.ts";
-import { watchReadable } from "./epoll.ts";
+import { watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
 import { ipv6Equal, ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 

@@ -1,5 +1,5 @@
 /**
- * The relay's sockets on this machine, chosen here once: our epoll loop (epoll.ts, through FFI) on Linux
+ * The relay's sockets on this machine, chosen here once: our epoll loop (epoll_loop.ts, through FFI) on Linux
  * where FFI is allowed, else the runtime's own (node:net and node:dgram, Deno listeners).
  * `SLIRP_SOCKETS=runtime` forces the latter (see epollAvailable).
  *
@@ -7,7 +7,7 @@
  */
 import type { HostDatagramSocket, HostIcmpEcho, HostNet } from "./host.ts";
 import { bindUnixDatagram } from "./unix_datagram.ts";
-import { deferUntilIdle, epollAvailable, watchReadable } from "./epoll.ts";
+import { deferUntilIdle, epollAvailable, watchReadable } from "./epoll_loop.ts";
 import { IcmpSocket } from "./icmp_socket.ts";
 import { EpollHost } from "./epoll_host.ts";
 import { NodeHost } from "./node_host.ts";

@@ -7,7 +7,8 @@
 import type { HostDatagramSocket } from "./host.ts";
 import { errno, libc, size } from "./libc.ts";
 import { platform } from "../platform/current.ts";
-import { sockaddrUn, SocketError, watchReadable } from "./epoll.ts";
+import { sockaddrUn } from "./epoll.ts";
+import { SocketError, watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
 
 const AF_UNIX = 1, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;

@@ -239,9 +239,34 @@ Deno.test({
       );
       await writeAll(bad.c, Uint8Array.of(0, 0, 0, 0));
       await assert.rejects(broken, FramingError);
-      for (const x of [c, s, bad.c, bad.s]) x.close();
+      // closed by us while a batch is held (a tenant kicked its guest): the reader ends once the batch is taken
+      const kicked = await pair();
+      await kicked.c.waitConnected();
+      let release = () => {};
+      const held = new Promise<void>((r) => (release = r));
+      const kickedReader = readFrameBatches(
+        onTurn ? kicked.s : {
+          read: (p: Uint8Array) => kicked.s.read(p),
+          write: kicked.s.write.bind(kicked.s),
+          close: () => kicked.s.close(),
+        },
+        70000,
+        () => held,
+      );
+      await writeAll(kicked.c, wire.subarray(0, 4 + frames[0].length));
+      await new Promise((r) => setTimeout(r, 20));
+      kicked.s.close();
+      release();
+      await assert.doesNotReject(
+        Promise.race([
+          kickedReader,
+          new Promise((_, no) => setTimeout(() => no(new Error("reader hangs")), 2000)),
+        ]),
+      );
+      for (const x of [c, s, bad.c, bad.s, kicked.c]) x.close();
       server.l.close();
       bad.l.close();
+      kicked.l.close();
     }
   },
 });

@@ -29,7 +29,7 @@ const EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2, EPOLL_CTL_MOD = 3;
 const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
 const EINTR = 4;
 /** Busy turns a deferred write may wait (each turn is a few µs to tens of µs). */
-const DEFER_TURNS = 4;
+const DEFER_TURNS = 8;
 /** A deferred function that ran within this many turns is hot (a stream of writes worth gathering). */
 const HOT_TURNS = 2;
 /** A wait longer than this ends a stream: the next write is a lone one again (see `defer`). */

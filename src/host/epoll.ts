@@ -6,7 +6,7 @@
  * @module
  */
 import { after } from "../common/timers.ts";
-import { EAGAIN, errno, libc, size } from "./libc.ts";
+import { EAGAIN, errno, libc } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
 import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 import {
@@ -176,7 +176,7 @@ export class EpollSocket implements Watcher {
 
   #doRead(): void {
     const w = this.#reader!;
-    const n = Number(L().recv(this.#fd, w.buf, size(w.buf.length), 0));
+    const n = L().recv(this.#fd, w.buf, w.buf.length, 0);
     if (n < 0) {
       const e = errno();
       if (e === EAGAIN || e === EINTR) return;
@@ -190,7 +190,7 @@ export class EpollSocket implements Watcher {
 
   #doWrite(): void {
     const w = this.#writer!;
-    const n = Number(L().send(this.#fd, w.buf, size(w.buf.length), MSG_NOSIGNAL));
+    const n = L().send(this.#fd, w.buf, w.buf.length, MSG_NOSIGNAL);
     if (n < 0) {
       const e = errno();
       if (e === EAGAIN || e === EINTR) return;
@@ -242,7 +242,7 @@ export class EpollSocket implements Watcher {
   /** Reads what is there into `p`: bytes read, 0 when nothing is yet, null at the end (or once closed). */
   readNow(p: Uint8Array): number | null {
     if (this.#closed) return null;
-    const n = Number(L().recv(this.#fd, p, size(p.length), 0));
+    const n = L().recv(this.#fd, p, p.length, 0);
     if (n > 0) return n;
     if (n === 0) return p.length === 0 ? 0 : null;
     const e = errno();
@@ -265,7 +265,7 @@ export class EpollSocket implements Watcher {
   writeNow(p: Uint8Array): number {
     if (this.#closed) throw new SocketError("EPIPE", "send on a closed socket");
     if (this.#writer) return 0; // a write waits for room: bytes must not overtake it
-    const n = Number(L().send(this.#fd, p, size(p.length), MSG_NOSIGNAL));
+    const n = L().send(this.#fd, p, p.length, MSG_NOSIGNAL);
     if (n >= 0) return n;
     const e = errno();
     if (e === EAGAIN || e === EINTR) return 0;
@@ -276,7 +276,7 @@ export class EpollSocket implements Watcher {
   write(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(new SocketError("EPIPE", "send on a closed socket"));
     if (this.#writer) return Promise.reject(new Error("write already pending"));
-    const n = Number(L().send(this.#fd, p, size(p.length), MSG_NOSIGNAL));
+    const n = L().send(this.#fd, p, p.length, MSG_NOSIGNAL);
     if (n >= 0) return Promise.resolve(n);
     const e = errno();
     if (e !== EAGAIN && e !== EINTR) return Promise.reject(fail("send", e));

@@ -19,7 +19,7 @@
  */
 import { setImmediate } from "node:timers";
 import { nextTimerDeadline, ownTurns, runTurnWork, turnWorkPending } from "../common/timers.ts";
-import { errno, libc, size } from "./libc.ts";
+import { errno, libc } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
 import { platform } from "../platform/current.ts";
 
@@ -205,7 +205,7 @@ export class EpollLoop {
     this.#control(EPOLL_CTL_DEL, fd, 0, 0);
     if (this.#watchers.size === 0 && this.#running && !this.#clock) {
       // wake the waiting thread so the loop ends and no call stays pending
-      L().write(this.#wake, this.#one, size(8));
+      L().write(this.#wake, this.#one, 8);
     }
   }
 
@@ -369,7 +369,7 @@ export class EpollLoop {
       const base = i * EVENT_SIZE;
       const token = v.getUint32(base + EVENT_DATA, true);
       if (token === 0) {
-        L().read(this.#wake, this.#drain, size(8));
+        L().read(this.#wake, this.#drain, 8);
         for (const fn of this.#wakeListeners) {
           try {
             fn();

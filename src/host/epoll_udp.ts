@@ -6,7 +6,7 @@
  * @module
  */
 import type { HostUdpSocket, UdpHandlers } from "./host.ts";
-import { EAGAIN, errno, libc, size } from "./libc.ts";
+import { EAGAIN, errno, libc } from "./libc.ts";
 import { watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
 import { ipv6Equal, ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
@@ -127,13 +127,13 @@ export class EpollUdpSocket implements HostUdpSocket {
       if (!a) return this.handlers.onError("EINVAL");
       to6View.setUint16(2, port, false);
       to6.set(a, 8);
-      n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to6, 28));
+      n = libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, to6, 28);
     } else {
       const a = addressOf(address);
       if (a < 0) return this.handlers.onError("EINVAL");
       toView.setUint16(2, port, false);
       toView.setUint32(4, a, false);
-      n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, to, 16));
+      n = libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, to, 16);
     }
     if (n < 0) {
       const e = errno();
@@ -146,7 +146,7 @@ export class EpollUdpSocket implements HostUdpSocket {
     const L = libc();
     for (let i = 0; i < READS_PER_EVENT && !this.#closed; i++) {
       fromLen[0] = from.length;
-      const n = Number(L.recvfrom(this.#fd, rx, size(rx.length), MSG_DONTWAIT, from, fromLenBytes));
+      const n = L.recvfrom(this.#fd, rx, rx.length, MSG_DONTWAIT, from, fromLenBytes);
       if (n < 0) {
         const e = errno();
         if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));

@@ -16,7 +16,7 @@ import type { HostIcmpEcho, IcmpEchoCallback } from "./host.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 import { ipv6Equal, parseIpv6Address } from "../wire/ipv6.ts";
 
-import { EAGAIN, errno, type Libc, libc, pollFdFor, size } from "./libc.ts";
+import { EAGAIN, errno, type Libc, libc, pollFdFor } from "./libc.ts";
 import { after } from "../common/timers.ts";
 
 const AF_INET = 2;
@@ -142,7 +142,7 @@ class PingSocket {
     v.setUint16(0, this.#v6 ? AF_INET6 : AF_INET, true);
     if (typeof a === "number") v.setUint32(4, a, false);
     else sa.set(a, 8);
-    const n = this.#lib.sendto(this.#fd, msg, size(msg.length), 0, sa, sa.length);
+    const n = this.#lib.sendto(this.#fd, msg, msg.length, 0, sa, sa.length);
     if (Number(n) < 0) return false;
     this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
     if (this.#watch) this.#startWatching();
@@ -211,7 +211,7 @@ class PingSocket {
         this.#lib.recvfrom(
           this.#fd,
           this.#rx,
-          size(MAX_REPLY),
+          MAX_REPLY,
           0,
           this.#from,
           new Uint8Array(this.#fromLen.buffer),

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { EAGAIN, errno, libc, pollFdFor, size } from "./libc.ts";
+import { EAGAIN, errno, libc, pollFdFor } from "./libc.ts";
 
 const O_RDWR = 2;
 const O_NONBLOCK = 0o4000;
@@ -53,7 +53,7 @@ export class TapDevice {
   /** Writes one frame to the device (the kernel receives it as if from the wire). */
   write(frame: Uint8Array): boolean {
     if (this.#closed) return false;
-    return Number(libc().write(this.#fd, frame, size(frame.length))) === frame.length;
+    return libc().write(this.#fd, frame, frame.length) === frame.length;
   }
 
   /**
@@ -65,7 +65,7 @@ export class TapDevice {
     while (!this.#closed) {
       await L.poll(this.#pollFd, 1n, 200);
       while (!this.#closed) {
-        const n = Number(L.read(this.#fd, this.#buf, size(this.#buf.length)));
+        const n = L.read(this.#fd, this.#buf, this.#buf.length);
         if (n < 0) {
           if (errno() !== EAGAIN) this.close();
           break;

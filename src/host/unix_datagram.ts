@@ -5,7 +5,7 @@
  * @module
  */
 import type { HostDatagramSocket } from "./host.ts";
-import { errno, libc, size } from "./libc.ts";
+import { errno, libc } from "./libc.ts";
 import { platform } from "../platform/current.ts";
 import { sockaddrUn } from "./epoll.ts";
 import { SocketError, watchReadable } from "./epoll_loop.ts";
@@ -47,7 +47,7 @@ class UnixDatagramSocket implements HostDatagramSocket {
       libc().recvfrom(
         this.#fd,
         into,
-        size(into.length),
+        into.length,
         MSG_DONTWAIT | MSG_TRUNC,
         this.#from,
         this.#fromLenBytes,
@@ -88,7 +88,7 @@ class UnixDatagramSocket implements HostDatagramSocket {
       this.#toPath = peer;
     }
     const toLen = peer.startsWith("@") ? 3 + new TextEncoder().encode(peer.slice(1)).length : SOCKADDR_UN;
-    const n = Number(libc().sendto(this.#fd, data, size(data.length), MSG_DONTWAIT, this.#to, toLen));
+    const n = libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, this.#to, toLen);
     if (n >= 0) return null;
     const e = errno();
     return e === EINTR ? "EAGAIN" : errnoName(e);

@@ -11,7 +11,7 @@
 import type { Logger } from "../common/logger.ts";
 import { FrameRing, type RingCursor } from "../common/frame_ring.ts";
 import type { HostForwardConfig } from "../stack/config.ts";
-import { libc, size } from "../host/libc.ts";
+import { libc } from "../host/libc.ts";
 import { platform } from "../platform/current.ts";
 import type { HttpServer } from "../platform/platform.ts";
 import { json } from "./admin.ts";
@@ -137,7 +137,7 @@ class DataPlaneWorker {
 
   /** Writes the worker's eventfd: it may be asleep in epoll_wait, where messages wait for it. */
   wake(): void {
-    if (this.wakeFd >= 0 && !this.stopped) libc().write(this.wakeFd, this.#one, size(8));
+    if (this.wakeFd >= 0 && !this.stopped) libc().write(this.wakeFd, this.#one, 8);
   }
 
   /** Drains this worker's rings toward the guests each time it rings, until stopped. */

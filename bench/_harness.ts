@@ -156,3 +156,48 @@ export function libslirpAvailable(): boolean {
 export function libslirpDriver(): Promise<string> {
   return compiled("libslirp_driver", ["-lslirp"]);
 }
+
+/** A relay, an iperf3 server on 127.0.0.1 and a netns Linux guest leased through it (bench/iperf_runs.ts). */
+export interface IperfRig {
+  relay: Deno.ChildProcess;
+  guest: import("../tests/_netns_guest.ts").NetnsGuest;
+  /** The iperf3 server's port (the guest reaches it at 10.0.2.2). */
+  port: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a relay on a fresh UNIX socket with `relayArgs` added (and `opts` as `spawnRelay` takes them), an
+ * iperf3 server, and a netns guest behind the C TAP bridge that has its DHCP lease.
+ */
+export async function iperfRig(relayArgs: string[], opts: { cpuProfDir?: string } = {}): Promise<IperfRig> {
+  const { NetnsGuest } = await import("../tests/_netns_guest.ts");
+  const dir = await Deno.makeTempDir();
+  await Deno.chmod(dir, 0o777);
+  const relay = spawnRelay(
+    ["--listen-qemu", `unix://${dir}/r.sock`, "--dns-upstream", "127.0.0.1:9", ...relayArgs],
+    opts,
+  );
+  await waitForSocket(`${dir}/r.sock`);
+  const port = String(5300 + Math.floor(Math.random() * 500));
+  const iperfd = new Deno.Command("iperf3", {
+    args: ["-s", "-B", "127.0.0.1", "-p", port],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const guest = await NetnsGuest.create(`unix://${dir}/r.sock`, { bridgeCommand: await cTapBridge() });
+  await guest.dhcp();
+  await new Promise((r) => setTimeout(r, 300));
+  return {
+    relay,
+    guest,
+    port,
+    async close() {
+      await guest.close();
+      iperfd.kill();
+      relay.kill("SIGINT");
+      await relay.status;
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}

@@ -9,8 +9,7 @@
  * `--rate` caps iperf3's send rate: CPU per GB at a fixed rate is steadier than the peak on a busy host.
  */
 import { parseArgs } from "node:util";
-import { NetnsGuest } from "../tests/_netns_guest.ts";
-import { cTapBridge, spawnRelay, waitForSocket } from "./_harness.ts";
+import { cpuOf, iperfRig } from "./_harness.ts";
 
 const { values: flags, positionals } = parseArgs({
   args: Deno.args,
@@ -23,40 +22,17 @@ const { values: flags, positionals } = parseArgs({
   },
 });
 const down = positionals[0] === "down";
-const dir = await Deno.makeTempDir();
-await Deno.chmod(dir, 0o777);
-const relay = spawnRelay([
-  "--listen-qemu",
-  `unix://${dir}/r.sock`,
-  "--dns-upstream",
-  "127.0.0.1:9",
-  "--mtu",
-  flags.mtu,
-]);
-await waitForSocket(`${dir}/r.sock`);
-const port = String(5300 + Math.floor(Math.random() * 500));
-const iperfd = new Deno.Command("iperf3", {
-  args: ["-s", "-B", "127.0.0.1", "-p", port],
-  stdout: "null",
-  stderr: "null",
-}).spawn();
-const guest = await NetnsGuest.create(`unix://${dir}/r.sock`, { bridgeCommand: await cTapBridge() });
-const cpuSeconds = () => {
-  const f = Deno.readTextFileSync(`/proc/${relay.pid}/stat`).split(") ")[1].split(" ");
-  return (Number(f[11]) + Number(f[12])) / 100;
-};
+const rig = await iperfRig(["--mtu", flags.mtu]);
 try {
-  await guest.dhcp();
-  await new Promise((r) => setTimeout(r, 300));
   const runs: string[] = [];
   for (let i = 0; i < Number(flags.runs); i++) {
-    const before = cpuSeconds();
-    const r = await guest.exec([
+    const before = cpuOf(rig.relay.pid);
+    const r = await rig.guest.exec([
       "iperf3",
       "-c",
       "10.0.2.2",
       "-p",
-      port,
+      rig.port,
       "-t",
       flags.seconds,
       "-J",
@@ -66,13 +42,11 @@ try {
     const end = JSON.parse(r.stdout).end.sum_received;
     runs.push(
       `${(end.bits_per_second / 1e9).toFixed(2)} Gbit/s ${
-        ((cpuSeconds() - before) / (end.bytes / 1e9)).toFixed(2)
+        ((cpuOf(rig.relay.pid) - before) / (end.bytes / 1e9)).toFixed(2)
       } CPU-s/GB`,
     );
   }
   console.log(`${down ? "host→guest" : "guest→host"} MTU ${flags.mtu}: ${runs.join(" | ")}`);
 } finally {
-  await guest.close();
-  iperfd.kill();
-  relay.kill("SIGKILL");
+  await rig.close();
 }

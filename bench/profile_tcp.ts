@@ -6,34 +6,17 @@
  *
  * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
  */
-import { NetnsGuest } from "../tests/_netns_guest.ts";
-import { cTapBridge, spawnRelay, waitForSocket } from "./_harness.ts";
+import { iperfRig } from "./_harness.ts";
 
 const direction = Deno.args[0] === "down" ? "down" : "up";
 const mtu = Deno.args[1] ?? "1500";
-const dir = await Deno.makeTempDir();
-await Deno.chmod(dir, 0o777);
 const profDir = "/tmp/slirp-prof";
 await Deno.mkdir(profDir, { recursive: true });
-const relay = spawnRelay([
-  "--listen-qemu",
-  `unix://${dir}/r.sock`,
-  "--dns-upstream",
-  "127.0.0.1:9",
-  "--mtu",
-  mtu,
-], { cpuProfDir: Deno.env.get("SLIRP_PROFILE") === "perf" ? undefined : profDir });
-await waitForSocket(`${dir}/r.sock`);
-const port = String(5300 + Math.floor(Math.random() * 500));
-const iperfd = new Deno.Command("iperf3", {
-  args: ["-s", "-B", "127.0.0.1", "-p", port],
-  stdout: "null",
-  stderr: "null",
-}).spawn();
-const g = await NetnsGuest.create(`unix://${dir}/r.sock`, { bridgeCommand: await cTapBridge() });
+const rig = await iperfRig(["--mtu", mtu], {
+  cpuProfDir: Deno.env.get("SLIRP_PROFILE") === "perf" ? undefined : profDir,
+});
+const relay = rig.relay;
 try {
-  await g.dhcp();
-  await new Promise((r) => setTimeout(r, 300));
   // SLIRP_PROFILE=perf: `perf record -g` of the relay process (every thread, kernel included) instead
   const perf = Deno.env.get("SLIRP_PROFILE") === "perf"
     ? new Deno.Command("perf", {
@@ -42,12 +25,12 @@ try {
       stderr: "null",
     }).spawn()
     : null;
-  const r = await g.exec([
+  const r = await rig.guest.exec([
     "iperf3",
     "-c",
     "10.0.2.2",
     "-p",
-    port,
+    rig.port,
     "-t",
     "5",
     ...(direction === "down" ? ["-R"] : []),
@@ -55,10 +38,6 @@ try {
   console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
   await perf?.status;
 } finally {
-  await g.close();
-  iperfd.kill();
-  relay.kill("SIGINT");
-  await relay.status;
-  await Deno.remove(dir, { recursive: true }).catch(() => {});
+  await rig.close();
 }
 console.log(`profile written to ${profDir}`);

@@ -23,6 +23,13 @@ async function readAll(s: { read(p: Uint8Array): Promise<number | null> }, into:
   }
 }
 
+/** The socket seen through the promise methods alone (what the runtime's sockets offer), not on the loop's turn. */
+function promisesOnly(
+  s: EpollSocket,
+): { read(p: Uint8Array): Promise<number | null>; write(p: Uint8Array): Promise<number>; close(): void } {
+  return { read: (p) => s.read(p), write: (p) => s.write(p), close: () => s.close() };
+}
+
 async function writeAll(s: { write(p: Uint8Array): Promise<number> }, data: Uint8Array): Promise<void> {
   for (let off = 0; off < data.length;) off += await s.write(data.subarray(off));
 }
@@ -200,9 +207,7 @@ Deno.test({
       const { s, c } = server;
       await c.waitConnected();
       // the promise path: the same socket seen without its loop-turn reading
-      const stream = onTurn
-        ? s
-        : { read: (p: Uint8Array) => s.read(p), write: s.write.bind(s), close: () => s.close() };
+      const stream = onTurn ? s : promisesOnly(s);
       const got: Uint8Array[] = [];
       let holding = false, batches = 0, heldOnce = 0;
       const reading = readFrameBatches(stream, 70000, (buf, offs, lens, n) => {
@@ -229,11 +234,7 @@ Deno.test({
       const bad = await pair();
       await bad.c.waitConnected();
       const broken = readFrameBatches(
-        onTurn ? bad.s : {
-          read: (p: Uint8Array) => bad.s.read(p),
-          write: bad.s.write.bind(bad.s),
-          close: () => bad.s.close(),
-        },
+        onTurn ? bad.s : promisesOnly(bad.s),
         70000,
         () => {},
       );
@@ -245,11 +246,7 @@ Deno.test({
       let release = () => {};
       const held = new Promise<void>((r) => (release = r));
       const kickedReader = readFrameBatches(
-        onTurn ? kicked.s : {
-          read: (p: Uint8Array) => kicked.s.read(p),
-          write: kicked.s.write.bind(kicked.s),
-          close: () => kicked.s.close(),
-        },
+        onTurn ? kicked.s : promisesOnly(kicked.s),
         70000,
         () => held,
       );

@@ -57,6 +57,9 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#flushQueued = false;
     this.#flush();
   };
+  readonly #drained = () => {
+    if (!this.#closed) this.#h?.onDrain();
+  };
   /** A flush that waits for the rest of the peer's write (see `write`'s `more`). */
   #gatherQueued = false;
   readonly #gatheredFlush = () => {
@@ -276,7 +279,9 @@ class StreamTcpSocket implements HostTcpSocket {
     }
     if (this.#aboveHighWater && this.#fill - this.#sent <= WRITE_HIGH_WATER / 2) {
       this.#aboveHighWater = false;
-      this.#h?.onDrain();
+      // after the current task: a flush may run inside the handler's own write() (TCP mid-segment, whose
+      // window update would carry an acknowledgment not yet advanced)
+      queueMicrotask(this.#drained);
     }
   }
 

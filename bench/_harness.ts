@@ -163,6 +163,8 @@ export interface IperfRig {
   guest: import("../tests/_netns_guest.ts").NetnsGuest;
   /** The iperf3 server's port (the guest reaches it at 10.0.2.2). */
   port: string;
+  /** Runs iperf3 in the guest against the server for `seconds`; `extra` adds flags (-R, -J, -b …). */
+  iperf(seconds: number | string, extra?: string[]): Promise<{ stdout: string }>;
   close(): Promise<void>;
 }
 
@@ -192,6 +194,8 @@ export async function iperfRig(relayArgs: string[], opts: { cpuProfDir?: string 
     relay,
     guest,
     port,
+    iperf: (seconds, extra = []) =>
+      guest.exec(["iperf3", "-c", "10.0.2.2", "-p", port, "-t", String(seconds), ...extra]),
     async close() {
       await guest.close();
       iperfd.kill();

@@ -27,14 +27,7 @@ try {
   const runs: string[] = [];
   for (let i = 0; i < Number(flags.runs); i++) {
     const before = cpuOf(rig.relay.pid);
-    const r = await rig.guest.exec([
-      "iperf3",
-      "-c",
-      "10.0.2.2",
-      "-p",
-      rig.port,
-      "-t",
-      flags.seconds,
+    const r = await rig.iperf(flags.seconds, [
       "-J",
       ...(flags.rate ? ["-b", flags.rate] : []),
       ...(down ? ["-R"] : []),

@@ -25,16 +25,7 @@ try {
       stderr: "null",
     }).spawn()
     : null;
-  const r = await rig.guest.exec([
-    "iperf3",
-    "-c",
-    "10.0.2.2",
-    "-p",
-    rig.port,
-    "-t",
-    "5",
-    ...(direction === "down" ? ["-R"] : []),
-  ]);
+  const r = await rig.iperf(5, direction === "down" ? ["-R"] : []);
   console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
   await perf?.status;
 } finally {

@@ -225,16 +225,18 @@ export class EpollLoop {
         // couple of polls found nothing. Neither blocks with deferred writes or next-turn work waiting.
         const mayBlock = this.#deferred.length === 0 && !turnWorkPending() && this.#runtimeHolds === 0 &&
           settled;
-        const sleepMs = this.#clock && mayBlock
-          ? (this.#quiet.length > 0 ? Math.min(this.#sleepMs(), QUIET_MS) : this.#sleepMs())
-          : 0;
-        const sleptFrom = sleepMs > 0 ? performance.now() : 0;
+        // an owned loop reads the clock once before a wait that may sleep and once after every wait
+        const ownSleep = this.#clock !== null && mayBlock;
+        const sleptFrom = ownSleep ? performance.now() : 0;
+        const sleepMs = ownSleep ? this.#sleepMs(sleptFrom, this.#quiet.length > 0 ? QUIET_MS : Infinity) : 0;
         let k = l.epoll_wait_now(this.#ep, this.#events, MAX_EVENTS, sleepMs);
+        const now = this.#clock ? performance.now() : 0;
         if (this.#clock) {
           // a sleep (one that ended without events, or after a while): nothing is a stream any more, and what
           // it woke for goes out at once instead of waiting for the next idle poll
-          if (k === 0 && mayBlock) this.#turn += HOT_TURNS + 1;
-          else if (sleepMs > 0 && performance.now() - sleptFrom > STREAM_GAP_MS) this.#turn += HOT_TURNS + 1;
+          if ((k === 0 && mayBlock) || (sleepMs > 0 && now - sleptFrom > STREAM_GAP_MS)) {
+            this.#turn += HOT_TURNS + 1;
+          }
         } else if (k === 0 && this.#deferred.length === 0 && ++idleTurns > 2) {
           this.#blocked = true;
           k = await l.epoll_wait(this.#ep, this.#events, MAX_EVENTS, -1);
@@ -261,7 +263,6 @@ export class EpollLoop {
           this.#dispatch(k);
         }
         if (this.#clock) {
-          const now = performance.now();
           this.#clock.advance(now);
           runTurnWork();
           // a sleep found nothing, or the oldest has waited long enough
@@ -297,9 +298,12 @@ export class EpollLoop {
   }
 
   /** How long an owned loop may sleep: until the next timer of the wheel or of `after`, at most a while. */
-  #sleepMs(): number {
-    const now = performance.now();
-    const due = Math.min(this.#clock!.nextDeadline(), nextTimerDeadline(), now + OWNED_MAX_SLEEP_MS);
+  #sleepMs(now: number, atMost: number): number {
+    const due = Math.min(
+      this.#clock!.nextDeadline(),
+      nextTimerDeadline(),
+      now + Math.min(OWNED_MAX_SLEEP_MS, atMost),
+    );
     return due <= now ? 0 : Math.ceil(due - now);
   }
 
@@ -341,12 +345,15 @@ export class EpollLoop {
   #runQuiet(): void {
     const list = this.#quiet;
     this.#quiet = [];
-    for (const fn of list) {
-      try {
-        fn();
-      } catch (e) {
-        console.error(`slirp-relay: deferred socket work failed: ${(e as Error)?.stack ?? e}`);
-      }
+    for (const fn of list) this.#runContained(fn);
+  }
+
+  /** Runs one piece of put-off work; a throw is logged, and the loop and the rest of the list go on. */
+  #runContained(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      console.error(`slirp-relay: deferred socket work failed: ${(e as Error)?.stack ?? e}`);
     }
   }
 
@@ -355,11 +362,7 @@ export class EpollLoop {
     this.#deferred = [];
     for (const fn of list) {
       this.#lastRun.set(fn, this.#turn);
-      try {
-        fn();
-      } catch (e) {
-        console.error(`slirp-relay: deferred socket work failed: ${(e as Error)?.stack ?? e}`);
-      }
+      this.#runContained(fn);
     }
   }
 

@@ -53,8 +53,10 @@ export const MIN_SND_MSS = 48;
 export const DEFAULT_SEND_BUFFER = 1024 * 1024;
 /** Payload room that keeps a short frame's padding to 60 bytes inside the frame area. */
 export const ETH_PAD_ROOM = 8;
-/** Room offered to each host read. */
+/** Most room offered to a host read. */
 export const HOST_READ_BYTES = 64 * 1024;
+/** Room offered to a connection's first host read; it doubles after each read that fills it. */
+export const FIRST_HOST_READ = 16 * 1024;
 /** Least room offered to a host read near the end of the tenant's budget. */
 export const MIN_HOST_READ = 2048;
 /** Ring (and frame area) every connection may have whatever the budget says. */

@@ -31,6 +31,7 @@ import {
   DEFAULT_MSS,
   DELAYED_ACK_MS,
   FIN_WAIT_2_TIMEOUT_MS,
+  FIRST_HOST_READ,
   GUARANTEED_RING,
   HOST_READ_BYTES,
   MIN_HOST_READ,
@@ -469,16 +470,25 @@ export class TcpConn extends TcpSender implements TcpHandlers {
    */
   readBuffer(): Uint8Array {
     // the ring grows only while the tenant's budget has room for it
-    return this.queue.writable(
-      this.stack.memory.available >= HOST_READ_BYTES ? HOST_READ_BYTES : MIN_HOST_READ,
+    const room = this.queue.writable(
+      this.stack.memory.available >= this.#readWant ? this.#readWant : MIN_HOST_READ,
     );
+    this.#offered = room.length;
+    return room;
   }
 
   onRead(n: number): void {
     if (this.isFreed) return;
     this.queue.commit(n);
+    // a read that filled its room asks for twice as much next time: a short answer never costs a 64 KiB ring
+    // (glibc maps those on their own pages: an mmap, page faults and an munmap per connection), a download
+    // reaches full-size reads after two
+    if (n === this.#offered && this.#readWant < HOST_READ_BYTES) this.#readWant *= 2;
     this.#received(n);
   }
+  /** Room the next host read asks for (see onRead), and what the last one was offered. */
+  #readWant = FIRST_HOST_READ;
+  #offered = 0;
 
   #received(n: number): void {
     this.stack.counters.tcpBytesToGuest += n;

@@ -104,7 +104,8 @@ interface Waiter {
 export class EpollSocket implements Watcher {
   #fd: number;
   #token = 0;
-  #interest = 0;
+  /** The events asked of the loop; NOT_WATCHED while out of its set. */
+  #interest = NOT_WATCHED;
   #reader: Waiter | null = null;
   /** Reads on the loop's turn instead ({@linkcode watch}). */
   #onReadable: (() => void) | null = null;
@@ -114,13 +115,15 @@ export class EpollSocket implements Watcher {
   readonly remoteAddress: string;
   readonly remotePort: number;
 
-  /** @param events the first interest (EPOLLOUT for a connect under way: one epoll_ctl, not two) */
+  /**
+   * @param events the first interest, or {@linkcode NOT_WATCHED}: the socket joins the loop's set with the
+   * first interest someone has (one epoll_ctl instead of an add and a change)
+   */
   constructor(fd: number, remote: { address: string; port: number } = { address: "", port: 0 }, events = 0) {
     this.#fd = fd;
     this.remoteAddress = remote.address;
     this.remotePort = remote.port;
-    this.#interest = events;
-    this.#token = epollLoop().add(fd, this, events);
+    this.#want(events);
   }
 
   get closed(): boolean {
@@ -129,8 +132,14 @@ export class EpollSocket implements Watcher {
 
   #want(events: number): void {
     if (this.#closed || events === this.#interest) return;
+    if (this.#interest === NOT_WATCHED) this.#token = epollLoop().add(this.#fd, this, events);
+    else epollLoop().modify(this.#fd, this.#token, events);
     this.#interest = events;
-    epollLoop().modify(this.#fd, this.#token, events);
+  }
+
+  /** Adds `events` to the interest (joining the loop's set if out of it). */
+  #wantAlso(events: number): void {
+    this.#want((this.#interest === NOT_WATCHED ? 0 : this.#interest) | events);
   }
 
   onEvents(ev: number): void {
@@ -161,17 +170,10 @@ export class EpollSocket implements Watcher {
     if (broken && !this.#reader && !this.#writer && !this.#onReadable) {
       // ERR/HUP are reported whatever the mask: out of the set until someone reads or writes again
       epollLoop().remove(this.#fd, this.#token);
-      this.#interest = -1;
+      this.#interest = NOT_WATCHED;
       return;
     }
     this.#want(want);
-  }
-
-  /** Back in the set after ERR/HUP took it out. */
-  #rejoin(): void {
-    if (this.#interest !== -1 || this.#closed) return;
-    this.#interest = 0;
-    this.#token = epollLoop().add(this.#fd, this, 0);
   }
 
   #doRead(): void {
@@ -204,20 +206,20 @@ export class EpollSocket implements Watcher {
 
   /**
    * Resolves once connected; rejects with the connect error (ECONNREFUSED …). On loopback the kernel runs
-   * the whole handshake inside connect(): then this settles at once (two system calls) instead of a loop
+   * the whole handshake inside connect(): then this settles at once (one system call) instead of a loop
    * turn later.
    */
   waitConnected(): Promise<void> {
-    const err = new Int32Array(1);
-    L().getsockopt(this.#fd, SOL_SOCKET, SO_ERROR, err, new Uint32Array([4]));
-    if (err[0] !== 0) return Promise.reject(fail("connect", err[0]));
+    // connected already: the peer's name is known (one call); otherwise SO_ERROR tells a failure from "under way"
     if (L().getpeername(this.#fd, connectProbe, connectProbeLength.fill(connectProbe.length)) === 0) {
       return Promise.resolve();
     }
+    const err = new Int32Array(1);
+    L().getsockopt(this.#fd, SOL_SOCKET, SO_ERROR, err, new Uint32Array([4]));
+    if (err[0] !== 0) return Promise.reject(fail("connect", err[0]));
     return new Promise((resolve, reject) => {
       this.#connecting = { resolve, reject };
-      this.#rejoin();
-      this.#want(EPOLLOUT);
+      this.#wantAlso(EPOLLOUT);
     });
   }
 
@@ -235,8 +237,7 @@ export class EpollSocket implements Watcher {
     }
     this.#onReadable = onReadable;
     if (!onReadable) return;
-    this.#rejoin();
-    this.#want(this.#interest | EPOLLIN | EPOLLRDHUP);
+    this.#wantAlso(EPOLLIN | EPOLLRDHUP);
   }
 
   /** Reads what is there into `p`: bytes read, 0 when nothing is yet, null at the end (or once closed). */
@@ -256,8 +257,7 @@ export class EpollSocket implements Watcher {
     if (this.#reader) return Promise.reject(new Error("read already pending"));
     return new Promise((resolve, reject) => {
       this.#reader = { buf: p, resolve, reject };
-      this.#rejoin();
-      this.#want(this.#interest | EPOLLIN | EPOLLRDHUP);
+      this.#wantAlso(EPOLLIN | EPOLLRDHUP);
     });
   }
 
@@ -282,8 +282,7 @@ export class EpollSocket implements Watcher {
     if (e !== EAGAIN && e !== EINTR) return Promise.reject(fail("send", e));
     return new Promise((resolve, reject) => {
       this.#writer = { buf: p, resolve: (n) => resolve(n ?? 0), reject };
-      this.#rejoin();
-      this.#want(this.#interest | EPOLLOUT);
+      this.#wantAlso(EPOLLOUT);
     });
   }
 
@@ -306,7 +305,7 @@ export class EpollSocket implements Watcher {
 
   close(): void {
     if (this.#closed) return;
-    if (this.#interest !== -1) epollLoop().remove(this.#fd, this.#token);
+    if (this.#interest !== NOT_WATCHED) epollLoop().remove(this.#fd, this.#token);
     this.#closed = true;
     L().close(this.#fd);
     const r = this.#reader, w = this.#writer, c = this.#connecting, watcher = this.#onReadable;
@@ -319,6 +318,9 @@ export class EpollSocket implements Watcher {
     c?.reject(new SocketError("ECONNABORTED", "socket closed"));
   }
 }
+
+/** The interest of a socket outside the loop's epoll set. */
+const NOT_WATCHED = -1;
 
 /** getpeername's answer when probing whether a connect completed (only its success matters). */
 const connectProbe = new Uint8Array(128);
@@ -337,7 +339,8 @@ export function connectTcp(host: string, port: number): EpollSocket {
     throw fail("connect", e);
   }
   setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
-  return new EpollSocket(fd, { address: host, port }, EPOLLOUT);
+  // joins the loop's set only when someone waits: a loopback connect has usually completed already
+  return new EpollSocket(fd, { address: host, port }, NOT_WATCHED);
 }
 
 // ───────────────────────── listeners ─────────────────────────

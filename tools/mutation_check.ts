@@ -24,6 +24,14 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name:
+      "stream frames: a read that filled the buffer but ended inside a frame no longer grows it (one frame a read)",
+    file: "src/transport/stream.ts",
+    from: "if (this.#filled === this.buf.length) this.#readFilled = true;",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "TCP data without PSH held by the host socket until more comes (never flushed when quiet)",
     file: "src/host/epoll_loop.ts",
     from: "            this.#runQuiet();",

@@ -192,6 +192,8 @@ class FrameReceiveBuffer {
   #filled = 0;
   #used = 0;
   #count = 0;
+  /** The last read filled the buffer: the next room() grows it. */
+  #readFilled = false;
   readonly #cap: number;
   #opening: StreamFraming["opening"];
   readonly #collect = (_b: Uint8Array, off: number, len: number) => {
@@ -210,7 +212,14 @@ class FrameReceiveBuffer {
     const prefix = this.framing.prefix;
     const opening = this.#opening;
     const filled = this.#filled;
-    if (filled === this.buf.length || (!opening && needs(this.buf, filled, prefix) > this.buf.length)) {
+    // the last read filled the buffer (what it left of a frame has moved to the front since, so `filled`
+    // alone would not show it: the buffer then stayed at one frame and a partial, one frame per read)
+    const wasFull = this.#readFilled;
+    this.#readFilled = false;
+    if (
+      (wasFull && this.buf.length < this.#cap) || filled === this.buf.length ||
+      (!opening && needs(this.buf, filled, prefix) > this.buf.length)
+    ) {
       const want = opening ? 0 : needs(this.buf, filled, prefix);
       const bigger = new Uint8Array(Math.min(this.#cap, Math.max(this.buf.length * 2, want)));
       bigger.set(this.buf.subarray(0, filled));
@@ -225,6 +234,7 @@ class FrameReceiveBuffer {
    */
   received(n: number): number {
     this.#filled += n;
+    if (this.#filled === this.buf.length) this.#readFilled = true;
     let from = 0;
     if (this.#opening) {
       const took = this.#opening(this.buf, this.#filled);

@@ -412,6 +412,50 @@ Deno.test("TCP out-of-order and overlapping guest data reach the host once, in o
   }
 });
 
+Deno.test("TCP acknowledgments: the in-order segments of one read are acknowledged once after it and at least every 64 KiB; segments read apart, every second one (RFC 9293 §3.8.6.3)", async () => {
+  const g = guest({ wscale: 7 });
+  const afterTheRead = () => new Promise((r) => setTimeout(r, 0));
+  try {
+    g.open();
+    const acksIn = (sent: Sent[]) => sent.filter((s) => s.data.length === 0 && s.tcp.flags === TCP_ACK_FLAG);
+    // `n` full segments handed to the stack in one synchronous run, as the frames of one read are
+    const read = (n: number) => {
+      for (let i = 0; i < n; i++) {
+        g.send(TCP_ACK_FLAG, bytes(1460, i));
+        g.seq = (g.seq + 1460) >>> 0;
+      }
+    };
+    let before = g.h.out.length;
+    read(10);
+    assert.equal(acksIn(g.sentSince(before)).length, 0, "no ACK while the read is processed");
+    await afterTheRead();
+    let acks = acksIn(g.sentSince(before));
+    assert.equal(acks.length, 1, "one ACK for the ten segments of one read, as Linux sends for a GRO unit");
+    assert.equal(acks[0].tcp.ack, g.seq, "it acknowledges all of them");
+    // 60 segments (87,600 bytes) in one read: an ACK as soon as 64 KiB are unacknowledged, one after the read
+    before = g.h.out.length;
+    read(60);
+    acks = acksIn(g.sentSince(before));
+    assert.equal(acks.length, 1, "one ACK within the read, at 64 KiB");
+    assert.ok(acks[0].tcp.ack - (g.seq - 60 * 1460) >= 64 * 1024, "after at least 64 KiB");
+    await afterTheRead();
+    acks = acksIn(g.sentSince(before));
+    assert.equal(acks.length, 2);
+    assert.equal(acks[1].tcp.ack, g.seq);
+    // one segment per read (an interactive guest, or one that sends as fast as it is read): every second one
+    before = g.h.out.length;
+    for (let i = 0; i < 6; i++) {
+      read(1);
+      await afterTheRead();
+    }
+    acks = acksIn(g.sentSince(before));
+    assert.deepEqual(acks.map((a) => a.tcp.ack), [2, 4, 6].map((k) => (g.seq - (6 - k) * 1460) >>> 0));
+    assert.equal(g.socket.written.length, 76 * 1460, "every byte reached the host");
+  } finally {
+    g.close();
+  }
+});
+
 Deno.test("TCP host reset: the guest gets a RST and the flow is freed", () => {
   const g = guest();
   try {

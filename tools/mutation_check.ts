@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "TCP: a long read of guest segments is acknowledged only after it (no ACK every 64 KiB)",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from: "if (seqDiff(this.rcvNxt, this.lastAckSent) >= GRO_MAX_BYTES) this.sendAck();",
+    to: "if (seqDiff(this.rcvNxt, this.lastAckSent) < 0) this.sendAck();",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "TCP: guest segments acknowledged one by one again (every second segment within a read)",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from: "        else if (!this.#ackAfterRead) {",
+    to: "        else if (this.sendAck(), !this.#ackAfterRead) {",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name:
       "stream frames: a read that filled the buffer but ended inside a frame no longer grows it (one frame a read)",
     file: "src/transport/stream.ts",

@@ -29,6 +29,8 @@ export const STATE_NAMES = Object.fromEntries(Object.entries(TcpState).map(([k, 
 
 /** RFC 9293 §3.8.6.3 requires an ACK delay below 0.5 s; short, since a relay's RTTs are tiny. */
 export const DELAYED_ACK_MS = 10;
+/** The most in-order guest data one acknowledgment covers: GRO's largest receive unit (Linux, 64 KiB). */
+export const GRO_MAX_BYTES = 64 * 1024;
 /** TIME-WAIT on the guest side: long enough to re-ACK a retransmitted FIN, short enough to free ports. */
 export const TIME_WAIT_MS = 1000;
 /** How long the host may take to accept a dial before the guest gets a reset. */

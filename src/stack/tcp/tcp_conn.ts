@@ -10,7 +10,8 @@
  *   a bounded {@linkcode Reassembly}. The window we advertise is the room left toward the host socket
  *   (`rcvBuffer` minus its unwritten bytes minus held segments), so a slow host peer shrinks the guest's
  *   window instead of growing our memory. ACKs are delayed by {@linkcode DELAYED_ACK_MS} or sent at
- *   every second full segment, and immediately for out-of-order data (RFC 5681 §4.2), with SACK blocks.
+ *   every second full segment — the segments of one read of the guest's link counting as one, as a GRO
+ *   unit does for Linux — and immediately for out-of-order data (RFC 5681 §4.2), with SACK blocks.
  * - Host → guest: bytes read from the host wait in a {@linkcode SendQueue} until acknowledged; at most
  *   min(cwnd, guest window) is in flight (NewReno, RFC 5681/6582), retransmitted on RTO (RFC 6298, Karn's
  *   rule, exponential backoff) or on three duplicate ACKs; SACK blocks from the guest steer which hole is
@@ -32,6 +33,7 @@ import {
   DELAYED_ACK_MS,
   FIN_WAIT_2_TIMEOUT_MS,
   FIRST_HOST_READ,
+  GRO_MAX_BYTES,
   GUARANTEED_RING,
   HOST_READ_BYTES,
   MIN_HOST_READ,
@@ -401,9 +403,18 @@ export class TcpConn extends TcpSender implements TcpHandlers {
         this.sendAck(); // RFC 5681 §4.2: ACK at once when a hole is filled
         return;
       }
-      // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full-sized segment
-      if (++this.pendingAcks >= 2) this.sendAck();
-      else if (!this.ackTimer.armed) {
+      // RFC 9293 §3.8.6.3 / RFC 5681 §4.2: ACK at least every second full-sized segment — counted as Linux
+      // counts them behind GRO: the in-order segments of one read of the guest's link are one receive unit,
+      // acknowledged once when the read has been processed, and at least every GRO_MAX_BYTES (the largest unit
+      // GRO builds). One ACK per two segments of a 64-frame read made the guest handle 32 ACKs where Linux
+      // would send one or two; each costs the guest a receive and a transmit of two segments
+      if (++this.pendingAcks >= 2) {
+        if (seqDiff(this.rcvNxt, this.lastAckSent) >= GRO_MAX_BYTES) this.sendAck();
+        else if (!this.#ackAfterRead) {
+          this.#ackAfterRead = true;
+          queueMicrotask(this.#ackReadUnit);
+        }
+      } else if (!this.ackTimer.armed) {
         this.stack.wheel.arm(this.ackTimer, this.stack.wheel.now + DELAYED_ACK_MS);
       }
       return;
@@ -413,6 +424,13 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     if (!this.ooo.insert(this.rcvNxt, seq, data)) this.stack.counters.drop("tcp-reassembly-full");
     this.sendAck();
   }
+
+  /** A read of the guest's link has been processed (a microtask after it): its segments are acknowledged. */
+  readonly #ackReadUnit = (): void => {
+    this.#ackAfterRead = false;
+    if (this.pendingAcks >= 2) this.sendAck();
+  };
+  #ackAfterRead = false;
 
   /** `more`: the guest's write continues in the next segments, so the host write may wait to gather them. */
   #deliver(data: Uint8Array, more: boolean): void {

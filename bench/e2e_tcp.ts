@@ -209,6 +209,15 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
       row.seqConnPerSecond = (await probe(guest, ["seq-conn", gw, String(answer.port), "500"])).perSecond;
     }
     return row;
+  } catch (e) {
+    // say whether the backend itself died (the libslirp driver has, now and then, with no message)
+    const ended = await Promise.race([
+      child.status,
+      new Promise<null>((r) => setTimeout(() => r(null), 100)),
+    ]);
+    if (!ended) throw e;
+    const how = ended.signal ? `signal ${ended.signal}` : `exit code ${ended.code}`;
+    throw new Error(`${(e as Error).message} (the ${target} process had ended: ${how})`);
   } finally {
     await guest.close();
     for (const c of [iperfd, answer.child, udpEcho.child]) {

@@ -100,6 +100,10 @@ static int add_poll(int fd, int events, void *opaque) {
   if (events & SLIRP_POLL_IN) ev |= POLLIN;
   if (events & SLIRP_POLL_OUT) ev |= POLLOUT;
   if (events & SLIRP_POLL_PRI) ev |= POLLPRI;
+  if (nfds >= MAX_FDS) {
+    fprintf(stderr, "libslirp_driver: more than %d descriptors to poll\n", MAX_FDS);
+    exit(1);
+  }
   fds[nfds] = (struct pollfd){.fd = fd, .events = ev};
   return nfds++;
 }

@@ -53,3 +53,20 @@ Deno.test("send queue ring: reads into free space, pushes, acks and segment copi
     assert.equal(q.capacity, 0);
   }
 });
+
+Deno.test("send queue ring: a ring let go is reused by the thread's next flow, cleared of the last flow's bytes", () => {
+  const a = new SendQueue();
+  a.frameRoomWanted = 1514;
+  const room = a.writable(16 * 1024);
+  room.fill(0x5a);
+  a.commit(room.length);
+  const memory = room.buffer;
+  a.clear();
+  const b = new SendQueue();
+  b.frameRoomWanted = 1514;
+  const next = b.writable(16 * 1024);
+  assert.equal(next.buffer, memory, "the same memory, not a new allocation");
+  assert.ok(next.every((x) => x === 0), "no byte of the previous flow (maybe another tenant's) is left");
+  const area = b.frameArea(1514)!;
+  assert.ok(area.buf.every((x) => x === 0));
+});

@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "TCP: a ring kept for the next flow hands it the last flow's bytes",
+    file: "src/stack/tcp/send_queue.ts",
+    from: "    return kept.fill(0);",
+    to: "    return kept;",
+    tests: ["tests/send_queue_test.ts"],
+  },
+  {
     name: "TCP: a long read of guest segments is acknowledged only after it (no ACK every 64 KiB)",
     file: "src/stack/tcp/tcp_conn.ts",
     from: "if (seqDiff(this.rcvNxt, this.lastAckSent) >= GRO_MAX_BYTES) this.sendAck();",

@@ -52,6 +52,8 @@ interface Row {
   pingMs?: number;
   udpP50us?: number;
   seqConnPerSecond?: number;
+  /** Backend CPU-milliseconds per sequential connection (what it competes with the guest and server for). */
+  seqConnCpuMs?: number;
 }
 
 const PROBE = new URL("./probe.py", import.meta.url).pathname;
@@ -206,7 +208,9 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
         row.pingMs = rtts[Math.floor(rtts.length / 2)];
       }
       row.udpP50us = (await probe(guest, ["udp-rr", gw, String(udpEcho.port), "500"])).p50us;
+      const cpuBefore = await cpuSeconds(child.pid);
       row.seqConnPerSecond = (await probe(guest, ["seq-conn", gw, String(answer.port), "500"])).perSecond;
+      row.seqConnCpuMs = (await cpuSeconds(child.pid) - cpuBefore) * 1000 / 500;
     }
     return row;
   } catch (e) {
@@ -261,15 +265,15 @@ for (const mtu of mtus) {
 }
 const fmt = (x: number | undefined, d = 2) => (x === undefined ? "-" : x.toFixed(d));
 const lines = [
-  "| target | MTU | guest→host Gbit/s (retr) | host→guest Gbit/s (retr) | CPU s/GB up / down | ping ms | UDP RR p50 µs | seq. conn/s |",
+  "| target | MTU | guest→host Gbit/s (retr) | host→guest Gbit/s (retr) | CPU s/GB up / down | ping ms | UDP RR p50 µs | seq. conn/s (CPU ms each) |",
   "| --- | --- | --- | --- | --- | --- | --- | --- |",
 ];
 for (const r of rows) {
   lines.push(
     `| ${r.target} | ${r.mtu} | ${fmt(r.up)} (${r.upRetr}) | ${fmt(r.down)} (${r.downRetr}) | ${
       fmt(r.upCpuPerGB)
-    } / ${fmt(r.downCpuPerGB)} | ${fmt(r.pingMs, 3)} | ${fmt(r.udpP50us, 0)} | ${
-      fmt(r.seqConnPerSecond, 0)
+    } / ${fmt(r.downCpuPerGB)} | ${fmt(r.pingMs, 3)} | ${fmt(r.udpP50us, 0)} | ${fmt(r.seqConnPerSecond, 0)}${
+      r.seqConnCpuMs === undefined ? "" : ` (${fmt(r.seqConnCpuMs)})`
     } |`,
   );
 }

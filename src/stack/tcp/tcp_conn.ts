@@ -45,6 +45,7 @@ import {
 } from "./state.ts";
 
 import { TcpSender } from "./tcp_sender.ts";
+import { contained } from "../containment.ts";
 import { INITIAL_WINDOW_SEGMENTS } from "./congestion.ts";
 
 export class TcpConn extends TcpSender implements TcpHandlers {
@@ -425,11 +426,15 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     this.sendAck();
   }
 
-  /** A read of the guest's link has been processed (a microtask after it): its segments are acknowledged. */
+  /**
+   * A read of the guest's link has been processed (a microtask after it): its segments are acknowledged.
+   * A microtask is an entry point of its own: it runs inside this flow's containment boundary.
+   */
   readonly #ackReadUnit = (): void => {
     this.#ackAfterRead = false;
-    if (this.pendingAcks >= 2) this.sendAck();
+    if (this.pendingAcks >= 2) contained(this, "tcp.ackReadUnit", this.#sendAck);
   };
+  readonly #sendAck = (): void => this.sendAck();
   #ackAfterRead = false;
 
   /** `more`: the guest's write continues in the next segments, so the host write may wait to gather them. */

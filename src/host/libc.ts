@@ -42,6 +42,7 @@ const SYMBOLS = {
   /** The same with a zero timeout, on the calling thread. */
   epoll_wait_now: { name: "epoll_wait", parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  sched_yield: { parameters: [], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   mallopt: { parameters: ["i32", "i32"], result: "i32" },

@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "receive blocks: a guest link that ended keeps its block (the thread's set runs dry)",
+    file: "src/transport/stream.ts",
+    from: "    if (isReceiveBlock(this.buf)) returnReceiveBlock(this.buf);",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "receive blocks: a block taken again holds its last guest's bytes",
+    file: "src/wire/checksum_variants.ts",
+    from: "RECEIVE_BLOCK_BYTES).fill(0);",
+    to: "RECEIVE_BLOCK_BYTES);",
+    tests: ["src/wire/checksum_variants_test.ts"],
+  },
+  {
     name: "TCP: a ring kept for the next flow hands it the last flow's bytes",
     file: "src/stack/tcp/send_queue.ts",
     from: "    return kept.fill(0);",

@@ -15,6 +15,12 @@ import type { ByteStream } from "../host/host.ts";
 import type { GuestLink, GuestLinkKind, LinkPeer } from "./link.ts";
 import { FramingError, type LengthPrefix, splitFrames, U16_LE, U32_BE } from "./framing.ts";
 import { gvforwarderRequestLength } from "./gvforwarder.ts";
+import {
+  isReceiveBlock,
+  RECEIVE_BLOCK_BYTES,
+  returnReceiveBlock,
+  takeReceiveBlock,
+} from "../wire/checksum_variants.ts";
 
 /** QEMU's stream reader refuses frames over 4096 + 65536 bytes (net/stream.c). */
 export const QEMU_MAX_FRAME = 4096 + 65536;
@@ -221,7 +227,9 @@ class FrameReceiveBuffer {
       (!opening && needs(this.buf, filled, prefix) > this.buf.length)
     ) {
       const want = opening ? 0 : needs(this.buf, filled, prefix);
-      const bigger = new Uint8Array(Math.min(this.#cap, Math.max(this.buf.length * 2, want)));
+      const size = Math.min(this.#cap, Math.max(this.buf.length * 2, want));
+      // a busy guest's buffer, when one is free, lies where checksums are summed without a copy in
+      const bigger = (size === RECEIVE_BLOCK_BYTES && takeReceiveBlock()) || new Uint8Array(size);
       bigger.set(this.buf.subarray(0, filled));
       this.buf = bigger;
     }
@@ -245,6 +253,12 @@ class FrameReceiveBuffer {
     this.#count = 0;
     this.#used = splitFrames(this.buf, this.#filled, this.maxFrame, this.#collect, this.framing.prefix, from);
     return this.#count;
+  }
+
+  /** The link is done: a receive block goes back to the thread's set (no frame of it is in use). */
+  dispose(): void {
+    if (isReceiveBlock(this.buf)) returnReceiveBlock(this.buf);
+    this.buf = new Uint8Array(0);
   }
 
   /** The frames (and any preamble) of the last {@linkcode received} were taken: their bytes go. */
@@ -271,7 +285,9 @@ export function readFrameBatches(
   framing: StreamFraming = { prefix: U32_BE },
 ): Promise<void> {
   const rx = new FrameReceiveBuffer(maxFrame, framing);
-  return stream.watch ? pumpFrameBatches(stream, rx, onBatch) : awaitFrameBatches(stream, rx, onBatch);
+  // ended or failed, the reader is done with every frame: no batch is held then (see both readers)
+  return (stream.watch ? pumpFrameBatches(stream, rx, onBatch) : awaitFrameBatches(stream, rx, onBatch))
+    .finally(() => rx.dispose());
 }
 
 async function awaitFrameBatches(

@@ -113,37 +113,80 @@ let wasm: ChecksumWasm | null = null;
 let wasmBytes: Uint8Array = new Uint8Array(0);
 const inputView = new ViewCache();
 
+/**
+ * The module's memory, sized once when it is instantiated and never grown after (a growth would detach
+ * every view of it handed out):
+ *   [0, COPY_REGION)            bytes copied in for a sum
+ *   [COPY_REGION, BLOCKS_AT)    the frame scratch (see frameScratch)
+ *   [BLOCKS_AT, end)            receive blocks (see takeReceiveBlock)
+ * The pages are the kernel's zero pages until first written: an idle thread holds none of it.
+ */
+const COPY_REGION = 128 * 1024;
+/** Room for the largest frame toward a guest (14 + 65520 + slack) with margin. */
+const SCRATCH_MAX = 128 * 1024;
+const BLOCKS_AT = COPY_REGION + SCRATCH_MAX;
+/** The size of a receive block: a guest link's largest receive buffer (stream.ts). */
+export const RECEIVE_BLOCK_BYTES = 256 * 1024;
+/** Receive blocks per thread (8 MiB): the busiest guests of a worker; the others copy for their sums. */
+const RECEIVE_BLOCKS = 32;
+const MEMORY_BYTES = BLOCKS_AT + RECEIVE_BLOCKS * RECEIVE_BLOCK_BYTES;
+
 /** Instantiates the WebAssembly module once (synchronously: it is 525 bytes). */
 export function checksumWasm(): ChecksumWasm {
   if (wasm === null) {
     const bin = Uint8Array.from(atob(CHECKSUM_WASM_BASE64), (c) => c.charCodeAt(0));
     const inst = new WebAssembly.Instance(new WebAssembly.Module(bin));
-    wasm = inst.exports as unknown as ChecksumWasm;
-    wasmBytes = new Uint8Array(wasm.memory.buffer);
+    const m = inst.exports as unknown as ChecksumWasm;
+    const have = m.memory.buffer.byteLength;
+    if (have < MEMORY_BYTES) m.memory.grow(Math.ceil((MEMORY_BYTES - have) / 65536));
+    wasm = m;
+    wasmBytes = new Uint8Array(m.memory.buffer);
   }
   return wasm;
 }
 
-/** wasm memory: bytes copied in for a sum start at 0; a frame scratch (see frameScratch) lies above them. */
-const COPY_REGION = 128 * 1024;
-let scratchBytes = 0;
-
 /**
  * A buffer inside the checksum module's memory, for building outgoing frames: sums over it need no copy
- * (at 64 KiB frames that copy was a third of the relay's memmove). One per thread; the same view until a
- * larger one is asked for. A view whose length reads 0 was detached by a memory growth: ask again.
+ * (at 64 KiB frames that copy was a third of the relay's memmove). One per thread, at most SCRATCH_MAX
+ * bytes; every call returns a view of the same bytes.
  */
 export function frameScratch(size: number): Uint8Array {
+  if (size > SCRATCH_MAX) throw new RangeError(`frame scratch of ${size} bytes (at most ${SCRATCH_MAX})`);
+  return new Uint8Array(checksumWasm().memory.buffer, COPY_REGION, size);
+}
+
+/** Free receive blocks, by index (null until the first is asked for). */
+let freeBlocks: number[] | null = null;
+
+/**
+ * A receive buffer of {@linkcode RECEIVE_BLOCK_BYTES} inside the checksum module's memory, or null when
+ * this thread's blocks are all taken. What a guest link reads into it is summed where it landed: no copy
+ * into the module for each received segment's checksum (at MTU 1500, guest→host, that copy and its view
+ * were ~6 % of the worker's time). Zeroed: nothing of its last holder's bytes. Give it back with
+ * {@linkcode returnReceiveBlock} when the link is done with it.
+ */
+export function takeReceiveBlock(): Uint8Array<ArrayBuffer> | null {
   const m = checksumWasm();
-  if (size > scratchBytes) {
-    const need = COPY_REGION + size;
-    if (need > m.memory.buffer.byteLength) {
-      m.memory.grow(Math.ceil((need - m.memory.buffer.byteLength) / 65536));
-      wasmBytes = new Uint8Array(m.memory.buffer);
-    }
-    scratchBytes = size;
-  }
-  return new Uint8Array(m.memory.buffer, COPY_REGION, scratchBytes);
+  freeBlocks ??= Array.from({ length: RECEIVE_BLOCKS }, (_, i) => RECEIVE_BLOCKS - 1 - i);
+  const i = freeBlocks.pop();
+  if (i === undefined) return null;
+  // the module's memory is not shared (no `shared` flag in its definition)
+  const buffer = m.memory.buffer as ArrayBuffer;
+  return new Uint8Array(buffer, BLOCKS_AT + i * RECEIVE_BLOCK_BYTES, RECEIVE_BLOCK_BYTES).fill(0);
+}
+
+/** Whether `b` is a block of {@linkcode takeReceiveBlock} (a view of all of one). */
+export function isReceiveBlock(b: Uint8Array): boolean {
+  return wasm !== null && b.buffer === wasm.memory.buffer && b.byteOffset >= BLOCKS_AT &&
+    b.byteLength === RECEIVE_BLOCK_BYTES && (b.byteOffset - BLOCKS_AT) % RECEIVE_BLOCK_BYTES === 0;
+}
+
+/** Gives a block of {@linkcode takeReceiveBlock} back; the caller keeps no view of it. */
+export function returnReceiveBlock(b: Uint8Array): void {
+  if (!isReceiveBlock(b)) throw new RangeError("not a receive block");
+  const i = (b.byteOffset - BLOCKS_AT) / RECEIVE_BLOCK_BYTES;
+  if (freeBlocks!.includes(i)) throw new Error("receive block given back twice");
+  freeBlocks!.push(i);
 }
 
 function wasmSum(
@@ -154,17 +197,17 @@ function wasmSum(
   initial: number,
 ): number {
   const m = checksumWasm();
-  // a frame built in the scratch is summed where it is
+  // a frame built in the scratch, or received into a block, is summed where it is
   if (b.buffer === m.memory.buffer) return fold(m[fn](b.byteOffset + off, len) + initial);
-  // larger than any IP packet: the copy goes above the scratch (a growth detaches the scratch's views)
-  const at = len > COPY_REGION ? COPY_REGION + scratchBytes : 0;
-  if (at + len > wasmBytes.byteLength) {
-    m.memory.grow(Math.ceil((at + len - wasmBytes.byteLength) / 65536));
-    wasmBytes = new Uint8Array(m.memory.buffer);
+  // The copy is the honest cost of WebAssembly here: these bytes live in JS memory. More than the copy
+  // region (larger than any IP packet) goes in region-sized pieces: even-sized, so the words line up.
+  let s = initial;
+  for (let at = 0; at < len; at += COPY_REGION) {
+    const n = Math.min(COPY_REGION, len - at);
+    wasmBytes.set(inputView.view(b, off + at, off + at + n), 0);
+    s += m[fn](0, n);
   }
-  // The copy is the honest cost of WebAssembly here: frames live in JS memory.
-  wasmBytes.set(inputView.view(b, off, off + len), at);
-  return fold(m[fn](at, len) + initial);
+  return fold(s);
 }
 
 /** WebAssembly scalar, 8 bytes per step (includes copying the input into wasm memory). */

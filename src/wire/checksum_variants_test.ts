@@ -35,7 +35,7 @@ Deno.test("every checksum variant handles all-0xff input without carry loss", ()
   }
 });
 
-Deno.test("a frame built in the wasm scratch is summed where it is, as the reference sums it; sums larger than any packet go above it and leave it intact", async () => {
+Deno.test("a frame built in the wasm scratch is summed where it is, as the reference sums it; sums larger than the copy region go through it in pieces and leave the scratch intact", async () => {
   const { frameScratch, sumWasmSimd, sumWasmScalar } = await import("./checksum_variants.ts");
   const next = rng(0x5c7a7c);
   const scratch = frameScratch(66_000);
@@ -49,9 +49,45 @@ Deno.test("a frame built in the wasm scratch is summed where it is, as the refer
     assert.equal(sumWasmSimd(scratch, off, len, initial), want, `simd off ${off} len ${len}`);
     assert.equal(sumWasmScalar(scratch, off, len, initial), want, `scalar off ${off} len ${len}`);
   }
-  // a copy past the copy region grows the memory: the scratch's old view detaches, a new one has the bytes
-  const huge = new Uint8Array(200_000).map((_, i) => (i * 31) & 0xff);
-  assert.equal(sumWasmSimd(huge, 0, huge.length, 0), sumNaive(huge, 0, huge.length, 0));
-  const again = scratch.length === 0 ? frameScratch(66_000) : scratch;
-  assert.deepEqual(again, kept, "the scratch's bytes survive");
+  for (const len of [131_072, 131_073, 200_000, 300_001]) {
+    const huge = new Uint8Array(len + 3).map((_, i) => (i * 31) & 0xff);
+    assert.equal(sumWasmSimd(huge, 3, len, 7), sumNaive(huge, 3, len, 7), `simd len ${len}`);
+    assert.equal(sumWasmScalar(huge, 1, len, 0), sumNaive(huge, 1, len, 0), `scalar len ${len}`);
+  }
+  assert.equal(scratch.length, 66_000, "the memory never grew: the scratch's view is still attached");
+  assert.deepEqual(scratch, kept, "the scratch's bytes survive");
+  assert.throws(() => frameScratch(200_000), RangeError);
+});
+
+Deno.test("receive blocks: zeroed when taken, summed in place as the reference sums them, a bounded set given back and taken again", async () => {
+  const { takeReceiveBlock, returnReceiveBlock, isReceiveBlock, sumWasmSimd, RECEIVE_BLOCK_BYTES } =
+    await import("./checksum_variants.ts");
+  const next = rng(0xb10c);
+  const taken: Uint8Array[] = [];
+  for (let b = takeReceiveBlock(); b !== null; b = takeReceiveBlock()) taken.push(b);
+  assert.ok(taken.length >= 8 && taken.length <= 64, `a bounded set per thread (${taken.length})`);
+  const starts = new Set(taken.map((b) => b.byteOffset));
+  assert.equal(starts.size, taken.length, "no two blocks share bytes");
+  for (const b of taken) {
+    assert.equal(b.length, RECEIVE_BLOCK_BYTES);
+    assert.ok(isReceiveBlock(b));
+  }
+  const first = taken[0];
+  for (let i = 0; i < first.length; i++) first[i] = next() & 0xff;
+  for (let round = 0; round < 100; round++) {
+    const off = next() % 4096;
+    const len = next() % 1600;
+    assert.equal(
+      sumWasmSimd(first, off, len, 5),
+      sumNaive(first, off, len, 5),
+      `in place off ${off} len ${len}`,
+    );
+  }
+  assert.ok(!isReceiveBlock(first.subarray(1)) && !isReceiveBlock(new Uint8Array(RECEIVE_BLOCK_BYTES)));
+  returnReceiveBlock(first);
+  assert.throws(() => returnReceiveBlock(first), /twice/);
+  const again = takeReceiveBlock();
+  assert.ok(again !== null && again.byteOffset === first.byteOffset, "the block given back is taken again");
+  assert.ok(again.every((x) => x === 0), "and holds none of its last holder's bytes");
+  for (const b of [again, ...taken.slice(1)]) returnReceiveBlock(b);
 });

@@ -145,8 +145,6 @@ export class Stack implements StackContext {
    * need not hold a thousand of them.
    */
   get tx(): Uint8Array {
-    // a view reads length 0 once a growth of that memory detached it
-    if (sharedTx.length === 0) sharedTx = frameScratch(sharedTxSize);
     return sharedTx;
   }
   output: FrameSink;

@@ -34,6 +34,43 @@ async function writeAll(s: { write(p: Uint8Array): Promise<number> }, data: Uint
   for (let off = 0; off < data.length;) off += await s.write(data.subarray(off));
 }
 
+/** A connected loopback pair on the epoll loop: `s` the accepted side, `c` the client; close all three. */
+async function loopbackPair(): Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }> {
+  const pair = await new Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }>((resolve) => {
+    const l = EpollListener.tcp("127.0.0.1", 0, (s) => resolve({ s, c, l }));
+    const c = connectTcp("127.0.0.1", l.port);
+  });
+  await pair.c.waitConnected();
+  return pair;
+}
+
+/**
+ * `s` as the reader of guest frames sees it: read on the loop's turn (`onTurn`) or by promises only;
+ * `onRead` hears the size of every read that got bytes.
+ */
+function frameSource(s: EpollSocket, onTurn: boolean, onRead: (n: number) => void = () => {}) {
+  const counted = <T extends number | null>(n: T): T => {
+    if (n) onRead(n);
+    return n;
+  };
+  return onTurn
+    ? {
+      read: (p: Uint8Array) => s.read(p),
+      write: (p: Uint8Array) => s.write(p),
+      close: () => s.close(),
+      watch: (f: (() => void) | null) => s.watch(f),
+      readNow: (p: Uint8Array) => counted(s.readNow(p)),
+    }
+    : { ...promisesOnly(s), read: async (p: Uint8Array) => counted(await s.read(p)) };
+}
+
+/** `count` frames of `size` bytes behind QEMU's 4-byte lengths. */
+function framesOnTheWire(count: number, size: number): Uint8Array {
+  const wire = new Uint8Array(count * (4 + size));
+  for (let i = 0; i < count; i++) new DataView(wire.buffer).setUint32(i * (4 + size), size);
+  return wire;
+}
+
 Deno.test({
   name:
     "epoll sockets: TCP both ways byte-exact through full socket buffers, half-close, then the loop stops",
@@ -198,14 +235,8 @@ Deno.test({
       pos += 4 + f.length;
     }
     for (const onTurn of [true, false]) {
-      const pair = () =>
-        new Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }>((resolve) => {
-          const l = EpollListener.tcp("127.0.0.1", 0, (s) => resolve({ s, c, l }));
-          const c = connectTcp("127.0.0.1", l.port);
-        });
-      const server = await pair();
+      const server = await loopbackPair();
       const { s, c } = server;
-      await c.waitConnected();
       // the promise path: the same socket seen without its loop-turn reading
       const stream = onTurn ? s : promisesOnly(s);
       const got: Uint8Array[] = [];
@@ -231,8 +262,7 @@ Deno.test({
       assert.equal(got.length, frames.length, `all frames (${onTurn ? "loop turn" : "promises"})`);
       for (let i = 0; i < frames.length; i++) assert.deepEqual(got[i], frames[i], `frame ${i}`);
       // a zero length breaks the framing: the reader fails with FramingError
-      const bad = await pair();
-      await bad.c.waitConnected();
+      const bad = await loopbackPair();
       const broken = readFrameBatches(
         onTurn ? bad.s : promisesOnly(bad.s),
         70000,
@@ -241,8 +271,7 @@ Deno.test({
       await writeAll(bad.c, Uint8Array.of(0, 0, 0, 0));
       await assert.rejects(broken, FramingError);
       // closed by us while a batch is held (a tenant kicked its guest): the reader ends once the batch is taken
-      const kicked = await pair();
-      await kicked.c.waitConnected();
+      const kicked = await loopbackPair();
       let release = () => {};
       const held = new Promise<void>((r) => (release = r));
       const kickedReader = readFrameBatches(
@@ -277,37 +306,11 @@ Deno.test({
     // 1514-byte frames behind a 4-byte length: no read size the buffer doubles through is a multiple of 1518,
     // so every full read leaves part of a frame behind (the case that once kept the buffer at one frame)
     const count = 2000, size = 1514;
-    const wire = new Uint8Array(count * (4 + size));
-    for (let i = 0; i < count; i++) new DataView(wire.buffer).setUint32(i * (4 + size), size);
+    const wire = framesOnTheWire(count, size);
     for (const onTurn of [true, false]) {
-      const server = await new Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }>((resolve) => {
-        const l = EpollListener.tcp("127.0.0.1", 0, (s) => resolve({ s, c, l }));
-        const c = connectTcp("127.0.0.1", l.port);
-      });
-      const { s, c, l } = server;
-      await c.waitConnected();
+      const { s, c, l } = await loopbackPair();
       const sizes: number[] = [];
-      const counted = onTurn
-        ? {
-          read: (p: Uint8Array) => s.read(p),
-          write: (p: Uint8Array) => s.write(p),
-          close: () => s.close(),
-          watch: (f: (() => void) | null) => s.watch(f),
-          readNow: (p: Uint8Array) => {
-            const n = s.readNow(p);
-            if (n) sizes.push(n);
-            return n;
-          },
-        }
-        : {
-          read: async (p: Uint8Array) => {
-            const n = await s.read(p);
-            if (n) sizes.push(n);
-            return n;
-          },
-          write: (p: Uint8Array) => s.write(p),
-          close: () => s.close(),
-        };
+      const counted = frameSource(s, onTurn, (n) => sizes.push(n));
       let frames = 0;
       const reading = readFrameBatches(counted, 70000, (_b, _o, _l, n) => {
         frames += n;
@@ -347,31 +350,12 @@ Deno.test({
       return all.length;
     };
     const count = 2000, size = 1514;
-    const wire = new Uint8Array(count * (4 + size));
-    for (let i = 0; i < count; i++) new DataView(wire.buffer).setUint32(i * (4 + size), size);
+    const wire = framesOnTheWire(count, size);
     const free = freeBlocks();
     assert.ok(free > 0);
     for (const onTurn of [true, false]) {
-      const { s, c, l } = await new Promise<{ s: EpollSocket; c: EpollSocket; l: EpollListener }>(
-        (resolve) => {
-          const l = EpollListener.tcp("127.0.0.1", 0, (s) => resolve({ s, c, l }));
-          const c = connectTcp("127.0.0.1", l.port);
-        },
-      );
-      await c.waitConnected();
-      const stream = onTurn
-        ? {
-          read: (p: Uint8Array) => s.read(p),
-          write: (p: Uint8Array) => s.write(p),
-          close: () => s.close(),
-          watch: (f: (() => void) | null) => s.watch(f),
-          readNow: (p: Uint8Array) => s.readNow(p),
-        }
-        : {
-          read: (p: Uint8Array) => s.read(p),
-          write: (p: Uint8Array) => s.write(p),
-          close: () => s.close(),
-        };
+      const { s, c, l } = await loopbackPair();
+      const stream = frameSource(s, onTurn);
       let inBlock = 0, frames = 0;
       const reading = readFrameBatches(stream, 70000, (buf, _o, _l, n) => {
         frames += n;

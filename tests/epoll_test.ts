@@ -154,6 +154,56 @@ Deno.test({
 });
 
 Deno.test({
+  name: "epoll sockets: connects in a row reach the port and family each asked for; a bad address is refused",
+  ignore: skip,
+  async fn() {
+    // the sockaddr is parsed once per host in a row: the port and the family must still follow each call
+    const a = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const b = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const v6 = Deno.listen({ hostname: "::1", port: 0 });
+    const order: [Deno.Listener, string, number][] = [
+      [a, "127.0.0.1", 1],
+      [b, "127.0.0.1", 2],
+      [v6, "::1", 3],
+      [a, "127.0.0.1", 4],
+    ];
+    // a connect that lands on the wrong listener must fail the test, not leave the loop waiting forever
+    const open: EpollSocket[] = [];
+    try {
+      for (const [listener, host, mark] of order) {
+        const c = connectTcp(host, (listener.addr as Deno.NetAddr).port);
+        open.push(c);
+        await c.waitConnected();
+        await c.write(Uint8Array.of(mark));
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const peer = await Promise.race([
+          listener.accept(),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`connect ${mark} did not reach ${host}`)), 2000);
+          }),
+        ]);
+        clearTimeout(timer);
+        const got = new Uint8Array(1);
+        assert.equal(await peer.read(got), 1);
+        assert.equal(got[0], mark);
+        peer.close();
+      }
+    } finally {
+      for (const c of open) c.close();
+      for (const l of [a, b, v6]) l.close();
+    }
+    assert.throws(
+      () => connectTcp("127.0.0.300", 80),
+      (e) => e instanceof SocketError && e.code === "EINVAL",
+    );
+    assert.throws(
+      () => connectTcp("not-an-address", 80),
+      (e) => e instanceof SocketError && e.code === "EINVAL",
+    );
+  },
+});
+
+Deno.test({
   name:
     "epoll sockets: 300 connections with random writes, half-closes, resets and closes; no hang, loop ends",
   ignore: skip,

@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "sockaddr cache: a connect to another host reuses the last host's address",
+    file: "src/host/epoll.ts",
+    from: "  if (host !== lastHost) {",
+    to: '  if (lastHost === "") {',
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "sockaddr cache: an octet above 255 wraps into another address",
+    file: "src/host/epoll.ts",
+    from: "if (octet > 255) throw",
+    to: "if (octet > 999) throw",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "receive blocks: a guest link that ended keeps its block (the thread's set runs dry)",
     file: "src/transport/stream.ts",
     from: "    if (isReceiveBlock(this.buf)) returnReceiveBlock(this.buf);",

@@ -199,10 +199,15 @@ export class EpollLoop {
     this.#control(EPOLL_CTL_MOD, fd, token, events);
   }
 
-  /** Stops watching (before close, so a reused descriptor never gets the old one's events). */
-  remove(fd: number, token: number): void {
+  /**
+   * Stops watching (before close, so a reused descriptor never gets the old one's events). `closing`: the
+   * caller closes `fd` next, and no other descriptor shares its open file — the kernel then drops it from
+   * the set itself (epoll(7)), so the EPOLL_CTL_DEL system call is saved (one per connection); events of it
+   * already in this turn's batch find no watcher under its token.
+   */
+  remove(fd: number, token: number, closing = false): void {
     if (!this.#watchers.delete(token)) return;
-    this.#control(EPOLL_CTL_DEL, fd, 0, 0);
+    if (!closing) this.#control(EPOLL_CTL_DEL, fd, 0, 0);
     if (this.#watchers.size === 0 && this.#running && !this.#clock) {
       // wake the waiting thread so the loop ends and no call stays pending
       L().write(this.#wake, this.#one, 8);
@@ -289,6 +294,16 @@ export class EpollLoop {
         } else if (this.#clock && k > 0 && ++busyTurns < BUSY_TURNS_PER_MACROTASK) {
           settled = false;
           await null;
+          if (loneWake && this.#deferred.length === 0) {
+            // a lone wake-up's answer went out with those continuations: straight to the yield and the
+            // macrotask below, without the zero-timeout poll that would only find the loop idle (one
+            // epoll_wait per request saved); the sleep's own epoll_wait returns at once if more has come
+            loneWake = false;
+            busyTurns = 0;
+            settled = true;
+            l.sched_yield();
+            await new Promise<void>((r) => setImmediate(r));
+          }
         } else {
           busyTurns = 0;
           settled = true;

@@ -37,16 +37,22 @@ const { values: flags } = parseArgs({
     mtus: { type: "string", default: "1500,65520" },
     /** Only ping, UDP round trips and sequential connections (at MTU 1500): quick A/B runs of latency. */
     "latency-only": { type: "boolean", default: false },
+    /**
+     * Operations of each latency probe run before it is measured (the relay's JIT compiles a path only after
+     * it has run a few thousand times: 200 measure a relay fresh from start, 3000 one that has served a while).
+     */
+    "warm-up": { type: "string", default: "200" },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
   console.log(
-    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--cpu-prof]",
+    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--cpu-prof]",
   );
   Deno.exit(0);
 }
 const SECONDS = Number(flags.seconds);
+const WARM_UP = String(Number(flags["warm-up"]));
 
 interface Row {
   target: string;
@@ -209,13 +215,13 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
       downCpuPerGB: down.cpuPerGB,
     };
     if (mtu === 1500) {
-      // a short warm-up of each probe first: a relay that has served traffic runs its path compiled,
-      // and the figures should not depend on whether iperf3 ran before them
-      await probe(guest, ["udp-rr", gw, String(udpEcho.port), "200"]);
-      await probe(guest, ["seq-conn", gw, String(answer.port), "200"]);
+      // each probe runs --warm-up times first: the figures should not depend on whether iperf3 ran before them,
+      // and the relay's JIT compiles a path only after it has run a few thousand times
+      await probe(guest, ["udp-rr", gw, String(udpEcho.port), WARM_UP]);
+      await probe(guest, ["seq-conn", gw, String(answer.port), WARM_UP]);
       // passt's gateway may lead off this machine for ICMP: never ping it (the project brief)
       if (target !== "passt") {
-        await guest.exec(["ping", "-c", "50", "-i", "0.002", gw]);
+        await guest.exec(["ping", "-c", WARM_UP, "-i", "0.002", "-q", gw], { timeoutMs: 120_000 });
         const ping = await guest.exec(["ping", "-c", "20", "-i", "0.05", gw]);
         const rtts = [...ping.stdout.matchAll(/time=([0-9.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) =>
           a - b

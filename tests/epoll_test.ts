@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 import { connectTcp, EpollListener, type EpollSocket } from "../src/host/epoll.ts";
 import { epollAvailable, SocketError } from "../src/host/epoll_loop.ts";
+import { EpollUdpSocket } from "../src/host/epoll_udp.ts";
 
 const skip = !epollAvailable();
 
@@ -200,6 +201,91 @@ Deno.test({
       () => connectTcp("not-an-address", 80),
       (e) => e instanceof SocketError && e.code === "EINVAL",
     );
+  },
+});
+
+/** Datagrams an EpollUdpSocket bound to `address` receives, and a way to wait for `count` of them. */
+function udpReceiver(address: string) {
+  const got: { data: Uint8Array; address: string; port: number }[] = [];
+  let wanted = 0, done = () => {};
+  const socket = EpollUdpSocket.open(
+    {
+      onMessage: (data, from, port) => {
+        got.push({ data, address: from, port });
+        if (got.length >= wanted) done();
+      },
+      onError: (code) => {
+        throw new Error(`UDP socket error ${code}`);
+      },
+    },
+    address,
+    0,
+  );
+  const arrived = (count: number) =>
+    new Promise<void>((resolve, reject) => {
+      wanted = count;
+      done = resolve;
+      if (got.length >= count) resolve();
+      setTimeout(() => reject(new Error(`${got.length} of ${count} datagrams arrived`)), 5000);
+    });
+  return { socket, got, arrived };
+}
+
+/** A sender of datagrams in order (node:dgram under Deno may reorder a burst of sends). */
+function udpSender(address: string): EpollUdpSocket {
+  return EpollUdpSocket.open({ onMessage: () => {}, onError: () => {} }, address, 0);
+}
+
+Deno.test({
+  name:
+    "epoll UDP sockets: bursts larger than one receive batch arrive whole, in order, each with its sender; the largest datagram; IPv6",
+  ignore: skip,
+  async fn() {
+    const r = udpReceiver("127.0.0.1");
+    const a = udpSender("127.0.0.1"), b = udpSender("127.0.0.1");
+    try {
+      // 30 datagrams from two senders (more than a batch of 8 per system call), then the largest UDP payload
+      const sent: { from: number; data: Uint8Array }[] = [];
+      for (let i = 0; i < 30; i++) {
+        const data = new Uint8Array(1 + i * 97).fill(i);
+        const from = i % 3 === 0 ? b : a;
+        sent.push({ from: from.port, data });
+        from.sendTo(data, "127.0.0.1", r.socket.port);
+      }
+      const largest = new Uint8Array(65507).map((_, i) => i * 7);
+      sent.push({ from: a.port, data: largest });
+      a.sendTo(largest, "127.0.0.1", r.socket.port);
+      await r.arrived(sent.length);
+      // loopback keeps each sender's order; the two senders may interleave
+      for (const port of [a.port, b.port]) {
+        const want = sent.filter((x) => x.from === port).map((x) => x.data);
+        const have = r.got.filter((x) => x.port === port);
+        assert.equal(have.length, want.length);
+        have.forEach((x, i) => {
+          assert.equal(x.address, "127.0.0.1");
+          assert.deepEqual(x.data, want[i]);
+        });
+      }
+    } finally {
+      r.socket.close();
+      a.close();
+      b.close();
+    }
+
+    const r6 = udpReceiver("::1");
+    const c = udpSender("::1");
+    try {
+      for (let i = 0; i < 12; i++) c.sendTo(Uint8Array.of(i, i), "::1", r6.socket.port);
+      await r6.arrived(12);
+      r6.got.forEach((x, i) => {
+        assert.equal(x.address, "::1");
+        assert.equal(x.port, c.port);
+        assert.deepEqual(x.data, Uint8Array.of(i, i));
+      });
+    } finally {
+      r6.socket.close();
+      c.close();
+    }
   },
 });
 

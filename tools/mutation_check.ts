@@ -24,6 +24,20 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "UDP batch: a datagram is told the sender of the batch's first",
+    file: "src/host/epoll_udp.ts",
+    from: "const at = i * NAME_BYTES",
+    to: "const at = 0",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "UDP batch: the address room is not restored before a receive (an IPv6 sender is cut short)",
+    file: "src/host/epoll_udp.ts",
+    from: "      b.prepare();\n",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "sockaddr cache: a connect to another host reuses the last host's address",
     file: "src/host/epoll.ts",
     from: "  if (host !== lastHost) {",

@@ -10,16 +10,69 @@ import { EAGAIN, errno, libc } from "./libc.ts";
 import { watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
 import { ipv6Equal, ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
+import { platform } from "../platform/current.ts";
 
 const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
 const EINTR = 4;
 /** Datagrams read per readable event: a flood on one socket must not hold the loop. */
 const READS_PER_EVENT = 64;
+/** Datagrams one recvmmsg takes (each slot holds the largest UDP payload). */
+const BATCH = 8;
+const SLOT_BYTES = 65536;
+/** struct mmsghdr (x86-64, aarch64): msghdr (56 bytes) then msg_len; an iovec; a sockaddr_in6 rounded up. */
+const MMSGHDR_BYTES = 64, IOVEC_BYTES = 16, NAME_BYTES = 32;
+const MSG_LEN = 56, MSG_NAMELEN = 8;
 
-/** One receive buffer per thread: a datagram is copied out of it for its handler, which may keep it. */
-const rx = new Uint8Array(65536);
-/** Room for a sockaddr_in6 (28 bytes); a sockaddr_in uses the first 16. */
+/**
+ * The thread's receive batch, made on first use: BATCH slots and the mmsghdr/iovec/sockaddr arrays that point
+ * at them, all in one ArrayBuffer (its memory never moves, so the addresses written once stay true). One
+ * recvmmsg takes what is queued, up to BATCH datagrams; a batch that comes back short means the queue is
+ * empty — no trailing call that finds EAGAIN (one system call per datagram less for a lone reply: a DNS
+ * answer, one round of a UDP exchange). A datagram is copied out of its slot for its handler, which may keep it.
+ */
+class ReceiveBatch {
+  readonly data: Uint8Array;
+  readonly names: Uint8Array;
+  readonly namesView: DataView;
+  readonly headers: Uint8Array;
+  readonly #headersView: DataView;
+
+  constructor() {
+    const namesAt = BATCH * SLOT_BYTES,
+      iovAt = namesAt + BATCH * NAME_BYTES,
+      headersAt = iovAt + BATCH * IOVEC_BYTES;
+    const all = new Uint8Array(new ArrayBuffer(headersAt + BATCH * MMSGHDR_BYTES));
+    this.data = all.subarray(0, namesAt);
+    this.names = all.subarray(namesAt, iovAt);
+    this.namesView = new DataView(all.buffer, namesAt, BATCH * NAME_BYTES);
+    this.headers = all.subarray(headersAt);
+    this.#headersView = new DataView(all.buffer, headersAt, BATCH * MMSGHDR_BYTES);
+    const base = platform.addressOf(all);
+    const v = new DataView(all.buffer);
+    for (let i = 0; i < BATCH; i++) {
+      const iov = iovAt + i * IOVEC_BYTES, h = headersAt + i * MMSGHDR_BYTES;
+      v.setBigUint64(iov, base + BigInt(i * SLOT_BYTES), true); // iov_base
+      v.setBigUint64(iov + 8, BigInt(SLOT_BYTES), true); // iov_len
+      v.setBigUint64(h, base + BigInt(namesAt + i * NAME_BYTES), true); // msg_name
+      v.setBigUint64(h + 16, base + BigInt(iov), true); // msg_iov
+      v.setBigUint64(h + 24, 1n, true); // msg_iovlen (msg_control, msg_controllen, msg_flags stay 0)
+    }
+  }
+
+  /** Before each call: the kernel writes each sender's address length over msg_namelen. */
+  prepare(): void {
+    for (let i = 0; i < BATCH; i++) this.#headersView.setUint32(i * MMSGHDR_BYTES + MSG_NAMELEN, 28, true);
+  }
+
+  /** Bytes of datagram `i` of the last call. */
+  length(i: number): number {
+    return this.#headersView.getUint32(i * MMSGHDR_BYTES + MSG_LEN, true);
+  }
+}
+let batch: ReceiveBatch | null = null;
+
+/** Room for a sockaddr_in6 (28 bytes), for getsockname. */
 const from = new Uint8Array(28);
 const fromView = new DataView(from.buffer);
 const fromLen = new Uint32Array(1);
@@ -46,10 +99,11 @@ function address6Of(text: string): Uint8Array | null {
 
 const lastFrom6 = new Uint8Array(16);
 let lastFrom6Text = "";
-function text6Of(sa: Uint8Array): string {
-  if (lastFrom6Text === "" || !ipv6Equal(sa, 8, lastFrom6, 0)) {
-    lastFrom6.set(sa.subarray(8, 24));
-    lastFrom6Text = ipv6ToString(sa, 8);
+/** The address of the sockaddr_in6 at `at` in `names`, as text (cached for the last one). */
+function text6Of(names: Uint8Array, at: number): string {
+  if (lastFrom6Text === "" || !ipv6Equal(names, at + 8, lastFrom6, 0)) {
+    lastFrom6.set(names.subarray(at + 8, at + 24));
+    lastFrom6Text = ipv6ToString(names, at + 8);
   }
   return lastFrom6Text;
 }
@@ -144,19 +198,26 @@ export class EpollUdpSocket implements HostUdpSocket {
 
   #readSome(): void {
     const L = libc();
-    for (let i = 0; i < READS_PER_EVENT && !this.#closed; i++) {
-      fromLen[0] = from.length;
-      const n = L.recvfrom(this.#fd, rx, rx.length, MSG_DONTWAIT, from, fromLenBytes);
+    const b = batch ??= new ReceiveBatch();
+    for (let read = 0; read < READS_PER_EVENT && !this.#closed;) {
+      b.prepare();
+      const n = L.recvmmsg(this.#fd, b.headers, BATCH, MSG_DONTWAIT, null);
       if (n < 0) {
         const e = errno();
         if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));
         return;
       }
-      this.handlers.onMessage(
-        rx.slice(0, n),
-        this.#v6 ? text6Of(from) : textOf(fromView.getUint32(4, false)),
-        fromView.getUint16(2, false),
-      );
+      for (let i = 0; i < n && !this.#closed; i++) {
+        const at = i * NAME_BYTES, slot = i * SLOT_BYTES;
+        this.handlers.onMessage(
+          b.data.slice(slot, slot + b.length(i)),
+          this.#v6 ? text6Of(b.names, at) : textOf(b.namesView.getUint32(at + 4, false)),
+          b.namesView.getUint16(at + 2, false),
+        );
+      }
+      // a short batch emptied the queue (level-triggered epoll reports what comes later)
+      if (n < BATCH) return;
+      read += n;
     }
   }
 

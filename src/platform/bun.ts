@@ -64,6 +64,7 @@ interface BunFfi {
     symbols: Record<string, (...args: unknown[]) => unknown>;
   };
   read: { i32(pointer: unknown, offset: number): number };
+  ptr(view: ArrayBufferView): number;
 }
 
 const Bun = (globalThis as unknown as { Bun: BunGlobal }).Bun;
@@ -284,6 +285,7 @@ export const bunPlatform: Platform = {
   },
   openLibrary,
   readInt32: (pointer) => ffi.read.i32(pointer, 0),
+  addressOf: (view) => BigInt(ffi.ptr(view)),
   listenStream(a: StreamAddress, onAccept: (c: RuntimeConn) => void): RuntimeListener {
     const server = net.createServer((sock) => {
       const remote = a.kind === "tcp" ? `${sock.remoteAddress}:${sock.remotePort}` : "unix";

@@ -67,6 +67,7 @@ export const denoPlatform: Platform = {
   },
   openLibrary: <S extends ForeignSymbols>(path: string, symbols: S) => Deno.dlopen(path, symbols).symbols,
   readInt32: (pointer) => new Deno.UnsafePointerView(pointer as Deno.PointerObject).getInt32(),
+  addressOf: (view) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view))),
   listenStream(a: StreamAddress, onAccept: (c: RuntimeConn) => void): RuntimeListener {
     const listener = a.kind === "tcp"
       ? Deno.listen({ transport: "tcp", hostname: a.host, port: a.port })

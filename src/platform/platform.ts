@@ -122,6 +122,11 @@ export interface Platform {
   openLibrary<S extends ForeignSymbols>(path: string, symbols: S): ForeignFunctions<S>;
   /** The 32-bit integer at a pointer a foreign function returned (errno). */
   readInt32(pointer: unknown): number;
+  /**
+   * The address of `view`'s first byte, for a structure handed to a foreign function that points at it (an
+   * iovec). Valid while the view's ArrayBuffer lives: an ArrayBuffer's memory never moves.
+   */
+  addressOf(view: Uint8Array): bigint;
   /** Listens with the runtime's own sockets (the fallback where the relay's socket loop cannot run). */
   listenStream(address: StreamAddress, onAccept: (c: RuntimeConn) => void): RuntimeListener;
   /** Accepts a WebSocket upgrade of `req`, answering with `protocol` when given; throws on a bad upgrade. */

@@ -42,12 +42,17 @@ const { values: flags } = parseArgs({
      * it has run a few thousand times: 200 measure a relay fresh from start, 3000 one that has served a while).
      */
     "warm-up": { type: "string", default: "200" },
+    /**
+     * Rounds of every target (interleaved: each round measures each target once, so a slow spell of the
+     * machine hits all of them); the table gives each figure's median and range.
+     */
+    runs: { type: "string", default: "1" },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
   console.log(
-    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--cpu-prof]",
+    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--runs 1] [--cpu-prof]",
   );
   Deno.exit(0);
 }
@@ -201,7 +206,7 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
     const gw = v6 ? "fd00::2" : lease.router.split(" ")[0];
     if (v6) await guest.slaac();
     await new Promise((r) => setTimeout(r, 300));
-    const skipped = { gbps: NaN, retransmits: 0, cpuPerGB: NaN };
+    const skipped = { gbps: NaN, retransmits: NaN, cpuPerGB: NaN };
     const up = flags["latency-only"] ? skipped : await iperf(guest, gw, iperfPort, false, child.pid);
     const down = flags["latency-only"] ? skipped : await iperf(guest, gw, iperfPort, true, child.pid);
     const row: Row = {
@@ -269,39 +274,65 @@ const mtus = flags["latency-only"] ? [1500] : flags.mtus!.split(",").map(Number)
 const dir = await Deno.makeTempDir({ prefix: "slirp-bench-" });
 // passt drops root privileges to nobody and must be able to create its socket here
 await Deno.chmod(dir, 0o777);
+const RUNS = Math.max(1, Number(flags.runs));
 const rows: Row[] = [];
 const failed: string[] = [];
-for (const mtu of mtus) {
-  for (const t of targets) {
-    // a backend that dies mid-run (the libslirp driver at MTU 65520 does) costs its row, not the table
-    try {
-      const row = await measure(t, mtu, dir);
-      rows.push(row);
-      console.error(JSON.stringify(row));
-    } catch (e) {
-      failed.push(`${t} at MTU ${mtu}: ${(e as Error).message}`);
-      console.error(`${t} at MTU ${mtu} failed: ${(e as Error).message}`);
+for (let round = 0; round < RUNS; round++) {
+  for (const mtu of mtus) {
+    for (const t of targets) {
+      // a backend that dies mid-run (the libslirp driver at MTU 65520 does) costs its row, not the table
+      try {
+        const row = await measure(t, mtu, dir);
+        rows.push(row);
+        console.error(JSON.stringify(row));
+      } catch (e) {
+        failed.push(`${t} at MTU ${mtu}${RUNS > 1 ? `, round ${round + 1}` : ""}: ${(e as Error).message}`);
+        console.error(`${t} at MTU ${mtu} failed: ${(e as Error).message}`);
+      }
     }
   }
 }
 const fmt = (x: number | undefined, d = 2) => (x === undefined || Number.isNaN(x) ? "-" : x.toFixed(d));
+const measured = (values: (number | undefined)[]) =>
+  values.filter((x): x is number => x !== undefined && !Number.isNaN(x)).sort((a, b) => a - b);
+/** One figure over the rounds: the value of a single round, else the median and the range. */
+function figure(values: (number | undefined)[], d = 2): string {
+  const xs = measured(values);
+  if (xs.length <= 1) return fmt(xs[0], d);
+  return `${fmt(xs[xs.length >> 1], d)} (${fmt(xs[0], d)}–${fmt(xs[xs.length - 1], d)})`;
+}
+/** The median alone (for the figures in parentheses). */
+const median = (values: (number | undefined)[], d = 2) =>
+  fmt(measured(values)[measured(values).length >> 1], d);
 const lines = [
   "| target | MTU | guest→host Gbit/s (retr) | host→guest Gbit/s (retr) | CPU s/GB up / down | ping ms | UDP RR p50 µs | seq. conn/s (CPU ms each) |",
   "| --- | --- | --- | --- | --- | --- | --- | --- |",
 ];
+const groups = new Map<string, Row[]>();
 for (const r of rows) {
+  const key = `${r.target} ${r.mtu}`;
+  if (!groups.has(key)) groups.set(key, []);
+  groups.get(key)!.push(r);
+}
+for (const g of groups.values()) {
+  const of = (k: keyof Row) => g.map((r) => r[k] as number | undefined);
+  const cpuMs = median(of("seqConnCpuMs"));
   lines.push(
-    `| ${r.target} | ${r.mtu} | ${fmt(r.up)} (${r.upRetr}) | ${fmt(r.down)} (${r.downRetr}) | ${
-      fmt(r.upCpuPerGB)
-    } / ${fmt(r.downCpuPerGB)} | ${fmt(r.pingMs, 3)} | ${fmt(r.udpP50us, 0)} | ${fmt(r.seqConnPerSecond, 0)}${
-      r.seqConnCpuMs === undefined ? "" : ` (${fmt(r.seqConnCpuMs)})`
-    } |`,
+    `| ${g[0].target}${g.length < RUNS ? ` (${g.length} of ${RUNS} rounds)` : ""} | ${g[0].mtu} | ${
+      figure(of("up"))
+    } (${median(of("upRetr"), 0)}) | ${figure(of("down"))} (${median(of("downRetr"), 0)}) | ${
+      figure(of("upCpuPerGB"))
+    } / ${figure(of("downCpuPerGB"))} | ${figure(of("pingMs"), 3)} | ${figure(of("udpP50us"), 0)} | ${
+      figure(of("seqConnPerSecond"), 0)
+    }${cpuMs === "-" ? "" : ` (${cpuMs})`} |`,
   );
 }
 console.log(
   `e2e TCP benchmark, ${
     new Date().toISOString()
-  }, ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, iperf3 -t ${SECONDS}`,
+  }, ${Deno.build.os} ${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, iperf3 -t ${SECONDS}, ${WARM_UP} warm-up operations per latency probe${
+    RUNS > 1 ? `, ${RUNS} interleaved rounds: median (range)` : ""
+  }`,
 );
 console.log(lines.join("\n"));
 for (const f of failed) console.log(`failed: ${f}`);

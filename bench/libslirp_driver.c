@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: libslirp_driver SOCKPATH MTU\n");
     return 2;
   }
+  /* as QEMU does (os-posix.c): libslirp writes to host sockets whose peer may have closed, and counts on
+     EPIPE, not on a signal that kills the process (the driver died of SIGPIPE mid-benchmark now and then) */
+  signal(SIGPIPE, SIG_IGN);
   int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   strncpy(sa.sun_path, argv[1], sizeof sa.sun_path - 1);

@@ -22,6 +22,7 @@
  * over IPv6: the guest takes fd00::/64 by SLAAC and every probe goes to fd00::2, the host's ::1.
  *
  *   deno run -A bench/e2e_tcp.ts [--seconds 5] [--targets slirp-relay,slirp-relay-v6,slirp-relay-w0,slirp-relay-dgram,slirp-relay-gvforwarder,slirp-relay-ws,slirp-relay-wsbin,passt,libslirp] [--cpu-prof]
+ *     [--latency-only] [--warm-up 200] [--runs 1]   (see the options below)
  */
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
@@ -302,8 +303,10 @@ function figure(values: (number | undefined)[], d = 2): string {
   return `${fmt(xs[xs.length >> 1], d)} (${fmt(xs[0], d)}–${fmt(xs[xs.length - 1], d)})`;
 }
 /** The median alone (for the figures in parentheses). */
-const median = (values: (number | undefined)[], d = 2) =>
-  fmt(measured(values)[measured(values).length >> 1], d);
+function median(values: (number | undefined)[], d = 2): string {
+  const xs = measured(values);
+  return fmt(xs[xs.length >> 1], d);
+}
 const lines = [
   "| target | MTU | guest→host Gbit/s (retr) | host→guest Gbit/s (retr) | CPU s/GB up / down | ping ms | UDP RR p50 µs | seq. conn/s (CPU ms each) |",
   "| --- | --- | --- | --- | --- | --- | --- | --- |",

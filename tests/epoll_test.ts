@@ -223,10 +223,14 @@ function udpReceiver(address: string) {
   );
   const arrived = (count: number) =>
     new Promise<void>((resolve, reject) => {
+      // a timer left running would outlive the test
+      const timer = setTimeout(() => reject(new Error(`${got.length} of ${count} datagrams arrived`)), 5000);
       wanted = count;
-      done = resolve;
-      if (got.length >= count) resolve();
-      setTimeout(() => reject(new Error(`${got.length} of ${count} datagrams arrived`)), 5000);
+      done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      if (got.length >= count) done();
     });
   return { socket, got, arrived };
 }

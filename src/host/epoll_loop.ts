@@ -291,20 +291,17 @@ export class EpollLoop {
           busyTurns = 0;
           settled = true;
           await new Promise<void>((r) => setTimeout(r, 0));
-        } else if (this.#clock && k > 0 && ++busyTurns < BUSY_TURNS_PER_MACROTASK) {
-          settled = false;
-          await null;
-          if (loneWake && this.#deferred.length === 0) {
-            // a lone wake-up's answer went out with those continuations: straight to the yield and the
-            // macrotask below, without the zero-timeout poll that would only find the loop idle (one
-            // epoll_wait per request saved); the sleep's own epoll_wait returns at once if more has come
-            loneWake = false;
-            busyTurns = 0;
-            settled = true;
-            l.sched_yield();
-            await new Promise<void>((r) => setImmediate(r));
-          }
         } else {
+          // a lone wake-up's answer goes out with the continuations of its dispatch: then on to the idle
+          // turn below without the zero-timeout poll that would only find the loop idle (one epoll_wait per
+          // request saved); the sleep's own epoll_wait returns at once if more has come
+          let answered = false;
+          if (this.#clock && k > 0 && ++busyTurns < BUSY_TURNS_PER_MACROTASK) {
+            settled = false;
+            await null;
+            answered = loneWake && this.#deferred.length === 0;
+            if (!answered) continue;
+          }
           busyTurns = 0;
           settled = true;
           // The work of a lone wake-up is done: the peer our answer woke (a VM's network thread, a host
@@ -312,7 +309,7 @@ export class EpollLoop {
           // waker — and would wait out this runtime turn and the poll before our sleep (~90 µs, measured, for
           // a ping after 50 ms of idle). Let it run first; nothing of ours is waiting. Not within a stream:
           // there it cost host→guest bulk transfers ~15 % (more, smaller turns on both sides).
-          if (loneWake && k === 0 && sleepMs === 0) {
+          if (loneWake && (answered || (k === 0 && sleepMs === 0))) {
             loneWake = false;
             l.sched_yield();
           }

@@ -16,8 +16,13 @@ import { ViewCache } from "./bytes.ts";
 
 /** Folds a non-negative integer (< 2^53) to 16 bits with end-around carry. */
 export function fold(s: number): number {
+  // Up to 32 bits (every per-frame sum): two end-around-carry steps, no division
+  if (s <= 0xffffffff) {
+    s = (s >>> 16) + (s & 0xffff);
+    return (s >>> 16) + (s & 0xffff);
+  }
   // x mod 0xffff equals the end-around-carry fold, except that a non-zero multiple folds to 0xffff.
-  return s === 0 ? 0 : ((s - 1) % 0xffff) + 1;
+  return ((s - 1) % 0xffff) + 1;
 }
 
 /** Reference: one byte pair at a time, folding each step. Obviously correct, slow. */
@@ -110,6 +115,8 @@ interface ChecksumWasm {
 }
 
 let wasm: ChecksumWasm | null = null;
+/** The module's memory (never grown after instantiation, so it stays the same buffer). */
+let wasmBuffer: ArrayBuffer | null = null;
 let wasmBytes: Uint8Array = new Uint8Array(0);
 const inputView = new ViewCache();
 
@@ -140,7 +147,9 @@ export function checksumWasm(): ChecksumWasm {
     const have = m.memory.buffer.byteLength;
     if (have < MEMORY_BYTES) m.memory.grow(Math.ceil((MEMORY_BYTES - have) / 65536));
     wasm = m;
-    wasmBytes = new Uint8Array(m.memory.buffer);
+    // the module's memory is not shared (no `shared` flag in its definition)
+    wasmBuffer = m.memory.buffer as ArrayBuffer;
+    wasmBytes = new Uint8Array(wasmBuffer);
   }
   return wasm;
 }
@@ -177,7 +186,7 @@ export function takeReceiveBlock(): Uint8Array<ArrayBuffer> | null {
 
 /** Whether `b` is a block of {@linkcode takeReceiveBlock} (a view of all of one). */
 export function isReceiveBlock(b: Uint8Array): boolean {
-  return wasm !== null && b.buffer === wasm.memory.buffer && b.byteOffset >= BLOCKS_AT &&
+  return wasm !== null && b.buffer === wasmBuffer && b.byteOffset >= BLOCKS_AT &&
     b.byteLength === RECEIVE_BLOCK_BYTES && (b.byteOffset - BLOCKS_AT) % RECEIVE_BLOCK_BYTES === 0;
 }
 
@@ -197,8 +206,9 @@ function wasmSum(
   initial: number,
 ): number {
   const m = checksumWasm();
-  // a frame built in the scratch, or received into a block, is summed where it is
-  if (b.buffer === m.memory.buffer) return fold(m[fn](b.byteOffset + off, len) + initial);
+  // a frame built in the scratch, or received into a block, is summed where it is (the cached buffer: the
+  // `memory.buffer` getter is a call into the runtime)
+  if (b.buffer === wasmBuffer) return fold(m[fn](b.byteOffset + off, len) + initial);
   // The copy is the honest cost of WebAssembly here: these bytes live in JS memory. More than the copy
   // region (larger than any IP packet) goes in region-sized pieces: even-sized, so the words line up.
   let s = initial;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { SUM_VARIANTS, sumNaive } from "./checksum_variants.ts";
+import { fold, SUM_VARIANTS, sumNaive } from "./checksum_variants.ts";
 import { rng } from "../../tests/_rng.ts";
 
 Deno.test("every checksum variant equals the naive reference on random lengths, offsets and alignments", () => {
@@ -23,6 +23,33 @@ Deno.test("every checksum variant equals the naive reference on random lengths, 
       );
     }
   }
+});
+
+Deno.test("fold is the end-around-carry fold of RFC 1071 §2(B) for sums below 2^32 and beyond", () => {
+  // the reference: add the carries back one at a time
+  const reference = (s: number) => {
+    while (s > 0xffff) s = (s % 0x10000) + Math.floor(s / 0x10000);
+    return s;
+  };
+  const next = rng(0xf01d);
+  const edges = [
+    0,
+    1,
+    0xfffe,
+    0xffff,
+    0x10000,
+    0x1fffe,
+    0x1ffff,
+    0xfffeffff,
+    0xffff0000,
+    0xffffffff,
+    2 ** 32,
+  ];
+  const randoms = Array.from(
+    { length: 2000 },
+    (_, i) => i % 2 ? next() >>> 0 : (next() >>> 0) * 2 ** 21 + next(),
+  );
+  for (const s of [...edges, 2 ** 53 - 1, ...randoms]) assert.equal(fold(s), reference(s), `fold(${s})`);
 });
 
 Deno.test("every checksum variant handles all-0xff input without carry loss", () => {

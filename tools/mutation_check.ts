@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "checksum fold: the carry of the first fold step is not added back",
+    file: "src/wire/checksum_variants.ts",
+    from: "    return (s >>> 16) + (s & 0xffff);\n",
+    to: "    return s;\n",
+    tests: ["src/wire/checksum_variants_test.ts"],
+  },
+  {
     name: "UDP batch: a datagram is told the sender of the batch's first",
     file: "src/host/epoll_udp.ts",
     from: "const at = i * NAME_BYTES",

@@ -24,6 +24,13 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "host TCP: a burst's large write buffer is kept after the flow goes quiet",
+    file: "src/host/epoll_host.ts",
+    from: "        deferUntilQuiet(this.#releaseIfQuiet);\n",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "checksum fold: the carry of the first fold step is not added back",
     file: "src/wire/checksum_variants.ts",
     from: "    return (s >>> 16) + (s & 0xffff);\n",

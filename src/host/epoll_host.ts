@@ -25,10 +25,12 @@ const WRITE_HIGH_WATER = 256 * 1024;
  */
 const FLUSH_NOW_BYTES = 128 * 1024;
 /**
- * Write buffers above this are let go once empty. A bulk flow's buffer grows to twice FLUSH_NOW_BYTES (its
- * fill passes the threshold by up to a segment) and is kept, not made again for each send.
+ * Write buffers above this are let go once the flow has been quiet a moment with nothing queued (the socket
+ * loop's quiet time): a bulk flow's buffer grows to twice FLUSH_NOW_BYTES (its fill passes the threshold by up
+ * to a segment) and is kept while the flow writes, not made again for each send; an idle flow keeps at most
+ * this much.
  */
-const WRITE_BUFFER_KEEP = 256 * 1024;
+const WRITE_BUFFER_KEEP = 64 * 1024;
 
 /** What a host TCP socket needs of a connected stream (an EpollSocket). */
 interface Conn {
@@ -73,6 +75,18 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#gatherQueued = false;
     if (!this.#flushQueued) this.#flush();
   };
+  /** Writes so far, and how many there were when a large buffer emptied (see `#releaseIfQuiet`). */
+  #writes = 0;
+  #writesWhenEmptied = 0;
+  #releaseQueued = false;
+  readonly #releaseIfQuiet = () => {
+    this.#releaseQueued = false;
+    if (
+      this.#fill === 0 && this.#writes === this.#writesWhenEmptied && this.#pend.length > WRITE_BUFFER_KEEP
+    ) {
+      this.#pend = new Uint8Array(0);
+    }
+  };
   #aboveHighWater = false;
   #ending = false;
   #writeClosed = false;
@@ -109,9 +123,15 @@ class StreamTcpSocket implements HostTcpSocket {
     return this.#fill - this.#sent;
   }
 
+  /** Bytes this socket holds for writes toward the peer (its buffer, queued or not). */
+  get writeBufferBytes(): number {
+    return this.#pend.length;
+  }
+
   write(data: Uint8Array, more = false): boolean {
     if (this.#closed || this.#ending || data.length === 0) return !this.#aboveHighWater;
     // a copy: the caller's bytes are a view into a guest frame
+    this.#writes++;
     const need = this.#fill + data.length;
     if (need > this.#pend.length) {
       const grown = new Uint8Array(Math.max(need, 2 * this.#pend.length, 4096));
@@ -278,7 +298,12 @@ class StreamTcpSocket implements HostTcpSocket {
   #wrote(): void {
     if (this.#sent === this.#fill) {
       this.#sent = this.#fill = 0;
-      if (this.#pend.length > WRITE_BUFFER_KEEP) this.#pend = new Uint8Array(0);
+      // let a large buffer go only if the flow stays quiet: mid-stream it empties after every send
+      if (this.#pend.length > WRITE_BUFFER_KEEP && !this.#releaseQueued) {
+        this.#releaseQueued = true;
+        this.#writesWhenEmptied = this.#writes;
+        deferUntilQuiet(this.#releaseIfQuiet);
+      }
     } else if (!this.#writing && this.#sent > 0) {
       this.#pend.copyWithin(0, this.#sent, this.#fill);
       this.#fill -= this.#sent;

@@ -8,6 +8,7 @@
 import { after } from "../common/timers.ts";
 import { EAGAIN, errno, libc } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
+import { parseIpv4Address } from "../wire/bytes.ts";
 import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 import {
   EPOLLERR,
@@ -55,15 +56,12 @@ function sockaddrIn(host: string, port: number): Uint8Array {
 }
 
 function parseSockaddr(host: string): Uint8Array {
-  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(host === "localhost" ? "127.0.0.1" : host);
-  if (v4) {
+  const v4 = parseIpv4Address(host === "localhost" ? "127.0.0.1" : host);
+  if (v4 !== null) {
     const sa = new Uint8Array(16);
-    new DataView(sa.buffer).setUint16(0, AF_INET, true);
-    for (let i = 0; i < 4; i++) {
-      const octet = Number(v4[i + 1]);
-      if (octet > 255) throw new SocketError("EINVAL", `Not an IP address: "${host}"`);
-      sa[4 + i] = octet;
-    }
+    const dv = new DataView(sa.buffer);
+    dv.setUint16(0, AF_INET, true);
+    dv.setUint32(4, v4, false);
     return sa;
   }
   const a = parseIpv6Address(host);

@@ -11,6 +11,7 @@ import { watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
 import { ipv6Equal, ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 import { platform } from "../platform/current.ts";
+import { parseIpv4Address } from "../wire/bytes.ts";
 
 const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const MSG_DONTWAIT = 0x40;
@@ -112,11 +113,7 @@ function text6Of(names: Uint8Array, at: number): string {
 let lastText = "", lastAddr = -1;
 function addressOf(text: string): number {
   if (text === lastText) return lastAddr;
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text === "localhost" ? "127.0.0.1" : text);
-  let a = -1;
-  if (m && m.slice(1).every((x) => Number(x) <= 255)) {
-    a = ((Number(m[1]) << 24) | (Number(m[2]) << 16) | (Number(m[3]) << 8) | Number(m[4])) >>> 0;
-  }
+  const a = parseIpv4Address(text === "localhost" ? "127.0.0.1" : text) ?? -1;
   lastText = text;
   lastAddr = a;
   return a;

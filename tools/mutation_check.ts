@@ -24,6 +24,14 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name:
+      "owned loop: a turn that skips its macrotask sleeps on as long as it likes (a setImmediate waits 100 ms)",
+    file: "src/host/epoll_loop.ts",
+    from: "      this.#macrotaskOwed ? this.#lastMacrotask + MACROTASK_EVERY_MS : Infinity,\n",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "host TCP: a burst's large write buffer is kept after the flow goes quiet",
     file: "src/host/epoll_host.ts",
     from: "        deferUntilQuiet(this.#releaseIfQuiet);\n",

@@ -582,9 +582,14 @@ Deno.test({
         for (let i = 0; i < 9; i++) {
           await new Promise((r) => setTimeout(r, 15));
           const t0 = performance.now();
-          const answered = new Promise<void>((r) => arrived = r);
+          // a reply that never comes fails the test instead of holding the file (and a mutant's run) for good
+          let late: ReturnType<typeof setTimeout> | undefined;
+          const answered = new Promise<void>((resolve, reject) => {
+            arrived = resolve;
+            late = setTimeout(() => reject(new Error(`${what}: no reply in 5 s`)), 5000);
+          });
           client.send(what, port, "127.0.0.1");
-          await answered;
+          await answered.finally(() => clearTimeout(late));
           ms.push(performance.now() - t0);
           assert.equal(replies.pop(), what);
         }

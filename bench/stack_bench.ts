@@ -15,6 +15,7 @@ import { put32, u16, u32 } from "../src/wire/bytes.ts";
 import { checksumUpdate16 } from "../src/wire/checksum.ts";
 import { takeReceiveBlock } from "../src/wire/checksum_variants.ts";
 import type { HostTcpSocket, TcpHandlers } from "../src/host/host.ts";
+import { Timer, TimerWheel } from "../src/stack/timer_wheel.ts";
 
 const GUEST = 0x0a00020f;
 const GATEWAY = 0x0a000202;
@@ -135,4 +136,11 @@ if (import.meta.main && Deno.args[0] === "--after-idle") {
 } else {
   const up = establishedUpload();
   Deno.bench({ name: "guest→host TCP segment (1448 B) through the stack", fn: up.next });
+  // what the owned loop asks before every sleep; one timer 4 s (800 ticks) ahead, as an idle UDP flow's
+  const wheel = new TimerWheel(0);
+  wheel.arm(new Timer(() => {}), 4000);
+  Deno.bench({
+    name: "timer wheel: next deadline, one timer 800 ticks ahead",
+    fn: () => void wheel.nextDeadline(),
+  });
 }

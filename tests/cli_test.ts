@@ -4,6 +4,7 @@ import { defaultStackConfig, resolvePlan } from "../src/stack/config.ts";
 import { EgressPolicy } from "../src/stack/policy.ts";
 import { Timer, TimerWheel } from "../src/stack/timer_wheel.ts";
 import { ip } from "./_frames.ts";
+import { rng } from "./_rng.ts";
 
 Deno.test("cli: --net derives libslirp's layout; flags land in the stack config", () => {
   const c = buildServeConfig({
@@ -71,6 +72,33 @@ Deno.test("policy: first matching rule wins, ports and protocols narrow rules", 
     () => new EgressPolicy({ defaultAction: "allow", rules: [{ action: "allow", cidr: "x" }] }),
     /Invalid policy rule/,
   );
+});
+
+Deno.test("timer wheel: the next deadline is the first occupied slot after the current one, through random arms, cancels and advances", () => {
+  for (const slots of [8, 64, 1024]) {
+    const seed = 0x5eed + slots;
+    const next = rng(seed);
+    const tick = 5;
+    const w = new TimerWheel(0, tick, slots);
+    const timers = Array.from({ length: 40 }, () => new Timer(() => {}));
+    let now = 0;
+    // what a walk slot by slot finds: the armed timer whose slot comes first from the one after the current
+    const expected = () => {
+      const current = Math.floor(w.now / tick);
+      const from = (current + 1) % slots;
+      let best = Infinity;
+      for (const t of timers) if (t.armed) best = Math.min(best, (t.slot - from + slots) % slots);
+      return best === Infinity ? Infinity : (current + 1 + best) * tick;
+    };
+    for (let step = 0; step < 4000; step++) {
+      const r = next() % 10;
+      const t = timers[next() % timers.length];
+      if (r < 5) w.arm(t, now + (next() % (slots * tick * 3)));
+      else if (r < 8) w.cancel(t);
+      else w.advance(now += next() % (tick * 20));
+      assert.equal(w.nextDeadline(), expected(), `slots ${slots}, seed ${seed}, step ${step}`);
+    }
+  }
 });
 
 Deno.test("timer wheel: fires in order at or after deadlines, across rotations; cancel and re-arm", () => {

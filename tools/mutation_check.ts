@@ -24,6 +24,21 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "timer wheel: a slot emptied by a cancel stays marked occupied (the loop wakes for nothing)",
+    file: "src/stack/timer_wheel.ts",
+    from:
+      "    else if ((this.#slots[t.slot] = t.next) === null) this.#occupied[t.slot >>> 5] &= ~(1 << (t.slot & 31));\n",
+    to: "    else this.#slots[t.slot] = t.next;\n",
+    tests: ["tests/cli_test.ts"],
+  },
+  {
+    name: "timer wheel: the search for the next deadline starts at the first slot of the current word",
+    file: "src/stack/timer_wheel.ts",
+    from: "    let bits = words[w] & (-1 << (from & 31));\n",
+    to: "    let bits = words[w];\n",
+    tests: ["tests/cli_test.ts"],
+  },
+  {
     name:
       "owned loop: a turn that skips its macrotask sleeps on as long as it likes (a setImmediate waits 100 ms)",
     file: "src/host/epoll_loop.ts",

@@ -37,6 +37,13 @@ export class Timer {
 export class TimerWheel {
   readonly tickMs: number;
   #slots: (Timer | null)[];
+  /**
+   * One bit per slot, set while the slot holds a timer: the next deadline is found a word (32 slots) at a
+   * time. A scan slot by slot walked up to 1024 entries before every sleep of the loop: with one timer 4 s
+   * ahead 0.6–0.95 µs, and 7.5–8.3 µs on the cold caches of a thread that slept 20 ms (now 37–46 ns and
+   * 2.9–4.4 µs; bench/stack_bench.ts has the warm case).
+   */
+  #occupied: Uint32Array;
   #mask: number;
   #current = 0;
   #now: number;
@@ -55,6 +62,7 @@ export class TimerWheel {
     }
     this.tickMs = tickMs;
     this.#slots = new Array(slots).fill(null);
+    this.#occupied = new Uint32Array(Math.ceil(slots / 32));
     this.#mask = slots - 1;
     this.#current = Math.floor(now / tickMs);
     this.#now = now;
@@ -77,8 +85,18 @@ export class TimerWheel {
    */
   nextDeadline(): number {
     if (this.#count === 0) return Infinity;
-    for (let tick = this.#current + 1, end = tick + this.#slots.length; tick < end; tick++) {
-      if (this.#slots[tick & this.#mask] !== null) return tick * this.tickMs;
+    // the first occupied slot from the one after the current, around the wheel (the current slot last)
+    const words = this.#occupied;
+    const from = (this.#current + 1) & this.#mask;
+    let w = from >>> 5;
+    let bits = words[w] & (-1 << (from & 31));
+    for (let seen = 0; seen <= words.length; seen++) {
+      if (bits !== 0) {
+        const slot = (w << 5) + 31 - Math.clz32(bits & -bits);
+        return (this.#current + 1 + ((slot - from) & this.#mask)) * this.tickMs;
+      }
+      w = w + 1 === words.length ? 0 : w + 1;
+      bits = words[w];
     }
     return (this.#current + this.#slots.length) * this.tickMs;
   }
@@ -95,6 +113,7 @@ export class TimerWheel {
     t.next = this.#slots[slot];
     if (t.next) t.next.prev = t;
     this.#slots[slot] = t;
+    this.#occupied[slot >>> 5] |= 1 << (slot & 31);
     t.armed = true;
     if (this.#count++ === 0 && this.onWake) this.onWake();
   }
@@ -103,7 +122,7 @@ export class TimerWheel {
   cancel(t: Timer): void {
     if (!t.armed) return;
     if (t.prev) t.prev.next = t.next;
-    else this.#slots[t.slot] = t.next;
+    else if ((this.#slots[t.slot] = t.next) === null) this.#occupied[t.slot >>> 5] &= ~(1 << (t.slot & 31));
     if (t.next) t.next.prev = t.prev;
     t.prev = t.next = null;
     t.armed = false;

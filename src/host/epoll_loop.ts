@@ -44,17 +44,20 @@ const QUIET_MS = 1;
 /** Busy turns of an owned loop between two macrotasks (the runtime's timers and messages run in those). */
 const BUSY_TURNS_PER_MACROTASK = 16;
 /**
- * How long an owned loop may go without a macrotask while it has work (the runtime's timers, the V8 tasks the
- * runtime runs between macrotasks). Between, a turn that may sleep lets queued promise work run through
- * {@linkcode MICROTASK_HOPS} microtask hops instead: on this 2-vCPU VM a macrotask after a wake-up from idle
- * costs tens of µs of cold caches, on the way of a request's answer (UDP echo at 2 ms intervals: 0.13–0.15 vs
- * 0.19–0.21 ms of CPU per round trip, p50 283–296 vs 337–355 µs).
+ * How long an owned loop may go without a macrotask (the runtime's timers, the V8 tasks the runtime runs
+ * between macrotasks): a turn that found nothing takes one once this long has passed; between, a turn that may
+ * sleep lets queued promise work run through {@linkcode MICROTASK_HOPS} microtask hops instead. On this 2-vCPU
+ * VM a macrotask after a wake-up from idle costs tens of µs of cold caches, on the way of a request's answer
+ * (UDP echo every 2 ms, interleaved runs: p50 286–336 vs 317–397 µs, CPU 0.17–0.19 vs 0.17–0.23 ms per round
+ * trip).
  */
 const MACROTASK_EVERY_MS = 10;
+/** The same for a loop that has served events in every turn since: it gets its macrotask all the same. */
+const BUSY_MACROTASK_EVERY_MS = 40;
 /**
- * Microtask hops a turn that skips the macrotask gives queued promise work (each `await` in a chain is one):
- * the data plane's chains (a connect's completion, a held write) are two or three deep. A deeper one goes on
- * at the next turn, at most {@linkcode MACROTASK_EVERY_MS} later.
+ * Microtask hops a turn that skips the macrotask gives queued promise work (each `await` or `then` in a chain is
+ * one). A longer chain goes on in the next turn, at most {@linkcode MACROTASK_EVERY_MS} later
+ * (tests/epoll_test.ts runs one 40 deep).
  */
 const MICROTASK_HOPS = 8;
 /** Events taken per epoll_wait. */
@@ -369,11 +372,12 @@ export class EpollLoop {
    * Whether an owned loop's turn must pass through the runtime's event loop before it may sleep: an `after`
    * timer is due (the runtime fires it), or the last macrotask is {@linkcode MACROTASK_EVERY_MS} old and the
    * turn found nothing to do. A turn that served events (a request whose answer may be on its way) leaves it
-   * to the sleep that follows, which ends by then, unless the loop has been busy for several such periods.
+   * to the sleep that follows, which ends by then, unless the loop has been busy for
+   * {@linkcode BUSY_MACROTASK_EVERY_MS}.
    */
   #macrotaskDue(now: number, idle: boolean): boolean {
     const since = now - this.#lastMacrotask;
-    return nextTimerDeadline() <= now || since >= (idle ? MACROTASK_EVERY_MS : 4 * MACROTASK_EVERY_MS);
+    return nextTimerDeadline() <= now || since >= (idle ? MACROTASK_EVERY_MS : BUSY_MACROTASK_EVERY_MS);
   }
 
   /**

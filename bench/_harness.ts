@@ -205,3 +205,27 @@ export async function iperfRig(relayArgs: string[], opts: { cpuProfDir?: string 
     },
   };
 }
+
+/** A probe.py server on a free port; resolves once it is bound. */
+export async function probeServer(
+  mode: string,
+  host: string,
+): Promise<{ port: number; child: Deno.ChildProcess }> {
+  const child = new Deno.Command("python3", {
+    args: [new URL("./probe.py", import.meta.url).pathname, mode, "0", host],
+    stdout: "piped",
+  }).spawn();
+  const reader = child.stdout.getReader();
+  // the line may arrive in pieces ("ready", then the port): read to its end
+  let line = "";
+  while (!line.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    line += new TextDecoder().decode(value);
+  }
+  const port = Number(/ready (\d+)/.exec(line)?.[1]);
+  if (!port) throw new Error(`probe ${mode} did not start: ${line}`);
+  reader.releaseLock();
+  child.stdout.cancel();
+  return { port, child };
+}

@@ -10,6 +10,7 @@
  * lone request from the share of the relay code the request runs through.
  */
 import dgram from "node:dgram";
+import { probeServer } from "./_harness.ts";
 
 const client = dgram.createSocket("udp4");
 await new Promise<void>((r) => client.bind(0, "127.0.0.1", r));
@@ -35,14 +36,7 @@ const worker = new Worker(new URL("../tests/fixtures/owned_loop_worker.ts", impo
   type: "module",
 });
 const loopPort = await new Promise<number>((r) => worker.onmessage = (e) => r(e.data));
-const python = new Deno.Command("python3", {
-  args: [new URL("./probe.py", import.meta.url).pathname, "udp-echo-server", "0", "127.0.0.1"],
-  stdout: "piped",
-}).spawn();
-const reader = python.stdout.getReader();
-let line = "";
-while (!line.includes("\n")) line += new TextDecoder().decode((await reader.read()).value);
-const pythonPort = Number(/ready (\d+)/.exec(line)![1]);
+const { port: pythonPort, child: python } = await probeServer("udp-echo-server", "127.0.0.1");
 try {
   for (const gapMs of [0, 2, 20, 50]) {
     const n = gapMs >= 20 ? 40 : 300;

@@ -26,7 +26,14 @@
  */
 import { parseArgs } from "node:util";
 import { NetnsGuest, run, which } from "../tests/_netns_guest.ts";
-import { cTapBridge, libslirpAvailable, libslirpDriver, spawnRelay, waitForSocket } from "./_harness.ts";
+import {
+  cTapBridge,
+  libslirpAvailable,
+  libslirpDriver,
+  probeServer,
+  spawnRelay,
+  waitForSocket,
+} from "./_harness.ts";
 import { freePort } from "../tests/_services.ts";
 
 const { values: flags } = parseArgs({
@@ -156,24 +163,6 @@ async function iperf(
     retransmits: j.end.sum_sent.retransmits ?? 0,
     cpuPerGB: cpu / (bytes / 1e9),
   };
-}
-
-/** A probe.py server on a free port; resolves once it is bound. */
-async function probeServer(mode: string, host: string): Promise<{ port: number; child: Deno.ChildProcess }> {
-  const child = new Deno.Command("python3", { args: [PROBE, mode, "0", host], stdout: "piped" }).spawn();
-  const reader = child.stdout.getReader();
-  // the line may arrive in pieces ("ready", then the port): read to its end
-  let line = "";
-  while (!line.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    line += new TextDecoder().decode(value);
-  }
-  const port = Number(/ready (\d+)/.exec(line)?.[1]);
-  if (!port) throw new Error(`probe ${mode} did not start: ${line}`);
-  reader.releaseLock();
-  child.stdout.cancel();
-  return { port, child };
 }
 
 async function probe(guest: NetnsGuest, args: string[]): Promise<Record<string, number>> {

@@ -9,6 +9,7 @@ import { FakeHost, type FakeTcpSocket } from "./_fake_host.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 import type { Dissection } from "./_dissect.ts";
 import { TIME_WAIT_MS } from "../src/stack/tcp/state.ts";
+import { internetChecksum } from "../src/wire/checksum.ts";
 
 const MAC = 0x02000000000d;
 const GUEST = ip("10.0.2.15");
@@ -59,8 +60,16 @@ class ScriptedGuest {
     payload = new Uint8Array(0),
     o: { seq?: number; ack?: number; window?: number; sack?: [number, number][] } = {},
   ): Sent[] {
-    const before = this.h.out.length;
-    const frame = tcpFrame(
+    return this.input(this.frame(flags, payload, o));
+  }
+
+  /** The frame `send` would send, to be altered before `input`. */
+  frame(
+    flags: number,
+    payload = new Uint8Array(0),
+    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][] } = {},
+  ): Uint8Array {
+    return tcpFrame(
       {
         srcMac: MAC,
         src: GUEST,
@@ -88,6 +97,11 @@ class ScriptedGuest {
         }
       },
     );
+  }
+
+  /** Hands a whole frame to the stack; what it sent the guest in answer. */
+  input(frame: Uint8Array): Sent[] {
+    const before = this.h.out.length;
     this.h.stack.input(frame);
     return this.sentSince(before);
   }
@@ -488,6 +502,87 @@ Deno.test("SYN-RECEIVED: an unanswered SYN-ACK is sent again after the RTO (RFC 
     // a retransmitted SYN from the guest (our SYN-ACK lost) is answered with the SYN-ACK again, counted too
     g.send(TCP_SYN, undefined, { ack: 0 });
     assert.equal(g.h.stack.counters.tcpSynAckRetransmits, 2);
+  } finally {
+    g.close();
+  }
+});
+
+/** Sets the IPv4 header checksum of `frame` (Ethernet, then the IPv4 header) after an edit. */
+function refreshIpChecksum(frame: Uint8Array): Uint8Array {
+  frame[24] = frame[25] = 0;
+  const c = internetChecksum(frame, 14, (frame[14] & 0x0f) * 4);
+  frame[24] = c >> 8;
+  frame[25] = c & 0xff;
+  return frame;
+}
+
+/** `frame` with four bytes of IPv4 options (three NOPs and an end of list, RFC 791) after its header. */
+function withIpOptions(frame: Uint8Array): Uint8Array {
+  const f = new Uint8Array(frame.length + 4);
+  f.set(frame.subarray(0, 34));
+  f.set([1, 1, 1, 0], 34);
+  f.set(frame.subarray(34), 38);
+  f[14] = 0x46;
+  const total = ((f[16] << 8) | f[17]) + 4;
+  f[16] = total >> 8;
+  f[17] = total & 0xff;
+  return refreshIpChecksum(f);
+}
+
+Deno.test("header prediction: an upload's segments skip the Ethernet and IPv4 parse; a frame that differs in anything is judged in full", () => {
+  const g = guest();
+  try {
+    g.open();
+    const counters = g.h.stack.counters;
+    const up = bytes(4 * 1000);
+    const deliver = (i: number) => {
+      g.send(TCP_ACK_FLAG, up.subarray(i * 1000, (i + 1) * 1000));
+      g.seq += 1000;
+    };
+    deliver(0);
+    deliver(1);
+    assert.equal(counters.tcpSegmentsPredicted, 2, "segments after the handshake's ACK repeat its headers");
+    assert.deepEqual(g.socket.written, up.subarray(0, 2000));
+    const next = up.subarray(2000, 3000);
+    const written = () => g.socket.written.length;
+    // each altered copy of the next segment must meet the full path's verdict, not reach the connection
+    const ipSum = g.frame(TCP_ACK_FLAG, next);
+    ipSum[24] ^= 0xff;
+    g.input(ipSum);
+    assert.equal(g.h.drops("ipv4-malformed"), 1, "a bad IPv4 header checksum is a drop");
+    const tcpSum = g.frame(TCP_ACK_FLAG, next);
+    tcpSum[34 + 16] ^= 0xff;
+    g.input(tcpSum);
+    assert.equal(g.h.drops("tcp-malformed"), 1, "a bad TCP checksum is a drop");
+    const otherMac = g.frame(TCP_ACK_FLAG, next);
+    otherMac[5] ^= 0x01;
+    g.input(otherMac);
+    assert.equal(g.h.drops("not-for-gateway-mac"), 1, "a frame for another MAC is not ours");
+    const fragment = g.frame(TCP_ACK_FLAG, next);
+    fragment[20] |= 0x20; // more fragments
+    g.input(refreshIpChecksum(fragment));
+    const shortIp = g.frame(TCP_ACK_FLAG, next);
+    shortIp[16] = 0; // total length 0x00xx: shorter than its own headers
+    g.input(refreshIpChecksum(shortIp));
+    assert.equal(g.h.drops("ipv4-malformed"), 2, "a total length below the headers is a drop");
+    assert.equal(written(), 2000, "none of them reached the host");
+    assert.equal(counters.tcpSegmentsPredicted, 2);
+    // an IPv4 header with options is parsed in full and delivered all the same; the segment after it is
+    // parsed in full too (one with options is not remembered), and predicted again from then on
+    g.input(withIpOptions(g.frame(TCP_ACK_FLAG, next)));
+    g.seq += 1000;
+    assert.deepEqual(g.socket.written, up.subarray(0, 3000));
+    assert.equal(counters.tcpSegmentsPredicted, 2);
+    g.send(TCP_ACK_FLAG);
+    g.send(TCP_ACK_FLAG);
+    assert.equal(counters.tcpSegmentsPredicted, 3);
+    // the guest resets the flow: the next segment of its four-tuple meets no connection, not the freed one
+    g.send(TCP_RST);
+    assert.equal(g.conns.length, 0);
+    const [rst] = g.send(TCP_ACK_FLAG, up.subarray(3000, 4000));
+    assert.equal(rst.tcp.flags & TCP_RST, TCP_RST, "a segment for no connection draws a reset");
+    assert.equal(g.h.drops("tcp-no-connection"), 1);
+    assert.equal(written(), 3000);
   } finally {
     g.close();
   }

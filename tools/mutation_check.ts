@@ -24,6 +24,28 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "header prediction: a repeated frame's IPv4 header checksum is not checked",
+    file: "src/stack/tcp/segment_prediction.ts",
+    from: "    if (checksumSum(buf, ip, IPV4_HEADER_LEN) !== 0xffff) return null;\n",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "header prediction: a fragment of the flow goes to the connection as a whole segment",
+    file: "src/stack/tcp/segment_prediction.ts",
+    from: "      (u16(buf, ip + IPV4_FLAGS_FRAG) & 0x3fff) !== 0\n",
+    to: "      false\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name:
+      "header prediction: a freed connection stays predicted (its four-tuple's next segment draws no reset)",
+    file: "src/stack/tcp/tcp_service.ts",
+    from: "    this.#predicted.forget(c);\n",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "timer wheel: a slot emptied by a cancel stays marked occupied (the loop wakes for nothing)",
     file: "src/stack/timer_wheel.ts",
     from:

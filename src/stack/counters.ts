@@ -22,6 +22,8 @@ export class Counters {
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;
   tcpBytesFromGuest = 0;
+  /** Guest TCP segments whose Ethernet and IPv4 headers repeated the flow's last (segment_prediction.ts). */
+  tcpSegmentsPredicted = 0;
   /** IPv6 packets from the guest (all of its traffic over v6, services included). */
   ipv6PacketsIn = 0;
   /** Of the flows opened, those over IPv6. */
@@ -64,6 +66,7 @@ export class Counters {
       tcpTailProbes: this.tcpTailProbes,
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,
+      tcpSegmentsPredicted: this.tcpSegmentsPredicted,
       ipv6PacketsIn: this.ipv6PacketsIn,
       tcpFlowsOpened6: this.tcpFlowsOpened6,
       udpFlowsOpened6: this.udpFlowsOpened6,

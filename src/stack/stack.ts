@@ -322,6 +322,7 @@ export class Stack implements StackContext {
     c.framesIn++;
     c.bytesIn += len;
     const end = off + len;
+    if (this.tcp.inputPredicted(buf, off, end)) return; // an upload's next segment: no Ethernet/IPv4 parse
     const eth = parseEthernet(buf, off, end, this.#eth);
     if (eth instanceof WireError) return this.drop("ethernet-malformed", eth);
     if (eth.vlanTags > 0) return this.drop("vlan-tagged");
@@ -351,8 +352,7 @@ export class Stack implements StackContext {
       return;
     }
     const p = this.plan;
-    // learn the guest's address from any unicast source inside the network
-    if (ip.src !== 0 && ((ip.src & p.netmask) >>> 0) === p.network) this.learn(ip.src, srcMac);
+    this.learnSource(ip.src, srcMac);
     // DHCP arrives from 0.0.0.0 to broadcast: the one broadcast we serve
     if (ip.protocol === IPPROTO_UDP) {
       const udp = parseUdp(
@@ -396,6 +396,11 @@ export class Stack implements StackContext {
    */
   egress6(a: Uint8Array, off: number, protocol: "tcp" | "udp", port: number): Egress6 {
     return this.#ipv6.egress(a, off, protocol, port);
+  }
+
+  /** The guest's address learned from the source of its IPv4 packet: any unicast one inside the network. */
+  learnSource(ip: number, mac: number): void {
+    if (ip !== 0 && ((ip & this.plan.netmask) >>> 0) === this.plan.network) this.learn(ip, mac);
   }
 
   /** Records that `ip` is at `mac` (bounded; the oldest entry gives way). */

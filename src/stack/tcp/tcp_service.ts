@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ipv4ToString, parseIpv4Address, WireError } from "../../wire/bytes.ts";
+import { ipv4ToString, parseIpv4Address, u16, WireError } from "../../wire/bytes.ts";
 import {
   emitTcp,
   newTcpHeader,
@@ -16,7 +16,8 @@ import {
   type TcpHeader,
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
-import { IPPROTO_TCP, type Ipv4Header } from "../../wire/ipv4.ts";
+import { IPPROTO_TCP, IPV4_HEADER_LEN, IPV4_TOTAL_LEN, type Ipv4Header } from "../../wire/ipv4.ts";
+import { ETH_HEADER_LEN } from "../../wire/ethernet.ts";
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../../wire/checksum.ts";
 import { type Ipv6Header, isUnspecifiedV6, parseIpv6Address } from "../../wire/ipv6.ts";
 import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
@@ -28,6 +29,7 @@ import { TcpConn } from "./tcp_conn.ts";
 import { rstReply } from "./rst_reply.ts";
 import type { TcpConnOwner } from "./tcp_sender.ts";
 import { TcpState } from "./state.ts";
+import { SegmentPrediction } from "./segment_prediction.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
 export const OUTPUT_PACING_BYTES = 128 * 1024;
@@ -48,6 +50,8 @@ export class TcpService implements TcpConnOwner {
   #count = 0;
   /** Connections waiting for the transport backlog to drain. */
   readonly blocked: Set<TcpConn> = new Set();
+  /** The connection the next guest frame most likely belongs to (see segment_prediction.ts). */
+  #predicted = new SegmentPrediction<TcpConn>();
 
   constructor(stack: StackContext) {
     this.#stack = stack;
@@ -89,6 +93,7 @@ export class TcpService implements TcpConnOwner {
     const list = this.#table.get(k);
     this.blocked.delete(c);
     this.budgetBlocked.delete(c);
+    this.#predicted.forget(c);
     if (!list) return;
     const i = list.indexOf(c);
     if (i < 0) return;
@@ -126,6 +131,33 @@ export class TcpService implements TcpConnOwner {
     }
   }
 
+  /**
+   * The guest frame `buf[off, end)` when it repeats the headers of the last IPv4 segment delivered (an
+   * upload's next segment): delivered to that connection at once, and true. False for anything else, which
+   * the caller parses in full.
+   */
+  inputPredicted(buf: Uint8Array, off: number, end: number): boolean {
+    const p = this.#predicted;
+    const c = p.match(buf, off, end);
+    if (c === null) return false;
+    const s = this.#stack;
+    const tcp = off + ETH_HEADER_LEN + IPV4_HEADER_LEN;
+    const tcpEnd = off + ETH_HEADER_LEN + u16(buf, off + ETH_HEADER_LEN + IPV4_TOTAL_LEN);
+    const seg = parseTcp(
+      buf,
+      tcp,
+      tcpEnd,
+      s.guestOffloads ? -1 : pseudoHeaderSumV4(p.guest, p.local, IPPROTO_TCP, tcpEnd - tcp),
+      this.#seg,
+    );
+    // a bad segment, or a SYN (a new incarnation, maybe), is the full path's to judge
+    if (seg instanceof WireError || (seg.flags & TCP_SYN) !== 0) return false;
+    s.counters.tcpSegmentsPredicted++;
+    s.learnSource(p.guest, p.guestMac);
+    c.input(seg, buf);
+    return true;
+  }
+
   /** A TCP segment from the guest over IPv4. */
   input(buf: Uint8Array, ip: Ipv4Header): void {
     const s = this.#stack;
@@ -147,7 +179,10 @@ export class TcpService implements TcpConnOwner {
         }
       }
     }
-    if (this.#deliver(c, seg, buf)) return;
+    if (this.#deliver(c, seg, buf)) {
+      if (!c!.freed) this.#predicted.remember(c!, buf, ip);
+      return;
+    }
     const path = new Ipv4Path(s, ip.src, ip.dst);
     if (!this.#mayOpen(path, seg)) return;
     const guestForward = s.translation.guestForward(ip.dst, seg.dstPort);

@@ -123,6 +123,14 @@ export function isWireError(x: unknown): x is WireError {
 }
 
 /**
+ * `buf.subarray(off, end)` made by the constructor: the same view in half the time (subarray looks up the
+ * species constructor first; 16 against 25–33 ns on this VM), for views made per segment.
+ */
+export function rangeView(buf: Uint8Array, off: number, end: number): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset + off, end - off);
+}
+
+/**
  * `buf.subarray(off, end)`, reused while the same range of the same buffer is asked for again. On a
  * per-segment path a run of full-size segments then allocates one view, not one each: every view is young
  * garbage, and the scavenges they cause were the tail of a quiet tenant's latency under a flood.

@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { rangeView } from "../../wire/bytes.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
 import type { TcpHandlers } from "../../host/host.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
@@ -228,7 +229,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     ) {
       // no PSH, no FIN: the guest's write goes on in the next segments (RFC 9293 §3.9.1.2)
       const more = (f & (TCP_PSH | TCP_FIN)) === 0;
-      this.#receiveData(seg.seq, buf.subarray(seg.payloadOffset, seg.payloadEnd), wnd, more);
+      this.#receiveData(seg.seq, rangeView(buf, seg.payloadOffset, seg.payloadEnd), wnd, more);
     } else if (stale) {
       this.sendAck();
     }

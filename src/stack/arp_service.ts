@@ -35,7 +35,7 @@ export class ArpService {
     const probe = a.senderIp === 0;
     // RFC 5227 §2.4: a guest announcing or using one of our addresses is a conflict: never learn it
     if (!probe && this.isOurs(a.senderIp)) return s.drop("arp-claims-gateway-address");
-    if (!probe && ((a.senderIp & s.plan.netmask) >>> 0) === s.plan.network) s.learn(a.senderIp, a.senderMac);
+    s.learnSource(a.senderIp, a.senderMac); // a probe's sender is 0.0.0.0: nothing to learn
     if (a.op !== ARP_OP_REQUEST) return;
     // gratuitous ARP (sender = target) only announces; answer requests for our addresses only
     if (a.senderIp === a.targetIp || !this.isOurs(a.targetIp)) return;

@@ -98,7 +98,7 @@ export interface StackContext extends FaultOwner, PathSender {
   drop(reason: string, err?: WireError): void;
   /** Records that the guest's `ip` is at `mac`. */
   learn(ip: number, mac: number): void;
-  /** The same for the source of a guest's IPv4 packet, when it is a unicast address inside the network. */
+  /** The same when `ip` (a guest packet's or ARP sender's) is a unicast address inside the network. */
   learnSource(ip: number, mac: number): void;
   /** Policy and relay guard together: may the guest reach `real:port`? */
   allowEgress(protocol: "tcp" | "udp", real: number, port: number): boolean;

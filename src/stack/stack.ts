@@ -398,7 +398,7 @@ export class Stack implements StackContext {
     return this.#ipv6.egress(a, off, protocol, port);
   }
 
-  /** The guest's address learned from the source of its IPv4 packet: any unicast one inside the network. */
+  /** The guest's address learned from a packet's or an ARP sender's: any unicast one inside the network. */
   learnSource(ip: number, mac: number): void {
     if (ip !== 0 && ((ip & this.plan.netmask) >>> 0) === this.plan.network) this.learn(ip, mac);
   }

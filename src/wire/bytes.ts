@@ -18,6 +18,11 @@ export function u32(b: Uint8Array, o: number): number {
   return ((b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3]) >>> 0;
 }
 
+/** Reads a big-endian 32-bit word at `o` as a signed integer: compared, it never needs a heap number. */
+export function i32(b: Uint8Array, o: number): number {
+  return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
+}
+
 /** Writes a big-endian u16 at `o`. */
 export function put16(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 8;

@@ -11,9 +11,9 @@
  *
  * @module
  */
-import { u16 } from "../../wire/bytes.ts";
+import { i32, mac48, u16 } from "../../wire/bytes.ts";
 import { checksumSum } from "../../wire/checksum.ts";
-import { ETH_HEADER_LEN, ETH_TYPE, ETHERTYPE_IPV4 } from "../../wire/ethernet.ts";
+import { ETH_HEADER_LEN, ETH_SRC, ETH_TYPE, ETHERTYPE_IPV4 } from "../../wire/ethernet.ts";
 import {
   IPPROTO_TCP,
   IPV4_DST,
@@ -27,11 +27,6 @@ import {
 } from "../../wire/ipv4.ts";
 import { TCP_HEADER_LEN } from "../../wire/tcp.ts";
 
-/** Big-endian 32 bits at `o` as a signed integer: a compare that never needs a heap number. */
-function i32(b: Uint8Array, o: number): number {
-  return (b[o] << 24) | (b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3];
-}
-
 /** The flow of the last segment the full path delivered, and the header words its frames repeat. */
 export class SegmentPrediction<C> {
   #conn: C | null = null;
@@ -43,6 +38,8 @@ export class SegmentPrediction<C> {
   #src = 0;
   #dst = 0;
   #ports = 0;
+  /** The source MAC as a number, for learning the guest's address as the full path does. */
+  #guestMac = 0;
 
   /**
    * After the full path delivered the IPv4 segment `ip` in `buf` to `conn`: frames that repeat its headers
@@ -62,6 +59,7 @@ export class SegmentPrediction<C> {
     this.#src = ip.src | 0;
     this.#dst = ip.dst | 0;
     this.#ports = i32(buf, ip.payloadOffset);
+    this.#guestMac = mac48(buf, frame + ETH_SRC);
   }
 
   /** `conn` is gone (its owner must say so as it frees it): nothing is predicted for it any more. */
@@ -107,6 +105,6 @@ export class SegmentPrediction<C> {
 
   /** The remembered source MAC. */
   get guestMac(): number {
-    return ((this.#mac1 & 0xffff) * 0x1_0000_0000) + (this.#mac2 >>> 0);
+    return this.#guestMac;
   }
 }

@@ -6,6 +6,7 @@ import { FramingError, splitFrames } from "../src/transport/framing.ts";
 import { readFrames } from "../src/transport/stream.ts";
 import { parseArp } from "../src/wire/arp.ts";
 import { isWireError } from "../src/wire/bytes.ts";
+import { which } from "./_netns_guest.ts";
 
 function prefixed(...frames: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(frames.reduce((s, f) => s + 4 + f.length, 0));
@@ -68,4 +69,45 @@ Deno.test("relay: frames in both directions over TCP; a broken guest is closed w
       bad.close();
     } catch { /* closed */ }
   }
+});
+
+/** The relay's end of a UNIX guest link at `path`, as `ss` reports it: its kernel send buffer (skmem tb), or null. */
+async function relaySendBuffer(path: string): Promise<number | null> {
+  const args = ["-x", "-m", "-a", "src", path];
+  const out = new TextDecoder().decode(
+    (await new Deno.Command("ss", { args, stdout: "piped" }).output()).stdout,
+  );
+  // the accepted socket: ESTAB, its local address the listener's
+  return Number(/ESTAB[^\n]*?tb(\d+)/.exec(out)?.[1] ?? NaN) || null;
+}
+
+Deno.test({
+  name:
+    "relay: a jumbo-frame guest's UNIX link gets a kernel buffer for 16 frames; at MTU 1500 the kernel's own stays",
+  ignore: !which("ss"),
+  async fn() {
+    const wmemMax = Number(await Deno.readTextFile("/proc/sys/net/core/wmem_max"));
+    const wmemDefault = Number(await Deno.readTextFile("/proc/sys/net/core/wmem_default"));
+    for (const mtu of [65520, 1500]) {
+      const dir = await Deno.makeTempDir();
+      const path = `${dir}/r.sock`;
+      const relay = await startTestRelay([
+        ...["--listen-qemu", `unix://${path}`, "--mtu", String(mtu)],
+        ...["--dns-upstream", "127.0.0.1:9", "--log-level", "error"],
+      ]);
+      try {
+        const guest = await Deno.connect({ transport: "unix", path });
+        // the link is opened (and its buffer asked for) in the turn the relay sees the guest
+        await relay.waitForTenant((t) => t.connected, 5000);
+        // socket(7): the kernel doubles what is asked (its bookkeeping), after capping it at wmem_max
+        const wanted = 16 * (14 + mtu + 4);
+        const expected = 2 * wanted > wmemDefault ? 2 * Math.min(wanted, wmemMax) : wmemDefault;
+        assert.equal(await relaySendBuffer(path), expected, `MTU ${mtu}: the link's kernel buffer`);
+        guest.close();
+      } finally {
+        await relay.stop();
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+      }
+    }
+  },
 });

@@ -24,6 +24,14 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name: "guest link: a jumbo-frame UNIX link keeps the kernel's default buffer (three frames)",
+    file: "src/transport/stream.ts",
+    from: "    conn.reserveSendBuffer?.(KERNEL_BUFFER_FRAMES * (opts.largestFrameToGuest + 4));\n",
+    to: "",
+    tests: ["tests/relay_stream_test.ts"],
+  },
+
+  {
     name: "header prediction: a repeated frame's IPv4 header checksum is not checked",
     file: "src/stack/tcp/segment_prediction.ts",
     from: "    if (checksumSum(buf, ip, IPV4_HEADER_LEN) !== 0xffff) return null;\n",

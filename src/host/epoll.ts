@@ -24,7 +24,7 @@ import {
 
 const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
 const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_ERROR = 4, SO_LINGER = 13;
+const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_ERROR = 4, SO_SNDBUF = 7, SO_LINGER = 13, SO_DOMAIN = 39;
 const IPPROTO_TCP = 6, TCP_NODELAY = 1;
 const SHUT_WR = 1;
 const MSG_NOSIGNAL = 0x4000;
@@ -103,6 +103,12 @@ function sockName(fd: number, peer: boolean): { address: string; port: number } 
 
 function setInt(fd: number, level: number, opt: number, value: number): void {
   L().setsockopt(fd, level, opt, new Int32Array([value]), 4);
+}
+
+/** An int socket option's value (-1 when the call fails). */
+function getInt(fd: number, level: number, opt: number): number {
+  const v = new Int32Array([-1]);
+  return L().getsockopt(fd, level, opt, v, new Uint32Array([4])) < 0 ? -1 : v[0];
 }
 
 // ───────────────────────── connected sockets ─────────────────────────
@@ -308,6 +314,16 @@ export class EpollSocket implements Watcher {
   closeWrite(): Promise<void> {
     if (!this.#closed && L().shutdown(this.#fd, SHUT_WR) < 0) return Promise.reject(fail("shutdown"));
     return Promise.resolve();
+  }
+
+  /**
+   * Lets the kernel hold at least `bytes` toward the peer (SO_SNDBUF, capped by net.core.wmem_max; never
+   * lowered). UNIX sockets only: on TCP a fixed SO_SNDBUF would switch off the kernel's autotuning.
+   */
+  reserveSendBuffer(bytes: number): void {
+    if (this.#closed || getInt(this.#fd, SOL_SOCKET, SO_DOMAIN) !== AF_UNIX) return;
+    // the kernel reports (and charges) twice what was asked: the other half is its bookkeeping (socket(7))
+    if (getInt(this.#fd, SOL_SOCKET, SO_SNDBUF) < 2 * bytes) setInt(this.#fd, SOL_SOCKET, SO_SNDBUF, bytes);
   }
 
   setNoDelay(on = true): void {

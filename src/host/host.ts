@@ -24,6 +24,8 @@ export interface ByteStream {
   readNow?(p: Uint8Array): number | null;
   /** Optional: writes what the stream takes of `p` at once — bytes written, 0 when it is full; throws on errors. */
   writeNow?(p: Uint8Array): number;
+  /** Optional: lets the kernel hold at least `bytes` toward the peer (where that is cheap to ask for). */
+  reserveSendBuffer?(bytes: number): void;
 }
 
 /** Receives datagrams for one UDP flow. */

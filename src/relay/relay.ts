@@ -534,7 +534,10 @@ export class Relay implements RelayView {
    * The peer of a frame carrier whose guest reached `tenant`'s own socket (null: a shared listener of
    * single-user mode), or null when admission refuses it.
    */
-  #framePeer(tenant: Tenant | null, remote: string): LinkPeer & { backlogLimit: number } | null {
+  #framePeer(
+    tenant: Tenant | null,
+    remote: string,
+  ): LinkPeer & { backlogLimit: number; largestFrameToGuest: number } | null {
     if (this.#stopping) return null;
     if (this.#draining) {
       this.#opts.log("info", "guest connection refused: the relay is draining", { remote });
@@ -548,6 +551,7 @@ export class Relay implements RelayView {
     return {
       ...framePeer(this.#peers, t, true),
       backlogLimit: t.linkBacklogLimit,
+      largestFrameToGuest: t.largestFrameToGuest,
     };
   }
 
@@ -559,6 +563,7 @@ export class Relay implements RelayView {
       maxFrame: this.#opts.maxFrame ?? QEMU_MAX_FRAME,
       backlogLimit: peer.backlogLimit,
       schedule: this.#sockets.flushSchedule,
+      largestFrameToGuest: peer.largestFrameToGuest,
     }, peer);
   }
 

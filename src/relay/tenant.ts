@@ -21,6 +21,7 @@ import type { HostNet } from "../host/host.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
+import { ETH_HEADER_LEN } from "../wire/ethernet.ts";
 import { DEFAULT_QUOTAS, LINK_BACKLOG_MAX, type TenantQuotas, type TenantSpec } from "./tenant_config.ts";
 
 /** What a tenant needs from the relay. */
@@ -123,6 +124,11 @@ export class Tenant {
   get linkBacklogLimit(): number {
     const b = this.quotas.bufferedBytes;
     return b > 0 ? Math.min(b, LINK_BACKLOG_MAX) : LINK_BACKLOG_MAX;
+  }
+
+  /** The largest frame its stack sends toward the guest: an Ethernet header and the MTU. */
+  get largestFrameToGuest(): number {
+    return ETH_HEADER_LEN + this.config.mtu;
   }
 
   get deleted(): boolean {

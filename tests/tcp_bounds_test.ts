@@ -119,3 +119,41 @@ Deno.test("TCP: a host peer that speaks first (a banner) gets exactly one SYN-AC
     srv.close();
   }
 });
+
+Deno.test("TCP: a connection holds 32 full segments before host reads pause at MTU 65520, 1 MiB at MTU 1500", async () => {
+  for (const mtu of [65520, 1500]) {
+    // the host peer writes 4 MiB once the test says so (after the handshake: the window is known then)
+    let peer: net.Socket | null = null;
+    const srv = net.createServer((s) => {
+      s.on("error", () => {});
+      peer = s;
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+    const h = new StackHarness((c) => (c.mtu = mtu));
+    try {
+      await handshake(h, (srv.address() as net.AddressInfo).port, (t) => {
+        t.mss = mtu - 40;
+        t.windowScale = 7; // an 8 MiB window: the guest's window is never the limit here
+      });
+      const c = h.stack.tcp.connections()[0];
+      for (let i = 0; i < 500 && (!peer || c.inspect().state !== "ESTABLISHED"); i++) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      (peer as net.Socket | null)?.write(new Uint8Array(4 * 1024 * 1024));
+      // the guest acknowledges nothing: the connection reads until its send buffer is full, then pauses
+      const deadline = Date.now() + 5000;
+      while (!c.inspect().hostPaused && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      const { bytesQueued, hostPaused } = c.inspect() as { bytesQueued: number; hostPaused: boolean };
+      assert.ok(hostPaused, `MTU ${mtu}: host reads paused (${bytesQueued} bytes held)`);
+      const limit = Math.max(1024 * 1024, 32 * (mtu - 40));
+      assert.ok(
+        bytesQueued >= limit && bytesQueued < limit + 64 * 1024,
+        `MTU ${mtu}: ${bytesQueued} bytes held, expected ${limit} and at most one host read more`,
+      );
+    } finally {
+      h.close();
+      (peer as net.Socket | null)?.destroy();
+      srv.close();
+    }
+  }
+});

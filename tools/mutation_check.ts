@@ -24,6 +24,15 @@ interface Mutant {
 
 const MUTANTS: Mutant[] = [
   {
+    name:
+      "send buffer: a jumbo-MTU connection holds 1 MiB (16 segments, all in flight before the guest ACKs)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from:
+      "    this.sendBuffer = opts.sendBuffer ?? Math.max(DEFAULT_SEND_BUFFER, SEND_BUFFER_SEGMENTS * this.mss);\n",
+    to: "    this.sendBuffer = opts.sendBuffer ?? DEFAULT_SEND_BUFFER;\n",
+    tests: ["tests/tcp_bounds_test.ts"],
+  },
+  {
     name: "guest link: a jumbo-frame UNIX link keeps the kernel's default buffer (three frames)",
     file: "src/transport/stream.ts",
     from: "    conn.reserveSendBuffer?.(KERNEL_BUFFER_FRAMES * (opts.largestFrameToGuest + 4));\n",

@@ -34,6 +34,7 @@ import {
   GUARANTEED_RING,
   MAX_RETRIES,
   MAX_SYN_RETRIES,
+  SEND_BUFFER_SEGMENTS,
   STATE_NAMES,
   type TcpEndpoints,
   TcpState,
@@ -154,9 +155,9 @@ export abstract class TcpSender implements FaultOwner {
     this.sndUna = this.iss;
     this.sndNxt = this.iss;
     this.sndMax = this.iss;
-    this.sendBuffer = opts.sendBuffer ?? DEFAULT_SEND_BUFFER;
-    this.receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
     this.mss = stack.plan.mtu - ep.path.ipHeaderLength - 20;
+    this.sendBuffer = opts.sendBuffer ?? Math.max(DEFAULT_SEND_BUFFER, SEND_BUFFER_SEGMENTS * this.mss);
+    this.receiveBuffer = opts.receiveBuffer ?? DEFAULT_RECEIVE_BUFFER;
     this.cc = new NewReno(this.mss);
     // the largest frame: headers with options, and a full segment
     this.queue.frameRoomWanted = ep.path.l4Offset + 60 + this.mss;

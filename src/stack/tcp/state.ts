@@ -56,8 +56,8 @@ export const DEFAULT_SEND_BUFFER = 1024 * 1024;
 /**
  * Full segments a connection may hold at least. Everything it holds is in flight once the guest link's kernel
  * buffer has room for 16 of the largest frames (transport/stream.ts): at MTU 65520 1 MiB was 16 segments,
- * all of them between the relay and the guest's ACK, and host→guest waited on every ACK (9.1–12.4 vs
- * 8.0–8.5 Gbit/s with 32). Below ~32 KiB segments the default is more than this.
+ * all of them between the relay and the guest's ACK, and host→guest waited on every ACK (8.0–8.5 Gbit/s;
+ * 9.1–12.4 with 32). Below ~32 KiB segments the default is more than this.
  */
 export const SEND_BUFFER_SEGMENTS = 32;
 /** Payload room that keeps a short frame's padding to 60 bytes inside the frame area. */

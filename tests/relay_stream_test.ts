@@ -84,7 +84,8 @@ async function relaySendBuffer(path: string): Promise<number | null> {
 Deno.test({
   name:
     "relay: a jumbo-frame guest's UNIX link gets a kernel buffer for 16 frames; at MTU 1500 the kernel's own stays",
-  ignore: !which("ss"),
+  // the relay's own socket loop sizes the buffer; the runtime's sockets (the fallback) leave it to the kernel
+  ignore: !which("ss") || Deno.env.get("SLIRP_SOCKETS") === "runtime",
   async fn() {
     const wmemMax = Number(await Deno.readTextFile("/proc/sys/net/core/wmem_max"));
     const wmemDefault = Number(await Deno.readTextFile("/proc/sys/net/core/wmem_default"));
@@ -97,8 +98,16 @@ Deno.test({
       ]);
       try {
         const guest = await Deno.connect({ transport: "unix", path });
-        // the link is opened (and its buffer asked for) in the turn the relay sees the guest
-        await relay.waitForTenant((t) => t.connected, 5000);
+        // the link is opened (and its buffer asked for) in the turn the relay lists the guest as connected
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const list = await (await relay.api("/v1/tenants")).json() as { connected: boolean }[];
+          if (list.some((t) => t.connected)) break;
+          if (Date.now() > deadline) {
+            throw new Error(`the guest never showed as connected: ${JSON.stringify(list)}`);
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
         // socket(7): the kernel doubles what is asked (its bookkeeping), after capping it at wmem_max
         const wanted = 16 * (14 + mtu + 4);
         const expected = 2 * wanted > wmemDefault ? 2 * Math.min(wanted, wmemMax) : wmemDefault;

@@ -138,9 +138,12 @@ export async function startTestRelay(
     async waitForTenant(ok, ms = 5000, id) {
       const deadline = Date.now() + ms;
       for (;;) {
-        const t = await tenant(id);
-        if (ok(t)) return t;
-        if (Date.now() > deadline) throw new Error(`tenant state never came: ${JSON.stringify(t)}`);
+        // the tenant may not be listed yet (its guest's link is still being opened): keep asking until the deadline
+        const t = await tenant(id).catch((e: Error) => e);
+        if (!(t instanceof Error) && ok(t)) return t;
+        if (Date.now() > deadline) {
+          throw new Error(`tenant state never came: ${t instanceof Error ? t.message : JSON.stringify(t)}`);
+        }
         await new Promise((r) => setTimeout(r, 50));
       }
     },

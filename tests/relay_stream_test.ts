@@ -99,15 +99,7 @@ Deno.test({
       try {
         const guest = await Deno.connect({ transport: "unix", path });
         // the link is opened (and its buffer asked for) in the turn the relay lists the guest as connected
-        const deadline = Date.now() + 10_000;
-        for (;;) {
-          const list = await (await relay.api("/v1/tenants")).json() as { connected: boolean }[];
-          if (list.some((t) => t.connected)) break;
-          if (Date.now() > deadline) {
-            throw new Error(`the guest never showed as connected: ${JSON.stringify(list)}`);
-          }
-          await new Promise((r) => setTimeout(r, 20));
-        }
+        await relay.waitForTenant((t) => t.connected, 10_000);
         // socket(7): the kernel doubles what is asked (its bookkeeping), after capping it at wmem_max
         const wanted = 16 * (14 + mtu + 4);
         const expected = 2 * wanted > wmemDefault ? 2 * Math.min(wanted, wmemMax) : wmemDefault;

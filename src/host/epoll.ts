@@ -172,9 +172,8 @@ export class EpollSocket implements Watcher {
     if (this.#connecting && (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
       const c = this.#connecting;
       this.#connecting = null;
-      const err = new Int32Array(1);
-      L().getsockopt(this.#fd, SOL_SOCKET, SO_ERROR, err, new Uint32Array([4]));
-      if (err[0] !== 0) c.reject(fail("connect", err[0]));
+      const err = getInt(this.#fd, SOL_SOCKET, SO_ERROR);
+      if (err > 0) c.reject(fail("connect", err));
       else c.resolve();
     }
     // level-triggered: what nobody waits for is dropped from the interest set lazily, when it is
@@ -238,9 +237,8 @@ export class EpollSocket implements Watcher {
     if (L().getpeername(this.#fd, connectProbe, connectProbeLength.fill(connectProbe.length)) === 0) {
       return Promise.resolve();
     }
-    const err = new Int32Array(1);
-    L().getsockopt(this.#fd, SOL_SOCKET, SO_ERROR, err, new Uint32Array([4]));
-    if (err[0] !== 0) return Promise.reject(fail("connect", err[0]));
+    const err = getInt(this.#fd, SOL_SOCKET, SO_ERROR);
+    if (err > 0) return Promise.reject(fail("connect", err));
     return new Promise((resolve, reject) => {
       this.#connecting = { resolve, reject };
       this.#wantAlso(EPOLLOUT);

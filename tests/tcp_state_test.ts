@@ -587,3 +587,40 @@ Deno.test("header prediction: an upload's segments skip the Ethernet and IPv4 pa
     g.close();
   }
 });
+
+Deno.test("TCP congestion window: a connection that never fills its window does not grow it; one that does, doubles per round (draft-ietf-ccwg-ratelimited-increase §3)", () => {
+  const g = guest({ wscale: 7 });
+  try {
+    g.open();
+    g.window = 0xffff; // 8 MiB with the scale: the guest's window is never the limit
+    const cwnd = () => g.conns[0].inspect().cwnd as number;
+    const initial = cwnd();
+    assert.equal(initial, 10 * 1460, "the initial window (RFC 6928)");
+    // a request/response connection: one segment out, acknowledged, a thousand times over
+    for (let i = 0; i < 1000; i++) {
+      const before = g.h.out.length;
+      g.socket.send(bytes(1460, i));
+      const [seg] = g.sentSince(before).filter((s) => s.data.length > 0);
+      g.ack = (seg.tcp.seq + seg.data.length) >>> 0;
+      g.send(TCP_ACK_FLAG);
+    }
+    assert.equal(cwnd(), initial, "a flight of one segment never earns a larger window");
+    // the next bulk answer leaves as the initial window, not as a thousand segments at once
+    let before = g.h.out.length;
+    g.socket.send(bytes(200 * 1460));
+    let flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    assert.equal(flight.length, 10, "one initial window's worth");
+    // a window-limited sender grows: each round's ACKs double what the next round may send
+    for (const expected of [20, 40, 80]) {
+      before = g.h.out.length;
+      for (const s of flight) {
+        g.ack = (s.tcp.seq + s.data.length) >>> 0;
+        g.send(TCP_ACK_FLAG);
+      }
+      flight = g.sentSince(before).filter((s) => s.data.length > 0);
+      assert.equal(flight.length, expected, `slow start: ${expected} segments in the next round`);
+    }
+  } finally {
+    g.close();
+  }
+});

@@ -33,6 +33,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_bounds_test.ts"],
   },
   {
+    name: "congestion window: grows with every ACK whether or not the sender filled it",
+    file: "src/stack/tcp/congestion.ts",
+    from: "    if (this.cwnd >= limit) return;\n",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "guest link: a jumbo-frame UNIX link keeps the kernel's default buffer (three frames)",
     file: "src/transport/stream.ts",
     from: "    conn.reserveSendBuffer?.(KERNEL_BUFFER_FRAMES * (opts.largestFrameToGuest + 4));\n",

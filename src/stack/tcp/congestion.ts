@@ -24,6 +24,8 @@ export interface CongestionControl {
   readonly recover: number;
   /** The segment size changed (options negotiated, PMTU). */
   mss: number;
+  /** Bytes in flight after a sending pass (what the window was used for; see `NewReno.onAck`). */
+  noteFlight(bytes: number): void;
   onAck(acked: number): void;
   enterRecovery(flight: number, sndNxt: number): void;
   onDupAckInRecovery(): void;
@@ -43,6 +45,8 @@ export class NewReno implements CongestionControl {
   #mss: number;
   /** Bytes acknowledged toward the next congestion-avoidance increment. */
   #acked = 0;
+  /** maxFS: the largest flight since cwnd last shrank (draft-ietf-ccwg-ratelimited-increase §3). */
+  #maxFlight = 0;
 
   constructor(mss: number) {
     this.#mss = mss;
@@ -61,17 +65,31 @@ export class NewReno implements CongestionControl {
     this.cwnd = bytes;
   }
 
-  /** New data acknowledged outside recovery (RFC 5681 §3.1). */
+  noteFlight(bytes: number): void {
+    if (bytes > this.#maxFlight) this.#maxFlight = bytes;
+  }
+
+  /**
+   * New data acknowledged outside recovery (RFC 5681 §3.1). A sender that does not fill its window (the host
+   * sends little, the guest's window is the limit) has not shown the path can carry more: cwnd grows only up to
+   * twice the largest flight in slow start, one segment past it in congestion avoidance
+   * (draft-ietf-ccwg-ratelimited-increase §3, as Linux's tcp_is_cwnd_limited; RFC 7661's intent). Without it an
+   * idle keep-alive connection's cwnd climbed with every answer and the next bulk reply went out as one burst
+   * of gigabytes' worth of window.
+   */
   onAck(acked: number): void {
-    if (this.cwnd < this.ssthresh) {
+    const slowStart = this.cwnd < this.ssthresh;
+    const limit = slowStart ? 2 * this.#maxFlight : this.#maxFlight + this.#mss;
+    if (this.cwnd >= limit) return;
+    if (slowStart) {
       // slow start: grow by at most SMSS per ACK (RFC 5681 (2)); RFC 3465 ABC with L = 2*SMSS
-      this.cwnd += Math.min(acked, 2 * this.#mss);
+      this.cwnd = Math.min(this.cwnd + Math.min(acked, 2 * this.#mss), limit);
     } else {
       // congestion avoidance: one SMSS per cwnd of data acknowledged (RFC 5681 (3))
       this.#acked += acked;
       if (this.#acked >= this.cwnd) {
         this.#acked -= this.cwnd;
-        this.cwnd += this.#mss;
+        this.cwnd = Math.min(this.cwnd + this.#mss, limit);
       }
     }
   }
@@ -80,6 +98,7 @@ export class NewReno implements CongestionControl {
   enterRecovery(flight: number, sndNxt: number): void {
     this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.#mss);
     this.cwnd = this.ssthresh + 3 * this.#mss;
+    this.#maxFlight = 0;
     this.inRecovery = true;
     this.recover = sndNxt;
   }
@@ -104,6 +123,7 @@ export class NewReno implements CongestionControl {
   onTimeout(flight: number): void {
     this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.#mss);
     this.cwnd = this.#mss;
+    this.#maxFlight = 0;
     this.inRecovery = false;
     this.#acked = 0;
   }

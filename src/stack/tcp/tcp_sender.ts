@@ -193,6 +193,7 @@ export abstract class TcpSender implements FaultOwner {
       if (unsent <= 0) break;
       if (tcp.outputCongested()) {
         tcp.blocked.add(this);
+        this.cc.noteFlight(seqDiff(this.sndNxt, this.sndUna));
         return;
       }
       const inFlight = seqDiff(this.sndNxt, this.sndUna);
@@ -214,6 +215,7 @@ export abstract class TcpSender implements FaultOwner {
       this.sndNxt = seqAdd(this.sndNxt, len);
       if (!this.rtoTimer.armed) this.armRetransmitTimer();
     }
+    this.cc.noteFlight(seqDiff(this.sndNxt, this.sndUna));
     const sentData = seqDiff(this.sndNxt, this.sndUna) -
       (this.finSent && seqGt(this.sndNxt, this.finSeq) ? 1 : 0);
     if (this.hostEof && !this.finSent && sentData >= this.queue.length) this.#sendFin();

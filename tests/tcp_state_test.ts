@@ -624,3 +624,27 @@ Deno.test("TCP congestion window: a connection that never fills its window does 
     g.close();
   }
 });
+
+Deno.test("TCP host reads paused under the SYN's unscaled window resume when the guest's scaled window arrives (RFC 7323 §2.2)", () => {
+  const g = guest({ wscale: 7 });
+  try {
+    g.send(TCP_SYN, undefined, { ack: 0 });
+    const before = g.h.out.length;
+    g.socket.accept();
+    const [synAck] = g.sentSince(before);
+    // a host that speaks first fills the queue the SYN's window allows (2 × 64 KiB) before the handshake ends
+    g.socket.send(bytes(200 * 1024));
+    assert.ok(g.socket.paused, "the host's reads wait while only the SYN's 64 KiB window is known");
+    g.seq = 1001;
+    g.ack = (synAck.tcp.seq + 1) >>> 0;
+    g.window = 0xffff; // 8 MiB with the scale
+    g.send(TCP_ACK_FLAG);
+    assert.equal(g.state, "ESTABLISHED");
+    assert.ok(
+      !g.socket.paused,
+      "the scaled window makes room: the host's reads go on before any data is acknowledged",
+    );
+  } finally {
+    g.close();
+  }
+});

@@ -40,6 +40,15 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "TCP: paused host reads resume only when data is acknowledged, not when the window grows",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from:
+      "    if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {\n      this.#resumeHost();\n    }\n  }\n",
+    to:
+      "    if (this.#hostPaused && flight > seqDiff(this.sndNxt, this.sndUna) && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {\n      this.#resumeHost();\n    }\n  }\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "guest link: a jumbo-frame UNIX link keeps the kernel's default buffer (three frames)",
     file: "src/transport/stream.ts",
     from: "    conn.reserveSendBuffer?.(KERNEL_BUFFER_FRAMES * (opts.largestFrameToGuest + 4));\n",

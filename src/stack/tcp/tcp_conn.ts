@@ -313,9 +313,6 @@ export class TcpConn extends TcpSender implements TcpHandlers {
       else this.armRetransmitTimer();
       this.#ackedFin();
       if (this.isFreed) return;
-      if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {
-        this.#resumeHost();
-      }
     } else if (ack === this.sndUna && segLen === 0 && flight > 0 && !this.#finOnlyInFlight()) {
       // RFC 5681 §2 duplicate ACK; with SACK, a window change does not disqualify it (the SACK
       // blocks prove new data arrived)
@@ -341,6 +338,11 @@ export class TcpConn extends TcpSender implements TcpHandlers {
       this.sndWnd = newWnd;
       this.sndWl1 = seg.seq;
       this.sndWl2 = ack;
+    }
+    // room in the queue: acknowledged data left it, or a larger window raised its limit (the first scaled
+    // window after the SYN's unscaled one, RFC 7323 §2.2)
+    if (this.#hostPaused && this.queue.length < this.#sendLimit() / 2 && !this.#outOfBudget()) {
+      this.#resumeHost();
     }
   }
 

@@ -648,3 +648,44 @@ Deno.test("TCP host reads paused under the SYN's unscaled window resume when the
     g.close();
   }
 });
+
+Deno.test("TCP restart after idle: a connection silent for longer than the RTO sends again from the initial window (RFC 5681 §4.1)", () => {
+  const g = guest({ wscale: 7 });
+  try {
+    g.open();
+    g.window = 0xffff; // 8 MiB with the scale
+    /** Acknowledges every segment of `flight` one by one; what the relay sent meanwhile. */
+    const ackAll = (flight: Sent[]): Sent[] => {
+      const before = g.h.out.length;
+      for (const s of flight) {
+        g.ack = (s.tcp.seq + s.data.length) >>> 0;
+        g.send(TCP_ACK_FLAG);
+      }
+      return g.sentSince(before).filter((s) => s.data.length > 0);
+    };
+    let before = g.h.out.length;
+    g.socket.send(bytes(150 * 1460));
+    let flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    while (flight.length > 0) flight = ackAll(flight); // 10, 20, 40, 80: all of it acknowledged
+    const grown = g.conns[0].inspect().cwnd as number;
+    assert.ok(grown >= 80 * 1460, `slow start grew the window: ${grown}`);
+    // a short pause keeps what was learnt
+    g.h.advance(20);
+    before = g.h.out.length;
+    g.socket.send(bytes(100 * 1460));
+    flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    const sum = (f: Sent[]) => f.reduce((n, s) => n + s.data.length, 0);
+    assert.equal(sum(flight), 100 * 1460, "20 ms idle: all of it at once (the grown window)");
+    while (flight.length > 0) flight = ackAll(flight);
+    // longer than the RTO (1 s before any RTT sample was long): the initial window again
+    g.h.advance(3000);
+    before = g.h.out.length;
+    g.socket.send(bytes(100 * 1460));
+    flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    assert.equal(flight.length, 10, "3 s idle: ten segments (RFC 6928's initial window)");
+    assert.equal(sum(flight), 10 * flight[0].data.length);
+    assert.equal(ackAll(flight).length, 20, "slow start again, toward the old window");
+  } finally {
+    g.close();
+  }
+});

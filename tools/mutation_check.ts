@@ -49,6 +49,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "TCP: a connection idle past the RTO sends its old window at once",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "        this.cc.restartAfterIdle();\n",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "guest link: a jumbo-frame UNIX link keeps the kernel's default buffer (three frames)",
     file: "src/transport/stream.ts",
     from: "    conn.reserveSendBuffer?.(KERNEL_BUFFER_FRAMES * (opts.largestFrameToGuest + 4));\n",

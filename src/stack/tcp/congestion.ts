@@ -27,6 +27,8 @@ export interface CongestionControl {
   /** Bytes in flight after a sending pass (what the window was used for; see `NewReno.onAck`). */
   noteFlight(bytes: number): void;
   onAck(acked: number): void;
+  /** Nothing was sent for longer than the RTO (see `NewReno.restartAfterIdle`). */
+  restartAfterIdle(): void;
   enterRecovery(flight: number, sndNxt: number): void;
   onDupAckInRecovery(): void;
   onPartialAck(acked: number): void;
@@ -92,6 +94,20 @@ export class NewReno implements CongestionControl {
         this.cwnd = Math.min(this.cwnd + this.#mss, limit);
       }
     }
+  }
+
+  /**
+   * RFC 5681 §4.1: after more than an RTO without sending, the window learnt before says nothing of the path
+   * now; start again from the initial window (a guest with a small receive ring, such as v86's, would lose
+   * most of a full-window burst). Most of the old window stays as ssthresh, so slow start regains it in a few
+   * round trips (RFC 7661 §4.4.2, as Linux's tcp_cwnd_restart).
+   */
+  restartAfterIdle(): void {
+    const initial = INITIAL_WINDOW_SEGMENTS * this.#mss;
+    if (this.cwnd <= initial) return;
+    this.ssthresh = Math.max(this.ssthresh, Math.floor((3 * this.cwnd) / 4));
+    this.cwnd = initial;
+    this.#maxFlight = 0;
   }
 
   /** Third duplicate ACK (RFC 5681 §3.2 steps 2–3; RFC 6582 §3.2 step 2). */

@@ -112,6 +112,8 @@ export abstract class TcpSender implements FaultOwner {
   protected rxtAt = 0;
   /** The armed timer is a tail loss probe, not the RTO. */
   #probeArmed = false;
+  /** Wheel time of the last new data segment sent (RFC 5681 §4.1's idle test). */
+  #lastSendAt = 0;
 
   /** Host data until the guest acknowledges it; its buffer is charged to the tenant's memory budget. */
   readonly queue: SendQueue;
@@ -197,6 +199,10 @@ export abstract class TcpSender implements FaultOwner {
         return;
       }
       const inFlight = seqDiff(this.sndNxt, this.sndUna);
+      // RFC 5681 §4.1: nothing sent for longer than the RTO restarts from the initial window
+      if (inFlight === 0 && this.stack.wheel.now - this.#lastSendAt > this.rtt.current()) {
+        this.cc.restartAfterIdle();
+      }
       const can = Math.min(this.sndWnd, this.cc.cwnd) - inFlight;
       if (can <= 0) break;
       let len = Math.min(this.mss, unsent, can);
@@ -207,6 +213,7 @@ export abstract class TcpSender implements FaultOwner {
       len = this.sack.until(this.sndNxt, len);
       if (len <= 0) break; // never a data segment without data
       this.#sendData(this.sndNxt, len, len === unsent);
+      this.#lastSendAt = this.stack.wheel.now;
       if (!this.timing && !this.tsOk) {
         this.timing = true;
         this.timedSeq = this.sndNxt;
@@ -398,6 +405,7 @@ export abstract class TcpSender implements FaultOwner {
     if (unsent > 0 && this.sndWnd > seqDiff(this.sndNxt, this.sndUna) && !this.finSent) {
       const len = Math.min(this.mss, unsent);
       this.#sendData(this.sndNxt, len, len === unsent);
+      this.#lastSendAt = this.stack.wheel.now;
       this.sndNxt = seqAdd(this.sndNxt, len);
       return;
     }

@@ -117,6 +117,16 @@ class ScriptedGuest {
     return out;
   }
 
+  /** Acknowledges each segment of `flight` in turn; the data segments the relay sent meanwhile. */
+  ackEach(flight: Sent[]): Sent[] {
+    const before = this.h.out.length;
+    for (const s of flight) {
+      this.ack = (s.tcp.seq + s.data.length) >>> 0;
+      this.send(TCP_ACK_FLAG);
+    }
+    return this.sentSince(before).filter((s) => s.data.length > 0);
+  }
+
   /** SYN, the host accepts, SYN-ACK, ACK: ESTABLISHED. Returns the SYN-ACK. */
   open(): TcpHeader {
     assert.deepEqual(
@@ -606,18 +616,13 @@ Deno.test("TCP congestion window: a connection that never fills its window does 
     }
     assert.equal(cwnd(), initial, "a flight of one segment never earns a larger window");
     // the next bulk answer leaves as the initial window, not as a thousand segments at once
-    let before = g.h.out.length;
+    const before = g.h.out.length;
     g.socket.send(bytes(200 * 1460));
     let flight = g.sentSince(before).filter((s) => s.data.length > 0);
     assert.equal(flight.length, 10, "one initial window's worth");
     // a window-limited sender grows: each round's ACKs double what the next round may send
     for (const expected of [20, 40, 80]) {
-      before = g.h.out.length;
-      for (const s of flight) {
-        g.ack = (s.tcp.seq + s.data.length) >>> 0;
-        g.send(TCP_ACK_FLAG);
-      }
-      flight = g.sentSince(before).filter((s) => s.data.length > 0);
+      flight = g.ackEach(flight);
       assert.equal(flight.length, expected, `slow start: ${expected} segments in the next round`);
     }
   } finally {
@@ -654,19 +659,10 @@ Deno.test("TCP restart after idle: a connection silent for longer than the RTO s
   try {
     g.open();
     g.window = 0xffff; // 8 MiB with the scale
-    /** Acknowledges every segment of `flight` one by one; what the relay sent meanwhile. */
-    const ackAll = (flight: Sent[]): Sent[] => {
-      const before = g.h.out.length;
-      for (const s of flight) {
-        g.ack = (s.tcp.seq + s.data.length) >>> 0;
-        g.send(TCP_ACK_FLAG);
-      }
-      return g.sentSince(before).filter((s) => s.data.length > 0);
-    };
     let before = g.h.out.length;
     g.socket.send(bytes(150 * 1460));
     let flight = g.sentSince(before).filter((s) => s.data.length > 0);
-    while (flight.length > 0) flight = ackAll(flight); // 10, 20, 40, 80: all of it acknowledged
+    while (flight.length > 0) flight = g.ackEach(flight); // 10, 20, 40, 80: all of it acknowledged
     const grown = g.conns[0].inspect().cwnd as number;
     assert.ok(grown >= 80 * 1460, `slow start grew the window: ${grown}`);
     // a short pause keeps what was learnt
@@ -676,7 +672,7 @@ Deno.test("TCP restart after idle: a connection silent for longer than the RTO s
     flight = g.sentSince(before).filter((s) => s.data.length > 0);
     const sum = (f: Sent[]) => f.reduce((n, s) => n + s.data.length, 0);
     assert.equal(sum(flight), 100 * 1460, "20 ms idle: all of it at once (the grown window)");
-    while (flight.length > 0) flight = ackAll(flight);
+    while (flight.length > 0) flight = g.ackEach(flight);
     // longer than the RTO (1 s before any RTT sample was long): the initial window again
     g.h.advance(3000);
     before = g.h.out.length;
@@ -684,7 +680,7 @@ Deno.test("TCP restart after idle: a connection silent for longer than the RTO s
     flight = g.sentSince(before).filter((s) => s.data.length > 0);
     assert.equal(flight.length, 10, "3 s idle: ten segments (RFC 6928's initial window)");
     assert.equal(sum(flight), 10 * flight[0].data.length);
-    assert.equal(ackAll(flight).length, 20, "slow start again, toward the old window");
+    assert.equal(g.ackEach(flight).length, 20, "slow start again, toward the old window");
   } finally {
     g.close();
   }

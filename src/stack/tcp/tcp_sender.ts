@@ -213,7 +213,6 @@ export abstract class TcpSender implements FaultOwner {
       len = this.sack.until(this.sndNxt, len);
       if (len <= 0) break; // never a data segment without data
       this.#sendData(this.sndNxt, len, len === unsent);
-      this.#lastSendAt = this.stack.wheel.now;
       if (!this.timing && !this.tsOk) {
         this.timing = true;
         this.timedSeq = this.sndNxt;
@@ -245,7 +244,9 @@ export abstract class TcpSender implements FaultOwner {
     if (!this.rtoTimer.armed) this.armRto(this.rtt.current());
   }
 
+  /** Sends new data (retransmissions go through `retransmit`) and notes when, for the idle test. */
   #sendData(seq: number, len: number, push: boolean): void {
+    this.#lastSendAt = this.stack.wheel.now;
     this.emit(TCP_ACK_FLAG | (push ? TCP_PSH : 0), seq, seqDiff(seq, this.sndUna), len, false);
   }
 
@@ -405,7 +406,6 @@ export abstract class TcpSender implements FaultOwner {
     if (unsent > 0 && this.sndWnd > seqDiff(this.sndNxt, this.sndUna) && !this.finSent) {
       const len = Math.min(this.mss, unsent);
       this.#sendData(this.sndNxt, len, len === unsent);
-      this.#lastSendAt = this.stack.wheel.now;
       this.sndNxt = seqAdd(this.sndNxt, len);
       return;
     }

@@ -3,17 +3,19 @@
  * `--cpu-prof`, a netns guest behind the TAP bridge runs iperf3 against `iperf3 -s` on 127.0.0.1.
  *
  *   deno run -A bench/profile_tcp.ts up|down [MTU]     → profile in /tmp/slirp-prof/*.cpuprofile
+ *   deno run -A bench/profile_tcp.ts seq               → the same under sequential connections instead
+ *                                                        (probe.py seq-conn: connect, 1 byte each way, close)
  *
  * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
  */
-import { iperfRig } from "./_harness.ts";
+import { iperfRig, probeServer } from "./_harness.ts";
 
-const direction = Deno.args[0] === "down" ? "down" : "up";
+const direction = Deno.args[0] === "down" || Deno.args[0] === "seq" ? Deno.args[0] : "up";
 const mtu = Deno.args[1] ?? "1500";
 const profDir = "/tmp/slirp-prof";
 await Deno.mkdir(profDir, { recursive: true });
 const rig = await iperfRig(["--mtu", mtu], {
-  cpuProfDir: Deno.env.get("SLIRP_PROFILE") === "perf" ? undefined : profDir,
+  cpuProfDir: Deno.env.get("SLIRP_PROFILE") ? undefined : profDir,
 });
 const relay = rig.relay;
 try {
@@ -25,9 +27,39 @@ try {
       stderr: "null",
     }).spawn()
     : null;
-  const r = await rig.iperf(5, direction === "down" ? ["-R"] : []);
-  console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
+  // SLIRP_PROFILE=stat: system calls, context switches and CPU time per thread (`perf stat --per-thread`)
+  const stat = Deno.env.get("SLIRP_PROFILE") === "stat"
+    ? new Deno.Command("perf", {
+      args: [
+        "stat",
+        "--per-thread",
+        "-e",
+        Deno.env.get("SLIRP_PERF_EVENTS") ?? "raw_syscalls:sys_enter,context-switches,task-clock",
+        "-p",
+        String(relay.pid),
+        "--",
+        "sleep",
+        "4",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).spawn()
+    : null;
+  if (direction === "seq") {
+    const answer = await probeServer("tcp-answer-server", "127.0.0.1");
+    const probe = new URL("./probe.py", import.meta.url).pathname;
+    const r = await rig.guest.exec(["python3", probe, "seq-conn", "10.0.2.2", String(answer.port), "4000"], {
+      timeoutMs: 120_000,
+    });
+    console.log(r.stdout.trim());
+    answer.child.kill();
+    await answer.child.status;
+  } else {
+    const r = await rig.iperf(5, direction === "down" ? ["-R"] : []);
+    console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
+  }
   await perf?.status;
+  if (stat) console.log(new TextDecoder().decode((await stat.output()).stderr));
 } finally {
   await rig.close();
 }

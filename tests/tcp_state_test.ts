@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { ip, StackHarness, tcpFrame } from "./_frames.ts";
 import { FakeHost, type FakeTcpSocket } from "./_fake_host.ts";
-import { TCP_ACK_FLAG, TCP_FIN, TCP_RST, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader } from "../src/wire/tcp.ts";
 import type { Dissection } from "./_dissect.ts";
 import { TIME_WAIT_MS } from "../src/stack/tcp/state.ts";
 import { internetChecksum } from "../src/wire/checksum.ts";
@@ -681,6 +681,40 @@ Deno.test("TCP restart after idle: a connection silent for longer than the RTO s
     assert.equal(flight.length, 10, "3 s idle: ten segments (RFC 6928's initial window)");
     assert.equal(sum(flight), 10 * flight[0].data.length);
     assert.equal(g.ackEach(flight).length, 20, "slow start again, toward the old window");
+  } finally {
+    g.close();
+  }
+});
+
+Deno.test("TCP header prediction: the guest's in-order data still carries its ACKs and windows — a data segment that opens the window or acknowledges data takes effect", () => {
+  const g = guest();
+  try {
+    g.open();
+    const c = g.conns[0];
+    // the window closes on a pure ACK; host data waits for it
+    g.send(TCP_ACK_FLAG, undefined, { window: 0 });
+    g.socket.send(bytes(3000));
+    assert.equal(c.inspect().bytesInFlight, 0, "nothing into a zero window");
+    // in-order data from the guest that also opens its window (SEG.ACK = SND.UNA, new SEG.WND)
+    const reopened = g.send(TCP_ACK_FLAG | TCP_PSH, bytes(100), { window: 65535 });
+    g.seq += 100;
+    assert.equal(c.inspect().guestWindow, 65535, "the data segment's window is taken");
+    const sent = reopened.filter((s) => s.data.length > 0);
+    assert.equal(sent.reduce((n, s) => n + s.data.length, 0), 3000, "the waiting host data is sent at once");
+    // in-order data that acknowledges all of it (SEG.ACK > SND.UNA)
+    g.ack = (sent.at(-1)!.tcp.seq + sent.at(-1)!.data.length) >>> 0;
+    g.send(TCP_ACK_FLAG | TCP_PSH, bytes(100, 3));
+    g.seq += 100;
+    assert.equal(c.inspect().bytesInFlight, 0, "the data segment's ACK is taken");
+    assert.equal(c.inspect().timerArmed, false, "nothing left to retransmit");
+    // then plain in-order data: the predicted path, the bytes reach the host exactly
+    for (let i = 0; i < 4; i++) {
+      g.send(TCP_ACK_FLAG, bytes(1000, 10 + i));
+      g.seq += 1000;
+    }
+    const want = [bytes(100), bytes(100, 3), ...[0, 1, 2, 3].map((i) => bytes(1000, 10 + i))];
+    assert.deepEqual(g.socket.written, new Uint8Array(want.flatMap((b) => [...b])));
+    assert.equal(c.inspect().bytesFromGuest, 4200);
   } finally {
     g.close();
   }

@@ -49,6 +49,20 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "TCP header prediction: an in-order data segment's new window is ignored",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from: " || (seg.window << this.sndWscale) !== this.sndWnd",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "TCP header prediction: an in-order data segment's new acknowledgment is ignored",
+    file: "src/stack/tcp/tcp_conn.ts",
+    from: " || seg.ack !== this.sndUna",
+    to: "",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "TCP: a connection idle past the RTO sends its old window at once",
     file: "src/stack/tcp/tcp_sender.ts",
     from: "        this.cc.restartAfterIdle();\n",

@@ -151,8 +151,9 @@ export class TcpConn extends TcpSender implements TcpHandlers {
         return;
     }
     const payloadLen = seg.payloadEnd - seg.payloadOffset;
-    const segLen = payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0);
     const wnd = this.receiveWindow();
+    if (this.#inputPredicted(seg, buf, payloadLen, wnd)) return;
+    const segLen = payloadLen + (f & TCP_SYN ? 1 : 0) + (f & TCP_FIN ? 1 : 0);
     // RFC 9293 §3.10.7.4 first: sequence number acceptability (the four-case table)
     let acceptable: boolean;
     if (segLen === 0) {
@@ -236,6 +237,34 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     // eighth: FIN, only once everything before it has arrived
     if ((f & TCP_FIN) && !stale && seqAdd(seg.seq, payloadLen) === this.rcvNxt) this.#receiveFin();
     this.trySend();
+  }
+
+  /**
+   * Header prediction (Jacobson's, as Linux's `tcp_rcv_established` fast path): the next in-order data
+   * segment of an established flow — ACK and maybe PSH, acknowledging nothing new, the same window, no
+   * SACK, nothing out of order held — passes every check of RFC 9293 §3.10.7.4 and changes only the
+   * receive side and the window-update marks. Only that runs; anything else, false, takes the full path.
+   */
+  #inputPredicted(seg: TcpHeader, buf: Uint8Array, payloadLen: number, wnd: number): boolean {
+    if (
+      this.state !== TcpState.ESTABLISHED || (seg.flags & ~TCP_PSH) !== TCP_ACK_FLAG ||
+      seg.seq !== this.rcvNxt || seg.ack !== this.sndUna || seg.sackCount > 0 || payloadLen === 0 ||
+      payloadLen > wnd || (seg.window << this.sndWscale) !== this.sndWnd || this.cc.inRecovery ||
+      (this.ooo !== null && !this.ooo.empty)
+    ) return false;
+    if (this.tsOk && seg.hasTimestamps && seqLe(seg.seq, this.lastAckSent)) this.tsRecent = seg.tsVal;
+    // the window update's marks (fifth check): SND.WL1 ≤ SEG.SEQ = RCV.NXT and SND.WL2 ≤ SEG.ACK = SND.UNA
+    this.sndWl1 = seg.seq;
+    this.sndWl2 = seg.ack;
+    this.#receiveData(
+      seg.seq,
+      rangeView(buf, seg.payloadOffset, seg.payloadEnd),
+      wnd,
+      (seg.flags & TCP_PSH) === 0,
+    );
+    // nothing acknowledged, no new window: only data waiting (or the host's end) may have a send to make
+    if (this.queue.length > 0 || this.hostEof) this.trySend();
+    return true;
   }
 
   /** The reset RFC 9293 §3.10.7 prescribes in answer to an unacceptable segment. */

@@ -63,6 +63,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "TCP options: aligned timestamps read with the echo in the value's place",
+    file: "src/wire/tcp.ts",
+    from: "    out.tsEcr = u32(buf, off + TCP_HEADER_LEN + 8);\n",
+    to: "    out.tsEcr = u32(buf, off + TCP_HEADER_LEN + 4);\n",
+    tests: ["src/wire/wire_test.ts"],
+  },
+  {
     name: "TCP: a connection idle past the RTO sends its old window at once",
     file: "src/stack/tcp/tcp_sender.ts",
     from: "        this.cc.restartAfterIdle();\n",

@@ -183,6 +183,31 @@ Deno.test("tcp: options round trip in Linux layout; malformed option stops parsi
   assert.ok(isWireError(parseTcp(b, 0, hl - 1)), "data offset beyond segment");
 });
 
+Deno.test("tcp: timestamps read alike in the aligned layout (NOP, NOP, TS) and any other; a near miss is parsed in full", () => {
+  const segment = (options: number[]) => {
+    const b = new Uint8Array(20 + options.length);
+    b[12] = (b.length / 4) << 4;
+    b.set(options, 20);
+    return parseTcp(b, 0, b.length);
+  };
+  const ts = [8, 10, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88];
+  for (const options of [[1, 1, ...ts], [...ts, 1, 1], [1, ...ts, 0]]) {
+    const p = segment(options);
+    assert.ok(!isWireError(p));
+    assert.equal(p.hasTimestamps, true, `${options}`);
+    assert.equal(p.tsVal, 0x11223344);
+    assert.equal(p.tsEcr, 0x55667788);
+  }
+  // NOP, NOP, then a timestamps option of the wrong length: no timestamps, as the full parse decides
+  const bad = segment([1, 1, 8, 9, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]);
+  assert.ok(!isWireError(bad));
+  assert.equal(bad.hasTimestamps, false);
+  // an MSS option in the same twelve bytes is still seen
+  const mss = segment([2, 4, 0x05, 0xb4, 1, 1, 1, 1, 1, 1, 1, 0]);
+  assert.ok(!isWireError(mss));
+  assert.equal(mss.mss, 1460);
+});
+
 Deno.test("dhcp: round trip, overload, long options split and joined, truncation refused", () => {
   const m: DhcpMessage = {
     op: BOOTREPLY,

@@ -6,7 +6,10 @@
  *   deno run -A bench/profile_tcp.ts seq               → the same under sequential connections instead
  *                                                        (probe.py seq-conn: connect, 1 byte each way, close)
  *
- * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function).
+ * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function). `SLIRP_PROFILE=perf`
+ * records every thread with `perf record -g` instead (bench/perf_builtins.ts names the V8 builtins in it);
+ * `SLIRP_PROFILE=stat` prints `perf stat --per-thread` counts for 4 s of the run — system calls, context
+ * switches, CPU time, or the events in `SLIRP_PERF_EVENTS` (e.g. `syscalls:sys_enter_sendto,…`).
  */
 import { iperfRig, probeServer } from "./_harness.ts";
 

@@ -719,3 +719,27 @@ Deno.test("TCP header prediction: the guest's in-order data still carries its AC
     g.close();
   }
 });
+
+Deno.test("TCP receive window: a guest may have 3 MiB in flight toward a host that takes every byte — the guest's queues and its link's socket buffers hold that much before we read it (RFC 7323 §2)", () => {
+  const g = guest({ wscale: 7 });
+  try {
+    g.open();
+    const data = bytes(3 * 1024 * 1024, 5);
+    // the first ACK after the handshake already offers it (the SYN-ACK's window is unscaled, RFC 7323 §2.2)
+    const before = g.h.out.length;
+    g.send(TCP_ACK_FLAG | TCP_PSH, data.subarray(0, 1));
+    g.h.advance(500); // the delayed ACK (RFC 9293 §3.8.6.3)
+    const offer = g.sentSince(before).at(-1);
+    assert.ok(offer && offer.tcp.ack === 1002, "the first byte is acknowledged");
+    assert.ok(offer.tcp.window << 7 >= data.length - 1, `offered ${offer.tcp.window << 7} bytes`);
+    // the rest without waiting for an ACK, in 60000-byte segments
+    for (let off = 1; off < data.length; off += 60000) {
+      const end = Math.min(off + 60000, data.length);
+      g.send(TCP_ACK_FLAG, data.subarray(off, end), { seq: 1001 + off });
+    }
+    assert.equal(g.socket.written.length, data.length, "no byte was beyond the window");
+    assert.deepEqual(g.socket.written, data);
+  } finally {
+    g.close();
+  }
+});

@@ -33,6 +33,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_bounds_test.ts"],
   },
   {
+    name: "receive window: 1 MiB, less than a guest's queues hold in flight (window-limited uploads)",
+    file: "src/stack/tcp/state.ts",
+    from: "export const DEFAULT_RECEIVE_BUFFER = 4 * 1024 * 1024;\n",
+    to: "export const DEFAULT_RECEIVE_BUFFER = 1024 * 1024;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name: "congestion window: grows with every ACK whether or not the sender filled it",
     file: "src/stack/tcp/congestion.ts",
     from: "    if (this.cwnd >= limit) return;\n",

@@ -35,6 +35,7 @@ import {
   waitForSocket,
 } from "./_harness.ts";
 import { freePort } from "../tests/_services.ts";
+import { connectionTimeline, type Timeline } from "./_conn_timeline.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -55,12 +56,17 @@ const { values: flags } = parseArgs({
      * machine hits all of them); the table gives each figure's median and range.
      */
     runs: { type: "string", default: "1" },
+    /**
+     * After the measured probes, 1000 more sequential connections under `tcpdump` in the guest's namespace:
+     * prints each target's median time per step of a connection (bench/_conn_timeline.ts).
+     */
+    timeline: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
   console.log(
-    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--runs 1] [--cpu-prof]",
+    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--runs 1] [--timeline] [--cpu-prof]",
   );
   Deno.exit(0);
 }
@@ -82,6 +88,8 @@ interface Row {
   seqConnPerSecond?: number;
   /** Backend CPU-milliseconds per sequential connection (what it competes with the guest and server for). */
   seqConnCpuMs?: number;
+  /** With --timeline: the steps of a sequential connection as the guest saw them. */
+  timeline?: Timeline;
 }
 
 const PROBE = new URL("./probe.py", import.meta.url).pathname;
@@ -170,6 +178,24 @@ async function probe(guest: NetnsGuest, args: string[]): Promise<Record<string, 
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
 
+/** 1000 sequential connections under tcpdump in the guest's namespace, as a timeline of their steps. */
+async function timeline(guest: NetnsGuest, gw: string, port: number): Promise<Timeline> {
+  // -l: line-buffered, so that what it saw before SIGINT is all printed
+  const capture = ["tcpdump", "-i", guest.ifname, "-tt", "-nn", "-l", "tcp", "port", String(port)];
+  const dump = new Deno.Command("ip", {
+    args: ["netns", "exec", guest.ns, ...capture],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const text = new Response(dump.stdout).text();
+  await new Promise((r) => setTimeout(r, 500)); // tcpdump attaches
+  await probe(guest, ["seq-conn", gw, String(port), "1000"]);
+  await new Promise((r) => setTimeout(r, 200));
+  dump.kill("SIGINT");
+  await dump.status;
+  return connectionTimeline(await text, port);
+}
+
 async function measure(target: string, mtu: number, dir: string): Promise<Row> {
   const sock = `${dir}/${target}.sock`;
   const wsPort = freePort();
@@ -227,6 +253,7 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
       const cpuBefore = await cpuSeconds(child.pid);
       row.seqConnPerSecond = (await probe(guest, ["seq-conn", gw, String(answer.port), "500"])).perSecond;
       row.seqConnCpuMs = (await cpuSeconds(child.pid) - cpuBefore) * 1000 / 500;
+      if (flags.timeline) row.timeline = await timeline(guest, gw, answer.port);
     }
     return row;
   } catch (e) {
@@ -327,6 +354,20 @@ console.log(
   }`,
 );
 console.log(lines.join("\n"));
+if (flags.timeline) {
+  // each target's last timeline: its steps, and its median µs per step
+  console.log("\nA sequential connection seen from the guest: median µs since the step before");
+  for (const g of groups.values()) {
+    const t = g.findLast((r) => r.timeline)?.timeline;
+    if (!t) continue;
+    console.log(
+      `${g[0].target}: ${t.typical} of ${t.connections} connections alike, SYN to SYN ${
+        t.synToSynUs.toFixed(0)
+      } µs`,
+    );
+    console.log(`  ${t.steps.map((s) => `${s.step} ${s.medianUs.toFixed(0)}`).join(" · ")}`);
+  }
+}
 for (const f of failed) console.log(`failed: ${f}`);
 if (flags["cpu-prof"]) console.log(`CPU profiles in ${dir}`);
 else await Deno.remove(dir, { recursive: true }).catch(() => {});

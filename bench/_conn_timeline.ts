@@ -7,32 +7,32 @@
  *
  * @module
  */
+import { quantile } from "./_harness.ts";
 
 /** One packet on the guest's interface, as `tcpdump -tt -nn` prints it. */
 interface Packet {
   at: number;
-  fromGuest: boolean;
   /** tcpdump's flag letters without the dots (S, S., ., P., F. …), then `+N` when it carries N bytes. */
   step: string;
   guestPort: number;
 }
 
-const LINE = /^(\d+\.\d+) .*IP6? (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\].* length (\d+)/;
+/** Time, source port, destination port, flags, payload length. */
+const LINE = /^(\d+\.\d+) .*IP6? \S+\.(\d+) > \S+\.(\d+): Flags \[([^\]]*)\].* length (\d+)/;
 
-/** Packets of `tcpdump -tt -nn` text output whose guest port is above `serverPort`'s side (the client side). */
+/** The packets to and from `serverPort` in `tcpdump -tt -nn` text output. */
 function parse(text: string, serverPort: number): Packet[] {
   const out: Packet[] = [];
   for (const line of text.split("\n")) {
     const m = LINE.exec(line);
     if (!m) continue;
-    const src = Number(m[3]), dst = Number(m[5]);
+    const src = Number(m[2]), dst = Number(m[3]);
     if (src !== serverPort && dst !== serverPort) continue;
     const fromGuest = dst === serverPort;
-    const len = Number(m[7]);
+    const len = Number(m[5]);
     out.push({
       at: Number(m[1]),
-      fromGuest,
-      step: `${fromGuest ? "guest" : "backend"} ${m[6].replaceAll(".", "A")}${len > 0 ? `+${len}` : ""}`,
+      step: `${fromGuest ? "guest" : "backend"} ${m[4].replaceAll(".", "A")}${len > 0 ? `+${len}` : ""}`,
       guestPort: fromGuest ? src : dst,
     });
   }
@@ -49,28 +49,14 @@ export interface Timeline {
   synToSynUs: number;
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)];
-};
+const median = (xs: number[]) => (xs.length === 0 ? NaN : quantile(xs, 0.5));
 
 /** The timeline of the connections to `serverPort` in a `tcpdump -tt -nn` capture. */
 export function connectionTimeline(tcpdumpText: string, serverPort: number): Timeline {
-  const byConn = new Map<number, Packet[]>();
-  for (const p of parse(tcpdumpText, serverPort)) {
-    const list = byConn.get(p.guestPort);
-    if (list) list.push(p);
-    else byConn.set(p.guestPort, [p]);
-  }
+  const byConn = Map.groupBy(parse(tcpdumpText, serverPort), (p) => p.guestPort);
   // only connections seen from their SYN on (the capture starts and ends mid-stream)
-  const conns = [...byConn.values()].filter((ps) => ps[0].fromGuest && ps[0].step === "guest S");
-  const shapes = new Map<string, Packet[][]>();
-  for (const ps of conns) {
-    const key = ps.map((p) => p.step).join(",");
-    const list = shapes.get(key);
-    if (list) list.push(ps);
-    else shapes.set(key, [ps]);
-  }
+  const conns = [...byConn.values()].filter((ps) => ps[0].step === "guest S");
+  const shapes = Map.groupBy(conns, (ps) => ps.map((p) => p.step).join(","));
   const typical = [...shapes.values()].sort((a, b) => b.length - a.length)[0] ?? [];
   const steps = (typical[0] ?? []).map((p, i) => ({
     step: p.step,

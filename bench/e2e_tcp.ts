@@ -31,11 +31,13 @@ import {
   libslirpAvailable,
   libslirpDriver,
   probeServer,
+  quantile,
   spawnRelay,
   waitForSocket,
 } from "./_harness.ts";
 import { freePort } from "../tests/_services.ts";
 import { connectionTimeline, type Timeline } from "./_conn_timeline.ts";
+import { traceWakes, type WakeFigures } from "./_wake_trace.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -61,12 +63,18 @@ const { values: flags } = parseArgs({
      * prints each target's median time per step of a connection (bench/_conn_timeline.ts).
      */
     timeline: { type: "boolean", default: false },
+    /**
+     * After the measured probes, 20 more pings (not to passt's gateway) and 500 UDP round trips with the
+     * backend's system calls recorded: prints each target's median µs from a wake-up to its first write, the
+     * time it spends on a request inside its own process (bench/_wake_trace.ts).
+     */
+    inside: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
   console.log(
-    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--runs 1] [--timeline] [--cpu-prof]",
+    "deno run -A bench/e2e_tcp.ts [--seconds 5] [--mtus 1500,65520] [--targets slirp-relay,passt,libslirp,…] [--latency-only] [--warm-up 200] [--runs 1] [--timeline] [--inside] [--cpu-prof]",
   );
   Deno.exit(0);
 }
@@ -90,6 +98,8 @@ interface Row {
   seqConnCpuMs?: number;
   /** With --timeline: the steps of a sequential connection as the guest saw them. */
   timeline?: Timeline;
+  /** With --inside: from a wake-up to the backend's first write, during pings and UDP round trips. */
+  inside?: { ping?: WakeFigures; udp: WakeFigures };
 }
 
 const PROBE = new URL("./probe.py", import.meta.url).pathname;
@@ -178,6 +188,12 @@ async function probe(guest: NetnsGuest, args: string[]): Promise<Record<string, 
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
 
+/** 20 pings to `gw`, 50 ms apart: their round trips in ms. */
+async function pings(guest: NetnsGuest, gw: string): Promise<number[]> {
+  const ping = await guest.exec(["ping", "-c", "20", "-i", "0.05", gw]);
+  return [...ping.stdout.matchAll(/time=([0-9.]+) ms/g)].map((m) => Number(m[1]));
+}
+
 /** 1000 sequential connections under tcpdump in the guest's namespace, as a timeline of their steps. */
 async function timeline(guest: NetnsGuest, gw: string, port: number): Promise<Timeline> {
   // -l: line-buffered, so that what it saw before SIGINT is all printed
@@ -243,17 +259,19 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
       // passt's gateway may lead off this machine for ICMP: never ping it (the project brief)
       if (target !== "passt") {
         await guest.exec(["ping", "-c", WARM_UP, "-i", "0.002", "-q", gw], { timeoutMs: 120_000 });
-        const ping = await guest.exec(["ping", "-c", "20", "-i", "0.05", gw]);
-        const rtts = [...ping.stdout.matchAll(/time=([0-9.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) =>
-          a - b
-        );
-        row.pingMs = rtts[Math.floor(rtts.length / 2)];
+        row.pingMs = quantile(await pings(guest, gw), 0.5);
       }
       row.udpP50us = (await probe(guest, ["udp-rr", gw, String(udpEcho.port), "500"])).p50us;
       const cpuBefore = await cpuSeconds(child.pid);
       row.seqConnPerSecond = (await probe(guest, ["seq-conn", gw, String(answer.port), "500"])).perSecond;
       row.seqConnCpuMs = (await cpuSeconds(child.pid) - cpuBefore) * 1000 / 500;
       if (flags.timeline) row.timeline = await timeline(guest, gw, answer.port);
+      if (flags.inside) {
+        row.inside = {
+          ping: target === "passt" ? undefined : await traceWakes(child.pid, () => pings(guest, gw)),
+          udp: await traceWakes(child.pid, () => probe(guest, ["udp-rr", gw, String(udpEcho.port), "500"])),
+        };
+      }
     }
     return row;
   } catch (e) {
@@ -366,6 +384,17 @@ if (flags.timeline) {
       } µs`,
     );
     console.log(`  ${t.steps.map((s) => `${s.step} ${s.medianUs.toFixed(0)}`).join(" · ")}`);
+  }
+}
+if (flags.inside) {
+  // each target's last recording
+  console.log("\nInside each backend: median (p90) µs from a wake-up to its first write");
+  const us = (
+    f?: WakeFigures,
+  ) => (f ? `${f.toFirstWriteUs.toFixed(0)} (${f.p90Us.toFixed(0)}), ${f.wakes} wake-ups` : "-");
+  for (const g of groups.values()) {
+    const inside = g.findLast((r) => r.inside)?.inside;
+    if (inside) console.log(`${g[0].target}: ping ${us(inside.ping)} · UDP round trip ${us(inside.udp)}`);
   }
 }
 for (const f of failed) console.log(`failed: ${f}`);

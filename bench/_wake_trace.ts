@@ -47,10 +47,12 @@ export function wakeFigures(text: string): WakeFigures {
   const busiest = [...byThread.values()].reduce((a, b) => (b.delays.length > a.delays.length ? b : a), {
     delays: [] as number[],
   });
+  // nothing recorded (perf did not attach in time): no figures rather than undefined ones
+  const n = busiest.delays.length;
   return {
-    wakes: busiest.delays.length,
-    toFirstWriteUs: quantile(busiest.delays, 0.5),
-    p90Us: quantile(busiest.delays, 0.9),
+    wakes: n,
+    toFirstWriteUs: n ? quantile(busiest.delays, 0.5) : NaN,
+    p90Us: n ? quantile(busiest.delays, 0.9) : NaN,
   };
 }
 

@@ -302,6 +302,10 @@ if (Deno.uid() !== 0 || !which("iperf3")) {
   console.error("bench/e2e_tcp.ts needs root and iperf3 (apt-get install iperf3 passt busybox-static)");
   Deno.exit(2);
 }
+if (flags.inside && !which("perf")) {
+  console.error("bench/e2e_tcp.ts --inside records system calls with perf (apt-get install linux-perf)");
+  Deno.exit(2);
+}
 const targets = flags.targets
   ? flags.targets.split(",")
   : ["slirp-relay", ...(which("passt") ? ["passt"] : []), ...(libslirpAvailable() ? ["libslirp"] : [])];
@@ -388,7 +392,7 @@ if (flags.timeline) {
 }
 if (flags.inside) {
   // each target's last recording
-  console.log("\nInside each backend: median (p90) µs from a wake-up to its first write");
+  console.log("\nInside each backend (its last round): median (p90) µs from a wake-up to its first write");
   const us = (
     f?: WakeFigures,
   ) => (f ? `${f.toFirstWriteUs.toFixed(0)} (${f.p90Us.toFixed(0)}), ${f.wakes} wake-ups` : "-");

@@ -6,6 +6,10 @@
  * (guest→host, host→guest). The guest's and the bridge's share of a round trip is not in it: two backends'
  * figures side by side are their own difference (`bench/e2e_tcp.ts --inside`).
  *
+ * The same recording with the scheduler's switch-outs splits a thread's CPU time during a run of sequential
+ * connections into time inside system calls (the kernel's work: the same calls cost the same in any backend)
+ * and time between them (the backend's own code), per connection ({@linkcode traceCpuSplit}).
+ *
  * @module
  */
 import { quantile } from "./_harness.ts";
@@ -56,8 +60,66 @@ export function wakeFigures(text: string): WakeFigures {
   };
 }
 
-/** Records `pid`'s system calls while `work` runs, then its wake-up figures. */
-export async function traceWakes(pid: number, work: () => Promise<unknown>): Promise<WakeFigures> {
+/** Where the busiest thread's CPU time went, per unit of work (a connection): µs on the CPU in all. */
+export interface CpuSplit {
+  /** µs per unit inside system calls, on the CPU (a call's time asleep is not in it). */
+  syscallUs: number;
+  /** µs per unit between system calls: the backend's own code (and the calls' entry and exit). */
+  userUs: number;
+  /** System calls per unit. */
+  calls: number;
+}
+
+/** `perf script -F tid,time,event,trace` lines of the scheduler's switches: `tid time: sched:sched_switch: …`. */
+const SWITCH = /^\s*(\d+)\s+(\d+\.\d+):\s+sched:sched_switch:/;
+
+/**
+ * The CPU split of the thread that made most system calls, over `units` units of work, from a `perf script`
+ * text of raw_syscalls and sched_switch events recorded for its process. A switch-out (the thread blocked or
+ * was preempted) ends its time on the CPU; its next event starts it again — a call's time asleep and a
+ * preempted thread's wait count nowhere.
+ */
+export function cpuSplit(text: string, units: number): CpuSplit {
+  const threads = new Map<
+    number,
+    { last: number; inCall: boolean; off: boolean; sys: number; user: number; calls: number }
+  >();
+  for (const line of text.split("\n")) {
+    const sw = SWITCH.exec(line);
+    const m = sw ? null : LINE.exec(line);
+    if (!sw && !m) continue;
+    const tid = Number((sw ?? m)![1]), at = Number((sw ?? m)![2]) * 1e6;
+    let t = threads.get(tid);
+    if (!t) threads.set(tid, t = { last: -1, inCall: false, off: true, sys: 0, user: 0, calls: 0 });
+    // the time since the thread's last event, when it was on the CPU all along, is the kernel's inside a call
+    // and its own between calls
+    if (!t.off && t.last >= 0) {
+      if (t.inCall) t.sys += at - t.last;
+      else t.user += at - t.last;
+    }
+    t.last = at;
+    if (sw) {
+      t.off = true;
+      continue;
+    }
+    t.off = false;
+    t.inCall = m![3] === "enter";
+    if (t.inCall) t.calls++;
+  }
+  const busiest = [...threads.values()].reduce((a, b) => (b.calls > a.calls ? b : a), {
+    sys: 0,
+    user: 0,
+    calls: 0,
+  });
+  return { syscallUs: busiest.sys / units, userUs: busiest.user / units, calls: busiest.calls / units };
+}
+
+/** Records `pid`'s system calls (and `more` events) while `work` runs; returns the `perf script` text. */
+async function recordSyscalls(
+  pid: number,
+  work: () => Promise<unknown>,
+  more: string[] = [],
+): Promise<string> {
   const file = await Deno.makeTempFile({ prefix: "slirp-wakes-", suffix: ".data" });
   try {
     const perf = new Deno.Command("perf", {
@@ -65,7 +127,7 @@ export async function traceWakes(pid: number, work: () => Promise<unknown>): Pro
         "record",
         "-q",
         "-e",
-        "raw_syscalls:sys_enter,raw_syscalls:sys_exit",
+        ["raw_syscalls:sys_enter", "raw_syscalls:sys_exit", ...more].join(","),
         "-p",
         String(pid),
         "-o",
@@ -86,8 +148,26 @@ export async function traceWakes(pid: number, work: () => Promise<unknown>): Pro
       stdout: "piped",
       stderr: "null",
     }).output();
-    return wakeFigures(new TextDecoder().decode(script.stdout));
+    return new TextDecoder().decode(script.stdout);
   } finally {
     await Deno.remove(file).catch(() => {});
   }
+}
+
+/** Records `pid`'s system calls while `work` runs, then its wake-up figures. */
+export async function traceWakes(pid: number, work: () => Promise<unknown>): Promise<WakeFigures> {
+  return wakeFigures(await recordSyscalls(pid, work));
+}
+
+/**
+ * Records `pid`'s system calls and switches while `work` runs `units` units of work (round trips,
+ * connections): its wake-up figures and its CPU split per unit.
+ */
+export async function traceInside(
+  pid: number,
+  units: number,
+  work: () => Promise<unknown>,
+): Promise<WakeFigures & { cpu: CpuSplit }> {
+  const text = await recordSyscalls(pid, work, ["sched:sched_switch"]);
+  return { ...wakeFigures(text), cpu: cpuSplit(text, units) };
 }

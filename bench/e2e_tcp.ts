@@ -37,7 +37,7 @@ import {
 } from "./_harness.ts";
 import { freePort } from "../tests/_services.ts";
 import { connectionTimeline, type Timeline } from "./_conn_timeline.ts";
-import { traceWakes, type WakeFigures } from "./_wake_trace.ts";
+import { type CpuSplit, traceInside, traceWakes, type WakeFigures } from "./_wake_trace.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -64,9 +64,11 @@ const { values: flags } = parseArgs({
      */
     timeline: { type: "boolean", default: false },
     /**
-     * After the measured probes, 20 more pings (not to passt's gateway) and 500 UDP round trips with the
-     * backend's system calls recorded: prints each target's median µs from a wake-up to its first write, the
-     * time it spends on a request inside its own process (bench/_wake_trace.ts).
+     * After the measured probes, 20 more pings (not to passt's gateway), 500 UDP round trips and 1000
+     * sequential connections with the backend's system calls recorded: prints each target's median µs from a
+     * wake-up to its first write, the time it spends on a request inside its own process, and its busiest
+     * thread's CPU time per round trip and per connection, inside system calls and between them
+     * (bench/_wake_trace.ts).
      */
     inside: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
@@ -99,7 +101,7 @@ interface Row {
   /** With --timeline: the steps of a sequential connection as the guest saw them. */
   timeline?: Timeline;
   /** With --inside: from a wake-up to the backend's first write, during pings and UDP round trips. */
-  inside?: { ping?: WakeFigures; udp: WakeFigures };
+  inside?: { ping?: WakeFigures; udp: WakeFigures & { cpu: CpuSplit }; seq: CpuSplit };
 }
 
 const PROBE = new URL("./probe.py", import.meta.url).pathname;
@@ -269,7 +271,14 @@ async function measure(target: string, mtu: number, dir: string): Promise<Row> {
       if (flags.inside) {
         row.inside = {
           ping: target === "passt" ? undefined : await traceWakes(child.pid, () => pings(guest, gw)),
-          udp: await traceWakes(child.pid, () => probe(guest, ["udp-rr", gw, String(udpEcho.port), "500"])),
+          udp: await traceInside(
+            child.pid,
+            500,
+            () => probe(guest, ["udp-rr", gw, String(udpEcho.port), "500"]),
+          ),
+          seq: (await traceInside(child.pid, 1000, () =>
+            probe(guest, ["seq-conn", gw, String(answer.port), "1000"])))
+            .cpu,
         };
       }
     }
@@ -396,9 +405,24 @@ if (flags.inside) {
   const us = (
     f?: WakeFigures,
   ) => (f ? `${f.toFirstWriteUs.toFixed(0)} (${f.p90Us.toFixed(0)}), ${f.wakes} wake-ups` : "-");
+  const split = (c: CpuSplit) =>
+    `${(c.userUs + c.syscallUs).toFixed(0)} µs on the CPU: ${c.syscallUs.toFixed(0)} in ${
+      c.calls.toFixed(1)
+    } system calls, ${c.userUs.toFixed(0)} between them`;
   for (const g of groups.values()) {
     const inside = g.findLast((r) => r.inside)?.inside;
     if (inside) console.log(`${g[0].target}: ping ${us(inside.ping)} · UDP round trip ${us(inside.udp)}`);
+  }
+  console.log(
+    "\nInside each backend's busiest thread (its last round): CPU time per UDP round trip, per connection",
+  );
+  for (const g of groups.values()) {
+    const inside = g.findLast((r) => r.inside)?.inside;
+    if (inside) {
+      console.log(
+        `${g[0].target}: UDP round trip ${split(inside.udp.cpu)} · connection ${split(inside.seq)}`,
+      );
+    }
   }
 }
 for (const f of failed) console.log(`failed: ${f}`);

@@ -12,41 +12,16 @@
  * @module
  */
 
+import { BufferPool } from "../../common/buffer_pool.ts";
+
 const EMPTY = new Uint8Array(0);
 /** Smallest ring: enough for a request or response of a chatty protocol. */
 const MIN_CAPACITY = 4096;
-/** Bytes of let-go rings a thread keeps for its next connections, and the largest ring kept. */
-const POOL_BYTES = 1024 * 1024;
-const POOL_LARGEST = 128 * 1024;
-
 /**
- * Rings let go of, kept for the next connections on this thread (one per data-plane worker). A short
- * connection otherwise allocates a fresh 16 KiB+ buffer and drops it: glibc grows and trims the thread's
- * arena around it (an mprotect per connection, page faults), and the GC thread frees it later under the
- * arena's lock (perf of 500 sequential connections). Bounded: at most {@linkcode POOL_BYTES}.
+ * Rings let go of, kept for the next connections on this thread: at most 1 MiB, none above 128 KiB (a short
+ * connection's ring would otherwise be a fresh 16 KiB+ allocation per connection).
  */
-class RingPool {
-  #free = new Map<number, Uint8Array[]>();
-  #bytes = 0;
-
-  /** A zeroed buffer of `len` bytes: a kept one (another flow's, maybe another tenant's: cleared) or a new one. */
-  take(len: number): Uint8Array {
-    const kept = this.#free.get(len)?.pop();
-    if (!kept) return new Uint8Array(len);
-    this.#bytes -= len;
-    return kept.fill(0);
-  }
-
-  give(buf: Uint8Array): void {
-    const len = buf.length;
-    if (len === 0 || len > POOL_LARGEST || this.#bytes + len > POOL_BYTES) return;
-    let list = this.#free.get(len);
-    if (!list) this.#free.set(len, list = []);
-    list.push(buf);
-    this.#bytes += len;
-  }
-}
-const pool = new RingPool();
+const pool = new BufferPool(1024 * 1024, 128 * 1024);
 
 export class SendQueue {
   /** Told how many bytes of buffer were allocated (positive) or let go (negative): the tenant's budget. */

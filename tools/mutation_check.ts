@@ -194,7 +194,7 @@ const MUTANTS: Mutant[] = [
   },
   {
     name: "TCP: a ring kept for the next flow hands it the last flow's bytes",
-    file: "src/stack/tcp/send_queue.ts",
+    file: "src/common/buffer_pool.ts",
     from: "    return kept.fill(0);",
     to: "    return kept;",
     tests: ["tests/send_queue_test.ts"],

@@ -94,21 +94,31 @@ function formatSockaddr(sa: Uint8Array): { address: string; port: number } {
   return { address: "unix", port: 0 };
 }
 
+/**
+ * Scratch space of the calls that take a small buffer (socket options, names): one per thread, filled per
+ * call. A fresh typed array per call would cost ~0.6 µs each: the FFI moves it out of V8's heap (a calloc
+ * the GC frees later) before the call may have its address.
+ */
+const nameBuf = new Uint8Array(128);
+const lengthBuf = new Uint32Array(1);
+const optionBuf = new Int32Array(2);
+
 function sockName(fd: number, peer: boolean): { address: string; port: number } {
-  const sa = new Uint8Array(128);
-  const len = new Uint32Array([128]);
-  const r = peer ? L().getpeername(fd, sa, len) : L().getsockname(fd, sa, len);
-  return r < 0 ? { address: "", port: 0 } : formatSockaddr(sa);
+  lengthBuf[0] = nameBuf.length;
+  const r = peer ? L().getpeername(fd, nameBuf, lengthBuf) : L().getsockname(fd, nameBuf, lengthBuf);
+  return r < 0 ? { address: "", port: 0 } : formatSockaddr(nameBuf);
 }
 
 function setInt(fd: number, level: number, opt: number, value: number): void {
-  L().setsockopt(fd, level, opt, new Int32Array([value]), 4);
+  optionBuf[0] = value;
+  L().setsockopt(fd, level, opt, optionBuf, 4);
 }
 
 /** An int socket option's value (-1 when the call fails). */
 function getInt(fd: number, level: number, opt: number): number {
-  const v = new Int32Array([-1]);
-  return L().getsockopt(fd, level, opt, v, new Uint32Array([4])) < 0 ? -1 : v[0];
+  optionBuf[0] = -1;
+  lengthBuf[0] = 4;
+  return L().getsockopt(fd, level, opt, optionBuf, lengthBuf) < 0 ? -1 : optionBuf[0];
 }
 
 // ───────────────────────── connected sockets ─────────────────────────
@@ -234,7 +244,8 @@ export class EpollSocket implements Watcher {
    */
   waitConnected(): Promise<void> {
     // connected already: the peer's name is known (one call); otherwise SO_ERROR tells a failure from "under way"
-    if (L().getpeername(this.#fd, connectProbe, connectProbeLength.fill(connectProbe.length)) === 0) {
+    lengthBuf[0] = nameBuf.length;
+    if (L().getpeername(this.#fd, nameBuf, lengthBuf) === 0) {
       return Promise.resolve();
     }
     const err = getInt(this.#fd, SOL_SOCKET, SO_ERROR);
@@ -331,7 +342,10 @@ export class EpollSocket implements Watcher {
   /** Closes with RST instead of FIN (SO_LINGER with a zero timeout). */
   reset(): void {
     if (this.#closed) return;
-    L().setsockopt(this.#fd, SOL_SOCKET, SO_LINGER, new Int32Array([1, 0]), 8);
+    // struct linger { l_onoff = 1, l_linger = 0 }
+    optionBuf[0] = 1;
+    optionBuf[1] = 0;
+    L().setsockopt(this.#fd, SOL_SOCKET, SO_LINGER, optionBuf, 8);
     this.close();
   }
 
@@ -354,10 +368,6 @@ export class EpollSocket implements Watcher {
 
 /** The interest of a socket outside the loop's epoll set. */
 const NOT_WATCHED = -1;
-
-/** getpeername's answer when probing whether a connect completed (only its success matters). */
-const connectProbe = new Uint8Array(128);
-const connectProbeLength = new Uint32Array(1);
 
 /** Starts a nonblocking TCP connect; the socket is usable once `waitConnected()` resolves. */
 export function connectTcp(host: string, port: number): EpollSocket {

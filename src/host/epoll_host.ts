@@ -13,6 +13,7 @@ import { EpollUdpSocket } from "./epoll_udp.ts";
 import { errCode, NodeHost } from "./node_host.ts";
 import { connectTcp, EpollListener, type EpollSocket } from "./epoll.ts";
 import { deferUntilIdle, deferUntilQuiet } from "./epoll_loop.ts";
+import { BufferPool } from "../common/buffer_pool.ts";
 
 /** Read buffer for handlers without a buffer of their own. */
 const READ_BUFFER_BYTES = 16 * 1024;
@@ -31,6 +32,14 @@ const FLUSH_NOW_BYTES = 128 * 1024;
  * this much.
  */
 const WRITE_BUFFER_KEEP = 64 * 1024;
+/** A write buffer's first size: a request or an answer of a chatty protocol. */
+const WRITE_BUFFER_FIRST = 4096;
+/**
+ * Small write buffers of closed sockets, for the next connections on this thread: every short connection
+ * would otherwise allocate one outside V8's heap and leave it to the GC.
+ */
+const writeBuffers = new BufferPool(512 * 1024, 16 * 1024);
+const EMPTY = new Uint8Array(0);
 
 /** What a host TCP socket needs of a connected stream (an EpollSocket). */
 interface Conn {
@@ -55,7 +64,7 @@ class StreamTcpSocket implements HostTcpSocket {
   #readBuf: Uint8Array | null = null;
   // bytes toward the peer: #pend[#sent, #fill), appended at #fill; a send that waits for room holds a view of
   // [#sent, #fill) then, which appends never touch (a grown buffer keeps the offsets, the old one the bytes)
-  #pend = new Uint8Array(0);
+  #pend: Uint8Array = EMPTY;
   #sent = 0;
   #fill = 0;
   /** A send waits for room in the socket. */
@@ -84,7 +93,7 @@ class StreamTcpSocket implements HostTcpSocket {
     if (
       this.#fill === 0 && this.#writes === this.#writesWhenEmptied && this.#pend.length > WRITE_BUFFER_KEEP
     ) {
-      this.#pend = new Uint8Array(0);
+      this.#pend = EMPTY;
     }
   };
   #aboveHighWater = false;
@@ -134,7 +143,8 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#writes++;
     const need = this.#fill + data.length;
     if (need > this.#pend.length) {
-      const grown = new Uint8Array(Math.max(need, 2 * this.#pend.length, 4096));
+      const size = Math.max(need, 2 * this.#pend.length, WRITE_BUFFER_FIRST);
+      const grown = size === WRITE_BUFFER_FIRST ? writeBuffers.take(size) : new Uint8Array(size);
       grown.set(this.#pend.subarray(0, this.#fill));
       this.#pend = grown;
     }
@@ -203,11 +213,14 @@ class StreamTcpSocket implements HostTcpSocket {
 
   #release(): void {
     if (!this.#conn) this.onDestroy?.();
-    this.#pend = new Uint8Array(0);
+    const pend = this.#pend;
+    this.#pend = EMPTY;
     this.#fill = this.#sent = 0;
     try {
       this.#conn?.close();
     } catch { /* closed */ }
+    // closed: no send still holds a view of it
+    writeBuffers.give(pend);
   }
 
   #fail(e: unknown): void {

@@ -6,11 +6,12 @@
  * top of the system calls. Run: `deno task bench` (or `deno bench -A bench/stack_bench.ts`).
  *
  * `deno run -A bench/stack_bench.ts [frames]` runs the same path in a plain loop and prints ns per frame,
- * for `--cpu-prof`; `--after-idle` times a few segments after the thread slept (see `afterIdle`).
+ * for `--cpu-prof`; `--after-idle` times a few segments after the thread slept (see `afterIdle`);
+ * `--connections [n]` times a whole short connection instead (see `shortConnections`).
  */
 import { StackHarness, tcpFrame } from "../tests/_frames.ts";
 import { FakeHost, FakeTcpSocket } from "../tests/_fake_host.ts";
-import { TCP_ACK_FLAG, TCP_SYN } from "../src/wire/tcp.ts";
+import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_SYN } from "../src/wire/tcp.ts";
 import { put32, u16, u32 } from "../src/wire/bytes.ts";
 import { checksumUpdate16 } from "../src/wire/checksum.ts";
 import { takeReceiveBlock } from "../src/wire/checksum_variants.ts";
@@ -118,8 +119,101 @@ function afterIdle(): void {
   }
 }
 
+/**
+ * `--connections`: the stack's own time for whole short connections, one after another, as a sequential
+ * connection benchmark makes them (connect, one byte each way, the guest closes first): the guest's SYN,
+ * the host's connect, the guest's ACK and request, the host's answer, the guest's ACK and FIN, the host's
+ * FIN, the guest's last ACK — eight inputs, each timed on its own (frames are built between the timings).
+ * What a connection costs in the stack when its code is hot, against what it costs between the system
+ * calls of a real run (`bench/e2e_tcp.ts --inside`).
+ */
+async function shortConnections(n: number): Promise<void> {
+  let host!: FakeHost;
+  let iss = 0;
+  let frames = 0;
+  const h = new StackHarness(() => {}, (clock) => (host = new FakeHost(clock)));
+  // deno-lint-ignore no-explicit-any
+  (h.stack as any).output = (f: Uint8Array) => {
+    frames++;
+    if (f[TCP_AT + 13] & TCP_SYN) iss = u32(f, TCP_AT + 4);
+  };
+  const stamp = (t: { hasTimestamps: boolean; tsVal: number; tsEcr: number }) => {
+    t.hasTimestamps = true;
+    t.tsVal = 1;
+    t.tsEcr = 1;
+  };
+  const one = new Uint8Array([0x78]);
+  let spent = 0;
+  const timed = (fn: () => void) => {
+    const t0 = performance.now();
+    fn();
+    spent += performance.now() - t0;
+  };
+  const run = async (count: number) => {
+    spent = 0;
+    for (let i = 0; i < count; i++) {
+      const header = { srcMac: MAC, src: GUEST, dst: GATEWAY, sport: 20000 + (i % 40000), dport: 8080 };
+      const syn = tcpFrame({ ...header, seq: 1000, ack: 0, flags: TCP_SYN }, undefined, (t) => {
+        t.mss = 1460;
+        t.windowScale = 7;
+        t.sackPermitted = true;
+        t.hasTimestamps = true;
+      });
+      timed(() => h.stack.input(syn));
+      const socket = host.sockets.pop()!;
+      timed(() => socket.accept());
+      await null;
+      const ack = tcpFrame({ ...header, seq: 1001, ack: iss + 1, flags: TCP_ACK_FLAG }, undefined, stamp);
+      const request = tcpFrame(
+        { ...header, seq: 1001, ack: iss + 1, flags: TCP_ACK_FLAG | TCP_PSH },
+        one,
+        stamp,
+      );
+      timed(() => h.stack.input(ack));
+      timed(() => h.stack.input(request));
+      await null;
+      timed(() => socket.send(one));
+      await null;
+      const ackAnswer = tcpFrame(
+        { ...header, seq: 1002, ack: iss + 2, flags: TCP_ACK_FLAG },
+        undefined,
+        stamp,
+      );
+      const fin = tcpFrame(
+        { ...header, seq: 1002, ack: iss + 2, flags: TCP_ACK_FLAG | TCP_FIN },
+        undefined,
+        stamp,
+      );
+      timed(() => h.stack.input(ackAnswer));
+      timed(() => h.stack.input(fin));
+      await null;
+      timed(() => socket.finish());
+      await null;
+      const last = tcpFrame({ ...header, seq: 1003, ack: iss + 3, flags: TCP_ACK_FLAG }, undefined, stamp);
+      timed(() => h.stack.input(last));
+      await null;
+    }
+  };
+  await run(20_000); // past the JIT's tiers
+  frames = 0;
+  await run(n);
+  const open = h.stack.flowCounts.tcp;
+  if (open !== 0) throw new Error(`${open} connections still open`);
+  // what eight pairs of clock readings cost by themselves
+  const t0 = performance.now();
+  for (let i = 0; i < 8 * n; i++) timed(() => {});
+  const clockUs = (performance.now() - t0) * 1000 / n;
+  console.log(
+    `${(spent * 1000 / n).toFixed(2)} µs per connection in the stack (${
+      (frames / n).toFixed(1)
+    } frames to the guest; the clock readings around its eight steps cost ~${clockUs.toFixed(2)} µs)`,
+  );
+}
+
 if (import.meta.main && Deno.args[0] === "--after-idle") {
   afterIdle();
+} else if (import.meta.main && Deno.args[0] === "--connections") {
+  await shortConnections(Number(Deno.args[1] ?? 20_000));
 } else if (import.meta.main) {
   const frames = Number(Deno.args[0] ?? 2_000_000);
   const up = establishedUpload();

@@ -144,7 +144,7 @@ export class FrameScheduler {
     this.lanes.delete(l);
     const i = this.#active.indexOf(l);
     if (i >= 0) {
-      this.#active.splice(i, 1);
+      removeAt(this.#active, i);
       if (i < this.#cursor) this.#cursor--;
     }
     l.finish();
@@ -218,7 +218,7 @@ export class FrameScheduler {
         }
         if (lane.peekLength() === 0) {
           lane.deficit = 0;
-          active.splice(this.#cursor, 1);
+          removeAt(active, this.#cursor);
           lane.finish();
         } else this.#cursor++;
         // small frames that cost much (a SYN flood) fill the byte budget slowly: the pass is bounded in
@@ -245,4 +245,10 @@ export class FrameScheduler {
       nextTurn(again);
     }
   }
+}
+
+/** Removes `list[i]`, keeping the order: `splice` would allocate the array of what it removed, per pass. */
+function removeAt<T>(list: T[], i: number): void {
+  for (let j = i + 1; j < list.length; j++) list[j - 1] = list[j];
+  list.pop();
 }

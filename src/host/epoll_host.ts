@@ -219,8 +219,8 @@ class StreamTcpSocket implements HostTcpSocket {
     try {
       this.#conn?.close();
     } catch { /* closed */ }
-    // closed: no send still holds a view of it
-    writeBuffers.give(pend);
+    // closed, and no send held a view of it: the next connection may have it (only the size it asks for)
+    if (!this.#writing && pend.length === WRITE_BUFFER_FIRST) writeBuffers.give(pend);
   }
 
   #fail(e: unknown): void {

@@ -5,7 +5,9 @@
  *   SLIRP_RELAY_ENTRY=bench/_relay_alloc.ts SLIRP_ALLOC_PROFILE=/tmp/alloc.json deno run -A bench/profile_tcp.ts down
  *
  * On exit the profile (Chrome DevTools "allocation sampling" JSON: a call tree with self sizes) is written
- * to SLIRP_ALLOC_PROFILE (default /tmp/slirp-alloc.json).
+ * to SLIRP_ALLOC_PROFILE (default /tmp/slirp-alloc.json). `SLIRP_ALLOC_SURVIVORS=1` leaves out what died
+ * young (freed by a scavenge): what is left outlived the young generation — kept for good, or promoted to
+ * the old generation and freed there by a full collection, the costly kind of garbage.
  */
 import inspector from "node:inspector";
 import { main } from "../src/cli.ts";
@@ -19,7 +21,7 @@ const post = <T>(method: string, params?: Record<string, unknown>) =>
 await post("HeapProfiler.enable");
 await post("HeapProfiler.startSampling", {
   samplingInterval: 8192,
-  includeObjectsCollectedByMinorGC: true,
+  includeObjectsCollectedByMinorGC: Deno.env.get("SLIRP_ALLOC_SURVIVORS") !== "1",
   includeObjectsCollectedByMajorGC: true,
 });
 const code = await main(Deno.args);

@@ -4,6 +4,7 @@
  *
  *   deno run -A bench/profile_tcp.ts up|down [MTU]     → profile in /tmp/slirp-prof/*.cpuprofile
  *   deno run -A bench/profile_tcp.ts seq               → the same under sequential connections instead
+ *                                                        (SLIRP_SEQ_CONNECTIONS of them, 4000 unless told)
  *                                                        (probe.py seq-conn: connect, 1 byte each way, close)
  *
  * Summarise with Chrome DevTools or any .cpuprofile viewer (self time by function). `SLIRP_PROFILE=perf`
@@ -51,7 +52,14 @@ try {
   if (direction === "seq") {
     const answer = await probeServer("tcp-answer-server", "127.0.0.1");
     const probe = new URL("./probe.py", import.meta.url).pathname;
-    const r = await rig.guest.exec(["python3", probe, "seq-conn", "10.0.2.2", String(answer.port), "4000"], {
+    const r = await rig.guest.exec([
+      "python3",
+      probe,
+      "seq-conn",
+      "10.0.2.2",
+      String(answer.port),
+      Deno.env.get("SLIRP_SEQ_CONNECTIONS") ?? "4000",
+    ], {
       timeoutMs: 120_000,
     });
     console.log(r.stdout.trim());

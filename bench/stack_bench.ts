@@ -123,7 +123,8 @@ function afterIdle(): void {
  * `--connections`: the stack's own time for whole short connections, one after another, as a sequential
  * connection benchmark makes them (connect, one byte each way, the guest closes first): the guest's SYN,
  * the host's connect, the guest's ACK and request, the host's answer, the guest's ACK and FIN, the host's
- * FIN, the guest's last ACK — six guest frames and three host events, each timed on its own (frames are built between the timings).
+ * FIN, the guest's last ACK — six guest frames and three host events, each timed on its own (frames are
+ * built between the timings).
  * What a connection costs in the stack when its code is hot, against what it costs between the system
  * calls of a real run (`bench/e2e_tcp.ts --inside`).
  */

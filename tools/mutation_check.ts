@@ -424,6 +424,14 @@ const MUTANTS: Mutant[] = [
     to: "",
     tests: ["tests/cli_flags_test.ts"],
   },
+  {
+    name:
+      "epoll host: a dial's clean-up as a closure assigned to a property (V8 tenures it; every connection outlives the young generation)",
+    file: "src/host/epoll_host.ts",
+    from: "    s.dialing(es);\n",
+    to: "    (s as unknown as { onGone: () => void }).onGone = () => es.close();\n    s.dialing(es);\n",
+    tests: ["tests/gc_retention_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

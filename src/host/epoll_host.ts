@@ -111,6 +111,7 @@ class StreamTcpSocket implements HostTcpSocket {
   /** Attaches the connection once connected or accepted. */
   attach(conn: Conn, remoteAddress: string, remotePort: number): void {
     this.#conn = conn;
+    this.#dialing = null;
     this.remoteAddress = remoteAddress;
     this.remotePort = remotePort;
     if (this.#closed) return this.#release();
@@ -208,11 +209,17 @@ class StreamTcpSocket implements HostTcpSocket {
     this.#startReading();
   }
 
-  /** Called when destroyed before a connection was attached. */
-  onDestroy: (() => void) | null = null;
+  /** The socket still dialling: closed with this one when destroyed before it connects. */
+  #dialing: { close(): void } | null = null;
+
+  /** `socket` is being dialled for this one (see `#dialing`). */
+  dialing(socket: { close(): void }): void {
+    this.#dialing = socket;
+  }
 
   #release(): void {
-    if (!this.#conn) this.onDestroy?.();
+    if (!this.#conn) this.#dialing?.close();
+    this.#dialing = null;
     const pend = this.#pend;
     this.#pend = EMPTY;
     this.#fill = this.#sent = 0;
@@ -386,8 +393,9 @@ export class EpollHost extends NodeHost {
       h.onError(errCode(e));
       h.onClose();
     });
-    // destroyed before connecting: the socket goes with it
-    s.onDestroy = () => es.close();
+    // destroyed before connecting: the socket goes with it (a field, not a closure assigned to a property:
+    // V8 allocates those in the old generation, and through its context it kept each connection there)
+    s.dialing(es);
     return s;
   }
 

@@ -34,29 +34,7 @@ function ownerOf(h: object, fallback: FaultOwner): FaultOwner {
 
 /** {@linkcode TcpHandlers} whose every call runs inside the boundary of `owner`. */
 class ContainedTcpHandlers implements TcpHandlers {
-  readonly readBuffer?: () => Uint8Array;
-  readonly onRead?: (n: number) => void;
-
-  constructor(readonly inner: TcpHandlers, readonly owner: FaultOwner) {
-    // keep the zero-copy receive only where the inner handlers offer it (the host asks by presence)
-    if (inner.readBuffer && inner.onRead) {
-      this.readBuffer = () => {
-        try {
-          return inner.readBuffer!();
-        } catch (e) {
-          owner.onFault(e, "tcp.readBuffer");
-          return new Uint8Array(0);
-        }
-      };
-      this.onRead = (n) => {
-        try {
-          inner.onRead!(n);
-        } catch (e) {
-          owner.onFault(e, "tcp.onRead");
-        }
-      };
-    }
-  }
+  constructor(readonly inner: TcpHandlers, readonly owner: FaultOwner) {}
 
   onConnect(): void {
     try {
@@ -105,6 +83,39 @@ class ContainedTcpHandlers implements TcpHandlers {
       this.owner.onFault(e, "tcp.onDrain");
     }
   }
+}
+
+/**
+ * The same, for handlers that offer the zero-copy receive (the host asks by presence). Methods, not
+ * closures assigned in the constructor: V8 allocates a function literal assigned to a property in the
+ * old generation, and through its context it held every connection past the young one (bench/RESULTS.md,
+ * "A closure assigned to a property").
+ */
+class ContainedZeroCopyTcpHandlers extends ContainedTcpHandlers {
+  readBuffer(): Uint8Array {
+    try {
+      return this.inner.readBuffer!();
+    } catch (e) {
+      this.owner.onFault(e, "tcp.readBuffer");
+      return new Uint8Array(0);
+    }
+  }
+
+  onRead(n: number): void {
+    try {
+      this.inner.onRead!(n);
+    } catch (e) {
+      this.owner.onFault(e, "tcp.onRead");
+    }
+  }
+}
+
+/** `h` inside the boundary of its own fault owner when it is one, else of `fallback`. */
+function containTcpHandlers(h: TcpHandlers, fallback: FaultOwner): TcpHandlers {
+  const owner = ownerOf(h, fallback);
+  return h.readBuffer && h.onRead
+    ? new ContainedZeroCopyTcpHandlers(h, owner)
+    : new ContainedTcpHandlers(h, owner);
 }
 
 /** {@linkcode UdpHandlers} whose calls run inside the boundary of `owner`. */
@@ -172,7 +183,7 @@ export class ContainedHost implements HostNet {
     return this.inner.connectTcp(
       address,
       port,
-      new ContainedTcpHandlers(handlers, ownerOf(handlers, this.owner)),
+      containTcpHandlers(handlers, this.owner),
     );
   }
 
@@ -183,7 +194,7 @@ export class ContainedHost implements HostNet {
   ): Promise<HostListener> {
     return this.inner.listenTcp(address, port, (socket, bind) => {
       try {
-        accept(socket, (h) => bind(new ContainedTcpHandlers(h, ownerOf(h, this.owner))));
+        accept(socket, (h) => bind(containTcpHandlers(h, this.owner)));
       } catch (e) {
         this.owner.onFault(e, "tcp.accept");
         socket.destroy(true);
@@ -193,7 +204,7 @@ export class ContainedHost implements HostNet {
 
   /** `h` inside the boundary: for handlers bound to a socket this host did not open (a port forward's). */
   containTcp(h: TcpHandlers): TcpHandlers {
-    return new ContainedTcpHandlers(h, ownerOf(h, this.owner));
+    return containTcpHandlers(h, this.owner);
   }
 
   icmpEcho(): HostIcmpEcho | null {

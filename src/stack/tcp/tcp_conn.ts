@@ -670,7 +670,7 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     this.hostCharged = 0;
     this.queue.clear();
     this.ooo?.clear();
-    this.onFree();
+    this.owner.connectionFreed(this);
   }
 
   /** What `ss -ti` would show of this connection (admin API's flows, debugging). */

@@ -60,6 +60,8 @@ export interface TcpConnOwner {
   ): void;
   /** The host dial failed: answer the guest's SYN and forget the connection. */
   connectFailed(c: TcpSender, code: string): void;
+  /** `c` was freed (once, from its `free`): the service drops it from its table. */
+  connectionFreed(c: TcpSender): void;
   /** True when the transport toward the guest holds enough; senders join `blocked`. */
   outputCongested(): boolean;
   readonly blocked: Set<TcpSender>;
@@ -77,8 +79,6 @@ export abstract class TcpSender implements FaultOwner {
   host: HostTcpSocket | null = null;
   /** Whether this connection holds a slot of the relay-wide flow limit (the service releases it). */
   holdsRelaySlot = false;
-  /** Called once when the connection is freed (the service removes it from its table). */
-  onFree: () => void = () => {};
 
   // RFC 9293 send sequence variables (toward the guest)
   iss: number;

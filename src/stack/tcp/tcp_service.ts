@@ -85,10 +85,9 @@ export class TcpService implements TcpConnOwner {
     this.#stack.counters.tcpFlowsOpened++;
     if (c.path.family === 6) this.#stack.counters.tcpFlowsOpened6++;
     c.holdsRelaySlot = true;
-    c.onFree = () => this.#remove(c);
   }
 
-  #remove(c: TcpConn): void {
+  connectionFreed(c: TcpConn): void {
     const k = this.#key(c.guestPort, c.localPort);
     const list = this.#table.get(k);
     this.blocked.delete(c);

@@ -210,10 +210,10 @@ class StreamTcpSocket implements HostTcpSocket {
   }
 
   /** The socket still dialling: closed with this one when destroyed before it connects. */
-  #dialing: { close(): void } | null = null;
+  #dialing: Conn | null = null;
 
   /** `socket` is being dialled for this one (see `#dialing`). */
-  dialing(socket: { close(): void }): void {
+  dialing(socket: Conn): void {
     this.#dialing = socket;
   }
 

@@ -11,6 +11,7 @@
  * records every thread with `perf record -g` instead (bench/perf_builtins.ts names the V8 builtins in it);
  * `SLIRP_PROFILE=stat` prints `perf stat --per-thread` counts for 4 s of the run — system calls, context
  * switches, CPU time, or the events in `SLIRP_PERF_EVENTS` (e.g. `syscalls:sys_enter_sendto,…`).
+ * `SLIRP_PROFILE_AFTER_MS` starts either recording that long into the workload (past warm-up and tier-up).
  */
 import { iperfRig, probeServer } from "./_harness.ts";
 
@@ -22,7 +23,34 @@ const rig = await iperfRig(["--mtu", mtu], {
   cpuProfDir: Deno.env.get("SLIRP_PROFILE") ? undefined : profDir,
 });
 const relay = rig.relay;
+
+/** The workload under the recording: sequential connections or one iperf3 run. */
+async function run(): Promise<void> {
+  if (direction === "seq") {
+    const answer = await probeServer("tcp-answer-server", "127.0.0.1");
+    const probe = new URL("./probe.py", import.meta.url).pathname;
+    const r = await rig.guest.exec([
+      "python3",
+      probe,
+      "seq-conn",
+      "10.0.2.2",
+      String(answer.port),
+      Deno.env.get("SLIRP_SEQ_CONNECTIONS") ?? "4000",
+    ], {
+      timeoutMs: 120_000,
+    });
+    console.log(r.stdout.trim());
+    answer.child.kill();
+    await answer.child.status;
+  } else {
+    const r = await rig.iperf(5, direction === "down" ? ["-R"] : []);
+    console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
+  }
+}
 try {
+  const workload = run();
+  // SLIRP_PROFILE_AFTER_MS: the recording starts this long into the workload (past warm-up and tier-up)
+  await new Promise((r) => setTimeout(r, Number(Deno.env.get("SLIRP_PROFILE_AFTER_MS") ?? 0)));
   // SLIRP_PROFILE=perf: `perf record -g` of the relay process (every thread, kernel included) instead
   const perf = Deno.env.get("SLIRP_PROFILE") === "perf"
     ? new Deno.Command("perf", {
@@ -49,26 +77,7 @@ try {
       stderr: "piped",
     }).spawn()
     : null;
-  if (direction === "seq") {
-    const answer = await probeServer("tcp-answer-server", "127.0.0.1");
-    const probe = new URL("./probe.py", import.meta.url).pathname;
-    const r = await rig.guest.exec([
-      "python3",
-      probe,
-      "seq-conn",
-      "10.0.2.2",
-      String(answer.port),
-      Deno.env.get("SLIRP_SEQ_CONNECTIONS") ?? "4000",
-    ], {
-      timeoutMs: 120_000,
-    });
-    console.log(r.stdout.trim());
-    answer.child.kill();
-    await answer.child.status;
-  } else {
-    const r = await rig.iperf(5, direction === "down" ? ["-R"] : []);
-    console.log(r.stdout.split("\n").filter((l) => /sender|receiver/.test(l)).join("\n"));
-  }
+  await workload;
   await perf?.status;
   if (stat) console.log(new TextDecoder().decode((await stat.output()).stderr));
 } finally {

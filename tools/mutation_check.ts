@@ -432,6 +432,14 @@ const MUTANTS: Mutant[] = [
     to: "    (s as unknown as { onGone: () => void }).onGone = () => es.close();\n    s.dialing(es);\n",
     tests: ["tests/gc_retention_test.ts"],
   },
+  {
+    name:
+      "stack: its logger as a function literal assigned to a property (the shape tools/closure_rules.ts refuses)",
+    file: "src/stack/stack.ts",
+    from: "    this.log = this.#logLimited.bind(this);\n",
+    to: "    this.log = (level, msg, fields) => this.#logLimited(level, msg, fields);\n",
+    tests: ["tests/closure_rules_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

@@ -202,7 +202,7 @@ export class Stack implements StackContext {
     this.wheel = deps.wheel;
     this.output = deps.output;
     this.#rawLog = deps.log ?? (() => {});
-    this.log = (level, msg, fields) => this.#logLimited(level, msg, fields);
+    this.log = this.#logLimited.bind(this);
     this.tenant = deps.tenant ?? "default";
     this.counters = deps.counters ?? new Counters();
     this.#guard = deps.egressGuard;

@@ -7,8 +7,8 @@
  * connection, often through `this` — and an old object's pointer into the young generation keeps that
  * alive through every scavenge: each short connection's objects were promoted and lived until a full
  * collection (bench/RESULTS.md, session 24; tests/gc_retention_test.ts measures it on the TCP path). A
- * function kept in a local first (`const f = () => …; o.f = f;`), a method (bound: `o.f = this.m.bind(this)`), or a class field initialized in
- * place is allocated young. Refused:
+ * function kept in a local first (`const f = () => …; o.f = f;`), a bound method (`o.f = this.m.bind(this)`)
+ * or a class field initialized in place is allocated young. Refused:
  *   - `x.y = <function literal>` anywhere in those rooms;
  *   - a class field initialized with a function literal in a class whose constructor has parameter
  *     properties (`constructor(readonly a: A)`): the TypeScript emit moves every field initializer into the

@@ -238,7 +238,7 @@ try {
   const metrics =
     await (await fetch(`${admin}/metrics`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
   const byReason = new Map<string, number>();
-  let retransmits = 0, timeouts = 0;
+  let retransmits = 0, timeouts = 0, spurious = 0;
   for (const line of metrics.split("\n")) {
     const d = /^slirp_tenant_drops_total\{relay="[^"]*",tenant="[^"]*",reason="([^"]*)"\} (\d+)/.exec(line);
     if (d) byReason.set(d[1], (byReason.get(d[1]) ?? 0) + Number(d[2]));
@@ -246,6 +246,8 @@ try {
     if (r) retransmits += Number(r[1]);
     const to = /^slirp_tenant_tcp_timeouts_total\{[^}]*\} (\d+)/.exec(line);
     if (to) timeouts += Number(to[1]);
+    const sp = /^slirp_tenant_tcp_spurious_timeouts_total\{[^}]*\} (\d+)/.exec(line);
+    if (sp) spurious += Number(sp[1]);
   }
 
   // with --diagnose: the TCP state of the slowest downloaders, to see why they are slow
@@ -346,7 +348,7 @@ try {
   );
   console.log(`| relay RSS under load | ${(rssLoaded / 2 ** 20).toFixed(1)} MiB |`);
   console.log(
-    `| relay TCP retransmissions; timeouts; drops by reason | ${retransmits}; ${timeouts}; ${
+    `| relay TCP retransmissions; timeouts (of them spurious); drops by reason | ${retransmits}; ${timeouts} (${spurious}); ${
       JSON.stringify(Object.fromEntries(byReason))
     } |`,
   );

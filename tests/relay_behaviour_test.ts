@@ -222,6 +222,7 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
       "slirp_tenant_tcp_flows",
       "slirp_tenant_tcp_flows_opened_total",
       "slirp_tenant_tcp_retransmits_total",
+      "slirp_tenant_tcp_spurious_timeouts_total",
       "slirp_tenant_tcp_timeouts_total",
       "slirp_tenant_udp_flows",
       "slirp_tenant_udp_flows_opened_total",

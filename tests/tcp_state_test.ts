@@ -20,6 +20,8 @@ interface GuestOptions {
   mss?: number;
   wscale?: number;
   sack?: boolean;
+  /** Timestamps on every segment (RFC 7323): TSval the guest's clock, TSecr as `send` is told. */
+  timestamps?: boolean;
 }
 
 /** A segment the relay sent to the guest, with its payload. */
@@ -58,7 +60,7 @@ class ScriptedGuest {
   send(
     flags: number,
     payload = new Uint8Array(0),
-    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][] } = {},
+    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][]; tsEcr?: number } = {},
   ): Sent[] {
     return this.input(this.frame(flags, payload, o));
   }
@@ -67,7 +69,7 @@ class ScriptedGuest {
   frame(
     flags: number,
     payload = new Uint8Array(0),
-    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][] } = {},
+    o: { seq?: number; ack?: number; window?: number; sack?: [number, number][]; tsEcr?: number } = {},
   ): Uint8Array {
     return tcpFrame(
       {
@@ -87,6 +89,11 @@ class ScriptedGuest {
           t.mss = this.opts.mss ?? 1460;
           if (this.opts.wscale !== undefined) t.windowScale = this.opts.wscale;
           t.sackPermitted = this.opts.sack ?? false;
+        }
+        if (this.opts.timestamps) {
+          t.hasTimestamps = true;
+          t.tsVal = this.h.now >>> 0;
+          t.tsEcr = o.tsEcr ?? 0;
         }
         if (o.sack) {
           t.sackCount = o.sack.length;
@@ -741,5 +748,47 @@ Deno.test("TCP receive window: a guest may have 3 MiB in flight toward a host th
     assert.deepEqual(g.socket.written, data);
   } finally {
     g.close();
+  }
+});
+
+Deno.test("TCP spurious timeout: an ACK echoing the original transmission's timestamp undoes the timeout — no go-back-N resend, the window restored (RFC 3522 §3.2, RFC 4015 §3.2)", () => {
+  for (const spurious of [true, false]) {
+    const g = guest({ timestamps: true });
+    try {
+      g.open();
+      let before = g.h.out.length;
+      g.socket.send(bytes(20 * 1460));
+      const flight = g.sentSince(before).filter((s) => s.data.length > 0);
+      assert.equal(flight.length, 10, "the initial window");
+      const originalTs = flight[0].tcp.tsVal;
+      const mss = flight[0].data.length; // 1448: the timestamps take 12 bytes of each segment
+      // the guest falls silent (descheduled) past the tail-loss probe and the RTO
+      before = g.h.out.length;
+      for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts === 0; t += 10) g.h.advance(10);
+      assert.equal(g.h.stack.counters.tcpTimeouts, 1);
+      const resent = g.sentSince(before).filter((s) => s.data.length > 0 && s.tcp.seq === flight[0].tcp.seq);
+      const retransmitTs = resent.at(-1)!.tcp.tsVal;
+      assert.ok(retransmitTs > originalTs, `the retransmission's TSval ${retransmitTs} > ${originalTs}`);
+      // the ACK of the first segment, sent for the original (late) or for the retransmission (the original lost)
+      g.ack = (flight[0].tcp.seq + flight[0].data.length) >>> 0;
+      before = g.h.out.length;
+      g.send(TCP_ACK_FLAG, undefined, { tsEcr: spurious ? originalTs : retransmitTs });
+      const next = g.sentSince(before).filter((s) => s.data.length > 0);
+      assert.ok(next.length > 0, "data goes on after the ACK");
+      if (spurious) {
+        assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 1, "judged spurious");
+        assert.ok(
+          next.every((s) => g.off(s.tcp.seq) >= 11 * mss),
+          `nothing the guest holds is sent again: offsets ${next.map((s) => g.off(s.tcp.seq)).join(", ")}`,
+        );
+        const cwnd = g.conns[0].inspect().cwnd as number;
+        assert.ok(cwnd >= 10 * mss, `the window is what is in flight again: ${cwnd}`);
+      } else {
+        assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 0, "a real loss stays a timeout");
+        assert.equal(next[0].tcp.seq, flight[1].tcp.seq, "go-back-N: the second segment again");
+      }
+    } finally {
+      g.close();
+    }
   }
 });

@@ -440,6 +440,14 @@ const MUTANTS: Mutant[] = [
     to: "    this.log = (level, msg, fields) => this.#logLimited(level, msg, fields);\n",
     tests: ["tests/closure_rules_test.ts"],
   },
+  {
+    name:
+      "spurious timeout: never undone (a late guest's flight is sent again from SND.UNA, the window at one segment)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "    if (this.#timeoutJudged) return false;\n",
+    to: "    if (this.#timeoutJudged || seg) return false;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

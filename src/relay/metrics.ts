@@ -162,6 +162,12 @@ export function renderMetrics(r: RelayView): string {
     per((t) => t.counters.tcpTimeouts),
   );
   family(
+    "slirp_tenant_tcp_spurious_timeouts_total",
+    "counter",
+    "Of those, timeouts the guest's timestamps showed spurious (RFC 3522): nothing was lost, the window was restored.",
+    per((t) => t.counters.tcpSpuriousTimeouts),
+  );
+  family(
     "slirp_tenant_drops_total",
     "counter",
     "Frames or flows dropped or refused, by reason.",

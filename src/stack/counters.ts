@@ -19,6 +19,8 @@ export class Counters {
   tcpSynAckRetransmits = 0;
   udpFragmentedDatagrams = 0;
   tcpTimeouts = 0;
+  /** Timeouts found spurious afterwards (RFC 3522) and undone. */
+  tcpSpuriousTimeouts = 0;
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;
   tcpBytesFromGuest = 0;
@@ -63,6 +65,7 @@ export class Counters {
       tcpRetransmits: this.tcpRetransmits,
       tcpSynAckRetransmits: this.tcpSynAckRetransmits,
       tcpTimeouts: this.tcpTimeouts,
+      tcpSpuriousTimeouts: this.tcpSpuriousTimeouts,
       tcpTailProbes: this.tcpTailProbes,
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,

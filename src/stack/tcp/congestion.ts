@@ -34,6 +34,11 @@ export interface CongestionControl {
   onPartialAck(acked: number): void;
   exitRecovery(flight: number): void;
   onTimeout(flight: number): void;
+  /**
+   * The last timeout was spurious (see `TcpSender.undoSpuriousTimeout`): `flight` is in flight again,
+   * `acked` was just acknowledged, `pipePrev` is max(FlightSize, ssthresh) from before the timeout.
+   */
+  undoTimeout(flight: number, acked: number, pipePrev: number): void;
   /** Sets the window outright (the handshake's initial window). */
   setWindow(bytes: number): void;
 }
@@ -142,5 +147,16 @@ export class NewReno implements CongestionControl {
     this.#maxFlight = 0;
     this.inRecovery = false;
     this.#acked = 0;
+  }
+
+  /**
+   * RFC 4015 §3.2 (the Eifel response, step "reversing the congestion control state"): cwnd ← FlightSize +
+   * min(bytes_acked, IW), ssthresh ← pipe_prev — no burst of the old window at once, and slow start back up
+   * to where the connection was.
+   */
+  undoTimeout(flight: number, acked: number, pipePrev: number): void {
+    this.cwnd = flight + Math.min(acked, INITIAL_WINDOW_SEGMENTS * this.#mss);
+    this.ssthresh = pipePrev;
+    this.#maxFlight = flight;
   }
 }

@@ -327,7 +327,9 @@ export class TcpConn extends TcpSender implements TcpHandlers {
         this.rtt.sample(this.stack.wheel.now - this.timedAt);
         this.timing = false;
       }
-      if (this.cc.inRecovery) {
+      if (this.undoSpuriousTimeout(seg, acked)) {
+        // the window is restored (RFC 4015 §3.2)
+      } else if (this.cc.inRecovery) {
         if (seqGe(ack, this.cc.recover)) this.cc.exitRecovery(seqDiff(this.sndNxt, this.sndUna));
         else {
           this.cc.onPartialAck(acked);

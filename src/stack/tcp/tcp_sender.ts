@@ -110,6 +110,14 @@ export abstract class TcpSender implements FaultOwner {
   protected highRxt = 0;
   /** Wall time of the last retransmission of SND.UNA's segment (lost-retransmission detection). */
   protected rxtAt = 0;
+  /**
+   * Eifel detection (RFC 3522) of the current run of timeouts, with timestamps: the TSval of its first
+   * retransmission and max(FlightSize, ssthresh) before it (RFC 4015's pipe_prev). Unset when no timeout
+   * awaits judgement.
+   */
+  #timeoutRetransmitTs = 0;
+  #timeoutPipePrev = 0;
+  #timeoutJudged = true;
   /** The armed timer is a tail loss probe, not the RTO. */
   #probeArmed = false;
   /** Wheel time of the last new data segment sent (RFC 5681 §4.1's idle test). */
@@ -417,6 +425,26 @@ export abstract class TcpSender implements FaultOwner {
     this.retransmit(seqAdd(this.sndUna, Math.max(0, last - Math.min(this.mss, last))));
   }
 
+  /**
+   * Judges the last run of timeouts on the first ACK of new data after it (RFC 3522 §3.2): an echo older than
+   * the first retransmission's TSval acknowledges the original transmission, so the timeout was spurious —
+   * the guest was slow, nothing was lost (a guest descheduled for longer than the RTO: an emulated CPU, a
+   * loaded host). Then RFC 4015 §3.2: transmission resumes after what was already sent (SND.NXT ← SND.MAX,
+   * no go-back-N resend of what the guest holds) and the congestion state is restored. The echo also gives
+   * the RTT sample that lengthens the RTO past the delay. True when undone.
+   */
+  protected undoSpuriousTimeout(seg: TcpHeader, acked: number): boolean {
+    if (this.#timeoutJudged) return false;
+    this.#timeoutJudged = true;
+    if (!seg.hasTimestamps || seg.tsEcr === 0 || ((seg.tsEcr - this.#timeoutRetransmitTs) | 0) >= 0) {
+      return false;
+    }
+    this.stack.counters.tcpSpuriousTimeouts++;
+    if (seqLt(this.sndNxt, this.sndMax)) this.sndNxt = this.sndMax;
+    this.cc.undoTimeout(seqDiff(this.sndNxt, this.sndUna), acked, this.#timeoutPipePrev);
+    return true;
+  }
+
   protected rtoDone(): void {
     this.stack.wheel.cancel(this.rtoTimer);
   }
@@ -470,6 +498,12 @@ export abstract class TcpSender implements FaultOwner {
       return this.free(true);
     }
     this.stack.counters.tcpTimeouts++;
+    if (this.tsOk && this.#timeoutJudged) {
+      // the retransmission below carries this TSval (RFC 3522 §3.2: RetransmitTS)
+      this.#timeoutJudged = false;
+      this.#timeoutRetransmitTs = this.tsNow();
+      this.#timeoutPipePrev = Math.max(flight, this.cc.ssthresh);
+    }
     this.rtt.onTimeout();
     this.cc.onTimeout(flight);
     this.dupAcks = 0;

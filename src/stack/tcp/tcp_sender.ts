@@ -439,7 +439,7 @@ export abstract class TcpSender implements FaultOwner {
     if (!seg.hasTimestamps || seg.tsEcr === 0 || ((seg.tsEcr - this.#timeoutRetransmitTs) | 0) >= 0) {
       return false;
     }
-    this.stack.counters.tcpSpuriousTimeouts++;
+    this.stack.counters.tcpSpuriousTimeouts += this.retries; // each timeout of the run (backoffs too)
     if (seqLt(this.sndNxt, this.sndMax)) this.sndNxt = this.sndMax;
     this.cc.undoTimeout(seqDiff(this.sndNxt, this.sndUna), acked, this.#timeoutPipePrev);
     return true;

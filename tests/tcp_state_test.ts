@@ -124,6 +124,13 @@ class ScriptedGuest {
     return out;
   }
 
+  /** The host writes `data`: the data segments the relay sent the guest at once. */
+  hostSends(data: Uint8Array): Sent[] {
+    const before = this.h.out.length;
+    this.socket.send(data);
+    return this.sentSince(before).filter((s) => s.data.length > 0);
+  }
+
   /** Acknowledges each segment of `flight` in turn; the data segments the relay sent meanwhile. */
   ackEach(flight: Sent[]): Sent[] {
     const before = this.h.out.length;
@@ -216,9 +223,7 @@ Deno.test("TCP data both ways, exact; half-close from the guest keeps the host's
     assert.equal(g.socket.ended, true);
     assert.equal(g.state, "CLOSE_WAIT");
     const down = bytes(2000, 5);
-    const before = g.h.out.length;
-    g.socket.send(down);
-    const segs = g.sentSince(before).filter((s) => s.data.length > 0);
+    const segs = g.hostSends(down);
     const got = new Uint8Array(2000);
     for (const s of segs) got.set(s.data, g.off(s.tcp.seq));
     assert.deepEqual(got, down, "host bytes reach the guest exactly after its FIN");
@@ -356,9 +361,7 @@ Deno.test("TCP fast retransmit with SACK: three duplicate ACKs resend the hole b
   const g = guest({ sack: true });
   try {
     g.open();
-    const before = g.h.out.length;
-    g.socket.send(bytes(10 * 1460));
-    const flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    const flight = g.hostSends(bytes(10 * 1460));
     assert.equal(flight.length, 10, "the initial window of ten segments (RFC 6928)");
     const hole = flight[0].tcp.seq;
     // segments 2..4 arrive, 1 is lost: the guest repeats its ACK with growing SACK blocks
@@ -615,17 +618,13 @@ Deno.test("TCP congestion window: a connection that never fills its window does 
     assert.equal(initial, 10 * 1460, "the initial window (RFC 6928)");
     // a request/response connection: one segment out, acknowledged, a thousand times over
     for (let i = 0; i < 1000; i++) {
-      const before = g.h.out.length;
-      g.socket.send(bytes(1460, i));
-      const [seg] = g.sentSince(before).filter((s) => s.data.length > 0);
+      const [seg] = g.hostSends(bytes(1460, i));
       g.ack = (seg.tcp.seq + seg.data.length) >>> 0;
       g.send(TCP_ACK_FLAG);
     }
     assert.equal(cwnd(), initial, "a flight of one segment never earns a larger window");
     // the next bulk answer leaves as the initial window, not as a thousand segments at once
-    const before = g.h.out.length;
-    g.socket.send(bytes(200 * 1460));
-    let flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    let flight = g.hostSends(bytes(200 * 1460));
     assert.equal(flight.length, 10, "one initial window's worth");
     // a window-limited sender grows: each round's ACKs double what the next round may send
     for (const expected of [20, 40, 80]) {
@@ -666,25 +665,19 @@ Deno.test("TCP restart after idle: a connection silent for longer than the RTO s
   try {
     g.open();
     g.window = 0xffff; // 8 MiB with the scale
-    let before = g.h.out.length;
-    g.socket.send(bytes(150 * 1460));
-    let flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    let flight = g.hostSends(bytes(150 * 1460));
     while (flight.length > 0) flight = g.ackEach(flight); // 10, 20, 40, 80: all of it acknowledged
     const grown = g.conns[0].inspect().cwnd as number;
     assert.ok(grown >= 80 * 1460, `slow start grew the window: ${grown}`);
     // a short pause keeps what was learnt
     g.h.advance(20);
-    before = g.h.out.length;
-    g.socket.send(bytes(100 * 1460));
-    flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    flight = g.hostSends(bytes(100 * 1460));
     const sum = (f: Sent[]) => f.reduce((n, s) => n + s.data.length, 0);
     assert.equal(sum(flight), 100 * 1460, "20 ms idle: all of it at once (the grown window)");
     while (flight.length > 0) flight = g.ackEach(flight);
     // longer than the RTO (1 s before any RTT sample was long): the initial window again
     g.h.advance(3000);
-    before = g.h.out.length;
-    g.socket.send(bytes(100 * 1460));
-    flight = g.sentSince(before).filter((s) => s.data.length > 0);
+    flight = g.hostSends(bytes(100 * 1460));
     assert.equal(flight.length, 10, "3 s idle: ten segments (RFC 6928's initial window)");
     assert.equal(sum(flight), 10 * flight[0].data.length);
     assert.equal(g.ackEach(flight).length, 20, "slow start again, toward the old window");
@@ -756,14 +749,12 @@ Deno.test("TCP spurious timeout: an ACK echoing the original transmission's time
     const g = guest({ timestamps: true });
     try {
       g.open();
-      let before = g.h.out.length;
-      g.socket.send(bytes(20 * 1460));
-      const flight = g.sentSince(before).filter((s) => s.data.length > 0);
+      const flight = g.hostSends(bytes(20 * 1460));
       assert.equal(flight.length, 10, "the initial window");
       const originalTs = flight[0].tcp.tsVal;
       const mss = flight[0].data.length; // 1448: the timestamps take 12 bytes of each segment
       // the guest falls silent (descheduled) past the tail-loss probe and the RTO
-      before = g.h.out.length;
+      let before = g.h.out.length;
       for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts === 0; t += 10) g.h.advance(10);
       assert.equal(g.h.stack.counters.tcpTimeouts, 1);
       const resent = g.sentSince(before).filter((s) => s.data.length > 0 && s.tcp.seq === flight[0].tcp.seq);

@@ -744,6 +744,67 @@ Deno.test("TCP receive window: a guest may have 3 MiB in flight toward a host th
   }
 });
 
+Deno.test("TCP spurious timeout without timestamps: F-RTO sends new data after the first ACK and judges by the second — original data acknowledged undoes the timeout, a duplicate ACK resends from SND.UNA (RFC 5682 §2)", () => {
+  for (const second of ["advances", "duplicate", "first is duplicate"] as const) {
+    const g = guest();
+    try {
+      g.open();
+      const flight = g.hostSends(bytes(40 * 1460));
+      assert.equal(flight.length, 10, "the initial window");
+      const mss = flight[0].data.length;
+      // the guest falls silent past the tail-loss probe and the RTO
+      let before = g.h.out.length;
+      for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts === 0; t += 10) g.h.advance(10);
+      assert.equal(g.h.stack.counters.tcpTimeouts, 1);
+      const sentBefore = g.sentSince(before).filter((s) => s.data.length > 0);
+      const sndMax = Math.max(...[...flight, ...sentBefore].map((s) => g.off(s.tcp.seq) + s.data.length));
+      if (second === "first is duplicate") {
+        // step 2a: a duplicate ACK first — the timeout stands, go-back-N goes on
+        g.send(TCP_ACK_FLAG);
+        g.ack = (flight[0].tcp.seq + mss) >>> 0;
+        const next = g.send(TCP_ACK_FLAG).filter((s) => s.data.length > 0);
+        assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 0);
+        assert.ok(
+          next.length > 0 && g.off(next[0].tcp.seq) === mss,
+          `go-back-N: the second segment again: ${next.map((s) => g.off(s.tcp.seq))} ${
+            JSON.stringify(g.conns[0].inspect())
+          }`,
+        );
+        continue;
+      }
+      // step 2b: the first segment acknowledged — up to two segments never sent before, nothing resent
+      g.ack = (flight[0].tcp.seq + mss) >>> 0;
+      before = g.h.out.length;
+      const fresh = g.send(TCP_ACK_FLAG).filter((s) => s.data.length > 0);
+      assert.deepEqual(
+        fresh.map((s) => g.off(s.tcp.seq)),
+        [sndMax, sndMax + mss],
+        "two new segments after what was sent",
+      );
+      if (second === "advances") {
+        // step 3b: the second segment, never retransmitted, acknowledged: the timeout was spurious
+        g.ack = (flight[1].tcp.seq + mss) >>> 0;
+        const next = g.send(TCP_ACK_FLAG).filter((s) => s.data.length > 0);
+        assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 1, "judged spurious");
+        assert.ok(
+          next.every((s) => g.off(s.tcp.seq) >= sndMax + 2 * mss),
+          `nothing the guest holds is sent again: offsets ${next.map((s) => g.off(s.tcp.seq)).join(", ")}`,
+        );
+        const cwnd = g.conns[0].inspect().cwnd as number;
+        assert.ok(cwnd >= sndMax, `the window is what is in flight again: ${cwnd}`);
+      } else {
+        // step 3a: a duplicate ACK — the loss was real: resend from SND.UNA in slow start
+        const next = g.send(TCP_ACK_FLAG).filter((s) => s.data.length > 0);
+        assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 0, "a real loss stays a timeout");
+        assert.ok(next.length > 0 && g.off(next[0].tcp.seq) === mss, "go-back-N from SND.UNA");
+        assert.ok((g.conns[0].inspect().cwnd as number) <= 3 * mss, "cwnd at most 3 SMSS");
+      }
+    } finally {
+      g.close();
+    }
+  }
+});
+
 Deno.test("TCP spurious timeout: an ACK echoing the original transmission's timestamp undoes the timeout — no go-back-N resend, the window restored (RFC 3522 §3.2, RFC 4015 §3.2)", () => {
   for (const spurious of [true, false]) {
     const g = guest({ timestamps: true });

@@ -448,6 +448,28 @@ const MUTANTS: Mutant[] = [
     to: "    if (this.#timeoutJudged || seg) return false;\n",
     tests: ["tests/tcp_state_test.ts"],
   },
+  {
+    name: "F-RTO: never entered (without timestamps a late guest's flight is sent again from SND.UNA)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "      this.#frtoStep = this.tsOk || this.cc.inRecovery ? 0 : 2;\n",
+    to: "      this.#frtoStep = 0;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "F-RTO: a duplicate ACK after the new data resends nothing (a real loss waits for the next RTO)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "    if (step === 2) return false; // conventional recovery is under way since the timeout\n",
+    to: "    if (step !== 0) return false;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name:
+      "timeout: recover not set (go-back-N's duplicate ACKs start a fast retransmit, RFC 6582 §3.2 step 4)",
+    file: "src/stack/tcp/congestion.ts",
+    from: "    this.recover = sndMax;\n",
+    to: "    this.recover = sndMax - sndMax;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

@@ -33,9 +33,10 @@ export interface CongestionControl {
   onDupAckInRecovery(): void;
   onPartialAck(acked: number): void;
   exitRecovery(flight: number): void;
-  onTimeout(flight: number): void;
+  /** A retransmission timeout with `flight` bytes outstanding and `sndMax` the highest sequence number sent. */
+  onTimeout(flight: number, sndMax: number): void;
   /**
-   * The last timeout was spurious (see `TcpSender.undoSpuriousTimeout`): `flight` is in flight again,
+   * The last timeout was spurious (see `TcpSender.judgeTimeoutOnAck`): `flight` is in flight again,
    * `acked` was just acknowledged, `pipePrev` is max(FlightSize, ssthresh) from before the timeout.
    */
   undoTimeout(flight: number, acked: number, pipePrev: number): void;
@@ -140,12 +141,17 @@ export class NewReno implements CongestionControl {
     this.inRecovery = false;
   }
 
-  /** Retransmission timeout (RFC 5681 §3.1 (4), loss window of one segment). */
-  onTimeout(flight: number): void {
+  /**
+   * Retransmission timeout (RFC 5681 §3.1 (4), loss window of one segment). `recover` ← the highest sequence
+   * number sent (RFC 6582 §3.2 step 4): the duplicate ACKs that go-back-N draws from a guest that already
+   * held the data start no fast retransmit.
+   */
+  onTimeout(flight: number, sndMax: number): void {
     this.ssthresh = Math.max(Math.floor(flight / 2), 2 * this.#mss);
     this.cwnd = this.#mss;
     this.#maxFlight = 0;
     this.inRecovery = false;
+    this.recover = sndMax;
     this.#acked = 0;
   }
 

@@ -327,8 +327,8 @@ export class TcpConn extends TcpSender implements TcpHandlers {
         this.rtt.sample(this.stack.wheel.now - this.timedAt);
         this.timing = false;
       }
-      if (this.undoSpuriousTimeout(seg, acked)) {
-        // the window is restored (RFC 4015 §3.2)
+      if (this.judgeTimeoutOnAck(seg, acked)) {
+        // the window is set by the timeout's judgement (RFC 4015 §3.2, RFC 5682 §2)
       } else if (this.cc.inRecovery) {
         if (seqGe(ack, this.cc.recover)) this.cc.exitRecovery(seqDiff(this.sndNxt, this.sndUna));
         else {
@@ -347,8 +347,11 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     } else if (ack === this.sndUna && segLen === 0 && flight > 0 && !this.#finOnlyInFlight()) {
       // RFC 5681 §2 duplicate ACK; with SACK, a window change does not disqualify it (the SACK
       // blocks prove new data arrived)
-      if (newWnd === this.sndWnd || seg.sackCount > 0) this.dupAcks++;
-      if (!this.cc.inRecovery && this.#lossDetected()) {
+      const duplicate = newWnd === this.sndWnd || seg.sackCount > 0;
+      if (duplicate) this.dupAcks++;
+      if (duplicate && this.judgeTimeoutOnDuplicateAck()) {
+        // F-RTO found the timeout real: resent from SND.UNA in slow start (RFC 5682 §2 step 3a)
+      } else if (!this.cc.inRecovery && this.#lossDetected()) {
         this.cc.enterRecovery(flight, this.sndNxt);
         this.highRxt = this.sndUna;
         this.retransmit(this.sndUna);

@@ -118,6 +118,15 @@ export abstract class TcpSender implements FaultOwner {
   #timeoutRetransmitTs = 0;
   #timeoutPipePrev = 0;
   #timeoutJudged = true;
+  /**
+   * F-RTO (RFC 5682 §2), the detection without timestamps (Windows guests by default): the step that the next
+   * ACK after the timeout takes — 2 for the first, 3 for the second — or 0 when F-RTO is not under way.
+   */
+  #frtoStep = 0;
+  /** RFC 5682 §2 step 1's "recover": SND.MAX when the timer fired. */
+  #frtoRecover = 0;
+  /** End of what the timeout retransmitted. */
+  #frtoRetransmitEnd = 0;
   /** The armed timer is a tail loss probe, not the RTO. */
   #probeArmed = false;
   /** Wheel time of the last new data segment sent (RFC 5681 §4.1's idle test). */
@@ -426,20 +435,67 @@ export abstract class TcpSender implements FaultOwner {
   }
 
   /**
-   * Judges the last run of timeouts on the first ACK of new data after it (RFC 3522 §3.2): an echo older than
-   * the first retransmission's TSval acknowledges the original transmission, so the timeout was spurious —
-   * the guest was slow, nothing was lost (a guest descheduled for longer than the RTO: an emulated CPU, a
-   * loaded host). Then RFC 4015 §3.2: transmission resumes after what was already sent (SND.NXT ← SND.MAX,
-   * no go-back-N resend of what the guest holds) and the congestion state is restored. The echo also gives
-   * the RTT sample that lengthens the RTO past the delay. True when undone.
+   * Judges the last run of timeouts on an ACK of new data after it (SND.UNA already moved): true when that
+   * ACK's congestion response was made here. A spurious timeout is a guest that was slow while nothing was
+   * lost (descheduled for longer than the RTO: an emulated CPU, a loaded host); then RFC 4015 §3.2:
+   * transmission resumes after what was already sent (SND.NXT ← SND.MAX, no go-back-N resend of what the guest
+   * holds) and the congestion state is restored. With timestamps, Eifel detection (RFC 3522 §3.2): the first
+   * ACK echoes a TSval older than the retransmission's. Without, F-RTO (RFC 5682 §2) over two ACKs.
    */
-  protected undoSpuriousTimeout(seg: TcpHeader, acked: number): boolean {
+  protected judgeTimeoutOnAck(seg: TcpHeader, acked: number): boolean {
     if (this.#timeoutJudged) return false;
+    if (this.#frtoStep === 2) return this.#frtoFirstAck();
     this.#timeoutJudged = true;
-    if (!seg.hasTimestamps || seg.tsEcr === 0 || ((seg.tsEcr - this.#timeoutRetransmitTs) | 0) >= 0) {
+    if (this.#frtoStep === 3) {
+      // step 3b: data never retransmitted is acknowledged — it arrived, the timeout was spurious
+      this.#frtoStep = 0;
+      return this.#undoTimeout(acked, 1); // one timeout: a further one ends F-RTO
+    }
+    if (
+      !this.tsOk || !seg.hasTimestamps || seg.tsEcr === 0 ||
+      ((seg.tsEcr - this.#timeoutRetransmitTs) | 0) >= 0
+    ) return false;
+    return this.#undoTimeout(acked, this.retries); // each timeout of the run (backoffs too)
+  }
+
+  /**
+   * A duplicate ACK while F-RTO waits: the timeout was real (RFC 5682 §2 steps 2a and 3a). True when this
+   * ACK's response was made here (step 3a: resend from SND.UNA in slow start, cwnd at most 3 SMSS).
+   */
+  protected judgeTimeoutOnDuplicateAck(): boolean {
+    const step = this.#frtoStep;
+    if (step === 0) return false;
+    this.#frtoStep = 0;
+    this.#timeoutJudged = true;
+    if (step === 2) return false; // conventional recovery is under way since the timeout
+    this.cc.setWindow(Math.min(this.cc.cwnd, 3 * this.mss));
+    this.#resendFromUna();
+    return true;
+  }
+
+  /** RFC 5682 §2 step 2, on the first ACK of new data after the timeout. */
+  #frtoFirstAck(): boolean {
+    this.#frtoStep = 0;
+    const outstanding = seqDiff(this.sndMax, this.sndUna);
+    // 2a: the retransmission is not all acknowledged, or everything sent is — neither tells a late guest
+    // from a loss; 2b without new data to send or window to send it in: conventional recovery goes on
+    if (
+      seqLt(this.sndUna, this.#frtoRetransmitEnd) || seqGe(this.sndUna, this.#frtoRecover) ||
+      this.finSent || this.queue.length <= outstanding || this.sndWnd <= outstanding
+    ) {
+      this.#timeoutJudged = true;
       return false;
     }
-    this.stack.counters.tcpSpuriousTimeouts += this.retries; // each timeout of the run (backoffs too)
+    // 2b: up to two segments never sent before (trySend sends them); their ACK decides in step 3
+    this.sndNxt = this.sndMax;
+    this.cc.setWindow(outstanding + 2 * this.mss);
+    this.#frtoStep = 3;
+    return true;
+  }
+
+  /** The timeout was spurious: RFC 4015 §3.2's response. */
+  #undoTimeout(acked: number, timeouts: number): true {
+    this.stack.counters.tcpSpuriousTimeouts += timeouts;
     if (seqLt(this.sndNxt, this.sndMax)) this.sndNxt = this.sndMax;
     this.cc.undoTimeout(seqDiff(this.sndNxt, this.sndUna), acked, this.#timeoutPipePrev);
     return true;
@@ -498,16 +554,27 @@ export abstract class TcpSender implements FaultOwner {
       return this.free(true);
     }
     this.stack.counters.tcpTimeouts++;
-    if (this.tsOk && this.#timeoutJudged) {
-      // the retransmission below carries this TSval (RFC 3522 §3.2: RetransmitTS)
+    if (this.#timeoutJudged) {
+      // the first timeout of a run: the retransmission below carries this TSval (RFC 3522 §3.2:
+      // RetransmitTS); without timestamps F-RTO watches the next two ACKs (RFC 5682 §2 step 1), but not
+      // after a loss that fast recovery already found
       this.#timeoutJudged = false;
       this.#timeoutRetransmitTs = this.tsNow();
       this.#timeoutPipePrev = Math.max(flight, this.cc.ssthresh);
-    }
+      this.#frtoStep = this.tsOk || this.cc.inRecovery ? 0 : 2;
+      this.#frtoRecover = this.sndMax;
+    } else this.#frtoStep = 0; // a further timeout: conventional recovery
     this.rtt.onTimeout();
-    this.cc.onTimeout(flight);
-    this.dupAcks = 0;
+    this.cc.onTimeout(flight, this.sndMax);
     this.timing = false;
+    this.#resendFromUna();
+    this.#frtoRetransmitEnd = this.sndNxt;
+    this.armRto(this.rtt.current());
+  }
+
+  /** Go-back-N (RFC 5681 §3.1): the segment at SND.UNA again, and what follows it as the window opens. */
+  #resendFromUna(): void {
+    this.dupAcks = 0;
     // the SACK scoreboard is kept (Linux does too): a receiver that reneges is rare, and resending
     // what the guest already holds would slow recovery after every timeout
     this.highRxt = this.sndUna;
@@ -526,7 +593,6 @@ export abstract class TcpSender implements FaultOwner {
         this.sndNxt = seqAdd(this.finSeq, 1);
       }
     }
-    this.armRto(this.rtt.current());
   }
 
   /** The host's unwritten bytes, charged to the tenant's budget (the receive window shrinks by them). */

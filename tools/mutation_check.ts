@@ -463,6 +463,20 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "F-RTO: a late ACK of everything sent stays a timeout (cwnd from one segment, ssthresh halved)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "      !this.#frtoLossReported\n",
+    to: "      !this.#frtoLossReported && acked < 0\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "F-RTO: a duplicate ACK before the timeout is forgotten (a filled hole judged a late guest)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "      this.#frtoLossReported = this.dupAcks > 0 || !this.sack.empty;\n",
+    to: "      this.#frtoLossReported = false;\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name:
       "timeout: recover not set (go-back-N's duplicate ACKs start a fast retransmit, RFC 6582 §3.2 step 4)",
     file: "src/stack/tcp/congestion.ts",

@@ -127,6 +127,8 @@ export abstract class TcpSender implements FaultOwner {
   #frtoRecover = 0;
   /** End of what the timeout retransmitted. */
   #frtoRetransmitEnd = 0;
+  /** A duplicate ACK or a SACK hole had reported a loss in the flight when the timer fired. */
+  #frtoLossReported = false;
   /** The armed timer is a tail loss probe, not the RTO. */
   #probeArmed = false;
   /** Wheel time of the last new data segment sent (RFC 5681 §4.1's idle test). */
@@ -444,7 +446,7 @@ export abstract class TcpSender implements FaultOwner {
    */
   protected judgeTimeoutOnAck(seg: TcpHeader, acked: number): boolean {
     if (this.#timeoutJudged) return false;
-    if (this.#frtoStep === 2) return this.#frtoFirstAck();
+    if (this.#frtoStep === 2) return this.#frtoFirstAck(acked, seg.window << this.sndWscale);
     this.#timeoutJudged = true;
     if (this.#frtoStep === 3) {
       // step 3b: data never retransmitted is acknowledged — it arrived, the timeout was spurious
@@ -473,15 +475,25 @@ export abstract class TcpSender implements FaultOwner {
     return true;
   }
 
-  /** RFC 5682 §2 step 2, on the first ACK of new data after the timeout. */
-  #frtoFirstAck(): boolean {
+  /** RFC 5682 §2 step 2, on the first ACK of new data after the timeout; `window` is the one it offers. */
+  #frtoFirstAck(acked: number, window: number): boolean {
     this.#frtoStep = 0;
     const outstanding = seqDiff(this.sndMax, this.sndUna);
-    // 2a: the retransmission is not all acknowledged, or everything sent is — neither tells a late guest
-    // from a loss; 2b without new data to send or window to send it in: conventional recovery goes on
+    if (
+      seqGe(this.sndUna, this.#frtoRecover) && seqGt(this.sndUna, this.#frtoRetransmitEnd) &&
+      !this.#frtoLossReported
+    ) {
+      // everything sent acknowledged at once, past the one segment retransmitted: step 2a would give up
+      // here, as no second ACK can follow. But a hole that the retransmission filled would have drawn a
+      // duplicate ACK for each later segment first (RFC 5681 §4.2) and none came: the originals arrived,
+      // the guest was late (as Linux judges it: data never retransmitted acknowledged, tcp_process_loss)
+      return this.#undoTimeout(acked, 1);
+    }
+    // 2a: the retransmission is not all acknowledged, or everything sent is after a reported loss; 2b
+    // without new data to send or window to send it in: conventional recovery goes on
     if (
       seqLt(this.sndUna, this.#frtoRetransmitEnd) || seqGe(this.sndUna, this.#frtoRecover) ||
-      this.finSent || this.queue.length <= outstanding || this.sndWnd <= outstanding
+      this.finSent || this.queue.length <= outstanding || window <= outstanding
     ) {
       this.#timeoutJudged = true;
       return false;
@@ -495,6 +507,7 @@ export abstract class TcpSender implements FaultOwner {
 
   /** The timeout was spurious: RFC 4015 §3.2's response. */
   #undoTimeout(acked: number, timeouts: number): true {
+    this.#timeoutJudged = true;
     this.stack.counters.tcpSpuriousTimeouts += timeouts;
     if (seqLt(this.sndNxt, this.sndMax)) this.sndNxt = this.sndMax;
     this.cc.undoTimeout(seqDiff(this.sndNxt, this.sndUna), acked, this.#timeoutPipePrev);
@@ -563,6 +576,7 @@ export abstract class TcpSender implements FaultOwner {
       this.#timeoutPipePrev = Math.max(flight, this.cc.ssthresh);
       this.#frtoStep = this.tsOk || this.cc.inRecovery ? 0 : 2;
       this.#frtoRecover = this.sndMax;
+      this.#frtoLossReported = this.dupAcks > 0 || !this.sack.empty;
     } else this.#frtoStep = 0; // a further timeout: conventional recovery
     this.rtt.onTimeout();
     this.cc.onTimeout(flight, this.sndMax);

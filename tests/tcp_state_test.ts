@@ -744,6 +744,40 @@ Deno.test("TCP receive window: a guest may have 3 MiB in flight toward a host th
   }
 });
 
+Deno.test("TCP tail loss probe: with SACK a silent guest gets the flight's last segment again after 2·SRTT, before the RTO; without SACK, or with one segment in flight, the RTO resends the first (RFC 8985 §7)", () => {
+  for (const [sack, segments] of [[true, 5], [false, 5], [true, 1]] as const) {
+    const g = guest({ sack });
+    try {
+      g.open();
+      const flight = g.hostSends(bytes(segments * 1460));
+      assert.equal(flight.length, segments);
+      const start = g.h.now;
+      let resent: Sent | undefined;
+      while (!resent && g.h.now - start < 3000) {
+        const b = g.h.out.length;
+        g.h.advance(5);
+        resent = g.sentSince(b).find((s) => s.data.length > 0);
+      }
+      const after = g.h.now - start;
+      const k = g.h.stack.counters;
+      const label = `SACK ${sack}, ${segments} segment(s): resent at ${after} ms, seq offset ${
+        g.off(resent!.tcp.seq)
+      }`;
+      if (sack && segments > 1) {
+        assert.ok(after < 200, `a probe before the RTO: ${label}`);
+        assert.equal(resent!.tcp.seq, flight.at(-1)!.tcp.seq, `the last segment: ${label}`);
+        assert.deepEqual([k.tcpTailProbes, k.tcpTimeouts], [1, 0], label);
+      } else {
+        assert.ok(after >= 200, `no probe, the RTO: ${label}`);
+        assert.equal(resent!.tcp.seq, flight[0].tcp.seq, `the first segment: ${label}`);
+        assert.deepEqual([k.tcpTailProbes, k.tcpTimeouts], [0, 1], label);
+      }
+    } finally {
+      g.close();
+    }
+  }
+});
+
 Deno.test("TCP spurious timeout without timestamps: F-RTO sends new data after the first ACK and judges by the second — original data acknowledged undoes the timeout, a duplicate ACK resends from SND.UNA (RFC 5682 §2)", () => {
   for (
     const second of [
@@ -751,6 +785,7 @@ Deno.test("TCP spurious timeout without timestamps: F-RTO sends new data after t
       "duplicate",
       "first is duplicate",
       "all at once",
+      "all at once after a backoff",
       "all at once after a hole",
     ] as const
   ) {
@@ -761,13 +796,14 @@ Deno.test("TCP spurious timeout without timestamps: F-RTO sends new data after t
       assert.equal(flight.length, 10, "the initial window");
       const mss = flight[0].data.length;
       if (second === "all at once after a hole") g.send(TCP_ACK_FLAG); // a duplicate ACK: a segment missing
-      // the guest falls silent past the tail-loss probe and the RTO
+      // the guest falls silent past the RTO
       let before = g.h.out.length;
-      for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts === 0; t += 10) g.h.advance(10);
-      assert.equal(g.h.stack.counters.tcpTimeouts, 1);
+      const timeouts = second === "all at once after a backoff" ? 2 : 1;
+      for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts < timeouts; t += 10) g.h.advance(10);
+      assert.equal(g.h.stack.counters.tcpTimeouts, timeouts);
       const sentBefore = g.sentSince(before).filter((s) => s.data.length > 0);
       const sndMax = Math.max(...[...flight, ...sentBefore].map((s) => g.off(s.tcp.seq) + s.data.length));
-      if (second === "all at once" || second === "all at once after a hole") {
+      if (second !== "advances" && second !== "duplicate" && second !== "first is duplicate") {
         // one ACK for everything sent, past the retransmitted segment: no second ACK can follow. Without a
         // duplicate ACK before, no hole was there (RFC 5681 §4.2): the guest was late
         const ssthresh = g.conns[0].inspect().ssthresh as number;
@@ -775,8 +811,8 @@ Deno.test("TCP spurious timeout without timestamps: F-RTO sends new data after t
         const next = g.send(TCP_ACK_FLAG).filter((s) => s.data.length > 0);
         assert.ok(next.length > 0 && g.off(next[0].tcp.seq) === sndMax, "data goes on after what was sent");
         const after = g.conns[0].inspect();
-        if (second === "all at once") {
-          assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 1, "judged spurious");
+        if (second !== "all at once after a hole") {
+          assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, timeouts, "judged spurious, each timeout");
           assert.equal(after.ssthresh, null, "ssthresh as before the timeout: none yet");
           assert.ok((after.cwnd as number) >= 10 * mss, `cwnd back to the initial window: ${after.cwnd}`);
         } else {
@@ -839,7 +875,7 @@ Deno.test("TCP spurious timeout: an ACK echoing the original transmission's time
       assert.equal(flight.length, 10, "the initial window");
       const originalTs = flight[0].tcp.tsVal;
       const mss = flight[0].data.length; // 1448: the timestamps take 12 bytes of each segment
-      // the guest falls silent (descheduled) past the tail-loss probe and the RTO
+      // the guest falls silent (descheduled) past the RTO
       let before = g.h.out.length;
       for (let t = 0; t < 3000 && g.h.stack.counters.tcpTimeouts === 0; t += 10) g.h.advance(10);
       assert.equal(g.h.stack.counters.tcpTimeouts, 1);
@@ -855,7 +891,7 @@ Deno.test("TCP spurious timeout: an ACK echoing the original transmission's time
       if (spurious) {
         assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 1, "judged spurious");
         assert.ok(
-          next.every((s) => g.off(s.tcp.seq) >= 11 * mss),
+          next.every((s) => g.off(s.tcp.seq) >= 10 * mss),
           `nothing the guest holds is sent again: offsets ${next.map((s) => g.off(s.tcp.seq)).join(", ")}`,
         );
         const cwnd = g.conns[0].inspect().cwnd as number;

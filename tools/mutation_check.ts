@@ -477,6 +477,28 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/tcp_state_test.ts"],
   },
   {
+    name: "F-RTO: a backoff ends it (a guest late past two RTOs has its flight sent again)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "    } else if (this.#frtoStep === 3) this.#frtoStep = 0;",
+    to: "    } else this.#frtoStep = 0;",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name:
+      "tail loss probe: also without SACK (its duplicate ACK tells nothing; a late guest's flight resent)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "    if (this.sackOk && this.rtt.hasSample && this.retries === 0) {\n",
+    to: "    if (this.rtt.hasSample && this.retries === 0) {\n",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
+    name: "tail loss probe: a lone segment does not wait for a delayed ACK (RFC 8985 §7.2 WCDelAckT)",
+    file: "src/stack/tcp/tcp_sender.ts",
+    from: "(flight <= this.mss && this.queue.length <= flight ? DELAYED_ACK_WORST_MS : 0)",
+    to: "(flight <= this.mss && this.queue.length <= flight ? 0 : 0)",
+    tests: ["tests/tcp_state_test.ts"],
+  },
+  {
     name:
       "timeout: recover not set (go-back-N's duplicate ACKs start a fast retransmit, RFC 6582 §3.2 step 4)",
     file: "src/stack/tcp/congestion.ts",

@@ -69,6 +69,9 @@ export interface TcpConnOwner {
   readonly budgetBlocked: Set<TcpSender>;
 }
 
+/** RFC 8985 §7.2's WCDelAckT: the longest a receiver may delay an ACK (RFC 9293 §3.8.6.3: under 0.5 s). */
+const DELAYED_ACK_WORST_MS = 200;
+
 export abstract class TcpSender implements FaultOwner {
   readonly stack: StackContext;
   /** The network layer toward the guest: addresses, family, how a segment is wrapped and sent. */
@@ -118,6 +121,8 @@ export abstract class TcpSender implements FaultOwner {
   #timeoutRetransmitTs = 0;
   #timeoutPipePrev = 0;
   #timeoutJudged = true;
+  /** Timeouts in the run awaiting judgement (backoffs included). */
+  #timeoutsInRun = 0;
   /**
    * F-RTO (RFC 5682 §2), the detection without timestamps (Windows guests by default): the step that the next
    * ACK after the timeout takes — 2 for the first, 3 for the second — or 0 when F-RTO is not under way.
@@ -402,14 +407,20 @@ export abstract class TcpSender implements FaultOwner {
   }
 
   /**
-   * Arms the timer for data in flight: a tail loss probe after PTO = 2·SRTT (RFC 8985 §7) when
+   * Arms the timer for data in flight: a tail loss probe after PTO = 2·SRTT (RFC 8985 §7.2) when
    * possible — a loss at the end of a flight then draws SACKs and fast recovery instead of waiting a
-   * full RTO — else the RTO.
+   * full RTO — else the RTO. Only with SACK (RFC 8985 §7.1, as Linux): without, the probe's answer is a
+   * duplicate ACK that tells nothing, and a late guest's flight is judged at the RTO (F-RTO). A flight of one
+   * segment waits for a delayed ACK as well (WCDelAckT).
    */
   protected armRetransmitTimer(): void {
-    if (this.rtt.hasSample && this.retries === 0) {
-      this.#probeArmed = true;
-      this.armRto(Math.min(Math.max(2 * this.rtt.srtt, 10), this.rtt.current()));
+    if (this.sackOk && this.rtt.hasSample && this.retries === 0) {
+      const flight = seqDiff(this.sndNxt, this.sndUna);
+      // one segment in flight and no more to follow it: its ACK may be a delayed one
+      const pto = Math.max(2 * this.rtt.srtt, 10) +
+        (flight <= this.mss && this.queue.length <= flight ? DELAYED_ACK_WORST_MS : 0);
+      this.#probeArmed = pto < this.rtt.current();
+      this.armRto(Math.min(pto, this.rtt.current()));
     } else {
       this.#probeArmed = false;
       this.armRto(this.rtt.current());
@@ -451,13 +462,13 @@ export abstract class TcpSender implements FaultOwner {
     if (this.#frtoStep === 3) {
       // step 3b: data never retransmitted is acknowledged — it arrived, the timeout was spurious
       this.#frtoStep = 0;
-      return this.#undoTimeout(acked, 1); // one timeout: a further one ends F-RTO
+      return this.#undoTimeout(acked);
     }
     if (
       !this.tsOk || !seg.hasTimestamps || seg.tsEcr === 0 ||
       ((seg.tsEcr - this.#timeoutRetransmitTs) | 0) >= 0
     ) return false;
-    return this.#undoTimeout(acked, this.retries); // each timeout of the run (backoffs too)
+    return this.#undoTimeout(acked);
   }
 
   /**
@@ -487,7 +498,7 @@ export abstract class TcpSender implements FaultOwner {
       // here, as no second ACK can follow. But a hole that the retransmission filled would have drawn a
       // duplicate ACK for each later segment first (RFC 5681 §4.2) and none came: the originals arrived,
       // the guest was late (as Linux judges it: data never retransmitted acknowledged, tcp_process_loss)
-      return this.#undoTimeout(acked, 1);
+      return this.#undoTimeout(acked);
     }
     // 2a: the retransmission is not all acknowledged, or everything sent is after a reported loss; 2b
     // without new data to send or window to send it in: conventional recovery goes on
@@ -506,9 +517,9 @@ export abstract class TcpSender implements FaultOwner {
   }
 
   /** The timeout was spurious: RFC 4015 §3.2's response. */
-  #undoTimeout(acked: number, timeouts: number): true {
+  #undoTimeout(acked: number): true {
     this.#timeoutJudged = true;
-    this.stack.counters.tcpSpuriousTimeouts += timeouts;
+    this.stack.counters.tcpSpuriousTimeouts += this.#timeoutsInRun; // each timeout of the run (backoffs too)
     if (seqLt(this.sndNxt, this.sndMax)) this.sndNxt = this.sndMax;
     this.cc.undoTimeout(seqDiff(this.sndNxt, this.sndUna), acked, this.#timeoutPipePrev);
     return true;
@@ -572,12 +583,16 @@ export abstract class TcpSender implements FaultOwner {
       // RetransmitTS); without timestamps F-RTO watches the next two ACKs (RFC 5682 §2 step 1), but not
       // after a loss that fast recovery already found
       this.#timeoutJudged = false;
+      this.#timeoutsInRun = 0;
       this.#timeoutRetransmitTs = this.tsNow();
       this.#timeoutPipePrev = Math.max(flight, this.cc.ssthresh);
       this.#frtoStep = this.tsOk || this.cc.inRecovery ? 0 : 2;
       this.#frtoRecover = this.sndMax;
       this.#frtoLossReported = this.dupAcks > 0 || !this.sack.empty;
-    } else this.#frtoStep = 0; // a further timeout: conventional recovery
+    } else if (this.#frtoStep === 3) this.#frtoStep = 0; // RFC 5682 §2: conventional recovery after 2b
+    // a backoff while F-RTO awaits its first ACK keeps waiting for it, as Linux does: the guest may be late
+    // for longer than one RTO, and the evidence it then gives is the same
+    this.#timeoutsInRun++;
     this.rtt.onTimeout();
     this.cc.onTimeout(flight, this.sndMax);
     this.timing = false;

@@ -2,8 +2,8 @@
  * Many-tenant benchmark (not a test). Starts the relay in multi-tenant mode as its own process, creates
  * N tenants through the admin API, and drives one simulated guest per tenant over the tenant's stream
  * socket: DHCP, then one TCP connection to a host server through 10.0.2.2. The simulated guest is a
- * minimal TCP receiver built from the project's wire codecs (in-order, cumulative ACK per segment,
- * 64 KiB window). Measures:
+ * minimal TCP receiver built from the project's wire codecs (in-order, one cumulative ACK per read, no SACK
+ * and no timestamps — as a Windows guest by default — 64 KiB window). Measures:
  *   - resident memory per idle tenant (relay RSS after N tenants connected and leased, minus before)
  *   - small request/response latency p50/p99 across tenants
  *   - aggregate host→guest throughput with every tenant downloading, and Jain's fairness index

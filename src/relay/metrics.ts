@@ -164,7 +164,7 @@ export function renderMetrics(r: RelayView): string {
   family(
     "slirp_tenant_tcp_spurious_timeouts_total",
     "counter",
-    "Of those, timeouts the guest's timestamps showed spurious (RFC 3522): nothing was lost, the window was restored.",
+    "Of those, timeouts found spurious — by the guest's timestamps (RFC 3522) or by the ACKs after them (F-RTO, RFC 5682): nothing was lost, the window was restored.",
     per((t) => t.counters.tcpSpuriousTimeouts),
   );
   family(

@@ -19,7 +19,7 @@ export class Counters {
   tcpSynAckRetransmits = 0;
   udpFragmentedDatagrams = 0;
   tcpTimeouts = 0;
-  /** Timeouts found spurious afterwards (RFC 3522) and undone. */
+  /** Timeouts found spurious afterwards (Eifel, RFC 3522; F-RTO, RFC 5682) and undone. */
   tcpSpuriousTimeouts = 0;
   tcpTailProbes = 0;
   tcpBytesToGuest = 0;

@@ -5,7 +5,7 @@
  * the host's loopback and private IPv6 space. Every host service listens on ::1 or 127.0.0.1.
  */
 import assert from "node:assert/strict";
-import { e2eTest, NetnsGuest, run } from "./_netns_guest.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
 import {
   freePort,
   listenTcp,
@@ -22,6 +22,27 @@ import dgram from "node:dgram";
 const TOOL = new URL("./guest_tools/tcp_tool.ts", import.meta.url).pathname;
 const MiB = 1024 * 1024;
 const BULK = Number(Deno.env.get("SLIRP_TEST_BULK_MIB") ?? 256) * MiB;
+
+/**
+ * Stops the dhclient that `-1` left running after its lease. Its parent exits before the forked
+ * daemon writes the pid file, so the file may appear late or (when the run failed) never: wait for
+ * it, bounded, and signal only that daemon's PID — `kill 0` would signal this whole process group (the
+ * test runner and CI with it).
+ */
+async function stopDaemonizedDhclient(pidFile: string): Promise<void> {
+  for (const deadline = Date.now() + 5000; Date.now() < deadline;) {
+    const pid = Number((await Deno.readTextFile(pidFile).catch(() => "")).trim());
+    // The PID must still be this test's dhclient (its command line names the pid file).
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    if (Number.isInteger(pid) && pid > 1 && cmdline.includes(pidFile)) {
+      try {
+        Deno.kill(pid, "SIGTERM");
+      } catch { /* already gone */ }
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
 
 /** A single-user relay on `dir/relay.sock` (the runtime's sockets on one thread, as before the workers). */
 function startRelay(dir: string, extra: string[] = []) {
@@ -310,9 +331,9 @@ e2eTest(
       assert.equal(stateful.code, 0, stateful.stderr);
       env = await Deno.readTextFile(`${dir}/dhclient.env`);
       assert.match(env, /new_ip6_address=fd00::100/, env);
-      await run(["kill", (await Deno.readTextFile(`${dir}/dhclient6.pid`).catch(() => "")).trim() || "0"]);
       assert.equal((await relay.tenant()).dhcp6Leases, 1);
     } finally {
+      await stopDaemonizedDhclient(`${dir}/dhclient6.pid`);
       await guest.close();
       await relay.stop();
       await Deno.remove(dir, { recursive: true });

@@ -42,6 +42,7 @@ async function init(m: WorkerInit): Promise<void> {
   relay = r;
   const wakeFd = ownSocketLoop({
     nextDeadline: () => r.wheel.nextDeadline(),
+    observe: (now) => r.wheel.observe(now),
     advance: (now) => r.wheel.advance(now),
   }, () => {
     // a message waits: the runtime delivers it only in a turn of its own

@@ -606,3 +606,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "an owned loop with more sockets ready than one epoll_wait returns reads them all before a due timer fires (a retransmission timer must not give up on an ACK still unread); its handlers read their turn's clock",
+  ignore: skip,
+  async fn() {
+    const worker = new Worker(new URL("./fixtures/full_batch_worker.ts", import.meta.url), {
+      type: "module",
+    });
+    try {
+      const result = await new Promise<
+        { handledBeforeTimer: number; sockets: number; clockOfTheTurn: boolean }
+      >((resolve, reject) => {
+        const late = setTimeout(() => reject(new Error("the worker's timer did not fire in 10 s")), 10_000);
+        worker.onmessage = (e) => {
+          clearTimeout(late);
+          resolve(e.data);
+        };
+        worker.onerror = (e) => {
+          clearTimeout(late);
+          reject(e.message);
+        };
+      });
+      assert.equal(result.handledBeforeTimer, result.sockets);
+      // what the handlers time (RTT samples, deadlines) reads their own turn's clock, fired or not
+      assert.ok(result.clockOfTheTurn, "the handlers read the clock of an earlier turn");
+    } finally {
+      worker.terminate();
+    }
+  },
+});

@@ -137,6 +137,22 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/epoll_test.ts"],
   },
   {
+    name:
+      "owned loop: due timers fire after a full epoll_wait batch, before the ready sockets it left unread",
+    file: "src/host/epoll_loop.ts",
+    from: "const FULL_TURNS_BEFORE_TIMERS = 4;\n",
+    to: "const FULL_TURNS_BEFORE_TIMERS = 0;\n",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name:
+      "owned loop: a turn's events read the clock of the turn before (the wheel's time moves only when it fires)",
+    file: "src/host/epoll_loop.ts",
+    from: "        this.#clock?.observe(now);\n",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "host TCP: a burst's large write buffer is kept after the flow goes quiet",
     file: "src/host/epoll_host.ts",
     from: "        deferUntilQuiet(this.#releaseIfQuiet);\n",

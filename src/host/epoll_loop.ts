@@ -63,6 +63,12 @@ const MICROTASK_HOPS = 8;
 /** Events taken per epoll_wait. */
 const MAX_EVENTS = 512;
 /**
+ * Turns in a row that returned {@linkcode MAX_EVENTS} (so more descriptors may be ready: level-triggered epoll
+ * hands the rest out on the next calls) before due timers fire all the same. Until then they wait for the
+ * rest: an unread guest socket may hold the ACK a due retransmission timer is about to give up on.
+ */
+const FULL_TURNS_BEFORE_TIMERS = 4;
+/**
  * Longest sleep of an owned loop: a runtime timer set without `after` (a library's) still runs within this
  * long. Ten wake-ups a second cost nothing measurable.
  */
@@ -111,6 +117,8 @@ export interface Watcher {
 export interface LoopClock {
   /** When the next timer is due (performance.now() time), or Infinity. */
   nextDeadline(): number;
+  /** The time of this turn, told before its events: nothing fires. */
+  observe(now: number): void;
   /** Fires what is due at `now`. */
   advance(now: number): void;
 }
@@ -241,6 +249,7 @@ export class EpollLoop {
     const l = L();
     let failures = 0;
     let idleTurns = 0;
+    let fullTurns = 0;
     // an owned loop: busy turns since the queue was last drained, and whether promise work left by the last
     // dispatch ran (a macrotask drains the microtask queue, MICROTASK_HOPS hops all but a deep chain; one
     // `await null` only lets what was queued run)
@@ -289,12 +298,16 @@ export class EpollLoop {
           failures = 0;
         }
         this.#turn++;
+        this.#clock?.observe(now);
         if (k > 0) {
           idleTurns = 0;
           this.#dispatch(k);
         }
         if (this.#clock) {
-          this.#clock.advance(now);
+          if (k < MAX_EVENTS || ++fullTurns > FULL_TURNS_BEFORE_TIMERS) {
+            fullTurns = 0;
+            this.#clock.advance(now);
+          }
           runTurnWork();
           // a sleep found nothing, or the oldest has waited long enough
           if (this.#quiet.length > 0 && ((k === 0 && sleepMs > 0) || now - this.#quietSince >= QUIET_MS)) {

@@ -73,7 +73,7 @@ export class TimerWheel {
     return this.#count;
   }
 
-  /** The time of the last advance. */
+  /** The time of the last advance or observe. */
   get now(): number {
     return this.#now;
   }
@@ -127,6 +127,15 @@ export class TimerWheel {
     t.prev = t.next = null;
     t.armed = false;
     this.#count--;
+  }
+
+  /**
+   * Moves the wheel's time (`now`) on without firing anything: a loop tells the time of its turn before the
+   * turn's events, so what they time (RTT samples, deadlines armed) reads the turn's clock even in a turn
+   * whose due timers wait (src/host/epoll_loop.ts).
+   */
+  observe(now: number): void {
+    if (now > this.#now) this.#now = now;
   }
 
   /** Fires every timer whose deadline is at or before `now`, in slot order. */

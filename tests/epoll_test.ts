@@ -4,6 +4,7 @@ import dgram from "node:dgram";
 import { connectTcp, EpollListener, type EpollSocket } from "../src/host/epoll.ts";
 import { epollAvailable, SocketError } from "../src/host/epoll_loop.ts";
 import { EpollUdpSocket } from "../src/host/epoll_udp.ts";
+import { within } from "./_relay_api.ts";
 
 const skip = !epollAvailable();
 
@@ -616,19 +617,16 @@ Deno.test({
       type: "module",
     });
     try {
-      const result = await new Promise<
-        { handledBeforeTimer: number; sockets: number; clockOfTheTurn: boolean }
-      >((resolve, reject) => {
-        const late = setTimeout(() => reject(new Error("the worker's timer did not fire in 10 s")), 10_000);
-        worker.onmessage = (e) => {
-          clearTimeout(late);
-          resolve(e.data);
-        };
-        worker.onerror = (e) => {
-          clearTimeout(late);
-          reject(e.message);
-        };
-      });
+      const result = await within(
+        new Promise<{ handledBeforeTimer: number; sockets: number; clockOfTheTurn: boolean }>(
+          (resolve, reject) => {
+            worker.onmessage = (e) => resolve(e.data);
+            worker.onerror = (e) => reject(e.message);
+          },
+        ),
+        10_000,
+        "the worker's timer",
+      );
       assert.equal(result.handledBeforeTimer, result.sockets);
       // what the handlers time (RTT samples, deadlines) reads their own turn's clock, fired or not
       assert.ok(result.clockOfTheTurn, "the handlers read the clock of an earlier turn");

@@ -5,6 +5,7 @@ import { connectTcp, EpollListener, type EpollSocket } from "../src/host/epoll.t
 import { epollAvailable, SocketError } from "../src/host/epoll_loop.ts";
 import { EpollUdpSocket } from "../src/host/epoll_udp.ts";
 import { within } from "./_relay_api.ts";
+import { FrameWriter } from "../src/transport/stream.ts";
 
 const skip = !epollAvailable();
 
@@ -633,5 +634,82 @@ Deno.test({
     } finally {
       worker.terminate();
     }
+  },
+});
+
+Deno.test({
+  name:
+    "guest writer: once a send finds the guest's socket full it waits for room, sending nothing more until then; every frame arrives",
+  ignore: skip,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    const accepted = Promise.withResolvers<EpollSocket>();
+    const l = EpollListener.unix(`${dir}/g.sock`, (s) => accepted.resolve(s));
+    // the guest's end, not read until the writer has filled the socket
+    const guest = await Deno.connect({ transport: "unix", path: `${dir}/g.sock` });
+    const s = await within(accepted.promise, 5000, "accept");
+    /** Every send the writer asked for: how, how many bytes, how many the socket took (null: waited). */
+    const calls: { how: string; asked: number; took: number | null }[] = [];
+    const stream = {
+      read: (p: Uint8Array) => s.read(p),
+      close: () => s.close(),
+      writeNow(p: Uint8Array): number {
+        const n = s.writeNow(p);
+        calls.push({ how: "writeNow", asked: p.length, took: n });
+        return n;
+      },
+      write(p: Uint8Array): Promise<number> {
+        calls.push({ how: "write", asked: p.length, took: null });
+        return s.write(p);
+      },
+      async writeWhenRoom(p: Uint8Array): Promise<number> {
+        const call = { how: "writeWhenRoom", asked: p.length, took: null as number | null };
+        calls.push(call);
+        return call.took = await s.writeWhenRoom(p);
+      },
+    };
+    const drained = Promise.withResolvers<void>();
+    const writer = new FrameWriter(stream, 8 * 1024 * 1024, (e) => drained.reject(e), {
+      onDrain: () => drained.resolve(),
+    });
+    // 4 MB of frames: far more than a UNIX socket's buffer (~208 KiB by default)
+    const FRAMES = 2800, SIZE = 1500;
+    const frame = new Uint8Array(SIZE);
+    for (let i = 0; i < FRAMES; i++) {
+      frame.fill(i & 0xff);
+      new DataView(frame.buffer).setUint32(0, i);
+      assert.ok(writer.push(frame));
+    }
+    await new Promise((r) => setTimeout(r, 50)); // the flush ran and found the socket full
+    const shown = () => calls.map((c) => `${c.how} ${c.took}/${c.asked}`).join(", ");
+    assert.ok(calls.some((c) => c.took !== null && c.took < c.asked), `the socket never filled: ${shown()}`);
+    assert.deepEqual(calls.at(-1), { how: "writeWhenRoom", asked: calls.at(-1)!.asked, took: null }, shown());
+    const wire = new Uint8Array(FRAMES * (4 + SIZE));
+    let got = 0;
+    while (got < wire.length) {
+      const n = await within(guest.read(wire.subarray(got)), 5000, `guest read after ${got} bytes`);
+      assert.ok(n !== null, `the stream ended after ${got} of ${wire.length} bytes`);
+      got += n;
+    }
+    await within(drained.promise, 5000, "writer drained");
+    const view = new DataView(wire.buffer);
+    for (let i = 0; i < FRAMES; i++) {
+      const at = i * (4 + SIZE);
+      assert.equal(view.getUint32(at), SIZE);
+      assert.equal(view.getUint32(at + 4), i, `frame ${i} out of order`);
+      assert.equal(wire[at + 4 + SIZE - 1], i & 0xff);
+    }
+    // a send that took less than it was given found the socket full: the next one waits for room
+    calls.forEach((c, i) => {
+      if (c.took !== null && c.took < c.asked && i + 1 < calls.length) {
+        assert.equal(calls[i + 1].how, "writeWhenRoom", `call ${i + 1} of ${shown()}`);
+      }
+    });
+    assert.ok(calls.length > 2, shown());
+    writer.close();
+    s.close();
+    guest.close();
+    l.close();
+    await Deno.remove(dir, { recursive: true });
   },
 });

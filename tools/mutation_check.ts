@@ -195,6 +195,20 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/epoll_test.ts"],
   },
   {
+    name: "guest writer: a send that took part of the bytes is followed by another send at once (EAGAIN)",
+    file: "src/transport/stream.ts",
+    from: "          full = n < asked;\n",
+    to: "          full = n === 0;\n",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "guest writer: after waiting for room, the rest is sent at once though the socket filled again",
+    file: "src/transport/stream.ts",
+    from: "          full = n < rest.length;\n",
+    to: "          full = false;\n",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
     name: "receive blocks: a guest link that ended keeps its block (the thread's set runs dry)",
     file: "src/transport/stream.ts",
     from: "    if (isReceiveBlock(this.buf)) returnReceiveBlock(this.buf);",

@@ -313,6 +313,21 @@ export class EpollSocket implements Watcher {
     if (n >= 0) return Promise.resolve(n);
     const e = errno();
     if (e !== EAGAIN && e !== EINTR) return Promise.reject(fail("send", e));
+    return this.#sendWhenWritable(p);
+  }
+
+  /**
+   * Writes some of `p` once the socket reports room (EPOLLOUT), without a send first: the caller's
+   * {@linkcode writeNow} has just found it full. A send at once would fail again with EAGAIN — a fifth of
+   * the sends toward a guest downloading at MTU 1500 were such second tries.
+   */
+  writeWhenRoom(p: Uint8Array): Promise<number> {
+    if (this.#closed) return Promise.reject(new SocketError("EPIPE", "send on a closed socket"));
+    if (this.#writer) return Promise.reject(new Error("write already pending"));
+    return this.#sendWhenWritable(p);
+  }
+
+  #sendWhenWritable(p: Uint8Array): Promise<number> {
     return new Promise((resolve, reject) => {
       this.#writer = { buf: p, resolve: (n) => resolve(n ?? 0), reject };
       this.#wantAlso(EPOLLOUT);

@@ -49,7 +49,8 @@ interface Conn {
   readNow(p: Uint8Array): number | null;
   /** Writes some of `p` at once: bytes written, 0 when the socket is full; throws on errors. */
   writeNow(p: Uint8Array): number;
-  write(p: Uint8Array): Promise<number>;
+  /** Writes some of `p` once the socket has room, for a caller whose `writeNow` just returned 0. */
+  writeWhenRoom(p: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;
   reset?(): void;
@@ -279,16 +280,18 @@ class StreamTcpSocket implements HostTcpSocket {
 
   /**
    * Sends what is queued, at once while the socket takes it; when it is full, one send waits for room and
-   * the rest follows from there.
+   * the rest follows from there. A send that took less than it was given found the socket full (`full`):
+   * another at once would only fail with EAGAIN.
    */
-  #flush(): void {
+  #flush(full = false): void {
     if (this.#writing || !this.#conn || this.#closed) return;
     const conn = this.#conn;
     try {
-      while (this.#sent < this.#fill) {
+      while (this.#sent < this.#fill && !full) {
+        const asked = this.#fill - this.#sent;
         const n = conn.writeNow(this.#pend.subarray(this.#sent, this.#fill));
-        if (n === 0) break;
         this.#sent += n;
+        full = n < asked;
       }
     } catch (e) {
       // reported after the current task: the writer may be inside the handler that would be told
@@ -298,11 +301,12 @@ class StreamTcpSocket implements HostTcpSocket {
     }
     if (this.#sent < this.#fill) {
       this.#writing = true;
-      conn.write(this.#pend.subarray(this.#sent, this.#fill)).then((n) => {
+      const asked = this.#fill - this.#sent;
+      conn.writeWhenRoom(this.#pend.subarray(this.#sent, this.#fill)).then((n) => {
         this.#writing = false;
         if (this.#closed) return;
         this.#sent += n;
-        this.#flush();
+        this.#flush(n < asked);
       }, (e) => {
         this.#writing = false;
         this.#fail(e);

@@ -128,14 +128,17 @@ export class FrameWriter {
       this.#writing = false;
       return;
     }
-    // at once while the stream takes the bytes (no promise per flush); a full stream is waited for
+    // at once while the stream takes the bytes (no promise per flush); a full stream is waited for. A send
+    // that took less than it was given found the socket full: another one at once would fail with EAGAIN
     let off = 0;
     if (this.#stream.writeNow) {
       try {
-        while (off < this.#fill) {
+        let full = false;
+        while (off < this.#fill && !full) {
+          const asked = this.#fill - off;
           const n = this.#stream.writeNow(this.#pending.subarray(off, this.#fill));
-          if (n === 0) break;
           off += n;
+          full = n < asked;
         }
       } catch (e) {
         this.#closed = true;
@@ -148,16 +151,26 @@ export class FrameWriter {
         if (!this.#closed) this.#onDrain?.();
         return;
       }
+      void this.#flushWaiting(off, true);
+      return;
     }
-    void this.#flushWaiting(off);
+    void this.#flushWaiting(off, false);
   }
 
-  /** The rest of a flush, from `off`, waiting for room in the stream. */
-  async #flushWaiting(off: number): Promise<void> {
+  /** The rest of a flush, from `off`, waiting for room in the stream (`full`: `writeNow` just found none). */
+  async #flushWaiting(off: number, full: boolean): Promise<void> {
+    const stream = this.#stream;
     try {
       while (this.#fill > 0 && !this.#closed) {
         const len = this.#fill;
-        while (off < len) off += await this.#stream.write(this.#pending.subarray(off, len));
+        while (off < len) {
+          const rest = this.#pending.subarray(off, len);
+          const n = full && stream.writeWhenRoom
+            ? await stream.writeWhenRoom(rest)
+            : await stream.write(rest);
+          off += n;
+          full = n < rest.length;
+        }
         const b = this.#pending;
         b.copyWithin(0, len, this.#fill);
         this.#fill -= len;

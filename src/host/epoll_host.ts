@@ -49,7 +49,7 @@ interface Conn {
   readNow(p: Uint8Array): number | null;
   /** Writes some of `p` at once: bytes written, 0 when the socket is full; throws on errors. */
   writeNow(p: Uint8Array): number;
-  /** Writes some of `p` once the socket has room, for a caller whose `writeNow` just returned 0. */
+  /** Writes some of `p` once the socket has room, for a caller whose last send found it full. */
   writeWhenRoom(p: Uint8Array): Promise<number>;
   closeWrite(): Promise<void>;
   close(): void;

@@ -317,9 +317,9 @@ export class EpollSocket implements Watcher {
   }
 
   /**
-   * Writes some of `p` once the socket reports room (EPOLLOUT), without a send first: the caller's
-   * {@linkcode writeNow} has just found it full. A send at once would fail again with EAGAIN — a fifth of
-   * the sends toward a guest downloading at MTU 1500 were such second tries.
+   * Writes some of `p` once the socket reports room (EPOLLOUT), without a send first: the caller's last send
+   * took less than it was given, so the socket is full and a send at once would fail with EAGAIN — a fifth
+   * of the sends toward a guest downloading at MTU 1500 were such second tries.
    */
   writeWhenRoom(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(new SocketError("EPIPE", "send on a closed socket"));

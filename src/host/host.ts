@@ -25,8 +25,8 @@ export interface ByteStream {
   /** Optional: writes what the stream takes of `p` at once — bytes written, 0 when it is full; throws on errors. */
   writeNow?(p: Uint8Array): number;
   /**
-   * Optional, with {@linkcode writeNow}: writes some of `p` once the stream has room — for a caller whose
-   * `writeNow` has just returned 0, so that no second send finds the stream full again.
+   * Optional, with {@linkcode writeNow}: writes some of `p` once the stream has room — for a caller whose last
+   * send took less than it was given (the stream is full: a second send at once would only fail).
    */
   writeWhenRoom?(p: Uint8Array): Promise<number>;
   /** Optional: lets the kernel hold at least `bytes` toward the peer (where that is cheap to ask for). */

@@ -157,7 +157,7 @@ export class FrameWriter {
     void this.#flushWaiting(off, false);
   }
 
-  /** The rest of a flush, from `off`, waiting for room in the stream (`full`: `writeNow` just found none). */
+  /** The rest of a flush, from `off`, waiting for room in the stream (`full`: the last send found none). */
   async #flushWaiting(off: number, full: boolean): Promise<void> {
     const stream = this.#stream;
     try {

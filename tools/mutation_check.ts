@@ -197,8 +197,8 @@ const MUTANTS: Mutant[] = [
   {
     name: "guest writer: a send that took part of the bytes is followed by another send at once (EAGAIN)",
     file: "src/transport/stream.ts",
-    from: "          full = n < asked;\n",
-    to: "          full = n === 0;\n",
+    from: "      void this.#flushWaiting(off, true);\n",
+    to: "      void this.#flushWaiting(off, false);\n",
     tests: ["tests/epoll_test.ts"],
   },
   {

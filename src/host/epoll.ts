@@ -313,7 +313,7 @@ export class EpollSocket implements Watcher {
     if (n >= 0) return Promise.resolve(n);
     const e = errno();
     if (e !== EAGAIN && e !== EINTR) return Promise.reject(fail("send", e));
-    return this.#sendWhenWritable(p);
+    return this.writeWhenRoom(p);
   }
 
   /**
@@ -324,10 +324,6 @@ export class EpollSocket implements Watcher {
   writeWhenRoom(p: Uint8Array): Promise<number> {
     if (this.#closed) return Promise.reject(new SocketError("EPIPE", "send on a closed socket"));
     if (this.#writer) return Promise.reject(new Error("write already pending"));
-    return this.#sendWhenWritable(p);
-  }
-
-  #sendWhenWritable(p: Uint8Array): Promise<number> {
     return new Promise((resolve, reject) => {
       this.#writer = { buf: p, resolve: (n) => resolve(n ?? 0), reject };
       this.#wantAlso(EPOLLOUT);

@@ -280,18 +280,15 @@ class StreamTcpSocket implements HostTcpSocket {
 
   /**
    * Sends what is queued, at once while the socket takes it; when it is full, one send waits for room and
-   * the rest follows from there. A send that took less than it was given found the socket full (`full`):
-   * another at once would only fail with EAGAIN.
+   * the rest follows from there. One send takes what fits: less than it was given means the socket is full
+   * (`full`, for the send that waited), and another at once would only fail with EAGAIN.
    */
   #flush(full = false): void {
     if (this.#writing || !this.#conn || this.#closed) return;
     const conn = this.#conn;
     try {
-      while (this.#sent < this.#fill && !full) {
-        const asked = this.#fill - this.#sent;
-        const n = conn.writeNow(this.#pend.subarray(this.#sent, this.#fill));
-        this.#sent += n;
-        full = n < asked;
+      if (!full && this.#sent < this.#fill) {
+        this.#sent += conn.writeNow(this.#pend.subarray(this.#sent, this.#fill));
       }
     } catch (e) {
       // reported after the current task: the writer may be inside the handler that would be told

@@ -128,18 +128,12 @@ export class FrameWriter {
       this.#writing = false;
       return;
     }
-    // at once while the stream takes the bytes (no promise per flush); a full stream is waited for. A send
-    // that took less than it was given found the socket full: another one at once would fail with EAGAIN
+    // at once while the stream takes the bytes (no promise per flush); a full stream is waited for. One send
+    // takes what fits: less than it was given means the socket is full, and another at once would fail (EAGAIN)
     let off = 0;
     if (this.#stream.writeNow) {
       try {
-        let full = false;
-        while (off < this.#fill && !full) {
-          const asked = this.#fill - off;
-          const n = this.#stream.writeNow(this.#pending.subarray(off, this.#fill));
-          off += n;
-          full = n < asked;
-        }
+        off = this.#stream.writeNow(this.#pending.subarray(0, this.#fill));
       } catch (e) {
         this.#closed = true;
         this.#writing = false;

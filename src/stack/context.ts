@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { DatagramSender } from "./datagram_sender.ts";
 import type { Logger } from "../common/logger.ts";
 import type { WireError } from "../wire/bytes.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
@@ -93,6 +94,8 @@ export interface StackContext extends FaultOwner, PathSender {
   readonly dns: { tcpUpstream(): { address: number; port: number } | null };
   /** The most recently bound lease (the default target of port forwards). */
   readonly dhcp: { readonly lastBoundAddress: number };
+  /** UDP and ICMP datagrams toward the guest, fragmented when they do not fit its MTU. */
+  readonly datagrams: DatagramSender;
 
   /** Counts a dropped frame under `reason`. */
   drop(reason: string, err?: WireError): void;
@@ -122,9 +125,6 @@ export interface StackContext extends FaultOwner, PathSender {
     dstMac?: number,
     ttl?: number,
   ): boolean;
-  sendUdp6(src: Uint8Array, dst: Uint8Array, srcPort: number, dstPort: number, data: Uint8Array): boolean;
-  sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean;
-  sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean;
   /** Sends `len` bytes of `tx` as a frame. */
   sendFrame(len: number): void;
   /** A throw inside one flow's code: that flow alone is reset. */

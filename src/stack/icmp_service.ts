@@ -44,7 +44,7 @@ export class IcmpService {
     s.counters.icmpEchoes++;
     if (ip.dst === s.plan.gateway || ip.dst === s.plan.dns) {
       // the gateway and DNS addresses answer themselves, as large as asked (fragmented past the MTU)
-      s.sendIcmp(ip.dst, ip.src, ICMP_ECHO_REPLY, 0, m.rest, buf.subarray(m.dataOffset, m.dataEnd));
+      s.datagrams.sendIcmp(ip.dst, ip.src, ICMP_ECHO_REPLY, 0, m.rest, buf.subarray(m.dataOffset, m.dataEnd));
       return;
     }
     const real = s.translation.toReal(ip.dst);
@@ -65,7 +65,7 @@ export class IcmpService {
         this.#pending--;
         if (s.closed || !reply) return;
         if (reply.type !== ICMP_ECHO_REPLY) return s.drop("icmp-host-error-reply");
-        s.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
+        s.datagrams.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
       },
     );
     if (!sent) {

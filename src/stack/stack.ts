@@ -34,12 +34,9 @@ import {
   newIpv4Header,
   parseIpv4,
 } from "../wire/ipv4.ts";
-import { emitUdp, newUdpHeader, parseUdp, UDP_HEADER_LEN } from "../wire/udp.ts";
+import { newUdpHeader, parseUdp } from "../wire/udp.ts";
 import { emitIpv6, IPV6_HEADER_LEN } from "../wire/ipv6.ts";
-import { put16, put32 } from "../wire/bytes.ts";
-import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
-import { L4_OFFSET } from "./frame.ts";
-import { checksumSum, frameScratch, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/checksum.ts";
+import { frameScratch, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
 import type { HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
 import type { Logger } from "../common/logger.ts";
@@ -68,6 +65,7 @@ import { Counters } from "./counters.ts";
 import { TcpService } from "./tcp/tcp_service.ts";
 import { TokenBucket } from "../common/token_bucket.ts";
 import { Ipv4Reassembly } from "./ip_reassembly.ts";
+import { DatagramSender } from "./datagram_sender.ts";
 import { contained, ContainedHost } from "./containment.ts";
 import { MemoryBudget } from "./memory_budget.ts";
 import { type FlowLimit, UNLIMITED_FLOWS } from "./flow_limit.ts";
@@ -176,6 +174,8 @@ export class Stack implements StackContext {
   readonly dhcp6: Dhcpv6Server;
   readonly udp: UdpNat;
   readonly tcp: TcpService;
+  /** UDP and ICMP datagrams toward the guest, fragmented when they do not fit its MTU. */
+  readonly datagrams: DatagramSender;
 
   // parse scratch, shared by every stack in the process (input is processed synchronously, one frame at
   // a time)
@@ -218,6 +218,7 @@ export class Stack implements StackContext {
     this.memory = new MemoryBudget(config.bufferedBytes, () => this.tcp.budgetFreed());
     this.flowRate = new TokenBucket(config.newFlowsPerSecond, config.newFlowsPerSecond, deps.host.now());
     this.#errorReplies = new TokenBucket(ERROR_REPLIES_PER_SECOND, ERROR_REPLIES_PER_SECOND, deps.host.now());
+    this.datagrams = new DatagramSender(this);
     this.arp = new ArpService(this);
     this.dhcp = new DhcpServer(this);
     this.dns = new DnsService(this);
@@ -510,136 +511,6 @@ export class Stack implements StackContext {
   }
 
   /**
-   * Sends a UDP datagram carrying `data` to the guest, fragmented at the guest's MTU when it does not fit
-   * one frame.
-   * @returns false when it was not sent
-   */
-  sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean {
-    const total = UDP_HEADER_LEN + data.length;
-    if (total + 20 <= this.plan.mtu) {
-      this.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
-      emitUdp(
-        this.tx,
-        L4_OFFSET,
-        srcPort,
-        dstPort,
-        data.length,
-        pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total),
-      );
-      return this.sendIpv4(src, dst, IPPROTO_UDP, total);
-    }
-    // the UDP checksum covers the whole datagram: header sum chained into the data sum
-    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
-    put16(h, 0, srcPort);
-    put16(h, 2, dstPort);
-    put16(h, 4, total & 0xffff);
-    put16(h, 6, 0);
-    const ck = ~checksumSum(
-      data,
-      0,
-      data.length,
-      checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total)),
-    ) & 0xffff;
-    put16(h, 6, ck === 0 ? 0xffff : ck);
-    if (!this.sendIpv4Datagram(src, dst, IPPROTO_UDP, h, data)) return false;
-    this.counters.udpFragmentedDatagrams++;
-    return true;
-  }
-
-  /**
-   * Sends a UDP datagram carrying `data` to the guest over IPv6, from `src` to `dst` (16 bytes each). IPv6
-   * routers do not fragment (RFC 8200 §5): a datagram over the guest's MTU is dropped and counted.
-   * @returns false when it was not sent
-   */
-  sendUdp6(src: Uint8Array, dst: Uint8Array, srcPort: number, dstPort: number, data: Uint8Array): boolean {
-    const total = UDP_HEADER_LEN + data.length;
-    if (total + IPV6_HEADER_LEN > this.plan.mtu) {
-      this.counters.drop("udp6-datagram-over-mtu");
-      return false;
-    }
-    const l4 = ETH_HEADER_LEN + IPV6_HEADER_LEN;
-    this.tx.set(data, l4 + UDP_HEADER_LEN);
-    emitUdp(
-      this.tx,
-      l4,
-      srcPort,
-      dstPort,
-      data.length,
-      pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_UDP, total),
-    );
-    return this.sendIpv6In(this.tx, 0, src, 0, dst, 0, IPPROTO_UDP, total);
-  }
-
-  /**
-   * Sends an ICMP message (`type`, `code`, `rest`) carrying `data` to the guest, fragmented when it does
-   * not fit the MTU: an echo reply is as large as the request, which the guest may have fragmented.
-   */
-  sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean {
-    const h = this.#l4Header.subarray(0, ICMP_HEADER_LEN);
-    h[0] = type;
-    h[1] = code;
-    put16(h, 2, 0);
-    put32(h, 4, rest);
-    put16(h, 2, ~checksumSum(data, 0, data.length, checksumSum(h, 0, ICMP_HEADER_LEN)) & 0xffff);
-    return this.sendIpv4Datagram(src, dst, IPPROTO_ICMP, h, data);
-  }
-
-  /**
-   * Sends one IPv4 datagram whose payload is `head` (the L4 header, checksum already set) followed by
-   * `data`, as one frame when it fits the guest's MTU, else as fragments the way a Linux router forwards
-   * a datagram without DF (RFC 791 §3.2: fragment payloads are multiples of 8 bytes, MF on all but the
-   * last). Never writes past the transmit buffer.
-   * @returns false when it was not sent (larger than an IPv4 datagram can be, or no MAC for `dst`)
-   */
-  sendIpv4Datagram(src: number, dst: number, protocol: number, head: Uint8Array, data: Uint8Array): boolean {
-    const total = head.length + data.length;
-    if (total + 20 > 65535) {
-      this.counters.drop("ipv4-datagram-too-large");
-      return false;
-    }
-    const tx = this.tx;
-    if (total + 20 <= this.plan.mtu) {
-      tx.set(head, L4_OFFSET);
-      tx.set(data, L4_OFFSET + head.length);
-      return this.sendIpv4(src, dst, protocol, total);
-    }
-    const mac = this.macFor(dst);
-    if (mac < 0) {
-      this.counters.drop("guest-mac-unknown");
-      return false;
-    }
-    const per = ((this.plan.mtu - 20) >> 3) << 3;
-    const id = this.nextIpId();
-    const ip = this.#fragmentHeader;
-    ip.id = id;
-    ip.protocol = protocol;
-    ip.src = src;
-    ip.dst = dst;
-    for (let off = 0; off < total; off += per) {
-      const n = Math.min(per, total - off);
-      // bytes [off, off + n) of head ++ data
-      let w = L4_OFFSET;
-      if (off < head.length) {
-        const k = Math.min(head.length - off, n);
-        tx.set(head.subarray(off, off + k), w);
-        w += k;
-      }
-      const from = Math.max(0, off - head.length);
-      const to = off + n - head.length;
-      if (to > from) {
-        tx.set(data.subarray(from, to), w);
-        w += to - from;
-      }
-      emitEthernet(tx, 0, mac, this.plan.gatewayMac, ETHERTYPE_IPV4);
-      ip.moreFragments = off + n < total;
-      ip.fragmentOffset = off;
-      emitIpv4(ip, tx, ETH_HEADER_LEN, n);
-      this.sendFrame(w);
-    }
-    return true;
-  }
-
-  /**
    * Wraps the `l4Length` bytes at `buf[base + 54]` in an IPv6 header (src and dst copied from the given
    * offsets) and Ethernet, and outputs the frame. `dstMac` -1 looks the guest's MAC up (soliciting it when
    * unknown, and dropping the packet, as ARP does).
@@ -673,9 +544,6 @@ export class Stack implements StackContext {
     return true;
   }
 
-  /** L4 header scratch for datagrams sent in fragments. */
-  #l4Header = new Uint8Array(UDP_HEADER_LEN + ICMP_HEADER_LEN);
-  #fragmentHeader: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0 };
   readonly #reassembly: Ipv4Reassembly;
 
   /** Outputs `tx[0, len)` to the guest. */

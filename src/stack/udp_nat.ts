@@ -246,7 +246,7 @@ export class UdpNat {
     const src = this.#virtualSource(f, real);
     if (src < 0) return s.drop("udp-reply-unmappable-source");
     f.lastActive = s.wheel.now;
-    s.sendUdp(src, f.guestIp, port, f.guestPort, data);
+    s.datagrams.sendUdp(src, f.guestIp, port, f.guestPort, data);
   }
 
   /**
@@ -264,7 +264,7 @@ export class UdpNat {
       return s.drop("udp-reply-unmappable-source");
     }
     f.lastActive = s.wheel.now;
-    s.sendUdp6(src, f.guest6!, port, f.guestPort, data);
+    s.datagrams.sendUdp6(src, f.guest6!, port, f.guestPort, data);
   }
 
   #hostError(f: UdpFlow, code: string): void {
@@ -339,8 +339,8 @@ export class UdpNat {
       peer = p;
     }
     peer.lastActive = s.wheel.now;
-    if (guest6) s.sendUdp6(s.plan.v6!.gateway, guest6, port, guestPort, data);
-    else s.sendUdp(s.plan.gateway, guestIp, port, guestPort, data);
+    if (guest6) s.datagrams.sendUdp6(s.plan.v6!.gateway, guest6, port, guestPort, data);
+    else s.datagrams.sendUdp(s.plan.gateway, guestIp, port, guestPort, data);
   }
 
   #removePeer(p: ForwardPeer): void {

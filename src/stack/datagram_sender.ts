@@ -1,0 +1,178 @@
+/**
+ * Whole datagrams toward the guest that may not fit its MTU: a UDP reply from a host socket, an ICMP echo
+ * reply as large as the request. The relay is their source on the guest's link, so it fragments them as a
+ * source host does (RFC 791 §3.2); TCP never needs this (its segments are cut to the MSS).
+ *
+ * @module
+ */
+import { emitEthernet, ETH_HEADER_LEN, ETHERTYPE_IPV4 } from "../wire/ethernet.ts";
+import { emitIpv4, IPPROTO_ICMP, IPPROTO_UDP, type Ipv4Emit } from "../wire/ipv4.ts";
+import { emitUdp, UDP_HEADER_LEN } from "../wire/udp.ts";
+import { IPV6_HEADER_LEN } from "../wire/ipv6.ts";
+import { put16, put32 } from "../wire/bytes.ts";
+import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
+import { checksumSum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/checksum.ts";
+import { L4_OFFSET } from "./frame.ts";
+import type { AddressPlan } from "./config.ts";
+import type { Counters } from "./counters.ts";
+import type { PathSender } from "./guest_path.ts";
+
+/** What the sender needs of its tenant's stack. */
+export interface DatagramLink extends PathSender {
+  readonly plan: AddressPlan;
+  readonly counters: Counters;
+  /** Scratch buffer a frame toward the guest is built in (L4 at `L4_OFFSET`). */
+  readonly tx: Uint8Array;
+  /** The guest MAC of IPv4 address `ip`, or -1. */
+  macFor(ip: number): number;
+  /** A fresh IPv4 identification value. */
+  nextIpId(): number;
+  /** Sends the L4 bytes in `tx` at L4_OFFSET as an IPv4 datagram to the guest. */
+  sendIpv4(src: number, dst: number, protocol: number, l4Length: number): boolean;
+  /** Outputs `tx[0, len)` to the guest. */
+  sendFrame(len: number): void;
+}
+
+export class DatagramSender {
+  #link: DatagramLink;
+  /** L4 header scratch for datagrams sent in fragments. */
+  #l4Header = new Uint8Array(UDP_HEADER_LEN + ICMP_HEADER_LEN);
+  #fragmentHeader: Ipv4Emit = { id: 0, ttl: 64, protocol: 0, src: 0, dst: 0 };
+
+  constructor(link: DatagramLink) {
+    this.#link = link;
+  }
+
+  /**
+   * Sends a UDP datagram carrying `data` to the guest, fragmented at the guest's MTU when it does not fit
+   * one frame.
+   * @returns false when it was not sent
+   */
+  sendUdp(src: number, dst: number, srcPort: number, dstPort: number, data: Uint8Array): boolean {
+    const s = this.#link;
+    const total = UDP_HEADER_LEN + data.length;
+    if (total + 20 <= s.plan.mtu) {
+      s.tx.set(data, L4_OFFSET + UDP_HEADER_LEN);
+      emitUdp(
+        s.tx,
+        L4_OFFSET,
+        srcPort,
+        dstPort,
+        data.length,
+        pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total),
+      );
+      return s.sendIpv4(src, dst, IPPROTO_UDP, total);
+    }
+    // the UDP checksum covers the whole datagram: header sum chained into the data sum
+    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
+    put16(h, 0, srcPort);
+    put16(h, 2, dstPort);
+    put16(h, 4, total & 0xffff);
+    put16(h, 6, 0);
+    const ck = ~checksumSum(
+      data,
+      0,
+      data.length,
+      checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total)),
+    ) & 0xffff;
+    put16(h, 6, ck === 0 ? 0xffff : ck);
+    if (!this.sendIpv4Datagram(src, dst, IPPROTO_UDP, h, data)) return false;
+    s.counters.udpFragmentedDatagrams++;
+    return true;
+  }
+
+  /**
+   * Sends a UDP datagram carrying `data` to the guest over IPv6, from `src` to `dst` (16 bytes each). IPv6
+   * routers do not fragment (RFC 8200 §5): a datagram over the guest's MTU is dropped and counted.
+   * @returns false when it was not sent
+   */
+  sendUdp6(src: Uint8Array, dst: Uint8Array, srcPort: number, dstPort: number, data: Uint8Array): boolean {
+    const s = this.#link;
+    const total = UDP_HEADER_LEN + data.length;
+    if (total + IPV6_HEADER_LEN > s.plan.mtu) {
+      s.counters.drop("udp6-datagram-over-mtu");
+      return false;
+    }
+    const l4 = ETH_HEADER_LEN + IPV6_HEADER_LEN;
+    s.tx.set(data, l4 + UDP_HEADER_LEN);
+    emitUdp(
+      s.tx,
+      l4,
+      srcPort,
+      dstPort,
+      data.length,
+      pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_UDP, total),
+    );
+    return s.sendIpv6In(s.tx, 0, src, 0, dst, 0, IPPROTO_UDP, total);
+  }
+
+  /**
+   * Sends an ICMP message (`type`, `code`, `rest`) carrying `data` to the guest, fragmented when it does
+   * not fit the MTU: an echo reply is as large as the request, which the guest may have fragmented.
+   */
+  sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean {
+    const h = this.#l4Header.subarray(0, ICMP_HEADER_LEN);
+    h[0] = type;
+    h[1] = code;
+    put16(h, 2, 0);
+    put32(h, 4, rest);
+    put16(h, 2, ~checksumSum(data, 0, data.length, checksumSum(h, 0, ICMP_HEADER_LEN)) & 0xffff);
+    return this.sendIpv4Datagram(src, dst, IPPROTO_ICMP, h, data);
+  }
+
+  /**
+   * Sends one IPv4 datagram whose payload is `head` (the L4 header, checksum already set) followed by
+   * `data`, as one frame when it fits the guest's MTU, else as fragments the way a Linux router forwards
+   * a datagram without DF (RFC 791 §3.2: fragment payloads are multiples of 8 bytes, MF on all but the
+   * last). Never writes past the transmit buffer.
+   * @returns false when it was not sent (larger than an IPv4 datagram can be, or no MAC for `dst`)
+   */
+  sendIpv4Datagram(src: number, dst: number, protocol: number, head: Uint8Array, data: Uint8Array): boolean {
+    const s = this.#link;
+    const total = head.length + data.length;
+    if (total + 20 > 65535) {
+      s.counters.drop("ipv4-datagram-too-large");
+      return false;
+    }
+    const tx = s.tx;
+    if (total + 20 <= s.plan.mtu) {
+      tx.set(head, L4_OFFSET);
+      tx.set(data, L4_OFFSET + head.length);
+      return s.sendIpv4(src, dst, protocol, total);
+    }
+    const mac = s.macFor(dst);
+    if (mac < 0) {
+      s.counters.drop("guest-mac-unknown");
+      return false;
+    }
+    const per = ((s.plan.mtu - 20) >> 3) << 3;
+    const id = s.nextIpId();
+    const ip = this.#fragmentHeader;
+    ip.id = id;
+    ip.protocol = protocol;
+    ip.src = src;
+    ip.dst = dst;
+    for (let off = 0; off < total; off += per) {
+      const n = Math.min(per, total - off);
+      // bytes [off, off + n) of head ++ data
+      let w = L4_OFFSET;
+      if (off < head.length) {
+        const k = Math.min(head.length - off, n);
+        tx.set(head.subarray(off, off + k), w);
+        w += k;
+      }
+      const from = Math.max(0, off - head.length);
+      const to = off + n - head.length;
+      if (to > from) {
+        tx.set(data.subarray(from, to), w);
+        w += to - from;
+      }
+      emitEthernet(tx, 0, mac, s.plan.gatewayMac, ETHERTYPE_IPV4);
+      ip.moreFragments = off + n < total;
+      ip.fragmentOffset = off;
+      emitIpv4(ip, tx, ETH_HEADER_LEN, n);
+      s.sendFrame(w);
+    }
+    return true;
+  }
+}

@@ -1,7 +1,7 @@
 /**
  * IPv6 with a real Linux guest (a network namespace behind a TAP, the kernel's own SLAAC): router
  * advertisement, neighbour discovery, ping to the router's addresses, TCP byte-exact both ways to a host
- * server on [::1], UDP echo over IPv6, DNS AAAA through prefix::3, and the multi-tenant policy refusing
+ * server on [::1], UDP echo over IPv6 (datagrams and echoes past the MTU too, in fragments both ways), DNS AAAA through prefix::3, and the multi-tenant policy refusing
  * the host's loopback and private IPv6 space. Every host service listens on ::1 or 127.0.0.1.
  */
 import assert from "node:assert/strict";
@@ -43,6 +43,18 @@ async function stopDaemonizedDhclient(pidFile: string): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** Guest side of a large UDP exchange: argv host, port, sizes; prints "<size> ok" per echo that matched. */
+const BIG_UDP6 = `
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3)
+for n in map(int, sys.argv[3:]):
+    data = bytes((i * 7) & 255 for i in range(n))
+    s.sendto(data, (sys.argv[1], int(sys.argv[2])))
+    reply = s.recv(65535)
+    print(n, "ok" if reply == b"echo:" + data else "mismatch %d" % len(reply))
+`;
 
 /** A single-user relay on `dir/relay.sock` (the runtime's sockets on one thread, as before the workers). */
 function startRelay(dir: string, extra: string[] = []) {
@@ -121,6 +133,32 @@ e2eTest(
         stdin: "ping-over-udp6\n",
       });
       assert.match(udp.stdout, /echo:ping-over-udp6/, udp.stderr);
+      // datagrams past the MTU: the guest's kernel sends them in fragments (RFC 8200 §4.5), the relay puts
+      // them together, and the larger echo comes back in fragments the guest's kernel reassembles
+      const big = await guest.exec([
+        "python3",
+        "-c",
+        BIG_UDP6,
+        "fd00::2",
+        String(echo.port),
+        "3000",
+        "20000",
+      ]);
+      assert.equal(big.stdout.trim(), "3000 ok\n20000 ok", big.stdout + big.stderr);
+      const bigPing = await guest.exec([
+        "ping",
+        "-6",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-s",
+        "3000",
+        "fd00::3",
+      ]);
+      assert.match(bigPing.stdout, /2 received/, bigPing.stdout + bigPing.stderr);
 
       // HTTP over IPv6 to a host server on ::1
       const r = await guest.exec(["curl", "-sS", "-m", "10", `http://[fd00::2]:${http.addr.port}/v6.html`]);
@@ -192,6 +230,7 @@ e2eTest(
       assert.ok(counters.ipv6PacketsIn > 1000);
       assert.ok(counters.tcpFlowsOpened6 >= 3, `IPv6 TCP flows: ${counters.tcpFlowsOpened6}`);
       assert.ok(counters.udpFlowsOpened6 >= 1, `IPv6 UDP flows: ${counters.udpFlowsOpened6}`);
+      assert.ok(counters.udpFragmentedDatagrams >= 2, "the two large echoes left in fragments");
     } finally {
       await guest.close();
       await http.shutdown();

@@ -45,7 +45,7 @@ import {
   DHCPV6_SOLICIT,
   parseDhcpv6,
 } from "../src/wire/dhcpv6.ts";
-import { isWireError, mac48, put16, u32 } from "../src/wire/bytes.ts";
+import { isWireError, mac48, put16, put32, u32 } from "../src/wire/bytes.ts";
 import { RA_INTERVAL_MS } from "../src/stack/icmpv6_service.ts";
 import { HostAddresses } from "../src/relay/host_addresses.ts";
 
@@ -504,6 +504,134 @@ Deno.test("IPv6 UDP: the host socket's error comes back as ICMPv6 port unreachab
     assert.equal(ipv6ToString(f, at + 8 + 24), "fd00::2");
     assert.equal((f[at + 48] << 8) | f[at + 49], 40100);
     assert.equal((f[at + 50] << 8) | f[at + 51], 9);
+  } finally {
+    h.close();
+  }
+});
+
+/**
+ * Splits the IPv6 packet of `frame` (no extension headers) into fragments of `per` payload bytes (a multiple
+ * of 8) behind a Fragment header carrying `id` (RFC 8200 §4.5).
+ */
+function fragment6(frame: Uint8Array, per: number, id: number): Uint8Array[] {
+  const total = (frame[18] << 8) | frame[19];
+  const out: Uint8Array[] = [];
+  for (let off = 0; off < total; off += per) {
+    const n = Math.min(per, total - off);
+    const f = new Uint8Array(62 + n);
+    f.set(frame.subarray(0, 54));
+    put16(f, 18, 8 + n);
+    f[20] = 44; // Fragment
+    f[54] = frame[20];
+    put16(f, 56, off | (off + n < total ? 1 : 0));
+    put32(f, 58, id);
+    f.set(frame.subarray(54 + off, 54 + off + n), 62);
+    out.push(f);
+  }
+  return out;
+}
+
+/** The fragmentable parts of the fragments in `sent`, put back together by offset (all of one Identification). */
+function reassembled(sent: { frame: Uint8Array; ip: Ipv6Header }[]): { bytes: Uint8Array; next: number } {
+  const frags = sent.filter((s) => s.ip.fragmented);
+  assert.ok(frags.length > 1, "sent in fragments");
+  assert.equal(new Set(frags.map((s) => u32(s.frame, s.ip.payloadOffset - 4))).size, 1, "one Identification");
+  const last = frags.find((s) => !s.ip.moreFragments)!;
+  const bytes = new Uint8Array(last.ip.fragmentOffset + last.ip.payloadEnd - last.ip.payloadOffset);
+  for (const { frame, ip } of frags) {
+    assert.ok(frame.length <= 14 + 1500, "every fragment fits the MTU");
+    if (ip.moreFragments) {
+      assert.equal((ip.payloadEnd - ip.payloadOffset) % 8, 0, "8-byte multiples but the last");
+    }
+    bytes.set(frame.subarray(ip.payloadOffset, ip.payloadEnd), ip.fragmentOffset);
+  }
+  return { bytes, next: frags[0].ip.protocol };
+}
+
+Deno.test("IPv6 fragments: a guest's datagram in fragments (any order) reaches the host whole, a larger reply leaves in fragments that reassemble exactly; overlaps and stragglers discard, an atomic fragment is whole, NDP in fragments is ignored", () => {
+  const handlers: UdpHandlers[] = [];
+  const sentTo: Uint8Array[] = [];
+  class UdpFakeHost extends FakeHost {
+    override openUdp(h: UdpHandlers): HostUdpSocket {
+      handlers.push(h);
+      return { sendTo: (d) => void sentTo.push(d.slice()), close() {} };
+    }
+  }
+  const h = new StackHarness(() => {}, (clock) => new UdpFakeHost(clock));
+  try {
+    const gw = a6("fd00::2");
+    const payload = new Uint8Array(3000).map((_, i) => (i * 7) & 255);
+    const frags = fragment6(udp6Frame(GUEST, gw, 40100, 9, payload), 1232, 0x1234);
+    assert.equal(frags.length, 3);
+    for (const f of [frags[2], frags[0], frags[1]]) h.send(f);
+    assert.equal(sentTo.length, 1, "one datagram reached the host");
+    assert.deepEqual(sentTo[0], payload);
+
+    // the host's 4000-byte reply: fragments whose data carries a valid UDP datagram
+    const before = h.raw.length;
+    const reply = new Uint8Array(4000).map((_, i) => (i * 13) & 255);
+    handlers[0].onMessage(reply, "::1", 9);
+    const { bytes, next } = reassembled(sent6(h, before));
+    assert.equal(next, IPPROTO_UDP);
+    assert.equal(bytes.length, 8 + reply.length);
+    assert.equal(
+      ~checksumSum(bytes, 0, bytes.length, pseudoHeaderSumV6(gw, 0, GUEST, 0, IPPROTO_UDP, bytes.length)) &
+        0xffff,
+      0,
+      "the UDP checksum covers the whole datagram",
+    );
+    assert.deepEqual(bytes.subarray(8), reply);
+    assert.equal(h.stack.counters.udpFragmentedDatagrams, 1);
+
+    // RFC 5722: an overlap discards the datagram; a datagram missing a fragment times out
+    const again = fragment6(udp6Frame(GUEST, gw, 40101, 9, payload), 1232, 0x1235);
+    const overlap = fragment6(udp6Frame(GUEST, gw, 40101, 9, payload), 616, 0x1235);
+    h.send(again[0]);
+    h.send(overlap[1]); // 616..1232 overlaps 0..1232
+    assert.equal(h.drops("ipv6-fragment-overlap"), 1);
+    h.send(again[1]);
+    h.advance(6000);
+    assert.equal(h.drops("ipv6-reassembly-timeout"), 1);
+    assert.equal(sentTo.length, 1, "nothing incomplete was forwarded");
+
+    // RFC 6946: an atomic fragment (offset 0, M clear) is a whole packet
+    const [atomic] = fragment6(udp6Frame(GUEST, gw, 40100, 9, Uint8Array.of(1, 2, 3)), 1232, 0x1236);
+    h.send(atomic);
+    assert.deepEqual(sentTo.at(-1), Uint8Array.of(1, 2, 3));
+    // RFC 6980 §5: Neighbor Discovery in fragments is ignored
+    h.send(fragment6(neighbourSolicitation(GUEST, "fd00::2"), 1232, 0x1237)[0]);
+    assert.equal(h.drops("ndp-fragmented"), 1);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("IPv6 fragments: an echo to fd00::3 larger than the MTU, sent in fragments, is answered in fragments with the same data", () => {
+  const h = new StackHarness();
+  try {
+    const dns = a6("fd00::3");
+    const data = new Uint8Array(5000).map((_, i) => (i * 3) & 255);
+    const frame = frame6(
+      GUEST,
+      dns,
+      IPPROTO_ICMPV6,
+      icmp6(GUEST, dns, ICMPV6_ECHO_REQUEST, 0x12340009, data),
+    );
+    for (const f of fragment6(frame, 1448, 77)) h.send(f);
+    const { bytes, next } = reassembled(sent6(h));
+    assert.equal(next, IPPROTO_ICMPV6);
+    assert.equal(bytes[0], ICMPV6_ECHO_REPLY);
+    assert.equal(u32(bytes, 4), 0x12340009);
+    assert.equal(
+      ~checksumSum(
+        bytes,
+        0,
+        bytes.length,
+        pseudoHeaderSumV6(dns, 0, GUEST, 0, IPPROTO_ICMPV6, bytes.length),
+      ) & 0xffff,
+      0,
+    );
+    assert.deepEqual(bytes.subarray(8), data);
   } finally {
     h.close();
   }

@@ -322,6 +322,27 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/wisp_test.ts"],
   },
   {
+    name: "IPv6 fragments: a fragment taken for a whole packet (no reassembly)",
+    file: "src/stack/ipv6_input.ts",
+    from: "if (!ip.fragmented) return this.#deliver(buf, ip, srcMac);",
+    to: "return this.#deliver(buf, ip, srcMac);",
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
+    name: "IPv6 fragments: the relay's fragments never say more follow (M clear)",
+    file: "src/stack/datagram_sender.ts",
+    from: "emitIpv6FragmentHeader(tx, l4, protocol, off, off + n < total, id);",
+    to: "emitIpv6FragmentHeader(tx, l4, protocol, off, false, id);",
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
+    name: "IPv6 fragments: Neighbor Discovery in fragments acted on (RFC 6980 §5)",
+    file: "src/stack/ipv6_input.ts",
+    from: "if (again.protocol === IPPROTO_ICMPV6 && isNdpType(whole[again.payloadOffset])) {",
+    to: "if (false) {",
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
     name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
     file: "src/relay/ethernet_session.ts",
     from: "this.ensureStack().guestOffloads = link.offloads ?? false;",

@@ -17,6 +17,7 @@ export class Counters {
   tcpRetransmits = 0;
   /** Of those, SYN-ACKs sent again (the guest did not complete the handshake in time, or lost ours). */
   tcpSynAckRetransmits = 0;
+  /** UDP datagrams toward the guest sent in fragments (larger than its MTU), either family. */
   udpFragmentedDatagrams = 0;
   tcpTimeouts = 0;
   /** Timeouts found spurious afterwards (Eifel, RFC 3522; F-RTO, RFC 5682) and undone. */
@@ -64,6 +65,7 @@ export class Counters {
       icmpEchoes: this.icmpEchoes,
       tcpRetransmits: this.tcpRetransmits,
       tcpSynAckRetransmits: this.tcpSynAckRetransmits,
+      udpFragmentedDatagrams: this.udpFragmentedDatagrams,
       tcpTimeouts: this.tcpTimeouts,
       tcpSpuriousTimeouts: this.tcpSpuriousTimeouts,
       tcpTailProbes: this.tcpTailProbes,

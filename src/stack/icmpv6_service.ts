@@ -227,10 +227,17 @@ export class Icmpv6Service {
     s.counters.icmpEchoes++;
     if (isMulticastV6(buf, ip.dstOffset)) return s.drop("icmpv6-echo-multicast");
     if (!this.owns(buf, ip.dstOffset)) return this.#echoThroughHost(buf, ip, rest, body, end);
-    const n = end - body;
-    if (n + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN > s.plan.mtu) return s.drop("icmpv6-echo-too-large");
-    s.tx.set(buf.subarray(body, end), ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
-    this.#send(buf, ip.dstOffset, buf, ip.srcOffset, ICMPV6_ECHO_REPLY, 0, rest, n, -1, 64);
+    // as large as the request, which the guest may have sent in fragments: fragmented alike when it must be
+    s.datagrams.sendIcmpv6(
+      buf,
+      ip.dstOffset,
+      buf,
+      ip.srcOffset,
+      ICMPV6_ECHO_REPLY,
+      0,
+      rest,
+      buf.subarray(body, end),
+    );
   }
 
   /**
@@ -256,11 +263,8 @@ export class Icmpv6Service {
       this.#pendingEchoes--;
       if (s.closed || !reply) return;
       if (reply.type !== ICMPV6_ECHO_REPLY) return s.drop("icmpv6-host-error-reply");
-      const n = reply.data.length;
-      if (n + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN > s.plan.mtu) return s.drop("icmpv6-echo-too-large");
       const a = path.addresses;
-      s.tx.set(reply.data, ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
-      this.#send(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, n, -1, 64);
+      s.datagrams.sendIcmpv6(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, reply.data);
     });
     if (!sent) {
       this.#pendingEchoes--;

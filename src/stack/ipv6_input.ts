@@ -4,8 +4,9 @@
  * and every new IPv6 flow's destination passes {@linkcode Ipv6Input.egress}: translation and policy, the
  * IPv6 twin of what IPv4 flows pass.
  *
- * Fragments are not reassembled: a guest fragments only what it sends beyond the path MTU, and it learns
- * ours from the router advertisement.
+ * A packet the guest sent in fragments (a UDP datagram or an echo larger than the link's MTU: the guest is
+ * their source and fragments them itself, RFC 8200 §4.5) is reassembled first; the whole packet then goes
+ * where an unfragmented one would.
  *
  * @module
  */
@@ -15,6 +16,7 @@ import {
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_PORT,
+  isNdpType,
 } from "../wire/icmpv6.ts";
 import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/ipv4.ts";
 import {
@@ -33,6 +35,7 @@ import type { Egress6, StackContext } from "./context.ts";
 import { type GuestPath, Ipv6Path } from "./guest_path.ts";
 import type { Icmpv6Service } from "./icmpv6_service.ts";
 import { mappedIpv4, nat64Ipv4 } from "./translation.ts";
+import { Ipv6Reassembly } from "./ip_reassembly.ts";
 
 /** The services IPv6 packets go to. */
 export interface Ipv6Services {
@@ -53,10 +56,17 @@ const SHARED_UDP = newUdpHeader();
 export class Ipv6Input {
   #stack: StackContext;
   #services: Ipv6Services;
+  #reassembly: Ipv6Reassembly;
 
   constructor(stack: StackContext, services: Ipv6Services) {
     this.#stack = stack;
     this.#services = services;
+    this.#reassembly = new Ipv6Reassembly(stack.wheel, (reason) => stack.counters.drop(reason), stack);
+  }
+
+  /** Packets in reassembly. */
+  get fragmentsPending(): number {
+    return this.#reassembly.pending;
   }
 
   /** An IPv6 packet from the guest at `buf[off, end)`, from Ethernet source `srcMac`. */
@@ -67,12 +77,30 @@ export class Ipv6Input {
     const ip = parseIpv6(buf, off, end, SHARED_IP6);
     if (ip instanceof WireError) return s.drop("ipv6-malformed", ip);
     s.counters.ipv6PacketsIn++;
-    const { icmp6, dhcp6, tcp, udp: nat, dns } = this.#services;
-    if (ip.fragmented) return s.drop("ipv6-fragment-unsupported");
     // larger than the link's MTU (a guest whose NIC was set larger than the RA said): Packet Too Big. An
     // offloading NIC's large segments are the exception (their size is not the wire's)
-    if (ip.payloadEnd - off > s.plan.mtu && !s.guestOffloads) return icmp6.packetTooBig(buf, ip, s.plan.mtu);
+    if (ip.payloadEnd - off > s.plan.mtu && !s.guestOffloads) {
+      return this.#services.icmp6.packetTooBig(buf, ip, s.plan.mtu);
+    }
     if (isMulticastV6(buf, ip.srcOffset)) return s.drop("ipv6-multicast-source");
+    if (!ip.fragmented) return this.#deliver(buf, ip, srcMac);
+    const whole = this.#reassembly.input(buf, off, ip);
+    if (whole === null) return;
+    const again = parseIpv6(whole, 0, whole.length, SHARED_IP6);
+    if (again instanceof WireError) return s.drop("ipv6-malformed", again);
+    if (again.fragmented) return s.drop("ipv6-fragment-in-fragment");
+    // RFC 6980 §5: Neighbor Discovery in fragments is ignored (its checks assume one on-link packet)
+    if (again.protocol === IPPROTO_ICMPV6 && isNdpType(whole[again.payloadOffset])) {
+      return s.drop("ndp-fragmented");
+    }
+    this.#deliver(whole, again, srcMac);
+  }
+
+  /** A whole packet (parsed as `ip`, reassembled or not) to the service for its upper layer. */
+  #deliver(buf: Uint8Array, ip: Ipv6Header, srcMac: number): void {
+    const s = this.#stack;
+    const v6 = s.plan.v6!;
+    const { icmp6, dhcp6, tcp, udp: nat, dns } = this.#services;
     if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
     if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);
     if (ip.protocol === IPPROTO_UDP) {

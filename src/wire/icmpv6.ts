@@ -32,6 +32,11 @@ export const NDP_ROUTER_ADVERTISEMENT = 134;
 export const NDP_NEIGHBOR_SOLICITATION = 135;
 export const NDP_NEIGHBOR_ADVERTISEMENT = 136;
 export const NDP_REDIRECT = 137;
+
+/** Whether an ICMPv6 type is one of Neighbor Discovery's five (RFC 4861 §4). */
+export function isNdpType(type: number): boolean {
+  return type >= NDP_ROUTER_SOLICITATION && type <= NDP_REDIRECT;
+}
 export const ICMPV6_MLDV2_REPORT = 143;
 
 /** Destination unreachable codes (RFC 4443 §3.1). */

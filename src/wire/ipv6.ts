@@ -15,7 +15,7 @@
  * Addresses stay in the buffer: a parsed header holds their offsets, so parsing allocates nothing.
  * @module
  */
-import { put16, u16, WireError } from "./bytes.ts";
+import { put16, put32, u16, u32, WireError } from "./bytes.ts";
 
 export const IPV6_PAYLOAD_LEN = 4;
 export const IPV6_NEXT_HEADER = 6;
@@ -32,6 +32,8 @@ export const IPPROTO_FRAGMENT = 44;
 export const IPPROTO_ICMPV6 = 58;
 export const IPPROTO_NONE = 59;
 export const IPPROTO_DSTOPTS = 60;
+/** The Fragment header's size (RFC 8200 §4.5). */
+export const IPV6_FRAGMENT_HEADER_LEN = 8;
 
 /** Extension headers walked before giving up: a guest may not make us loop over a long chain. */
 const MAX_EXTENSION_HEADERS = 8;
@@ -45,14 +47,21 @@ export interface Ipv6Header {
   srcOffset: number;
   /** Offset of the 16-byte destination address. */
   dstOffset: number;
-  /** The upper-layer protocol after the extension headers (TCP, UDP, ICMPv6, or IPPROTO_NONE). */
+  /**
+   * The upper-layer protocol after the extension headers (TCP, UDP, ICMPv6, or IPPROTO_NONE); in a fragment,
+   * the Fragment header's Next Header.
+   */
   protocol: number;
-  /** Whether a Fragment header was present (RFC 8200 §4.5). */
+  /**
+   * Whether a Fragment header was present (RFC 8200 §4.5). The walk stops there: what follows it is the
+   * fragmentable part, whole only once reassembled.
+   */
   fragmented: boolean;
-  /** Fragment offset in bytes and the M flag, when fragmented. */
+  /** Fragment offset in bytes, the M flag and the Identification, when fragmented. */
   fragmentOffset: number;
   moreFragments: boolean;
-  /** Where the upper-layer header starts. */
+  fragmentId: number;
+  /** Where the upper-layer header starts (in a fragment: where the fragmentable part starts). */
   payloadOffset: number;
   /** End of the packet from the payload length field: trailing Ethernet padding excluded. */
   payloadEnd: number;
@@ -70,6 +79,7 @@ export function newIpv6Header(): Ipv6Header {
     fragmented: false,
     fragmentOffset: 0,
     moreFragments: false,
+    fragmentId: 0,
     payloadOffset: 0,
     payloadEnd: 0,
   };
@@ -102,6 +112,7 @@ export function parseIpv6(
   out.fragmented = false;
   out.fragmentOffset = 0;
   out.moreFragments = false;
+  out.fragmentId = 0;
   const payloadEnd = off + IPV6_HEADER_LEN + payloadLength;
   let next = buf[off + IPV6_NEXT_HEADER];
   let p = off + IPV6_HEADER_LEN;
@@ -115,17 +126,18 @@ export function parseIpv6(
     if (n >= MAX_EXTENSION_HEADERS) return new WireError("ipv6", "Too many extension headers");
     if (payloadEnd - p < 8) return new WireError("ipv6", `Extension header ${next} truncated`);
     const nextAfter = buf[p];
-    let len: number;
     if (next === IPPROTO_FRAGMENT) {
-      // §4.5: 8 bytes; offset in 8-byte units in the high 13 bits, M in the lowest
+      // §4.5: 8 bytes; offset in 8-byte units in the high 13 bits, M in the lowest, then the Identification
       const w = u16(buf, p + 2);
       out.fragmented = true;
       out.fragmentOffset = w & 0xfff8;
       out.moreFragments = (w & 1) !== 0;
-      len = 8;
-    } else {
-      len = (buf[p + 1] + 1) * 8;
+      out.fragmentId = u32(buf, p + 4);
+      next = nextAfter;
+      p += IPV6_FRAGMENT_HEADER_LEN;
+      break;
     }
+    const len = (buf[p + 1] + 1) * 8;
     if (payloadEnd - p < len) return new WireError("ipv6", `Extension header ${next} runs past the packet`);
     p += len;
     next = nextAfter;
@@ -163,6 +175,26 @@ export function emitIpv6(
   for (let i = 0; i < 16; i++) buf[off + IPV6_SRC + i] = src[srcOff + i];
   for (let i = 0; i < 16; i++) buf[off + IPV6_DST + i] = dst[dstOff + i];
   return IPV6_HEADER_LEN;
+}
+
+/**
+ * Writes a Fragment header (RFC 8200 §4.5) at `off`: `nextHeader` of the fragmentable part, this fragment's
+ * `offset` in bytes (a multiple of 8), M set when `more` fragments follow, and the datagram's `id`.
+ * @returns 8
+ */
+export function emitIpv6FragmentHeader(
+  buf: Uint8Array,
+  off: number,
+  nextHeader: number,
+  offset: number,
+  more: boolean,
+  id: number,
+): number {
+  buf[off] = nextHeader;
+  buf[off + 1] = 0;
+  put16(buf, off + 2, (offset & 0xfff8) | (more ? 1 : 0));
+  put32(buf, off + 4, id);
+  return IPV6_FRAGMENT_HEADER_LEN;
 }
 
 // ───────────────────────── addresses ─────────────────────────

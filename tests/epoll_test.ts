@@ -238,6 +238,54 @@ function udpReceiver(address: string) {
   return { socket, got, arrived };
 }
 
+/** A loopback UDP port nothing listens on (bound, then released). */
+function closedUdpPort(host: string): number {
+  const s = udpSender(host);
+  const port = s.port;
+  s.close();
+  return port;
+}
+
+Deno.test({
+  name:
+    "epoll UDP sockets: the ICMP port unreachable for a datagram to a closed port is told once, with that destination, and does not eat the next send (both families)",
+  ignore: skip,
+  async fn() {
+    for (const host of ["127.0.0.1", "::1"]) {
+      const r = udpReceiver(host);
+      const closed = closedUdpPort(host);
+      const errors: { code: string; address?: string; port?: number }[] = [];
+      let told = () => {};
+      const s = EpollUdpSocket.open(
+        {
+          onMessage: () => {},
+          onError: (code, address, port) => {
+            errors.push({ code, address, port });
+            told();
+          },
+        },
+        host,
+        0,
+      );
+      try {
+        // loopback answers the first at once: its error is pending on the socket when the second is sent
+        s.sendTo(Uint8Array.of(1), host, closed);
+        s.sendTo(Uint8Array.of(2), host, r.socket.port);
+        await r.arrived(1);
+        assert.deepEqual(r.got[0].data, Uint8Array.of(2), "the send after the refused one went through");
+        if (errors.length === 0) {
+          await within(new Promise<void>((resolve) => told = resolve), 3000, "ICMP error");
+        }
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        assert.deepEqual(errors, [{ code: "ECONNREFUSED", address: host, port: closed }], host);
+      } finally {
+        r.socket.close();
+        s.close();
+      }
+    }
+  },
+});
+
 /** A sender of datagrams in order (node:dgram under Deno may reorder a burst of sends). */
 function udpSender(address: string): EpollUdpSocket {
   return EpollUdpSocket.open({ onMessage: () => {}, onError: () => {} }, address, 0);

@@ -163,3 +163,47 @@ e2eTest(
     }
   },
 );
+
+/** Guest side: a connected UDP socket sends one datagram to argv host:port and prints what came back. */
+const UDP_TO_CLOSED_PORT = `
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"x")
+try:
+    s.recv(100)
+    print("answered")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("silence")
+`;
+
+e2eTest(
+  "UDP to a closed host port: a Linux guest is refused at once (the host's ICMP port unreachable, carried back by the socket loop), over IPv4 and IPv6",
+  ["python3"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--workers", "1", "--log-level", "warn"],
+    ]);
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      await guest.dhcp();
+      await guest.slaac();
+      for (const host of ["10.0.2.2", "fd00::2"]) {
+        const closed = freePort(); // bound and released: nothing listens there
+        const r = await guest.exec(["python3", "-c", UDP_TO_CLOSED_PORT, host, String(closed)]);
+        assert.equal(r.stdout.trim(), "refused", `${host}:${closed} ${r.stdout}${r.stderr}`);
+      }
+      const { counters } = await relay.tenant();
+      assert.equal(counters.drops["udp-host-error-ECONNREFUSED"], 2);
+    } finally {
+      await guest.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -504,6 +504,13 @@ Deno.test("IPv6 UDP: the host socket's error comes back as ICMPv6 port unreachab
     assert.equal(ipv6ToString(f, at + 8 + 24), "fd00::2");
     assert.equal((f[at + 48] << 8) | f[at + 49], 40100);
     assert.equal((f[at + 50] << 8) | f[at + 51], 9);
+    // an ICMP error the socket names the destination of: told when it is the flow's last, counted otherwise
+    const told = h.raw.length;
+    handlers[0].onError("ECONNREFUSED", "::1", 9);
+    assert.equal(sent6(h, told).length, 1, "about the last destination: told");
+    handlers[0].onError("ECONNREFUSED", "::1", 10);
+    assert.equal(sent6(h, told).length, 1, "about another: not told");
+    assert.equal(h.drops("udp-host-error-earlier-destination"), 1);
   } finally {
     h.close();
   }

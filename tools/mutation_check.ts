@@ -343,6 +343,27 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/ipv6_stack_test.ts"],
   },
   {
+    name: "UDP: host sockets not asked for ICMP errors (IP_RECVERR): a closed port is silence",
+    file: "src/host/epoll_udp.ts",
+    from: "libc().setsockopt(fd, SOL_IP, IP_RECVERR, oneBytes, 4);",
+    to: "",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "UDP: a send that meets an earlier datagram's pending ICMP error is not sent again",
+    file: "src/host/epoll_udp.ts",
+    from: "for (let attempt = 0; attempt < 2; attempt++) {",
+    to: "for (let attempt = 1; attempt < 2; attempt++) {",
+    tests: ["tests/epoll_test.ts"],
+  },
+  {
+    name: "UDP: an ICMP error about an earlier destination told as if about the last",
+    file: "src/stack/udp_nat.ts",
+    from: 'return s.drop("udp-host-error-earlier-destination");',
+    to: 's.drop("udp-host-error-earlier-destination");',
+    tests: ["tests/ipv6_stack_test.ts"],
+  },
+  {
     name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
     file: "src/relay/ethernet_session.ts",
     from: "this.ensureStack().guestOffloads = link.offloads ?? false;",

@@ -523,8 +523,8 @@ export function holdRuntimeTurns(): () => void {
 }
 
 /** Watches `fd` for input on the socket loop; `onReadable` runs while it has some. Returns the unwatch. */
-export function watchReadable(fd: number, onReadable: () => void): () => void {
+export function watchReadable(fd: number, onReadable: (events: number) => void): () => void {
   const loop = epollLoop();
-  const token = loop.add(fd, { onEvents: () => onReadable() }, EPOLLIN);
+  const token = loop.add(fd, { onEvents: (events) => onReadable(events) }, EPOLLIN);
   return () => loop.remove(fd, token);
 }

@@ -3,6 +3,11 @@
  * loop sleeps in `epoll_wait`, where the runtime's node:dgram sockets would not be served until it wakes.
  * An IPv6 socket is dual-stack (Linux's default): it reaches an IPv4 peer by its mapped address.
  *
+ * ICMP errors: a socket that is not connected hears of them only with IP_RECVERR (ip(7)), which queues each
+ * on the socket's error queue with the destination it was about; they are read there (`#readErrors`) and
+ * told to the handler, so that a guest's datagram to a closed port draws a port unreachable, as through a
+ * kernel's own stack, instead of silence.
+ *
  * @module
  */
 import type { HostUdpSocket, UdpHandlers } from "./host.ts";
@@ -14,8 +19,14 @@ import { platform } from "../platform/current.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 
 const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
-const MSG_DONTWAIT = 0x40;
+const MSG_DONTWAIT = 0x40, MSG_ERRQUEUE = 0x2000;
 const EINTR = 4;
+const SOL_IP = 0, IP_RECVERR = 11, SOL_IPV6 = 41, IPV6_RECVERR = 25;
+const EPOLLIN = 0x1, EPOLLERR = 0x8;
+/** Errors that arrive after a send (an ICMP message), not because of it: the error queue reports them. */
+const ASYNC_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN"]);
+/** Queued errors read per event: a storm of ICMP errors must not hold the loop. */
+const ERRORS_PER_EVENT = 16;
 /** Datagrams read per readable event: a flood on one socket must not hold the loop. */
 const READS_PER_EVENT = 64;
 /** Datagrams one recvmmsg takes (each slot holds the largest UDP payload). */
@@ -73,14 +84,68 @@ class ReceiveBatch {
 }
 let batch: ReceiveBatch | null = null;
 
+/**
+ * The thread's reader of a socket's error queue: a msghdr whose msg_name takes the destination the error is
+ * about and whose control buffer takes the IP_RECVERR / IPV6_RECVERR message (struct sock_extended_err, then
+ * the offender's address), in one ArrayBuffer whose addresses are written once. No payload is read back.
+ */
+class ErrorQueueReader {
+  static readonly #NAME_AT = 64;
+  static readonly #CONTROL_AT = 96;
+  static readonly #CONTROL_BYTES = 128;
+  readonly header: Uint8Array;
+  readonly names: Uint8Array;
+  readonly namesView: DataView;
+  readonly #view: DataView;
+
+  constructor() {
+    const all = new Uint8Array(
+      new ArrayBuffer(ErrorQueueReader.#CONTROL_AT + ErrorQueueReader.#CONTROL_BYTES),
+    );
+    this.#view = new DataView(all.buffer);
+    this.header = all.subarray(0, 56);
+    this.names = all.subarray(ErrorQueueReader.#NAME_AT, ErrorQueueReader.#NAME_AT + 28);
+    this.namesView = new DataView(all.buffer, ErrorQueueReader.#NAME_AT, 28);
+    const base = platform.addressOf(all);
+    this.#view.setBigUint64(0, base + BigInt(ErrorQueueReader.#NAME_AT), true); // msg_name
+    this.#view.setBigUint64(32, base + BigInt(ErrorQueueReader.#CONTROL_AT), true); // msg_control
+  }
+
+  /** Before each call: the kernel writes the lengths it filled over these. */
+  prepare(): void {
+    this.#view.setUint32(8, 28, true); // msg_namelen
+    this.#view.setBigUint64(40, BigInt(ErrorQueueReader.#CONTROL_BYTES), true); // msg_controllen
+  }
+
+  /** The errno of the extended error in the control data the last call filled, or 0 when there is none. */
+  errno(): number {
+    const v = this.#view, end = ErrorQueueReader.#CONTROL_AT + Number(v.getBigUint64(40, true));
+    for (let c = ErrorQueueReader.#CONTROL_AT; c + 16 <= end;) {
+      const len = Number(v.getBigUint64(c, true)),
+        level = v.getInt32(c + 8, true),
+        type = v.getInt32(c + 12, true);
+      if (len < 16) return 0;
+      // struct cmsghdr (16 bytes), then struct sock_extended_err: ee_errno first
+      if ((level === SOL_IP && type === IP_RECVERR) || (level === SOL_IPV6 && type === IPV6_RECVERR)) {
+        return len >= 20 ? v.getUint32(c + 16, true) : 0;
+      }
+      c += (len + 7) & ~7;
+    }
+    return 0;
+  }
+}
+let errorQueue: ErrorQueueReader | null = null;
+const one = new Int32Array([1]);
+const oneBytes = new Uint8Array(one.buffer);
+
 /** Room for a sockaddr_in6 (28 bytes), for getsockname. */
 const from = new Uint8Array(28);
 const fromView = new DataView(from.buffer);
 const fromLen = new Uint32Array(1);
 const fromLenBytes = new Uint8Array(fromLen.buffer);
 /** sockaddr_in for sendto, rewritten per datagram. */
-const to = new Uint8Array(16);
-const toView = new DataView(to.buffer);
+const to4 = new Uint8Array(16);
+const toView = new DataView(to4.buffer);
 toView.setUint16(0, AF_INET, true);
 /** sockaddr_in6 for sendto from an IPv6 socket. */
 const to6 = new Uint8Array(28);
@@ -141,7 +206,40 @@ export class EpollUdpSocket implements HostUdpSocket {
     this.#v6 = v6;
     fromLen[0] = from.length;
     this.port = libc().getsockname(fd, from, fromLenBytes) === 0 ? fromView.getUint16(2, false) : 0;
-    this.#unwatch = watchReadable(fd, () => this.#readSome());
+    // hear of ICMP errors though not connected (an IPv6 socket's IPv4 peers report through IP_RECVERR)
+    libc().setsockopt(fd, SOL_IP, IP_RECVERR, oneBytes, 4);
+    if (v6) libc().setsockopt(fd, SOL_IPV6, IPV6_RECVERR, oneBytes, 4);
+    this.#unwatch = watchReadable(fd, (events) => this.#onEvents(events));
+  }
+
+  #onEvents(events: number): void {
+    if (events & EPOLLERR) this.#readErrors();
+    if (events & EPOLLIN) this.#readSome();
+  }
+
+  /**
+   * Tells the handler of each error queued on the socket (at most ERRORS_PER_EVENT; level-triggered epoll
+   * reports the rest), with the destination it was about. Reading the queue also clears the socket's pending
+   * error, so that no later send or receive fails with it.
+   * @returns how many were read
+   */
+  #readErrors(): number {
+    const L = libc();
+    const q = errorQueue ??= new ErrorQueueReader();
+    let read = 0;
+    for (; read < ERRORS_PER_EVENT && !this.#closed; read++) {
+      q.prepare();
+      if (L.recvmsg(this.#fd, q.header, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
+      const e = q.errno();
+      if (e === 0) continue;
+      const v4 = q.namesView.getUint16(0, true) === AF_INET;
+      this.handlers.onError(
+        errnoName(e),
+        v4 ? textOf(q.namesView.getUint32(4, false)) : text6Of(q.names, 0),
+        q.namesView.getUint16(2, false),
+      );
+    }
+    return read;
   }
 
   /**
@@ -172,24 +270,31 @@ export class EpollUdpSocket implements HostUdpSocket {
 
   sendTo(data: Uint8Array, address: string, port: number): void {
     if (this.#closed) return;
-    let n: number;
+    let to: Uint8Array, toLength: number;
     if (this.#v6) {
       const a = address6Of(address);
       if (!a) return this.handlers.onError("EINVAL");
       to6View.setUint16(2, port, false);
       to6.set(a, 8);
-      n = libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, to6, 28);
+      to = to6;
+      toLength = 28;
     } else {
       const a = addressOf(address);
       if (a < 0) return this.handlers.onError("EINVAL");
       toView.setUint16(2, port, false);
       toView.setUint32(4, a, false);
-      n = libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, to, 16);
+      to = to4;
+      toLength = 16;
     }
-    if (n < 0) {
+    // an earlier datagram's ICMP error, pending on the socket, fails the next call (the kernel hands it over
+    // once): the error queue tells it, with its destination, and this datagram goes again
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (libc().sendto(this.#fd, data, data.length, MSG_DONTWAIT, to, toLength) >= 0) return;
       const e = errno();
       // a full send buffer drops the datagram, as UDP may
-      if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));
+      if (e === EAGAIN || e === EINTR) return;
+      const code = errnoName(e);
+      if (!ASYNC_ERRORS.has(code) || attempt === 1) return this.handlers.onError(code);
     }
   }
 
@@ -201,7 +306,8 @@ export class EpollUdpSocket implements HostUdpSocket {
       const n = L.recvmmsg(this.#fd, b.headers, BATCH, MSG_DONTWAIT, null);
       if (n < 0) {
         const e = errno();
-        if (e !== EAGAIN && e !== EINTR) this.handlers.onError(errnoName(e));
+        // a pending ICMP error: the error queue holds it with its destination
+        if (e !== EAGAIN && e !== EINTR && this.#readErrors() === 0) this.handlers.onError(errnoName(e));
         return;
       }
       for (let i = 0; i < n && !this.#closed; i++) {

@@ -37,8 +37,12 @@ export interface ByteStream {
 export interface UdpHandlers {
   /** `data` is owned by the callee (it may keep it). */
   onMessage(data: Uint8Array, address: string, port: number): void;
-  /** A send or socket error, e.g. "EHOSTUNREACH". The socket stays open unless closed by the owner. */
-  onError(code: string): void;
+  /**
+   * A send or socket error, e.g. "EHOSTUNREACH". An ICMP error that came back for an earlier datagram names
+   * that datagram's destination (`address`, `port`, as `onMessage` would). The socket stays open unless
+   * closed by the owner.
+   */
+  onError(code: string, address?: string, port?: number): void;
 }
 
 /** A host UDP socket. */

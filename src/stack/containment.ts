@@ -130,9 +130,9 @@ class ContainedUdpHandlers implements UdpHandlers {
     }
   }
 
-  onError(code: string): void {
+  onError(code: string, address?: string, port?: number): void {
     try {
-      this.inner.onError(code);
+      this.inner.onError(code, address, port);
     } catch (e) {
       this.owner.onFault(e, "udp.onError");
     }

@@ -196,7 +196,7 @@ export class UdpNat {
     flow.socket = s.host.openUdp({
       onMessage: (data, address, port) =>
         guest6 ? this.#fromHost6(flow, data, address, port) : this.#fromHost(flow, data, address, port),
-      onError: (code) => this.#hostError(flow, code),
+      onError: (code, address, port) => this.#hostError(flow, code, address, port),
     }, guest6 ? 6 : 4);
     const list = this.#flows.get(guestPort);
     if (list) list.push(flow);
@@ -267,8 +267,19 @@ export class UdpNat {
     s.datagrams.sendUdp6(src, f.guest6!, port, f.guestPort, data);
   }
 
-  #hostError(f: UdpFlow, code: string): void {
+  /**
+   * An error on the flow's host socket: ICMP destination unreachable (RFC 792) about its last datagram. An
+   * ICMP error about another destination than the last (`address`, `port`) is counted, not told: the
+   * datagram it is about is no longer known.
+   */
+  #hostError(f: UdpFlow, code: string, address?: string, port?: number): void {
     const s = this.#stack;
+    if (
+      address !== undefined &&
+      (address !== (f.guest6 ? f.lastReplyText : f.lastRealText) || port !== f.lastPort)
+    ) {
+      return s.drop("udp-host-error-earlier-destination");
+    }
     if (f.guest6) return this.#hostError6(f, f.guest6, code);
     if (s.closed || f.lastVirtual < 0) return;
     const icmpCode = code === "ECONNREFUSED"

@@ -6,7 +6,9 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import { GW_MAC, ip, StackHarness, udpFrame } from "./_frames.ts";
-import { DNS_TYPE_A, emitDnsResponse } from "../src/wire/dns.ts";
+import { DNS_RCODE_SERVFAIL, DNS_TYPE_A, emitDnsResponse } from "../src/wire/dns.ts";
+import { FakeHost } from "./_fake_host.ts";
+import type { HostUdpSocket, UdpHandlers } from "../src/host/host.ts";
 
 const MAC = 0x02000000000e;
 const GUEST = ip("10.0.2.15");
@@ -97,5 +99,37 @@ Deno.test("DNS forwarding: a fresh source port and a random id per query; a forg
   } finally {
     h.close();
     upstream.close();
+  }
+});
+
+Deno.test("DNS forwarding: an upstream that refuses (ICMP port unreachable) hands the query to the next at once; when every one refused, SERVFAIL", () => {
+  const sent: string[] = [];
+  const handlers: UdpHandlers[] = [];
+  class RecordingHost extends FakeHost {
+    override openUdp(h: UdpHandlers): HostUdpSocket {
+      handlers.push(h);
+      return { sendTo: (_d, address, port) => void sent.push(`${address}:${port}`), close() {} };
+    }
+  }
+  const h = new StackHarness(
+    (c) => (c.dnsUpstreams = ["127.0.0.1:5301", "127.0.0.1:5302"]),
+    (clock) => new RecordingHost(clock),
+  );
+  try {
+    h.send(udpFrame(MAC, GUEST, ip("10.0.2.3"), 30500, 53, query(9, "refused.example.test"), GW_MAC));
+    assert.deepEqual(sent, ["127.0.0.1:5301"]);
+    handlers[0].onError("ECONNREFUSED", "127.0.0.1", 5301);
+    assert.deepEqual(sent, ["127.0.0.1:5301", "127.0.0.1:5302"], "the next upstream, no timeout waited");
+    // a second error about the first upstream changes nothing
+    handlers[0].onError("ECONNREFUSED", "127.0.0.1", 5301);
+    assert.equal(sent.length, 2);
+    const before = h.out.length;
+    handlers[0].onError("ECONNREFUSED", "127.0.0.1", 5302);
+    const answer = h.raw.slice(before).find((f) => f.length > 42 + 12 && ((f[36] << 8) | f[37]) === 30500);
+    assert.ok(answer, "the guest was answered");
+    assert.equal(answer[42 + 3] & 0xf, DNS_RCODE_SERVFAIL);
+    assert.equal(h.drops("dns-upstream-unreachable"), 2);
+  } finally {
+    h.close();
   }
 });

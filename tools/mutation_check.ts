@@ -364,6 +364,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/ipv6_stack_test.ts"],
   },
   {
+    name: "DNS: a refusing upstream is waited out (the timeout) instead of passing the query on",
+    file: "src/stack/dns_service.ts",
+    from: "if (s.closed || this.#pending.get(p.upstreamId) !== p || !UNREACHABLE.has(code)) return;",
+    to: "return;",
+    tests: ["tests/dns_forward_test.ts"],
+  },
+  {
     name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
     file: "src/relay/ethernet_session.ts",
     from: "this.ensureStack().guestOffloads = link.offloads ?? false;",

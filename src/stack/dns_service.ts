@@ -5,8 +5,9 @@
  * Forwarding sends each query from a socket of its own (a fresh random source port, chosen by the
  * kernel) with a random query id, so an off-path attacker must guess both to forge an answer (RFC 5452
  * §4), matches the reply by that socket, that id *and* the upstream it was sent to, and restores the
- * guest's id. A query that gets no answer in `dnsTimeoutMs` is retried on the next upstream; when every
- * upstream has been tried, the guest gets SERVFAIL rather than silence.
+ * guest's id. A query that gets no answer in `dnsTimeoutMs`, or whose upstream refuses it (ICMP port
+ * unreachable), is retried on the next upstream; when every upstream has been tried, the guest gets SERVFAIL
+ * rather than silence.
  *
  * @module
  */
@@ -42,6 +43,8 @@ export const MAX_PENDING_DNS = 128;
 const HOST_NAME = "host.slirp.internal";
 /** TTL of locally answered records. */
 const STATIC_TTL = 60;
+/** Socket errors that say an upstream will not answer: the next is asked at once. */
+const UNREACHABLE = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH"]);
 
 interface PendingQuery {
   upstreamId: number;
@@ -184,7 +187,7 @@ export class DnsService {
     s.wheel.arm(p.timer, s.wheel.now + s.config.dnsTimeoutMs);
     p.socket ??= s.host.openUdp({
       onMessage: (data, address, port) => this.#reply(p, data, address, port),
-      onError: (code) => s.log("debug", "DNS upstream socket error", { tenant: s.tenant, code }),
+      onError: (code, address, port) => this.#upstreamFailed(p, code, address, port),
     });
     p.socket.sendTo(p.query, u.address, u.port);
   }
@@ -203,6 +206,21 @@ export class DnsService {
     this.#stack.wheel.cancel(p.timer);
     p.socket?.close();
     p.socket = null;
+  }
+
+  /**
+   * The upstream asked last refused the query or cannot be reached (an ICMP error, a failed send): the next
+   * one is asked now rather than after the timeout, as a stub resolver does on ECONNREFUSED. An error about
+   * an upstream asked before (`address`, `port`) changes nothing.
+   */
+  #upstreamFailed(p: PendingQuery, code: string, address?: string, port?: number): void {
+    const s = this.#stack;
+    s.log("debug", "DNS upstream socket error", { tenant: s.tenant, code });
+    if (s.closed || this.#pending.get(p.upstreamId) !== p || !UNREACHABLE.has(code)) return;
+    const u = this.#upstreams[p.upstream];
+    if (address !== undefined && (address !== u.address || port !== u.port)) return;
+    s.counters.drop("dns-upstream-unreachable");
+    this.#timeout(p);
   }
 
   #timeout(p: PendingQuery): void {

@@ -102,13 +102,20 @@ Deno.test("DNS forwarding: a fresh source port and a random id per query; a forg
   }
 });
 
-Deno.test("DNS forwarding: an upstream that refuses (ICMP port unreachable) hands the query to the next at once; when every one refused, SERVFAIL", () => {
+Deno.test("DNS forwarding: an upstream that refuses (ICMP port unreachable) hands the query to the next at once; when every one refused, SERVFAIL; the one that answered is asked first after", () => {
   const sent: string[] = [];
+  const data: Uint8Array[] = [];
   const handlers: UdpHandlers[] = [];
   class RecordingHost extends FakeHost {
     override openUdp(h: UdpHandlers): HostUdpSocket {
       handlers.push(h);
-      return { sendTo: (_d, address, port) => void sent.push(`${address}:${port}`), close() {} };
+      return {
+        sendTo: (d, address, port) => {
+          sent.push(`${address}:${port}`);
+          data.push(d.slice());
+        },
+        close() {},
+      };
     }
   }
   const h = new StackHarness(
@@ -129,6 +136,17 @@ Deno.test("DNS forwarding: an upstream that refuses (ICMP port unreachable) hand
     assert.ok(answer, "the guest was answered");
     assert.equal(answer[42 + 3] & 0xf, DNS_RCODE_SERVFAIL);
     assert.equal(h.drops("dns-upstream-unreachable"), 2);
+
+    // the second upstream answers a query: the next query, and DNS over TCP, start there
+    h.send(udpFrame(MAC, GUEST, ip("10.0.2.3"), 30501, 53, query(10, "second.example.test"), GW_MAC));
+    handlers.at(-1)!.onError("ECONNREFUSED", "127.0.0.1", 5301);
+    assert.equal(sent.at(-1), "127.0.0.1:5302");
+    const reply = data.at(-1)!.slice();
+    reply[2] |= 0x80; // QR: an answer (no records; the id is what the forwarder checks)
+    handlers.at(-1)!.onMessage(reply, "127.0.0.1", 5302);
+    h.send(udpFrame(MAC, GUEST, ip("10.0.2.3"), 30502, 53, query(11, "third.example.test"), GW_MAC));
+    assert.equal(sent.at(-1), "127.0.0.1:5302", "the upstream that answered is asked first");
+    assert.deepEqual(h.stack.dns.tcpUpstream(), { address: ip("127.0.0.1"), port: 5302 });
   } finally {
     h.close();
   }

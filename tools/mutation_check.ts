@@ -371,6 +371,13 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/dns_forward_test.ts"],
   },
   {
+    name: "DNS: every query starts at the first upstream, even when it never answers",
+    file: "src/stack/dns_service.ts",
+    from: "    this.#preferred = p.upstream;\n",
+    to: "",
+    tests: ["tests/dns_forward_test.ts"],
+  },
+  {
     name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
     file: "src/relay/ethernet_session.ts",
     from: "this.ensureStack().guestOffloads = link.offloads ?? false;",

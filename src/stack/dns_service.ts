@@ -7,7 +7,7 @@
  * §4), matches the reply by that socket, that id *and* the upstream it was sent to, and restores the
  * guest's id. A query that gets no answer in `dnsTimeoutMs`, or whose upstream refuses it (ICMP port
  * unreachable), is retried on the next upstream; when every upstream has been tried, the guest gets SERVFAIL
- * rather than silence.
+ * rather than silence. Queries start at the upstream that answered last.
  *
  * @module
  */
@@ -69,6 +69,11 @@ export class DnsService {
   #records = new Map<string, { a: Uint8Array | null; aaaa: Uint8Array | null }>();
   #upstreams: Upstream[];
   #pending = new Map<number, PendingQuery>();
+  /**
+   * The upstream that answered last: queries (and DNS over TCP) start there, so that a dead first upstream
+   * costs one query its refusal or timeout, not every query.
+   */
+  #preferred = 0;
   /** Random query ids, drawn in batches from the CSPRNG. */
   #ids = new Uint16Array(64);
   #idsLeft = 0;
@@ -133,7 +138,7 @@ export class DnsService {
       guest,
       guestPort: udp.srcPort,
       query,
-      upstream: 0,
+      upstream: this.#preferred,
       tries: 0,
       timer: new Timer(() => this.#timeout(p), s),
       socket: null,
@@ -170,7 +175,7 @@ export class DnsService {
       guest: null,
       guestPort: 0,
       query,
-      upstream: 0,
+      upstream: this.#preferred,
       tries: 0,
       timer: new Timer(() => this.#timeout(p), this.#stack),
       socket: null,
@@ -247,6 +252,7 @@ export class DnsService {
     const u = this.#upstreams[p.upstream];
     if (u.address !== address || u.port !== port) return s.drop("dns-upstream-wrong-source");
     this.#finish(p);
+    this.#preferred = p.upstream;
     if (p.resolved || !p.guest) return p.resolved?.(firstAddress(data));
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
@@ -288,9 +294,9 @@ export class DnsService {
     guest.send(s.tx, 0, IPPROTO_UDP, len);
   }
 
-  /** Where DNS over TCP to the virtual DNS address goes: the first upstream, or null without one. */
+  /** Where DNS over TCP to the virtual DNS address goes: the upstream that answered last, or null without one. */
   tcpUpstream(): { address: number; port: number } | null {
-    const u = this.#upstreams[0];
+    const u = this.#upstreams[this.#preferred];
     return u ? { address: parseIpv4Address(u.address)!, port: u.port } : null;
   }
 

@@ -132,7 +132,7 @@ export class Ipv6Input {
 
   /**
    * Where a new IPv6 flow to the 16 bytes at `a[off]` goes on the host, or the ICMPv6 unreachable code that
-   * refuses it. prefix::3 is the DNS forwarder (TCP port 53 goes to the first upstream); the tenant's IPv6
+   * refuses it. prefix::3 is the DNS forwarder (TCP port 53 goes to the upstream that answered last); the tenant's IPv6
    * policy decides for the rest; an IPv4-mapped destination is the IPv4 flow it names (IPv4 translation and
    * policy, dialled over IPv4); a NAT64 address must pass the IPv4 policy for the address it embeds too; the
    * relay's IPv6 guard has the last word (multi-tenant: the host's own addresses and the tenants' ports).

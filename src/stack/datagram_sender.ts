@@ -74,19 +74,7 @@ export class DatagramSender {
       );
       return s.sendIpv4(src, dst, IPPROTO_UDP, total);
     }
-    // the UDP checksum covers the whole datagram: header sum chained into the data sum
-    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
-    put16(h, 0, srcPort);
-    put16(h, 2, dstPort);
-    put16(h, 4, total & 0xffff);
-    put16(h, 6, 0);
-    const ck = ~checksumSum(
-      data,
-      0,
-      data.length,
-      checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total)),
-    ) & 0xffff;
-    put16(h, 6, ck === 0 ? 0xffff : ck);
+    const h = this.#udpHeader(srcPort, dstPort, data, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, total));
     if (!this.sendIpv4Datagram(src, dst, IPPROTO_UDP, h, data)) return false;
     s.counters.udpFragmentedDatagrams++;
     return true;
@@ -113,21 +101,25 @@ export class DatagramSender {
       );
       return s.sendIpv6In(s.tx, 0, src, 0, dst, 0, IPPROTO_UDP, total);
     }
-    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
-    put16(h, 0, srcPort);
-    put16(h, 2, dstPort);
-    put16(h, 4, total & 0xffff);
-    put16(h, 6, 0);
-    const ck = ~checksumSum(
-      data,
-      0,
-      data.length,
-      checksumSum(h, 0, UDP_HEADER_LEN, pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_UDP, total)),
-    ) & 0xffff;
-    put16(h, 6, ck === 0 ? 0xffff : ck); // RFC 8200 §8.1: never zero over IPv6
+    const h = this.#udpHeader(srcPort, dstPort, data, pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_UDP, total));
     if (!this.sendIpv6Datagram(src, 0, dst, 0, IPPROTO_UDP, h, data)) return false;
     s.counters.udpFragmentedDatagrams++;
     return true;
+  }
+
+  /**
+   * The UDP header of a datagram sent in fragments, its checksum over the whole datagram: the header's sum
+   * (with the pseudo-header's, `pseudo`) chained into the data's. Never zero (RFC 768; RFC 8200 §8.1).
+   */
+  #udpHeader(srcPort: number, dstPort: number, data: Uint8Array, pseudo: number): Uint8Array {
+    const h = this.#l4Header.subarray(0, UDP_HEADER_LEN);
+    put16(h, 0, srcPort);
+    put16(h, 2, dstPort);
+    put16(h, 4, (UDP_HEADER_LEN + data.length) & 0xffff);
+    put16(h, 6, 0);
+    const ck = ~checksumSum(data, 0, data.length, checksumSum(h, 0, UDP_HEADER_LEN, pseudo)) & 0xffff;
+    put16(h, 6, ck === 0 ? 0xffff : ck);
+    return h;
   }
 
   /**

@@ -16,9 +16,9 @@ import {
   IPV6_FRAGMENT_HEADER_LEN,
   IPV6_HEADER_LEN,
 } from "../wire/ipv6.ts";
-import { ICMPV6_HEADER_LEN } from "../wire/icmpv6.ts";
-import { put16, put32 } from "../wire/bytes.ts";
-import { ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
+import { emitIcmpv6, ICMPV6_HEADER_LEN } from "../wire/icmpv6.ts";
+import { put16 } from "../wire/bytes.ts";
+import { emitIcmpV4, ICMP_HEADER_LEN } from "../wire/icmpv4.ts";
 import { checksumSum, pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../wire/checksum.ts";
 import { L4_OFFSET } from "./frame.ts";
 import type { AddressPlan } from "./config.ts";
@@ -137,13 +137,16 @@ export class DatagramSender {
     data: Uint8Array,
   ): boolean {
     const h = this.#l4Header.subarray(0, ICMPV6_HEADER_LEN);
-    const total = ICMPV6_HEADER_LEN + data.length;
-    h[0] = type;
-    h[1] = code;
-    put16(h, 2, 0);
-    put32(h, 4, rest);
-    const pseudo = pseudoHeaderSumV6(src, srcOff, dst, dstOff, IPPROTO_ICMPV6, total);
-    put16(h, 2, ~checksumSum(data, 0, data.length, checksumSum(h, 0, ICMPV6_HEADER_LEN, pseudo)) & 0xffff);
+    const pseudo = pseudoHeaderSumV6(
+      src,
+      srcOff,
+      dst,
+      dstOff,
+      IPPROTO_ICMPV6,
+      ICMPV6_HEADER_LEN + data.length,
+    );
+    // the header apart from its data: the data's sum chained in with the pseudo-header's
+    emitIcmpv6(h, 0, type, code, rest, 0, checksumSum(data, 0, data.length, pseudo));
     return this.sendIpv6Datagram(src, srcOff, dst, dstOff, IPPROTO_ICMPV6, h, data);
   }
 
@@ -153,11 +156,7 @@ export class DatagramSender {
    */
   sendIcmp(src: number, dst: number, type: number, code: number, rest: number, data: Uint8Array): boolean {
     const h = this.#l4Header.subarray(0, ICMP_HEADER_LEN);
-    h[0] = type;
-    h[1] = code;
-    put16(h, 2, 0);
-    put32(h, 4, rest);
-    put16(h, 2, ~checksumSum(data, 0, data.length, checksumSum(h, 0, ICMP_HEADER_LEN)) & 0xffff);
+    emitIcmpV4(h, 0, type, code, rest, 0, checksumSum(data, 0, data.length));
     return this.sendIpv4Datagram(src, dst, IPPROTO_ICMP, h, data);
   }
 

@@ -70,6 +70,7 @@ export function parseIcmpV4(
 /**
  * Writes an ICMPv4 header at `off` over `dataLength` bytes already placed after it, with the checksum.
  * @param rest the 4 bytes after the checksum (id<<16|seq for echo; MTU for frag-needed; 0 otherwise)
+ * @param initial the sum of data that follows elsewhere (a header built apart from its data), else 0
  * @returns 8
  */
 export function emitIcmpV4(
@@ -79,12 +80,13 @@ export function emitIcmpV4(
   code: number,
   rest: number,
   dataLength: number,
+  initial = 0,
 ): number {
   buf[off] = type;
   buf[off + 1] = code;
   put16(buf, off + 2, 0);
   put32(buf, off + 4, rest);
-  put16(buf, off + 2, internetChecksum(buf, off, ICMP_HEADER_LEN + dataLength));
+  put16(buf, off + 2, internetChecksum(buf, off, ICMP_HEADER_LEN + dataLength, initial));
   return ICMP_HEADER_LEN;
 }
 

@@ -101,7 +101,9 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
                                    --hostfwd into it still works
                                    (host.slirp.internal=<gateway> is always present)
   --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
-                                   port forward, QEMU syntax, repeatable
+                                   port forward, QEMU syntax, repeatable; no GUESTADDR: the
+                                   guest's DHCP lease, else the address it is heard from,
+                                   else the first DHCP address
   --no-host-loopback               do not map the gateway address to the relay host's 127.0.0.1
   --udp-idle SECONDS               UDP flow idle expiry (default 60)
   --max-tenants N                  tenants (and single-user guests) at once; more are refused (default 4096)

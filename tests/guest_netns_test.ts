@@ -7,6 +7,7 @@ import dgram from "node:dgram";
 import { e2eTest, must, NetnsGuest } from "./_netns_guest.ts";
 import { freePort, startDnsResponder, startUdpEcho } from "./_services.ts";
 import { startTestRelay } from "./_test_relay.ts";
+import { within } from "./_relay_api.ts";
 import { PrivateNetns, RelayProcess } from "./_relay_process.ts";
 
 e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a host service", [
@@ -158,6 +159,96 @@ e2eTest(
     } finally {
       client.close();
       await guest.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+/** Guest side: a TCP and a UDP echo on argv port, "guest:" + what came; prints "ready" once both listen. */
+const GUEST_ECHOES = `
+import socket, sys, threading
+port = int(sys.argv[1])
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", port)); t.listen(8)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+def udp():
+    while True:
+        d, a = u.recvfrom(65535); u.sendto(b"guest:" + d, a)
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    c, _ = t.accept(); c.sendall(b"guest:" + c.recv(100)); c.close()
+`;
+
+e2eTest(
+  "port forwards reach a Linux guest that took no DHCP lease: the address it was heard from, else the first DHCP address",
+  ["python3"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const [tcpPort, udpPort] = [freePort(), freePort()];
+    const relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--hostfwd", `tcp:127.0.0.1:${tcpPort}-:7777`, "--hostfwd", `udp:127.0.0.1:${udpPort}-:7777`],
+      ...["--workers", "1", "--log-level", "warn"],
+    ]);
+    const client = dgram.createSocket("udp4");
+    const viaTcp = async () => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: tcpPort });
+      try {
+        await c.write(new TextEncoder().encode("tcp"));
+        const b = new Uint8Array(100);
+        // the first SYN may wait on ARP: it is sent again after 1 s (RFC 6298 §2.1)
+        const n = await within(c.read(b), 8000, "an answer through the TCP forward");
+        return new TextDecoder().decode(b.subarray(0, n ?? 0));
+      } finally {
+        c.close();
+      }
+    };
+    const viaUdp = async () => {
+      const reply = new Promise<string>((r) => client.once("message", (m) => r(new TextDecoder().decode(m))));
+      // the first datagram may only teach the relay the guest's MAC (ARP): send until one is answered
+      for (let i = 0; i < 20; i++) {
+        client.send(new TextEncoder().encode("udp"), udpPort, "127.0.0.1");
+        const r = await Promise.race([reply, new Promise<null>((r) => setTimeout(() => r(null), 250))]);
+        if (r !== null) return r;
+      }
+      return "no answer";
+    };
+    const listening = async (g: NetnsGuest) => {
+      for (let i = 0; i < 100; i++) {
+        if ((await g.exec(["ss", "-Hltn", "sport", "7777"])).stdout.includes("7777")) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error("the guest's echo never listened");
+    };
+    await new Promise<void>((r) => client.bind(0, "127.0.0.1", () => r()));
+    // a guest set up by hand at 10.0.2.20 (as after a relay restart: the lease is the guest's, not ours)
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      await must(["ip", "-n", guest.ns, "addr", "add", "10.0.2.20/24", "dev", guest.ifname]);
+      await must(["ip", "-n", guest.ns, "route", "add", "default", "via", "10.0.2.2"]);
+      const server = guest.exec(["python3", "-c", GUEST_ECHOES, "7777"], { timeoutMs: 60_000 });
+      await listening(guest);
+      const ping = await guest.exec(["ping", "-c", "1", "-W", "2", "10.0.2.2"]); // the relay hears 10.0.2.20
+      assert.equal(ping.code, 0, ping.stdout);
+      assert.equal(await viaTcp(), "guest:tcp");
+      assert.equal(await viaUdp(), "guest:udp");
+      void server.catch(() => {});
+    } finally {
+      await guest.close();
+    }
+    // a silent guest at 10.0.2.15, never heard from: the forward tries the first DHCP address, as libslirp
+    const silent = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      await must(["ip", "-n", silent.ns, "addr", "add", "10.0.2.15/24", "dev", silent.ifname]);
+      const server = silent.exec(["python3", "-c", GUEST_ECHOES, "7777"], { timeoutMs: 60_000 });
+      await listening(silent);
+      assert.equal(await viaTcp(), "guest:tcp");
+      assert.equal(await viaUdp(), "guest:udp");
+      void server.catch(() => {});
+    } finally {
+      client.close();
+      await silent.close();
       await relay.stop();
       await Deno.remove(dir, { recursive: true });
     }

@@ -92,8 +92,8 @@ export interface StackContext extends FaultOwner, PathSender {
   readonly icmp6: Icmpv6Errors;
   /** Where DNS over TCP to the virtual DNS address goes. */
   readonly dns: { tcpUpstream(): { address: number; port: number } | null };
-  /** The most recently bound lease (the default target of port forwards). */
-  readonly dhcp: { readonly lastBoundAddress: number };
+  /** The guest a port forward without a guest address reaches ({@linkcode Stack.defaultForwardGuest}). */
+  readonly defaultForwardGuest: number;
   /** UDP and ICMP datagrams toward the guest, fragmented when they do not fit its MTU. */
   readonly datagrams: DatagramSender;
 

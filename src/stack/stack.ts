@@ -413,6 +413,21 @@ export class Stack implements StackContext {
     this.neighbours.set(ip, mac);
   }
 
+  /**
+   * The IPv4 guest a port forward without a guest address reaches: the latest DHCP lease; else the address
+   * the guest was last heard from (configured by hand, or a lease kept across a relay restart, which the
+   * guest renews only at T1); else the first DHCP address, libslirp's default target.
+   */
+  get defaultForwardGuest(): number {
+    const leased = this.dhcp.lastBoundAddress;
+    if (leased >= 0) return leased;
+    let heard = -1;
+    for (const ip of this.neighbours.keys()) {
+      if (ip !== this.plan.gateway && ip !== this.plan.dns && ip !== this.plan.broadcast) heard = ip;
+    }
+    return heard >= 0 ? heard : this.plan.dhcpStart;
+  }
+
   /** The MAC to send to `ip`, or -1 after sending an ARP request for it (the caller drops its packet). */
   macFor(ip: number): number {
     const mac = this.neighbours.get(ip);
@@ -600,7 +615,7 @@ export class Stack implements StackContext {
 
   /**
    * A datagram from a host client of a `udp:` forward bound on `socket`, for `guestIp:guestPort` (-1: the
-   * guest that last took a lease; 16 bytes: an IPv6 guest, :: its latest SLAAC address). False when there is
+   * {@linkcode defaultForwardGuest}; 16 bytes: an IPv6 guest, :: its latest SLAAC address). False when there is
    * no such guest.
    */
   udpForwardInput(
@@ -618,8 +633,7 @@ export class Stack implements StackContext {
       this.udp.forwardInput(socket, -1, guest6, guestPort, data, address, port);
       return true;
     }
-    const guest = guestIp >= 0 ? guestIp : this.dhcp.lastBoundAddress;
-    if (guest < 0) return false;
+    const guest = guestIp >= 0 ? guestIp : this.defaultForwardGuest;
     this.udp.forwardInput(socket, guest, null, guestPort, data, address, port);
     return true;
   }

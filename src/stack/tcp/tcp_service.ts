@@ -377,8 +377,8 @@ export class TcpService implements TcpConnOwner {
   }
 
   /**
-   * The path a forward's connection takes to `guestAddress`: IPv4 from the gateway (empty: the latest
-   * DHCP lease), or IPv6 from prefix::2 (`::`: the guest's latest global IPv6 address); null when there
+   * The path a forward's connection takes to `guestAddress`: IPv4 from the gateway (empty: the stack's
+   * default guest), or IPv6 from prefix::2 (`::`: the guest's latest global IPv6 address); null when there
    * is no such guest.
    */
   #forwardPath(guestAddress: string): GuestPath | null {
@@ -389,8 +389,8 @@ export class TcpService implements TcpConnOwner {
       const guest = isUnspecifiedV6(v6, 0) ? s.icmp6.guestAddress() : v6;
       return plan && guest ? new Ipv6Path(s, guest, 0, plan.gateway, 0) : null;
     }
-    const guestIp = guestAddress ? parseIpv4Address(guestAddress)! : s.dhcp.lastBoundAddress;
-    return guestIp < 0 ? null : new Ipv4Path(s, guestIp, s.plan.gateway);
+    const guestIp = guestAddress ? parseIpv4Address(guestAddress)! : s.defaultForwardGuest;
+    return new Ipv4Path(s, guestIp, s.plan.gateway);
   }
 
   close(): void {

@@ -35,22 +35,24 @@ function dnsAnswer(zone: Record<string, string>, msg: Uint8Array): Uint8Array | 
   const q = parseDns(msg, 0, msg.length);
   if (isWireError(q) || q.questions.length !== 1) return null;
   const addr = zone[q.questions[0].name];
-  const out = new Uint8Array(512);
-  // a name maps to one address: its A record when dotted, its AAAA record when IPv6
-  const v6 = addr?.includes(":") ? parseIpv6Address(addr) : null;
+  // a name maps to addresses (comma-separated): A records for the dotted ones, AAAA for IPv6 when asked
   const type = q.questions[0].type;
-  const answers = addr && type === DNS_TYPE_A && !v6
-    ? [{ type: DNS_TYPE_A, ttl: 30, address: Uint8Array.from(addr.split(".").map(Number)) }]
-    : v6 && type === DNS_TYPE_AAAA
-    ? [{ type: DNS_TYPE_AAAA, ttl: 30, address: v6 }]
-    : [];
+  const answers = (addr ?? "").split(",").filter((a) => a !== "").flatMap((a) => {
+    const v6 = a.includes(":") ? parseIpv6Address(a) : null;
+    if (type === DNS_TYPE_A && !v6) {
+      return [{ type: DNS_TYPE_A, ttl: 30, address: Uint8Array.from(a.split(".").map(Number)) }];
+    }
+    return v6 && type === DNS_TYPE_AAAA ? [{ type: DNS_TYPE_AAAA, ttl: 30, address: v6 }] : [];
+  });
+  const out = new Uint8Array(msg.length + 28 * answers.length);
   const n = emitDnsResponse(msg, 0, msg.length, answers, addr ? 0 : DNS_RCODE_NXDOMAIN, out, 0);
   return typeof n === "number" ? out.subarray(0, n) : null;
 }
 
 /**
- * A DNS responder on 127.0.0.1, over UDP and TCP (RFC 7766 framing) on the same port: answers A queries
- * for names in `zone` (name → dotted address), NXDOMAIN otherwise.
+ * A DNS responder on 127.0.0.1, over UDP and TCP (RFC 7766 framing) on the same port: answers A and AAAA
+ * queries for names in `zone` (name → addresses, comma-separated), NXDOMAIN otherwise. It answers in full
+ * whatever the size, as an upstream does within the buffer the query's EDNS option offers.
  */
 export async function startDnsResponder(zone: Record<string, string>): Promise<UdpService> {
   for (;;) {

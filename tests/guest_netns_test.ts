@@ -15,7 +15,11 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
   "nc",
   "ping",
 ], async () => {
-  const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" });
+  const dns = await startDnsResponder({
+    "www.example.test": "192.0.2.10",
+    // an answer of ~2.5 KB: past the 1400-byte MTU
+    "many.example.test": Array.from({ length: 150 }, (_, i) => `192.0.2.${i + 1}`).join(","),
+  });
   const echo = await startUdpEcho();
   const dir = await Deno.makeTempDir();
   const relay = await startTestRelay([
@@ -57,6 +61,11 @@ e2eTest("netns Linux guest: DHCP lease, ping gateway, DNS via 10.0.2.3, UDP to a
     // DNS over TCP to 10.0.2.3 reaches the same upstream (what a guest does after a truncated answer)
     const digTcp = await dig("+tcp", "+short", "www.example.test", "A");
     assert.equal(digTcp.stdout.trim(), "192.0.2.10", digTcp.stdout + digTcp.stderr);
+    // an answer past the MTU arrives whole over UDP, in fragments (no TC bit: +ignore would show it)
+    const big = await dig("+bufsize=4096", "+ignore", "many.example.test", "A");
+    assert.doesNotMatch(big.stdout, /flags:[^;]*\btc\b/, big.stdout);
+    assert.match(big.stdout, /ANSWER: 150,/, big.stdout);
+    assert.match(big.stdout, /192\.0\.2\.150/, big.stdout);
     const nx = await dig("missing.example.test", "A");
     assert.match(nx.stdout, /status: NXDOMAIN/);
     // a static record is answered by the relay itself

@@ -73,6 +73,8 @@ e2eTest(
     const dns = await startDnsResponder({
       "v6.example.test": "2001:db8::10",
       "v4.example.test": "192.0.2.10",
+      // an answer of ~3 KB: past the 1400-byte MTU
+      "many6.example.test": Array.from({ length: 100 }, (_, i) => `2001:db8::${i + 1}`).join(","),
     });
     const echo = await startUdpEcho("::1");
     // into the guest over IPv6: from the host's ::1, and from its 127.0.0.1 ([::] = the guest's address)
@@ -124,6 +126,11 @@ e2eTest(
       const noA = await dig("six.test", "A");
       assert.match(noA.stdout, /status: NOERROR/);
       assert.match(noA.stdout, /ANSWER: 0/);
+      // an answer past the MTU arrives whole over UDP, in fragments (no TC bit: +ignore would show it)
+      const many = await dig("+bufsize=4096", "+ignore", "many6.example.test", "AAAA");
+      assert.doesNotMatch(many.stdout, /flags:[^;]*\btc\b/, many.stdout);
+      assert.match(many.stdout, /ANSWER: 100,/, many.stdout);
+      assert.match(many.stdout, /2001:db8::64/, many.stdout);
       // DNS over TCP to prefix::3 reaches the same upstream
       const tcpDns = await dig("+tcp", "+short", "v6.example.test", "AAAA");
       assert.equal(tcpDns.stdout.trim(), "2001:db8::10", tcpDns.stdout + tcpDns.stderr);

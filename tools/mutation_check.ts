@@ -610,6 +610,13 @@ const MUTANTS: Mutant[] = [
     to: "    return heard;\n",
     tests: ["tests/guest_netns_test.ts"],
   },
+  {
+    name: "DNS: an upstream's answer past the guest's MTU is not sent in fragments",
+    file: "src/stack/dns_service.ts",
+    from: "      if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);\n",
+    to: "      if (g.family === 4) return;\n",
+    tests: ["tests/guest_netns_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

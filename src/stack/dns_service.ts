@@ -256,15 +256,15 @@ export class DnsService {
     if (p.resolved || !p.guest) return p.resolved?.(firstAddress(data));
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
-    const room = s.plan.mtu - p.guest.ipHeaderLength - UDP_HEADER_LEN;
-    let len = data.length;
-    if (len > room) {
-      // RFC 1035 §4.2.1: truncate and set TC so the guest retries over TCP
-      const r = emitDnsResponse(data, 0, data.length, [], data[3] & 0xf, data, 0);
-      len = r instanceof WireError ? DNS_HEADER_LEN : r;
-      data[2] |= 0x02;
+    if (data.length > s.plan.mtu - p.guest.ipHeaderLength - UDP_HEADER_LEN) {
+      // The upstream kept to the size the guest's query offered (RFC 6891 §6.2.5; 512 without EDNS, RFC
+      // 1035 §4.2.1), so the guest can take it whole: in fragments, as through a NAT, not truncated
+      const g = p.guest;
+      if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);
+      else s.datagrams.sendUdp6(g.addresses.subarray(16), g.addresses.subarray(0, 16), 53, p.guestPort, data);
+      return;
     }
-    this.#toGuest(data, len, p.guest, p.guestPort);
+    this.#toGuest(data, data.length, p.guest, p.guestPort);
   }
 
   #answerLocally(

@@ -88,6 +88,7 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
                                    IPv6 router advertisement)
   --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
   --dns-record NAME=ADDR           answer NAME with ADDR locally (A for IPv4, AAAA for IPv6), repeatable
+                                   (host.slirp.internal=<gateway> is always present)
   --domain NAME                    the guest's domain (DHCP option 15)
   --dns-search DOMAIN              a search domain, repeatable (DHCP option 119, RA DNSSL, DHCPv6)
   --dhcp-start IP                  first address DHCP hands out (default .15 of --net)
@@ -99,7 +100,6 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --restrict                       QEMU's restrict=on: the guest reaches nothing but the relay's own
                                    services (DHCP, DNS, echo to the gateway) and its --guestfwd entries;
                                    --hostfwd into it still works
-                                   (host.slirp.internal=<gateway> is always present)
   --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
                                    port forward, QEMU syntax, repeatable; no GUESTADDR: the
                                    guest's DHCP lease, else the address it is heard from,

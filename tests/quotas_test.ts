@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { ip, StackHarness, tcpFrame, udpFrame } from "./_frames.ts";
 import { TCP_ACK_FLAG, TCP_RST, TCP_SYN } from "../src/wire/tcp.ts";
+import { ICMP_UNREACH_PORT } from "../src/wire/icmpv4.ts";
 import { tenantStackConfig } from "../src/relay/tenant_config.ts";
 import { defaultStackConfig } from "../src/stack/config.ts";
 import { parseHostForward } from "../src/cli.ts";
@@ -78,6 +79,39 @@ Deno.test("quota newFlowsPerSecond: a burst of 100 SYNs dials the host 5 times; 
   } finally {
     h.close();
     srv.close();
+  }
+});
+
+Deno.test("quota maxUdpFlows: a full table gives up its least recently active flow once it has been quiet for a second", async () => {
+  const echo = await startUdpEcho();
+  const h = new StackHarness((c) => {
+    c.maxUdpFlows = 2;
+  });
+  const ask = async (port: number) => {
+    h.send(udpFrame(MAC, GUEST, GW, port, echo.port, new TextEncoder().encode(`q${port}`)));
+    await h.waitFor((d) => d.udp?.dstPort === port);
+  };
+  try {
+    await ask(7000);
+    await ask(7001);
+    h.advance(600);
+    await ask(7000); // 7000 is the more recently active now
+    h.advance(600);
+    // full, and 7001 (quiet for 1.2 s) is the idlest: it gives way; the new flow is answered
+    await ask(7002);
+    assert.equal(h.stack.udp.size, 2);
+    assert.equal(h.stack.counters.udpFlowsReclaimed, 1);
+    assert.equal(h.drops("udp-flow-limit"), 0);
+    await ask(7000); // kept its flow: no new one was needed
+    assert.equal(h.stack.counters.udpFlowsOpened, 3);
+    // every flow has been active within the last second: a new one is refused, not made room for
+    const full = h.send(udpFrame(MAC, GUEST, GW, 7003, echo.port, new Uint8Array([1])));
+    assert.equal(full[0]?.icmp?.code, ICMP_UNREACH_PORT);
+    assert.equal(h.drops("udp-flow-limit"), 1);
+    assert.equal(h.stack.counters.udpFlowsReclaimed, 1);
+  } finally {
+    h.close();
+    echo.close();
   }
 });
 

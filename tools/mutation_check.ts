@@ -617,6 +617,27 @@ const MUTANTS: Mutant[] = [
     to: "      if (g.family === 4) return;\n",
     tests: ["tests/guest_netns_test.ts"],
   },
+  {
+    name: "UDP NAT: a full table refuses every new flow however long its flows have been quiet",
+    file: "src/stack/udp_nat.ts",
+    from: "    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;\n",
+    to: "    if (!idlest || idlest) return false;\n",
+    tests: ["tests/quotas_test.ts"],
+  },
+  {
+    name: "UDP NAT: a full table evicts a flow that was active a moment ago",
+    file: "src/stack/udp_nat.ts",
+    from: "    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;\n",
+    to: "    if (!idlest) return false;\n",
+    tests: ["tests/quotas_test.ts"],
+  },
+  {
+    name: "UDP NAT: a full table gives up the most recently active flow, not the idlest",
+    file: "src/stack/udp_nat.ts",
+    from: "      for (const f of list) if (!idlest || f.lastActive < idlest.lastActive) idlest = f;\n",
+    to: "      for (const f of list) if (!idlest || f.lastActive >= idlest.lastActive) idlest = f;\n",
+    tests: ["tests/quotas_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

@@ -135,6 +135,12 @@ export function renderMetrics(r: RelayView): string {
     per((t) => t.counters.udpFlowsOpened),
   );
   family(
+    "slirp_tenant_udp_flows_reclaimed_total",
+    "counter",
+    "UDP flows a tenant's full table gave up to a new one (the least recently active, quiet for a second).",
+    per((t) => t.counters.udpFlowsReclaimed),
+  );
+  family(
     "slirp_tenant_ipv6_flows_opened_total",
     "counter",
     "Of the flows opened per tenant, those over IPv6, by protocol.",

@@ -32,6 +32,8 @@ export class Counters {
   /** Of the flows opened, those over IPv6. */
   tcpFlowsOpened6 = 0;
   udpFlowsOpened6 = 0;
+  /** UDP flows a full table gave up, the least recently active, to a new one (udp_nat.ts). */
+  udpFlowsReclaimed = 0;
   /** Router solicitations answered (a guest configuring IPv6). */
   routerSolicitations = 0;
   /** Throws contained at the tenant's boundary (each reset a flow or the tenant's stack). */
@@ -75,6 +77,7 @@ export class Counters {
       ipv6PacketsIn: this.ipv6PacketsIn,
       tcpFlowsOpened6: this.tcpFlowsOpened6,
       udpFlowsOpened6: this.udpFlowsOpened6,
+      udpFlowsReclaimed: this.udpFlowsReclaimed,
       routerSolicitations: this.routerSolicitations,
       faults: this.faults,
       drops: Object.fromEntries(this.drops),

@@ -6,8 +6,9 @@
  * the translated address they were reached by.
  *
  * Flows expire after `udpIdleSec` without traffic either way, checked by one wheel timer per flow that
- * re-arms lazily (no timer work per packet). The table is bounded by `maxUdpFlows`; a guest over it gets
- * ICMP port unreachable for the new flow.
+ * re-arms lazily (no timer work per packet). The table is bounded by `maxUdpFlows`: a new flow in a full
+ * table takes the place of the least recently active one if that one has been quiet for a second, else the
+ * guest gets ICMP port unreachable for it.
  *
  * @module
  */
@@ -68,6 +69,8 @@ interface ForwardPeer {
 
 /** Forward peers per tenant. */
 const MAX_FORWARD_PEERS = 256;
+/** How long the least recently active flow must have been quiet to give way to a new one in a full table. */
+const RECLAIM_IDLE_MS = 1000;
 
 export class UdpNat {
   #stack: StackContext;
@@ -120,7 +123,7 @@ export class UdpNat {
     if (udp.dstPort === 0) return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "udp-port-zero");
     let f = this.#find6(buf, ip.srcOffset, udp.srcPort);
     if (!f) {
-      if (this.#count >= s.config.maxUdpFlows) {
+      if (this.#count >= s.config.maxUdpFlows && !this.#reclaimIdlest()) {
         return s.icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "udp-flow-limit");
       }
       if (!s.admitFlow()) return s.drop("udp-flow-rate-limit");
@@ -159,7 +162,7 @@ export class UdpNat {
     if (udp.dstPort === 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-port-zero");
     let f = this.#find(ip.src, udp.srcPort);
     if (!f) {
-      if (this.#count >= s.config.maxUdpFlows) {
+      if (this.#count >= s.config.maxUdpFlows && !this.#reclaimIdlest()) {
         return s.icmp.unreachable(buf, ip, ICMP_UNREACH_PORT, "udp-flow-limit");
       }
       // a new flow is a new host socket: it counts against the tenant's new-flow rate, as TCP does
@@ -206,6 +209,24 @@ export class UdpNat {
     if (guest6) s.counters.udpFlowsOpened6++;
     s.wheel.arm(flow.timer, flow.lastActive + s.config.udpIdleSec * 1000);
     return flow;
+  }
+
+  /**
+   * A full table gives up its least recently active flow when that one has been quiet for
+   * {@linkcode RECLAIM_IDLE_MS}, as a NAT evicts its oldest mappings (RFC 4787 §4.3 asks only that a
+   * mapping live 2 minutes *while used*): a guest that sends each query from a new port (its own resolver,
+   * QUIC, NTP) would otherwise be refused for the rest of `udpIdleSec`. True when a flow was removed.
+   */
+  #reclaimIdlest(): boolean {
+    let idlest: UdpFlow | null = null;
+    for (const list of this.#flows.values()) {
+      for (const f of list) if (!idlest || f.lastActive < idlest.lastActive) idlest = f;
+    }
+    const s = this.#stack;
+    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;
+    this.#remove(idlest);
+    s.counters.udpFlowsReclaimed++;
+    return true;
   }
 
   #expire(f: UdpFlow, now: number): void {

@@ -226,6 +226,7 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
       "slirp_tenant_tcp_timeouts_total",
       "slirp_tenant_udp_flows",
       "slirp_tenant_udp_flows_opened_total",
+      "slirp_tenant_udp_flows_reclaimed_total",
       "slirp_tenants",
       "slirp_transport_errors_total",
       "slirp_uncaught_errors_total",
@@ -270,6 +271,7 @@ Deno.test("metrics: every family is exposed, and each per-tenant one moves exact
         "slirp_tenant_tcp_retransmits_total",
         "slirp_tenant_tcp_timeouts_total",
         "slirp_tenant_faults_total",
+        "slirp_tenant_udp_flows_reclaimed_total",
       ]
     ) {
       assert.equal(sample(text, zero, m), 0, zero);

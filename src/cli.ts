@@ -24,6 +24,7 @@ import { RelayFront } from "./relay/front.ts";
 import { epollAvailable } from "./host/epoll_loop.ts";
 import { IcmpSocket } from "./host/icmp_socket.ts";
 import { NodeHost } from "./host/node_host.ts";
+import { ReadOnlyDir } from "./host/read_only_dir.ts";
 import { jsonLogger, type LogLevel } from "./relay/log.ts";
 import type { Logger } from "./common/logger.ts";
 import { installLastResortGuards } from "./relay/last_resort.ts";
@@ -100,6 +101,8 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --restrict                       QEMU's restrict=on: the guest reaches nothing but the relay's own
                                    services (DHCP, DNS, echo to the gateway) and its --guestfwd entries;
                                    --hostfwd into it still works
+  --tftp DIR                       QEMU's tftp=: the gateway serves DIR's files read-only over TFTP (port 69)
+  --bootfile NAME                  QEMU's bootfile=: the boot file DHCP names (PXE), e.g. pxelinux.0
   --hostfwd tcp|udp:[HOSTADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT
                                    port forward, QEMU syntax, repeatable; no GUESTADDR: the
                                    guest's DHCP lease, else the address it is heard from,
@@ -180,6 +183,8 @@ interface ServeFlags {
   "dhcp-host"?: string[];
   "guestfwd"?: string[];
   "restrict"?: boolean;
+  "tftp"?: string;
+  "bootfile"?: string;
   "hostfwd"?: string[];
   "no-host-loopback"?: boolean;
   "udp-idle"?: string | number;
@@ -246,6 +251,11 @@ export function buildServeConfig(
     stack.dnsRecords.push({ name, address: m[2] });
   }
   for (const h of flags.hostfwd ?? []) stack.hostfwd.push(parseHostForward(h));
+  if (flags.tftp !== undefined) stack.tftp = new ReadOnlyDir(flags.tftp).root; // refused at start if missing
+  if (flags.bootfile !== undefined) {
+    if (new TextEncoder().encode(flags.bootfile).length > 127) throw new Error("--bootfile: over 127 bytes");
+    stack.bootfile = flags.bootfile;
+  }
   if (flags.domain !== undefined) stack.domainName = checkDomain(flags.domain, "--domain");
   for (const d of flags["dns-search"] ?? []) stack.searchDomains.push(checkDomain(d, "--dns-search"));
   if (flags["dhcp-start"] !== undefined) {
@@ -324,6 +334,8 @@ const SERVE_OPTIONS = {
   "dhcp-host": { type: "string", multiple: true },
   "guestfwd": { type: "string", multiple: true },
   "restrict": { type: "boolean" },
+  "tftp": { type: "string" },
+  "bootfile": { type: "string" },
   "hostfwd": { type: "string", multiple: true },
   "no-host-loopback": { type: "boolean" },
   "udp-idle": { type: "string" },

@@ -121,7 +121,7 @@ case "$1" in
     ip addr add "$ip/\${mask:-24}" dev "$interface"
     [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
-    env | grep -E '^(ip|mask|subnet|router|dns|mtu|lease|serverid|domain|search|broadcast)=' > "$LEASE_FILE"
+    env | grep -E '^(ip|mask|subnet|router|dns|mtu|lease|serverid|domain|search|broadcast|siaddr|boot_file|bootfile)=' > "$LEASE_FILE"
     ;;
 esac
 exit 0

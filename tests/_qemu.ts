@@ -184,3 +184,43 @@ export function results(consoleText: string): Map<string, string> {
   }
   return m;
 }
+
+/**
+ * Fills `tftpRoot` with what a network boot needs — an iPXE script `boot.ipxe` that fetches the Debian kernel
+ * and a busybox initramfs over TFTP from the DHCP's next server, and boots them — and returns the QEMU
+ * arguments that boot from the NIC's PXE ROM (no -kernel). The initramfs prints
+ * `RESULT pxe-booted <kernel command line>` and powers off.
+ */
+export async function pxeBootSetup(tftpRoot: string, netdev: string): Promise<string[]> {
+  const k = kernel();
+  if (!k) throw new Error("No kernel");
+  const root = `${tftpRoot}/initrd-root`;
+  for (const d of ["bin", "proc"]) await Deno.mkdir(`${root}/${d}`, { recursive: true });
+  await Deno.copyFile(which("busybox")!, `${root}/bin/busybox`);
+  await Deno.writeTextFile(
+    `${root}/init`,
+    `#!/bin/busybox sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox echo "RESULT pxe-booted $(/bin/busybox cat /proc/cmdline)"
+/bin/busybox poweroff -f
+`,
+    { mode: 0o755 },
+  );
+  await must([
+    "sh",
+    "-c",
+    `cd ${root} && find . | cpio -o -H newc --quiet | gzip -1 > ${tftpRoot}/initrd.gz`,
+  ]);
+  await Deno.remove(root, { recursive: true });
+  await Deno.copyFile(k.image, `${tftpRoot}/vmlinuz`);
+  await Deno.writeTextFile(
+    `${tftpRoot}/boot.ipxe`,
+    "#!ipxe\n" +
+      "kernel tftp://${next-server}/vmlinuz console=ttyS0 quiet panic=-1 booted=from-tftp\n" +
+      "initrd tftp://${next-server}/initrd.gz\nboot\n",
+  );
+  return [
+    ..."-machine q35,accel=tcg -m 256 -nographic -no-reboot -boot n".split(" "),
+    ...["-netdev", netdev, "-device", "e1000,netdev=n0"],
+  ];
+}

@@ -307,3 +307,79 @@ e2eTest(
     }
   },
 );
+
+e2eTest(
+  "TFTP and PXE settings: a Linux guest's DHCP names the boot file and its server, and curl and busybox download it from the gateway over IPv4 and IPv6",
+  ["curl"],
+  async () => {
+    const dir = await Deno.makeTempDir();
+    const root = `${dir}/tftp`;
+    await Deno.mkdir(`${root}/sub`, { recursive: true });
+    // 3 MB: 5860 blocks of 512 bytes, lock-step; 1024 bytes: two full blocks, so the transfer ends with an
+    // empty third
+    const boot = crypto.getRandomValues(new Uint8Array(65536)).slice();
+    const bootFile = new Uint8Array(3_000_000);
+    for (let i = 0; i < bootFile.length; i += boot.length) {
+      bootFile.set(boot.subarray(0, bootFile.length - i), i);
+    }
+    await Deno.writeFile(`${root}/boot.bin`, bootFile);
+    await Deno.writeFile(`${root}/sub/exact`, boot.subarray(0, 1024));
+    await Deno.writeTextFile(`${dir}/secret`, "outside the root\n");
+    await Deno.symlink(`${dir}/secret`, `${root}/link-out`);
+    const relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--tftp", root, "--bootfile", "boot.bin", "--workers", "1", "--log-level", "warn"],
+    ]);
+    const guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+    try {
+      const lease = await guest.dhcp(["-O", "bootfile"]);
+      assert.equal(lease.bootfile, "boot.bin", "DHCP option 67");
+      assert.equal(lease.boot_file, "boot.bin", "BOOTP's file field");
+      assert.equal(lease.siaddr, "10.0.2.2", "the boot server (siaddr)");
+      const get = async (url: string, ...args: string[]) => {
+        const out = `${dir}/got`;
+        await Deno.remove(out).catch(() => {});
+        const r = await guest.exec(["curl", "-s", "--max-time", "30", ...args, "-o", out, url]);
+        return { code: r.code, data: r.code === 0 ? await Deno.readFile(out) : null };
+      };
+      const same = (a: Uint8Array | null, b: Uint8Array) =>
+        a !== null && a.length === b.length && a.every((x, i) => x === b[i]);
+      const whole = await get(`tftp://10.0.2.2/${lease.bootfile}`);
+      assert.ok(same(whole.data, bootFile), `boot.bin over IPv4: curl ${whole.code}`);
+      const big = await get("tftp://10.0.2.2/boot.bin", "--tftp-blksize", "1400");
+      assert.ok(same(big.data, bootFile), `boot.bin with 1400-byte blocks: curl ${big.code}`);
+      const exact = await get("tftp://10.0.2.2/sub/exact");
+      assert.ok(same(exact.data, boot.subarray(0, 1024)), `a file of two full blocks: curl ${exact.code}`);
+      // busybox asks without options: 512-byte blocks, 5860 of them
+      const bb = await guest.exec([
+        "busybox",
+        "tftp",
+        "-g",
+        "-r",
+        "/boot.bin",
+        "-l",
+        `${dir}/bb`,
+        "10.0.2.2",
+      ]);
+      assert.equal(bb.code, 0, bb.stderr);
+      assert.ok(same(await Deno.readFile(`${dir}/bb`), bootFile), "busybox tftp");
+      const put = await guest.exec(["busybox", "tftp", "-p", "-r", "up", "-l", `${dir}/bb`, "10.0.2.2"]);
+      assert.notEqual(put.code, 0, "a write is refused");
+      assert.match(put.stderr, /read-only/);
+      assert.equal((await get("tftp://10.0.2.2/missing")).code, 68, "file not found");
+      assert.equal(
+        (await get("tftp://10.0.2.2/link-out")).code,
+        69,
+        "a link out of the root: access violation",
+      );
+      await guest.slaac();
+      const v6 = await get("tftp://[fd00::2]/boot.bin");
+      assert.ok(same(v6.data, bootFile), `boot.bin over IPv6: curl ${v6.code}`);
+      assert.equal((await relay.tenant()).counters.tftpTransfers, 5, "five downloads started, two refused");
+    } finally {
+      await guest.close();
+      await relay.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { startTestRelay } from "./_test_relay.ts";
-import { e2eTest } from "./_netns_guest.ts";
-import { bootGuest, qemuMissing, results, startGuest } from "./_qemu.ts";
+import { e2eTest, run } from "./_netns_guest.ts";
+import { bootGuest, pxeBootSetup, qemuMissing, results, startGuest } from "./_qemu.ts";
 import { createHash } from "node:crypto";
 import { freePort, startDnsResponder } from "./_services.ts";
 
@@ -173,6 +173,49 @@ echo "RESULT wget $? $(md5sum /tmp/payload | cut -d' ' -f1)"
       await relay.stop();
       await http.shutdown();
       dns.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
+
+e2eTest(
+  "QEMU network boot: the NIC's PXE ROM takes the boot file from DHCP and boots Linux over the relay's TFTP",
+  ["qemu-system-x86_64", "cpio"],
+  async () => {
+    const missing = qemuMissing();
+    if (missing) throw new Error(missing);
+    const romThere = (path: string) => {
+      try {
+        return Deno.statSync(path).isFile;
+      } catch {
+        return false;
+      }
+    };
+    if (!["/usr/lib/ipxe/qemu/efi-e1000.rom", "/usr/share/qemu/efi-e1000.rom"].some(romThere)) {
+      throw new Error("no PXE ROM for e1000 (Debian package ipxe-qemu, a dependency of qemu-system-x86)");
+    }
+    const dir = await Deno.makeTempDir({ prefix: "slirp-pxe-" });
+    await Deno.mkdir(`${dir}/tftp`);
+    const relay = await startTestRelay([
+      ...["--listen-qemu", `unix://${dir}/relay.sock`, "--dns-upstream", "127.0.0.1:9"],
+      ...["--tftp", `${dir}/tftp`, "--bootfile", "boot.ipxe", "--workers", "1", "--log-level", "warn"],
+    ]);
+    try {
+      const args = await pxeBootSetup(
+        `${dir}/tftp`,
+        `stream,id=n0,server=off,addr.type=unix,addr.path=${dir}/relay.sock`,
+      );
+      const start = performance.now();
+      const r = await run(["qemu-system-x86_64", ...args], { timeoutMs: 240_000 });
+      const out = r.stdout + r.stderr;
+      assert.match(out, /tftp:\/\/10\.0\.2\.2\/boot\.ipxe\.\.\. ok/, out.slice(-3000));
+      assert.match(results(out).get("pxe-booted") ?? "", /booted=from-tftp/, out.slice(-3000));
+      // the kernel (8 MB) and the initramfs (1 MB) came over TFTP, named by the script iPXE fetched first
+      assert.match(out, /tftp:\/\/10\.0\.2\.2\/vmlinuz\.\.\. ok/, out.slice(-3000));
+      assert.match(out, /tftp:\/\/10\.0\.2\.2\/initrd\.gz\.\.\. ok/, out.slice(-3000));
+      console.log(`QEMU PXE: power-on to Linux's init over TFTP ${Math.round(performance.now() - start)} ms`);
+    } finally {
+      await relay.stop();
       await Deno.remove(dir, { recursive: true });
     }
   },

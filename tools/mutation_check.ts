@@ -638,6 +638,42 @@ const MUTANTS: Mutant[] = [
     to: "      for (const f of list) if (!idlest || f.lastActive >= idlest.lastActive) idlest = f;\n",
     tests: ["tests/quotas_test.ts"],
   },
+  {
+    name: "TFTP: a duplicate ACK is answered with the block again (the Sorcerer's Apprentice)",
+    file: "src/stack/tftp_service.ts",
+    from: "      if (u16(buf, off + 2) !== (t.block & 0xffff)) return;\n",
+    to: "      if (u16(buf, off + 2) !== (t.block & 0xffff)) return this.#send(t);\n",
+    tests: ["tests/tftp_test.ts"],
+  },
+  {
+    name: "TFTP: a block whose ACK does not come is never sent again",
+    file: "src/stack/tftp_service.ts",
+    from: "      return this.#finish(t);\n    }\n    this.#send(t);\n",
+    to: "      return this.#finish(t);\n    }\n",
+    tests: ["tests/tftp_test.ts"],
+  },
+  {
+    name: "TFTP: blksize is granted past what one frame carries",
+    file: "src/stack/tftp_service.ts",
+    from: "Math.min(asked, TFTP_MAX_BLOCK, frameRoom)",
+    to: "Math.min(asked, TFTP_MAX_BLOCK)",
+    tests: ["tests/tftp_test.ts"],
+  },
+  {
+    name: "TFTP root: a symbolic link out of the directory is followed",
+    file: "src/host/read_only_dir.ts",
+    from:
+      '    if (!real.startsWith(this.root.endsWith("/") ? this.root : `${this.root}/`)) return "refused";\n',
+    to: "",
+    tests: ["tests/tftp_test.ts"],
+  },
+  {
+    name: "DHCP: the boot server (siaddr) is not named with a TFTP directory",
+    file: "src/stack/dhcp_server.ts",
+    from: "      siaddr: type !== DhcpMessageType.NAK && s.config.tftp ? s.plan.gateway : 0,\n",
+    to: "      siaddr: 0,\n",
+    tests: ["tests/guest_netns_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

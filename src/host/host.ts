@@ -113,6 +113,20 @@ export interface HostListener {
   close(): void;
 }
 
+/** A file the stack reads from the host (a TFTP download). */
+export interface HostFile {
+  readonly size: number;
+  /** Reads into `buf` from byte `position`; returns the bytes read (0 at the end). */
+  readAt(buf: Uint8Array, position: number): number;
+  close(): void;
+}
+
+/** One host directory the stack may read files from and nothing else (the TFTP root). */
+export interface HostFiles {
+  /** The file `name` names inside the directory, or why there is none to give. */
+  open(name: string): HostFile | "missing" | "refused";
+}
+
 /** The sockets of the runtime. */
 export interface HostNet {
   /** Monotonic milliseconds. */

@@ -13,6 +13,7 @@ import * as net from "node:net";
 import type {
   FileInfo,
   FileSink,
+  FileSource,
   ForeignFunctions,
   ForeignSymbols,
   HttpServer,
@@ -245,6 +246,21 @@ export const bunPlatform: Platform = {
   readTextFile: (path) => fs.readFileSync(path, "utf8"),
   createFile(path: string, mode: number): FileSink {
     return fileSink(fs.openSync(path, "wx", mode));
+  },
+  openRead(path: string): FileSource {
+    const fd = fs.openSync(path, "r");
+    try {
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) throw new Error(`${path} is not a regular file`);
+      return {
+        size: st.size,
+        readAt: (buf, position) => fs.readSync(fd, buf, 0, buf.length, position),
+        close: () => fs.closeSync(fd),
+      };
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
   },
   replaceFile(path: string, mode: number): FileSink {
     try {

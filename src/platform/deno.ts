@@ -7,6 +7,7 @@ import { cpuUsage } from "node:process";
 import type {
   FileInfo,
   FileSink,
+  FileSource,
   ForeignSymbols,
   HttpServer,
   MemoryFigures,
@@ -36,6 +37,24 @@ export const denoPlatform: Platform = {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     return Deno.openSync(path, { write: true, create: true, truncate: true, mode });
+  },
+  openRead(path: string): FileSource {
+    const f = Deno.openSync(path, { read: true });
+    try {
+      const st = f.statSync();
+      if (!st.isFile) throw new Error(`${path} is not a regular file`);
+      return {
+        size: st.size,
+        readAt(buf, position) {
+          f.seekSync(position, Deno.SeekMode.Start);
+          return f.readSync(buf) ?? 0;
+        },
+        close: () => f.close(),
+      };
+    } catch (e) {
+      f.close();
+      throw e;
+    }
   },
   alreadyExists: (e) => e instanceof Deno.errors.AlreadyExists,
   realPath: (path) => Deno.realPathSync(path),

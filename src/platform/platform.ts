@@ -14,6 +14,15 @@ export interface FileSink {
   close(): void;
 }
 
+/** A regular file opened for reading (the TFTP server's files). */
+export interface FileSource {
+  /** Its size in bytes when opened. */
+  readonly size: number;
+  /** Reads into `buf` from byte `position`; returns the bytes read (0 at the end). */
+  readAt(buf: Uint8Array, position: number): number;
+  close(): void;
+}
+
 export interface FileInfo {
   isDirectory: boolean;
   /** Owner, or null where the runtime cannot tell. */
@@ -89,6 +98,8 @@ export interface Platform {
    * rather than write through a symlink.
    */
   replaceFile(path: string, mode: number): FileSink;
+  /** Opens the regular file at `path` for reading; throws when it is missing, unreadable or not a file. */
+  openRead(path: string): FileSource;
   /** Whether `e` says a file already existed. */
   alreadyExists(e: unknown): boolean;
   realPath(path: string): string;

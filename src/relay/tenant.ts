@@ -18,6 +18,7 @@ import type { FlowLimit } from "../stack/flow_limit.ts";
 import type { TimerWheel } from "../stack/timer_wheel.ts";
 import { TokenBucket } from "../common/token_bucket.ts";
 import type { HostNet } from "../host/host.ts";
+import { ReadOnlyDir } from "../host/read_only_dir.ts";
 import type { Lane } from "./scheduler.ts";
 import { PcapCapture } from "./pcap_capture.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
@@ -98,7 +99,16 @@ export class Tenant {
     const { host, wheel, log, egressGuard, egressGuard6, flowLimit } = deps;
     this.#retired = deps.retired ?? null;
     this.session = new EthernetSession({
-      stack: { host, wheel, log, egressGuard, egressGuard6, flowLimit, tenant: this.id },
+      stack: {
+        host,
+        wheel,
+        log,
+        egressGuard,
+        egressGuard6,
+        flowLimit,
+        tenant: this.id,
+        tftpFiles: config.tftp ? new ReadOnlyDir(config.tftp) : undefined,
+      },
       config,
       counters: this.counters,
     });

@@ -92,6 +92,10 @@ export interface StackConfig {
   restrict: boolean;
   /** QEMU's `guestfwd`: a virtual address and port inside the network that reach a host service. */
   guestfwd: GuestForwardConfig[];
+  /** QEMU's `tftp=`: the host directory the gateway's TFTP server reads from; "" for no TFTP server. */
+  tftp: string;
+  /** QEMU's `bootfile=`: the boot file DHCP names (option 67 and BOOTP's file field); "" for none. */
+  bootfile: string;
 }
 
 /** A guest forward, `tcp:10.0.2.100:80-127.0.0.1:8080`: connections to the virtual side dial the host side. */
@@ -158,6 +162,8 @@ export function defaultStackConfig(): StackConfig {
     // a ULA prefix, as libslirp's default fec0::/64 is deprecated site-local space (RFC 3879)
     net6: "fd00::/64",
     restrict: false,
+    tftp: "",
+    bootfile: "",
     guestfwd: [],
   };
 }

@@ -34,6 +34,8 @@ export class Counters {
   udpFlowsOpened6 = 0;
   /** UDP flows a full table gave up, the least recently active, to a new one (udp_nat.ts). */
   udpFlowsReclaimed = 0;
+  /** TFTP downloads started (tftp_service.ts). */
+  tftpTransfers = 0;
   /** Router solicitations answered (a guest configuring IPv6). */
   routerSolicitations = 0;
   /** Throws contained at the tenant's boundary (each reset a flow or the tenant's stack). */
@@ -78,6 +80,7 @@ export class Counters {
       tcpFlowsOpened6: this.tcpFlowsOpened6,
       udpFlowsOpened6: this.udpFlowsOpened6,
       udpFlowsReclaimed: this.udpFlowsReclaimed,
+      tftpTransfers: this.tftpTransfers,
       routerSolicitations: this.routerSolicitations,
       faults: this.faults,
       drops: Object.fromEntries(this.drops),

@@ -305,6 +305,12 @@ export class DhcpServer {
       }
       const fixed = this.#staticByMac.get(mac);
       if (fixed?.hostname) options.push([DhcpOption.HOSTNAME, optString(fixed.hostname)]);
+      if (s.config.bootfile) options.push([DhcpOption.BOOTFILE_NAME, optString(s.config.bootfile)]);
+    }
+    // RFC 2131 §2: the boot file in `file` and its server in siaddr, for ROMs that read BOOTP's fields
+    const file = new Uint8Array(128);
+    if (type !== DhcpMessageType.NAK && s.config.bootfile) {
+      file.set(new TextEncoder().encode(s.config.bootfile).subarray(0, 127)); // NUL-terminated in 128 bytes
     }
     const reply: DhcpMessage = {
       op: BOOTREPLY,
@@ -316,11 +322,11 @@ export class DhcpServer {
       flags: m.flags & 0x8000,
       ciaddr: type === DhcpMessageType.NAK ? 0 : m.ciaddr,
       yiaddr,
-      siaddr: 0,
+      siaddr: type !== DhcpMessageType.NAK && s.config.tftp ? s.plan.gateway : 0,
       giaddr: m.giaddr,
       chaddr: m.chaddr,
       sname: new Uint8Array(64),
-      file: new Uint8Array(128),
+      file,
       options,
     };
     const L4 = 14 + 20;

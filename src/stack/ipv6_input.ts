@@ -36,6 +36,7 @@ import { type GuestPath, Ipv6Path } from "./guest_path.ts";
 import type { Icmpv6Service } from "./icmpv6_service.ts";
 import { mappedIpv4, nat64Ipv4 } from "./translation.ts";
 import { Ipv6Reassembly } from "./ip_reassembly.ts";
+import { TFTP_PORT } from "../wire/tftp.ts";
 
 /** The services IPv6 packets go to. */
 export interface Ipv6Services {
@@ -47,6 +48,8 @@ export interface Ipv6Services {
     input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void;
     tcpUpstream(): { address: number; port: number } | null;
   };
+  /** The gateway's TFTP server (prefix::2 port 69), or null. */
+  readonly tftp: { input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void } | null;
 }
 
 // parse scratch, shared by every stack in the process (input is processed synchronously)
@@ -100,7 +103,7 @@ export class Ipv6Input {
   #deliver(buf: Uint8Array, ip: Ipv6Header, srcMac: number): void {
     const s = this.#stack;
     const v6 = s.plan.v6!;
-    const { icmp6, dhcp6, tcp, udp: nat, dns } = this.#services;
+    const { icmp6, dhcp6, tcp, udp: nat, dns, tftp } = this.#services;
     if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
     if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);
     if (ip.protocol === IPPROTO_UDP) {
@@ -120,6 +123,9 @@ export class Ipv6Input {
       if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
       if (udp.dstPort === 53 && ipv6Equal(buf, ip.dstOffset, v6.dns, 0)) {
         return dns.input(buf, new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset), udp);
+      }
+      if (tftp && udp.dstPort === TFTP_PORT && ipv6Equal(buf, ip.dstOffset, v6.gateway, 0)) {
+        return tftp.input(buf, new Ipv6Path(s, buf, ip.srcOffset, buf, ip.dstOffset), udp);
       }
       return nat.input6(buf, ip, udp);
     }

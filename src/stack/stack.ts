@@ -38,7 +38,9 @@ import { newUdpHeader, parseUdp } from "../wire/udp.ts";
 import { emitIpv6, IPV6_HEADER_LEN } from "../wire/ipv6.ts";
 import { frameScratch, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
-import type { HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
+import type { HostFiles, HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
+import { TftpService } from "./tftp_service.ts";
+import { TFTP_PORT } from "../wire/tftp.ts";
 import type { Logger } from "../common/logger.ts";
 import type { Egress6, StackContext } from "./context.ts";
 import {
@@ -102,6 +104,8 @@ export interface StackDeps {
   flowLimit?: FlowLimit;
   /** Bytes waiting in the transport toward the guest (TCP paces itself on it; default: none). */
   guestBacklog?: () => number;
+  /** The directory the gateway's TFTP server reads (config `tftp`); without it there is no TFTP server. */
+  tftpFiles?: HostFiles;
 }
 
 /** Room for the largest frame plus slack for an ICMP error around a quoted datagram. */
@@ -174,6 +178,8 @@ export class Stack implements StackContext {
   readonly dhcp6: Dhcpv6Server;
   readonly udp: UdpNat;
   readonly tcp: TcpService;
+  /** The gateway's TFTP server, or null without a TFTP directory. */
+  readonly tftp: TftpService | null;
   /** UDP and ICMP datagrams toward the guest, fragmented when they do not fit its MTU. */
   readonly datagrams: DatagramSender;
 
@@ -229,6 +235,7 @@ export class Stack implements StackContext {
     this.dhcp6 = new Dhcpv6Server(this, plan6);
     this.udp = new UdpNat(this);
     this.tcp = new TcpService(this);
+    this.tftp = deps.tftpFiles ? new TftpService(this, deps.tftpFiles) : null;
     this.#ipv6 = new Ipv6Input(this, this);
   }
 
@@ -372,6 +379,9 @@ export class Stack implements StackContext {
       }
       if (ip.dst === p.dns && udp.dstPort === 53) {
         return this.dns.input(buf, new Ipv4Path(this, ip.src, ip.dst), udp);
+      }
+      if (this.tftp && ip.dst === p.gateway && udp.dstPort === TFTP_PORT) {
+        return this.tftp.input(buf, new Ipv4Path(this, ip.src, ip.dst), udp);
       }
       return this.udp.input(buf, ip, udp);
     }
@@ -649,6 +659,7 @@ export class Stack implements StackContext {
   /** What is left once the flows are gone: pending DNS queries and echoes, leases, held fragments. */
   #closeServices(): void {
     this.dns.close();
+    this.tftp?.close();
     this.icmp.close();
     this.icmp6.close();
     this.dhcp.close();

@@ -53,6 +53,8 @@ export const DhcpOption = {
   RENEWAL_TIME: 58,
   REBINDING_TIME: 59,
   CLIENT_ID: 61,
+  /** RFC 2132 §9.5 */
+  BOOTFILE_NAME: 67,
   DOMAIN_SEARCH: 119, // RFC 3397
   END: 255,
 } as const;

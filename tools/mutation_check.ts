@@ -620,15 +620,15 @@ const MUTANTS: Mutant[] = [
   {
     name: "UDP NAT: a full table refuses every new flow however long its flows have been quiet",
     file: "src/stack/udp_nat.ts",
-    from: "    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;\n",
-    to: "    if (!idlest || idlest) return false;\n",
+    from: "    if (s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) {\n",
+    to: "    if (idlest) {\n",
     tests: ["tests/quotas_test.ts"],
   },
   {
     name: "UDP NAT: a full table evicts a flow that was active a moment ago",
     file: "src/stack/udp_nat.ts",
-    from: "    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;\n",
-    to: "    if (!idlest) return false;\n",
+    from: "    if (s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) {\n",
+    to: "    if (s.wheel.now < 0) {\n",
     tests: ["tests/quotas_test.ts"],
   },
   {

@@ -79,6 +79,8 @@ export class UdpNat {
   /** guestPort → flows (usually one: one guest address per tenant). */
   #flows = new Map<number, UdpFlow[]>();
   #count = 0;
+  /** Until then no flow can have been quiet for RECLAIM_IDLE_MS: the last scan's idlest was newer. */
+  #noReclaimBefore = 0;
 
   constructor(stack: StackContext) {
     this.#stack = stack;
@@ -218,12 +220,19 @@ export class UdpNat {
    * QUIC, NTP) would otherwise be refused for the rest of `udpIdleSec`. True when a flow was removed.
    */
   #reclaimIdlest(): boolean {
+    const s = this.#stack;
+    // a hostile guest's flood of new ports must not buy a scan of the table per datagram
+    if (s.wheel.now < this.#noReclaimBefore) return false;
     let idlest: UdpFlow | null = null;
     for (const list of this.#flows.values()) {
       for (const f of list) if (!idlest || f.lastActive < idlest.lastActive) idlest = f;
     }
-    const s = this.#stack;
-    if (!idlest || s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) return false;
+    if (!idlest) return false;
+    if (s.wheel.now - idlest.lastActive < RECLAIM_IDLE_MS) {
+      // activity only moves lastActive later, and new flows start now: none can qualify before this
+      this.#noReclaimBefore = idlest.lastActive + RECLAIM_IDLE_MS;
+      return false;
+    }
     this.#remove(idlest);
     s.counters.udpFlowsReclaimed++;
     return true;

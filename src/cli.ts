@@ -251,7 +251,7 @@ export function buildServeConfig(
     stack.dnsRecords.push({ name, address: m[2] });
   }
   for (const h of flags.hostfwd ?? []) stack.hostfwd.push(parseHostForward(h));
-  if (flags.tftp !== undefined) stack.tftp = new ReadOnlyDir(flags.tftp).root; // refused at start if missing
+  if (flags.tftp !== undefined) stack.tftp = ReadOnlyDir.check(flags.tftp); // refused at start if missing
   if (flags.bootfile !== undefined) {
     if (new TextEncoder().encode(flags.bootfile).length > 127) throw new Error("--bootfile: over 127 bytes");
     stack.bootfile = flags.bootfile;

@@ -181,7 +181,11 @@ Deno.test("TFTP root: a name reaches a file inside the directory and nothing out
     assert.equal(text("sub/../../outside"), "refused");
     assert.equal(text("sub"), "refused", "a directory");
     assert.equal(text("nope"), "missing");
-    assert.throws(() => new ReadOnlyDir(`${dir}/outside`), /not a directory/);
+    assert.throws(() => ReadOnlyDir.check(`${dir}/outside`), /not a directory/);
+    assert.throws(() => ReadOnlyDir.check(`${dir}/nowhere`));
+    // the directory is looked up at each request: gone, its files are missing, not an error of the tenant
+    await Deno.rename(`${dir}/root`, `${dir}/moved`);
+    assert.equal(text("sub/f"), "missing");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

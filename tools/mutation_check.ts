@@ -662,8 +662,7 @@ const MUTANTS: Mutant[] = [
   {
     name: "TFTP root: a symbolic link out of the directory is followed",
     file: "src/host/read_only_dir.ts",
-    from:
-      '    if (!real.startsWith(this.root.endsWith("/") ? this.root : `${this.root}/`)) return "refused";\n',
+    from: '    if (!real.startsWith(root.endsWith("/") ? root : `${root}/`)) return "refused";\n',
     to: "",
     tests: ["tests/tftp_test.ts"],
   },

@@ -162,7 +162,7 @@ export class StackHarness {
   constructor(
     patch: (c: StackConfig) => void = () => {},
     host?: (clock: () => number) => HostNet,
-    deps: Pick<StackDeps, "egressGuard" | "egressGuard6" | "tftpFiles"> = {},
+    deps: Pick<StackDeps, "egressGuard" | "egressGuard6" | "tftpFiles" | "flowLimit"> = {},
   ) {
     this.host = host ? host(() => this.now) : new ManualClockHost(() => this.now);
     const c = defaultStackConfig();

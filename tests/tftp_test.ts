@@ -8,6 +8,7 @@ import { ip, StackHarness, udpFrame } from "./_frames.ts";
 import type { Dissection } from "./_dissect.ts";
 import type { HostFile, HostFiles } from "../src/host/host.ts";
 import { MAX_TRANSFERS } from "../src/stack/tftp_service.ts";
+import { FlowLimit } from "../src/stack/flow_limit.ts";
 import { ReadOnlyDir } from "../src/host/read_only_dir.ts";
 import { TftpOpcode } from "../src/wire/tftp.ts";
 
@@ -54,14 +55,14 @@ function tftpOf(h: StackHarness, d: Dissection): Uint8Array {
   return h.raw[h.out.indexOf(d)].subarray(d.udp!.payloadOffset, d.udp!.payloadEnd);
 }
 
-function setup(files: Record<string, Uint8Array>, mtu = 1500) {
+function setup(files: Record<string, Uint8Array>, mtu = 1500, flowLimit?: FlowLimit) {
   const dir = memoryFiles(files);
   const h = new StackHarness(
     (c) => {
       c.mtu = mtu;
     },
     undefined,
-    { tftpFiles: dir },
+    { tftpFiles: dir, flowLimit },
   );
   const send = (port: number, payload: Uint8Array) => {
     const out = h.send(udpFrame(MAC, GUEST, GW, port, 69, payload));
@@ -145,6 +146,22 @@ Deno.test("TFTP: writes, other modes, missing files and a ninth transfer are ref
   assert.equal(dir.open_, 0);
   assert.equal(h.stack.counters.drops.get("tftp-transfer-timeout"), MAX_TRANSFERS - 1);
   h.close();
+});
+
+Deno.test("TFTP: an open file counts against the relay's flow bound, and is given back when its transfer ends", () => {
+  const limit = new FlowLimit(2);
+  const { h, send } = setup({ a: new Uint8Array(100) }, 1500, limit);
+  assert.equal(send(5000, rrq("a"))[0][1], TftpOpcode.DATA);
+  assert.equal(send(5001, rrq("a"))[0][1], TftpOpcode.DATA);
+  const busy = send(5002, rrq("a"))[0];
+  assert.equal(busy[1], TftpOpcode.ERROR, "past the relay's bound");
+  assert.equal(h.drops("relay-flow-limit"), 1);
+  assert.equal(send(5003, rrq("missing"))[0][1], TftpOpcode.ERROR);
+  assert.deepEqual(send(5000, ack(1)), [], "the one-block file is done");
+  assert.equal(send(5004, rrq("a"))[0][1], TftpOpcode.DATA, "its place was given back");
+  h.close();
+  assert.equal(h.stack.tftp!.size, 0);
+  assert.equal(send(5005, rrq("a")).length, 0);
 });
 
 Deno.test("TFTP: without a TFTP directory, port 69 on the gateway is an ordinary UDP destination", () => {

@@ -673,6 +673,13 @@ const MUTANTS: Mutant[] = [
     to: "      siaddr: 0,\n",
     tests: ["tests/guest_netns_test.ts"],
   },
+  {
+    name: "TFTP: a finished transfer keeps its place in the relay's flow bound",
+    file: "src/stack/tftp_service.ts",
+    from: "    t.file.close();\n    this.#stack.flowLimit.release();\n",
+    to: "    t.file.close();\n",
+    tests: ["tests/tftp_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

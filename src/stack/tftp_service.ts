@@ -107,7 +107,10 @@ export class TftpService {
     if (this.#transfers.size >= MAX_TRANSFERS) {
       return error(TftpError.UNDEFINED, "too many transfers", "tftp-too-many-transfers");
     }
+    // an open file is a descriptor: it counts against the relay's bound as a flow's socket does
+    if (!s.flowLimit.tryOpen()) return error(TftpError.UNDEFINED, "server busy", "relay-flow-limit");
     const file = this.#files.open(req.filename);
+    if (typeof file === "string") s.flowLimit.release();
     if (file === "missing") return error(TftpError.FILE_NOT_FOUND, "file not found", "tftp-file-not-found");
     if (file === "refused") {
       return error(TftpError.ACCESS_VIOLATION, "access violation", "tftp-access-refused");
@@ -203,8 +206,10 @@ export class TftpService {
 
   #finish(t: Transfer): void {
     this.#stack.wheel.cancel(t.timer);
-    if (this.#transfers.get(t.key) === t) this.#transfers.delete(t.key);
+    if (this.#transfers.get(t.key) !== t) return;
+    this.#transfers.delete(t.key);
     t.file.close();
+    this.#stack.flowLimit.release();
   }
 
   #sendError(path: GuestPath, guestPort: number, code: number, message: string): void {

@@ -425,8 +425,8 @@ export class Stack implements StackContext {
 
   /**
    * The IPv4 guest a port forward without a guest address reaches: the latest DHCP lease; else the address
-   * the guest was last heard from (configured by hand, or a lease kept across a relay restart, which the
-   * guest renews only at T1); else the first DHCP address, libslirp's default target.
+   * the guest was heard from (the latest one learned: configured by hand, or a lease kept across a relay
+   * restart, which the guest renews only at T1); else the first DHCP address, libslirp's default target.
    */
   get defaultForwardGuest(): number {
     const leased = this.dhcp.lastBoundAddress;

@@ -613,8 +613,9 @@ const MUTANTS: Mutant[] = [
   {
     name: "DNS: an upstream's answer past the guest's MTU is not sent in fragments",
     file: "src/stack/dns_service.ts",
-    from: "      if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);\n",
-    to: "      if (g.family === 4) return;\n",
+    from: "    if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);\n",
+    to:
+      "    if (g.family === 4 && data.length <= s.plan.mtu - 28) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);\n",
     tests: ["tests/guest_netns_test.ts"],
   },
   {

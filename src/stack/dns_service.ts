@@ -256,15 +256,11 @@ export class DnsService {
     if (p.resolved || !p.guest) return p.resolved?.(firstAddress(data));
     data[0] = p.guestId >>> 8;
     data[1] = p.guestId & 0xff;
-    if (data.length > s.plan.mtu - p.guest.ipHeaderLength - UDP_HEADER_LEN) {
-      // The upstream kept to the size the guest's query offered (RFC 6891 §6.2.5; 512 without EDNS, RFC
-      // 1035 §4.2.1), so the guest can take it whole: in fragments, as through a NAT, not truncated
-      const g = p.guest;
-      if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);
-      else s.datagrams.sendUdp6(g.addresses.subarray(16), g.addresses.subarray(0, 16), 53, p.guestPort, data);
-      return;
-    }
-    this.#toGuest(data, data.length, p.guest, p.guestPort);
+    // The upstream kept to the size the guest's query offered (RFC 6891 §6.2.5; 512 without EDNS, RFC 1035
+    // §4.2.1), so the guest can take it whole: past the MTU in fragments, as through a NAT, not truncated
+    const g = p.guest;
+    if (g.family === 4) s.datagrams.sendUdp(g.local, g.guest, 53, p.guestPort, data);
+    else s.datagrams.sendUdp6(g.addresses.subarray(16), g.addresses.subarray(0, 16), 53, p.guestPort, data);
   }
 
   #answerLocally(
@@ -280,11 +276,6 @@ export class DnsService {
     const n = emitDnsResponse(query, q, end, answers, rcode, s.tx, guest.l4Offset + UDP_HEADER_LEN);
     if (n instanceof WireError) return s.drop("dns-malformed", n);
     this.#emit(n, guest, guestPort);
-  }
-
-  #toGuest(data: Uint8Array, len: number, guest: GuestPath, guestPort: number): void {
-    this.#stack.tx.set(data.subarray(0, len), guest.l4Offset + UDP_HEADER_LEN);
-    this.#emit(len, guest, guestPort);
   }
 
   #emit(payloadLen: number, guest: GuestPath, guestPort: number): void {

@@ -148,6 +148,20 @@ Deno.test("cli: bad flags exit 2 with a message; token create prints a token; --
   const badGuestfwd = await run(["serve", "--guestfwd", "tcp:10.0.2.2:80-127.0.0.1:8080"]);
   assert.equal(badGuestfwd.code, 2);
   assert.match(badGuestfwd.err, /guestfwd address 10.0.2.2: the gateway/);
+  // of several forwards, the error names the one whose port is taken
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (taken.addr as Deno.NetAddr).port;
+  const clash = await run([
+    "serve",
+    "--listen-qemu",
+    "tcp://127.0.0.1:0",
+    "--hostfwd",
+    "tcp::0-:22",
+    "--hostfwd",
+    `tcp::${port}-:23`,
+  ]).finally(() => taken.close());
+  assert.equal(clash.code, 2);
+  assert.match(clash.err, new RegExp(`port forward tcp:127\\.0\\.0\\.1:${port}: .*EADDRINUSE`));
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/secret`, "a-secret-that-is-long-enough");
   const tok = await run([

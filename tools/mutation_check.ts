@@ -681,6 +681,14 @@ const MUTANTS: Mutant[] = [
     to: "    t.file.close();\n",
     tests: ["tests/tftp_test.ts"],
   },
+  {
+    name: "port forwards: a forward that cannot bind fails without saying which",
+    file: "src/relay/port_forward.ts",
+    from:
+      "    throw Object.assign(new Error(`port forward ${f.protocol}:${f.hostAddress}:${f.hostPort}: ${why}`), {\n",
+    to: "    throw Object.assign(new Error(why), {\n",
+    tests: ["tests/cli_serve_test.ts"],
+  },
 ];
 
 const { values, positionals } = parseArgs({

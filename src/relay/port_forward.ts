@@ -24,6 +24,25 @@ export async function bindForward(
   tenant: string,
   onNoGuest: () => void,
 ): Promise<BoundForward> {
+  try {
+    return await bind(host, f, target, log, tenant, onNoGuest);
+  } catch (e) {
+    // "bind: EADDRINUSE" alone does not say which of several forwards failed
+    const why = e instanceof Error ? e.message : String(e);
+    throw Object.assign(new Error(`port forward ${f.protocol}:${f.hostAddress}:${f.hostPort}: ${why}`), {
+      code: (e as { code?: string }).code,
+    });
+  }
+}
+
+async function bind(
+  host: HostNet,
+  f: HostForwardConfig,
+  target: () => Stack | null,
+  log: Logger,
+  tenant: string,
+  onNoGuest: () => void,
+): Promise<BoundForward> {
   let bound: BoundForward;
   if (f.protocol === "tcp") {
     const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {

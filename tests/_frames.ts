@@ -38,12 +38,13 @@ export function udpFrame(
   dport: number,
   payload: Uint8Array,
   dstMac = GW_MAC,
+  ttl = 64,
 ): Uint8Array {
   const b = new Uint8Array(Math.max(60, 42 + payload.length));
   emitEthernet(b, 0, dstMac, srcMac, ETHERTYPE_IPV4);
   b.set(payload, 42);
   emitUdp(b, 34, sport, dport, payload.length, pseudoHeaderSumV4(src, dst, IPPROTO_UDP, 8 + payload.length));
-  emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_UDP, src, dst }, b, 14, 8 + payload.length);
+  emitIpv4({ id: 1, ttl, protocol: IPPROTO_UDP, src, dst }, b, 14, 8 + payload.length);
   return b;
 }
 
@@ -54,12 +55,13 @@ export function pingFrame(
   id: number,
   seq: number,
   data: Uint8Array,
+  ttl = 64,
 ): Uint8Array {
   const b = new Uint8Array(Math.max(60, 42 + data.length));
   emitEthernet(b, 0, GW_MAC, srcMac, ETHERTYPE_IPV4);
   b.set(data, 42);
   emitIcmpV4(b, 34, ICMP_ECHO_REQUEST, 0, (id << 16) | seq, data.length);
-  emitIpv4({ id: 2, ttl: 64, protocol: IPPROTO_ICMP, src, dst }, b, 14, 8 + data.length);
+  emitIpv4({ id: 2, ttl, protocol: IPPROTO_ICMP, src, dst }, b, 14, 8 + data.length);
   return b;
 }
 

@@ -55,6 +55,7 @@ export function udp6Frame(
   sport: number,
   dport: number,
   data: Uint8Array,
+  hopLimit = 64,
 ): Uint8Array {
   const udp = new Uint8Array(8 + data.length);
   put16(udp, 0, sport);
@@ -64,7 +65,7 @@ export function udp6Frame(
   const ck = ~checksumSum(udp, 0, udp.length, pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_UDP, udp.length)) &
     0xffff;
   put16(udp, 6, ck === 0 ? 0xffff : ck);
-  return frame6(src, dst, IPPROTO_UDP, udp);
+  return frame6(src, dst, IPPROTO_UDP, udp, { hopLimit });
 }
 
 /** The IPv6 packets a stack sent since output `from`, parsed (each with its frame). */

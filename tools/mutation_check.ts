@@ -360,10 +360,10 @@ const MUTANTS: Mutant[] = [
     tests: ["tests/epoll_test.ts"],
   },
   {
-    name: "UDP: an ICMP error about an earlier destination told as if about the last",
+    name: "UDP: an ICMP error about an earlier probe quotes the flow's last port instead of its own",
     file: "src/stack/udp_nat.ts",
-    from: 'return s.drop("udp-host-error-earlier-destination");',
-    to: 's.drop("udp-host-error-earlier-destination");',
+    from: "    const dstPort = port ?? f.lastPort;\n",
+    to: "    const dstPort = f.lastPort;\n",
     tests: ["tests/ipv6_stack_test.ts"],
   },
   {
@@ -688,6 +688,43 @@ const MUTANTS: Mutant[] = [
       "    throw Object.assign(new Error(`port forward ${f.protocol}:${f.hostAddress}:${f.hostPort}: ${why}`), {\n",
     to: "    throw Object.assign(new Error(why), {\n",
     tests: ["tests/cli_serve_test.ts"],
+  },
+  {
+    name: "traceroute: a datagram of TTL 1 beyond the gateway is forwarded (no first hop)",
+    file: "src/stack/stack.ts",
+    from:
+      "    if (ip.ttl <= 1 && this.#ttlEndsHere(buf, ip, dstMac)) return this.icmp.timeExceeded(buf, ip);\n",
+    to: "",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name: "traceroute: an IPv6 packet of hop limit 1 beyond the router is forwarded",
+    file: "src/stack/ipv6_input.ts",
+    from: "    if (ip.hopLimit <= 1 && this.#hopEndsHere(buf, ip)) return icmp6.timeExceeded(buf, ip);\n",
+    to: "",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name: "traceroute: UDP probes leave with the host's default TTL, not the guest's",
+    file: "src/stack/udp_nat.ts",
+    from: "    if (ip.ttl - 1 !== f.hops) this.#setHops(f, ip.ttl - 1);\n",
+    to: "",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name: "traceroute: a tenant sees routers its policy would not let it reach",
+    file: "src/stack/icmp_service.ts",
+    from: '    if (real === null || !s.policy.check("icmp", real, 0)) return -1;\n',
+    to: "    if (real === null) return -1;\n",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name:
+      "traceroute: a ping socket's ICMP errors are not told to the request's caller (ICMP probes past hop 1)",
+    file: "src/host/icmp_socket.ts",
+    from: "      if (!q.icmp || q.payloadLength < 8) continue;\n",
+    to: "      continue;\n",
+    tests: ["tests/traceroute_test.ts"],
   },
 ];
 

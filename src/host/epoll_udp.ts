@@ -11,6 +11,7 @@
  * @module
  */
 import type { HostUdpSocket, UdpHandlers } from "./host.ts";
+import { errorQueue } from "./error_queue.ts";
 import { EAGAIN, errno, libc } from "./libc.ts";
 import { watchReadable } from "./epoll_loop.ts";
 import { errnoName } from "./errno_names.ts";
@@ -19,9 +20,9 @@ import { platform } from "../platform/current.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 
 const AF_INET = 2, AF_INET6 = 10, SOCK_DGRAM = 2, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
-const MSG_DONTWAIT = 0x40, MSG_ERRQUEUE = 0x2000;
+const MSG_DONTWAIT = 0x40;
 const EINTR = 4;
-const SOL_IP = 0, IP_RECVERR = 11, SOL_IPV6 = 41, IPV6_RECVERR = 25;
+const SOL_IP = 0, IP_TTL = 2, IP_RECVERR = 11, SOL_IPV6 = 41, IPV6_UNICAST_HOPS = 16, IPV6_RECVERR = 25;
 const EPOLLIN = 0x1, EPOLLERR = 0x8;
 /** Errors that arrive after a send (an ICMP message), not because of it: the error queue reports them. */
 const ASYNC_ERRORS = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN"]);
@@ -84,59 +85,11 @@ class ReceiveBatch {
 }
 let batch: ReceiveBatch | null = null;
 
-/**
- * The thread's reader of a socket's error queue: a msghdr whose msg_name takes the destination the error is
- * about and whose control buffer takes the IP_RECVERR / IPV6_RECVERR message (struct sock_extended_err, then
- * the offender's address), in one ArrayBuffer whose addresses are written once. No payload is read back.
- */
-class ErrorQueueReader {
-  static readonly #NAME_AT = 64;
-  static readonly #CONTROL_AT = 96;
-  static readonly #CONTROL_BYTES = 128;
-  readonly header: Uint8Array;
-  readonly names: Uint8Array;
-  readonly namesView: DataView;
-  readonly #view: DataView;
-
-  constructor() {
-    const all = new Uint8Array(
-      new ArrayBuffer(ErrorQueueReader.#CONTROL_AT + ErrorQueueReader.#CONTROL_BYTES),
-    );
-    this.#view = new DataView(all.buffer);
-    this.header = all.subarray(0, 56);
-    this.names = all.subarray(ErrorQueueReader.#NAME_AT, ErrorQueueReader.#NAME_AT + 28);
-    this.namesView = new DataView(all.buffer, ErrorQueueReader.#NAME_AT, 28);
-    const base = platform.addressOf(all);
-    this.#view.setBigUint64(0, base + BigInt(ErrorQueueReader.#NAME_AT), true); // msg_name
-    this.#view.setBigUint64(32, base + BigInt(ErrorQueueReader.#CONTROL_AT), true); // msg_control
-  }
-
-  /** Before each call: the kernel writes the lengths it filled over these. */
-  prepare(): void {
-    this.#view.setUint32(8, 28, true); // msg_namelen
-    this.#view.setBigUint64(40, BigInt(ErrorQueueReader.#CONTROL_BYTES), true); // msg_controllen
-  }
-
-  /** The errno of the extended error in the control data the last call filled, or 0 when there is none. */
-  errno(): number {
-    const v = this.#view, end = ErrorQueueReader.#CONTROL_AT + Number(v.getBigUint64(40, true));
-    for (let c = ErrorQueueReader.#CONTROL_AT; c + 16 <= end;) {
-      const len = Number(v.getBigUint64(c, true)),
-        level = v.getInt32(c + 8, true),
-        type = v.getInt32(c + 12, true);
-      if (len < 16) return 0;
-      // struct cmsghdr (16 bytes), then struct sock_extended_err: ee_errno first
-      if ((level === SOL_IP && type === IP_RECVERR) || (level === SOL_IPV6 && type === IPV6_RECVERR)) {
-        return len >= 20 ? v.getUint32(c + 16, true) : 0;
-      }
-      c += (len + 7) & ~7;
-    }
-    return 0;
-  }
-}
-let errorQueue: ErrorQueueReader | null = null;
 const one = new Int32Array([1]);
 const oneBytes = new Uint8Array(one.buffer);
+/** An int for setsockopt, rewritten per call. */
+const hops = new Int32Array(1);
+const hopsBytes = new Uint8Array(hops.buffer);
 
 /** Room for a sockaddr_in6 (28 bytes), for getsockname. */
 const from = new Uint8Array(28);
@@ -224,19 +177,18 @@ export class EpollUdpSocket implements HostUdpSocket {
    * @returns how many were read
    */
   #readErrors(): number {
-    const L = libc();
-    const q = errorQueue ??= new ErrorQueueReader();
+    const q = errorQueue();
     let read = 0;
     for (; read < ERRORS_PER_EVENT && !this.#closed; read++) {
-      q.prepare();
-      if (L.recvmsg(this.#fd, q.header, MSG_ERRQUEUE | MSG_DONTWAIT) < 0) break;
-      const e = q.errno();
+      const e = q.next(this.#fd);
+      if (e < 0) break;
       if (e === 0) continue;
       const v4 = q.namesView.getUint16(0, true) === AF_INET;
       this.handlers.onError(
         errnoName(e),
         v4 ? textOf(q.namesView.getUint32(4, false)) : text6Of(q.names, 0),
         q.namesView.getUint16(2, false),
+        q.icmp ?? undefined,
       );
     }
     return read;
@@ -296,6 +248,14 @@ export class EpollUdpSocket implements HostUdpSocket {
       const code = errnoName(e);
       if (!ASYNC_ERRORS.has(code) || attempt === 1) return this.handlers.onError(code);
     }
+  }
+
+  setHopLimit(n: number): void {
+    if (this.#closed) return;
+    hops[0] = n;
+    // an IPv6 socket sends to IPv4 peers (mapped addresses) with its IPv4 TTL
+    libc().setsockopt(this.#fd, SOL_IP, IP_TTL, hopsBytes, 4);
+    if (this.#v6) libc().setsockopt(this.#fd, SOL_IPV6, IPV6_UNICAST_HOPS, hopsBytes, 4);
   }
 
   #readSome(): void {

@@ -39,29 +39,55 @@ export interface UdpHandlers {
   onMessage(data: Uint8Array, address: string, port: number): void;
   /**
    * A send or socket error, e.g. "EHOSTUNREACH". An ICMP error that came back for an earlier datagram names
-   * that datagram's destination (`address`, `port`, as `onMessage` would). The socket stays open unless
-   * closed by the owner.
+   * that datagram's destination (`address`, `port`, as `onMessage` would) and, where the host tells it, the
+   * ICMP message itself (`icmp`: a router's time exceeded is EHOSTUNREACH too). The socket stays open
+   * unless closed by the owner.
    */
-  onError(code: string, address?: string, port?: number): void;
+  onError(code: string, address?: string, port?: number, icmp?: HostIcmpError): void;
+}
+
+/** An ICMP or ICMPv6 error the host received about a datagram we sent (Linux: IP_RECVERR, ip(7)). */
+export interface HostIcmpError {
+  type: number;
+  code: number;
+  /** The router or host that sent it. */
+  offender: string;
 }
 
 /** A host UDP socket. */
 export interface HostUdpSocket {
   /** Sends a datagram; the bytes are copied before this returns, so the caller may reuse its buffer. */
   sendTo(data: Uint8Array, address: string, port: number): void;
+  /**
+   * The IPv4 TTL / IPv6 hop limit of the datagrams sent after this (a guest's traceroute probes leave with
+   * theirs, less the gateway's hop). Hosts without it send with the system's default.
+   */
+  setHopLimit?(hops: number): void;
   close(): void;
 }
 
-/** Receives an ICMP echo reply (or error) for an outstanding request. */
-export type IcmpEchoCallback = (reply: { type: number; code: number; data: Uint8Array } | null) => void;
+/**
+ * Receives an ICMP echo reply for an outstanding request, or an ICMP error about it (then `offender` is the
+ * router or host that sent the error, and `data` is empty), or null on timeout.
+ */
+export type IcmpEchoCallback = (
+  reply: { type: number; code: number; data: Uint8Array; offender?: string } | null,
+) => void;
 
 /** Unprivileged ICMP echo (Linux `socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`), shared by all tenants. */
 export interface HostIcmpEcho {
   /**
-   * Sends an echo request to `address` carrying `data`; `done` gets the reply's type, code and data,
-   * or null on timeout. Returns false when the request could not be sent.
+   * Sends an echo request to `address` carrying `data`, with `hopLimit` as its TTL / hop limit when given;
+   * `done` gets the reply's type, code and data, or null on timeout. Returns false when the request could
+   * not be sent.
    */
-  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean;
+  echo(
+    address: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    done: IcmpEchoCallback,
+    hopLimit?: number,
+  ): boolean;
 }
 
 /** Callbacks for one host TCP connection. */

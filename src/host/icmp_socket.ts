@@ -8,7 +8,9 @@
  * requests are told apart by a relay-wide sequence number we assign; the guest's own id and sequence are
  * restored by the caller. Replies are read only while requests are outstanding: a poll() with a short
  * timeout on an FFI worker thread, then non-blocking recvfrom() until the queue is empty — no thread or
- * timer stays busy while nobody pings.
+ * timer stays busy while nobody pings. A request leaves with the TTL / hop limit it is given, and an ICMP
+ * error about it (a router's time exceeded: a guest's traceroute) comes back through the socket's error
+ * queue, matched by the sequence number in the request it quotes.
  *
  * @module
  */
@@ -17,6 +19,7 @@ import { parseIpv4Address } from "../wire/bytes.ts";
 import { ipv6Equal, parseIpv6Address } from "../wire/ipv6.ts";
 
 import { EAGAIN, errno, type Libc, libc, pollFdFor } from "./libc.ts";
+import { errorQueue } from "./error_queue.ts";
 import { after } from "../common/timers.ts";
 
 const AF_INET = 2;
@@ -26,6 +29,9 @@ const SOCK_DGRAM = 2;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_ICMP = 1;
+const SOL_IP = 0, IP_TTL = 2, IP_RECVERR = 11, SOL_IPV6 = 41, IPV6_UNICAST_HOPS = 16, IPV6_RECVERR = 25;
+/** The hop limit of a request that names none. */
+const DEFAULT_HOPS = 64;
 const MAX_REPLY = 65536;
 /** How often outstanding requests are checked for their timeout, on a socket loop. */
 const SWEEP_MS = 100;
@@ -66,14 +72,20 @@ export class IcmpSocket implements HostIcmpEcho {
       : { socket: null, reason: v4 };
   }
 
-  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean {
-    if (!address.includes(":")) return this.#v4.echo(address, data, timeoutMs, done);
+  echo(
+    address: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    done: IcmpEchoCallback,
+    hopLimit?: number,
+  ): boolean {
+    if (!address.includes(":")) return this.#v4.echo(address, data, timeoutMs, done, hopLimit);
     if (this.#v6 === undefined) {
       const s = PingSocket.open(this.#lib, 6);
       this.#v6 = s instanceof PingSocket ? s : null;
       if (this.#v6 && this.#watch) this.#v6.useLoop(this.#watch);
     }
-    return this.#v6 ? this.#v6.echo(address, data, timeoutMs, done) : false;
+    return this.#v6 ? this.#v6.echo(address, data, timeoutMs, done, hopLimit) : false;
   }
 
   /** Reads replies on the caller's socket loop instead of polling on an FFI thread. */
@@ -103,12 +115,23 @@ class PingSocket {
   #from = new Uint8Array(28);
   #fromLen = new Uint32Array(1);
   #pollFd: Uint8Array;
+  /** The hop limit the socket sends with now. */
+  #hops = -1;
+  /** An int for setsockopt. */
+  #int = new Int32Array(1);
+  #intBytes = new Uint8Array(this.#int.buffer);
 
   private constructor(lib: Libc, fd: number, v6: boolean) {
     this.#lib = lib;
     this.#fd = fd;
     this.#v6 = v6;
     this.#pollFd = pollFdFor(fd);
+    this.#setInt(v6 ? SOL_IPV6 : SOL_IP, v6 ? IPV6_RECVERR : IP_RECVERR, 1);
+  }
+
+  #setInt(level: number, name: number, value: number): void {
+    this.#int[0] = value;
+    this.#lib.setsockopt(this.#fd, level, name, this.#intBytes, 4);
   }
 
   /** Opens the ping socket of `family`, or returns why not. */
@@ -124,8 +147,19 @@ class PingSocket {
     return new PingSocket(lib, fd, family === 6);
   }
 
-  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean {
+  echo(
+    address: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    done: IcmpEchoCallback,
+    hopLimit?: number,
+  ): boolean {
     if (this.#closed) return false;
+    const hops = hopLimit ?? DEFAULT_HOPS;
+    if (hops !== this.#hops) {
+      this.#hops = hops;
+      this.#setInt(this.#v6 ? SOL_IPV6 : SOL_IP, this.#v6 ? IPV6_UNICAST_HOPS : IP_TTL, hops);
+    }
     const a = this.#v6 ? parseIpv6Address(address) : parseIpv4Address(address);
     if (a === null) return false;
     let seq = this.#nextSeq;
@@ -142,8 +176,14 @@ class PingSocket {
     v.setUint16(0, this.#v6 ? AF_INET6 : AF_INET, true);
     if (typeof a === "number") v.setUint32(4, a, false);
     else sa.set(a, 8);
-    const n = this.#lib.sendto(this.#fd, msg, msg.length, 0, sa, sa.length);
-    if (Number(n) < 0) return false;
+    // an earlier request's ICMP error, pending on the socket, fails the next send (the kernel hands it over
+    // once): its caller hears of it from the error queue, and this request goes again
+    let n = Number(this.#lib.sendto(this.#fd, msg, msg.length, 0, sa, sa.length));
+    if (n < 0 && errno() !== EAGAIN) {
+      this.#readErrors();
+      n = Number(this.#lib.sendto(this.#fd, msg, msg.length, 0, sa, sa.length));
+    }
+    if (n < 0) return false;
     this.#pending.set(seq, { address: a, deadline: performance.now() + timeoutMs, done });
     if (this.#watch) this.#startWatching();
     else if (!this.#polling) this.#pollLoop();
@@ -218,20 +258,43 @@ class PingSocket {
         ),
       );
       if (n < 0) {
-        if (errno() !== EAGAIN) return;
+        // an ICMP error about a request: the error queue holds it
+        if (errno() !== EAGAIN) this.#readErrors();
         return;
       }
       if (n < 8) continue;
       const seq = (this.#rx[6] << 8) | this.#rx[7];
       const p = this.#pending.get(seq);
       if (!p) continue;
-      const same = typeof p.address === "number"
-        ? p.address === new DataView(this.#from.buffer).getUint32(4, false)
-        : ipv6Equal(p.address, 0, this.#from, 8);
-      if (!same) continue;
+      if (!this.#sameAddress(p, this.#from)) continue;
       this.#pending.delete(seq);
       p.done({ type: this.#rx[0], code: this.#rx[1], data: this.#rx.slice(8, n) });
     }
+  }
+
+  /**
+   * Tells each request's caller of the ICMP error queued about it (a router's time exceeded, an
+   * unreachable): the error names the request's destination and quotes its header, our sequence number.
+   */
+  #readErrors(): void {
+    const q = errorQueue();
+    for (let i = 0; i < 64 && !this.#closed; i++) {
+      const e = q.next(this.#fd);
+      if (e < 0) return;
+      if (!q.icmp || q.payloadLength < 8) continue;
+      const seq = (q.payload[6] << 8) | q.payload[7];
+      const p = this.#pending.get(seq);
+      if (!p || !this.#sameAddress(p, q.names)) continue;
+      this.#pending.delete(seq);
+      p.done({ type: q.icmp.type, code: q.icmp.code, data: new Uint8Array(0), offender: q.icmp.offender });
+    }
+  }
+
+  /** Whether the sockaddr in `sa` names the request's destination. */
+  #sameAddress(p: Outstanding, sa: Uint8Array): boolean {
+    return typeof p.address === "number"
+      ? p.address === new DataView(sa.buffer, sa.byteOffset).getUint32(4, false)
+      : ipv6Equal(p.address, 0, sa, 8);
   }
 
   close(): void {

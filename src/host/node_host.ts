@@ -42,6 +42,19 @@ function wrapUdp(s: dgram.Socket, handlers: UdpHandlers, family: 4 | 6 = 4): Hos
         if (err) handlers.onError(errCode(err));
       });
     },
+    setHopLimit(n) {
+      // node:dgram takes a TTL only once the socket is bound (at its first send)
+      const set = () => {
+        try {
+          s.setTTL(n);
+        } catch { /* closed */ }
+      };
+      try {
+        s.setTTL(n);
+      } catch {
+        s.once("listening", set);
+      }
+    },
     close() {
       if (closed) return;
       closed = true;

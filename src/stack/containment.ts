@@ -12,6 +12,7 @@
  */
 import type {
   HostIcmpEcho,
+  HostIcmpError,
   HostListener,
   HostNet,
   HostTcpSocket,
@@ -130,9 +131,9 @@ class ContainedUdpHandlers implements UdpHandlers {
     }
   }
 
-  onError(code: string, address?: string, port?: number): void {
+  onError(code: string, address?: string, port?: number, icmp?: HostIcmpError): void {
     try {
-      this.inner.onError(code, address, port);
+      this.inner.onError(code, address, port, icmp);
     } catch (e) {
       this.owner.onFault(e, "udp.onError");
     }
@@ -143,14 +144,20 @@ class ContainedUdpHandlers implements UdpHandlers {
 class ContainedIcmpEcho implements HostIcmpEcho {
   constructor(readonly inner: HostIcmpEcho, readonly owner: FaultOwner) {}
 
-  echo(address: string, data: Uint8Array, timeoutMs: number, done: IcmpEchoCallback): boolean {
+  echo(
+    address: string,
+    data: Uint8Array,
+    timeoutMs: number,
+    done: IcmpEchoCallback,
+    hopLimit?: number,
+  ): boolean {
     return this.inner.echo(address, data, timeoutMs, (reply) => {
       try {
         done(reply);
       } catch (e) {
         this.owner.onFault(e, "icmp.reply");
       }
-    });
+    }, hopLimit);
   }
 }
 

@@ -27,6 +27,16 @@ export interface IcmpErrors {
   unreachable(buf: Uint8Array, ip: Ipv4Header, code: number, reason: string): void;
   /** Unreachable about a UDP datagram no longer in hand (rebuilt from the flow). */
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void;
+  /** Time exceeded from the gateway about the datagram in `buf`, whose TTL ends here. */
+  timeExceeded(buf: Uint8Array, ip: Ipv4Header): void;
+  /** Time exceeded from the router `offender` about a UDP datagram no longer in hand. */
+  timeExceededForUdp(
+    offender: string,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+  ): void;
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
   unreachableForTcp(
     guestIp: number,
@@ -52,6 +62,16 @@ export interface Icmpv6Errors {
     dst: Uint8Array,
     dstPort: number,
     code: number,
+  ): void;
+  /** Time Exceeded from the router about the packet in `buf`, whose hop limit ends here. */
+  timeExceeded(buf: Uint8Array, ip: Ipv6Header): void;
+  /** Time Exceeded from the router `offender` about a UDP datagram no longer in hand. */
+  timeExceededForUdp(
+    offender: string,
+    guest: Uint8Array,
+    guestPort: number,
+    dst: Uint8Array,
+    dstPort: number,
   ): void;
   /** The guest's latest global IPv6 address, or null (the default target of IPv6 port forwards). */
   guestAddress(): Uint8Array | null;

@@ -2,17 +2,23 @@
  * ICMPv4 for the guest (RFC 792, RFC 1122 §3.2.2): echo to the gateway's own addresses is answered here;
  * echo to anything else goes out through the host's unprivileged ICMP socket, where the host allows it,
  * and the reply is mapped back to the guest's id and sequence. Errors toward the guest (unreachable,
- * administratively prohibited) quote the offending datagram as RFC 1812 §4.3.2.3 asks.
+ * administratively prohibited, time exceeded) quote the offending datagram as RFC 1812 §4.3.2.3 asks.
+ *
+ * Traceroute: the gateway is the guest's first hop, so a datagram beyond it whose TTL runs out here draws a
+ * time exceeded from the gateway (RFC 1812 §5.3.1); the rest leave with the guest's TTL less this hop, and
+ * a router's time exceeded heard by the host socket comes back from that router — when the tenant's policy
+ * would let the guest reach it (a tenant does not see the host's private routers).
  *
  * @module
  */
-import { ipv4ToString, WireError } from "../wire/bytes.ts";
+import { ipv4ToString, parseIpv4Address, WireError } from "../wire/bytes.ts";
 import {
   emitIcmpV4,
   ICMP_DEST_UNREACHABLE,
   ICMP_ECHO_REPLY,
   ICMP_ECHO_REQUEST,
   ICMP_HEADER_LEN,
+  ICMP_TIME_EXCEEDED,
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
   ICMP_UNREACH_PROTOCOL,
@@ -64,9 +70,20 @@ export class IcmpService {
       (reply) => {
         this.#pending--;
         if (s.closed || !reply) return;
-        if (reply.type !== ICMP_ECHO_REPLY) return s.drop("icmp-host-error-reply");
-        s.datagrams.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
+        if (reply.type === ICMP_ECHO_REPLY) {
+          return s.datagrams.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
+        }
+        const from = reply.offender === undefined ? -1 : this.#hop(reply.offender);
+        if (from < 0 || (reply.type !== ICMP_TIME_EXCEEDED && reply.type !== ICMP_DEST_UNREACHABLE)) {
+          return s.drop("icmp-host-error-reply");
+        }
+        // the quote: the guest's own request (its id and sequence), as it left the guest
+        const q = L4_OFFSET + ICMP_HEADER_LEN;
+        emitIpv4({ id: 0, ttl: 1, protocol: IPPROTO_ICMP, src: guest, dst: virtualDst }, s.tx, q, 8);
+        emitIcmpV4(s.tx, q + 20, ICMP_ECHO_REQUEST, 0, rest, 0);
+        this.#sendError(reply.type, reply.code, from, guest, 28);
       },
+      ip.ttl - 1, // RFC 1812 §5.3.1: this gateway is a hop
     );
     if (!sent) {
       this.#pending--;
@@ -76,17 +93,48 @@ export class IcmpService {
 
   /** Destination unreachable with `code` about the datagram `ip` in `buf`, counted under `reason`. */
   unreachable(buf: Uint8Array, ip: Ipv4Header, code: number, reason: string): void {
+    this.#stack.counters.drop(reason);
+    // RFC 1122 §3.2.2: sent from the address the datagram was for
+    this.#errorAbout(buf, ip, ICMP_DEST_UNREACHABLE, code, ip.dst);
+  }
+
+  /**
+   * Time exceeded in transit (RFC 792) about a datagram beyond the gateway whose TTL ends here (RFC 1812
+   * §5.3.1), from the gateway: a traceroute's first hop.
+   */
+  timeExceeded(buf: Uint8Array, ip: Ipv4Header): void {
+    this.#stack.counters.drop("ttl-exceeded");
+    this.#errorAbout(buf, ip, ICMP_TIME_EXCEEDED, 0, this.#stack.plan.gateway);
+  }
+
+  /** An error of `type` and `code` from `from` quoting the datagram `ip` in `buf`. */
+  #errorAbout(buf: Uint8Array, ip: Ipv4Header, type: number, code: number, from: number): void {
     const s = this.#stack;
-    s.counters.drop(reason);
     if (!s.admitErrorReply()) return;
     const start = ip.payloadOffset - ip.headerLength;
     const quote = icmpQuoteLength(ip.headerLength, ip.totalLength);
     const room = s.plan.mtu - 20 - ICMP_HEADER_LEN;
     const n = Math.min(quote, room);
     s.tx.set(buf.subarray(start, start + n), L4_OFFSET + ICMP_HEADER_LEN);
-    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, n);
-    // RFC 1122 §3.2.2: sent from the address the datagram was for
-    s.sendIpv4(ip.dst, ip.src, IPPROTO_ICMP, ICMP_HEADER_LEN + n);
+    this.#sendError(type, code, from, ip.src, n);
+  }
+
+  /** Writes the ICMP header over the `quoteLength` bytes of quote already in `tx`, and sends. */
+  #sendError(type: number, code: number, from: number, guest: number, quoteLength: number): void {
+    emitIcmpV4(this.#stack.tx, L4_OFFSET, type, code, 0, quoteLength);
+    this.#stack.sendIpv4(from, guest, IPPROTO_ICMP, ICMP_HEADER_LEN + quoteLength);
+  }
+
+  /**
+   * The address a router's error about a guest's datagram is shown from: as the host heard it, the host's
+   * loopback as the gateway; -1 when the tenant's policy would not let the guest reach it.
+   */
+  #hop(offender: string): number {
+    const s = this.#stack;
+    const real = parseIpv4Address(offender);
+    if (real === null || !s.policy.check("icmp", real, 0)) return -1;
+    if ((real >>> 24) === 127) return s.config.gatewayToLoopback ? s.plan.gateway : -1;
+    return real;
   }
 
   /** Protocol unreachable (RFC 1122 §3.2.2.1) for an IP protocol we do not carry. */
@@ -99,6 +147,34 @@ export class IcmpService {
    * rebuilt from the flow's addresses and ports.
    */
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void {
+    this.#aboutUdp(ICMP_DEST_UNREACHABLE, code, dst, guestIp, guestPort, dst, dstPort);
+  }
+
+  /**
+   * Time exceeded about a UDP datagram no longer in hand, from the router `offender` that sent it to the
+   * host (a traceroute's later hops); not told when the guest may not see that router.
+   */
+  timeExceededForUdp(
+    offender: string,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+  ): void {
+    const from = this.#hop(offender);
+    if (from < 0) return this.#stack.counters.drop("icmp-hop-hidden");
+    this.#aboutUdp(ICMP_TIME_EXCEEDED, 0, from, guestIp, guestPort, dst, dstPort);
+  }
+
+  #aboutUdp(
+    type: number,
+    code: number,
+    from: number,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+  ): void {
     const s = this.#stack;
     if (!s.admitErrorReply()) return;
     const q = L4_OFFSET + ICMP_HEADER_LEN;
@@ -107,8 +183,7 @@ export class IcmpService {
     put16(s.tx, q + 22, dstPort);
     put16(s.tx, q + 24, 8);
     put16(s.tx, q + 26, 0);
-    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, 28);
-    s.sendIpv4(dst, guestIp, IPPROTO_ICMP, ICMP_HEADER_LEN + 28);
+    this.#sendError(type, code, from, guestIp, 28);
   }
 
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
@@ -127,8 +202,7 @@ export class IcmpService {
     put16(s.tx, q + 20, guestPort);
     put16(s.tx, q + 22, dstPort);
     put32(s.tx, q + 24, seq);
-    emitIcmpV4(s.tx, L4_OFFSET, ICMP_DEST_UNREACHABLE, code, 0, 28);
-    s.sendIpv4(dst, guestIp, IPPROTO_ICMP, ICMP_HEADER_LEN + 28);
+    this.#sendError(ICMP_DEST_UNREACHABLE, code, dst, guestIp, 28);
   }
 
   close(): void {}

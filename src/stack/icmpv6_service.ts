@@ -29,6 +29,7 @@ import {
   ICMPV6_ECHO_REQUEST,
   ICMPV6_HEADER_LEN,
   ICMPV6_PACKET_TOO_BIG,
+  ICMPV6_TIME_EXCEEDED,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_NO_ROUTE,
@@ -67,7 +68,7 @@ import type { Ipv6Plan } from "./config.ts";
 import type { StackContext } from "./context.ts";
 import { Ipv6Path } from "./guest_path.ts";
 import { MAX_PENDING_ECHO } from "./icmp_service.ts";
-import { mappedIpv4 } from "./translation.ts";
+import { LOOPBACK_V6, mappedIpv4 } from "./translation.ts";
 import { Timer } from "./timer_wheel.ts";
 
 /** How long an echo through the host may take (as for IPv4). */
@@ -262,10 +263,20 @@ export class Icmpv6Service {
     const sent = echo.echo(ipv6ToString(real, 0), buf.slice(body, end), ECHO_TIMEOUT_MS, (reply) => {
       this.#pendingEchoes--;
       if (s.closed || !reply) return;
-      if (reply.type !== ICMPV6_ECHO_REPLY) return s.drop("icmpv6-host-error-reply");
       const a = path.addresses;
-      s.datagrams.sendIcmpv6(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, reply.data);
-    });
+      if (reply.type === ICMPV6_ECHO_REPLY) {
+        return s.datagrams.sendIcmpv6(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, reply.data);
+      }
+      const from = reply.offender === undefined ? null : this.#hop(reply.offender);
+      if (!from || (reply.type !== ICMPV6_TIME_EXCEEDED && reply.type !== ICMPV6_DEST_UNREACHABLE)) {
+        return s.drop("icmpv6-host-error-reply");
+      }
+      // the quote: the guest's own request (its identifier and sequence), as it left the guest
+      const q = ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN;
+      emitIpv6(s.tx, q, ICMPV6_HEADER_LEN, IPPROTO_ICMPV6, 1, a, 0, a, 16);
+      emitIcmpv6(s.tx, q + IPV6_HEADER_LEN, ICMPV6_ECHO_REQUEST, 0, rest, 0, 0);
+      this.#send(from, 0, a, 0, reply.type, reply.code, 0, IPV6_HEADER_LEN + ICMPV6_HEADER_LEN, -1, 64);
+    }, ip.hopLimit - 1); // this router is a hop
     if (!sent) {
       this.#pendingEchoes--;
       this.unreachable(buf, ip, ICMPV6_UNREACH_NO_ROUTE, "icmpv6-send-failed");
@@ -310,6 +321,32 @@ export class Icmpv6Service {
     this.#send(this.#plan.gateway, 0, buf, ip.srcOffset, ICMPV6_PACKET_TOO_BIG, 0, mtu, n, -1, 64);
   }
 
+  /**
+   * Time Exceeded (RFC 4443 §3.3) about a packet beyond the router whose hop limit ends here (RFC 8200
+   * §3): a traceroute's first hop, from the router's own address.
+   */
+  timeExceeded(buf: Uint8Array, ip: Ipv6Header): void {
+    const s = this.#stack;
+    s.counters.drop("hop-limit-exceeded");
+    if (!s.admitErrorReply()) return;
+    const start = ip.srcOffset - 8;
+    const n = Math.min(ip.payloadEnd - start, IPV6_MIN_MTU - IPV6_HEADER_LEN - ICMPV6_HEADER_LEN);
+    s.tx.set(buf.subarray(start, start + n), ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN);
+    this.#send(this.#plan.gateway, 0, buf, ip.srcOffset, ICMPV6_TIME_EXCEEDED, 0, 0, n, -1, 64);
+  }
+
+  /**
+   * The address a router's error about a guest's packet is shown from: as the host heard it, the host's ::1
+   * as prefix::2; null when it is no IPv6 address or the tenant's policy would not let the guest reach it.
+   */
+  #hop(offender: string): Uint8Array | null {
+    const s = this.#stack;
+    const real = offender.includes(":") ? parseIpv6Address(offender) : null;
+    if (!real || !s.policy.check6("icmp", real, 0, 0)) return null;
+    if (ipv6Equal(real, 0, LOOPBACK_V6, 0)) return s.config.gatewayToLoopback ? this.#plan.gateway : null;
+    return real;
+  }
+
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later), its headers rebuilt. */
   unreachableForTcp(
     path: Ipv6Path,
@@ -345,6 +382,34 @@ export class Icmpv6Service {
     dstPort: number,
     code: number,
   ): void {
+    this.#aboutUdp(ICMPV6_DEST_UNREACHABLE, code, dst, guest, guestPort, dst, dstPort);
+  }
+
+  /**
+   * Time Exceeded about a UDP datagram no longer in hand, from the router `offender` that sent it to the
+   * host (a traceroute's later hops); not told when the guest may not see that router.
+   */
+  timeExceededForUdp(
+    offender: string,
+    guest: Uint8Array,
+    guestPort: number,
+    dst: Uint8Array,
+    dstPort: number,
+  ): void {
+    const from = this.#hop(offender);
+    if (!from) return this.#stack.counters.drop("icmp-hop-hidden");
+    this.#aboutUdp(ICMPV6_TIME_EXCEEDED, 0, from, guest, guestPort, dst, dstPort);
+  }
+
+  #aboutUdp(
+    type: number,
+    code: number,
+    from: Uint8Array,
+    guest: Uint8Array,
+    guestPort: number,
+    dst: Uint8Array,
+    dstPort: number,
+  ): void {
     const s = this.#stack;
     if (!s.admitErrorReply()) return;
     const q = ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN;
@@ -354,7 +419,7 @@ export class Icmpv6Service {
     put16(tx, q + IPV6_HEADER_LEN + 2, dstPort);
     put16(tx, q + IPV6_HEADER_LEN + 4, 8);
     put16(tx, q + IPV6_HEADER_LEN + 6, 0);
-    this.#send(dst, 0, guest, 0, ICMPV6_DEST_UNREACHABLE, code, 0, IPV6_HEADER_LEN + 8, -1, 64);
+    this.#send(from, 0, guest, 0, type, code, 0, IPV6_HEADER_LEN + 8, -1, 64);
   }
 
   /** Writes the ICMPv6 header over `bodyLength` bytes already at its body in `tx`, and sends. */

@@ -13,6 +13,7 @@
 import { ipv4ToString, u16, WireError } from "../wire/bytes.ts";
 import { pseudoHeaderSumV6 } from "../wire/checksum.ts";
 import {
+  ICMPV6_ECHO_REQUEST,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_PORT,
@@ -105,6 +106,7 @@ export class Ipv6Input {
     const v6 = s.plan.v6!;
     const { icmp6, dhcp6, tcp, udp: nat, dns, tftp } = this.#services;
     if (!isUnspecifiedV6(buf, ip.srcOffset)) icmp6.learn(buf, ip.srcOffset, srcMac);
+    if (ip.hopLimit <= 1 && this.#hopEndsHere(buf, ip)) return icmp6.timeExceeded(buf, ip);
     if (ip.protocol === IPPROTO_ICMPV6) return icmp6.input(buf, ip, srcMac);
     if (ip.protocol === IPPROTO_UDP) {
       const len = ip.payloadEnd - ip.payloadOffset;
@@ -134,6 +136,18 @@ export class Ipv6Input {
     if (isUnspecifiedV6(buf, ip.srcOffset)) return s.drop("ipv6-unspecified-source");
     if (ip.protocol === IPPROTO_TCP) return tcp.input6(buf, ip);
     icmp6.unreachable(buf, ip, ICMPV6_UNREACH_PORT, "ip-protocol-unsupported");
+  }
+
+  /**
+   * RFC 8200 §3, RFC 4443 §3.3: the gateway is a router — a packet of hop limit 1 (or 0) for an address
+   * beyond it is not forwarded, and its sender hears why (a traceroute's first hop). Not for our own
+   * addresses or multicast, from the unspecified address, nor about an ICMPv6 error (RFC 4443 §2.4 (e)).
+   */
+  #hopEndsHere(buf: Uint8Array, ip: Ipv6Header): boolean {
+    if (isMulticastV6(buf, ip.dstOffset) || isUnspecifiedV6(buf, ip.srcOffset)) return false;
+    if (this.#services.icmp6.owns(buf, ip.dstOffset)) return false;
+    if (ip.protocol !== IPPROTO_ICMPV6) return true;
+    return ip.payloadEnd > ip.payloadOffset && buf[ip.payloadOffset] === ICMPV6_ECHO_REQUEST;
   }
 
   /**

@@ -30,6 +30,7 @@ import {
   IPPROTO_TCP,
   IPPROTO_UDP,
   type Ipv4Emit,
+  type Ipv4Header,
   isMulticastV4,
   newIpv4Header,
   parseIpv4,
@@ -38,6 +39,7 @@ import { newUdpHeader, parseUdp } from "../wire/udp.ts";
 import { emitIpv6, IPV6_HEADER_LEN } from "../wire/ipv6.ts";
 import { frameScratch, pseudoHeaderSumV4 } from "../wire/checksum.ts";
 import { WireError } from "../wire/bytes.ts";
+import { ICMP_ECHO_REQUEST } from "../wire/icmpv4.ts";
 import type { HostFiles, HostNet, HostTcpSocket, HostUdpSocket, TcpHandlers } from "../host/host.ts";
 import { TftpService } from "./tftp_service.ts";
 import { TFTP_PORT } from "../wire/tftp.ts";
@@ -361,6 +363,7 @@ export class Stack implements StackContext {
     }
     const p = this.plan;
     this.learnSource(ip.src, srcMac);
+    if (ip.ttl <= 1 && this.#ttlEndsHere(buf, ip, dstMac)) return this.icmp.timeExceeded(buf, ip);
     // DHCP arrives from 0.0.0.0 to broadcast: the one broadcast we serve
     if (ip.protocol === IPPROTO_UDP) {
       const udp = parseUdp(
@@ -392,6 +395,19 @@ export class Stack implements StackContext {
     if (ip.protocol === IPPROTO_ICMP) return this.icmp.input(buf, ip);
     this.icmp.protocolUnreachable(buf, ip);
     return this.drop("ip-protocol-unsupported");
+  }
+
+  /**
+   * RFC 1812 §5.3.1: the gateway is a router — a datagram of TTL 1 (or 0) for an address beyond it is not
+   * forwarded, and its sender hears why (a traceroute's first hop). Not for our own addresses, broadcast or
+   * multicast, nor about an ICMP error (§4.3.2.7).
+   */
+  #ttlEndsHere(buf: Uint8Array, ip: Ipv4Header, dstMac: number): boolean {
+    if (this.arp.isOurs(ip.dst) || this.#isBroadcastOrMulticast(ip.dst) || dstMac === MAC_BROADCAST) {
+      return false;
+    }
+    if (ip.protocol !== IPPROTO_ICMP) return true;
+    return ip.payloadEnd > ip.payloadOffset && buf[ip.payloadOffset] === ICMP_ECHO_REQUEST;
   }
 
   #udpPseudo(src: number, dst: number, len: number): number {

@@ -17,18 +17,20 @@ import type { UdpHeader } from "../wire/udp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import { ipv6Equal, type Ipv6Header, parseIpv6Address } from "../wire/ipv6.ts";
 import {
+  ICMPV6_TIME_EXCEEDED,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_NO_ROUTE,
   ICMPV6_UNREACH_PORT,
 } from "../wire/icmpv6.ts";
 import {
+  ICMP_TIME_EXCEEDED,
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
   ICMP_UNREACH_NET,
   ICMP_UNREACH_PORT,
 } from "../wire/icmpv4.ts";
-import type { HostUdpSocket } from "../host/host.ts";
+import type { HostIcmpError, HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
 import { LOOPBACK_V4 } from "./translation.ts";
 import type { StackContext } from "./context.ts";
@@ -51,6 +53,8 @@ export interface UdpFlow {
   /** IPv6 flows: the last destination (virtual), and the host's text for the address replies come from. */
   lastVirtual6: Uint8Array | null;
   lastReplyText: string;
+  /** The TTL / hop limit the host socket sends with now (-1: the system's default). */
+  hops: number;
 }
 
 /** A host client of a `udp:` port forward, seen by the guest as gateway:clientPort. */
@@ -142,6 +146,7 @@ export class UdpNat {
       f.lastReplyText = dest.address.includes(":") ? dest.address : `::ffff:${dest.address}`;
     }
     f.lastPort = udp.dstPort;
+    if (ip.hopLimit - 1 !== f.hops) this.#setHops(f, ip.hopLimit - 1);
     f.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), f.lastRealText, dest.port);
   }
 
@@ -179,7 +184,17 @@ export class UdpNat {
       f.lastRealText = ipv4ToString(real);
     }
     f.lastPort = udp.dstPort;
+    if (ip.ttl - 1 !== f.hops) this.#setHops(f, ip.ttl - 1);
     f.socket.sendTo(buf.subarray(udp.payloadOffset, udp.payloadEnd), f.lastRealText, udp.dstPort);
+  }
+
+  /**
+   * The guest's TTL / hop limit, less the gateway's hop (RFC 1812 §5.3.1), goes on with its datagrams: a
+   * traceroute's probes reach the routers they are meant for. A system call only when it changes.
+   */
+  #setHops(f: UdpFlow, hops: number): void {
+    f.hops = hops;
+    f.socket.setHopLimit?.(hops);
   }
 
   #open(guestIp: number, guestPort: number, guest6: Uint8Array | null): UdpFlow {
@@ -197,11 +212,12 @@ export class UdpNat {
       lastPort: 0,
       lastVirtual6: null,
       lastReplyText: "",
+      hops: -1,
     };
     flow.socket = s.host.openUdp({
       onMessage: (data, address, port) =>
         guest6 ? this.#fromHost6(flow, data, address, port) : this.#fromHost(flow, data, address, port),
-      onError: (code, address, port) => this.#hostError(flow, code, address, port),
+      onError: (code, address, port, icmp) => this.#hostError(flow, code, address, port, icmp),
     }, guest6 ? 6 : 4);
     const list = this.#flows.get(guestPort);
     if (list) list.push(flow);
@@ -266,6 +282,14 @@ export class UdpNat {
     return real;
   }
 
+  /** The IPv6 address the guest sees for the host's `address`: prefix::2 for the host's ::1; null if none. */
+  #virtualSource6(address: string): Uint8Array | null {
+    const s = this.#stack;
+    if (address === "::1") return s.config.gatewayToLoopback ? s.plan.v6!.gateway : null;
+    const a = parseIpv6Address(address);
+    return a === null || s.translation.toReal6(a, 0) === null ? null : a;
+  }
+
   #fromHost(f: UdpFlow, data: Uint8Array, address: string, port: number): void {
     const s = this.#stack;
     if (s.closed) return;
@@ -286,32 +310,33 @@ export class UdpNat {
   #fromHost6(f: UdpFlow, data: Uint8Array, address: string, port: number): void {
     const s = this.#stack;
     if (s.closed) return;
-    let src: Uint8Array | null;
-    if (address === f.lastReplyText && f.lastVirtual6) src = f.lastVirtual6;
-    else if (address === "::1") src = s.config.gatewayToLoopback ? s.plan.v6!.gateway : null;
-    else src = parseIpv6Address(address);
-    if (src === null || (s.translation.toReal6(src, 0) === null && src !== s.plan.v6!.gateway)) {
-      return s.drop("udp-reply-unmappable-source");
-    }
+    const src = address === f.lastReplyText && f.lastVirtual6
+      ? f.lastVirtual6
+      : this.#virtualSource6(address);
+    if (src === null) return s.drop("udp-reply-unmappable-source");
     f.lastActive = s.wheel.now;
     s.datagrams.sendUdp6(src, f.guest6!, port, f.guestPort, data);
   }
 
   /**
-   * An error on the flow's host socket: ICMP destination unreachable (RFC 792) about its last datagram. An
-   * ICMP error about another destination than the last (`address`, `port`) is counted, not told: the
-   * datagram it is about is no longer known.
+   * An error on the flow's host socket: ICMP destination unreachable (RFC 792) about the datagram it names
+   * (`address`, `port`; else the flow's last), or a router's time exceeded passed on from that router.
    */
-  #hostError(f: UdpFlow, code: string, address?: string, port?: number): void {
+  #hostError(f: UdpFlow, code: string, address?: string, port?: number, icmp?: HostIcmpError): void {
     const s = this.#stack;
-    if (
-      address !== undefined &&
-      (address !== (f.guest6 ? f.lastReplyText : f.lastRealText) || port !== f.lastPort)
-    ) {
-      return s.drop("udp-host-error-earlier-destination");
+    if (f.guest6) return this.#hostError6(f, f.guest6, code, address, port, icmp);
+    if (s.closed) return;
+    let dst = f.lastVirtual, dstPort = f.lastPort;
+    if (address !== undefined && address !== f.lastRealText) {
+      const real = parseIpv4Address(address);
+      dst = real === null ? -1 : this.#virtualSource(f, real);
     }
-    if (f.guest6) return this.#hostError6(f, f.guest6, code);
-    if (s.closed || f.lastVirtual < 0) return;
+    if (port !== undefined) dstPort = port;
+    if (dst < 0) return s.drop("udp-host-error-unknown-destination");
+    if (icmp?.type === ICMP_TIME_EXCEEDED) {
+      s.counters.drop("udp-host-error-time-exceeded");
+      return s.icmp.timeExceededForUdp(icmp.offender, f.guestIp, f.guestPort, dst, dstPort);
+    }
     const icmpCode = code === "ECONNREFUSED"
       ? ICMP_UNREACH_PORT
       : code === "ENETUNREACH"
@@ -320,14 +345,30 @@ export class UdpNat {
       ? ICMP_UNREACH_HOST
       : -1;
     s.counters.drop(`udp-host-error-${code}`);
-    if (icmpCode >= 0) s.icmp.unreachableForUdp(f.guestIp, f.guestPort, f.lastVirtual, f.lastPort, icmpCode);
+    if (icmpCode >= 0) s.icmp.unreachableForUdp(f.guestIp, f.guestPort, dst, dstPort, icmpCode);
   }
 
-  /** The same for an IPv6 flow: ICMPv6 destination unreachable (RFC 4443 §3.1) about its last datagram. */
-  #hostError6(f: UdpFlow, guest6: Uint8Array, code: string): void {
+  /** The same for an IPv6 flow: ICMPv6 destination unreachable (RFC 4443 §3.1) or a router's time exceeded. */
+  #hostError6(
+    f: UdpFlow,
+    guest6: Uint8Array,
+    code: string,
+    address?: string,
+    port?: number,
+    icmp?: HostIcmpError,
+  ): void {
     const s = this.#stack;
+    if (s.closed) return;
+    const dst = address === undefined || address === f.lastReplyText
+      ? f.lastVirtual6
+      : this.#virtualSource6(address);
+    const dstPort = port ?? f.lastPort;
+    if (!dst) return s.drop("udp-host-error-unknown-destination");
+    if (icmp?.type === ICMPV6_TIME_EXCEEDED && icmp.offender.includes(":")) {
+      s.counters.drop("udp-host-error-time-exceeded");
+      return s.icmp6.timeExceededForUdp(icmp.offender, guest6, f.guestPort, dst, dstPort);
+    }
     s.counters.drop(`udp-host-error-${code}`);
-    if (s.closed || !f.lastVirtual6) return;
     const icmpCode = code === "ECONNREFUSED"
       ? ICMPV6_UNREACH_PORT
       : code === "ENETUNREACH"
@@ -337,7 +378,7 @@ export class UdpNat {
       : code === "EACCES" || code === "EPERM"
       ? ICMPV6_UNREACH_ADMIN_PROHIBITED
       : -1;
-    if (icmpCode >= 0) s.icmp6.unreachableForUdp(guest6, f.guestPort, f.lastVirtual6, f.lastPort, icmpCode);
+    if (icmpCode >= 0) s.icmp6.unreachableForUdp(guest6, f.guestPort, dst, dstPort, icmpCode);
   }
 
   /**

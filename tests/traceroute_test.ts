@@ -1,0 +1,279 @@
+/**
+ * Traceroute through the gateway: the gateway is the guest's first hop (a datagram beyond it whose TTL / hop
+ * limit ends there draws a time exceeded from the gateway), the rest leave with the guest's TTL less that hop,
+ * and a router's time exceeded heard by the host comes back from that router, quoting the guest's probe —
+ * unless the tenant's policy hides that router. At the stack (recorded host sockets), then end to end: a
+ * Linux guest's own `traceroute` (UDP and ICMP, IPv4 and IPv6) through a relay in a private namespace and a
+ * router namespace to a far one.
+ */
+import assert from "node:assert/strict";
+import { arpFrame, GW_MAC, ip, pingFrame, StackHarness, udpFrame } from "./_frames.ts";
+import { a6, sent6, udp6Frame } from "./_frames6.ts";
+import { FakeHost } from "./_fake_host.ts";
+import { e2eTest, must, NetnsGuest } from "./_netns_guest.ts";
+import { PrivateNetns, RelayProcess } from "./_relay_process.ts";
+import type { HostIcmpEcho, HostUdpSocket, IcmpEchoCallback, UdpHandlers } from "../src/host/host.ts";
+import { tenantStackConfig } from "../src/relay/tenant_config.ts";
+import { defaultStackConfig, parseHostForward } from "../src/stack/config.ts";
+import { ipv4ToString, u16 as get16, u32 as get32 } from "../src/wire/bytes.ts";
+import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED } from "../src/wire/icmpv4.ts";
+import { ICMPV6_TIME_EXCEEDED } from "../src/wire/icmpv6.ts";
+import { ipv6ToString } from "../src/wire/ipv6.ts";
+
+const MAC = 0x020000000001;
+const GUEST = ip("10.0.2.15");
+const FAR = ip("198.51.100.9");
+
+/** Host sockets that record what the stack asks of them: UDP sends with the hop limit set, echo requests. */
+class RecordingHost extends FakeHost {
+  readonly udp: { handlers: UdpHandlers; hops: number[]; sent: string[] }[] = [];
+  readonly echoes: { address: string; hopLimit?: number; done: IcmpEchoCallback }[] = [];
+
+  override openUdp(handlers: UdpHandlers): HostUdpSocket {
+    const r = { handlers, hops: [] as number[], sent: [] as string[] };
+    this.udp.push(r);
+    return {
+      sendTo: (_d, address, port) => void r.sent.push(`${address}:${port}`),
+      setHopLimit: (n) => void r.hops.push(n),
+      close() {},
+    };
+  }
+
+  override icmpEcho(): HostIcmpEcho {
+    return {
+      echo: (address, _data, _timeoutMs, done, hopLimit) => {
+        this.echoes.push({ address, hopLimit, done });
+        return true;
+      },
+    };
+  }
+}
+
+/** The IPv4 frames among `frames` that are ICMP time exceeded. */
+const timeExceeded = (frames: Uint8Array[]) =>
+  frames.filter((f) => f[12] === 0x08 && f[13] === 0 && f[23] === 1 && f[34] === ICMP_TIME_EXCEEDED);
+
+Deno.test("traceroute (IPv4, stack): the gateway is hop 1, probes leave with TTL-1, routers' time exceeded come back unless policy hides them", () => {
+  let host!: RecordingHost;
+  const h = new StackHarness(
+    (c) => {
+      // a multi-tenant tenant allowed one public range: private routers stay hidden
+      const spec = { id: "t", policy: { allow: ["198.51.100.0/24"] } };
+      Object.assign(c, tenantStackConfig(spec, defaultStackConfig(), true, parseHostForward), {
+        dnsUpstreams: ["127.0.0.1:9"],
+        newFlowsPerSecond: 0,
+      });
+    },
+    (clock) => (host = new RecordingHost(clock)),
+  );
+  try {
+    h.send(arpFrame(MAC, GUEST, ip("10.0.2.2")));
+    const payload = new Uint8Array(12);
+    // hop 1: TTL 1 beyond the gateway is answered by the gateway, quoting the probe; nothing leaves
+    let from = h.raw.length;
+    h.send(udpFrame(MAC, GUEST, FAR, 40000, 33434, payload, GW_MAC, 1));
+    let [te] = timeExceeded(h.raw.slice(from));
+    assert.ok(te, "time exceeded for a TTL-1 probe");
+    assert.equal(ipv4ToString(get32(te, 26)), "10.0.2.2", "from the gateway");
+    assert.equal(ipv4ToString(get32(te, 30)), "10.0.2.15");
+    assert.equal(ipv4ToString(get32(te, 42 + 16)), "198.51.100.9", "the quote names the probe's destination");
+    assert.equal(get16(te, 42 + 22), 33434, "and its port");
+    assert.equal(host.udp.length, 0, "the probe did not leave");
+    assert.equal(h.drops("ttl-exceeded"), 1);
+    // TTL 1 to the gateway itself, or a broadcast, is not beyond it
+    from = h.raw.length;
+    h.send(pingFrame(MAC, GUEST, ip("10.0.2.2"), 7, 1, new Uint8Array(8), 1));
+    h.send(udpFrame(MAC, GUEST, ip("10.0.2.255"), 40001, 9, payload, GW_MAC, 1));
+    assert.equal(timeExceeded(h.raw.slice(from)).length, 0);
+    assert.ok(
+      h.out.slice(-2).some((d) => d.icmp?.type === ICMP_ECHO_REPLY),
+      "the gateway answers its own ping",
+    );
+
+    // later hops: the probe leaves with its TTL less the gateway's hop, set only when it changes
+    h.send(udpFrame(MAC, GUEST, FAR, 40000, 33435, payload, GW_MAC, 3));
+    h.send(udpFrame(MAC, GUEST, FAR, 40000, 33436, payload, GW_MAC, 3));
+    h.send(udpFrame(MAC, GUEST, FAR, 40000, 33437, payload, GW_MAC, 4));
+    assert.equal(host.udp.length, 1);
+    const flow = host.udp[0];
+    assert.deepEqual(flow.sent, ["198.51.100.9:33435", "198.51.100.9:33436", "198.51.100.9:33437"]);
+    assert.deepEqual(flow.hops, [2, 3]);
+    // a router's time exceeded about an earlier probe comes back from that router, quoting that probe
+    from = h.raw.length;
+    flow.handlers.onError("EHOSTUNREACH", "198.51.100.9", 33435, {
+      type: ICMP_TIME_EXCEEDED,
+      code: 0,
+      offender: "198.51.100.254",
+    });
+    [te] = timeExceeded(h.raw.slice(from));
+    assert.ok(te, "the router's time exceeded is passed on");
+    assert.equal(ipv4ToString(get32(te, 26)), "198.51.100.254", "from the router");
+    assert.equal(get16(te, 42 + 20), 40000, "quoting the guest's port");
+    assert.equal(get16(te, 42 + 22), 33435, "and the probe's destination port");
+    // a router the tenant may not reach stays hidden
+    from = h.raw.length;
+    flow.handlers.onError("EHOSTUNREACH", "198.51.100.9", 33436, {
+      type: ICMP_TIME_EXCEEDED,
+      code: 0,
+      offender: "10.1.1.1",
+    });
+    assert.equal(h.raw.length, from, "nothing about a hidden router");
+    assert.equal(h.drops("icmp-hop-hidden"), 1);
+
+    // ICMP probes (traceroute -I, mtr): TTL less one hop on the request; the router's error quotes the
+    // guest's own identifier and sequence
+    h.send(pingFrame(MAC, GUEST, FAR, 0x1234, 5, new Uint8Array(8), 5));
+    assert.equal(host.echoes.length, 1);
+    assert.equal(host.echoes[0].hopLimit, 4);
+    from = h.raw.length;
+    host.echoes[0].done({
+      type: ICMP_TIME_EXCEEDED,
+      code: 0,
+      data: new Uint8Array(0),
+      offender: "198.51.100.254",
+    });
+    [te] = timeExceeded(h.raw.slice(from));
+    assert.ok(te, "the echo's time exceeded is passed on");
+    assert.equal(ipv4ToString(get32(te, 26)), "198.51.100.254");
+    assert.equal(te[42 + 20], ICMP_ECHO_REQUEST, "the quote is the guest's request");
+    assert.equal(get16(te, 42 + 24), 0x1234, "with its identifier");
+    assert.equal(get16(te, 42 + 26), 5, "and sequence");
+    // an ICMP probe of TTL 1 is answered by the gateway and does not leave
+    from = h.raw.length;
+    h.send(pingFrame(MAC, GUEST, FAR, 0x1234, 6, new Uint8Array(8), 1));
+    assert.equal(timeExceeded(h.raw.slice(from)).length, 1);
+    assert.equal(host.echoes.length, 1);
+  } finally {
+    h.close();
+  }
+});
+
+Deno.test("traceroute (IPv6, stack): the router is hop 1, probes leave with hop limit-1, a router's time exceeded comes back", () => {
+  let host!: RecordingHost;
+  const h = new StackHarness(() => {}, (clock) => (host = new RecordingHost(clock)));
+  const guest = a6("fd00::6a"), far = a6("2001:db8::9");
+  try {
+    let from = h.raw.length;
+    h.send(udp6Frame(guest, far, 41000, 33434, new Uint8Array(12), 1));
+    let [te] = sent6(h, from);
+    assert.ok(te, "time exceeded for a hop-limit-1 probe");
+    assert.equal(te.frame[te.ip.payloadOffset], ICMPV6_TIME_EXCEEDED);
+    assert.equal(ipv6ToString(te.frame, te.ip.srcOffset), "fd00::2", "from the router's address");
+    assert.equal(get16(te.frame, te.ip.payloadOffset + 8 + 40 + 2), 33434, "quoting the probe");
+    assert.equal(host.udp.length, 0, "the probe did not leave");
+
+    h.send(udp6Frame(guest, far, 41000, 33435, new Uint8Array(12), 2));
+    assert.deepEqual(host.udp[0].hops, [1]);
+    from = h.raw.length;
+    host.udp[0].handlers.onError("EHOSTUNREACH", "2001:db8::9", 33435, {
+      type: ICMPV6_TIME_EXCEEDED,
+      code: 0,
+      offender: "2001:db8::fe",
+    });
+    [te] = sent6(h, from);
+    assert.ok(te, "the router's time exceeded is passed on");
+    assert.equal(te.frame[te.ip.payloadOffset], ICMPV6_TIME_EXCEEDED);
+    assert.equal(ipv6ToString(te.frame, te.ip.srcOffset), "2001:db8::fe", "from the router");
+    assert.equal(get16(te.frame, te.ip.payloadOffset + 8 + 40 + 2), 33435, "quoting the probe's port");
+  } finally {
+    h.close();
+  }
+});
+
+/** The address each hop of a `traceroute -n` answered from, in order ("*" for none). */
+function hops(output: string): string[] {
+  const out: string[] = [];
+  for (const line of output.split("\n")) {
+    const m = /^\s*(\d+)\s+(\S+)/.exec(line);
+    if (m) out[Number(m[1]) - 1] = m[2];
+  }
+  return out;
+}
+
+e2eTest(
+  "netns Linux guest: traceroute (UDP and ICMP, IPv4 and IPv6) shows the gateway, a router and the far host",
+  ["traceroute", "sysctl"],
+  async () => {
+    // the relay's host is a private namespace; beyond it a router namespace, then a far one
+    const host = await PrivateNetns.create({ "net.ipv4.ping_group_range": "0 2147483647" });
+    const router = await PrivateNetns.create({
+      "net.ipv4.ip_forward": "1",
+      "net.ipv6.conf.all.forwarding": "1",
+      // every probe gets its answer: no ICMP rate limit on the router
+      "net.ipv4.icmp_ratelimit": "0",
+      "net.ipv6.icmp.ratelimit": "0",
+    });
+    const far = await PrivateNetns.create();
+    const dir = await Deno.makeTempDir();
+    let relay: RelayProcess | null = null, guest: NetnsGuest | null = null;
+    try {
+      const link = async (a: PrivateNetns, aIf: string, b: PrivateNetns, bIf: string) => {
+        await must([
+          "ip",
+          "link",
+          "add",
+          aIf,
+          "netns",
+          a.name,
+          "type",
+          "veth",
+          "peer",
+          "name",
+          bIf,
+          "netns",
+          b.name,
+        ]);
+        await must(["ip", "-n", a.name, "link", "set", aIf, "up"]);
+        await must(["ip", "-n", b.name, "link", "set", bIf, "up"]);
+      };
+      const addr = (ns: PrivateNetns, dev: string, a: string) =>
+        must(["ip", "-n", ns.name, "addr", "add", a, "dev", dev, ...(a.includes(":") ? ["nodad"] : [])]);
+      const route = (ns: PrivateNetns, to: string, via: string) =>
+        must(["ip", "-n", ns.name, ...(via.includes(":") ? ["-6"] : []), "route", "add", to, "via", via]);
+      await link(host, "up0", router, "rt0");
+      await link(router, "rt1", far, "fr0");
+      await addr(host, "up0", "203.0.113.1/24");
+      await addr(host, "up0", "2001:db8:1::1/64");
+      await addr(router, "rt0", "203.0.113.2/24");
+      await addr(router, "rt0", "2001:db8:1::2/64");
+      await addr(router, "rt1", "192.0.2.1/24");
+      await addr(router, "rt1", "2001:db8:2::1/64");
+      await addr(far, "fr0", "192.0.2.9/24");
+      await addr(far, "fr0", "2001:db8:2::9/64");
+      await route(host, "192.0.2.0/24", "203.0.113.2");
+      await route(host, "2001:db8:2::/64", "2001:db8:1::2");
+      await route(far, "default", "192.0.2.1");
+      await route(far, "default", "2001:db8:2::1");
+      await Deno.writeTextFile(
+        `${dir}/relay.json`,
+        JSON.stringify({ "listen-qemu": [`unix://${dir}/relay.sock`], "dns-upstream": ["127.0.0.1:9"] }),
+      );
+      relay = await RelayProcess.start(["--config", `${dir}/relay.json`, "--log-level", "warn"], {
+        netns: host,
+      });
+      guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+      await guest.dhcp();
+      await guest.slaac();
+      const cases = [
+        [["-n", "-w", "2", "-m", "6", "192.0.2.9"], ["10.0.2.2", "203.0.113.2", "192.0.2.9"]],
+        [["-I", "-n", "-w", "2", "-m", "6", "192.0.2.9"], ["10.0.2.2", "203.0.113.2", "192.0.2.9"]],
+        [["-6", "-n", "-w", "2", "-m", "6", "2001:db8:2::9"], ["fd00::2", "2001:db8:1::2", "2001:db8:2::9"]],
+        [["-6", "-I", "-n", "-w", "2", "-m", "6", "2001:db8:2::9"], [
+          "fd00::2",
+          "2001:db8:1::2",
+          "2001:db8:2::9",
+        ]],
+      ] as const;
+      for (const [args, expected] of cases) {
+        const r = await guest.exec(["traceroute", ...args]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.deepEqual(hops(r.stdout), expected, `traceroute ${args.join(" ")}:\n${r.stdout}`);
+      }
+    } finally {
+      await guest?.close();
+      await relay?.stop();
+      for (const ns of [far, router, host]) await ns.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

@@ -24,61 +24,50 @@ export async function bindForward(
   tenant: string,
   onNoGuest: () => void,
 ): Promise<BoundForward> {
+  let bound: BoundForward;
   try {
-    return await bind(host, f, target, log, tenant, onNoGuest);
+    if (f.protocol === "tcp") {
+      const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
+        const stack = target();
+        if (!stack) {
+          onNoGuest();
+          sock.destroy();
+          return;
+        }
+        try {
+          stack.acceptTcpForward(f, sock, bind);
+        } catch (e) {
+          sock.destroy(true);
+          stack.onFault(e, "tcp.forward");
+        }
+      });
+      bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
+    } else {
+      // parsed once, not per datagram
+      const guest6 = f.guestAddress.includes(":") ? parseIpv6Address(f.guestAddress) : null;
+      const guestIp = f.guestAddress && !guest6 ? parseIpv4Address(f.guestAddress)! : -1;
+      const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
+        onMessage: (data, address, port) => {
+          const stack = target();
+          if (!stack) return onNoGuest();
+          try {
+            if (!stack.udpForwardInput(sock, guest6 ?? guestIp, f.guestPort, data, address, port)) {
+              stack.drop("udp-forward-no-guest");
+            }
+          } catch (e) {
+            stack.onFault(e, "udp.forward");
+          }
+        },
+        onError: (code) => log("warn", "UDP port forward socket error", { tenant, code }),
+      });
+      bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
+    }
   } catch (e) {
     // "bind: EADDRINUSE" alone does not say which of several forwards failed
     const why = e instanceof Error ? e.message : String(e);
     throw Object.assign(new Error(`port forward ${f.protocol}:${f.hostAddress}:${f.hostPort}: ${why}`), {
       code: (e as { code?: string }).code,
     });
-  }
-}
-
-async function bind(
-  host: HostNet,
-  f: HostForwardConfig,
-  target: () => Stack | null,
-  log: Logger,
-  tenant: string,
-  onNoGuest: () => void,
-): Promise<BoundForward> {
-  let bound: BoundForward;
-  if (f.protocol === "tcp") {
-    const listener = await host.listenTcp(f.hostAddress, f.hostPort, (sock, bind) => {
-      const stack = target();
-      if (!stack) {
-        onNoGuest();
-        sock.destroy();
-        return;
-      }
-      try {
-        stack.acceptTcpForward(f, sock, bind);
-      } catch (e) {
-        sock.destroy(true);
-        stack.onFault(e, "tcp.forward");
-      }
-    });
-    bound = { config: { ...f, hostPort: listener.port }, close: () => listener.close() };
-  } else {
-    // parsed once, not per datagram
-    const guest6 = f.guestAddress.includes(":") ? parseIpv6Address(f.guestAddress) : null;
-    const guestIp = f.guestAddress && !guest6 ? parseIpv4Address(f.guestAddress)! : -1;
-    const sock: HostUdpSocket & { port: number } = await host.bindUdp(f.hostAddress, f.hostPort, {
-      onMessage: (data, address, port) => {
-        const stack = target();
-        if (!stack) return onNoGuest();
-        try {
-          if (!stack.udpForwardInput(sock, guest6 ?? guestIp, f.guestPort, data, address, port)) {
-            stack.drop("udp-forward-no-guest");
-          }
-        } catch (e) {
-          stack.onFault(e, "udp.forward");
-        }
-      },
-      onError: (code) => log("warn", "UDP port forward socket error", { tenant, code }),
-    });
-    bound = { config: { ...f, hostPort: sock.port }, close: () => sock.close() };
   }
   log("info", "port forward", {
     tenant,

@@ -113,7 +113,9 @@ class PingSocket {
   #rx = new Uint8Array(MAX_REPLY);
   /** Room for a sockaddr_in6. */
   #from = new Uint8Array(28);
+  #fromView = new DataView(this.#from.buffer);
   #fromLen = new Uint32Array(1);
+  #fromLenBytes = new Uint8Array(this.#fromLen.buffer);
   #pollFd: Uint8Array;
   /** The hop limit the socket sends with now. */
   #hops = -1;
@@ -254,7 +256,7 @@ class PingSocket {
           MAX_REPLY,
           0,
           this.#from,
-          new Uint8Array(this.#fromLen.buffer),
+          this.#fromLenBytes,
         ),
       );
       if (n < 0) {
@@ -266,7 +268,7 @@ class PingSocket {
       const seq = (this.#rx[6] << 8) | this.#rx[7];
       const p = this.#pending.get(seq);
       if (!p) continue;
-      if (!this.#sameAddress(p, this.#from)) continue;
+      if (!this.#sameAddress(p, this.#from, this.#fromView)) continue;
       this.#pending.delete(seq);
       p.done({ type: this.#rx[0], code: this.#rx[1], data: this.#rx.slice(8, n) });
     }
@@ -284,16 +286,16 @@ class PingSocket {
       if (!q.icmp || q.payloadLength < 8) continue;
       const seq = (q.payload[6] << 8) | q.payload[7];
       const p = this.#pending.get(seq);
-      if (!p || !this.#sameAddress(p, q.names)) continue;
+      if (!p || !this.#sameAddress(p, q.names, q.namesView)) continue;
       this.#pending.delete(seq);
       p.done({ type: q.icmp.type, code: q.icmp.code, data: new Uint8Array(0), offender: q.icmp.offender });
     }
   }
 
-  /** Whether the sockaddr in `sa` names the request's destination. */
-  #sameAddress(p: Outstanding, sa: Uint8Array): boolean {
+  /** Whether the sockaddr in `sa` (`view` over it) names the request's destination. */
+  #sameAddress(p: Outstanding, sa: Uint8Array, view: DataView): boolean {
     return typeof p.address === "number"
-      ? p.address === new DataView(sa.buffer, sa.byteOffset).getUint32(4, false)
+      ? p.address === view.getUint32(4, false)
       : ipv6Equal(p.address, 0, sa, 8);
   }
 

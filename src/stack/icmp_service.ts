@@ -77,7 +77,7 @@ export class IcmpService {
         if (from < 0 || (reply.type !== ICMP_TIME_EXCEEDED && reply.type !== ICMP_DEST_UNREACHABLE)) {
           return s.drop("icmp-host-error-reply");
         }
-        // the quote: the guest's own request (its id and sequence), as it left the guest
+        // the quote: the guest's request rebuilt (its own id and sequence, by which the guest matches it)
         const q = L4_OFFSET + ICMP_HEADER_LEN;
         emitIpv4({ id: 0, ttl: 1, protocol: IPPROTO_ICMP, src: guest, dst: virtualDst }, s.tx, q, 8);
         emitIcmpV4(s.tx, q + 20, ICMP_ECHO_REQUEST, 0, rest, 0);
@@ -133,8 +133,7 @@ export class IcmpService {
     const s = this.#stack;
     const real = parseIpv4Address(offender);
     if (real === null || !s.policy.check("icmp", real, 0)) return -1;
-    if ((real >>> 24) === 127) return s.config.gatewayToLoopback ? s.plan.gateway : -1;
-    return real;
+    return s.translation.toVirtual(real);
   }
 
   /** Protocol unreachable (RFC 1122 §3.2.2.1) for an IP protocol we do not carry. */

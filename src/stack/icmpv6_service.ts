@@ -68,7 +68,7 @@ import type { Ipv6Plan } from "./config.ts";
 import type { StackContext } from "./context.ts";
 import { Ipv6Path } from "./guest_path.ts";
 import { MAX_PENDING_ECHO } from "./icmp_service.ts";
-import { LOOPBACK_V6, mappedIpv4 } from "./translation.ts";
+import { mappedIpv4 } from "./translation.ts";
 import { Timer } from "./timer_wheel.ts";
 
 /** How long an echo through the host may take (as for IPv4). */
@@ -271,7 +271,7 @@ export class Icmpv6Service {
       if (!from || (reply.type !== ICMPV6_TIME_EXCEEDED && reply.type !== ICMPV6_DEST_UNREACHABLE)) {
         return s.drop("icmpv6-host-error-reply");
       }
-      // the quote: the guest's own request (its identifier and sequence), as it left the guest
+      // the quote: the guest's request rebuilt (its own identifier and sequence, by which it matches it)
       const q = ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN;
       emitIpv6(s.tx, q, ICMPV6_HEADER_LEN, IPPROTO_ICMPV6, 1, a, 0, a, 16);
       emitIcmpv6(s.tx, q + IPV6_HEADER_LEN, ICMPV6_ECHO_REQUEST, 0, rest, 0, 0);
@@ -343,8 +343,7 @@ export class Icmpv6Service {
     const s = this.#stack;
     const real = offender.includes(":") ? parseIpv6Address(offender) : null;
     if (!real || !s.policy.check6("icmp", real, 0, 0)) return null;
-    if (ipv6Equal(real, 0, LOOPBACK_V6, 0)) return s.config.gatewayToLoopback ? this.#plan.gateway : null;
-    return real;
+    return s.translation.toVirtual6(real, 0);
   }
 
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later), its headers rebuilt. */

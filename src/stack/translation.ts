@@ -70,6 +70,23 @@ export class TranslationTable {
     return a.subarray(off, off + 16);
   }
 
+  /**
+   * The address the guest sees for the host's `real` one (a reply's source, a router that answered): the
+   * host's loopback is the gateway where the gateway maps to it, and nothing otherwise (-1).
+   */
+  toVirtual(real: number): number {
+    if ((real >>> 24) === 127) return this.#gatewayToLoopback ? this.#plan.gateway : -1;
+    return real;
+  }
+
+  /** {@linkcode toVirtual} for the host's IPv6 address at `a[off]`: ::1 is prefix::2; null for none. */
+  toVirtual6(a: Uint8Array, off: number): Uint8Array | null {
+    if (ipv6Equal(a, off, LOOPBACK_V6, 0)) {
+      return this.#gatewayToLoopback ? this.#plan.v6?.gateway ?? null : null;
+    }
+    return this.toReal6(a, off) === null ? null : a.subarray(off, off + 16);
+  }
+
   /** Whether `virtual` is a translated address (or a guestfwd's) the gateway answers ARP for. */
   has(virtual: number): boolean {
     return this.#map.has(virtual) || this.#guestForwards.has(virtual);

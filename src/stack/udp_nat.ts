@@ -32,7 +32,6 @@ import {
 } from "../wire/icmpv4.ts";
 import type { HostIcmpError, HostUdpSocket } from "../host/host.ts";
 import { Timer } from "./timer_wheel.ts";
-import { LOOPBACK_V4 } from "./translation.ts";
 import type { StackContext } from "./context.ts";
 
 /** One guest source's mapping. */
@@ -275,19 +274,13 @@ export class UdpNat {
 
   /** The virtual source a reply from `address` is shown with. */
   #virtualSource(f: UdpFlow, real: number): number {
-    if (real === f.lastReal) return f.lastVirtual;
-    const s = this.#stack;
-    if ((real >>> 24) === 127) return s.config.gatewayToLoopback ? s.plan.gateway : -1;
-    if (real === LOOPBACK_V4) return -1;
-    return real;
+    return real === f.lastReal ? f.lastVirtual : this.#stack.translation.toVirtual(real);
   }
 
-  /** The IPv6 address the guest sees for the host's `address`: prefix::2 for the host's ::1; null if none. */
+  /** The IPv6 address the guest sees for the host's `address` (prefix::2 for its ::1), or null. */
   #virtualSource6(address: string): Uint8Array | null {
-    const s = this.#stack;
-    if (address === "::1") return s.config.gatewayToLoopback ? s.plan.v6!.gateway : null;
     const a = parseIpv6Address(address);
-    return a === null || s.translation.toReal6(a, 0) === null ? null : a;
+    return a && this.#stack.translation.toVirtual6(a, 0);
   }
 
   #fromHost(f: UdpFlow, data: Uint8Array, address: string, port: number): void {

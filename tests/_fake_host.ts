@@ -5,6 +5,7 @@
  */
 import type {
   HostIcmpEcho,
+  HostIcmpError,
   HostListener,
   HostNet,
   HostTcpSocket,
@@ -23,7 +24,15 @@ export class FakeTcpSocket implements HostTcpSocket {
   paused = false;
   bufferedAmount = 0;
 
-  constructor(readonly handlers: TcpHandlers, readonly remoteAddress: string, readonly remotePort: number) {}
+  /**
+   * @param hops the TTL the stack asked the dial's SYN to leave with (a path probe), or 0
+   */
+  constructor(
+    readonly handlers: TcpHandlers,
+    readonly remoteAddress: string,
+    readonly remotePort: number,
+    readonly hops = 0,
+  ) {}
 
   // ── the stack's side (HostTcpSocket) ──
   write(data: Uint8Array): boolean {
@@ -68,9 +77,12 @@ export class FakeTcpSocket implements HostTcpSocket {
   finish(): void {
     this.handlers.onEnd();
   }
-  /** The host peer resets the connection (or the dial is refused while connecting). */
-  fail(code = "ECONNRESET"): void {
-    this.handlers.onError(code);
+  /**
+   * The host peer resets the connection (or the dial is refused while connecting; `icmp`: the router's error
+   * that ended a path probe's dial).
+   */
+  fail(code = "ECONNRESET", icmp?: HostIcmpError): void {
+    this.handlers.onError(code, icmp);
   }
 }
 
@@ -79,8 +91,8 @@ export class FakeHost implements HostNet {
 
   constructor(readonly now: () => number) {}
 
-  connectTcp(address: string, port: number, handlers: TcpHandlers): HostTcpSocket {
-    const s = new FakeTcpSocket(handlers, address, port);
+  connectTcp(address: string, port: number, handlers: TcpHandlers, hops = 0): HostTcpSocket {
+    const s = new FakeTcpSocket(handlers, address, port, hops);
     this.sockets.push(s);
     return s;
   }

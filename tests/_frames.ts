@@ -117,6 +117,8 @@ export function tcpFrame(
     seq: number;
     ack: number;
     flags: number;
+    /** The IPv4 TTL (64 unless told). */
+    ttl?: number;
   },
   payload: Uint8Array = new Uint8Array(0),
   mutate?: (t: TcpHeader) => void,
@@ -136,7 +138,12 @@ export function tcpFrame(
   emitEthernet(f, 0, GW_MAC, o.srcMac, ETHERTYPE_IPV4);
   f.set(payload, 34 + hl);
   emitTcp(t, f, 34, payload.length, pseudoHeaderSumV4(o.src, o.dst, IPPROTO_TCP, hl + payload.length));
-  emitIpv4({ id: 1, ttl: 64, protocol: IPPROTO_TCP, src: o.src, dst: o.dst }, f, 14, hl + payload.length);
+  emitIpv4(
+    { id: 1, ttl: o.ttl ?? 64, protocol: IPPROTO_TCP, src: o.src, dst: o.dst },
+    f,
+    14,
+    hl + payload.length,
+  );
   return f.subarray(0, Math.max(60, 34 + hl + payload.length));
 }
 

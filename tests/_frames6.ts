@@ -30,8 +30,14 @@ export function frame6(
   return f;
 }
 
-/** A TCP SYN (MSS 1440) from `src`:`sport` to `dst`:`dport` over IPv6. */
-export function tcpSyn6From(src: Uint8Array, dst: Uint8Array, dport: number, sport: number): Uint8Array {
+/** A TCP SYN (MSS 1440) from `src`:`sport` to `dst`:`dport` over IPv6, with `hopLimit` (64 unless told). */
+export function tcpSyn6From(
+  src: Uint8Array,
+  dst: Uint8Array,
+  dport: number,
+  sport: number,
+  hopLimit = 64,
+): Uint8Array {
   const t = newTcpHeader();
   Object.assign(t, {
     srcPort: sport,
@@ -45,7 +51,7 @@ export function tcpSyn6From(src: Uint8Array, dst: Uint8Array, dport: number, spo
   const hl = tcpHeaderLength(t);
   const l4 = new Uint8Array(hl);
   emitTcp(t, l4, 0, 0, pseudoHeaderSumV6(src, 0, dst, 0, IPPROTO_TCP, hl));
-  return frame6(src, dst, IPPROTO_TCP, l4);
+  return frame6(src, dst, IPPROTO_TCP, l4, { hopLimit });
 }
 
 /** A UDP datagram from `src`:`sport` to `dst`:`dport` over IPv6, with its (mandatory) checksum. */

@@ -3,12 +3,12 @@
  * limit ends there draws a time exceeded from the gateway), the rest leave with the guest's TTL less that hop,
  * and a router's time exceeded heard by the host comes back from that router, quoting the guest's probe —
  * unless the tenant's policy hides that router. At the stack (recorded host sockets), then end to end: a
- * Linux guest's own `traceroute` (UDP and ICMP, IPv4 and IPv6) through a relay in a private namespace and a
+ * Linux guest's own `traceroute` (UDP, ICMP and TCP SYN, IPv4 and IPv6) through a relay in a private namespace and a
  * router namespace to a far one.
  */
 import assert from "node:assert/strict";
-import { arpFrame, GW_MAC, ip, pingFrame, StackHarness, udpFrame } from "./_frames.ts";
-import { a6, sent6, udp6Frame } from "./_frames6.ts";
+import { arpFrame, GW_MAC, ip, pingFrame, StackHarness, tcpFrame, udpFrame } from "./_frames.ts";
+import { a6, sent6, tcpSyn6From, udp6Frame } from "./_frames6.ts";
 import { FakeHost } from "./_fake_host.ts";
 import { e2eTest, must, NetnsGuest } from "./_netns_guest.ts";
 import { PrivateNetns, RelayProcess } from "./_relay_process.ts";
@@ -19,6 +19,7 @@ import { ipv4ToString, u16 as get16, u32 as get32 } from "../src/wire/bytes.ts";
 import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED } from "../src/wire/icmpv4.ts";
 import { ICMPV6_TIME_EXCEEDED } from "../src/wire/icmpv6.ts";
 import { ipv6ToString } from "../src/wire/ipv6.ts";
+import { TCP_SYN } from "../src/wire/tcp.ts";
 
 const MAC = 0x020000000001;
 const GUEST = ip("10.0.2.15");
@@ -180,6 +181,100 @@ Deno.test("traceroute (IPv6, stack): the router is hop 1, probes leave with hop 
   }
 });
 
+Deno.test("traceroute -T (stack): a SYN of small TTL dials with TTL-1, a router's error that ends the dial comes back from the router", () => {
+  let host!: RecordingHost;
+  const h = new StackHarness(
+    (c) => {
+      const spec = { id: "t", policy: { allow: ["198.51.100.0/24", "[2001:db8::/32]"] } };
+      Object.assign(c, tenantStackConfig(spec, defaultStackConfig(), true, parseHostForward), {
+        dnsUpstreams: ["127.0.0.1:9"],
+        newFlowsPerSecond: 0,
+      });
+    },
+    (clock) => (host = new RecordingHost(clock)),
+  );
+  const syn = (sport: number, ttl: number) =>
+    tcpFrame({
+      srcMac: MAC,
+      src: GUEST,
+      dst: FAR,
+      sport,
+      dport: 80,
+      seq: 5000 + sport,
+      ack: 0,
+      flags: TCP_SYN,
+      ttl,
+    });
+  try {
+    h.send(arpFrame(MAC, GUEST, ip("10.0.2.2")));
+    // an ordinary stack's SYN dials with the host's default TTL; a probe's with its own less the gateway's hop
+    h.send(syn(41000, 64));
+    h.send(syn(41001, 3));
+    assert.deepEqual(host.sockets.map((s) => s.hops), [0, 2]);
+    // the router's time exceeded that ended the dial comes back from the router, quoting the guest's SYN
+    let from = h.raw.length;
+    host.sockets[1].fail("EHOSTUNREACH", { type: ICMP_TIME_EXCEEDED, code: 0, offender: "198.51.100.254" });
+    let [te] = timeExceeded(h.raw.slice(from));
+    assert.ok(te, "the router's time exceeded is passed on");
+    assert.equal(ipv4ToString(get32(te, 26)), "198.51.100.254", "from the router");
+    assert.equal(te[42 + 9], 6, "the quote is TCP");
+    assert.equal(get16(te, 42 + 20), 41001, "from the guest's port");
+    assert.equal(get16(te, 42 + 22), 80, "to the destination's");
+    assert.equal(get32(te, 42 + 24), 5000 + 41001, "with the SYN's sequence number");
+    assert.equal(
+      h.out.slice(from).filter((d) => d.tcp).length,
+      0,
+      "no reset: the guest hears only the router",
+    );
+    // a router the tenant may not reach stays hidden
+    h.send(syn(41002, 4));
+    from = h.raw.length;
+    host.sockets[2].fail("EHOSTUNREACH", { type: ICMP_TIME_EXCEEDED, code: 0, offender: "10.1.1.1" });
+    assert.equal(h.raw.length, from, "nothing about a hidden router");
+    assert.equal(h.drops("icmp-hop-hidden"), 1);
+
+    // IPv6: the same with the hop limit
+    const guest6 = a6("fd00::6a"), far6 = a6("2001:db8::9");
+    h.send(tcpSyn6From(guest6, far6, 80, 42000, 2));
+    assert.equal(host.sockets[3].hops, 1);
+    from = h.raw.length;
+    host.sockets[3].fail("EHOSTUNREACH", { type: ICMPV6_TIME_EXCEEDED, code: 0, offender: "2001:db8::fe" });
+    [te] = sent6(h, from).map((s) => s.frame);
+    assert.ok(te, "the router's time exceeded is passed on");
+    const l4 = 14 + 40;
+    assert.equal(te[l4], ICMPV6_TIME_EXCEEDED);
+    assert.equal(ipv6ToString(te, 14 + 8), "2001:db8::fe", "from the router");
+    assert.equal(get16(te, l4 + 8 + 40), 42000, "quoting the guest's SYN");
+  } finally {
+    h.close();
+  }
+});
+
+/** One connection on 192.0.2.9:7007 at a time, echoed back until the client closes (the far namespace). */
+const ECHO_SERVER = `
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("192.0.2.9", 7007)); s.listen(1)
+while True:
+    c, _ = s.accept()
+    while d := c.recv(65536): c.sendall(d)
+    c.close()
+`;
+
+/** The guest: a connection with TTL 3, 300 kB each way; prints how many came back. */
+const TTL_CLIENT = `
+import socket, time
+for attempt in range(50):
+    try:
+        s = socket.socket()
+        s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 3); s.settimeout(10); s.connect(("192.0.2.9", 7007)); break
+    except ConnectionRefusedError: time.sleep(0.1)
+s.sendall(b"x" * 300000); s.shutdown(socket.SHUT_WR)
+n = 0
+while d := s.recv(65536): n += len(d)
+print("echoed", n)
+`;
+
 /** The address each hop of a `traceroute -n` answered from, in order ("*" for none). */
 function hops(output: string): string[] {
   const out: string[] = [];
@@ -191,7 +286,7 @@ function hops(output: string): string[] {
 }
 
 e2eTest(
-  "netns Linux guest: traceroute (UDP and ICMP, IPv4 and IPv6) shows the gateway, a router and the far host",
+  "netns Linux guest: traceroute (UDP, ICMP and TCP, IPv4 and IPv6) shows the gateway, a router and the far host",
   ["traceroute", "sysctl"],
   async () => {
     // the relay's host is a private namespace; beyond it a router namespace, then a far one
@@ -203,7 +298,8 @@ e2eTest(
       "net.ipv4.icmp_ratelimit": "0",
       "net.ipv6.icmp.ratelimit": "0",
     });
-    const far = await PrivateNetns.create();
+    // nor on the far host, whose port unreachables end the UDP traceroutes (several in a row here)
+    const far = await PrivateNetns.create({ "net.ipv4.icmp_ratelimit": "0", "net.ipv6.icmp.ratelimit": "0" });
     const dir = await Deno.makeTempDir();
     let relay: RelayProcess | null = null, guest: NetnsGuest | null = null;
     try {
@@ -263,11 +359,30 @@ e2eTest(
           "2001:db8:1::2",
           "2001:db8:2::9",
         ]],
+        // TCP SYN probes (traceroute -T, mtr --tcp): the host's SYN carries the guest's TTL less one, and the
+        // router's time exceeded ends its connect; the far host's reset (nothing on port 80) is the last hop
+        [["-T", "-n", "-w", "2", "-m", "6", "192.0.2.9"], ["10.0.2.2", "203.0.113.2", "192.0.2.9"]],
+        [["-6", "-T", "-n", "-w", "2", "-m", "6", "2001:db8:2::9"], [
+          "fd00::2",
+          "2001:db8:1::2",
+          "2001:db8:2::9",
+        ]],
       ] as const;
       for (const [args, expected] of cases) {
         const r = await guest.exec(["traceroute", ...args]);
         assert.equal(r.code, 0, r.stdout + r.stderr);
         assert.deepEqual(hops(r.stdout), expected, `traceroute ${args.join(" ")}:\n${r.stdout}`);
+      }
+      // a connection whose SYN was a probe that got through (TTL 3: the gateway, the router, the far host)
+      // carries data both ways like any other
+      const [cmd, ...args] = far.wrap(["python3", "-c", ECHO_SERVER]);
+      const echo = new Deno.Command(cmd, { args, stdout: "null" }).spawn();
+      try {
+        const r = await guest.exec(["python3", "-c", TTL_CLIENT], { timeoutMs: 20_000 });
+        assert.equal(r.stdout.trim(), "echoed 300000", r.stdout + r.stderr);
+      } finally {
+        echo.kill();
+        await echo.status;
       }
     } finally {
       await guest?.close();

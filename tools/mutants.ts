@@ -717,4 +717,25 @@ export const MUTANTS: Mutant[] = [
     to: "      continue;\n",
     tests: ["tests/traceroute_test.ts"],
   },
+  {
+    name: "traceroute -T: a SYN of small TTL dials with the host's default TTL (TCP probes past hop 1)",
+    file: "src/stack/tcp/tcp_service.ts",
+    from: "function probeHops(ttl: number): number {\n  return ttl <= PATH_PROBE_TTL ? ttl - 1 : 0;\n",
+    to: "function probeHops(ttl: number): number {\n  return 0;\n",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name: "traceroute -T: a router's error that ended a probe's dial is answered as the destination's",
+    file: "src/stack/tcp/tcp_service.ts",
+    from: "      if (told) {\n",
+    to: "      if (told && false) {\n",
+    tests: ["tests/traceroute_test.ts"],
+  },
+  {
+    name: "traceroute -T: a probe's failed dial loses the router's error (heard while connect() ran)",
+    file: "src/host/epoll.ts",
+    from: "    if (err > 0) return Promise.reject(connectFailure(this.#fd, err, this.#probe !== 0));\n",
+    to: "    if (err > 0) return Promise.reject(connectFailure(this.#fd, err, false));\n",
+    tests: ["tests/traceroute_test.ts"],
+  },
 ];

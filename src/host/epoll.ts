@@ -8,6 +8,7 @@
 import { after } from "../common/timers.ts";
 import { EAGAIN, errno, libc } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
+import { errorQueue } from "./error_queue.ts";
 import { parseIpv4Address } from "../wire/bytes.ts";
 import { ipv6ToString, parseIpv6Address } from "../wire/ipv6.ts";
 import {
@@ -26,6 +27,9 @@ const AF_UNIX = 1, AF_INET = 2, AF_INET6 = 10;
 const SOCK_STREAM = 1, SOCK_NONBLOCK = 0o4000, SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1, SO_REUSEADDR = 2, SO_ERROR = 4, SO_SNDBUF = 7, SO_LINGER = 13, SO_DOMAIN = 39;
 const IPPROTO_TCP = 6, TCP_NODELAY = 1;
+const SOL_IP = 0, IP_TTL = 2, IP_RECVERR = 11, SOL_IPV6 = 41, IPV6_UNICAST_HOPS = 16, IPV6_RECVERR = 25;
+/** IP_TTL / IPV6_UNICAST_HOPS: the system's default (ip(7), ipv6(7)). */
+const DEFAULT_HOPS = -1;
 const SHUT_WR = 1;
 const MSG_NOSIGNAL = 0x4000;
 const EINTR = 4, EINPROGRESS = 115;
@@ -145,6 +149,8 @@ export class EpollSocket implements Watcher {
   #onReadable: (() => void) | null = null;
   #writer: Waiter | null = null;
   #connecting: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** The IP version of a path probe's connect ({@linkcode connectTcp}'s `hops`), else 0. */
+  #probe: 0 | 4 | 6 = 0;
   #closed = false;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -183,8 +189,11 @@ export class EpollSocket implements Watcher {
       const c = this.#connecting;
       this.#connecting = null;
       const err = getInt(this.#fd, SOL_SOCKET, SO_ERROR);
-      if (err > 0) c.reject(fail("connect", err));
-      else c.resolve();
+      if (err > 0) c.reject(connectFailure(this.#fd, err, this.#probe !== 0));
+      else {
+        this.#probeDone();
+        c.resolve();
+      }
     }
     // level-triggered: what nobody waits for is dropped from the interest set lazily, when it is
     // reported with no waiter (a read loop that reads again at once never pays for a change)
@@ -246,14 +255,30 @@ export class EpollSocket implements Watcher {
     // connected already: the peer's name is known (one call); otherwise SO_ERROR tells a failure from "under way"
     lengthBuf[0] = nameBuf.length;
     if (L().getpeername(this.#fd, nameBuf, lengthBuf) === 0) {
+      this.#probeDone();
       return Promise.resolve();
     }
     const err = getInt(this.#fd, SOL_SOCKET, SO_ERROR);
-    if (err > 0) return Promise.reject(fail("connect", err));
+    if (err > 0) return Promise.reject(connectFailure(this.#fd, err, this.#probe !== 0));
     return new Promise((resolve, reject) => {
       this.#connecting = { resolve, reject };
       this.#wantAlso(EPOLLOUT);
     });
+  }
+
+  /**
+   * A path probe got through: later segments leave with the system's TTL, and the error queue (whose
+   * entries would keep the socket reporting EPOLLERR) is emptied and closed.
+   */
+  #probeDone(): void {
+    if (!this.#probe) return;
+    probeOptions(this.#fd, this.#probe, DEFAULT_HOPS, 0);
+    this.#probe = 0;
+  }
+
+  /** Marks the socket as a path probe of IP version `v` (set up by {@linkcode connectTcp}). */
+  probing(v: 4 | 6): void {
+    this.#probe = v;
   }
 
   /**
@@ -380,12 +405,31 @@ export class EpollSocket implements Watcher {
 /** The interest of a socket outside the loop's epoll set. */
 const NOT_WATCHED = -1;
 
-/** Starts a nonblocking TCP connect; the socket is usable once `waitConnected()` resolves. */
-export function connectTcp(host: string, port: number): EpollSocket {
+/** A path probe's TTL / hop limit and whether the socket queues the ICMP errors it hears of. */
+function probeOptions(fd: number, v: 4 | 6, hops: number, recvErr: 0 | 1): void {
+  setInt(fd, v === 4 ? SOL_IP : SOL_IPV6, v === 4 ? IP_TTL : IPV6_UNICAST_HOPS, hops);
+  setInt(fd, v === 4 ? SOL_IP : SOL_IPV6, v === 4 ? IP_RECVERR : IPV6_RECVERR, recvErr);
+}
+
+/** A connect failed with `err`; for a path probe, with the ICMP message behind it if the error queue holds one. */
+function connectFailure(fd: number, err: number, probe: boolean): SocketError {
+  if (!probe) return fail("connect", err);
+  const q = errorQueue();
+  return new SocketError(errnoName(err), "connect", q.next(fd) >= 0 && q.icmp ? q.icmp : undefined);
+}
+
+/**
+ * Starts a nonblocking TCP connect; the socket is usable once `waitConnected()` resolves. `hops` > 0 makes
+ * the connect a path probe (a guest's `traceroute -T`): its SYN leaves with that TTL / hop limit, and a
+ * router's ICMP error that ends it comes with the failure ({@linkcode SocketError.icmp}).
+ */
+export function connectTcp(host: string, port: number, hops = 0): EpollSocket {
   const sa = sockaddrIn(host, port);
   const family = sa.length === 16 ? AF_INET : AF_INET6;
   const fd = L().socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) throw fail("socket");
+  const v = family === AF_INET ? 4 : 6;
+  if (hops > 0) probeOptions(fd, v, hops, 1);
   const r = L().connect(fd, sa, sa.length);
   const e = r < 0 ? errno() : 0;
   if (r < 0 && e !== EINPROGRESS) {
@@ -394,7 +438,9 @@ export function connectTcp(host: string, port: number): EpollSocket {
   }
   setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1);
   // joins the loop's set only when someone waits: a loopback connect has usually completed already
-  return new EpollSocket(fd, { address: host, port }, NOT_WATCHED);
+  const s = new EpollSocket(fd, { address: host, port }, NOT_WATCHED);
+  if (hops > 0) s.probing(v);
+  return s;
 }
 
 // ───────────────────────── listeners ─────────────────────────

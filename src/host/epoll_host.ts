@@ -12,7 +12,7 @@ import type { HostListener, HostTcpSocket, HostUdpSocket, TcpHandlers, UdpHandle
 import { EpollUdpSocket } from "./epoll_udp.ts";
 import { errCode, NodeHost } from "./node_host.ts";
 import { connectTcp, EpollListener, type EpollSocket } from "./epoll.ts";
-import { deferUntilIdle, deferUntilQuiet } from "./epoll_loop.ts";
+import { deferUntilIdle, deferUntilQuiet, type SocketError } from "./epoll_loop.ts";
 import { BufferPool } from "../common/buffer_pool.ts";
 
 /** Read buffer for handlers without a buffer of their own. */
@@ -371,15 +371,15 @@ export class EpollHost extends NodeHost {
     }
   }
 
-  override connectTcp(address: string, port: number, h: TcpHandlers): HostTcpSocket {
+  override connectTcp(address: string, port: number, h: TcpHandlers, hops?: number): HostTcpSocket {
     const s = new StreamTcpSocket(false);
     s.bind(h);
     let es: EpollSocket;
     try {
-      es = connectTcp(address, port);
+      es = connectTcp(address, port, hops);
     } catch (e) {
       queueMicrotask(() => {
-        h.onError(errCode(e));
+        h.onError(errCode(e), (e as SocketError).icmp);
         h.onClose();
       });
       return s;
@@ -391,7 +391,7 @@ export class EpollHost extends NodeHost {
       es.close();
       if (s.closed) return;
       s.destroy();
-      h.onError(errCode(e));
+      h.onError(errCode(e), (e as SocketError).icmp);
       h.onClose();
     });
     // destroyed before connecting: the socket goes with it (a field, not a closure assigned to a property:

@@ -24,6 +24,7 @@ import { nextTimerDeadline, ownTurns, runTurnWork, turnWorkPending } from "../co
 import { errno, libc } from "./libc.ts";
 import { errnoName } from "./errno_names.ts";
 import { platform } from "../platform/current.ts";
+import type { HostIcmpError } from "./host.ts";
 
 /** epoll event bits (sys/epoll.h), for the sockets that join the loop. */
 export const EPOLLIN = 0x1, EPOLLOUT = 0x4, EPOLLERR = 0x8, EPOLLHUP = 0x10, EPOLLRDHUP = 0x2000;
@@ -79,7 +80,11 @@ const EVENT_DATA = platform.arch === "x86_64" ? 4 : 8;
 
 /** A failed socket call, with the errno's name as `code` (as node's errors carry it). */
 export class SocketError extends Error {
-  constructor(readonly code: string, what: string) {
+  /**
+   * @param icmp the ICMP message behind the failure, when the socket's error queue held one (a path probe's
+   * connect that a router's time exceeded ended)
+   */
+  constructor(readonly code: string, what: string, readonly icmp?: HostIcmpError) {
     super(`${what}: ${code}`);
   }
 }

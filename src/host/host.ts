@@ -104,8 +104,11 @@ export interface TcpHandlers {
   onRead?(n: number): void;
   /** The peer sent FIN. */
   onEnd(): void;
-  /** The socket failed ("ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", …) and is closed. */
-  onError(code: string): void;
+  /**
+   * The socket failed ("ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", …) and is closed; `icmp`: the router's or
+   * host's ICMP message that ended a path probe's connect.
+   */
+  onError(code: string, icmp?: HostIcmpError): void;
   /** The socket is fully closed. */
   onClose(): void;
   /** The write queue drained below its high-water mark. */
@@ -164,8 +167,12 @@ export interface HostNet {
   openUdp(handlers: UdpHandlers, family?: 4 | 6): HostUdpSocket;
   /** Binds a UDP socket on `address:port` (port forwards). Throws when the port cannot be bound. */
   bindUdp(address: string, port: number, handlers: UdpHandlers): Promise<HostUdpSocket & { port: number }>;
-  /** Connects a TCP socket. */
-  connectTcp(address: string, port: number, handlers: TcpHandlers): HostTcpSocket;
+  /**
+   * Connects a TCP socket. `hops` > 0 makes it a path probe (a guest's TCP traceroute): its SYN leaves with
+   * that TTL / hop limit and a router's ICMP error that ends it reaches `onError`. Hosts without it connect
+   * with the system's TTL.
+   */
+  connectTcp(address: string, port: number, handlers: TcpHandlers, hops?: number): HostTcpSocket;
   /** Listens for TCP; each accepted socket gets handlers from `accept`. */
   listenTcp(
     address: string,

@@ -61,9 +61,9 @@ class ContainedTcpHandlers implements TcpHandlers {
     }
   }
 
-  onError(code: string): void {
+  onError(code: string, icmp?: HostIcmpError): void {
     try {
-      this.inner.onError(code);
+      this.inner.onError(code, icmp);
     } catch (e) {
       this.owner.onFault(e, "tcp.onError");
     }
@@ -186,11 +186,12 @@ export class ContainedHost implements HostNet {
     );
   }
 
-  connectTcp(address: string, port: number, handlers: TcpHandlers): HostTcpSocket {
+  connectTcp(address: string, port: number, handlers: TcpHandlers, hops?: number): HostTcpSocket {
     return this.inner.connectTcp(
       address,
       port,
       containTcpHandlers(handlers, this.owner),
+      hops,
     );
   }
 

@@ -20,6 +20,7 @@ import type { MemoryBudget } from "./memory_budget.ts";
 import type { EgressPolicy } from "./policy.ts";
 import type { TimerWheel } from "./timer_wheel.ts";
 import type { TranslationTable } from "./translation.ts";
+import type { HostIcmpError } from "../host/host.ts";
 
 /** ICMP errors toward the guest (the ICMP service sends them for every other service). */
 export interface IcmpErrors {
@@ -46,6 +47,18 @@ export interface IcmpErrors {
     seq: number,
     code: number,
   ): void;
+  /**
+   * A router's ICMP error about a guest's SYN (a path probe), from that router; false when the caller's own
+   * answer should stand.
+   */
+  hostErrorForTcp(
+    icmp: HostIcmpError,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+    seq: number,
+  ): boolean;
 }
 
 /** Where a new IPv6 flow goes on the host (address as the socket API takes it, port), or an ICMPv6 code. */
@@ -83,6 +96,17 @@ export interface Icmpv6Errors {
     seq: number,
     noRoute: boolean,
   ): void;
+  /**
+   * A router's ICMPv6 error about a guest's SYN (a path probe), from that router; false when the caller's
+   * own answer should stand.
+   */
+  hostErrorForTcp(
+    icmp: HostIcmpError,
+    path: Ipv6Path,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+  ): boolean;
 }
 
 export interface StackContext extends FaultOwner, PathSender {

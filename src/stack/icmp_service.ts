@@ -29,6 +29,7 @@ import { emitIpv4, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, type Ipv4Header } fro
 import { put16, put32 } from "../wire/bytes.ts";
 import { L4_OFFSET } from "./frame.ts";
 import type { StackContext } from "./context.ts";
+import type { HostIcmpError } from "../host/host.ts";
 
 /** Echo requests in flight through the host per tenant. */
 export const MAX_PENDING_ECHO = 64;
@@ -194,6 +195,44 @@ export class IcmpService {
     seq: number,
     code: number,
   ): void {
+    this.#aboutTcp(ICMP_DEST_UNREACHABLE, code, dst, guestIp, guestPort, dst, dstPort, seq);
+  }
+
+  /**
+   * The ICMP error a router sent the host about a guest's SYN (a path probe: a TCP traceroute's later hops),
+   * passed on from that router; true when dealt with — sent, or a time exceeded from a router the guest may
+   * not see (dropped, as for UDP) — false when the caller's own answer should stand.
+   */
+  hostErrorForTcp(
+    icmp: HostIcmpError,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+    seq: number,
+  ): boolean {
+    if (icmp.type !== ICMP_TIME_EXCEEDED && icmp.type !== ICMP_DEST_UNREACHABLE) return false;
+    const from = this.#hop(icmp.offender);
+    if (from < 0) {
+      if (icmp.type !== ICMP_TIME_EXCEEDED) return false;
+      this.#stack.counters.drop("icmp-hop-hidden");
+      return true;
+    }
+    this.#aboutTcp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort, seq);
+    return true;
+  }
+
+  /** An error from `from` quoting a guest's SYN no longer in hand, its headers rebuilt. */
+  #aboutTcp(
+    type: number,
+    code: number,
+    from: number,
+    guestIp: number,
+    guestPort: number,
+    dst: number,
+    dstPort: number,
+    seq: number,
+  ): void {
     const s = this.#stack;
     if (!s.admitErrorReply()) return;
     const q = L4_OFFSET + ICMP_HEADER_LEN;
@@ -201,7 +240,7 @@ export class IcmpService {
     put16(s.tx, q + 20, guestPort);
     put16(s.tx, q + 22, dstPort);
     put32(s.tx, q + 24, seq);
-    this.#sendError(ICMP_DEST_UNREACHABLE, code, dst, guestIp, 28);
+    this.#sendError(type, code, from, guestIp, 28);
   }
 
   close(): void {}

@@ -66,6 +66,7 @@ import { IPPROTO_TCP, IPPROTO_UDP } from "../wire/ipv4.ts";
 import { put16, put32 } from "../wire/bytes.ts";
 import type { Ipv6Plan } from "./config.ts";
 import type { StackContext } from "./context.ts";
+import type { HostIcmpError } from "../host/host.ts";
 import { Ipv6Path } from "./guest_path.ts";
 import { MAX_PENDING_ECHO } from "./icmp_service.ts";
 import { mappedIpv4 } from "./translation.ts";
@@ -354,6 +355,44 @@ export class Icmpv6Service {
     seq: number,
     noRoute: boolean,
   ): void {
+    const code = noRoute ? ICMPV6_UNREACH_NO_ROUTE : ICMPV6_UNREACH_ADDRESS;
+    this.#aboutTcp(ICMPV6_DEST_UNREACHABLE, code, path.addresses, 16, path, guestPort, localPort, seq);
+  }
+
+  /**
+   * The ICMPv6 error a router sent the host about a guest's SYN (a path probe: a TCP traceroute's later
+   * hops), passed on from that router; true when dealt with — sent, or a Time Exceeded from a router the
+   * guest may not see (dropped, as for UDP) — false when the caller's own answer should stand.
+   */
+  hostErrorForTcp(
+    icmp: HostIcmpError,
+    path: Ipv6Path,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+  ): boolean {
+    if (icmp.type !== ICMPV6_TIME_EXCEEDED && icmp.type !== ICMPV6_DEST_UNREACHABLE) return false;
+    const from = this.#hop(icmp.offender);
+    if (!from) {
+      if (icmp.type !== ICMPV6_TIME_EXCEEDED) return false;
+      this.#stack.counters.drop("icmp-hop-hidden");
+      return true;
+    }
+    this.#aboutTcp(icmp.type, icmp.code, from, 0, path, guestPort, localPort, seq);
+    return true;
+  }
+
+  /** An error from `from[fromOff]` quoting a guest's SYN no longer in hand, its headers rebuilt. */
+  #aboutTcp(
+    type: number,
+    code: number,
+    from: Uint8Array,
+    fromOff: number,
+    path: Ipv6Path,
+    guestPort: number,
+    localPort: number,
+    seq: number,
+  ): void {
     const s = this.#stack;
     if (!s.admitErrorReply()) return;
     const a = path.addresses;
@@ -366,8 +405,7 @@ export class Icmpv6Service {
     put32(tx, q + IPV6_HEADER_LEN + 4, seq);
     tx[q + IPV6_HEADER_LEN + 12] = 0x50;
     tx[q + IPV6_HEADER_LEN + 13] = 0x02; // SYN
-    const code = noRoute ? ICMPV6_UNREACH_NO_ROUTE : ICMPV6_UNREACH_ADDRESS;
-    this.#send(a, 16, a, 0, ICMPV6_DEST_UNREACHABLE, code, 0, IPV6_HEADER_LEN + 20, -1, 64);
+    this.#send(from, fromOff, a, 0, type, code, 0, IPV6_HEADER_LEN + 20, -1, 64);
   }
 
   /**

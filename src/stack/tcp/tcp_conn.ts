@@ -25,7 +25,7 @@
  */
 import { rangeView } from "../../wire/bytes.ts";
 import { TCP_ACK_FLAG, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpHeader } from "../../wire/tcp.ts";
-import type { TcpHandlers } from "../../host/host.ts";
+import type { HostIcmpError, TcpHandlers } from "../../host/host.ts";
 import { seqAdd, seqDiff, seqGe, seqGt, seqLe, seqLt } from "./seq.ts";
 import { Reassembly } from "./reassembly.ts";
 import {
@@ -598,11 +598,11 @@ export class TcpConn extends TcpSender implements TcpHandlers {
     this.trySend();
   }
 
-  onError(code: string): void {
+  onError(code: string, icmp?: HostIcmpError): void {
     if (this.isFreed) return;
     this.#hostClosed = true;
     if (this.state === TcpState.CONNECTING) {
-      this.owner.connectFailed(this, code);
+      this.owner.connectFailed(this, code, icmp);
       return;
     }
     this.stack.log("debug", "host socket error", { tenant: this.stack.tenant, code, state: this.stateName });
@@ -714,6 +714,14 @@ export class TcpConn extends TcpSender implements TcpHandlers {
   /** Aborts from outside (tenant closing, shutdown): RST to the guest, host socket destroyed. */
   abort(): void {
     this.free(true);
+  }
+
+  /**
+   * Forgets a dial that a router's ICMP error ended: the guest was told by that error, and a reset from the
+   * destination would claim an answer the destination never gave.
+   */
+  forget(): void {
+    this.free(false);
   }
 }
 

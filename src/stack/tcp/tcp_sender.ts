@@ -16,7 +16,7 @@ import {
   tcpHeaderLength,
 } from "../../wire/tcp.ts";
 import { IPPROTO_TCP } from "../../wire/ipv4.ts";
-import type { HostTcpSocket } from "../../host/host.ts";
+import type { HostIcmpError, HostTcpSocket } from "../../host/host.ts";
 import { Timer } from "../timer_wheel.ts";
 import type { FaultOwner } from "../containment.ts";
 import type { GuestPath } from "../guest_path.ts";
@@ -58,8 +58,11 @@ export interface TcpConnOwner {
     flags: number,
     dataLen: number,
   ): void;
-  /** The host dial failed: answer the guest's SYN and forget the connection. */
-  connectFailed(c: TcpSender, code: string): void;
+  /**
+   * The host dial failed: answer the guest's SYN (with `icmp`, the router's error that ended a path probe)
+   * and forget the connection.
+   */
+  connectFailed(c: TcpSender, code: string, icmp?: HostIcmpError): void;
   /** `c` was freed (once, from its `free`): the service drops it from its table. */
   connectionFreed(c: TcpSender): void;
   /** True when the transport toward the guest holds enough; senders join `blocked`. */

@@ -21,7 +21,7 @@ import { ETH_HEADER_LEN } from "../../wire/ethernet.ts";
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from "../../wire/checksum.ts";
 import { type Ipv6Header, isUnspecifiedV6, parseIpv6Address } from "../../wire/ipv6.ts";
 import { ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_HOST, ICMP_UNREACH_NET } from "../../wire/icmpv4.ts";
-import type { HostTcpSocket, TcpHandlers } from "../../host/host.ts";
+import type { HostIcmpError, HostTcpSocket, TcpHandlers } from "../../host/host.ts";
 import type { HostForwardConfig } from "../config.ts";
 import { type GuestPath, Ipv4Path, Ipv6Path } from "../guest_path.ts";
 import type { StackContext } from "../context.ts";
@@ -33,6 +33,19 @@ import { SegmentPrediction } from "./segment_prediction.ts";
 
 /** Transport backlog (bytes queued toward the guest) above which connections stop sending. */
 export const OUTPUT_PACING_BYTES = 128 * 1024;
+
+/**
+ * A guest SYN whose TTL / hop limit is at most this is a path probe (traceroute's and mtr's default reach is
+ * 30 hops): the host's SYN then leaves with the guest's TTL less this gateway's hop (RFC 1812 §5.3.1), and
+ * a router's error comes back from that router. An ordinary stack's SYN (TTL 64, 128, 255) leaves with the
+ * host's default: its TTL would not run out anyway, and the connection saves the system calls.
+ */
+const PATH_PROBE_TTL = 32;
+
+/** The host's TTL for a guest SYN that came with `ttl`: `ttl` − 1 for a path probe, else 0 (the default). */
+function probeHops(ttl: number): number {
+  return ttl <= PATH_PROBE_TTL ? ttl - 1 : 0;
+}
 
 const SHARED_SEG = newTcpHeader();
 const SHARED_RST = newTcpHeader();
@@ -198,7 +211,8 @@ export class TcpService implements TcpConnOwner {
     if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
-    this.#open(path, seg, ipv4ToString(real), dnsUpstream ? dnsUpstream.port : seg.dstPort);
+    if (dnsUpstream) return this.#open(path, seg, ipv4ToString(real), dnsUpstream.port);
+    this.#open(path, seg, ipv4ToString(real), seg.dstPort, probeHops(ip.ttl));
   }
 
   /** A TCP segment from the guest over IPv6. */
@@ -228,7 +242,7 @@ export class TcpService implements TcpConnOwner {
     if (!this.#mayOpen(path, seg)) return;
     const dest = s.egress6(buf, ip.dstOffset, "tcp", seg.dstPort);
     if (typeof dest === "number") return s.icmp6.unreachable(buf, ip, dest, "tcp6-no-route");
-    this.#open(path, seg, dest.address, dest.port);
+    this.#open(path, seg, dest.address, dest.port, probeHops(ip.hopLimit));
   }
 
   /**
@@ -263,8 +277,11 @@ export class TcpService implements TcpConnOwner {
     return true;
   }
 
-  /** A guest SYN that passed policy: dial the host before answering. */
-  #open(path: GuestPath, seg: TcpHeader, real: string, realPort: number): void {
+  /**
+   * A guest SYN that passed policy: dial the host before answering. `hops` > 0: the SYN is a path probe,
+   * and the host's SYN leaves with that TTL ({@linkcode probeHops}).
+   */
+  #open(path: GuestPath, seg: TcpHeader, real: string, realPort: number, hops = 0): void {
     const s = this.#stack;
     if (!s.flowLimit.tryOpen()) {
       this.#refuse(path, seg, "relay-flow-limit");
@@ -278,7 +295,7 @@ export class TcpService implements TcpConnOwner {
     );
     c.acceptSynOptions(seg);
     this.#add(c);
-    c.host = s.host.connectTcp(real, realPort, c);
+    c.host = s.host.connectTcp(real, realPort, c, hops);
     c.startConnectTimer();
   }
 
@@ -301,14 +318,28 @@ export class TcpService implements TcpConnOwner {
     return false;
   }
 
-  /** The host refused or could not be reached while the guest waits in SYN. */
-  connectFailed(c: TcpConn, code: string): void {
+  /**
+   * The host refused or could not be reached while the guest waits in SYN; `icmp`: the router's error that
+   * ended a path probe, passed on from that router.
+   */
+  connectFailed(c: TcpConn, code: string, icmp?: HostIcmpError): void {
     const s = this.#stack;
     s.log("debug", "host connect failed", {
       tenant: s.tenant,
       code,
       to: `${c.path.localText()}:${c.localPort}`,
     });
+    const p = c.path;
+    if (icmp) {
+      const told = p.family === 4
+        ? s.icmp.hostErrorForTcp(icmp, p.guest, c.guestPort, p.local, c.localPort, c.irs)
+        : s.icmp6.hostErrorForTcp(icmp, p, c.guestPort, c.localPort, c.irs);
+      if (told) {
+        s.counters.drop(`tcp-host-icmp-${icmp.type}`);
+        c.forget();
+        return;
+      }
+    }
     if (code === "ECONNREFUSED") {
       // the guest sees ECONNREFUSED at once
       s.counters.drop("tcp-host-refused");
@@ -316,7 +347,6 @@ export class TcpService implements TcpConnOwner {
       return;
     }
     s.counters.drop(`tcp-host-${code}`);
-    const p = c.path;
     if (p.family === 4) {
       const icmpCode = code === "ENETUNREACH" ? ICMP_UNREACH_NET : ICMP_UNREACH_HOST;
       s.icmp.unreachableForTcp(p.guest, c.guestPort, p.local, c.localPort, c.irs, icmpCode);

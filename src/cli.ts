@@ -87,7 +87,8 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
   --no-ipv6                        IPv4 only: no router advertisements, IPv6 frames dropped
   --mtu N                          guest MTU, 576..65520 (default 1500; sent in DHCP option 26 and in the
                                    IPv6 router advertisement)
-  --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable (default: /etc/resolv.conf)
+  --dns-upstream IP[:PORT]         resolver to forward guest DNS to, repeatable: 1.1.1.1, 1.1.1.1:5353, ::1
+                                   or [::1]:5353 (default: /etc/resolv.conf's nameservers, IPv4 and IPv6)
   --dns-record NAME=ADDR           answer NAME with ADDR locally (A for IPv4, AAAA for IPv6), repeatable
                                    (host.slirp.internal=<gateway> is always present)
   --domain NAME                    the guest's domain (DHCP option 15)

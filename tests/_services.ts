@@ -50,16 +50,20 @@ function dnsAnswer(zone: Record<string, string>, msg: Uint8Array): Uint8Array | 
 }
 
 /**
- * A DNS responder on 127.0.0.1, over UDP and TCP (RFC 7766 framing) on the same port: answers A and AAAA
- * queries for names in `zone` (name → addresses, comma-separated), NXDOMAIN otherwise. It answers in full
- * whatever the size, as an upstream does within the buffer the query's EDNS option offers.
+ * A DNS responder on 127.0.0.1 (or `host`, e.g. "::1"), over UDP and TCP (RFC 7766 framing) on the same
+ * port: answers A and AAAA queries for names in `zone` (name → addresses, comma-separated), NXDOMAIN
+ * otherwise. It answers in full whatever the size, as an upstream does within the buffer the query's EDNS
+ * option offers.
  */
-export async function startDnsResponder(zone: Record<string, string>): Promise<UdpService> {
+export async function startDnsResponder(
+  zone: Record<string, string>,
+  host = "127.0.0.1",
+): Promise<UdpService> {
   for (;;) {
     const udp = await listen((s, msg, port, address) => {
       const a = dnsAnswer(zone, msg);
       if (a) s.send(a, port, address);
-    });
+    }, host);
     const tcp = net.createServer((c) => {
       let buf = new Uint8Array(0);
       c.on("error", () => {});
@@ -78,7 +82,7 @@ export async function startDnsResponder(zone: Record<string, string>): Promise<U
     });
     const ok = await new Promise<boolean>((resolve) => {
       tcp.once("error", () => resolve(false));
-      tcp.listen(udp.port, "127.0.0.1", () => resolve(true));
+      tcp.listen(udp.port, host, () => resolve(true));
     });
     if (ok) {
       const closeUdp = udp.close;

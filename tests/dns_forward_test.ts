@@ -9,6 +9,9 @@ import { GW_MAC, ip, StackHarness, udpFrame } from "./_frames.ts";
 import { DNS_RCODE_SERVFAIL, DNS_TYPE_A, emitDnsResponse } from "../src/wire/dns.ts";
 import { FakeHost } from "./_fake_host.ts";
 import type { HostUdpSocket, UdpHandlers } from "../src/host/host.ts";
+import { e2eTest, NetnsGuest } from "./_netns_guest.ts";
+import { RelayProcess } from "./_relay_process.ts";
+import { startDnsResponder } from "./_services.ts";
 
 const MAC = 0x02000000000e;
 const GUEST = ip("10.0.2.15");
@@ -146,8 +149,38 @@ Deno.test("DNS forwarding: an upstream that refuses (ICMP port unreachable) hand
     handlers.at(-1)!.onMessage(reply, "127.0.0.1", 5302);
     h.send(udpFrame(MAC, GUEST, ip("10.0.2.3"), 30502, 53, query(11, "third.example.test"), GW_MAC));
     assert.equal(sent.at(-1), "127.0.0.1:5302", "the upstream that answered is asked first");
-    assert.deepEqual(h.stack.dns.tcpUpstream(), { address: ip("127.0.0.1"), port: 5302 });
+    assert.deepEqual(h.stack.dns.tcpUpstream(), { address: "127.0.0.1", port: 5302 });
   } finally {
     h.close();
   }
 });
+
+e2eTest(
+  "netns Linux guest: DNS through an IPv6 upstream, after an IPv4 one that refuses — over UDP and TCP, from IPv4 and IPv6",
+  ["dig"],
+  async () => {
+    const dns = await startDnsResponder({ "www.example.test": "192.0.2.10" }, "::1");
+    const dir = await Deno.makeTempDir({ prefix: "slirp-dns6-" });
+    let relay: RelayProcess | null = null, guest: NetnsGuest | null = null;
+    try {
+      relay = await RelayProcess.start([
+        ...["--listen-qemu", `unix://${dir}/relay.sock`, "--log-level", "warn"],
+        // nothing listens on port 9: the first upstream refuses, and the query moves to the IPv6 one
+        ...["--dns-upstream", "127.0.0.1:9", "--dns-upstream", `[::1]:${dns.port}`],
+      ]);
+      guest = await NetnsGuest.create(`unix://${dir}/relay.sock`);
+      await guest.dhcp();
+      await guest.slaac();
+      for (const args of [["@10.0.2.3"], ["+tcp", "@10.0.2.3"], ["@fd00::3"], ["+tcp", "@fd00::3"]]) {
+        const r = await guest.exec(["dig", "+short", "+tries=1", "+time=3", ...args, "www.example.test"]);
+        assert.equal(r.stdout.trim(), "192.0.2.10", `dig ${args.join(" ")}: ${r.stdout}${r.stderr}`);
+      }
+      assert.ok(dns.received >= 2, "the IPv6 upstream answered over UDP");
+    } finally {
+      await guest?.close();
+      await relay?.stop();
+      dns.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);

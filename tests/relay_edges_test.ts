@@ -9,6 +9,8 @@ import { StreamGuest, wsUpgradeStatus } from "./_relay_process.ts";
 import { buildServeConfig } from "../src/cli.ts";
 import { startTestRelay, TEST_SECRET_FILE, type TestRelay } from "./_test_relay.ts";
 import { prepareSocketDir } from "../src/relay/socket_dir.ts";
+import { parseUpstream } from "../src/stack/config.ts";
+import { parseResolvConf } from "../src/host/node_host.ts";
 
 const MAC = 0x02000000000c;
 
@@ -198,13 +200,32 @@ Deno.test("admin API: forwards as objects are validated like strings; captures s
   }
 });
 
-Deno.test("config: a --dns-upstream that is not IPv4[:PORT] is refused at start", () => {
-  for (const u of ["not-an-ip", "1.2.3.4:99999", "1.2.3.4:0", "::1"]) {
+Deno.test("config: a --dns-upstream that is not IPv4[:PORT], IPv6 or [IPv6]:PORT is refused at start", () => {
+  for (
+    const u of ["not-an-ip", "1.2.3.4:99999", "1.2.3.4:0", "fe80::1%eth0", "[::1]:0", "::1]:53", "[::g]"]
+  ) {
     assert.throws(() => buildServeConfig({ "dns-upstream": [u] }), /Invalid DNS upstream/, u);
   }
-  assert.deepEqual(buildServeConfig({ "dns-upstream": ["127.0.0.1:5353"] }).stack.dnsUpstreams, [
-    "127.0.0.1:5353",
+  const ok = ["127.0.0.1:5353", "::1", "[fd00::53]:5353"];
+  assert.deepEqual(buildServeConfig({ "dns-upstream": ok }).stack.dnsUpstreams, ok);
+  assert.deepEqual(ok.map(parseUpstream), [
+    { address: "127.0.0.1", port: 5353, family: 4 },
+    { address: "::1", port: 53, family: 6 },
+    { address: "fd00::53", port: 5353, family: 6 },
   ]);
+});
+
+Deno.test("resolv.conf: IPv4 and IPv6 nameservers, text after the address ignored, zoned link-local skipped", () => {
+  const text = [
+    "# generated",
+    "nameserver 192.0.2.53 # the office resolver",
+    "nameserver 2001:db8::53",
+    "nameserver fe80::1%eth0",
+    "nameserver not-an-address",
+    "search example.test",
+    "options edns0",
+  ].join("\n");
+  assert.deepEqual(parseResolvConf(text), ["192.0.2.53:53", "[2001:db8::53]:53"]);
 });
 
 Deno.test("tenant socket dir: created 0700; refused when writable by others or owned by another user", async () => {

@@ -738,4 +738,19 @@ export const MUTANTS: Mutant[] = [
     to: "    if (err > 0) return Promise.reject(connectFailure(this.#fd, err, false));\n",
     tests: ["tests/traceroute_test.ts"],
   },
+  {
+    name:
+      "DNS upstreams: resolv.conf's IPv6 nameservers are ignored (an IPv6-only host's guests get SERVFAIL)",
+    file: "src/host/node_host.ts",
+    from: "    else if (parseIpv6Address(m[1])) out.push(`[${m[1]}]:53`);\n",
+    to: "",
+    tests: ["tests/relay_edges_test.ts"],
+  },
+  {
+    name: "DNS upstreams: a query retried on an upstream of the other IP version keeps its first socket",
+    file: "src/stack/dns_service.ts",
+    from: "    if (p.socket && p.family !== u.family) {\n",
+    to: "    if (p.socket && false) {\n",
+    tests: ["tests/dns_forward_test.ts"],
+  },
 ];

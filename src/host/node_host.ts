@@ -6,6 +6,8 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import { readFileSync } from "node:fs";
+import { parseIpv4Address } from "../wire/bytes.ts";
+import { parseIpv6Address } from "../wire/ipv6.ts";
 import type {
   HostIcmpEcho,
   HostListener,
@@ -103,12 +105,18 @@ function bindTcp(sock: net.Socket, h: TcpHandlers): void {
   sock.on("drain", () => h.onDrain());
 }
 
-/** Reads IPv4 nameservers from a resolv.conf text. */
+/**
+ * Reads the nameservers of a resolv.conf text, IPv4 and IPv6, as DNS upstreams (`1.2.3.4:53`, `[::1]:53`).
+ * As glibc's resolver (resolv.conf(5)), anything after the address on its line is ignored. A link-local
+ * address with a zone (`fe80::1%eth0`) is skipped: the zone does not survive into the sockets' addresses.
+ */
 export function parseResolvConf(text: string): string[] {
   const out: string[] = [];
   for (const line of text.split("\n")) {
-    const m = /^\s*nameserver\s+(\d+\.\d+\.\d+\.\d+)\s*$/.exec(line);
-    if (m) out.push(`${m[1]}:53`);
+    const m = /^\s*nameserver\s+(\S+)/.exec(line);
+    if (!m) continue;
+    if (parseIpv4Address(m[1]) !== null) out.push(`${m[1]}:53`);
+    else if (parseIpv6Address(m[1])) out.push(`[${m[1]}]:53`);
   }
   return out;
 }

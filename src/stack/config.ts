@@ -5,7 +5,7 @@
  * @module
  */
 import { ipv4ToString, parseCidr, parseIpv4Address, parseMacAddress } from "../wire/bytes.ts";
-import { parseCidrV6, parseIpv6Address } from "../wire/ipv6.ts";
+import { ipv6ToString, parseCidrV6, parseIpv6Address } from "../wire/ipv6.ts";
 import type { PolicyConfig } from "./policy.ts";
 
 /** A static DNS record answered by the stack itself. */
@@ -170,20 +170,27 @@ export function defaultStackConfig(): StackConfig {
 
 /** A DNS upstream resolver. */
 export interface Upstream {
+  /** An IPv4 address, or an IPv6 one in its canonical text (RFC 5952: how the host names a reply's sender). */
   address: string;
   port: number;
+  family: 4 | 6;
 }
 
-/** Parses "1.2.3.4" or "1.2.3.4:5353" into an upstream; throws on anything else. */
+/**
+ * Parses a DNS upstream — "1.2.3.4", "1.2.3.4:5353", "::1", "[::1]" or "[fd00::1]:5353" — into an upstream;
+ * throws on anything else.
+ */
 export function parseUpstream(text: string): Upstream {
-  const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(text.trim());
-  if (
-    !m || parseIpv4Address(m[1]) === null ||
-    (m[2] !== undefined && (Number(m[2]) > 65535 || Number(m[2]) === 0))
-  ) {
-    throw new Error(`Invalid DNS upstream "${text}": expected IPv4[:PORT]`);
+  const t = text.trim();
+  const m = /^([0-9.]+)(?::(\d{1,5}))?$/.exec(t) ?? /^\[([0-9a-fA-F:.]+)\](?::(\d{1,5}))?$/.exec(t) ??
+    /^([0-9a-fA-F]*:[0-9a-fA-F:.]*)()$/.exec(t);
+  const v4 = m ? parseIpv4Address(m[1]) : null;
+  const v6 = m && v4 === null ? parseIpv6Address(m[1]) : null;
+  const port = m?.[2] ? Number(m[2]) : 53;
+  if (!m || (v4 === null && !v6) || port > 65535 || port === 0) {
+    throw new Error(`Invalid DNS upstream "${text}": expected IPV4[:PORT], IPV6 or [IPV6]:PORT`);
   }
-  return { address: m[1], port: m[2] === undefined ? 53 : Number(m[2]) };
+  return v6 ? { address: ipv6ToString(v6, 0), port, family: 6 } : { address: m[1], port, family: 4 };
 }
 
 /**

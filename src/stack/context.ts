@@ -135,7 +135,7 @@ export interface StackContext extends FaultOwner, PathSender {
   readonly icmp: IcmpErrors;
   readonly icmp6: Icmpv6Errors;
   /** Where DNS over TCP to the virtual DNS address goes. */
-  readonly dns: { tcpUpstream(): { address: number; port: number } | null };
+  readonly dns: { tcpUpstream(): { address: string; port: number } | null };
   /** The guest a port forward without a guest address reaches ({@linkcode Stack.defaultForwardGuest}). */
   readonly defaultForwardGuest: number;
   /** UDP and ICMP datagrams toward the guest, fragmented when they do not fit its MTU. */

@@ -59,6 +59,8 @@ interface PendingQuery {
   timer: Timer;
   /** This query's own socket: its random source port is half of what a forger must guess. */
   socket: HostUdpSocket | null;
+  /** The IP version of that socket (a retry on an upstream of the other version opens a new one). */
+  family: 4 | 6;
   /** A query of the relay's own (a stream naming a host, as Wisp's): where its address goes. */
   resolved?: (address: number | null) => void;
 }
@@ -142,6 +144,7 @@ export class DnsService {
       tries: 0,
       timer: new Timer(() => this.#timeout(p), s),
       socket: null,
+      family: 4,
     };
     this.#pending.set(id, p);
     this.#send(p);
@@ -179,6 +182,7 @@ export class DnsService {
       tries: 0,
       timer: new Timer(() => this.#timeout(p), this.#stack),
       socket: null,
+      family: 4,
       resolved: done,
     };
     this.#pending.set(id, p);
@@ -190,10 +194,15 @@ export class DnsService {
     const u = this.#upstreams[p.upstream];
     p.tries++;
     s.wheel.arm(p.timer, s.wheel.now + s.config.dnsTimeoutMs);
+    if (p.socket && p.family !== u.family) {
+      p.socket.close();
+      p.socket = null;
+    }
+    p.family = u.family;
     p.socket ??= s.host.openUdp({
       onMessage: (data, address, port) => this.#reply(p, data, address, port),
       onError: (code, address, port) => this.#upstreamFailed(p, code, address, port),
-    });
+    }, u.family);
     p.socket.sendTo(p.query, u.address, u.port);
   }
 
@@ -286,9 +295,9 @@ export class DnsService {
   }
 
   /** Where DNS over TCP to the virtual DNS address goes: the upstream that answered last, or null without one. */
-  tcpUpstream(): { address: number; port: number } | null {
+  tcpUpstream(): { address: string; port: number } | null {
     const u = this.#upstreams[this.#preferred];
-    return u ? { address: parseIpv4Address(u.address)!, port: u.port } : null;
+    return u ? { address: u.address, port: u.port } : null;
   }
 
   close(): void {

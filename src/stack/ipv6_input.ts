@@ -47,7 +47,7 @@ export interface Ipv6Services {
   readonly udp: { input6(buf: Uint8Array, ip: Ipv6Header, udp: UdpHeader): void };
   readonly dns: {
     input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void;
-    tcpUpstream(): { address: number; port: number } | null;
+    tcpUpstream(): { address: string; port: number } | null;
   };
   /** The gateway's TFTP server (prefix::2 port 69), or null. */
   readonly tftp: { input(buf: Uint8Array, guest: GuestPath, udp: UdpHeader): void } | null;
@@ -161,7 +161,7 @@ export class Ipv6Input {
     const s = this.#stack;
     if (ipv6Equal(a, off, s.plan.v6!.dns, 0)) {
       const u = protocol === "tcp" && port === 53 ? this.#services.dns.tcpUpstream() : null;
-      return u ? { address: ipv4ToString(u.address), port: u.port } : ICMPV6_UNREACH_PORT;
+      return u ?? ICMPV6_UNREACH_PORT;
     }
     const mapped = mappedIpv4(a, off);
     if (mapped >= 0) {

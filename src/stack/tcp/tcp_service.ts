@@ -201,17 +201,16 @@ export class TcpService implements TcpConnOwner {
     if (guestForward) return this.#open(path, seg, guestForward.address, guestForward.port);
     // DNS over TCP to the virtual DNS address goes to the first upstream resolver (RFC 7766: clients
     // retry over TCP when a UDP answer was truncated)
-    const dnsUpstream = ip.dst === s.plan.dns && seg.dstPort === 53 ? s.dns.tcpUpstream() : null;
-    if (ip.dst === s.plan.dns && !dnsUpstream) {
-      this.#refuse(path, seg, "tcp-dns-no-upstream");
-      return;
+    if (ip.dst === s.plan.dns) {
+      const dnsUpstream = seg.dstPort === 53 ? s.dns.tcpUpstream() : null;
+      if (!dnsUpstream) return void this.#refuse(path, seg, "tcp-dns-no-upstream");
+      return this.#open(path, seg, dnsUpstream.address, dnsUpstream.port);
     }
-    const real = dnsUpstream ? dnsUpstream.address : s.translation.toReal(ip.dst);
+    const real = s.translation.toReal(ip.dst);
     if (real < 0) return s.icmp.unreachable(buf, ip, ICMP_UNREACH_HOST, "tcp-no-host");
-    if (!dnsUpstream && !s.allowEgress("tcp", real, seg.dstPort)) {
+    if (!s.allowEgress("tcp", real, seg.dstPort)) {
       return s.icmp.unreachable(buf, ip, ICMP_UNREACH_ADMIN_PROHIBITED, "policy-denied-tcp");
     }
-    if (dnsUpstream) return this.#open(path, seg, ipv4ToString(real), dnsUpstream.port);
     this.#open(path, seg, ipv4ToString(real), seg.dstPort, probeHops(ip.ttl));
   }
 

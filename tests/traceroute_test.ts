@@ -16,7 +16,12 @@ import type { HostIcmpEcho, HostUdpSocket, IcmpEchoCallback, UdpHandlers } from 
 import { tenantStackConfig } from "../src/relay/tenant_config.ts";
 import { defaultStackConfig, parseHostForward } from "../src/stack/config.ts";
 import { ipv4ToString, u16 as get16, u32 as get32 } from "../src/wire/bytes.ts";
-import { ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED } from "../src/wire/icmpv4.ts";
+import {
+  ICMP_DEST_UNREACHABLE,
+  ICMP_ECHO_REPLY,
+  ICMP_ECHO_REQUEST,
+  ICMP_TIME_EXCEEDED,
+} from "../src/wire/icmpv4.ts";
 import { ICMPV6_TIME_EXCEEDED } from "../src/wire/icmpv6.ts";
 import { ipv6ToString } from "../src/wire/ipv6.ts";
 import { TCP_SYN } from "../src/wire/tcp.ts";
@@ -120,6 +125,30 @@ Deno.test("traceroute (IPv4, stack): the gateway is hop 1, probes leave with TTL
     });
     assert.equal(h.raw.length, from, "nothing about a hidden router");
     assert.equal(h.drops("icmp-hop-hidden"), 1);
+    // a router that cannot reach the destination says so itself; the destination's own port unreachable
+    // comes from the destination; a hidden router's unreachable is shown from the destination
+    const unreachable = (errno: string, offender: string, code: number) => {
+      const at = h.raw.length;
+      flow.handlers.onError(errno, "198.51.100.9", 33437, { type: ICMP_DEST_UNREACHABLE, code, offender });
+      const f = h.raw.slice(at).find((f) => f[23] === 1 && f[34] === ICMP_DEST_UNREACHABLE);
+      assert.ok(f, `an unreachable for the error from ${offender}`);
+      return { from: ipv4ToString(get32(f, 26)), code: f[35], port: get16(f, 42 + 22) };
+    };
+    assert.deepEqual(unreachable("EHOSTUNREACH", "198.51.100.254", 1), {
+      from: "198.51.100.254",
+      code: 1,
+      port: 33437,
+    });
+    assert.deepEqual(unreachable("ECONNREFUSED", "198.51.100.9", 3), {
+      from: "198.51.100.9",
+      code: 3,
+      port: 33437,
+    });
+    assert.deepEqual(unreachable("EHOSTUNREACH", "10.1.1.1", 1), {
+      from: "198.51.100.9",
+      code: 1,
+      port: 33437,
+    });
 
     // ICMP probes (traceroute -I, mtr): TTL less one hop on the request; the router's error quotes the
     // guest's own identifier and sequence

@@ -753,4 +753,11 @@ export const MUTANTS: Mutant[] = [
     to: "    if (p.socket && false) {\n",
     tests: ["tests/dns_forward_test.ts"],
   },
+  {
+    name: "UDP: a router's unreachable about a guest's datagram is shown from the destination",
+    file: "src/stack/udp_nat.ts",
+    from: "      icmp && icmp.offender !== (address ?? f.lastRealText) &&\n",
+    to: "      icmp && icmp.type !== 3 && icmp.offender !== (address ?? f.lastRealText) &&\n",
+    tests: ["tests/traceroute_test.ts"],
+  },
 ];

@@ -30,14 +30,17 @@ export interface IcmpErrors {
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void;
   /** Time exceeded from the gateway about the datagram in `buf`, whose TTL ends here. */
   timeExceeded(buf: Uint8Array, ip: Ipv4Header): void;
-  /** Time exceeded from the router `offender` about a UDP datagram no longer in hand. */
-  timeExceededForUdp(
-    offender: string,
+  /**
+   * A router's ICMP error about a UDP datagram no longer in hand, from that router; false when the caller's
+   * own answer should stand.
+   */
+  routerErrorForUdp(
+    icmp: HostIcmpError,
     guestIp: number,
     guestPort: number,
     dst: number,
     dstPort: number,
-  ): void;
+  ): boolean;
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
   unreachableForTcp(
     guestIp: number,
@@ -78,14 +81,17 @@ export interface Icmpv6Errors {
   ): void;
   /** Time Exceeded from the router about the packet in `buf`, whose hop limit ends here. */
   timeExceeded(buf: Uint8Array, ip: Ipv6Header): void;
-  /** Time Exceeded from the router `offender` about a UDP datagram no longer in hand. */
-  timeExceededForUdp(
-    offender: string,
+  /**
+   * A router's ICMPv6 error about a UDP datagram no longer in hand, from that router; false when the
+   * caller's own answer should stand.
+   */
+  routerErrorForUdp(
+    icmp: HostIcmpError,
     guest: Uint8Array,
     guestPort: number,
     dst: Uint8Array,
     dstPort: number,
-  ): void;
+  ): boolean;
   /** The guest's latest global IPv6 address, or null (the default target of IPv6 port forwards). */
   guestAddress(): Uint8Array | null;
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */

@@ -34,6 +34,8 @@ import type { HostIcmpError } from "../host/host.ts";
 /** Echo requests in flight through the host per tenant. */
 export const MAX_PENDING_ECHO = 64;
 const ECHO_TIMEOUT_MS = 5000;
+/** {@linkcode IcmpService}'s answer for a time exceeded from a router the guest may not see. */
+const HIDDEN_TIME_EXCEEDED = -2;
 
 export class IcmpService {
   #stack: StackContext;
@@ -74,10 +76,8 @@ export class IcmpService {
         if (reply.type === ICMP_ECHO_REPLY) {
           return s.datagrams.sendIcmp(virtualDst, guest, ICMP_ECHO_REPLY, 0, rest, reply.data);
         }
-        const from = reply.offender === undefined ? -1 : this.#hop(reply.offender);
-        if (from < 0 || (reply.type !== ICMP_TIME_EXCEEDED && reply.type !== ICMP_DEST_UNREACHABLE)) {
-          return s.drop("icmp-host-error-reply");
-        }
+        const from = reply.offender === undefined ? -1 : this.#router(reply as HostIcmpError);
+        if (from < 0) return s.drop("icmp-host-error-reply");
         // the quote: the guest's request rebuilt (its own id and sequence, by which the guest matches it)
         const q = L4_OFFSET + ICMP_HEADER_LEN;
         emitIpv4({ id: 0, ttl: 1, protocol: IPPROTO_ICMP, src: guest, dst: virtualDst }, s.tx, q, 8);
@@ -151,19 +151,35 @@ export class IcmpService {
   }
 
   /**
-   * Time exceeded about a UDP datagram no longer in hand, from the router `offender` that sent it to the
-   * host (a traceroute's later hops); not told when the guest may not see that router.
+   * The ICMP error (time exceeded, unreachable) a router sent the host about a guest's UDP datagram no longer
+   * in hand (a traceroute's later hops, a network the router cannot reach), passed on from that router;
+   * true when dealt with — sent, or a time exceeded from a router the guest may not see (dropped) — false
+   * when the caller's own answer should stand.
    */
-  timeExceededForUdp(
-    offender: string,
+  routerErrorForUdp(
+    icmp: HostIcmpError,
     guestIp: number,
     guestPort: number,
     dst: number,
     dstPort: number,
-  ): void {
-    const from = this.#hop(offender);
-    if (from < 0) return this.#stack.counters.drop("icmp-hop-hidden");
-    this.#aboutUdp(ICMP_TIME_EXCEEDED, 0, from, guestIp, guestPort, dst, dstPort);
+  ): boolean {
+    const from = this.#router(icmp);
+    if (from < 0) return from === HIDDEN_TIME_EXCEEDED;
+    this.#aboutUdp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort);
+    return true;
+  }
+
+  /**
+   * Where a router's `icmp` is shown from, or -1 when the caller's own answer should stand (not an error we
+   * pass on; an unreachable from a router the guest may not see), or {@linkcode HIDDEN_TIME_EXCEEDED}: a time
+   * exceeded from such a router, counted and dropped — the guest's traceroute shows `*` there.
+   */
+  #router(icmp: HostIcmpError): number {
+    if (icmp.type !== ICMP_TIME_EXCEEDED && icmp.type !== ICMP_DEST_UNREACHABLE) return -1;
+    const from = this.#hop(icmp.offender);
+    if (from >= 0 || icmp.type !== ICMP_TIME_EXCEEDED) return from;
+    this.#stack.counters.drop("icmp-hop-hidden");
+    return HIDDEN_TIME_EXCEEDED;
   }
 
   #aboutUdp(
@@ -211,13 +227,8 @@ export class IcmpService {
     dstPort: number,
     seq: number,
   ): boolean {
-    if (icmp.type !== ICMP_TIME_EXCEEDED && icmp.type !== ICMP_DEST_UNREACHABLE) return false;
-    const from = this.#hop(icmp.offender);
-    if (from < 0) {
-      if (icmp.type !== ICMP_TIME_EXCEEDED) return false;
-      this.#stack.counters.drop("icmp-hop-hidden");
-      return true;
-    }
+    const from = this.#router(icmp);
+    if (from < 0) return from === HIDDEN_TIME_EXCEEDED;
     this.#aboutTcp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort, seq);
     return true;
   }

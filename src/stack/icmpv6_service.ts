@@ -268,10 +268,8 @@ export class Icmpv6Service {
       if (reply.type === ICMPV6_ECHO_REPLY) {
         return s.datagrams.sendIcmpv6(a, 16, a, 0, ICMPV6_ECHO_REPLY, 0, rest, reply.data);
       }
-      const from = reply.offender === undefined ? null : this.#hop(reply.offender);
-      if (!from || (reply.type !== ICMPV6_TIME_EXCEEDED && reply.type !== ICMPV6_DEST_UNREACHABLE)) {
-        return s.drop("icmpv6-host-error-reply");
-      }
+      const from = reply.offender === undefined ? false : this.#router(reply as HostIcmpError);
+      if (typeof from === "boolean") return s.drop("icmpv6-host-error-reply");
       // the quote: the guest's request rebuilt (its own identifier and sequence, by which it matches it)
       const q = ETH_HEADER_LEN + IPV6_HEADER_LEN + ICMPV6_HEADER_LEN;
       emitIpv6(s.tx, q, ICMPV6_HEADER_LEN, IPPROTO_ICMPV6, 1, a, 0, a, 16);
@@ -371,14 +369,22 @@ export class Icmpv6Service {
     localPort: number,
     seq: number,
   ): boolean {
+    const from = this.#router(icmp);
+    if (typeof from === "boolean") return from;
+    this.#aboutTcp(icmp.type, icmp.code, from, 0, path, guestPort, localPort, seq);
+    return true;
+  }
+
+  /**
+   * Where a router's `icmp` is shown from; or false when the caller's own answer should stand (not an error
+   * we pass on; an unreachable from a router the guest may not see); or true for a Time Exceeded from such
+   * a router, counted and dropped — the guest's traceroute shows `*` there.
+   */
+  #router(icmp: HostIcmpError): Uint8Array | boolean {
     if (icmp.type !== ICMPV6_TIME_EXCEEDED && icmp.type !== ICMPV6_DEST_UNREACHABLE) return false;
     const from = this.#hop(icmp.offender);
-    if (!from) {
-      if (icmp.type !== ICMPV6_TIME_EXCEEDED) return false;
-      this.#stack.counters.drop("icmp-hop-hidden");
-      return true;
-    }
-    this.#aboutTcp(icmp.type, icmp.code, from, 0, path, guestPort, localPort, seq);
+    if (from || icmp.type !== ICMPV6_TIME_EXCEEDED) return from ?? false;
+    this.#stack.counters.drop("icmp-hop-hidden");
     return true;
   }
 
@@ -423,19 +429,21 @@ export class Icmpv6Service {
   }
 
   /**
-   * Time Exceeded about a UDP datagram no longer in hand, from the router `offender` that sent it to the
-   * host (a traceroute's later hops); not told when the guest may not see that router.
+   * The ICMPv6 error (Time Exceeded, unreachable) a router sent the host about a guest's UDP datagram no
+   * longer in hand, passed on from that router; true when dealt with — sent, or a Time Exceeded from a
+   * router the guest may not see (dropped) — false when the caller's own answer should stand.
    */
-  timeExceededForUdp(
-    offender: string,
+  routerErrorForUdp(
+    icmp: HostIcmpError,
     guest: Uint8Array,
     guestPort: number,
     dst: Uint8Array,
     dstPort: number,
-  ): void {
-    const from = this.#hop(offender);
-    if (!from) return this.#stack.counters.drop("icmp-hop-hidden");
-    this.#aboutUdp(ICMPV6_TIME_EXCEEDED, 0, from, guest, guestPort, dst, dstPort);
+  ): boolean {
+    const from = this.#router(icmp);
+    if (typeof from === "boolean") return from;
+    this.#aboutUdp(icmp.type, icmp.code, from, guest, guestPort, dst, dstPort);
+    return true;
   }
 
   #aboutUdp(

@@ -17,14 +17,12 @@ import type { UdpHeader } from "../wire/udp.ts";
 import type { Ipv4Header } from "../wire/ipv4.ts";
 import { ipv6Equal, type Ipv6Header, parseIpv6Address } from "../wire/ipv6.ts";
 import {
-  ICMPV6_TIME_EXCEEDED,
   ICMPV6_UNREACH_ADDRESS,
   ICMPV6_UNREACH_ADMIN_PROHIBITED,
   ICMPV6_UNREACH_NO_ROUTE,
   ICMPV6_UNREACH_PORT,
 } from "../wire/icmpv6.ts";
 import {
-  ICMP_TIME_EXCEEDED,
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
   ICMP_UNREACH_NET,
@@ -326,9 +324,12 @@ export class UdpNat {
     }
     if (port !== undefined) dstPort = port;
     if (dst < 0) return s.drop("udp-host-error-unknown-destination");
-    if (icmp?.type === ICMP_TIME_EXCEEDED) {
-      s.counters.drop("udp-host-error-time-exceeded");
-      return s.icmp.timeExceededForUdp(icmp.offender, f.guestIp, f.guestPort, dst, dstPort);
+    // a router's error (not the destination's own) comes from that router
+    if (
+      icmp && icmp.offender !== (address ?? f.lastRealText) &&
+      s.icmp.routerErrorForUdp(icmp, f.guestIp, f.guestPort, dst, dstPort)
+    ) {
+      return s.counters.drop(`udp-host-error-router-icmp-${icmp.type}`);
     }
     const icmpCode = code === "ECONNREFUSED"
       ? ICMP_UNREACH_PORT
@@ -357,9 +358,12 @@ export class UdpNat {
       : this.#virtualSource6(address);
     const dstPort = port ?? f.lastPort;
     if (!dst) return s.drop("udp-host-error-unknown-destination");
-    if (icmp?.type === ICMPV6_TIME_EXCEEDED && icmp.offender.includes(":")) {
-      s.counters.drop("udp-host-error-time-exceeded");
-      return s.icmp6.timeExceededForUdp(icmp.offender, guest6, f.guestPort, dst, dstPort);
+    // a router's error (not the destination's own) comes from that router
+    if (
+      icmp && icmp.offender !== (address ?? f.lastReplyText) &&
+      s.icmp6.routerErrorForUdp(icmp, guest6, f.guestPort, dst, dstPort)
+    ) {
+      return s.counters.drop(`udp-host-error-router-icmp6-${icmp.type}`);
     }
     s.counters.drop(`udp-host-error-${code}`);
     const icmpCode = code === "ECONNREFUSED"

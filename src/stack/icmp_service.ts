@@ -34,6 +34,8 @@ import type { HostIcmpError } from "../host/host.ts";
 /** Echo requests in flight through the host per tenant. */
 export const MAX_PENDING_ECHO = 64;
 const ECHO_TIMEOUT_MS = 5000;
+/** A rebuilt UDP header's last word: length 8, no checksum. */
+const UDP_QUOTE_WORD = 8 << 16;
 /** {@linkcode IcmpService}'s answer for a time exceeded from a router the guest may not see. */
 const HIDDEN_TIME_EXCEEDED = -2;
 
@@ -147,7 +149,17 @@ export class IcmpService {
    * rebuilt from the flow's addresses and ports.
    */
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void {
-    this.#aboutUdp(ICMP_DEST_UNREACHABLE, code, dst, guestIp, guestPort, dst, dstPort);
+    this.#aboutFlow(
+      ICMP_DEST_UNREACHABLE,
+      code,
+      dst,
+      IPPROTO_UDP,
+      guestIp,
+      guestPort,
+      dst,
+      dstPort,
+      UDP_QUOTE_WORD,
+    );
   }
 
   /**
@@ -165,7 +177,17 @@ export class IcmpService {
   ): boolean {
     const from = this.#router(icmp);
     if (from < 0) return from === HIDDEN_TIME_EXCEEDED;
-    this.#aboutUdp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort);
+    this.#aboutFlow(
+      icmp.type,
+      icmp.code,
+      from,
+      IPPROTO_UDP,
+      guestIp,
+      guestPort,
+      dst,
+      dstPort,
+      UDP_QUOTE_WORD,
+    );
     return true;
   }
 
@@ -182,26 +204,6 @@ export class IcmpService {
     return HIDDEN_TIME_EXCEEDED;
   }
 
-  #aboutUdp(
-    type: number,
-    code: number,
-    from: number,
-    guestIp: number,
-    guestPort: number,
-    dst: number,
-    dstPort: number,
-  ): void {
-    const s = this.#stack;
-    if (!s.admitErrorReply()) return;
-    const q = L4_OFFSET + ICMP_HEADER_LEN;
-    emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_UDP, src: guestIp, dst }, s.tx, q, 8);
-    put16(s.tx, q + 20, guestPort);
-    put16(s.tx, q + 22, dstPort);
-    put16(s.tx, q + 24, 8);
-    put16(s.tx, q + 26, 0);
-    this.#sendError(type, code, from, guestIp, 28);
-  }
-
   /** Unreachable about a TCP SYN no longer in hand (the host dial failed later). */
   unreachableForTcp(
     guestIp: number,
@@ -211,7 +213,7 @@ export class IcmpService {
     seq: number,
     code: number,
   ): void {
-    this.#aboutTcp(ICMP_DEST_UNREACHABLE, code, dst, guestIp, guestPort, dst, dstPort, seq);
+    this.#aboutFlow(ICMP_DEST_UNREACHABLE, code, dst, IPPROTO_TCP, guestIp, guestPort, dst, dstPort, seq);
   }
 
   /**
@@ -229,28 +231,33 @@ export class IcmpService {
   ): boolean {
     const from = this.#router(icmp);
     if (from < 0) return from === HIDDEN_TIME_EXCEEDED;
-    this.#aboutTcp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort, seq);
+    this.#aboutFlow(icmp.type, icmp.code, from, IPPROTO_TCP, guestIp, guestPort, dst, dstPort, seq);
     return true;
   }
 
-  /** An error from `from` quoting a guest's SYN no longer in hand, its headers rebuilt. */
-  #aboutTcp(
+  /**
+   * An error from `from` quoting a guest's UDP datagram or TCP SYN no longer in hand: its IPv4 header and
+   * first 8 transport bytes rebuilt (RFC 792: enough to match it) — the ports, then `word`: a UDP header's
+   * length and checksum, or a TCP segment's sequence number.
+   */
+  #aboutFlow(
     type: number,
     code: number,
     from: number,
+    protocol: typeof IPPROTO_UDP | typeof IPPROTO_TCP,
     guestIp: number,
     guestPort: number,
     dst: number,
     dstPort: number,
-    seq: number,
+    word: number,
   ): void {
     const s = this.#stack;
     if (!s.admitErrorReply()) return;
     const q = L4_OFFSET + ICMP_HEADER_LEN;
-    emitIpv4({ id: 0, ttl: 64, protocol: IPPROTO_TCP, src: guestIp, dst }, s.tx, q, 20);
+    emitIpv4({ id: 0, ttl: 64, protocol, src: guestIp, dst }, s.tx, q, protocol === IPPROTO_TCP ? 20 : 8);
     put16(s.tx, q + 20, guestPort);
     put16(s.tx, q + 22, dstPort);
-    put32(s.tx, q + 24, seq);
+    put32(s.tx, q + 24, word);
     this.#sendError(type, code, from, guestIp, 28);
   }
 

@@ -54,7 +54,7 @@ export interface IcmpErrors {
    * A router's ICMP error about a guest's SYN (a path probe), from that router; false when the caller's own
    * answer should stand.
    */
-  hostErrorForTcp(
+  routerErrorForTcp(
     icmp: HostIcmpError,
     guestIp: number,
     guestPort: number,
@@ -106,7 +106,7 @@ export interface Icmpv6Errors {
    * A router's ICMPv6 error about a guest's SYN (a path probe), from that router; false when the caller's
    * own answer should stand.
    */
-  hostErrorForTcp(
+  routerErrorForTcp(
     icmp: HostIcmpError,
     path: Ipv6Path,
     guestPort: number,

@@ -221,7 +221,7 @@ export class IcmpService {
    * passed on from that router; true when dealt with — sent, or a time exceeded from a router the guest may
    * not see (dropped, as for UDP) — false when the caller's own answer should stand.
    */
-  hostErrorForTcp(
+  routerErrorForTcp(
     icmp: HostIcmpError,
     guestIp: number,
     guestPort: number,

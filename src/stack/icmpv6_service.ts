@@ -362,7 +362,7 @@ export class Icmpv6Service {
    * hops), passed on from that router; true when dealt with — sent, or a Time Exceeded from a router the
    * guest may not see (dropped, as for UDP) — false when the caller's own answer should stand.
    */
-  hostErrorForTcp(
+  routerErrorForTcp(
     icmp: HostIcmpError,
     path: Ipv6Path,
     guestPort: number,

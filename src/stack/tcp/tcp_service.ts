@@ -331,8 +331,8 @@ export class TcpService implements TcpConnOwner {
     const p = c.path;
     if (icmp) {
       const told = p.family === 4
-        ? s.icmp.hostErrorForTcp(icmp, p.guest, c.guestPort, p.local, c.localPort, c.irs)
-        : s.icmp6.hostErrorForTcp(icmp, p, c.guestPort, c.localPort, c.irs);
+        ? s.icmp.routerErrorForTcp(icmp, p.guest, c.guestPort, p.local, c.localPort, c.irs)
+        : s.icmp6.routerErrorForTcp(icmp, p, c.guestPort, c.localPort, c.irs);
       if (told) {
         s.counters.drop(`tcp-host-icmp-${icmp.type}`);
         c.forget();

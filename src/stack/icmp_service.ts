@@ -34,8 +34,6 @@ import type { HostIcmpError } from "../host/host.ts";
 /** Echo requests in flight through the host per tenant. */
 export const MAX_PENDING_ECHO = 64;
 const ECHO_TIMEOUT_MS = 5000;
-/** A rebuilt UDP header's last word: length 8, no checksum. */
-const UDP_QUOTE_WORD = 8 << 16;
 /** {@linkcode IcmpService}'s answer for a time exceeded from a router the guest may not see. */
 const HIDDEN_TIME_EXCEEDED = -2;
 
@@ -149,17 +147,7 @@ export class IcmpService {
    * rebuilt from the flow's addresses and ports.
    */
   unreachableForUdp(guestIp: number, guestPort: number, dst: number, dstPort: number, code: number): void {
-    this.#aboutFlow(
-      ICMP_DEST_UNREACHABLE,
-      code,
-      dst,
-      IPPROTO_UDP,
-      guestIp,
-      guestPort,
-      dst,
-      dstPort,
-      UDP_QUOTE_WORD,
-    );
+    this.#aboutUdp(ICMP_DEST_UNREACHABLE, code, dst, guestIp, guestPort, dst, dstPort);
   }
 
   /**
@@ -177,18 +165,21 @@ export class IcmpService {
   ): boolean {
     const from = this.#router(icmp);
     if (from < 0) return from === HIDDEN_TIME_EXCEEDED;
-    this.#aboutFlow(
-      icmp.type,
-      icmp.code,
-      from,
-      IPPROTO_UDP,
-      guestIp,
-      guestPort,
-      dst,
-      dstPort,
-      UDP_QUOTE_WORD,
-    );
+    this.#aboutUdp(icmp.type, icmp.code, from, guestIp, guestPort, dst, dstPort);
     return true;
+  }
+
+  /** {@linkcode #aboutFlow} for a UDP datagram: its header's last word is length 8, no checksum. */
+  #aboutUdp(
+    type: number,
+    code: number,
+    from: number,
+    ip: number,
+    port: number,
+    dst: number,
+    dstPort: number,
+  ): void {
+    this.#aboutFlow(type, code, from, IPPROTO_UDP, ip, port, dst, dstPort, 8 << 16);
   }
 
   /**

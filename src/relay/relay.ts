@@ -23,6 +23,7 @@ import type { ByteStream, HostDatagramSocket, HostIcmpEcho, HostNet } from "../h
 import type { HostForwardConfig } from "../stack/config.ts";
 import { FrameScheduler } from "./scheduler.ts";
 import { Tenant } from "./tenant.ts";
+import { SingleUserSessions } from "./single_user_sessions.ts";
 import { bindForward, type BoundForward } from "./port_forward.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "../transport/link.ts";
 import { carryWebSocket } from "../transport/websocket.ts";
@@ -30,13 +31,7 @@ import { carryDatagrams } from "../transport/datagram.ts";
 import { framePeer, type PeerContext, webSocketPeer } from "./guest_peers.ts";
 import { wispCredentials } from "./wisp_guest.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
-import {
-  compilePolicy,
-  parseStreamTcp,
-  type TenantSpec,
-  tenantStackConfig,
-  validateSpec,
-} from "./tenant_config.ts";
+import { compilePolicy, parseStreamTcp, tenantStackConfig, validateSpec } from "./tenant_config.ts";
 import { AdminApi, json } from "./admin.ts";
 import { listenHttp } from "./http_listen.ts";
 import { Admission, endAtExpiry, RelayFullError, type WebSocketAdmission } from "./admission.ts";
@@ -104,7 +99,7 @@ export class Relay implements RelayView {
   #memoryRelease: CancelTimer | undefined;
   /** RSS right after the last compacting release (0: none yet). */
   #rssAfterRelease = 0;
-  #nextSession = 1;
+  #singleUser: SingleUserSessions;
   #icmp: IcmpSocket | null = null;
   #forwards: BoundForward[] = [];
   #stopping = false;
@@ -138,6 +133,18 @@ export class Relay implements RelayView {
     this.#opts = opts;
     this.#shared = opts.shared ? new SharedRelayState(opts.shared.buffers, opts.shared.worker) : null;
     this.tenants = this.#shared ? new CountedTenants(this.#shared) : new Map();
+    this.#singleUser = new SingleUserSessions({
+      tenants: this.tenants,
+      stack: opts.stack,
+      tenantDeps: () => ({
+        host: this.host,
+        wheel: this.wheel,
+        log: opts.log,
+        flowLimit: this.flowLimit,
+        relayCapture: this.#pcap,
+        retired: this.retiredCounters,
+      }),
+    });
     this.#admission = new Admission({
       multiTenant: opts.multiTenant === true,
       tenants: this.tenants,
@@ -147,7 +154,7 @@ export class Relay implements RelayView {
       tokenSecret: opts.tokenSecret,
       wsAllowOrigin: opts.wsAllowOrigin,
       graceMs: opts.graceMs ?? 30_000,
-      ephemeralTenant: () => this.#ephemeralTenant(),
+      ephemeralTenant: () => this.#singleUser.open(),
       createTenant: (raw, by) => this.createTenant(raw, by),
       deleteTenant: (id) => this.deleteTenant(id),
     });
@@ -166,7 +173,7 @@ export class Relay implements RelayView {
       log: opts.log,
       attach: (t, link) => this.#attach(t, link),
       detach: (t, link) => this.#detach(t, link),
-      dropEphemeral: (t) => this.#dropEphemeral(t),
+      dropEphemeral: (t) => this.#singleUser.drop(t),
       protocolError: () => this.transportErrors++,
       get stopping() {
         return isStopping();
@@ -467,27 +474,6 @@ export class Relay implements RelayView {
     };
   }
 
-  /** Forgets a single-user tenant no guest attached to (refused, or its upgrade failed). */
-  #dropEphemeral(t: Tenant): void {
-    if (t.ephemeral && !t.hasGuest) this.tenants.delete(t.id);
-  }
-
-  #ephemeralTenant(): Tenant {
-    const id = `session-${this.#nextSession++}`;
-    const spec: TenantSpec = { id };
-    const config = structuredClone(this.#opts.stack);
-    const t = new Tenant(spec, config, true, {
-      host: this.host,
-      wheel: this.wheel,
-      log: this.#opts.log,
-      flowLimit: this.flowLimit,
-      relayCapture: this.#pcap,
-      retired: this.retiredCounters,
-    });
-    this.tenants.set(id, t);
-    return t;
-  }
-
   /**
    * Attaches `link` to `t`, wiring its frames through the scheduler. Returns the function that feeds a
    * batch of frames, or null when refused (duplicate guest with "refuse").
@@ -598,7 +584,7 @@ export class Relay implements RelayView {
       upgrade = platform.upgradeWebSocket(req, protocol);
     } catch (e) {
       // e.g. "Upgrade: websocket" without "Connection: Upgrade" or a key: the client's mistake, not ours
-      this.#dropEphemeral(tenant);
+      this.#singleUser.drop(tenant);
       return json(400, { error: `Bad WebSocket upgrade: ${(e as Error).message}` });
     }
     const { socket, response } = upgrade;
@@ -654,7 +640,7 @@ export class Relay implements RelayView {
   /** The thread holding an admitted WebSocket could not upgrade it: forget a tenant made for it. */
   abandonWebSocket(tenantId: string): void {
     const t = this.tenants.get(tenantId);
-    if (t) this.#dropEphemeral(t);
+    if (t) this.#singleUser.drop(t);
   }
 
   /**
@@ -702,15 +688,8 @@ export class Relay implements RelayView {
 
   // ───────────────────────── single-user forwards ─────────────────────────
 
-  /** The guest a single-user port forward reaches: the most recently connected one. */
-  #currentSingleUser(): Tenant | null {
-    let last: Tenant | null = null;
-    for (const t of this.tenants.values()) if (t.link && t.ephemeral) last = t;
-    return last;
-  }
-
   async #bindSingleUserForward(f: HostForwardConfig): Promise<BoundForward> {
-    const target = () => this.#currentSingleUser()?.session.forwardTarget ?? null;
+    const target = () => this.#singleUser.latest()?.session.forwardTarget ?? null;
     const refused = () =>
       this.#opts.log("info", "port forward client refused: no guest connected", { port: f.hostPort });
     const b = await bindForward(this.host, f, target, this.#opts.log, "single-user", refused);

@@ -67,7 +67,9 @@ const SERVE_FLAGS = `Serve flags (each also a key of the same name in --config F
                                    DIR/ID.dgram.sock (default
                                    $XDG_RUNTIME_DIR/slirp-relay, else /tmp/slirp-relay-UID; created 0700;
                                    refused when another user owns it or others may write to it)
-  --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30)
+  --tenant-grace SECONDS           a tenant keeps its flows this long after its guest left (default 30);
+                                   in single-user mode a guest that comes back within it (same MAC)
+                                   resumes its session: lease, TCP connections, UDP flows
   --duplicate-guest replace|refuse a second guest for a connected tenant (default replace)
   --capture-dir DIR                where admin-started pcap captures go, and only there (default /tmp)
   --instance NAME                  this relay's name in a fleet: the relay="NAME" label of every metric

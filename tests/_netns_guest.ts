@@ -172,7 +172,7 @@ export class NetnsGuest {
   readonly dir: string;
   #tap: TapDevice | null;
   #conn: ByteStream | null;
-  #writer: FrameWriter | null;
+  #writer: Pick<FrameWriter, "push"> | null;
   #done: Promise<void>[] = [];
   #impair: Impairment | null = null;
   /** Frames the impairment dropped, duplicated and reordered. */
@@ -239,9 +239,7 @@ export class NetnsGuest {
         }));
         return g;
       }
-      const conn = relay.startsWith("unix://")
-        ? await Deno.connect({ transport: "unix", path: relay.slice("unix://".length) })
-        : await Deno.connect({ hostname: "127.0.0.1", port: Number(relay.split(":").pop()) });
+      const conn = await NetnsGuest.#dial(relay);
       const g = new NetnsGuest(ns, ifname, dir, tap, conn);
       g.#impair = opts.impair ?? null;
       await Deno.writeTextFile(`${dir}/udhcpc.sh`, UDHCPC_SCRIPT, { mode: 0o755 });
@@ -297,8 +295,10 @@ export class NetnsGuest {
   #ws: WebSocket | null = null;
 
   #start(): void {
-    const tap = this.#tap!, writer = this.#writer!, conn = this.#conn!;
+    const tap = this.#tap!;
     const imp = this.#impair;
+    // the writer of the moment: reconnect() swaps it under the TAP's read loop
+    const writer = { push: (f: Uint8Array) => this.#writer!.push(f) };
     if (!imp) {
       this.#done.push(tap.readLoop((frame) => void writer.push(frame)));
     } else {
@@ -334,11 +334,39 @@ export class NetnsGuest {
         }
       }));
     }
+    this.#readFromRelay();
+  }
+
+  /** Frames from the relay's stream to the TAP, until the stream ends. */
+  #readFromRelay(): void {
+    const tap = this.#tap!;
     this.#done.push(
-      readFrames(conn, 65536 + 4096, (b, off, len) => {
+      readFrames(this.#conn!, 65536 + 4096, (b, off, len) => {
         tap.write(b.subarray(off, off + len));
       }).catch(() => {}),
     );
+  }
+
+  /**
+   * Breaks the link to the relay and, `downMs` later, connects again to `relay` (a stream listener), as a
+   * VM's NIC backend with `reconnect` does: the namespace, its addresses and its sockets stay as they are. Frames the guest
+   * sends in between are lost, as they would be.
+   */
+  async reconnect(relay: string, downMs = 0): Promise<void> {
+    if (!this.#tap || !this.#conn) throw new Error("reconnect: only the in-process stream bridge reconnects");
+    this.#writer = { push: () => false };
+    this.#conn.close();
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+    const conn = await NetnsGuest.#dial(relay);
+    this.#conn = conn;
+    this.#writer = new FrameWriter(conn, 4 * 1024 * 1024, () => {});
+    this.#readFromRelay();
+  }
+
+  static #dial(relay: string): Promise<ByteStream> {
+    return relay.startsWith("unix://")
+      ? Deno.connect({ transport: "unix", path: relay.slice("unix://".length) })
+      : Deno.connect({ hostname: "127.0.0.1", port: Number(relay.split(":").pop()) });
   }
 
   /** Runs a command inside the namespace. */

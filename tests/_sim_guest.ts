@@ -80,6 +80,8 @@ export class SimGuest {
   rcvNxt = 0;
   #onEstablished: () => void = () => {};
   received = 0;
+  /** Resets received on the current connection's port. */
+  resets = 0;
   /** The in-order payload received, when a test collects it (set to `[]`). */
   receivedBytes: Uint8Array[] | null = null;
   #onData: ((n: number) => void) | null = null;
@@ -234,7 +236,10 @@ export class SimGuest {
     if (ip.protocol !== IPPROTO_TCP) return;
     const t = parseTcp(f, ip.payloadOffset, ip.payloadEnd, -1, this.#tcp);
     if (isWireError(t) || t.dstPort !== this.sport) return;
-    if (t.flags & TCP_RST) return;
+    if (t.flags & TCP_RST) {
+      this.resets++;
+      return;
+    }
     if (t.flags & TCP_SYN) {
       this.rcvNxt = (t.seq + 1) >>> 0;
       this.#sendTcp(TCP_ACK_FLAG, null);

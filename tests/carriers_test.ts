@@ -201,11 +201,12 @@ async function byteStreamGuest(
   url: string,
   protocols: string[] | undefined,
   echoPort: number,
+  guestIndex = 1,
 ): Promise<void> {
   const ws = await openWs(url, protocols);
   if (protocols) assert.equal(ws.protocol, "binary", "the subprotocol is echoed");
   const problems: string[] = [];
-  const g = new SimGuest(1);
+  const g = new SimGuest(guestIndex);
   g.attach(byteStreamChannel(ws, g, 0x5eed, problems));
   try {
     // emscripten's datagram-port handshake, which the relay drops
@@ -224,7 +225,8 @@ Deno.test("WebSocket byte stream: a guest that cuts its stream at random message
   const echo = echoServer();
   try {
     await byteStreamGuest(`${relay.wsUrls[0]}/`, ["binary"], echo.port);
-    await byteStreamGuest(`${relay.wsUrls[0]}/stream`, undefined, echo.port);
+    // another guest (MAC): the same one would resume the first's session, its connection still open
+    await byteStreamGuest(`${relay.wsUrls[0]}/stream`, undefined, echo.port, 2);
     const ws = await openWs(`${relay.wsUrls[0]}/stream`);
     const closed = new Promise<number>((r) => (ws.onclose = (e) => r(e.code)));
     ws.send(Uint8Array.of(0, 2, 0, 0, 1, 2)); // a 131072-byte frame: over the WebSocket maximum

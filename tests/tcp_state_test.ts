@@ -905,3 +905,42 @@ Deno.test("TCP spurious timeout: an ACK echoing the original transmission's time
     }
   }
 });
+
+Deno.test("TCP after the guest's link was down (a resumed session): what is in flight goes again at once, its backoff restarted, and an ACK echoing a timestamp from before the outage does not undo it (RFC 6298 §5.5, RFC 3522 §3.2)", () => {
+  const g = guest({ timestamps: true });
+  try {
+    g.open();
+    const flight = g.hostSends(bytes(20 * 1460));
+    const originalTs = flight[0].tcp.tsVal;
+    /** Ms until the first segment goes again, advancing the clock 10 ms at a time (-1: not within `ms`). */
+    const nextResend = (ms: number) => {
+      const before = g.h.out.length, start = g.h.now;
+      for (let t = 0; t < ms; t += 10) {
+        g.h.advance(10);
+        if (g.sentSince(before).some((s) => s.tcp.seq === flight[0].tcp.seq && s.data.length > 0)) {
+          return g.h.now - start;
+        }
+      }
+      return -1;
+    };
+    assert.ok(nextResend(3000) > 0);
+    // the link is gone for 10 s: every retransmission is lost, the RTO backs off
+    for (let t = 0; t < 10_000; t += 10) g.h.advance(10);
+    const backedOff = g.conns[0].inspect().rtoMs as number;
+    const before = g.h.out.length;
+    g.h.stack.guestReturned();
+    const resent = g.sentSince(before).filter((s) => s.data.length > 0);
+    assert.equal(resent[0]?.tcp.seq, flight[0].tcp.seq, "the first segment in flight, at once");
+    const rto = g.conns[0].inspect().rtoMs as number;
+    assert.ok(rto * 4 <= backedOff, `the backoff restarted: RTO ${rto} ms, ${backedOff} before`);
+    // the guest had the first segment from before the outage: its ACK echoes that old timestamp
+    g.ack = (flight[0].tcp.seq + flight[0].data.length) >>> 0;
+    const afterAck = g.h.out.length;
+    g.send(TCP_ACK_FLAG, undefined, { tsEcr: originalTs });
+    const next = g.sentSince(afterAck).filter((s) => s.data.length > 0);
+    assert.equal(g.h.stack.counters.tcpSpuriousTimeouts, 0, "the outage's losses are real");
+    assert.equal(next[0]?.tcp.seq, flight[1].tcp.seq, "go-back-N: the second segment again");
+  } finally {
+    g.close();
+  }
+});

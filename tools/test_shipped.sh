@@ -12,7 +12,7 @@ FILES=(
   tests/wisp_test.ts tests/qemu_guest_test.ts tests/ipv6_netns_test.ts
   tests/tcp_netns_test.ts tests/multitenant_test.ts tests/websocket_test.ts
   tests/carriers_test.ts tests/gvproxy_api_test.ts tests/workers_test.ts tests/relay_stream_test.ts
-  tests/traceroute_test.ts
+  tests/traceroute_test.ts tests/session_resume_test.ts
 )
 WAYS=("$@")
 [ ${#WAYS[@]} -eq 0 ] && WAYS=(bun binary)

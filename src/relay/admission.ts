@@ -28,8 +28,11 @@ export class RelayFullError extends Error {}
 export interface AdmissionDeps {
   readonly multiTenant: boolean;
   readonly tenants: ReadonlyMap<string, Tenant>;
-  /** True while no further tenant may be created. */
-  atTenantLimit(): boolean;
+  /**
+   * True when the relay is at its tenant limit and no single-user session can make room (one waiting for
+   * its guest to come back is released first).
+   */
+  noRoomForSession(): boolean;
   readonly maxTenants: number;
   readonly log: Logger;
   /** HMAC secret of tenant tokens; without it no token admits anyone. */
@@ -80,7 +83,7 @@ export class Admission {
       );
       return "multi-tenant";
     }
-    if (this.#d.atTenantLimit()) {
+    if (this.#d.noRoomForSession()) {
       this.#d.log("warn", "stream guest refused: the relay is at its tenant limit", {
         remote,
         limit: this.#d.maxTenants,
@@ -136,7 +139,7 @@ export class Admission {
       : undefined;
     if (shared && !d.multiTenant) {
       if (!isUpgrade) return notUpgrade();
-      if (d.atTenantLimit()) {
+      if (d.noRoomForSession()) {
         d.log("warn", "WebSocket refused: the relay is at its tenant limit", { limit: d.maxTenants });
         return json(503, { error: `The relay is at its limit of ${d.maxTenants} guests` });
       }

@@ -71,12 +71,21 @@ export class EthernetSession {
 
   /** Attaches a guest link; the previous one, if any, is closed (the caller decides replace vs refuse). */
   attach(link: GuestLink): void {
+    // a guest back within its grace period: its flows resume
+    const returning = this.#cancelGrace !== undefined;
     this.#cancelGrace?.();
     this.#cancelGrace = undefined;
     const old = this.link;
     this.link = link;
     if (old && old !== link) old.close();
-    this.ensureStack().guestOffloads = link.offloads ?? false;
+    const stack = this.ensureStack();
+    stack.guestOffloads = link.offloads ?? false;
+    if (!returning) return;
+    try {
+      stack.guestReturned();
+    } catch (e) {
+      stack.onFault(e, "link.returned");
+    }
   }
 
   /** The link's backlog toward the guest drained: TCP connections waiting on it send again. */

@@ -10,6 +10,8 @@ import type { Logger } from "../common/logger.ts";
 import type { FrameFeed, GuestLink, LinkPeer } from "../transport/link.ts";
 import { lossyLink, recordingFeed, recordingLink, shapedLink } from "../transport/link_wrappers.ts";
 import type { WebSocketFramingKind } from "../transport/websocket_framing.ts";
+import { mac48 } from "../wire/bytes.ts";
+import { ETH_HEADER_LEN, ETH_SRC } from "../wire/ethernet.ts";
 import type { Tenant } from "./tenant.ts";
 import { type WispGuestDeps, wispPeer } from "./wisp_guest.ts";
 
@@ -22,6 +24,11 @@ export interface PeerContext {
   detach(t: Tenant, link: GuestLink): void;
   /** Forgets a single-user tenant no guest attached to. */
   dropEphemeral(t: Tenant): void;
+  /**
+   * A single-user guest's first frame came from `mac`: the session it left earlier, to attach `link`'s
+   * carrier to instead of `fresh` (which is gone then), or null.
+   */
+  resume(fresh: Tenant, link: GuestLink, mac: number): Tenant | null;
   /** Counts a guest connection closed for breaking its protocol. */
   protocolError(): void;
   /** The relay is shutting down (closes are expected, not logged). */
@@ -35,19 +42,43 @@ export interface PeerContext {
 /**
  * The peer of a frame carrier's guest of `t`; `logCloses`: a close with a reason is logged. The tenant sees
  * the carrier's link through the wrappers of link_wrappers.ts: its egress quota, faults (tests), capture.
+ * A single-user session learns its guest's MAC from the first frame, and a guest coming back with that MAC
+ * moves to the session it left ({@linkcode PeerContext.resume}): `t` is the guest's session from then on.
  */
 export function framePeer(ctx: PeerContext, t: Tenant, logCloses: boolean): LinkPeer {
   let attached: GuestLink | null = null;
+  const wrap = (link: GuestLink) => {
+    const shaped = t.egress ? shapedLink(link, t.egress, peer, t.linkBacklogLimit) : link;
+    return recordingLink(withFaults(ctx, t, shaped), t.recorder);
+  };
   const peer: LinkPeer = {
     opened: (link) => {
-      const shaped = t.egress ? shapedLink(link, t.egress, peer, t.linkBacklogLimit) : link;
-      attached = recordingLink(withFaults(ctx, t, shaped), t.recorder);
+      attached = wrap(link);
       const feed = ctx.attach(t, attached);
       if (!feed) {
         ctx.dropEphemeral(t);
         return null;
       }
-      return recordingFeed(feed, t.recorder);
+      const recorded = recordingFeed(feed, t.recorder);
+      if (!t.ephemeral) return recorded;
+      // one more call per batch: the first frame picks the session, every later batch goes straight to it
+      let current: FrameFeed = (buf, offs, lens, n) => {
+        if (n === 0 || lens[0] < ETH_HEADER_LEN) return recorded(buf, offs, lens, n);
+        const mac = mac48(buf, offs[0] + ETH_SRC);
+        const earlier = ctx.resume(t, attached!, mac);
+        if (earlier) {
+          t = earlier;
+          attached = wrap(link);
+          const to = ctx.attach(t, attached);
+          if (!to) return link.close();
+          current = recordingFeed(to, t.recorder);
+        } else {
+          t.guestMac = mac;
+          current = recorded;
+        }
+        return current(buf, offs, lens, n);
+      };
+      return (buf, offs, lens, n) => current(buf, offs, lens, n);
     },
     closed: (link, reason) => {
       if (reason && logCloses && !ctx.stopping) {

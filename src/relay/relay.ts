@@ -144,11 +144,16 @@ export class Relay implements RelayView {
         relayCapture: this.#pcap,
         retired: this.retiredCounters,
       }),
+      closeLane: (t) => {
+        if (t.lane) this.scheduler.close(t.lane);
+        t.lane = null;
+      },
+      log: opts.log,
     });
     this.#admission = new Admission({
       multiTenant: opts.multiTenant === true,
       tenants: this.tenants,
-      atTenantLimit: () => this.atTenantLimit,
+      noRoomForSession: () => this.atTenantLimit && !this.#singleUser.releaseOldestWaiting(),
       maxTenants: this.maxTenants,
       log: opts.log,
       tokenSecret: opts.tokenSecret,
@@ -174,6 +179,7 @@ export class Relay implements RelayView {
       attach: (t, link) => this.#attach(t, link),
       detach: (t, link) => this.#detach(t, link),
       dropEphemeral: (t) => this.#singleUser.drop(t),
+      resume: (fresh, link, mac) => this.#singleUser.resume(fresh, link, mac),
       protocolError: () => this.transportErrors++,
       get stopping() {
         return isStopping();
@@ -493,6 +499,7 @@ export class Relay implements RelayView {
     t.attach(link);
     const lane = this.scheduler.open(t.id, (b, off, len) => t.input(b, off, len), t.ingress);
     t.lane = lane;
+    if (t.ephemeral && t.guestMac === null) this.#singleUser.callWaitingGuests(t);
     this.#opts.log("info", "guest connected", { tenant: t.id, transport: link.kind, remote: link.remote });
     return (buf, offs, lens, n) => this.scheduler.submit(lane, buf, offs, lens, n);
   }

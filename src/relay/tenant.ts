@@ -47,8 +47,13 @@ export class Tenant {
   readonly id: string;
   spec: TenantSpec;
   readonly config: StackConfig;
-  /** Anonymous single-user session: removed as soon as its guest leaves. */
+  /** Anonymous single-user session: removed once its guest has left (and not come back within the grace). */
   readonly ephemeral: boolean;
+  /**
+   * A single-user session's guest: the source MAC of the first frame its guest sent (48 bits), null before.
+   * A guest that reconnects and sends from it within the grace period resumes the session.
+   */
+  guestMac: number | null = null;
   readonly counters: Counters = new Counters();
   readonly quotas: Required<TenantQuotas>;
   readonly ingress: TokenBucket | null;
@@ -160,9 +165,12 @@ export class Tenant {
     this.session.attach(link);
   }
 
-  /** The guest link went away: keep state for `graceMs`, then release every flow. */
+  /**
+   * The guest link went away: keep state for `graceMs`, then release every flow. A single-user session
+   * whose guest never sent a frame cannot be resumed, so it goes at once.
+   */
   detach(link: GuestLink, graceMs: number, onExpire: () => void): void {
-    this.session.detach(link, this.ephemeral ? 0 : graceMs, () => {
+    this.session.detach(link, this.ephemeral && this.guestMac === null ? 0 : graceMs, () => {
       if (!this.ephemeral) {
         this.#deps.log("info", "tenant idle past its grace period; flows released", { tenant: this.id });
       }

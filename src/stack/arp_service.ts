@@ -58,14 +58,26 @@ export class ArpService {
 
   /** Broadcasts a request for `ip` (rate-limited per address). */
   request(ip: number): void {
-    const s = this.#stack;
-    const now = s.wheel.now;
+    const now = this.#stack.wheel.now;
     const last = this.#lastRequest.get(ip);
     if (last !== undefined && now - last < REQUEST_INTERVAL_MS) return;
     if (this.#lastRequest.size > 256) this.#lastRequest.clear();
     this.#lastRequest.set(ip, now);
+    this.#emitRequest(ip, MAC_BROADCAST);
+  }
+
+  /**
+   * Asks the host at `mac` whether it still holds `ip`, unicast (RFC 1122 §2.3.2.1's poll): only that host
+   * answers, and its answer comes from its MAC.
+   */
+  poll(ip: number, mac: number): void {
+    this.#emitRequest(ip, mac);
+  }
+
+  #emitRequest(ip: number, to: number): void {
+    const s = this.#stack;
     const tx = s.tx;
-    emitEthernet(tx, 0, MAC_BROADCAST, s.plan.gatewayMac, ETHERTYPE_ARP);
+    emitEthernet(tx, 0, to, s.plan.gatewayMac, ETHERTYPE_ARP);
     emitArp(
       {
         op: ARP_OP_REQUEST,

@@ -23,6 +23,8 @@ export class Counters {
   /** Timeouts found spurious afterwards (Eifel, RFC 3522; F-RTO, RFC 5682) and undone. */
   tcpSpuriousTimeouts = 0;
   tcpTailProbes = 0;
+  /** Connections that sent their flight again at once when the guest's link came back (a resumed session). */
+  tcpResentOnLinkReturn = 0;
   tcpBytesToGuest = 0;
   tcpBytesFromGuest = 0;
   /** Guest TCP segments whose Ethernet and IPv4 headers repeated the flow's last (segment_prediction.ts). */
@@ -73,6 +75,7 @@ export class Counters {
       tcpTimeouts: this.tcpTimeouts,
       tcpSpuriousTimeouts: this.tcpSpuriousTimeouts,
       tcpTailProbes: this.tcpTailProbes,
+      tcpResentOnLinkReturn: this.tcpResentOnLinkReturn,
       tcpBytesToGuest: this.tcpBytesToGuest,
       tcpBytesFromGuest: this.tcpBytesFromGuest,
       tcpSegmentsPredicted: this.tcpSegmentsPredicted,

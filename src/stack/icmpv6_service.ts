@@ -538,17 +538,35 @@ export class Icmpv6Service {
     return -1;
   }
 
+  /** The guest addresses learned, each with its MAC. */
+  *neighbours(): Generator<[Uint8Array, number]> {
+    for (let i = 0; i < this.#neighbourAddresses.length; i++) {
+      yield [this.#neighbourAddresses[i], this.#neighbourMacs[i]];
+    }
+  }
+
   /** Neighbor Solicitation for a guest address (RFC 4861 §7.2.2), to its solicited-node group. */
   #solicit(a: Uint8Array, off: number): void {
-    const s = this.#stack;
-    if (!s.admitErrorReply()) return;
+    if (!this.#stack.admitErrorReply()) return;
     const group = solicitedNodeAddress(a, off, this.#scratch);
+    this.#emitSolicitation(a, off, group, multicastMacV6(group, 0));
+  }
+
+  /**
+   * Asks the host at `mac` whether it still holds `a`, unicast (RFC 4861 §7.3.1: confirming reachability):
+   * only that host answers, and its advertisement comes from its MAC.
+   */
+  poll(a: Uint8Array, mac: number): void {
+    this.#emitSolicitation(a, 0, a, mac);
+  }
+
+  #emitSolicitation(target: Uint8Array, off: number, dst: Uint8Array, dstMac: number): void {
+    const s = this.#stack;
     const tx = s.tx;
     const l4 = ETH_HEADER_LEN + IPV6_HEADER_LEN;
-    tx.set(a.subarray(off, off + 16), l4 + ICMPV6_HEADER_LEN);
+    tx.set(target.subarray(off, off + 16), l4 + ICMPV6_HEADER_LEN);
     emitLinkLayerOption(tx, l4 + ICMPV6_HEADER_LEN + 16, NDP_OPT_SOURCE_LLADDR, s.plan.gatewayMac);
-    const p = this.#plan;
-    this.#send(p.linkLocal, 0, group, 0, NDP_NEIGHBOR_SOLICITATION, 0, 0, 24, multicastMacV6(group, 0), 255);
+    this.#send(this.#plan.linkLocal, 0, dst, 0, NDP_NEIGHBOR_SOLICITATION, 0, 0, 24, dstMac, 255);
   }
 
   close(): void {

@@ -629,6 +629,11 @@ export class Stack implements StackContext {
     this.tcp.kick();
   }
 
+  /** The guest's link is back after an outage (a resumed session): TCP resends at once what it lost. */
+  guestReturned(): void {
+    this.tcp.linkReturned();
+  }
+
   /** Resets every TCP connection (relay shutdown: the guests see RSTs, not hangs). */
   resetAllTcp(): void {
     this.tcp.close();

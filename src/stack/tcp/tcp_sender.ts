@@ -528,6 +528,23 @@ export abstract class TcpSender implements FaultOwner {
     return true;
   }
 
+  /**
+   * The guest's link is back after an outage (a resumed session): the RTO backed off while frames were lost
+   * for want of a link, not on the path, so what is in flight goes again now, its backoff restarted
+   * (RFC 6298 (5.5) doubled it for a path that was never tried).
+   */
+  linkReturned(): void {
+    if (this.isFreed || !this.rtoTimer.armed || seqDiff(this.sndNxt, this.sndUna) === 0) return;
+    this.stack.counters.tcpResentOnLinkReturn++;
+    this.rtoDone();
+    this.rtt.backoff = 0;
+    this.#onTimer(0);
+    // what was in flight met a missing link: the timeout is real, whatever the guest's echoed timestamps
+    // say (Eifel would find it spurious on the first ACK, which acknowledges what arrived before the outage)
+    this.#timeoutJudged = true;
+    this.#frtoStep = 0;
+  }
+
   protected rtoDone(): void {
     this.stack.wheel.cancel(this.rtoTimer);
   }

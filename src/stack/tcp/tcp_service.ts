@@ -422,6 +422,11 @@ export class TcpService implements TcpConnOwner {
     return new Ipv4Path(s, guestIp, s.plan.gateway);
   }
 
+  /** The guest's link is back after an outage: each connection resends what it has in flight. */
+  linkReturned(): void {
+    for (const list of this.#table.values()) for (const c of [...list]) c.linkReturned();
+  }
+
   close(): void {
     this.closeSome(Infinity);
   }

@@ -20,15 +20,18 @@ async function singleUserRelay(dir: string, extra: string[] = []): Promise<TestR
   ]);
 }
 
-/** A TCP echo server on 127.0.0.1 that closes its connections with it. */
-async function echoServer(): Promise<{ port: number; close(): void }> {
+/** A TCP server on 127.0.0.1 (or `host`) running `serve` per connection; `close` ends them all with it. */
+async function tcpServer(
+  serve: (s: net.Socket) => void,
+  host?: string,
+): Promise<{ port: number; close(): void }> {
   const open = new Set<net.Socket>();
   const server = await listenTcp((s) => {
     open.add(s);
     s.on("error", () => {});
     s.on("close", () => open.delete(s));
-    s.pipe(s);
-  });
+    serve(s);
+  }, host);
   return {
     port: server.port,
     close() {
@@ -37,6 +40,9 @@ async function echoServer(): Promise<{ port: number; close(): void }> {
     },
   };
 }
+
+/** A TCP echo server on 127.0.0.1. */
+const echoServer = () => tcpServer((s) => s.pipe(s));
 
 /** Connects `g` over a WebSocket, one frame per message (v86's carrier). */
 async function overWebSocket(g: SimGuest, url: string): Promise<void> {
@@ -118,27 +124,19 @@ Deno.test("single-user: a guest that reconnects with its MAC resumes its session
 async function heldEchoServer(): Promise<
   { port: number; got: () => number; release(): void; close(): void }
 > {
-  const open = new Set<net.Socket>();
   const held: { s: net.Socket; data: Uint8Array }[] = [];
   let got = 0;
-  const server = await listenTcp((s) => {
-    open.add(s);
-    s.on("error", () => {});
-    s.on("close", () => open.delete(s));
+  const server = await tcpServer((s) => {
     s.on("data", (d: Uint8Array) => {
       got += d.length;
       held.push({ s, data: d });
     });
   });
   return {
-    port: server.port,
+    ...server,
     got: () => got,
     release() {
       for (const { s, data } of held.splice(0)) s.write(data);
-    },
-    close() {
-      for (const s of open) s.destroy();
-      server.close();
     },
   };
 }
@@ -266,22 +264,7 @@ else:
 `;
 
 /** A TCP server on 127.0.0.1 (or `host`) that sends `data` to each client, then closes. */
-async function sourceServer(data: Uint8Array, host?: string): Promise<{ port: number; close(): void }> {
-  const open = new Set<net.Socket>();
-  const server = await listenTcp((s) => {
-    open.add(s);
-    s.on("error", () => {});
-    s.on("close", () => open.delete(s));
-    s.end(data);
-  }, host);
-  return {
-    port: server.port,
-    close() {
-      for (const s of open) s.destroy();
-      server.close();
-    },
-  };
-}
+const sourceServer = (data: Uint8Array, host?: string) => tcpServer((s) => s.end(data), host);
 
 e2eTest(
   "netns Linux guest, single-user: its stream link breaks for a second in the middle of an 8 MB download (over IPv4, then IPv6 alone) and of a 4 MB TCP echo; every connection goes on, byte for byte, in the same session",

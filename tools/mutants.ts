@@ -374,8 +374,8 @@ export const MUTANTS: Mutant[] = [
   {
     name: "datagram: a guest's offloaded (unfinished) checksums are verified and its segments dropped",
     file: "src/relay/ethernet_session.ts",
-    from: "this.ensureStack().guestOffloads = link.offloads ?? false;",
-    to: "this.ensureStack().guestOffloads = false;",
+    from: "stack.guestOffloads = link.offloads ?? false;",
+    to: "stack.guestOffloads = false;",
     tests: ["tests/carriers_test.ts"],
   },
   {
